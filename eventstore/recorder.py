@@ -1,0 +1,192 @@
+"""The recorder interface: what any backend of the log must do.
+
+A recorder stores rows that are already encoded (the body is JSON text); typing, upcasting
+and ids live one layer up, in `eventstore.store`. Every backend must pass the contract
+suite in `tests/eventstore/contract.py`, so a server-backed recorder (PostgreSQL for a
+fleet) can replace SQLite without touching handlers or projections.
+"""
+from __future__ import annotations
+
+import abc
+import functools
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime, timezone
+
+import msgspec
+
+
+@functools.lru_cache(maxsize=256)
+def utc_iso(moment: datetime) -> str:
+    """The one timestamp format of the log: ISO-8601, UTC, microseconds, 'Z'.
+
+    A fixed width makes text order equal time order, so SQL range filters work on it.
+    """
+    if moment.tzinfo is None:
+        raise ValueError(f"naive datetime {moment!r}: the log stores aware UTC times only")
+    if moment.tzinfo is not timezone.utc:
+        moment = moment.astimezone(timezone.utc)
+    return moment.isoformat(timespec="microseconds")[:-6] + "Z"  # "+00:00" -> "Z"
+
+
+def parse_utc(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
+
+
+def system_clock() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class NewEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """One row to append; `data` is the body as JSON text."""
+
+    event_id: str
+    type: str
+    schema_version: int
+    occurred_at: str
+    data: str
+    correlation_id: str | None = None
+    causation_id: str | None = None
+
+
+class StoredEvent(msgspec.Struct, frozen=True):
+    """One row as stored: the columns of the `events` table, in column order."""
+
+    position: int
+    event_id: str
+    stream: str
+    version: int
+    type: str
+    schema_version: int
+    occurred_at: str
+    recorded_at: str
+    correlation_id: str | None
+    causation_id: str | None
+    data: str
+    hash: str
+
+
+class AppendRequest(msgspec.Struct, frozen=True):
+    """Events for one stream; expected_version None means 'whatever the stream is at'."""
+
+    stream: str
+    events: Sequence[NewEvent]
+    expected_version: int | None = None
+
+
+class CheckpointAdvance(msgspec.Struct, frozen=True):
+    """Move a handler's checkpoint from `expected` to `position` in the same transaction."""
+
+    handler: str
+    expected: int
+    position: int
+
+
+class EventFilter(msgspec.Struct, frozen=True, kw_only=True):
+    """Audit filters; every field narrows the result, None means no constraint."""
+
+    after: int = 0
+    until: int | None = None
+    types: tuple[str, ...] | None = None
+    stream: str | None = None
+    correlation_id: str | None = None
+    occurred_since: str | None = None
+    occurred_until: str | None = None
+
+    def matches(self, row: "StoredEvent") -> bool:
+        return (
+            row.position > self.after
+            and (self.until is None or row.position <= self.until)
+            and (self.types is None or row.type in self.types)
+            and (self.stream is None or row.stream == self.stream)
+            and (self.correlation_id is None or row.correlation_id == self.correlation_id)
+            and (self.occurred_since is None or row.occurred_at >= self.occurred_since)
+            and (self.occurred_until is None or row.occurred_at < self.occurred_until)
+        )
+
+
+class Break(msgspec.Struct, frozen=True):
+    position: int | None
+    problem: str
+
+
+class VerifyReport(msgspec.Struct, frozen=True):
+    ok: bool
+    events: int
+    head_position: int
+    head_hash: str
+    first_break: Break | None = None
+
+
+class Recorder(abc.ABC):
+    """Append-only storage of event rows with a global order and per-stream versions."""
+
+    @abc.abstractmethod
+    def append(self, stream: str, events: Sequence[NewEvent], expected_version: int | None = None) -> list[int]:
+        """Append atomically; returns the positions.
+
+        A stale expected_version raises ConcurrencyError. A batch whose event ids are all
+        stored already returns the stored positions and writes nothing (a retry); a batch
+        mixing stored and new ids raises DuplicateEventConflict.
+        """
+
+    @abc.abstractmethod
+    def append_many(
+        self, requests: Sequence[AppendRequest], checkpoint: CheckpointAdvance | None = None
+    ) -> list[list[int]]:
+        """Several appends, and optionally a checkpoint move, in one transaction."""
+
+    @abc.abstractmethod
+    def read(
+        self,
+        after: int = 0,
+        *,
+        types: Iterable[str] | None = None,
+        until: int | None = None,
+        page: int = 1000,
+    ) -> Iterator[StoredEvent]:
+        """Rows with position > after (and <= until), in order, fetched page by page."""
+
+    @abc.abstractmethod
+    def query(self, where: EventFilter, limit: int | None = None) -> Iterator[StoredEvent]:
+        """Rows matching every filter, in position order, streamed."""
+
+    @abc.abstractmethod
+    def read_stream(self, stream: str, after_version: int = 0) -> Iterator[StoredEvent]:
+        ...
+
+    @abc.abstractmethod
+    def get(self, event_id: str) -> StoredEvent | None:
+        ...
+
+    @abc.abstractmethod
+    def last_position(self) -> int:
+        ...
+
+    @abc.abstractmethod
+    def stream_version(self, stream: str) -> int:
+        """0 for a stream with no events."""
+
+    @abc.abstractmethod
+    def checkpoint(self, handler: str) -> int:
+        """The last position `handler` has handled; 0 when it has handled none."""
+
+    @abc.abstractmethod
+    def checkpoints(self) -> dict[str, int]:
+        ...
+
+    @abc.abstractmethod
+    def position_at(self, moment: str) -> int:
+        """The last position recorded at or before `moment` (ISO UTC); 0 if none."""
+
+    @abc.abstractmethod
+    def verify(self) -> VerifyReport:
+        """Walk the hash chain; report the first position where it breaks."""
+
+    def close(self) -> None:  # noqa: B027 - optional for backends without resources
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,358 @@
+"""The embedded recorder: one SQLite file in WAL mode.
+
+Design notes (why, not what):
+- Writers take the lock up front (BEGIN IMMEDIATE) and then read the chain head, so
+  positions, versions and hashes are computed by exactly one writer at a time: several
+  processes can append to one file without lost, duplicated or reordered positions.
+- The append-only rule is enforced by triggers inside the database, so no client, not even
+  a hand-typed `sqlite3` session, can UPDATE or DELETE a row without first dropping them;
+  dropping them is what `verify` reports, and any edit after that breaks the hash chain.
+- Reads page by position instead of holding one cursor open, so a reader never pins an
+  old WAL snapshot for the length of a long rebuild.
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+
+import sqlite_utils
+
+from eventstore.errors import (
+    CheckpointConflict, ConcurrencyError, DuplicateEventConflict, LogMissing, NewerFormat,
+    NotASelfhealLog, StoreBusy,
+)
+from eventstore.hashing import GENESIS, chain_rows, verify_rows
+from eventstore.recorder import (
+    AppendRequest, Break, CheckpointAdvance, EventFilter, NewEvent, Recorder, StoredEvent, VerifyReport,
+    system_clock, utc_iso,
+)
+
+#: 'SHL1': marks a SQLite file as a selfheal log (PRAGMA application_id)
+APPLICATION_ID = 0x53484C31
+FORMAT_VERSION = 1
+
+COLUMNS = ("position", "event_id", "stream", "version", "type", "schema_version", "occurred_at",
+           "recorded_at", "correlation_id", "causation_id", "data", "hash")
+_SELECT = "SELECT " + ", ".join(COLUMNS) + " FROM events"
+_INSERT = f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+
+APPEND_ONLY_TRIGGERS = {
+    "events_refuse_update": "UPDATE",
+    "events_refuse_delete": "DELETE",
+}
+
+SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+def _migration_1(db: sqlite_utils.Database) -> None:
+    db["events"].create(
+        {
+            "position": int, "event_id": str, "stream": str, "version": int, "type": str,
+            "schema_version": int, "occurred_at": str, "recorded_at": str,
+            "correlation_id": str, "causation_id": str, "data": str, "hash": str,
+        },
+        pk="position",
+        not_null={"event_id", "stream", "version", "type", "schema_version", "occurred_at",
+                  "recorded_at", "data", "hash"},
+    )
+    db["events"].create_index(["event_id"], index_name="events_event_id", unique=True)
+    db["events"].create_index(["stream", "version"], index_name="events_stream_version", unique=True)
+    db["events"].create_index(["type", "position"], index_name="events_type")
+    db["events"].create_index(["correlation_id"], index_name="events_correlation")
+    db["events"].create_index(["recorded_at"], index_name="events_recorded_at")
+    for name, action in APPEND_ONLY_TRIGGERS.items():
+        db.execute(
+            f"CREATE TRIGGER {name} BEFORE {action} ON events BEGIN "
+            f"SELECT RAISE(ABORT, 'selfheal: the events table is append-only: {action} is refused'); END"
+        )
+    db["handler_checkpoints"].create(
+        {"handler": str, "position": int, "updated_at": str}, pk="handler", not_null={"position"}
+    )
+
+
+#: index i migrates a log from format i to i + 1
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1]
+assert len(MIGRATIONS) == FORMAT_VERSION
+
+
+class SQLiteRecorder(Recorder):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        create: bool = False,
+        synchronous: str = "FULL",
+        busy_timeout_s: float = 10.0,
+        max_busy_retries: int = 20,
+        clock: Callable[[], datetime] = system_clock,
+    ):
+        self.path = Path(path)
+        synchronous = synchronous.upper()
+        if synchronous not in SYNCHRONOUS_MODES:
+            raise ValueError(f"synchronous={synchronous!r}: allowed values are {', '.join(SYNCHRONOUS_MODES)}")
+        self._clock = clock
+        self._max_busy_retries = max_busy_retries
+        existed = self.path.exists() and self.path.stat().st_size > 0
+        if not existed and not create:
+            what = "is empty (0 bytes)" if self.path.exists() else "does not exist"
+            raise LogMissing(f"{self.path}: {what}; create a log with `selfheal init`")
+        if create and not self.path.parent.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        if create and not self.path.exists():
+            # owner-only: the log holds log excerpts and configs of production servers
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=busy_timeout_s,
+                                     check_same_thread=False)
+        try:
+            self._open(existed, synchronous)
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            raise NotASelfhealLog(f"{self.path}: not a SQLite database ({exc})") from None
+        except Exception:
+            self._conn.close()
+            raise
+
+    # -- opening and migrating ---------------------------------------------------------
+
+    def _open(self, existed: bool, synchronous: str) -> None:
+        conn = self._conn
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        if existed and app_id != APPLICATION_ID:
+            raise NotASelfhealLog(
+                f"{self.path}: a SQLite database, but not a selfheal log (application_id {app_id:#x})"
+            )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > FORMAT_VERSION:
+            raise NewerFormat(
+                f"{self.path}: log format {version} was written by a newer selfheal; "
+                f"this build reads formats up to {FORMAT_VERSION}"
+            )
+        if version < FORMAT_VERSION:
+            self._migrate(version)
+
+    def _migrate(self, version: int) -> None:
+        db = sqlite_utils.Database(self._conn)
+        self._begin()
+        try:
+            # re-read under the write lock: another process may have migrated meanwhile
+            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            for step in MIGRATIONS[version:]:
+                step(db)
+            self._conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            self._conn.execute(f"PRAGMA user_version={FORMAT_VERSION}")
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+
+    # -- transactions ------------------------------------------------------------------
+
+    def _begin(self) -> None:
+        for attempt in range(self._max_busy_retries + 1):
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if attempt == self._max_busy_retries:
+                    raise StoreBusy(f"{self.path}: still locked by other writers after "
+                                    f"{self._max_busy_retries} retries") from None
+                time.sleep(min(0.5, 0.01 * 2 ** attempt))
+
+    def _head(self) -> tuple[int, str]:
+        row = self._conn.execute("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1").fetchone()
+        return (row[0], row[1]) if row else (0, GENESIS)
+
+    def _stream_version(self, stream: str) -> int:
+        row = self._conn.execute("SELECT MAX(version) FROM events WHERE stream = ?", (stream,)).fetchone()
+        return row[0] or 0
+
+    def _stored_positions(self, events: Sequence[NewEvent]) -> dict[str, int]:
+        ids = [e.event_id for e in events]
+        found: dict[str, int] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            q = f"SELECT event_id, position FROM events WHERE event_id IN ({','.join('?' * len(chunk))})"
+            found.update(self._conn.execute(q, chunk).fetchall())
+        return found
+
+    def _append_locked(self, request: AppendRequest, head: list) -> list[int]:
+        events = request.events
+        if not events:
+            return []
+        version = self._stream_version(request.stream)
+        if request.expected_version is not None and request.expected_version != version:
+            if self._stored_positions(events):
+                return self._replayed(request)  # a retry of a batch that already landed
+            raise ConcurrencyError(request.stream, request.expected_version, version)
+        rows = chain_rows(events, request.stream, position=head[0], version=version,
+                          previous=head[1], recorded_at=utc_iso(self._clock()))
+        # the common case is new ids, so insert first and let the unique index find
+        # stored ones, instead of looking every id up before each insert
+        self._conn.execute("SAVEPOINT batch")
+        try:
+            self._conn.executemany(_INSERT, rows)
+        except sqlite3.IntegrityError:
+            self._conn.execute("ROLLBACK TO batch")
+            self._conn.execute("RELEASE batch")
+            return self._replayed(request)
+        self._conn.execute("RELEASE batch")
+        head[0], head[1] = rows[-1][0], rows[-1][11]
+        return [r[0] for r in rows]
+
+    def _replayed(self, request: AppendRequest) -> list[int]:
+        """Positions of a batch whose ids are all stored; refuses a batch that mixes."""
+        events = request.events
+        stored = self._stored_positions(events)
+        if len(stored) == len(events):
+            return [stored[e.event_id] for e in events]
+        if len({e.event_id for e in events}) != len(events):
+            raise DuplicateEventConflict(f"stream {request.stream!r}: the batch repeats an event id")
+        if not stored:
+            raise  # pragma: no cover - an integrity error that is not about event ids
+        raise DuplicateEventConflict(
+            f"stream {request.stream!r}: {len(stored)} of {len(events)} event ids in the batch "
+            f"are stored already (e.g. {next(iter(stored))}); a retry must resend the same batch"
+        )
+
+    def append(self, stream: str, events: Sequence[NewEvent], expected_version: int | None = None) -> list[int]:
+        return self.append_many([AppendRequest(stream, events, expected_version)])[0]
+
+    def append_many(
+        self, requests: Sequence[AppendRequest], checkpoint: CheckpointAdvance | None = None
+    ) -> list[list[int]]:
+        self._begin()
+        try:
+            if checkpoint is not None:
+                current = self._checkpoint(checkpoint.handler)
+                if current != checkpoint.expected:
+                    raise CheckpointConflict(checkpoint.handler, checkpoint.expected, current)
+            head = list(self._head())
+            positions = [self._append_locked(r, head) for r in requests]
+            if checkpoint is not None:
+                self._conn.execute(
+                    "INSERT INTO handler_checkpoints (handler, position, updated_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT(handler) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
+                    (checkpoint.handler, checkpoint.position, utc_iso(self._clock())),
+                )
+            self._conn.execute("COMMIT")
+            return positions
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+
+    # -- reading -------------------------------------------------------------------------
+
+    def read(self, after: int = 0, *, types: Iterable[str] | None = None, until: int | None = None,
+             page: int = 1000) -> Iterator[StoredEvent]:
+        where, params = ["position > ?"], []
+        if types is not None:
+            types = list(types)
+            where.append(f"type IN ({','.join('?' * len(types))})")
+            params.extend(types)
+        if until is not None:
+            where.append("position <= ?")
+            params.append(until)
+        query = f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY position LIMIT {int(page)}"
+        execute = self._conn.execute
+        while True:
+            rows = execute(query, (after, *params)).fetchall()
+            for row in rows:
+                yield StoredEvent(*row)
+            if len(rows) < page:
+                return
+            after = rows[-1][0]
+
+    def query(self, where: EventFilter, limit: int | None = None) -> Iterator[StoredEvent]:
+        clauses, params = [], []
+        for op, value in (
+            ("position <=", where.until), ("stream =", where.stream),
+            ("correlation_id =", where.correlation_id),
+            ("occurred_at >=", where.occurred_since), ("occurred_at <", where.occurred_until),
+        ):
+            if value is not None:
+                clauses.append(f"{op} ?")
+                params.append(value)
+        if where.types is not None:
+            clauses.append(f"type IN ({','.join('?' * len(where.types))})")
+            params.extend(where.types)
+        base = f"{_SELECT} WHERE position > ?" + "".join(f" AND {c}" for c in clauses)
+        after, remaining = where.after, limit
+        while remaining is None or remaining > 0:
+            page = 1000 if remaining is None else min(1000, remaining)
+            rows = self._conn.execute(f"{base} ORDER BY position LIMIT {page}", (after, *params)).fetchall()
+            for row in rows:
+                yield StoredEvent(*row)
+            if len(rows) < page:
+                return
+            after = rows[-1][0]
+            if remaining is not None:
+                remaining -= len(rows)
+
+    def read_stream(self, stream: str, after_version: int = 0) -> Iterator[StoredEvent]:
+        rows = self._conn.execute(f"{_SELECT} WHERE stream = ? AND version > ? ORDER BY version",
+                                  (stream, after_version)).fetchall()
+        for row in rows:
+            yield StoredEvent(*row)
+
+    def get(self, event_id: str) -> StoredEvent | None:
+        row = self._conn.execute(f"{_SELECT} WHERE event_id = ?", (event_id,)).fetchone()
+        return StoredEvent(*row) if row else None
+
+    def last_position(self) -> int:
+        return self._conn.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()[0]
+
+    def stream_version(self, stream: str) -> int:
+        return self._stream_version(stream)
+
+    def _checkpoint(self, handler: str) -> int:
+        row = self._conn.execute("SELECT position FROM handler_checkpoints WHERE handler = ?", (handler,)).fetchone()
+        return row[0] if row else 0
+
+    def checkpoint(self, handler: str) -> int:
+        return self._checkpoint(handler)
+
+    def checkpoints(self) -> dict[str, int]:
+        return dict(self._conn.execute("SELECT handler, position FROM handler_checkpoints ORDER BY handler"))
+
+    def position_at(self, moment: str) -> int:
+        # recorded_at is written in position order by the single writer, so the last row
+        # recorded at or before `moment` bounds what the system had seen at that time
+        row = self._conn.execute("SELECT MAX(position) FROM events WHERE recorded_at <= ?", (moment,)).fetchone()
+        return row[0] or 0
+
+    def verify(self) -> VerifyReport:
+        triggers = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+        missing = sorted(set(APPEND_ONLY_TRIGGERS) - triggers)
+
+        def rows():
+            after = 0
+            while True:
+                page = self._conn.execute(f"{_SELECT} WHERE position > ? ORDER BY position LIMIT 5000",
+                                          (after,)).fetchall()
+                yield from page
+                if len(page) < 5000:
+                    return
+                after = page[-1][0]
+
+        count, head, head_hash, broken = verify_rows(rows())
+        if broken is None and missing:
+            broken = (None, f"append-only triggers are missing: {', '.join(missing)}")
+        return VerifyReport(ok=broken is None, events=count, head_position=head, head_hash=head_hash,
+                            first_break=Break(*broken) if broken else None)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The raw connection, for read-only queries by tools (sqlite-utils, audit)."""
+        return self._conn

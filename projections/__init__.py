@@ -1,0 +1,27 @@
+"""Read models of the log: pure folds, rebuildable from scratch at any position."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from eventstore.store import EventStore
+from projections.base import Projection, View, catch_up, rebuild as rebuild_one
+from projections.event_counts import EventCountsProjection
+
+
+def registered() -> list[Projection]:
+    """Every projection selfheal maintains (the CLI's `rebuild` rebuilds these)."""
+    return [EventCountsProjection()]
+
+
+def rebuild(store: EventStore, *, as_of: int | None = None,
+            progress: Callable[[int], None] | None = None) -> dict:
+    """Rebuild every registered projection from scratch in one pass over the log."""
+    view = View(store, registered())
+    for event in store.read(0, until=as_of):
+        view.advance(event)
+        if progress is not None:
+            progress(event.position)
+    return {"position": view.position, "projections": {name: view[name] for name in view.states}}
+
+
+__all__ = ["Projection", "View", "catch_up", "rebuild", "rebuild_one", "registered"]

@@ -1,0 +1,40 @@
+"""Encoding event Structs to the log's JSON bodies and back, upcasting old versions."""
+from __future__ import annotations
+
+import msgspec
+
+from eventstore.errors import CorruptEvent, UnknownEventType
+from schemas.events import EVENT_TYPES, Event
+from schemas.upcasting import upcast
+
+_encoder = msgspec.json.Encoder()
+_decoders = {name: msgspec.json.Decoder(cls) for name, cls in EVENT_TYPES.items()}
+_raw = msgspec.json.Decoder()
+
+
+def encode(event: Event) -> str:
+    return _encoder.encode(event).decode()
+
+
+def fast_decoder(type_name: str, schema_version: int):
+    """The decoder for rows already at the current version, or None (take `decode`)."""
+    cls = EVENT_TYPES.get(type_name)
+    if cls is not None and cls.SCHEMA_VERSION == schema_version:
+        return _decoders[type_name].decode
+    return None
+
+
+def decode(type_name: str, schema_version: int, data: str | bytes, *, where: str = "") -> Event:
+    cls = EVENT_TYPES.get(type_name)
+    if cls is None:
+        raise UnknownEventType(f"{where}unknown event type {type_name!r} (written by a newer selfheal?)")
+    try:
+        if schema_version == cls.SCHEMA_VERSION:
+            return _decoders[type_name].decode(data)
+        if schema_version > cls.SCHEMA_VERSION:
+            raise UnknownEventType(
+                f"{where}{type_name} v{schema_version} is newer than this build's v{cls.SCHEMA_VERSION}")
+        body = upcast(type_name, schema_version, _raw.decode(data), cls.SCHEMA_VERSION)
+        return msgspec.convert(body, cls)
+    except (msgspec.DecodeError, msgspec.ValidationError, LookupError, KeyError) as exc:
+        raise CorruptEvent(f"{where}{type_name} v{schema_version} does not decode: {exc}") from None

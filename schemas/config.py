@@ -1,0 +1,158 @@
+"""The user's config file, `selfheal.toml`, validated with pydantic into clear errors.
+
+Every error names the file, the key (dotted path), what is wrong and what is allowed.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from schemas.actuators import Actuator, ActuatorBounds
+from schemas.serving import ServingConfig
+
+MODES = ("dev", "prod", "disabled")
+MODE_ENV = "SELFHEAL_MODE"
+
+
+class ConfigError(Exception):
+    """One clear line: file, key, problem, allowed values."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RateLimitSettings(_Strict):
+    runs: int = Field(3, ge=1, description="runs allowed in any rolling window")
+    window_hours: float = Field(24, gt=0)
+    cooldown_hours: float = Field(6, ge=0, description="quiet time after each run")
+    backoff_after_failures: int = Field(2, ge=1, description="consecutive failed runs before backoff")
+    backoff_base_hours: float = Field(6, gt=0, description="first backoff; doubles per further failure")
+    backoff_max_hours: float = Field(168, gt=0)
+
+
+class ObserverSettings(_Strict):
+    safety_buffer: float = Field(0.10, ge=0, lt=1)
+    dedupe_window_minutes: float = Field(60, ge=0, description="same incident inside it raises one intent")
+
+
+class TournamentSettings(_Strict):
+    max_candidates: int = Field(6, ge=1, le=100)
+    max_changes: int = Field(2, ge=1, le=5, description="parameters a candidate may change")
+
+
+class PreflightSettings(_Strict):
+    margin_gib: float = Field(0.5, ge=0, description="free memory kept back beyond the request")
+
+
+class ActuatorSettings(_Strict):
+    min: float
+    max: float
+    step: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) is above max ({self.max})")
+        return self
+
+
+class DeploymentSettings(_Strict):
+    model: str = ""
+    canary_backend: Literal["sim", "vllm"] = "sim"
+    scenario: str | None = Field(None, description="simulator scenario (sim backend)")
+    config_file: str | None = None
+    current: dict[str, float | int | bool] = {}
+    actuators: dict[Literal["gpu_memory_utilization", "max_num_seqs", "max_model_len",
+                            "max_num_batched_tokens"], ActuatorSettings] = {}
+    enforce_eager_allowed: bool = True
+
+    @model_validator(mode="after")
+    def _util_bounds(self):
+        util = self.actuators.get("gpu_memory_utilization")
+        if util is not None and not (0 < util.min and util.max <= 1):
+            raise ValueError("actuators.gpu_memory_utilization must lie in (0, 1]")
+        return self
+
+    def bounds(self) -> ActuatorBounds:
+        overrides = {name: Actuator(name=name, min=a.min, max=a.max, step=a.step)
+                     for name, a in self.actuators.items()}
+        return ActuatorBounds(**overrides, enforce_eager_allowed=self.enforce_eager_allowed)
+
+    def current_config(self) -> ServingConfig:
+        return ServingConfig(**self.current)
+
+
+class Settings(_Strict):
+    mode: Literal["dev", "prod", "disabled"] = "dev"
+    rate_limit: RateLimitSettings = RateLimitSettings()
+    observer: ObserverSettings = ObserverSettings()
+    tournament: TournamentSettings = TournamentSettings()
+    preflight: PreflightSettings = PreflightSettings()
+    deployments: dict[str, DeploymentSettings] = {}
+
+    def effective_mode(self, environ=os.environ) -> str:
+        """The mode in force: SELFHEAL_MODE overrides the file."""
+        override = environ.get(MODE_ENV)
+        if override:
+            if override not in MODES:
+                raise ConfigError(f"{MODE_ENV}={override!r}: allowed values are {', '.join(MODES)}")
+            return override
+        return self.mode
+
+    def deployment(self, name: str) -> DeploymentSettings:
+        try:
+            return self.deployments[name]
+        except KeyError:
+            known = ", ".join(sorted(self.deployments)) or "none configured"
+            raise ConfigError(f"unknown deployment {name!r} (known: {known})") from None
+
+
+def _allowed(error: dict) -> str:
+    ctx = error.get("ctx") or {}
+    if "expected" in ctx:
+        return f"; allowed: {ctx['expected']}"
+    bounds = [f"{op} {ctx[k]}" for k, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")) if k in ctx]
+    return f"; allowed: {' and '.join(bounds)}" if bounds else ""
+
+
+def _describe(source: str, exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        key = ".".join(str(p) for p in error["loc"]) or "(top level)"
+        problem = error["msg"]
+        if error["type"] == "extra_forbidden":
+            problem = "unknown key"
+        elif error["type"] in ("literal_error", "enum"):
+            problem = f"{error.get('input')!r} is not allowed"
+        parts.append(f"{source}: {key}: {problem}{_allowed(error)}")
+    return parts[0] if len(parts) == 1 else f"{parts[0]} (and {len(parts) - 1} more: " + "; ".join(parts[1:]) + ")"
+
+
+def parse_settings(text: str, source: str = "selfheal.toml") -> Settings:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(source, exc)) from None
+
+
+def load_settings(path: str | os.PathLike | None) -> Settings:
+    """Settings from a file; defaults when `path` is None."""
+    if path is None:
+        return Settings()
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    return parse_settings(text, str(path))

@@ -1,0 +1,348 @@
+"""The vocabulary: every event selfheal can record, in loop order, in one tagged union.
+
+Each event is a frozen msgspec Struct whose tag (the `type` column of the log) is its class
+name and whose `SCHEMA_VERSION` is stored beside it. Changing an event's shape means bumping
+its SCHEMA_VERSION and registering an upcaster in `schemas.upcasting` from the old shape, so
+every row ever written still reads as the current type.
+
+Streams: `incident-<id>`, `intent-<id>`, `run-<id>`, `promotion-<id>`, `deployment-<name>`.
+The correlation id of every event in a chain is the incident id that started it; the
+causation id is the event that directly caused it.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import ClassVar, Literal, Union
+
+import msgspec
+
+from schemas.serving import ServingConfig
+
+Number = Union[int, float]
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag=True):
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+
+# -- shared value types ---------------------------------------------------------------------
+
+class IncidentSource(msgspec.Struct, frozen=True, kw_only=True):
+    kind: Literal["file", "stdin", "journald", "canary", "metrics", "simulator"]
+    path: str | None = None
+    unit: str | None = None
+    canary_id: str | None = None
+    first_line: int | None = None
+
+
+class Finding(msgspec.Struct, frozen=True, kw_only=True):
+    """What one rule recognised in an incident, with the numbers it read and the fix it implies."""
+
+    kind: str
+    rule: str
+    rule_version: int
+    numbers: dict[str, Number] = {}
+    fix_direction: dict[str, str] = {}
+    fix: dict[str, Union[bool, int, float]] = {}
+    action: Literal["tune", "alert"] = "alert"
+    evidence: list[str] = []
+    line: int = 0
+    note: str = ""
+
+
+class GpuProcess(msgspec.Struct, frozen=True, kw_only=True):
+    pid: int
+    name: str
+    used_bytes: int
+
+
+class GpuSnapshot(msgspec.Struct, frozen=True, kw_only=True):
+    """One device as an inventory read it (NVML, host memory, or a simulator scenario)."""
+
+    index: int
+    name: str
+    total_bytes: int
+    used_bytes: int
+    free_bytes: int
+    processes: list[GpuProcess] = []
+    source: str = "nvml"
+
+
+class CanaryMeasurements(msgspec.Struct, frozen=True, kw_only=True):
+    started: bool
+    passed_load: bool
+    failure_kind: str | None = None
+    failure_stage: Literal["config", "startup", "load"] | None = None
+    excerpt: str = ""
+    kv_cache_tokens: int = 0
+    available_kv_gib: float = 0.0
+    max_concurrency: float = 0.0
+    throughput_tok_s: float = 0.0
+    requests_per_s: float = 0.0
+    latency_p50_ms: float = 0.0
+    latency_p99_ms: float = 0.0
+    ttft_p50_ms: float = 0.0
+    preemptions: int = 0
+    peak_memory_gib: float = 0.0
+    gpu_headroom_gib: float = 0.0
+    duration_s: float = 0.0
+
+
+class CandidateEvidence(msgspec.Struct, frozen=True, kw_only=True):
+    candidate_id: str
+    config: ServingConfig
+    outcome: str
+    failure_kind: str | None = None
+    fitness: float | None = None
+
+
+# -- 1. observer ----------------------------------------------------------------------------
+
+class IncidentCaptured(Event, frozen=True, kw_only=True):
+    """Raw text from a log, a canary or a metric symptom, kept whether or not a rule matches."""
+
+    SCHEMA_VERSION: ClassVar[int] = 2
+    incident_id: str
+    deployment: str
+    source: IncidentSource
+    raw_text: str
+    fingerprint: str
+    context: dict[str, str] = {}
+
+
+class ObservationMade(Event, frozen=True, kw_only=True):
+    observation_id: str
+    incident_id: str
+    deployment: str
+    finding: Finding
+    others: list[Finding] = []
+
+
+class IncidentUnmatched(Event, frozen=True, kw_only=True):
+    """No rule explains the incident: nothing to heal, but kept for future rules."""
+
+    incident_id: str
+    deployment: str
+    rules_version: str
+
+
+# -- 2. intents and the gate ----------------------------------------------------------------
+
+class IntentRaised(Event, frozen=True, kw_only=True):
+    intent_id: str
+    deployment: str
+    incident_id: str
+    observation_id: str
+    kind: str
+    action: Literal["tune", "alert"]
+    fingerprint: str
+    seed_fix: dict[str, Union[bool, int, float]] = {}
+    current: ServingConfig
+    reason: str = ""
+
+
+class IntentDeduplicated(Event, frozen=True, kw_only=True):
+    """The same incident fingerprint inside the window: folded into the open intent."""
+
+    intent_id: str
+    incident_id: str
+    fingerprint: str
+    window_s: int
+
+
+class RunRequested(Event, frozen=True, kw_only=True):
+    run_id: str
+    intent_id: str
+    deployment: str
+    mode: Literal["dev", "prod", "disabled"]
+
+
+class RunRefused(Event, frozen=True, kw_only=True):
+    run_id: str
+    intent_id: str
+    deployment: str
+    reason: str
+    next_allowed_at: datetime | None = None
+
+
+class RunStarted(Event, frozen=True, kw_only=True):
+    run_id: str
+    intent_id: str
+    deployment: str
+    mode: Literal["dev", "prod"]
+    current: ServingConfig
+    environment: str
+
+
+class RunFinished(Event, frozen=True, kw_only=True):
+    run_id: str
+    deployment: str
+    outcome: Literal["promoted", "escalated"]
+    succeeded: bool
+    canaries: int
+
+
+class IntentArchived(Event, frozen=True, kw_only=True):
+    intent_id: str
+    deployment: str
+    outcome: Literal["promoted", "escalated", "refused", "alerted", "recorded_only", "superseded"]
+    run_id: str | None = None
+
+
+# -- 3-6. candidates, pre-flight, canary, score ---------------------------------------------
+
+class CandidateProposed(Event, frozen=True, kw_only=True):
+    run_id: str
+    candidate_id: str
+    deployment: str
+    config: ServingConfig
+    changes: dict[str, list[Union[bool, int, float]]]
+    origin: Literal["seed", "tournament"]
+    rank: int
+    predicted: float | None = None
+    reason: str = ""
+
+
+class PreflightPassed(Event, frozen=True, kw_only=True):
+    run_id: str
+    candidate_id: str
+    required_bytes: int
+    free_bytes: int
+    margin_bytes: int
+    snapshot: list[GpuSnapshot]
+
+
+class PreflightRejected(Event, frozen=True, kw_only=True):
+    run_id: str
+    candidate_id: str
+    reason: str
+    required_bytes: int
+    free_bytes: int
+    margin_bytes: int
+    snapshot: list[GpuSnapshot]
+
+
+class CanaryStarted(Event, frozen=True, kw_only=True):
+    run_id: str
+    candidate_id: str
+    canary_id: str
+    backend: str
+    simulated: bool
+    command: list[str] = []
+    pid: int | None = None
+    pgid: int | None = None
+    port: int | None = None
+
+
+class CanaryCompleted(Event, frozen=True, kw_only=True):
+    run_id: str
+    candidate_id: str
+    canary_id: str
+    backend: str
+    simulated: bool
+    measurements: CanaryMeasurements
+    log_incident_id: str | None = None
+
+
+class CandidateScored(Event, frozen=True, kw_only=True):
+    run_id: str
+    candidate_id: str
+    passed: bool
+    fitness: float | None
+    components: dict[str, float] = {}
+    reason: str = ""
+
+
+class PromotionProposed(Event, frozen=True, kw_only=True):
+    promotion_id: str
+    run_id: str
+    deployment: str
+    candidate_id: str
+    config: ServingConfig
+    previous: ServingConfig
+    fitness: float
+    evidence_hash: str
+    simulated: bool
+    requires_approval: bool
+
+
+class EscalationRaised(Event, frozen=True, kw_only=True):
+    run_id: str | None
+    intent_id: str
+    deployment: str
+    reason: str
+    candidates: list[CandidateEvidence] = []
+
+
+# -- 7. baseline ----------------------------------------------------------------------------
+
+class PromotionApproved(Event, frozen=True, kw_only=True):
+    promotion_id: str
+    by: str
+    evidence_hash: str
+    expires_at: datetime
+    note: str = ""
+
+
+class PromotionRejected(Event, frozen=True, kw_only=True):
+    promotion_id: str
+    by: str
+    note: str = ""
+
+
+class PromotionLapsed(Event, frozen=True, kw_only=True):
+    promotion_id: str
+    reason: str
+
+
+class BaselineCommitStarted(Event, frozen=True, kw_only=True):
+    commit_id: str
+    deployment: str
+    promotion_id: str | None
+    version: int
+    config: ServingConfig
+    path: str
+
+
+class BaselineCommitted(Event, frozen=True, kw_only=True):
+    commit_id: str
+    deployment: str
+    version: int
+    config: ServingConfig
+    path: str
+    sha256: str
+    previous_path: str | None = None
+
+
+class ReloadRequested(Event, frozen=True, kw_only=True):
+    commit_id: str
+    deployment: str
+    method: Literal["signal", "restart"]
+    target: str
+
+
+class VerificationFinished(Event, frozen=True, kw_only=True):
+    commit_id: str
+    deployment: str
+    healthy: bool
+    detail: str = ""
+
+
+class RolledBack(Event, frozen=True, kw_only=True):
+    commit_id: str
+    deployment: str
+    restored_version: int
+    reason: str
+
+
+#: every event type, by tag; the one place that lists what the log can hold
+AnyEvent = Union[
+    IncidentCaptured, ObservationMade, IncidentUnmatched,
+    IntentRaised, IntentDeduplicated, RunRequested, RunRefused, RunStarted, RunFinished, IntentArchived,
+    CandidateProposed, PreflightPassed, PreflightRejected, CanaryStarted, CanaryCompleted,
+    CandidateScored, PromotionProposed, EscalationRaised,
+    PromotionApproved, PromotionRejected, PromotionLapsed,
+    BaselineCommitStarted, BaselineCommitted, ReloadRequested, VerificationFinished, RolledBack,
+]
+
+EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in AnyEvent.__args__}

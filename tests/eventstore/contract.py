@@ -1,0 +1,126 @@
+"""The recorder contract: every backend of the log must pass these tests.
+
+A backend's test module subclasses `RecorderContract` and provides `make_recorder`.
+"""
+from __future__ import annotations
+
+import pytest
+
+from eventstore.errors import CheckpointConflict, ConcurrencyError, DuplicateEventConflict
+from eventstore.recorder import AppendRequest, CheckpointAdvance, EventFilter, NewEvent
+
+
+def ev(n: int, *, event_id: str | None = None, type: str = "IntentArchived", correlation: str | None = None,
+       occurred_at: str = "2026-11-24T06:00:00.000000Z") -> NewEvent:
+    return NewEvent(event_id=event_id or f"id-{n}", type=type, schema_version=1, occurred_at=occurred_at,
+                    data=f'{{"n":{n}}}', correlation_id=correlation, causation_id=None)
+
+
+class RecorderContract:
+    @pytest.fixture
+    def recorder(self, tmp_path, clock):
+        rec = self.make_recorder(tmp_path, clock)
+        yield rec
+        rec.close()
+
+    def make_recorder(self, tmp_path, clock):  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def test_empty_log(self, recorder):
+        assert recorder.last_position() == 0
+        assert list(recorder.read()) == []
+        assert recorder.stream_version("s") == 0
+        assert recorder.verify().ok
+
+    def test_append_assigns_global_positions_and_stream_versions(self, recorder):
+        assert recorder.append("a", [ev(1), ev(2)]) == [1, 2]
+        assert recorder.append("b", [ev(3)]) == [3]
+        assert recorder.append("a", [ev(4)]) == [4]
+        rows = list(recorder.read())
+        assert [(r.position, r.stream, r.version) for r in rows] == [(1, "a", 1), (2, "a", 2), (3, "b", 1), (4, "a", 3)]
+        assert recorder.stream_version("a") == 3
+        assert [r.version for r in recorder.read_stream("a")] == [1, 2, 3]
+        assert [r.version for r in recorder.read_stream("a", after_version=2)] == [3]
+
+    def test_rows_keep_every_column(self, recorder):
+        recorder.append("a", [NewEvent(event_id="e1", type="T", schema_version=3, occurred_at="2026-11-24T06:00:00.000000Z",
+                                       data='{"x":1}', correlation_id="c", causation_id="k")])
+        row = recorder.get("e1")
+        assert (row.type, row.schema_version, row.data, row.correlation_id, row.causation_id) == ("T", 3, '{"x":1}', "c", "k")
+        assert row.recorded_at.endswith("Z") and len(row.hash) == 64
+        assert recorder.get("missing") is None
+
+    def test_expected_version_is_checked(self, recorder):
+        recorder.append("a", [ev(1)], expected_version=0)
+        recorder.append("a", [ev(2)], expected_version=1)
+        with pytest.raises(ConcurrencyError) as err:
+            recorder.append("a", [ev(3)], expected_version=1)
+        assert (err.value.stream, err.value.expected, err.value.actual) == ("a", 1, 2)
+        assert "stream 'a'" in str(err.value) and "expected version 1" in str(err.value)
+        assert recorder.last_position() == 2
+
+    def test_batch_is_atomic(self, recorder):
+        recorder.append("a", [ev(1)])
+        with pytest.raises(ConcurrencyError):
+            recorder.append_many([AppendRequest("b", [ev(2)]), AppendRequest("a", [ev(3)], expected_version=0)])
+        assert recorder.last_position() == 1
+        assert recorder.stream_version("b") == 0
+
+    def test_retry_of_stored_batch_is_idempotent(self, recorder):
+        first = recorder.append("a", [ev(1), ev(2)], expected_version=0)
+        again = recorder.append("a", [ev(1), ev(2)], expected_version=0)
+        assert first == again == [1, 2]
+        assert recorder.last_position() == 2
+
+    def test_mixed_stored_and_new_ids_are_refused(self, recorder):
+        recorder.append("a", [ev(1)])
+        with pytest.raises(DuplicateEventConflict):
+            recorder.append("a", [ev(1), ev(2)])
+        with pytest.raises(DuplicateEventConflict):
+            recorder.append("a", [ev(5), ev(6, event_id="id-5")])
+        assert recorder.last_position() == 1
+
+    def test_read_after_types_and_until(self, recorder):
+        recorder.append("a", [ev(i, type="X" if i % 2 else "Y") for i in range(1, 11)])
+        assert [r.position for r in recorder.read(7)] == [8, 9, 10]
+        assert [r.position for r in recorder.read(0, types=["Y"])] == [2, 4, 6, 8, 10]
+        assert [r.position for r in recorder.read(2, until=5)] == [3, 4, 5]
+        assert [r.position for r in recorder.read(0, page=3)] == list(range(1, 11))
+
+    def test_query_filters(self, recorder):
+        recorder.append("a", [ev(1, correlation="c1", occurred_at="2026-11-24T06:00:00.000000Z"),
+                              ev(2, correlation="c2", occurred_at="2026-11-24T07:00:00.000000Z")])
+        recorder.append("b", [ev(3, correlation="c1", type="Z", occurred_at="2026-11-24T08:00:00.000000Z")])
+        q = lambda **kw: [r.position for r in recorder.query(EventFilter(**kw))]  # noqa: E731
+        assert q(stream="a") == [1, 2]
+        assert q(correlation_id="c1") == [1, 3]
+        assert q(types=("Z",)) == [3]
+        assert q(occurred_since="2026-11-24T07:00:00.000000Z") == [2, 3]
+        assert q(occurred_until="2026-11-24T07:00:00.000000Z") == [1]
+        assert q(after=1, until=2) == [2]
+        assert [r.position for r in recorder.query(EventFilter(), limit=2)] == [1, 2]
+
+    def test_checkpoint_moves_with_the_events_in_one_transaction(self, recorder):
+        recorder.append("in", [ev(1), ev(2)])
+        assert recorder.checkpoint("h") == 0
+        recorder.append_many([AppendRequest("out", [ev(10)])], CheckpointAdvance("h", 0, 1))
+        assert recorder.checkpoint("h") == 1
+        with pytest.raises(CheckpointConflict) as err:
+            recorder.append_many([AppendRequest("out", [ev(11)])], CheckpointAdvance("h", 0, 2))
+        assert (err.value.expected, err.value.actual) == (0, 1)
+        assert recorder.stream_version("out") == 1  # the conflicting output was not written
+        assert recorder.checkpoints() == {"h": 1}
+
+    def test_position_at_a_time(self, recorder, clock):
+        recorder.append("a", [ev(1)])
+        recorder.append("a", [ev(2)])
+        second = recorder.get("id-2").recorded_at
+        assert recorder.position_at(second) == 2
+        assert recorder.position_at("2000-01-01T00:00:00.000000Z") == 0
+
+    def test_hash_chain_verifies(self, recorder):
+        for i in range(1, 6):
+            recorder.append("a", [ev(i)])
+        report = recorder.verify()
+        assert report.ok and report.events == 5 and report.head_position == 5
+        assert report.head_hash == list(recorder.read())[-1].hash
