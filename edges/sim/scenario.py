@@ -1,0 +1,251 @@
+"""Scenario files for the `sim` canary backend: TOML in, frozen Structs out.
+
+A scenario is one deployment the simulator can start: the GPU(s), what else runs on them
+(co-tenants), the model's shape, the production config, the load the canary replays, and
+the actuator bounds that make sense for that card. Every problem in a file is reported as
+one `ScenarioError` naming the file, the key and what is wrong.
+"""
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+
+from schemas.actuators import Actuator, ActuatorBounds
+from schemas.serving import TUNABLE, ServingConfig
+
+SCENARIO_DIR = Path(__file__).parent / "scenarios"
+
+Positive = Annotated[float, msgspec.Meta(gt=0)]
+NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class ScenarioError(ValueError):
+    """A scenario that cannot be loaded; `file`, `key` and `problem` say which and why."""
+
+    def __init__(self, file: str, key: str | None, problem: str):
+        self.file, self.key, self.problem = file, key, problem
+        where = f"key '{key}': " if key else ""
+        super().__init__(f"scenario file {file}: {where}{problem}")
+
+
+class _Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class GpuSpec(_Strict, kw_only=True):
+    name: str
+    #: total memory as vLLM reports it (cudaMemGetInfo), e.g. 23.53 for a 24 GB card (memory_model.md §1.1.5)
+    total_gib: Positive
+    #: GPUs used; the simulator runs one worker per GPU, i.e. tensor_parallel_size = count
+    count: PositiveInt = 1
+    #: memory bandwidth and effective dense bf16 throughput for the roofline of memory_model.md §4
+    bandwidth_tbs: Positive
+    tflops: Positive
+
+
+class Cotenant(_Strict, kw_only=True):
+    name: str
+    pid: PositiveInt
+    used_gib: NonNegative
+    #: what it grows to during the load phase (speech bursts); growth beyond the slack is F8
+    peak_gib: NonNegative | None = None
+    gpu: Annotated[int, msgspec.Meta(ge=0)] = 0
+
+    @property
+    def growth_gib(self) -> float:
+        return max(0.0, (self.peak_gib if self.peak_gib is not None else self.used_gib) - self.used_gib)
+
+
+class ModelSpec(_Strict, kw_only=True):
+    name: str
+    architecture: str = "LlamaForCausalLM"
+    #: as vLLM's engine config prints it, e.g. "awq_marlin"; None for bf16 checkpoints
+    quantization: str | None = None
+    layers: PositiveInt
+    attention_heads: PositiveInt
+    kv_heads: PositiveInt
+    head_dim: PositiveInt
+    hidden_size: PositiveInt
+    intermediate_size: PositiveInt
+    vocab_size: PositiveInt
+    max_position_embeddings: PositiveInt
+    #: total parameters in billions; drives the compute term of the roofline
+    params_b: Positive
+    #: weight memory per GPU as "Model loading took X GiB" would print it (memory_model.md §1.2)
+    weights_gib: Positive
+    #: bytes per KV / activation element (2 for bf16/fp16, memory_model.md §1.4)
+    dtype_bytes: PositiveInt = 2
+    #: CUDA-graph memory estimate at vLLM's default 51 piecewise + 35 full graphs (memory_model.md §3)
+    cudagraph_gib: NonNegative
+
+
+class EngineSpec(_Strict, kw_only=True):
+    #: VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS (on by default since v0.21.0, memory_model.md §1.3)
+    estimate_cudagraphs: bool = True
+    #: chunked prefill is the V1 default; off re-enables the mnbt >= max_model_len check (§1.8)
+    chunked_prefill: bool = True
+
+
+class Workload(_Strict, kw_only=True):
+    #: requests in flight at once, as production sends them (closed loop)
+    concurrent_users: PositiveInt
+    #: mean prompt length; prompts spread deterministically over 0.5x..1.5x of it
+    prompt_tokens: PositiveInt
+    output_tokens: PositiveInt
+    #: requests in the load phase
+    requests: PositiveInt
+    #: more preemptions than this fraction of requests fails the load phase (F7)
+    max_preemption_ratio: NonNegative = 0.1
+
+
+class _ActuatorSpec(_Strict, kw_only=True):
+    min: float | None = None
+    max: float | None = None
+    step: Positive | None = None
+
+
+class _ActuatorsSpec(_Strict, kw_only=True):
+    gpu_memory_utilization: _ActuatorSpec | None = None
+    max_num_seqs: _ActuatorSpec | None = None
+    max_model_len: _ActuatorSpec | None = None
+    max_num_batched_tokens: _ActuatorSpec | None = None
+    enforce_eager_allowed: bool = True
+
+
+class _ScenarioFile(_Strict, kw_only=True):
+    name: str
+    description: str
+    gpu: GpuSpec
+    cotenants: list[Cotenant] = []
+    model: ModelSpec
+    engine: EngineSpec = EngineSpec()
+    current: ServingConfig
+    workload: Workload
+    actuators: _ActuatorsSpec = _ActuatorsSpec()
+
+
+class Scenario(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    description: str
+    gpu: GpuSpec
+    cotenants: list[Cotenant]
+    model: ModelSpec
+    engine: EngineSpec
+    current: ServingConfig
+    workload: Workload
+    actuators: ActuatorBounds
+    #: where it was read from
+    source: str
+
+    @property
+    def tensor_parallel_size(self) -> int:
+        return self.gpu.count
+
+    def cotenants_on(self, gpu: int) -> list[Cotenant]:
+        return sorted((c for c in self.cotenants if c.gpu == gpu), key=lambda c: c.pid)
+
+
+def bundled_scenarios() -> list[str]:
+    """Names of the scenarios shipped with selfheal, sorted."""
+    return sorted(p.stem for p in SCENARIO_DIR.glob("*.toml"))
+
+
+def load_scenario(name_or_path: str | Path) -> Scenario:
+    """A bundled scenario by name (e.g. "a-llama8b-24gb"), or any scenario file by path."""
+    text = str(name_or_path)
+    bundled = SCENARIO_DIR / f"{text}.toml"
+    if isinstance(name_or_path, str) and "/" not in text and not text.endswith(".toml") and bundled.is_file():
+        path = bundled
+    else:
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise ScenarioError(
+                text, None,
+                f"no such scenario: not a bundled name ({', '.join(bundled_scenarios())}) and no such file",
+            )
+    return parse_scenario(path.read_bytes(), source=str(path))
+
+
+def parse_scenario(data: bytes | str, *, source: str = "<string>") -> Scenario:
+    """Parse scenario TOML; every problem raises ScenarioError(file, key, problem)."""
+    try:
+        raw = tomllib.loads(data.decode("utf-8") if isinstance(data, bytes) else data)
+    except UnicodeDecodeError as e:
+        raise ScenarioError(source, None, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ScenarioError(source, None, f"TOML syntax error: {e}") from None
+    current = raw.get("current")
+    if isinstance(current, dict):
+        # ServingConfig has defaults for everything; a scenario must not inherit them silently
+        for key in TUNABLE:
+            if key not in current:
+                raise ScenarioError(source, f"current.{key}", "missing required key")
+    try:
+        spec = msgspec.convert(raw, _ScenarioFile)
+    except msgspec.ValidationError as e:
+        key, problem = _split_msgspec_error(str(e))
+        raise ScenarioError(source, key, problem) from None
+    _check_semantics(spec, source)
+    return Scenario(
+        name=spec.name, description=spec.description, gpu=spec.gpu, cotenants=list(spec.cotenants),
+        model=spec.model, engine=spec.engine, current=spec.current, workload=spec.workload,
+        actuators=_bounds(spec.actuators, source), source=source,
+    )
+
+
+_AT = re.compile(r"^(?P<problem>.*?) - at `\$(?P<path>[^`]*)`$", re.S)
+
+
+def _split_msgspec_error(message: str) -> tuple[str | None, str]:
+    """msgspec says "Expected `int`, got `str` - at `$.model.layers`"; make that (key, problem)."""
+    m = _AT.match(message)
+    if not m:
+        return None, message
+    problem, path = m["problem"], m["path"]
+    key = path.lstrip(".")
+    # missing / unknown fields name the field in the problem and its parent in the path
+    field = re.search(r"(?:missing required field|unknown field) `([^`]+)`", problem)
+    if field:
+        key = f"{key}.{field[1]}" if key else field[1]
+        problem = "missing required key" if "missing" in problem else "unknown key"
+    else:
+        problem = problem.replace("Expected", "expected")
+    return key or None, problem
+
+
+def _check_semantics(spec: _ScenarioFile, source: str) -> None:
+    m = spec.model
+    if m.kv_heads > m.attention_heads:
+        raise ScenarioError(source, "model.kv_heads", f"{m.kv_heads} exceeds attention_heads ({m.attention_heads})")
+    for i, c in enumerate(spec.cotenants):
+        if c.gpu >= spec.gpu.count:
+            raise ScenarioError(source, f"cotenants[{i}].gpu",
+                                f"GPU {c.gpu} does not exist (gpu.count = {spec.gpu.count})")
+        if c.peak_gib is not None and c.peak_gib < c.used_gib:
+            raise ScenarioError(source, f"cotenants[{i}].peak_gib", "must be >= used_gib")
+    if len({c.pid for c in spec.cotenants}) != len(spec.cotenants):
+        raise ScenarioError(source, "cotenants", "two co-tenants share a pid")
+
+
+def _bounds(spec: _ActuatorsSpec, source: str) -> ActuatorBounds:
+    defaults = ActuatorBounds()
+    values = {}
+    for name, default in defaults.numeric().items():
+        given = getattr(spec, name)
+        if given is None:
+            continue
+        act = Actuator(
+            name=name,
+            min=default.min if given.min is None else given.min,
+            max=default.max if given.max is None else given.max,
+            step=default.step if given.step is None else given.step,
+        )
+        if act.min > act.max:
+            raise ScenarioError(source, f"actuators.{name}", f"min {act.min:g} exceeds max {act.max:g}")
+        values[name] = act
+    return ActuatorBounds(**values, enforce_eager_allowed=spec.enforce_eager_allowed)

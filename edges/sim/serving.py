@@ -1,0 +1,308 @@
+"""The load phase: a deterministic step-by-step model of vLLM V1's scheduler (memory_model.md §4).
+
+Each engine step packs the running requests first (a decode costs one token of the
+`max_num_batched_tokens` budget, an unfinished prefill takes a chunk of what is left), then
+admits waiting requests while fewer than `max_num_seqs` run and KV blocks allow. A request that
+needs a block when none is free preempts the most recently admitted request, which is freed and
+later recomputed from scratch (RECOMPUTE, §1.9; F7). The step time is the roofline of §4.
+
+Workload: `concurrent_users` clients each send a request, wait for it, send the next, until
+`requests` have been sent (closed loop, like `vllm bench serve --max-concurrency`). Prompt
+lengths spread over 0.5x..1.5x of the mean by a golden-ratio sequence, so runs are
+deterministic without a random generator. The workload is production's: a request longer than
+the candidate's max_model_len is refused by the server (HTTP 400) and fails the load phase,
+because a config that cannot serve what production sends is no fix.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import msgspec
+
+from edges.sim.memory import BLOCK_SIZE, Startup, gib
+from edges.sim.scenario import Cotenant, Scenario
+from schemas.serving import ServingConfig
+
+#: per-step scheduling + launch overhead with CUDA graphs [est; c0 of §4]
+STEP_OVERHEAD_S = 1.0e-3
+#: extra launch overhead per layer in eager mode [est]: 0.12 ms/layer makes decode at batch 1
+#: 1.8x slower for a 7B and 2.4x for a 3B model on an H200, inside §4's 1.7–3.6x
+EAGER_PER_LAYER_S = 0.12e-3
+#: two all-reduces per layer at TP>1 over PCIe, 25 µs each [est]
+TP_ALLREDUCE_S = 25e-6
+#: vLLM's stats logger interval (V1 `loggers.py`)
+STATS_INTERVAL_S = 10.0
+_GOLDEN = (math.sqrt(5) - 1) / 2
+
+
+class PerfModel(msgspec.Struct, frozen=True, kw_only=True):
+    """What one engine step costs on one GPU worker (§4 roofline, summed terms)."""
+    weight_bytes: int
+    kv_bytes_per_token: int
+    bandwidth: float      # bytes/s
+    flops: float          # effective FLOP/s
+    params: float         # parameters per GPU
+    layers: int
+    tp: int
+    eager: bool
+
+    def step_s(self, tokens: int, context_tokens: int) -> float:
+        """c0 + W/BW + ctx·kv_bytes/BW + 2·P·tokens/FLOPS (+ eager launches, TP all-reduces)."""
+        t = STEP_OVERHEAD_S + self.weight_bytes / self.bandwidth
+        t += context_tokens * self.kv_bytes_per_token / self.bandwidth
+        t += 2 * self.params * tokens / self.flops
+        if self.eager:
+            t += self.layers * EAGER_PER_LAYER_S
+        if self.tp > 1:
+            t += 2 * self.layers * TP_ALLREDUCE_S
+        return t
+
+
+def perf_model(scenario: Scenario, config: ServingConfig, kv_bytes_per_token: int) -> PerfModel:
+    tp = scenario.tensor_parallel_size
+    return PerfModel(
+        weight_bytes=gib(scenario.model.weights_gib), kv_bytes_per_token=kv_bytes_per_token,
+        bandwidth=scenario.gpu.bandwidth_tbs * 1e12, flops=scenario.gpu.tflops * 1e12,
+        params=scenario.model.params_b * 1e9 / tp, layers=scenario.model.layers, tp=tp,
+        eager=config.enforce_eager,
+    )
+
+
+def decode_step_ms(scenario: Scenario, config: ServingConfig, batch: int, context: int,
+                   kv_bytes_per_token: int) -> float:
+    """One pure-decode step for `batch` requests of `context` tokens each, in ms."""
+    return perf_model(scenario, config, kv_bytes_per_token).step_s(batch, batch * context) * 1e3
+
+
+class StatsSample(msgspec.Struct, frozen=True, kw_only=True):
+    """One "Engine 000: Avg prompt throughput ..." line (V1 stats logger)."""
+    t: float
+    prompt_tps: float
+    generation_tps: float
+    running: int
+    waiting: int
+    kv_usage: float
+    preemptions: int      # in this interval
+
+
+class CotenantOom(msgspec.Struct, frozen=True, kw_only=True):
+    """F8: a co-tenant grows past what vLLM left on its GPU."""
+    t: float
+    cotenant: Cotenant
+    gpu: int
+    tried: int            # bytes it could not get
+    free: int             # bytes free on the device at that moment
+    vllm_bytes: int       # vLLM's footprint on that GPU
+    others: list[tuple[int, int]]   # (pid, bytes) of the other co-tenants there
+
+
+class Load(msgspec.Struct, frozen=True, kw_only=True):
+    passed: bool
+    failure_kind: str | None          # "preemption_storm" | "cotenant_oom" | None
+    completed: int
+    duration_s: float
+    throughput_tok_s: float
+    requests_per_s: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+    ttft_p50_ms: float
+    ttft_p99_ms: float
+    itl_p50_ms: float
+    preemptions: int
+    rejected_requests: int            # longer than max_model_len: refused with HTTP 400
+    peak_kv_usage: float
+    prompt_tokens: int                # prompt tokens of the requests (not counting recompute)
+    generation_tokens: int
+    finishes: list[tuple[float, int]]  # (time, user) of each completed request, in order
+    rejections: list[tuple[float, int]]  # (time, user) of each refused request
+    stats: list[StatsSample]
+    cotenant_oom: CotenantOom | None
+
+
+class _Req:
+    __slots__ = ("user", "prompt", "out", "arrival", "computed", "generated", "blocks", "first", "finish")
+
+    def __init__(self, user: int, prompt: int, out: int, arrival: float):
+        self.user, self.prompt, self.out, self.arrival = user, prompt, out, arrival
+        self.computed = self.generated = self.blocks = 0
+        self.first: float | None = None
+        self.finish = 0.0
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def prompt_lengths(scenario: Scenario) -> list[tuple[int, int]]:
+    """[(prompt, output)] of every request, in the order they are sent."""
+    w = scenario.workload
+    return [(max(1, round(w.prompt_tokens * (0.5 + (i * _GOLDEN) % 1.0))), w.output_tokens)
+            for i in range(w.requests)]
+
+
+def run_load(scenario: Scenario, config: ServingConfig, startup: Startup) -> Load:
+    """Replay the scenario's workload against a started engine; deterministic."""
+    perf = perf_model(scenario, config, startup.kv_bytes_per_token)
+    usable = startup.num_blocks - 1          # block 0 is the null block (§1.5)
+    lengths = prompt_lengths(scenario)
+    wl = scenario.workload
+    total = len(lengths)
+
+    t, issued, free = 0.0, 0, usable
+    waiting: deque[_Req] = deque()
+    running: list[_Req] = []
+    done: list[_Req] = []
+    finishes: list[tuple[float, int]] = []
+    rejections: list[tuple[float, int]] = []
+    preemptions = 0
+    stats: list[StatsSample] = []
+    next_stats, iv_prompt, iv_gen, iv_pre = STATS_INTERVAL_S, 0, 0, 0
+    peak_usage = 0.0
+    stalled = False
+
+    def issue(user: int, at: float) -> None:
+        nonlocal issued
+        while issued < total:
+            p, o = lengths[issued]
+            issued += 1
+            if p + o > config.max_model_len:       # vLLM refuses it at once; the client sends the next
+                rejections.append((at, user))
+                continue
+            waiting.append(_Req(user, p, o, at))
+            return
+
+    for user in range(min(wl.concurrent_users, total)):
+        issue(user, 0.0)
+
+    while waiting or running:
+        budget = config.max_num_batched_tokens
+        sched: list[tuple[_Req, int]] = []
+        preempted = False
+        i = 0
+        while i < len(running) and budget > 0:
+            r = running[i]
+            ntok = min(r.prompt + r.generated - r.computed, budget)
+            need = _cdiv(r.computed + ntok, BLOCK_SIZE) - r.blocks
+            self_preempted = False
+            while need > free:
+                victim = running.pop()          # the latest admitted goes first (FCFS)
+                free += victim.blocks
+                victim.blocks = victim.computed = 0
+                waiting.appendleft(victim)
+                preemptions += 1
+                iv_pre += 1
+                preempted = True
+                if victim is r:
+                    self_preempted = True
+                    break
+            if self_preempted:
+                break
+            r.blocks += need
+            free -= need
+            sched.append((r, ntok))
+            budget -= ntok
+            i += 1
+        if not preempted:                       # V1 admits nothing in a step that preempted
+            while waiting and len(running) < config.max_num_seqs and budget > 0:
+                r = waiting[0]
+                ntok = min(r.prompt + r.generated - r.computed, budget)
+                need = _cdiv(ntok, BLOCK_SIZE)
+                if need > free:
+                    break
+                waiting.popleft()
+                running.append(r)
+                r.blocks, free = need, free - need
+                sched.append((r, ntok))
+                budget -= ntok
+        if not sched:
+            # only when one request alone needs more blocks than the whole cache holds
+            stalled = True
+            break
+
+        tokens = sum(n for _, n in sched)
+        context = sum(r.computed + n for r, n in sched)
+        t += perf.step_s(tokens, context)
+        peak_usage = max(peak_usage, (usable - free) / usable if usable > 0 else 1.0)
+        for r, n in sched:
+            decode = r.generated > 0 and n == 1 and r.computed == r.prompt + r.generated - 1
+            if not decode:
+                iv_prompt += n
+            r.computed += n
+            if r.computed == r.prompt + r.generated:
+                r.generated += 1
+                iv_gen += 1
+                if r.first is None:
+                    r.first = t
+                if r.generated == r.out:
+                    r.finish = t
+                    running.remove(r)
+                    free += r.blocks
+                    r.blocks = 0
+                    done.append(r)
+                    finishes.append((t, r.user))
+                    issue(r.user, t)
+        while t >= next_stats:
+            stats.append(StatsSample(
+                t=next_stats, prompt_tps=iv_prompt / STATS_INTERVAL_S, generation_tps=iv_gen / STATS_INTERVAL_S,
+                running=len(running), waiting=len(waiting),
+                kv_usage=(usable - free) / usable if usable > 0 else 1.0, preemptions=iv_pre))
+            next_stats += STATS_INTERVAL_S
+            iv_prompt = iv_gen = iv_pre = 0
+
+    return _summarise(scenario, startup, done, finishes, rejections, stats, preemptions, peak_usage, t, stalled)
+
+
+def _summarise(scenario: Scenario, startup: Startup, done: list[_Req], finishes: list[tuple[float, int]],
+               rejections: list[tuple[float, int]], stats: list[StatsSample], preemptions: int, peak_usage: float,
+               duration: float, stalled: bool) -> Load:
+    n = len(done)
+    gen = sum(r.generated for r in done)
+    latencies = sorted((r.finish - r.arrival) * 1e3 for r in done)
+    ttfts = sorted(((r.first or r.finish) - r.arrival) * 1e3 for r in done)
+    itls = sorted((r.finish - (r.first or r.finish)) * 1e3 / (r.out - 1) for r in done if r.out > 1)
+    oom = _cotenant_oom(scenario, startup, finishes[len(finishes) // 2][0] if finishes else 0.0)
+    failure = None
+    if oom is not None:
+        failure = "cotenant_oom"               # another service died: worse than refused or slow requests
+    elif rejections:
+        failure = "requests_rejected"
+    elif stalled or preemptions > scenario.workload.max_preemption_ratio * scenario.workload.requests:
+        failure = "preemption_storm"
+    return Load(
+        passed=failure is None, failure_kind=failure, completed=n, duration_s=duration,
+        throughput_tok_s=gen / duration if duration else 0.0,
+        requests_per_s=n / duration if duration else 0.0,
+        latency_p50_ms=_pct(latencies, 50), latency_p99_ms=_pct(latencies, 99),
+        ttft_p50_ms=_pct(ttfts, 50), ttft_p99_ms=_pct(ttfts, 99), itl_p50_ms=_pct(itls, 50),
+        preemptions=preemptions, rejected_requests=len(rejections), peak_kv_usage=peak_usage,
+        prompt_tokens=sum(r.prompt for r in done), generation_tokens=gen,
+        finishes=finishes, rejections=rejections, stats=stats, cotenant_oom=oom,
+    )
+
+
+def _pct(sorted_values: list[float], p: float) -> float:
+    """Nearest-rank percentile (deterministic, always one of the values)."""
+    if not sorted_values:
+        return 0.0
+    return sorted_values[max(0, math.ceil(p / 100 * len(sorted_values)) - 1)]
+
+
+def _cotenant_oom(scenario: Scenario, startup: Startup, at: float) -> CotenantOom | None:
+    """F8: co-tenants grow (in pid order) into what vLLM left; the first that cannot, OOMs."""
+    for w in startup.workers:
+        room = w.slack
+        for c in scenario.cotenants_on(w.rank):
+            growth = gib(c.growth_gib)
+            if growth > room:
+                vllm = startup.footprint(w)
+                others = [(o.pid, gib(o.peak_gib if o.peak_gib is not None and o.pid < c.pid else o.used_gib))
+                          for o in scenario.cotenants_on(w.rank) if o.pid != c.pid]
+                return CotenantOom(t=at, cotenant=c, gpu=w.rank, tried=growth, free=max(0, room), vllm_bytes=vllm,
+                                   others=others)
+            room -= growth
+    return None
+
+
+__all__ = ["Load", "PerfModel", "StatsSample", "CotenantOom", "decode_step_ms", "perf_model",
+           "prompt_lengths", "run_load"]
