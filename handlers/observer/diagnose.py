@@ -1,0 +1,61 @@
+"""The observer's entry point: log text in, a diagnosis with seed fixes out."""
+from __future__ import annotations
+
+from handlers.observer.engine import Diagnosis, Finding, choose_primary, compile_rules, interpret, scan
+from handlers.observer.normalize import LogText
+from schemas.actuators import ActuatorBounds
+from schemas.serving import TUNABLE, ServingConfig
+
+#: the built-in rules, compiled once at import
+MATCHERS = compile_rules()
+_DEFAULT_BOUNDS = ActuatorBounds()
+
+
+def diagnose(text: str, current: ServingConfig | None = None, bounds: ActuatorBounds | None = None,
+             safety_buffer: float = 0.10) -> Diagnosis:
+    """Read a vLLM log (any text) and say which config failure it shows, if any.
+
+    `current` is the config the log came from, when known: some fixes are relative to it (no KV
+    memory, a bare PyTorch OOM). `bounds` give the actuator grid fixes are rounded to; values are
+    not clamped to them. `safety_buffer` is applied on the side of safety (see fixes.py).
+    """
+    log = LogText(text)
+    outcome = interpret(scan(log, MATCHERS), current, bounds or _DEFAULT_BOUNDS, safety_buffer)
+    findings = [f for segment in outcome.segments for _, f in segment]
+    return Diagnosis(primary=choose_primary(outcome), findings=findings)
+
+
+def _value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _describe(f: Finding, indent: str = "  ") -> list[str]:
+    out = [f"{f.kind} (rule {f.rule} v{f.rule_version}, line {f.line}) -> {f.action}"]
+    if f.numbers:
+        out.append(indent + "numbers: " + ", ".join(f"{k}={_value(v)}" for k, v in f.numbers.items()))
+    ordered = sorted(f.fix_direction, key=lambda p: TUNABLE.index(p) if p in TUNABLE else len(TUNABLE))
+    for param in ordered:
+        target = f" -> {_value(f.fix[param])}" if param in f.fix else " (alternative)"
+        out.append(f"{indent}{f.fix_direction[param]} {param}{target}")
+    for param in f.fix:
+        if param not in f.fix_direction:
+            out.append(f"{indent}set {param} -> {_value(f.fix[param])}")
+    if f.note:
+        out.append(indent + "why: " + f.note)
+    out.append(indent + "evidence:")
+    out.extend(f"{indent}  | {line}" for line in f.evidence)
+    return out
+
+
+def format_diagnosis(d: Diagnosis) -> str:
+    """A readable account for a person: the primary finding, its fix and evidence, then the rest."""
+    if d.primary is None:
+        return "No configuration failure found."
+    lines = ["Failure: " + _describe(d.primary)[0], *_describe(d.primary)[1:]]
+    others = [f for f in d.findings if f is not d.primary]
+    if others:
+        lines.append(f"Also seen ({len(others)}):")
+        lines.extend("  - " + _describe(f)[0] for f in others)
+    return "\n".join(lines)

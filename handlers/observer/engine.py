@@ -1,0 +1,272 @@
+"""Compile the rules once, run them over a log, turn matches into findings.
+
+Speed comes from doing almost nothing on healthy lines:
+
+1. each rule's literal pre-filter is searched with `str.find` over the whole log (C speed); a
+   hit names one physical line, hence one record;
+2. records made of several physical lines (wrapped pastes, rare) are also compared with every
+   literal in whitespace-free form, since a wrap may have split the literal;
+3. only those (record, rule) candidates run the rule's regexes.
+
+Then one pass in log order folds context (numbers, open regions, engine restarts) and turns
+each failure match into a `Finding` with its seed fix.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+import msgspec
+
+from handlers.observer import fixes as fixes_mod
+from handlers.observer.normalize import LogicalLine, LogText, squash
+from handlers.observer.rules import CONTEXT, KINDS, RULES, RuleSpec
+from handlers.observer.units import SOURCE_UNITS, convert, target_unit
+from schemas.actuators import ActuatorBounds
+from schemas.events import Finding  # the one Finding type: observations record it as is
+from schemas.serving import ServingConfig
+
+_MACROS = {
+    "{num}": r"-?\d+(?:\.\d+)?",
+    "{int}": r"(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)",
+    # no trailing \b: a paste that dropped the space at a wrap gives "79.19 GiBof which"
+    "{size}": r"-?\d+(?:\.\d+)?\s*(?:bytes|KiB|MiB|GiB|TiB|GB)",
+}
+_DIRECTIONS = {"increase", "decrease", "enable"}
+
+
+class Diagnosis(msgspec.Struct, frozen=True, kw_only=True):
+    primary: Finding | None
+    findings: list[Finding]
+
+
+def expand_pattern(source: str) -> str:
+    """Apply the pattern conventions of rules.py: spaces outside classes, then macros."""
+    out: list[str] = []
+    escaped = in_class = False
+    for ch in source:
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif in_class:
+            in_class = ch != "]"
+        elif ch == "[":
+            in_class = True
+        elif ch == " ":
+            out.append(r"\s*")
+            continue
+        out.append(ch)
+    expanded = "".join(out)
+    for name, regex in _MACROS.items():
+        expanded = expanded.replace(name, regex)
+    return expanded
+
+
+class Matcher:
+    __slots__ = ("rule", "order", "literal", "squashed", "regexes", "numbers")
+
+    def __init__(self, rule: RuleSpec, order: int):
+        self.rule = rule
+        self.order = order
+        self.literal = rule.prefilter
+        self.squashed = squash(rule.prefilter)
+        self.regexes = tuple(re.compile(expand_pattern(p)) for p in rule.patterns)
+        self.numbers = tuple((n.capture, n.key, n.unit, target_unit(n.key)) for n in rule.numbers)
+
+
+def _check(rule: RuleSpec) -> None:
+    """Refuse a malformed rule at compile time rather than misread logs later."""
+    problems = []
+    if rule.kind != CONTEXT and rule.kind not in KINDS:
+        problems.append(f"unknown kind {rule.kind!r}")
+    if rule.kind != CONTEXT and rule.fix not in fixes_mod.FIXES:
+        problems.append(f"unknown fix {rule.fix!r}")
+    if not rule.prefilter or not rule.patterns or rule.window < 1:
+        problems.append("needs a pre-filter, a pattern and window >= 1")
+    for num in rule.numbers:
+        if num.unit not in SOURCE_UNITS:
+            problems.append(f"unknown unit {num.unit!r}")
+        sized = num.unit not in ("count", "ratio")
+        if sized != (target_unit(num.key) in ("GiB", "MiB")):
+            problems.append(f"{num.key!r} and unit {num.unit!r} disagree")
+    directions = [rule.direction] + [r.direction for r in rule.refine]
+    if any(v not in _DIRECTIONS for d in directions for v in d.values()):
+        problems.append("direction must be increase, decrease or enable")
+    if any(r.fix not in fixes_mod.FIXES or r.kind not in KINDS for r in rule.refine):
+        problems.append("refinement with an unknown fix or kind")
+    for mark in rule.marks:
+        if mark not in ("reset", "ready") and not mark.startswith(("open:", "close:")):
+            problems.append(f"unknown mark {mark!r}")
+    if problems:
+        raise ValueError(f"rule {rule.id}: " + "; ".join(problems))
+
+
+def compile_rules(rules: Iterable[RuleSpec] = RULES) -> tuple[Matcher, ...]:
+    rules = tuple(rules)
+    for rule in rules:
+        _check(rule)
+    return tuple(Matcher(rule, i) for i, rule in enumerate(rules))
+
+
+class Hit:
+    """One regex match: what it says, and where (`line`: 1-based, `evidence`: physical lines)."""
+
+    __slots__ = ("matcher", "groups", "numbers", "line", "evidence", "key")
+
+    def __init__(self, matcher: Matcher, m: re.Match, line: int, evidence: list[str], record_first: int):
+        self.matcher = matcher
+        self.groups = {k: v for k, v in m.groupdict().items() if v is not None}
+        self.numbers: dict[str, float | int] = {}
+        for capture, key, unit, target in matcher.numbers:
+            text = self.groups.get(capture)
+            value = None if text is None else convert(text, unit, target)
+            if value is not None:
+                self.numbers[key] = value
+        self.line = line
+        self.evidence = [_printable(x) for x in evidence]
+        self.key = (line, record_first, m.start(), matcher.order)
+
+
+def _printable(line: str) -> str:
+    # lone surrogates (text decoded with surrogateescape) cannot be encoded to JSON later
+    return line if line.isascii() else line.encode("utf-8", "replace").decode("utf-8")
+
+
+def _window(log: LogText, start: int, size: int) -> LogicalLine:
+    """`size` consecutive records from `start`, as one record joined by newlines."""
+    parts, starts, raw, offset, i = [], [], [], 0, start
+    for _ in range(size):
+        if i >= len(log):
+            break
+        rec = log.logical(i)
+        parts.append(rec.text)
+        starts.extend(s + offset for s in rec.starts)
+        raw.extend(rec.raw)
+        offset += len(rec.text) + 1
+        i = log.group_end(i)
+    return LogicalLine("\n".join(parts), start + 1, tuple(starts), tuple(raw))
+
+
+def scan(log: LogText, matchers: tuple[Matcher, ...]) -> list[Hit]:
+    """Every match of every rule, in log order."""
+    text, offsets = log.text, log.offsets
+    candidates: dict[int, set[int]] = {}
+    by_literal: dict[str, list[int]] = {}
+    for idx, m in enumerate(matchers):
+        by_literal.setdefault(m.literal, []).append(idx)
+    for literal, idxs in by_literal.items():
+        pos = text.find(literal)
+        while pos >= 0:
+            i = log.line_index(pos)
+            candidates.setdefault(log.group_start(i), set()).update(idxs)
+            pos = text.find(literal, offsets[i + 1])
+    for start in log.multi_line_starts():
+        flat = squash(log.logical(start).text)
+        for idx, m in enumerate(matchers):
+            if m.squashed in flat:
+                candidates.setdefault(start, set()).add(idx)
+    hits: list[Hit] = []
+    for start, found in candidates.items():
+        if log.is_source_line(start):
+            continue
+        # most candidates are one physical line: match it as is (patterns search, so the header
+        # in front does not matter) and skip building a LogicalLine
+        single = log.lines[start] if log.group_end(start) == start + 1 else None
+        for idx in found:
+            m = matchers[idx]
+            if single is not None and m.rule.window == 1:
+                for regex in m.regexes:
+                    matches = [Hit(m, x, start + 1, [single], start + 1) for x in regex.finditer(single)]
+                    if matches:
+                        hits.extend(matches)
+                        break
+                continue
+            record = log.logical(start) if m.rule.window == 1 else _window(log, start, m.rule.window)
+            for regex in m.regexes:
+                matches = [Hit(m, x, *record.span_lines(x.start(), x.end()), record.first)
+                           for x in regex.finditer(record.text)]
+                if matches:
+                    hits.extend(matches)
+                    break
+    hits.sort(key=lambda h: h.key)
+    return hits
+
+
+class Outcome(msgspec.Struct, kw_only=True):
+    """What interpret() saw: (priority, finding) pairs per engine start attempt, and whether
+    the server reported itself ready after the last finding."""
+    segments: list[list[tuple[int, Finding]]]
+    ready_after_last_finding: bool = False
+
+
+def interpret(hits: list[Hit], current: ServingConfig | None, bounds: ActuatorBounds,
+              buffer: float) -> Outcome:
+    """Fold the hits in log order into findings."""
+    out = Outcome(segments=[[]])
+    context: dict[str, tuple[float | int, Hit]] = {}
+    regions: dict[str, Hit] = {}
+    for hit in hits:
+        rule = hit.matcher.rule
+        if rule.kind == CONTEXT:
+            for mark in rule.marks:
+                if mark == "reset":
+                    context.clear()
+                    regions.clear()
+                    if out.segments[-1]:
+                        out.segments.append([])
+                elif mark == "ready":
+                    out.ready_after_last_finding = True
+                elif mark.startswith("open:"):
+                    regions[mark[5:]] = hit
+                else:
+                    regions.pop(mark[6:], None)
+            for key, value in hit.numbers.items():
+                context[key] = (value, hit)
+            continue
+        out.segments[-1].append(_finding(hit, context, regions, current, bounds, buffer))
+        out.ready_after_last_finding = False
+        regions.clear()  # whatever phase was running ended with this failure
+    return out
+
+
+def _finding(hit: Hit, context, regions, current, bounds, buffer) -> tuple[int, Finding]:
+    rule = hit.matcher.rule
+    kind, fix_name, direction, notes = rule.kind, rule.fix, rule.direction, [rule.note]
+    priority = rule.priority
+    support: list[Hit] = []
+    for ref in rule.refine:
+        if ref.when in regions:
+            opener = regions[ref.when]
+            kind, fix_name, direction, priority = ref.kind, ref.fix, ref.direction, ref.priority
+            notes.append(f"{ref.note} (line {opener.line})")
+            support.append(opener)
+            break
+    numbers = dict(hit.numbers)
+    for key in rule.uses:
+        if key not in numbers and key in context:
+            value, source = context[key]
+            numbers[key] = value
+            support.append(source)
+            notes.append(f"{key} from line {source.line}")
+    inp = fixes_mod.FixInput(numbers=numbers, groups=hit.groups, current=current, bounds=bounds, buffer=buffer)
+    fix, fix_note = fixes_mod.compute(fix_name, inp)
+    notes.insert(0, fix_note)
+    evidence = list(hit.evidence)
+    for s in sorted(set(support), key=lambda h: h.key):
+        evidence.extend(x for x in s.evidence if x not in evidence)
+    finding = Finding(kind=kind, rule=rule.id, rule_version=rule.version, numbers=numbers,
+                      fix_direction=dict(direction), fix=fix, action="tune" if fix else "alert",
+                      evidence=evidence, line=hit.line, note="; ".join(n for n in notes if n))
+    return priority, finding
+
+
+def choose_primary(outcome: Outcome) -> Finding | None:
+    """The most specific finding (the last one on a tie) of the last start attempt that failed,
+    or None when the server reported itself ready after every finding."""
+    if outcome.ready_after_last_finding:
+        return None
+    for segment in reversed(outcome.segments):
+        if segment:
+            return max(reversed(segment), key=lambda pf: pf[0])[1]
+    return None

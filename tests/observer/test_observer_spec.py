@@ -1,0 +1,68 @@
+"""The rules are data: well-formed, serialisable, compiled once, and refused when malformed."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from handlers.observer import RULES, Diagnosis, Finding, diagnose
+from handlers.observer.diagnose import MATCHERS
+from handlers.observer.engine import compile_rules, expand_pattern, scan
+from handlers.observer.fixes import FIXES
+from handlers.observer.normalize import LogText
+from handlers.observer.rules import CONTEXT, KINDS, Number, RuleSpec
+
+SAMPLES = Path(__file__).parent / "samples"
+
+
+def test_rules_round_trip_through_json_as_plain_data():
+    encoded = msgspec.json.encode(RULES)
+    assert msgspec.json.decode(encoded, type=tuple[RuleSpec, ...]) == RULES
+
+
+def test_rule_ids_are_unique_and_versioned():
+    ids = [r.id for r in RULES]
+    assert len(ids) == len(set(ids))
+    assert all(r.version == 1 for r in RULES)
+
+
+def test_every_rule_fires_on_some_sample():
+    # proves each pre-filter is consistent with its patterns (else the rule could never fire)
+    from test_observer_healthy import HEALTHY
+    from test_observer_rules import CASES
+
+    texts = [c[1] for c in CASES] + HEALTHY + [p.read_text() for p in SAMPLES.glob("*.log")]
+    fired = {h.matcher.rule.id for text in texts for h in scan(LogText(text), MATCHERS)}
+    assert fired == {r.id for r in RULES}
+
+
+def test_failure_rules_name_known_kinds_and_fixes():
+    for rule in RULES:
+        if rule.kind != CONTEXT:
+            assert rule.kind in KINDS and rule.fix in FIXES
+
+
+def test_space_means_optional_whitespace_outside_classes_only():
+    assert expand_pattern(r"a b[ x]c\ d") == r"a\s*b[ x]c\ d"
+    assert expand_pattern("{int} {size}").startswith(r"(?:\d{1,3}")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"kind": "nonsense"}, "unknown kind"),
+    ({"fix": "no_such_fix"}, "unknown fix"),
+    ({"numbers": (Number(capture="free", key="free_gib", unit="count"),)}, "disagree"),
+    ({"numbers": (Number(capture="free", key="free_gib", unit="parsec"),)}, "unknown unit"),
+    ({"direction": {"gpu_memory_utilization": "sideways"}}, "direction"),
+    ({"marks": ("flip:x",)}, "unknown mark"),
+])
+def test_malformed_rules_are_refused(change, message):
+    base = next(r for r in RULES if r.id == "vllm.startup_free_memory")
+    with pytest.raises(ValueError, match=message):
+        compile_rules([msgspec.structs.replace(base, **change)])
+
+
+def test_findings_and_diagnosis_encode_to_json():
+    d = diagnose("ValueError: max_num_batched_tokens (128) must be greater than or equal to max_num_seqs (256).")
+    back = msgspec.json.decode(msgspec.json.encode(d), type=Diagnosis)
+    assert back == d and isinstance(back.primary, Finding)
