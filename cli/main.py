@@ -31,7 +31,7 @@ class SelfhealGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
-        except (StoreError, ConfigError, OSError, ValueError) as exc:
+        except (StoreError, ConfigError, OSError, ValueError, LookupError) as exc:
             self._fail(exc)
         except KeyboardInterrupt:
             click.echo("selfheal: interrupted", err=True)
@@ -67,9 +67,10 @@ def cli(ctx: click.Context, db_path: str | None, config_path: str | None, synchr
 
 
 def _register() -> None:
-    from cli import log_commands
+    from cli import log_commands, loop_commands
 
     log_commands.register(cli)
+    loop_commands.register(cli)
 
 
 _register()

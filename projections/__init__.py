@@ -5,12 +5,19 @@ from collections.abc import Callable
 
 from eventstore.store import EventStore
 from projections.base import Projection, View, catch_up, rebuild as rebuild_one
-from projections.event_counts import EventCountsProjection
 
 
 def registered() -> list[Projection]:
-    """Every projection selfheal maintains (the CLI's `rebuild` rebuilds these)."""
-    return [EventCountsProjection()]
+    """Every projection selfheal maintains (handlers read them; `rebuild` rebuilds them)."""
+    from projections.baselines import BaselinesProjection
+    from projections.event_counts import EventCountsProjection
+    from projections.intents import IntentsProjection
+    from projections.promotions import PromotionsProjection
+    from projections.rate_limit import RateLimitProjection
+    from projections.runs import RunsProjection
+
+    return [EventCountsProjection(), BaselinesProjection(), IntentsProjection(), RateLimitProjection(),
+            RunsProjection(), PromotionsProjection()]
 
 
 def rebuild(store: EventStore, *, as_of: int | None = None,
@@ -24,4 +31,9 @@ def rebuild(store: EventStore, *, as_of: int | None = None,
     return {"position": view.position, "projections": {name: view[name] for name in view.states}}
 
 
-__all__ = ["Projection", "View", "catch_up", "rebuild", "rebuild_one", "registered"]
+def view_as_of(store: EventStore, as_of: int | None = None) -> View:
+    """Every projection as of a position (default: now)."""
+    return View(store, registered()).catch_up(until=as_of)
+
+
+__all__ = ["Projection", "View", "catch_up", "rebuild", "rebuild_one", "registered", "view_as_of"]

@@ -3,6 +3,10 @@
 A projection never reads the clock or the outside world; everything it knows comes from
 the events, so rebuilding from scratch, catching up incrementally and evaluating as of a
 past position all give the same answer for the same prefix of the log.
+
+`apply` may update the state in place and return it: the fold stays linear over millions of
+events instead of copying a growing read model per event. Whoever needs an older state asks
+for a rebuild as of that position rather than keeping a reference.
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ class Projection(abc.ABC, Generic[S]):
 
     @abc.abstractmethod
     def apply(self, state: S, event: Recorded) -> S:
-        """The next state. Must not mutate `state`: older states stay valid."""
+        """The next state: deterministic, no I/O, no clock; may reuse `state`."""
 
     def fold(self, state: S, events: Iterable[Recorded]) -> S:
         apply, types = self.apply, self.types

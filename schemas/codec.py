@@ -1,13 +1,22 @@
 """Encoding event Structs to the log's JSON bodies and back, upcasting old versions."""
 from __future__ import annotations
 
+from datetime import datetime
+
 import msgspec
 
 from eventstore.errors import CorruptEvent, UnknownEventType
 from schemas.events import EVENT_TYPES, Event
 from schemas.upcasting import upcast
 
-_encoder = msgspec.json.Encoder()
+def _enc_hook(obj):
+    # datetime subclasses (freezegun's FakeDatetime in tests) encode like datetimes do
+    if isinstance(obj, datetime):
+        return obj.isoformat().replace("+00:00", "Z")
+    raise NotImplementedError(f"cannot encode {type(obj).__name__}")
+
+
+_encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
 _decoders = {name: msgspec.json.Decoder(cls) for name, cls in EVENT_TYPES.items()}
 _raw = msgspec.json.Decoder()
 

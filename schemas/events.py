@@ -116,6 +116,9 @@ class ObservationMade(Event, frozen=True, kw_only=True):
     deployment: str
     finding: Finding
     others: list[Finding] = []
+    environment: str = ""
+    #: set when the incident is a canary's own output: evidence for the run, not a new intent
+    canary_id: str | None = None
 
 
 class IncidentUnmatched(Event, frozen=True, kw_only=True):
@@ -138,6 +141,7 @@ class IntentRaised(Event, frozen=True, kw_only=True):
     fingerprint: str
     seed_fix: dict[str, Union[bool, int, float]] = {}
     current: ServingConfig
+    environment: str = ""
     reason: str = ""
 
 
@@ -276,6 +280,15 @@ class EscalationRaised(Event, frozen=True, kw_only=True):
 
 # -- 7. baseline ----------------------------------------------------------------------------
 
+class BaselineImported(Event, frozen=True, kw_only=True):
+    """The configuration a deployment runs before selfheal changed anything: version 1."""
+
+    deployment: str
+    version: int
+    config: ServingConfig
+    source: str
+    environment: str = ""
+
 class PromotionApproved(Event, frozen=True, kw_only=True):
     promotion_id: str
     by: str
@@ -342,7 +355,7 @@ AnyEvent = Union[
     CandidateProposed, PreflightPassed, PreflightRejected, CanaryStarted, CanaryCompleted,
     CandidateScored, PromotionProposed, EscalationRaised,
     PromotionApproved, PromotionRejected, PromotionLapsed,
-    BaselineCommitStarted, BaselineCommitted, ReloadRequested, VerificationFinished, RolledBack,
+    BaselineImported, BaselineCommitStarted, BaselineCommitted, ReloadRequested, VerificationFinished, RolledBack,
 ]
 
 EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in AnyEvent.__args__}

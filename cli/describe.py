@@ -1,0 +1,76 @@
+"""One readable line per event, for timelines (`demo`, `heal`, `show`)."""
+from __future__ import annotations
+
+from eventstore.store import Recorded
+
+
+def _config(c) -> str:
+    eager = " enforce_eager" if c.enforce_eager else ""
+    return (f"util={c.gpu_memory_utilization:g} max_model_len={c.max_model_len} max_num_seqs={c.max_num_seqs} "
+            f"max_num_batched_tokens={c.max_num_batched_tokens}{eager}")
+
+
+def _changes(changes: dict) -> str:
+    return ", ".join(f"{k} {old}->{new}" for k, (old, new) in changes.items())
+
+
+def describe(r: Recorded) -> str:
+    e, t = r.event, r.type
+    if t == "BaselineImported":
+        return f"{e.deployment}: baseline v{e.version} from {e.source}: {_config(e.config)}"
+    if t == "IncidentCaptured":
+        lines = e.raw_text.count("\n") + 1
+        return f"{e.deployment}: {lines} lines from {e.source.kind}" + (f" {e.source.path}" if e.source.path else "")
+    if t == "ObservationMade":
+        f = e.finding
+        nums = ", ".join(f"{k}={v:g}" for k, v in f.numbers.items())
+        fix = ", ".join(f"{k}={v}" for k, v in f.fix.items()) or "none"
+        who = "canary log" if e.canary_id else "incident"
+        return f"{who}: {f.kind} ({f.rule} v{f.rule_version}; {nums}); seed fix: {fix}"
+    if t == "IncidentUnmatched":
+        return f"no rule explains incident {e.incident_id[:8]} (rules {e.rules_version})"
+    if t == "IntentRaised":
+        what = f"tune: {', '.join(f'{k}={v}' for k, v in e.seed_fix.items())}" if e.action == "tune" else f"alert: {e.reason}"
+        return f"intent {e.intent_id[:8]} for {e.kind}: {what}"
+    if t == "IntentDeduplicated":
+        return f"same incident again within {e.window_s} s: folded into intent {e.intent_id[:8]}"
+    if t == "RunRequested":
+        return f"run {e.run_id[:8]} requested in {e.mode} mode"
+    if t == "RunRefused":
+        when = e.next_allowed_at.isoformat() if e.next_allowed_at else "when the current run ends"
+        return f"run {e.run_id[:8]} refused: {e.reason}; next allowed {when}"
+    if t == "RunStarted":
+        return f"run {e.run_id[:8]} started from {_config(e.current)}"
+    if t == "CandidateProposed":
+        pred = f", predicted fitness {e.predicted:g}" if e.predicted is not None else ""
+        return f"candidate #{e.rank} ({e.origin}): {_changes(e.changes)}{pred}"
+    if t == "PreflightPassed":
+        return f"pre-flight ok: needs {e.required_bytes / 2**30:.2f} GiB of {e.free_bytes / 2**30:.2f} GiB free"
+    if t == "PreflightRejected":
+        return f"pre-flight rejected: {e.reason}"
+    if t == "CanaryStarted":
+        return f"canary {e.canary_id[:8]} started ({e.backend}{', simulated' if e.simulated else ''})"
+    if t == "CanaryCompleted":
+        m = e.measurements
+        if not m.started or not m.passed_load:
+            return f"canary failed at {m.failure_stage}: {m.failure_kind}"
+        return (f"canary ok: {m.kv_cache_tokens:,} KV tokens, {m.max_concurrency:.2f}x concurrency, "
+                f"{m.throughput_tok_s:.0f} tok/s, p99 {m.latency_p99_ms:.0f} ms, {m.preemptions} preemptions, "
+                f"headroom {m.gpu_headroom_gib:.2f} GiB")
+    if t == "CandidateScored":
+        return f"scored: fitness {e.fitness:g} ({e.reason})" if e.passed else f"scored: failed ({e.reason})"
+    if t == "PromotionProposed":
+        sim = " [simulated: never committed to production]" if e.simulated else ""
+        gate = "waits for approval" if e.requires_approval else "no approval needed"
+        return f"PROMOTION {e.promotion_id[:8]} ({gate}): {_config(e.config)}{sim}"
+    if t == "EscalationRaised":
+        return f"ESCALATION: {e.reason}"
+    if t == "RunFinished":
+        return f"run {e.run_id[:8]} finished: {e.outcome} after {e.canaries} canaries"
+    if t == "IntentArchived":
+        return f"intent {e.intent_id[:8]} archived: {e.outcome}"
+    return t
+
+
+def timeline_line(r: Recorded) -> str:
+    return f"{r.occurred_at[11:23]}  {r.type:<18} {describe(r)}"

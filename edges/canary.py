@@ -1,0 +1,58 @@
+"""Canary backends: start a candidate configuration apart from production and measure it.
+
+A backend is an edge: what it returns is recorded (CanaryCompleted) before anything
+depends on it, and replay reads those records instead of running canaries again.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Protocol
+
+import msgspec
+
+from schemas.events import CanaryMeasurements
+from schemas.serving import ServingConfig
+
+
+class CanaryOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    measurements: CanaryMeasurements
+    log_text: str
+    command: list[str] = []
+    #: when the canary ended, where the backend knows better than its cause's time (sim: simulated time)
+    finished_at: datetime | None = None
+
+
+class CanaryBackend(Protocol):
+    name: str
+    simulated: bool
+
+    def run(self, config: ServingConfig, started_at: datetime) -> CanaryOutcome:
+        ...
+
+
+class Prediction(msgspec.Struct, frozen=True):
+    """What a model expects of a config before any canary: None means it cannot say."""
+
+    passes: bool | None
+    fitness: float | None = None
+    failure_kind: str | None = None
+
+
+class Predictor(Protocol):
+    def predict(self, config: ServingConfig, production: ServingConfig) -> Prediction:
+        ...
+
+
+class NoPredictor:
+    """For deployments without a memory model: every candidate is 'unknown'."""
+
+    def predict(self, config: ServingConfig, production: ServingConfig) -> Prediction:
+        return Prediction(passes=None)
+
+
+MEASURED = tuple(f for f in CanaryMeasurements.__struct_fields__)
+
+
+def measurements_of(result) -> CanaryMeasurements:
+    """The measurement fields of a backend's result object, as the event records them."""
+    return CanaryMeasurements(**{name: getattr(result, name) for name in MEASURED})

@@ -1,0 +1,42 @@
+"""The `sim` canary backend and predictor: vLLM's memory model on a scenario file.
+
+Results are marked simulated; they can inform a promotion but never a production commit.
+On the simulator the predictor and the canary share one model, so its predictions are
+exact there; the canary still runs, because on real GPUs the two differ.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from edges.canary import CanaryOutcome, Prediction, measurements_of
+from edges.sim import simulate
+from edges.sim.scenario import Scenario
+from handlers.scoring import score
+from schemas.serving import ServingConfig
+
+
+class SimCanaryBackend:
+    name = "sim"
+    simulated = True
+
+    def __init__(self, scenario: Scenario):
+        self.scenario = scenario
+
+    def run(self, config: ServingConfig, started_at: datetime) -> CanaryOutcome:
+        result = simulate(self.scenario, config)
+        return CanaryOutcome(
+            measurements=measurements_of(result), log_text=result.log_text,
+            command=["simulate", self.scenario.name, *config.cli_args()],
+            finished_at=started_at + timedelta(seconds=result.duration_s),
+        )
+
+
+class SimPredictor:
+    def __init__(self, scenario: Scenario, margin_gib: float):
+        self.scenario = scenario
+        self.margin_gib = margin_gib
+
+    def predict(self, config: ServingConfig, production: ServingConfig) -> Prediction:
+        result = simulate(self.scenario, config)
+        verdict = score(measurements_of(result), self.margin_gib, config, production)
+        return Prediction(passes=verdict.passed, fitness=verdict.fitness, failure_kind=result.failure_kind)

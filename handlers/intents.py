@@ -1,0 +1,117 @@
+"""Intent handler: an observation becomes one intent (tune with a seed fix, or alert).
+
+The seed fix is bounded here: values are clamped to the actuators only on the side of
+safety; a fix that needs a value outside the bounds is an escalation with the evidence,
+never a run. The same failure of the same configuration inside the window folds into the
+intent already raised for it.
+"""
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+
+from eventstore.store import Recorded, derived_id
+from handlers.runtime import Emitted, Handler
+from projections.base import View
+from schemas.actuators import ActuatorBounds
+from schemas.events import EscalationRaised, IntentArchived, IntentDeduplicated, IntentRaised
+from schemas.serving import TUNABLE, ServingConfig
+
+
+def bound_seed(current: ServingConfig, fix: dict, direction: dict, bounds: ActuatorBounds,
+               max_changes: int) -> tuple[ServingConfig | None, list[str]]:
+    """The seed configuration inside the bounds, or None and why it cannot be."""
+    problems: list[str] = []
+    values: dict = {}
+    for name, target in fix.items():
+        if name not in TUNABLE:
+            continue
+        if name == "enforce_eager":
+            if target and not bounds.enforce_eager_allowed:
+                problems.append("needs enforce_eager=true, which this deployment does not allow")
+            values[name] = bool(target)
+            continue
+        actuator = bounds.numeric()[name]
+        way = direction.get(name) or ("decrease" if target < getattr(current, name) else "increase")
+        if target > actuator.max:
+            if way != "decrease":
+                problems.append(f"needs {name}={target:g}, above the maximum {actuator.max:g}")
+                continue
+            target = actuator.max
+        elif target < actuator.min:
+            if way != "increase":
+                problems.append(f"needs {name}={target:g}, below the minimum {actuator.min:g}")
+                continue
+            target = actuator.min
+        snap = actuator.floor if way == "decrease" else actuator.ceil
+        value = snap(target)
+        now = getattr(current, name)
+        if (way == "increase" and value < now) or (way == "decrease" and value > now):
+            problems.append(f"the fix would {way} {name} to {value:g} from {now:g}")
+            continue
+        values[name] = value
+    if problems:
+        return None, problems
+    changed = {k: v for k, v in values.items() if getattr(current, k) != v}
+    if not changed:
+        return None, ["the fix changes nothing inside the bounds"]
+    if len(changed) > max_changes:
+        changed = dict(list(changed.items())[:max_changes])
+    return current.changed(**changed), []
+
+
+def fingerprint(deployment: str, kind: str, rule: str, current: ServingConfig) -> str:
+    """The same failure kind, by the same rule, of the same configuration."""
+    text = "\x1f".join([deployment, kind, rule, repr(sorted(current.as_dict().items()))])
+    return "fp:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class RaiseIntent(Handler):
+    name = "intents"
+    subscribes_to = frozenset({"ObservationMade"})
+
+    def __init__(self, deployments: dict, window_minutes: float, max_changes: int):
+        self.deployments = deployments
+        self.window = timedelta(minutes=window_minutes)
+        self.max_changes = max_changes
+
+    def handle(self, event: Recorded, view: View) -> Emitted:
+        obs = event.event
+        if obs.canary_id is not None:
+            return ()  # a canary's own output is evidence for its run, not a new incident
+        edges = self.deployments.get(obs.deployment)
+        baseline = view["baselines"].current(obs.deployment)
+        current = baseline.config if baseline else (edges.current if edges else ServingConfig())
+        finding = obs.finding
+        fp = fingerprint(obs.deployment, finding.kind, finding.rule, current)
+        recent = view["intents"].recent(obs.deployment, fp, event.occurred, self.window)
+        if recent is not None:
+            dup = IntentDeduplicated(intent_id=recent.intent_id, incident_id=obs.incident_id, fingerprint=fp,
+                                     window_s=int(self.window.total_seconds()))
+            return [(f"intent-{recent.intent_id}", event.follow(dup, self.name))]
+
+        intent_id = derived_id(event.event_id, "intent")
+        action, reason, seed = finding.action, finding.note, {}
+        if edges is None:
+            action, reason = "alert", f"deployment {obs.deployment!r} is not configured"
+        elif action == "tune":
+            config, problems = bound_seed(current, finding.fix, finding.fix_direction, edges.bounds,
+                                          self.max_changes)
+            if config is None:
+                action, reason = "alert", "seed fix outside the bounds: " + "; ".join(problems)
+            else:
+                seed = {k: new for k, (_, new) in current.diff(config).items()}
+        elif not reason:
+            reason = f"{finding.kind}: no bounded fix applies"
+        raised = IntentRaised(intent_id=intent_id, deployment=obs.deployment, incident_id=obs.incident_id,
+                              observation_id=obs.observation_id, kind=finding.kind, action=action,
+                              fingerprint=fp, seed_fix=seed, current=current, environment=obs.environment,
+                              reason=reason)
+        stream = f"intent-{intent_id}"
+        out = [(stream, event.follow(raised, "intent"))]
+        if action == "alert":
+            escalation = EscalationRaised(run_id=None, intent_id=intent_id, deployment=obs.deployment,
+                                          reason=reason)
+            archived = IntentArchived(intent_id=intent_id, deployment=obs.deployment, outcome="alerted")
+            out += [(stream, event.follow(escalation, "escalation")), (stream, event.follow(archived, "archived"))]
+        return out

@@ -1,0 +1,119 @@
+"""The healing loop assembled: which handlers react to what, and the library functions
+behind `selfheal observe`, `run` and `heal`."""
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+import projections
+from edges.deployments import DeploymentEdges
+from eventstore.recorder import system_clock
+from eventstore.store import EventStore, Pending, new_id
+from handlers.canary import RunCanary, StartCanary
+from handlers.gate import Gate
+from handlers.intents import RaiseIntent
+from handlers.observe import ObserveIncident
+from handlers.preflight import Preflight
+from handlers.runtime import Handler, Runner, RunReport
+from handlers.scoring import ScoreCanary
+from handlers.tournament import Tournament
+from schemas.config import Settings
+from schemas.events import BaselineImported, IncidentCaptured, IncidentSource
+
+class InputError(ValueError):
+    """A log excerpt that cannot be read."""
+
+
+#: incidents larger than this keep their head and tail, so a runaway log cannot bloat the store
+MAX_INCIDENT_BYTES = 1 << 20
+
+
+def handlers(settings: Settings, deployments: dict[str, DeploymentEdges], mode: str) -> list[Handler]:
+    return [
+        ObserveIncident(deployments, settings.observer.safety_buffer),
+        RaiseIntent(deployments, settings.observer.dedupe_window_minutes, settings.tournament.max_changes),
+        Gate(mode, settings.rate_limit),
+        Tournament(deployments, settings.tournament.max_candidates, settings.tournament.max_changes),
+        Preflight(deployments, settings.preflight.margin_gib),
+        StartCanary(deployments),
+        RunCanary(deployments),
+        ScoreCanary(settings.preflight.margin_gib),
+    ]
+
+
+def runner(store: EventStore, settings: Settings, deployments: dict[str, DeploymentEdges],
+           mode: str | None = None) -> Runner:
+    return Runner(store, handlers(settings, deployments, mode or settings.effective_mode()),
+                  projections.registered())
+
+
+def run(store: EventStore, settings: Settings, deployments: dict[str, DeploymentEdges],
+        mode: str | None = None) -> RunReport:
+    """Drive every handler until no work is left."""
+    return runner(store, settings, deployments, mode).run_until_idle()
+
+
+def _bounded(text: str) -> str:
+    data = text.encode("utf-8", "replace")
+    if len(data) <= MAX_INCIDENT_BYTES:
+        return text
+    half = MAX_INCIDENT_BYTES // 2
+    head = data[:half].decode("utf-8", "ignore")
+    tail = data[-half:].decode("utf-8", "ignore")
+    return f"{head}\n[selfheal: {len(data) - 2 * half} bytes elided]\n{tail}"
+
+
+def capture(store: EventStore, edges: DeploymentEdges, text: str, source: IncidentSource,
+            clock: Callable[[], datetime] = system_clock) -> str:
+    """Record raw text as an incident of a deployment (an edge: it reads the clock).
+
+    The first incident of a deployment also records the configuration it runs as baseline
+    version 1, so that every later decision can be traced to a configuration in the log.
+    """
+    now = clock()
+    stream = f"deployment-{edges.name}"
+    if store.recorder.stream_version(stream) == 0:
+        imported = BaselineImported(deployment=edges.name, version=1, config=edges.current,
+                                    source="config file" if edges.settings.current else f"scenario {edges.settings.scenario}",
+                                    environment=edges.environment)
+        store.append(stream, [Pending(event=imported, event_id=new_id(), occurred_at=now)], expected_version=0)
+    text = _bounded(text.replace("\x00", "\\x00"))
+    incident_id = new_id()
+    incident = IncidentCaptured(
+        incident_id=incident_id, deployment=edges.name, source=source, raw_text=text,
+        fingerprint="sha256:" + hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:16],
+        context={"environment": edges.environment, "model": edges.model},
+    )
+    store.append(f"incident-{incident_id}", [Pending(event=incident, event_id=incident_id, occurred_at=now,
+                                                     correlation_id=incident_id)])
+    return incident_id
+
+
+def read_input(path: str) -> tuple[str, IncidentSource]:
+    """A log excerpt from a file or standard input ('-'); undecodable bytes are kept as U+FFFD."""
+    import sys
+
+    if path == "-":
+        return sys.stdin.buffer.read().decode("utf-8", "replace"), IncidentSource(kind="stdin")
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    return data.decode("utf-8", "replace"), IncidentSource(kind="file", path=os.path.abspath(path))
+
+
+def observe(store: EventStore, deployment: DeploymentEdges, paths: list[str],
+            clock: Callable[[], datetime] = system_clock) -> list[str]:
+    """Record each file (or '-') as an incident; returns the incident ids."""
+    return [capture(store, deployment, *read_input(p), clock=clock) for p in paths]
+
+
+def heal(store: EventStore, settings: Settings, deployments: dict[str, DeploymentEdges], name: str,
+         paths: list[str], clock: Callable[[], datetime] = system_clock) -> list[str]:
+    """Observe the files as incidents of deployment `name`, then run the loop to its outcome."""
+    ids = observe(store, deployments[name], paths, clock)
+    run(store, settings, deployments)
+    return ids

@@ -1,0 +1,58 @@
+"""Pre-flight: will the candidate fit the GPU right now? Read the inventory, record it, decide.
+
+vLLM asks for `gpu_memory_utilization x total` on every device at startup and refuses to
+start when less is free; pre-flight rejects such a candidate before a canary is spent on
+it, keeping `margin` back for vLLM's own CUDA context and for jitter. The snapshot is an
+effect's result, so it goes into the event; replay reads it from there.
+"""
+from __future__ import annotations
+
+from edges.inventory import InventoryUnavailable
+from eventstore.store import Recorded
+from handlers.runtime import Emitted, Handler
+from projections.base import View
+from schemas.events import PreflightPassed, PreflightRejected
+
+GIB = 1 << 30
+
+
+def check(snapshot, utilization: float, margin_bytes: int) -> tuple[bool, int, int, str]:
+    """(fits, required bytes, free bytes of the tightest device, reason)."""
+    worst = None
+    for device in snapshot:
+        required = int(utilization * device.total_bytes)
+        slack = device.free_bytes - margin_bytes - required
+        if worst is None or slack < worst[0]:
+            worst = (slack, required, device)
+    slack, required, device = worst
+    if slack >= 0:
+        return True, required, device.free_bytes, "fits"
+    return False, required, device.free_bytes, (
+        f"GPU {device.index} ({device.name}): gpu_memory_utilization {utilization:g} asks for "
+        f"{required / GIB:.2f} GiB, but only {device.free_bytes / GIB:.2f} GiB is free and "
+        f"{margin_bytes / GIB:.2f} GiB is kept as margin")
+
+
+class Preflight(Handler):
+    name = "preflight"
+    subscribes_to = frozenset({"CandidateProposed"})
+
+    def __init__(self, deployments: dict, margin_gib: float):
+        self.deployments = deployments
+        self.margin = int(margin_gib * GIB)
+
+    def handle(self, event: Recorded, view: View) -> Emitted:
+        e = event.event
+        stream = f"run-{e.run_id}"
+        try:
+            snapshot = self.deployments[e.deployment].inventory.snapshot()
+        except InventoryUnavailable as exc:
+            rejected = PreflightRejected(run_id=e.run_id, candidate_id=e.candidate_id, reason=str(exc),
+                                         required_bytes=0, free_bytes=0, margin_bytes=self.margin, snapshot=[])
+            return [(stream, event.follow(rejected, self.name))]
+        fits, required, free, reason = check(snapshot, e.config.gpu_memory_utilization, self.margin)
+        cls = PreflightPassed if fits else PreflightRejected
+        extra = {} if fits else {"reason": reason}
+        out = cls(run_id=e.run_id, candidate_id=e.candidate_id, required_bytes=required, free_bytes=free,
+                  margin_bytes=self.margin, snapshot=snapshot, **extra)
+        return [(stream, event.follow(out, self.name))]

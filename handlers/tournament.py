@@ -1,0 +1,169 @@
+"""Candidates: the seed fix first; if it fails, a tournament around the failure.
+
+A candidate changes at most `max_changes` parameters of the production configuration and
+stays inside the actuator bounds. After each failure the next candidate is chosen again
+with everything learnt so far: the failure kinds the run's canaries showed widen the
+actuators searched, configurations known to fail in this environment are never tried
+again, and the rest are ranked by the predictor, best first. The first candidate to pass
+its canary wins; when none is left, or the tournament's budget is spent, the run escalates
+with every candidate and the reason each failed.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+
+import msgspec
+
+from eventstore.store import Recorded, derived_id
+from handlers.runtime import Emitted, Handler
+from projections.base import View
+from projections.runs import RunSummary
+from schemas.actuators import ActuatorBounds
+from schemas.events import (
+    CandidateEvidence, CandidateProposed, EscalationRaised, IntentArchived, PromotionProposed, RunFinished,
+)
+from schemas.serving import ServingConfig
+
+#: the actuators worth searching for each failure kind, most relevant first
+RELEVANT: dict[str, tuple[str, ...]] = {
+    "startup_free_memory_below_utilization": ("gpu_memory_utilization", "max_model_len", "max_num_seqs"),
+    "no_kv_cache_memory": ("gpu_memory_utilization", "max_num_seqs", "max_num_batched_tokens", "enforce_eager"),
+    "max_model_len_exceeds_kv_cache": ("max_model_len", "gpu_memory_utilization", "enforce_eager"),
+    "cuda_oom_allocation": ("max_num_seqs", "gpu_memory_utilization", "max_num_batched_tokens"),
+    "cuda_graph_oom": ("enforce_eager", "gpu_memory_utilization", "max_num_seqs"),
+    "batched_tokens_below_model_len": ("max_num_batched_tokens", "max_model_len"),
+    "other_config_error": ("max_model_len", "max_num_batched_tokens", "max_num_seqs"),
+    "preemption_storm": ("max_num_seqs", "gpu_memory_utilization", "max_model_len"),
+    "cotenant_oom": ("gpu_memory_utilization", "max_model_len", "max_num_seqs"),
+}
+
+
+def relevant_actuators(kinds: list[str]) -> list[str]:
+    out: list[str] = []
+    for kind in kinds:
+        for name in RELEVANT.get(kind, RELEVANT["other_config_error"]):
+            if name not in out:
+                out.append(name)
+    return out
+
+
+def _values(name: str, current: ServingConfig, bounds: ActuatorBounds) -> list:
+    if name == "enforce_eager":
+        return [not current.enforce_eager] if bounds.enforce_eager_allowed or current.enforce_eager else []
+    return [v for v in bounds.numeric()[name].grid() if v != getattr(current, name)]
+
+
+def neighbourhood(current: ServingConfig, names: list[str], bounds: ActuatorBounds,
+                  max_changes: int) -> list[ServingConfig]:
+    """Every config that changes 1..max_changes of `names` to other values inside the bounds."""
+    values = {name: _values(name, current, bounds) for name in names}
+    out = []
+    for k in range(1, max_changes + 1):
+        for combo in itertools.combinations(names, k):
+            for picked in itertools.product(*(values[n] for n in combo)):
+                out.append(current.changed(**dict(zip(combo, picked))))
+    return out
+
+
+def evidence(run: RunSummary) -> list[CandidateEvidence]:
+    return [CandidateEvidence(candidate_id=c.candidate_id, config=c.config, outcome=c.outcome,
+                              failure_kind=c.canary.failure_kind if c.canary else None, fitness=c.fitness)
+            for c in run.candidates]
+
+
+def evidence_hash(run: RunSummary) -> str:
+    body = msgspec.json.encode([evidence(run), [c.canary for c in run.candidates]])
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+class Tournament(Handler):
+    name = "tournament"
+    subscribes_to = frozenset({"RunStarted", "PreflightRejected", "CandidateScored"})
+
+    def __init__(self, deployments: dict, max_candidates: int, max_changes: int):
+        self.deployments = deployments
+        self.max_candidates = max_candidates
+        self.max_changes = max_changes
+        self._predictions: dict[tuple, object] = {}
+
+    def handle(self, event: Recorded, view: View) -> Emitted:
+        e = event.event
+        run = view["runs"].by_id.get(e.run_id)
+        if run is None or run.status != "running":
+            return ()
+        if event.type == "CandidateScored" and e.passed:
+            return self._promote(event, run, view)
+        if event.type == "RunStarted":
+            intent = view["intents"].by_id[e.intent_id]
+            seed = run.current.changed(**intent.seed_fix)
+            if not view["runs"].known_failure(run.environment, seed):
+                return [self._propose(event, run, seed, "seed", 0, "the observer's seed fix")]
+        return self._next(event, run, view)
+
+    def _predict(self, run: RunSummary, config: ServingConfig):
+        key = (run.deployment, config, run.current)
+        if key not in self._predictions:
+            self._predictions[key] = self.deployments[run.deployment].predictor.predict(config, run.current)
+        return self._predictions[key]
+
+    def _propose(self, event: Recorded, run: RunSummary, config: ServingConfig, origin: str, rank: int,
+                 reason: str) -> tuple:
+        prediction = self._predict(run, config)
+        changes = {k: [old, new] for k, (old, new) in run.current.diff(config).items()}
+        proposed = CandidateProposed(run_id=run.run_id, candidate_id=derived_id(run.run_id, "candidate", str(rank)),
+                                     deployment=run.deployment, config=config, changes=changes, origin=origin,
+                                     rank=rank, predicted=prediction.fitness, reason=reason)
+        return (f"run-{run.run_id}", event.follow(proposed, f"candidate-{rank}"))
+
+    def _next(self, event: Recorded, run: RunSummary, view: View) -> Emitted:
+        edges = self.deployments[run.deployment]
+        played = [c for c in run.candidates if c.origin == "tournament"]
+        if len(played) >= self.max_candidates:
+            return self._escalate(event, run, view, f"tournament budget of {self.max_candidates} candidates spent")
+        intent = view["intents"].by_id[run.intent_id]
+        kinds = [intent.kind] + [c.canary.failure_kind for c in run.candidates
+                                 if c.canary is not None and c.canary.failure_kind]
+        tried = {c.config for c in run.candidates}
+        pool = []
+        for config in neighbourhood(run.current, relevant_actuators(kinds), edges.bounds, self.max_changes):
+            if config in tried or view["runs"].known_failure(run.environment, config):
+                continue
+            prediction = self._predict(run, config)
+            if prediction.passes is False:
+                continue
+            fitness = prediction.fitness if prediction.fitness is not None else float("-inf")
+            changed = len(run.current.diff(config))
+            pool.append((-fitness, changed, msgspec.json.encode(config), config))
+        if not pool:
+            return self._escalate(event, run, view, "no untried configuration inside the bounds is predicted to work")
+        pool.sort(key=lambda item: item[:3])
+        best = pool[0][3]
+        reason = f"best predicted of {len(pool)} untried configurations around {', '.join(dict.fromkeys(kinds))}"
+        return [self._propose(event, run, best, "tournament", len(run.candidates), reason)]
+
+    def _finish(self, event: Recorded, run: RunSummary, outcome: str) -> list:
+        canaries = run.canaries
+        finished = RunFinished(run_id=run.run_id, deployment=run.deployment, outcome=outcome,
+                               succeeded=outcome == "promoted", canaries=canaries)
+        archived = IntentArchived(intent_id=run.intent_id, deployment=run.deployment, outcome=outcome,
+                                  run_id=run.run_id)
+        return [(f"run-{run.run_id}", event.follow(finished, "finished")),
+                (f"intent-{run.intent_id}", event.follow(archived, "archived"))]
+
+    def _escalate(self, event: Recorded, run: RunSummary, view: View, reason: str) -> Emitted:
+        failures = "; ".join(f"{c.candidate_id[:8]} {c.outcome}" for c in run.candidates)
+        full = f"{reason} ({len(run.candidates)} candidates: {failures})" if run.candidates else reason
+        escalation = EscalationRaised(run_id=run.run_id, intent_id=run.intent_id, deployment=run.deployment,
+                                      reason=full, candidates=evidence(run))
+        return [(f"run-{run.run_id}", event.follow(escalation, "escalation"))] + self._finish(event, run, "escalated")
+
+    def _promote(self, event: Recorded, run: RunSummary, view: View) -> Emitted:
+        winner = run.candidate(event.event.candidate_id)
+        promotion_id = derived_id(run.run_id, "promotion")
+        promotion = PromotionProposed(
+            promotion_id=promotion_id, run_id=run.run_id, deployment=run.deployment,
+            candidate_id=winner.candidate_id, config=winner.config, previous=run.current,
+            fitness=winner.fitness or 0.0, evidence_hash=evidence_hash(run), simulated=winner.simulated,
+            requires_approval=run.mode == "prod")
+        return [(f"promotion-{promotion_id}", event.follow(promotion, "promotion"))] + self._finish(event, run, "promoted")

@@ -1,0 +1,63 @@
+"""Promotions: winners waiting for a commit or an approval, and how each was settled."""
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+from eventstore.store import Recorded
+from projections.base import Projection
+from schemas.serving import ServingConfig
+
+
+class PromotionSummary(msgspec.Struct):
+    promotion_id: str
+    run_id: str
+    deployment: str
+    config: ServingConfig
+    previous: ServingConfig
+    fitness: float
+    evidence_hash: str
+    simulated: bool
+    requires_approval: bool
+    proposed_at: datetime
+    status: str = "waiting"  # waiting | approved | rejected | lapsed | committed
+    by: str | None = None
+    note: str = ""
+
+
+class Promotions(msgspec.Struct):
+    by_id: dict[str, PromotionSummary] = {}
+
+    def waiting(self) -> list[PromotionSummary]:
+        return [p for p in self.by_id.values() if p.status == "waiting"]
+
+
+class PromotionsProjection(Projection[Promotions]):
+    name = "promotions"
+    types = frozenset({"PromotionProposed", "PromotionApproved", "PromotionRejected", "PromotionLapsed",
+                       "BaselineCommitted"})
+
+    def initial(self) -> Promotions:
+        return Promotions()
+
+    def apply(self, state: Promotions, event: Recorded) -> Promotions:
+        e = event.event
+        if event.type == "PromotionProposed":
+            state.by_id[e.promotion_id] = PromotionSummary(
+                promotion_id=e.promotion_id, run_id=e.run_id, deployment=e.deployment, config=e.config,
+                previous=e.previous, fitness=e.fitness, evidence_hash=e.evidence_hash, simulated=e.simulated,
+                requires_approval=e.requires_approval, proposed_at=event.occurred)
+            return state
+        promotion = state.by_id.get(getattr(e, "promotion_id", None) or "")
+        if promotion is None:
+            return state
+        if event.type == "PromotionApproved":
+            promotion.status, promotion.by, promotion.note = "approved", e.by, e.note
+        elif event.type == "PromotionRejected":
+            promotion.status, promotion.by, promotion.note = "rejected", e.by, e.note
+        elif event.type == "PromotionLapsed":
+            promotion.status, promotion.note = "lapsed", e.reason
+        else:
+            promotion.status = "committed"
+        return state

@@ -1,0 +1,109 @@
+"""RateLimitState: per deployment, the runs that count against the budget.
+
+Everything here is a function of event times, never the wall clock: the earliest time the
+next run is allowed follows from the runs already started and the failures already seen.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import msgspec
+
+from eventstore.store import Recorded
+from projections.base import Projection
+from schemas.config import RateLimitSettings
+
+
+class DeploymentBudget(msgspec.Struct, frozen=True):
+    run_starts: tuple[datetime, ...] = ()
+    consecutive_failures: int = 0
+    last_failure_at: datetime | None = None
+    open_runs: tuple[str, ...] = ()
+
+
+class RateLimitState(msgspec.Struct, frozen=True):
+    deployments: dict[str, DeploymentBudget] = {}
+
+    def budget(self, deployment: str) -> DeploymentBudget:
+        return self.deployments.get(deployment, DeploymentBudget())
+
+
+class RateLimitProjection(Projection[RateLimitState]):
+    name = "rate_limit"
+    types = frozenset({"RunStarted", "RunFinished"})
+
+    def initial(self) -> RateLimitState:
+        return RateLimitState()
+
+    def apply(self, state: RateLimitState, event: Recorded) -> RateLimitState:
+        e = event.event
+        budget = state.budget(e.deployment)
+        if event.type == "RunStarted":
+            budget = msgspec.structs.replace(budget, run_starts=budget.run_starts + (event.occurred,),
+                                             open_runs=budget.open_runs + (e.run_id,))
+        else:
+            failures = 0 if e.succeeded else budget.consecutive_failures + 1
+            budget = msgspec.structs.replace(
+                budget, consecutive_failures=failures,
+                last_failure_at=budget.last_failure_at if e.succeeded else event.occurred,
+                open_runs=tuple(r for r in budget.open_runs if r != e.run_id))
+        return RateLimitState({**state.deployments, e.deployment: budget})
+
+
+class GateDecision(msgspec.Struct, frozen=True):
+    allowed: bool
+    reason: str
+    next_allowed_at: datetime | None
+    runs_in_window: int
+
+
+def backoff(budget: DeploymentBudget, limits: RateLimitSettings) -> timedelta | None:
+    """Exponential backoff once `backoff_after_failures` runs in a row have failed."""
+    excess = budget.consecutive_failures - limits.backoff_after_failures
+    if excess < 0:
+        return None
+    hours = min(limits.backoff_base_hours * 2 ** excess, limits.backoff_max_hours)
+    return timedelta(hours=hours)
+
+
+def next_allowed(budget: DeploymentBudget, limits: RateLimitSettings) -> datetime | None:
+    """The earliest time a run may start: every rule is a lower bound, so take the latest."""
+    bounds: list[datetime] = []
+    starts = budget.run_starts
+    if starts:
+        bounds.append(starts[-1] + timedelta(hours=limits.cooldown_hours))
+        if len(starts) >= limits.runs:
+            # the window must slide past the oldest of the last `runs` starts
+            bounds.append(starts[-limits.runs] + timedelta(hours=limits.window_hours))
+    wait = backoff(budget, limits)
+    if wait is not None and budget.last_failure_at is not None:
+        bounds.append(budget.last_failure_at + wait)
+    return max(bounds, default=None)
+
+
+def decide(budget: DeploymentBudget, limits: RateLimitSettings, now: datetime) -> GateDecision:
+    window_start = now - timedelta(hours=limits.window_hours)
+    in_window = sum(1 for t in budget.run_starts if t > window_start)
+    if budget.open_runs:
+        return GateDecision(False, f"run {budget.open_runs[-1]} is still in progress", None, in_window)
+    reasons = _blocking(budget, limits, now)
+    if not reasons:
+        return GateDecision(True, "within budget", None, in_window)
+    return GateDecision(False, "; ".join(reasons), next_allowed(budget, limits), in_window)
+
+
+def _blocking(budget: DeploymentBudget, limits: RateLimitSettings, now: datetime) -> list[str]:
+    """The rules that refuse a run at `now` (a subset of next_allowed's reasons)."""
+    out = []
+    starts = budget.run_starts
+    if starts and now < starts[-1] + timedelta(hours=limits.cooldown_hours):
+        out.append(f"cooldown: {limits.cooldown_hours:g} h after the run at {starts[-1].isoformat()}")
+    window_start = now - timedelta(hours=limits.window_hours)
+    in_window = [t for t in starts if t > window_start]
+    if len(in_window) >= limits.runs:
+        out.append(f"rate limit: {len(in_window)} runs in the last {limits.window_hours:g} h (limit {limits.runs})")
+    wait = backoff(budget, limits)
+    if wait is not None and budget.last_failure_at is not None and now < budget.last_failure_at + wait:
+        out.append(f"backoff: {budget.consecutive_failures} failed runs in a row, "
+                   f"waiting {wait.total_seconds() / 3600:g} h after the last")
+    return out

@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from cli.main import cli
+from edges.sim import load_scenario, simulate
+
+STARTUP_0_14 = ("(EngineCore_DP0 pid=4242) ERROR 11-24 06:55:12 [core.py:708] ValueError: Free memory on device cuda:0 "
+                "(8.41/11.66 GiB) on startup is less than desired GPU memory utilization (0.9, 10.49 GiB). Decrease "
+                "GPU memory utilization or reduce GPU memory used by other processes.\n")
+
+
+def run(*args, input=None, env=None):
+    return CliRunner().invoke(cli, [str(a) for a in args], input=input, env=env, catch_exceptions=False)
+
+
+def test_diagnose_json_shape():
+    result = run("diagnose", "-", "--json", "--current", "gpu_memory_utilization=0.9", input=STARTUP_0_14)
+    body = json.loads(result.output)
+    assert set(body) == {"primary", "findings"}
+    primary = body["primary"]
+    assert {"kind", "rule", "numbers", "fix_direction", "fix", "action", "evidence"} <= set(primary)
+    assert primary["kind"] == "startup_free_memory_below_utilization"
+    assert primary["numbers"]["free_gib"] == 8.41 and primary["numbers"]["total_gib"] == 11.66
+    assert primary["fix_direction"] == {"gpu_memory_utilization": "decrease"}
+    assert primary["fix"] == {"gpu_memory_utilization": 0.6}
+    assert primary["action"] == "tune"
+
+
+def test_diagnose_healthy_text_has_no_primary(tmp_path):
+    log = tmp_path / "ok.log"
+    log.write_text("INFO 11-24 06:55:12 [gpu_worker.py:231] Available KV cache memory: 5.3 GiB\n")
+    body = json.loads(run("diagnose", log, "--json").output)
+    assert body == {"primary": None, "findings": []}
+
+
+def test_diagnose_reads_a_vllm_yaml(tmp_path):
+    cfg = tmp_path / "vllm.yaml"
+    cfg.write_text("model: x\ngpu-memory-utilization: 0.9\nmax-model-len: 8192\n")
+    body = json.loads(run("diagnose", "-", "--json", "--config", cfg, input=STARTUP_0_14).output)
+    assert body["primary"]["fix"] == {"gpu_memory_utilization": 0.6}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("max-model-len: [1, 2\n")
+    proc = subprocess.run([sys.executable, "-m", "cli.main", "diagnose", "-", "--config", str(bad)],
+                          input=STARTUP_0_14, capture_output=True, text=True)
+    assert proc.returncode == 1 and "bad.yaml: not valid YAML at line" in proc.stderr
+
+
+def test_demo_ends_in_a_promotion(tmp_path):
+    db = tmp_path / "demo.db"
+    result = run("demo", "--out", db)
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[0] == f"scenario workstation-12gb-speech; log at {db}"
+    assert any("PromotionProposed" in line for line in lines)
+    assert lines[-1].startswith("outcome: promoted.")
+
+
+def test_demo_escalation_scenario_names_why(tmp_path):
+    result = run("demo", "--scenario", "no-safe-fix", "--out", tmp_path / "d.db")
+    assert "ESCALATION: the weights do not fit" in result.output
+    assert result.output.strip().splitlines()[-1].startswith("outcome: alerted")
+
+
+def test_demo_refuses_an_existing_log(tmp_path):
+    db = tmp_path / "d.db"
+    run("demo", "--out", db)
+    proc = subprocess.run([sys.executable, "-m", "cli.main", "demo", "--out", str(db)], capture_output=True, text=True)
+    assert proc.returncode == 1 and "writes a fresh log" in proc.stderr
+
+
+@pytest.fixture
+def healed(tmp_path):
+    """A configured deployment, a log file of its failure, and `selfheal heal` run over it."""
+    config = tmp_path / "selfheal.toml"
+    config.write_text('[deployments.chat]\nscenario = "workstation-12gb-speech"\n')
+    log = tmp_path / "vllm.log"
+    log.write_text(simulate(load_scenario("workstation-12gb-speech")).log_text)
+    db = tmp_path / "log.db"
+    result = run("--db", db, "--config", config, "heal", log)
+    assert result.exit_code == 0, result.output
+    return db, config, result.output
+
+
+def test_heal_prints_the_outcome(healed):
+    _, _, output = healed
+    assert "PromotionProposed" in output and "IntentArchived" in output
+
+
+def test_queries_after_a_heal(healed):
+    db, config, _ = healed
+    history = json.loads(run("--db", db, "--config", config, "history", "--json").output)
+    assert [r["status"] for r in history] == ["promoted"]
+    state = json.loads(run("--db", db, "--config", config, "state", "--json").output)
+    assert state[0]["deployment"] == "chat" and len(state[0]["run_starts"]) == 1
+    promotions = json.loads(run("--db", db, "promotions", "--json").output)
+    assert len(promotions) == 1 and promotions[0]["simulated"] is True
+    intents = json.loads(run("--db", db, "intents", "--json").output)
+    assert intents[0]["outcome"] == "promoted"
+    chain = json.loads(run("--db", db, "show", history[0]["run_id"][:8], "--json").output)
+    types = [e["type"] for e in chain["chain"]]
+    assert types[0] == "IncidentCaptured" and "PromotionProposed" in types and types[-1] == "IntentArchived"
+    # as of the incident alone, nothing had happened yet
+    first = json.loads(run("--db", db, "events", "--json", "--limit", "2").output.splitlines()[1])
+    assert json.loads(run("--db", db, "history", "--json", "--as-of", first["position"]).output) == []
+
+
+def test_observe_without_deployments_says_what_to_do(tmp_path):
+    empty = tmp_path / "selfheal.toml"
+    empty.write_text("")
+    proc = subprocess.run([sys.executable, "-m", "cli.main", "--db", str(tmp_path / "x.db"), "--config", str(empty),
+                           "observe", "-"], input="x", capture_output=True, text=True)
+    assert proc.returncode == 1 and "no deployments are configured" in proc.stderr
+
+
+def test_show_unknown_run(healed):
+    db, _, _ = healed
+    proc = subprocess.run([sys.executable, "-m", "cli.main", "--db", str(db), "show", "nope"], capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stderr.strip() == "selfheal: error: run 'nope': no such run"
