@@ -6,6 +6,7 @@ depends on it, and replay reads those records instead of running canaries again.
 from __future__ import annotations
 
 from datetime import datetime
+from collections.abc import Callable
 from typing import Protocol
 
 import msgspec
@@ -22,11 +23,26 @@ class CanaryOutcome(msgspec.Struct, frozen=True, kw_only=True):
     finished_at: datetime | None = None
 
 
+class Launch(msgspec.Struct, frozen=True, kw_only=True):
+    """A canary process that now exists; the caller records it before the canary goes on."""
+
+    pid: int
+    pgid: int
+    port: int | None
+    command: list[str]
+
+
 class CanaryBackend(Protocol):
     name: str
     simulated: bool
 
-    def run(self, config: ServingConfig, started_at: datetime) -> CanaryOutcome:
+    def run(self, config: ServingConfig, started_at: datetime,
+            on_launch: Callable[[Launch], None] | None = None, *, canary_id: str | None = None) -> CanaryOutcome:
+        """Start the candidate apart from production, load it, measure it, stop it (always).
+
+        A backend that starts a process calls `on_launch` as soon as the process exists and
+        marks its processes with `canary_id`, so an orphan can be recognised after a crash.
+        """
         ...
 
 

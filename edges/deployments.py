@@ -54,6 +54,37 @@ def from_scenario(name: str, settings: DeploymentSettings, margin_gib: float) ->
     )
 
 
+def from_vllm(name: str, settings: DeploymentSettings) -> DeploymentEdges:
+    """A real deployment: canaries are real vLLM servers; pre-flight reads NVML or host memory."""
+    from edges.host_memory import HostMemoryInventory
+    from edges.inventory import InventoryUnavailable
+    from edges.nvml import NvmlInventory
+    from edges.vllm_backend import LoadSettings, VllmCanaryBackend
+
+    if not settings.model:
+        raise ConfigError(f"deployments.{name}.model: required for canary_backend = 'vllm'")
+    if not settings.current:
+        raise ConfigError(f"deployments.{name}.current: the serving config production runs is required "
+                          "(gpu_memory_utilization, max_model_len, max_num_seqs, max_num_batched_tokens)")
+    load = settings.load
+    backend = VllmCanaryBackend(
+        settings.command, settings.model, health_timeout_s=settings.health_timeout_s, env=settings.env or None,
+        load=LoadSettings(requests=load.requests, max_concurrency=load.max_concurrency,
+                          prompt_fraction=load.prompt_fraction, max_tokens=load.max_tokens, deadline_s=load.timeout_s))
+    inventory = HostMemoryInventory() if settings.inventory == "host" else NvmlInventory()
+    try:
+        devices = inventory.snapshot()
+        env = environment_fingerprint(devices[0].name, devices[0].total_bytes / 2**30, len(devices), settings.model,
+                                      [(p.name, p.used_bytes / 2**30) for d in devices for p in d.processes
+                                       if "vllm" not in p.name.lower()])
+    except InventoryUnavailable:
+        # pre-flight will refuse every candidate with the reason; the fingerprint only has to be stable
+        env = environment_fingerprint("unavailable", 0, 0, settings.model, [])
+    return DeploymentEdges(name=name, settings=settings, bounds=settings.bounds(), current=settings.current_config(),
+                           backend=backend, inventory=inventory, predictor=NoPredictor(), environment=env,
+                           model=settings.model)
+
+
 def build(settings: Settings) -> dict[str, DeploymentEdges]:
     edges = {}
     for name, deployment in settings.deployments.items():
@@ -62,8 +93,7 @@ def build(settings: Settings) -> dict[str, DeploymentEdges]:
                 raise ConfigError(f"deployments.{name}.scenario: required for canary_backend = 'sim'")
             edges[name] = from_scenario(name, deployment, settings.preflight.margin_gib)
         else:
-            raise ConfigError(f"deployments.{name}.canary_backend: 'vllm' is not built yet "
-                              f"(only 'sim' runs in this version)")
+            edges[name] = from_vllm(name, deployment)
     return edges
 
 

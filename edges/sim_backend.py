@@ -22,7 +22,7 @@ class SimCanaryBackend:
     def __init__(self, scenario: Scenario):
         self.scenario = scenario
 
-    def run(self, config: ServingConfig, started_at: datetime) -> CanaryOutcome:
+    def run(self, config: ServingConfig, started_at: datetime, on_launch=None, *, canary_id=None) -> CanaryOutcome:
         result = simulate(self.scenario, config)
         return CanaryOutcome(
             measurements=measurements_of(result), log_text=result.log_text,

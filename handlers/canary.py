@@ -2,9 +2,12 @@
 
 Two handlers, so that CanaryStarted is committed (with its checkpoint) before the canary
 runs: a crash during a canary leaves a CanaryStarted without a CanaryCompleted, which a
-restarted runner sees and handles again. The canary's whole output is captured as an
-incident of its own, so the observer reads it like any other log and a failed canary
-teaches the next candidate.
+restarted runner sees and handles again. A backend that starts a process reports it at
+once and it is recorded (CanaryLaunched, with pid and process group) while the canary
+runs, so the runner that handles the event again first stops whatever a crashed selfheal
+left running (CanaryOrphanReaped), then runs the canary anew. The canary's whole output is
+captured as an incident of its own, so the observer reads it like any other log and a
+failed canary teaches the next candidate.
 """
 from __future__ import annotations
 
@@ -13,7 +16,9 @@ import hashlib
 from eventstore.store import Recorded, derived_id
 from handlers.runtime import Emitted, Handler
 from projections.base import View
-from schemas.events import CanaryCompleted, CanaryStarted, IncidentCaptured, IncidentSource
+from schemas.events import (
+    CanaryCompleted, CanaryLaunched, CanaryOrphanReaped, CanaryStarted, IncidentCaptured, IncidentSource,
+)
 
 
 class StartCanary(Handler):
@@ -45,7 +50,19 @@ class RunCanary(Handler):
         run = view["runs"].by_id[e.run_id]
         candidate = run.candidate(e.candidate_id)
         edges = self.deployments[run.deployment]
-        outcome = edges.backend.run(candidate.config, event.occurred)
+        stream = f"run-{e.run_id}"
+        earlier = [r.event for r in view.store.read_stream(stream)
+                   if r.type == "CanaryLaunched" and r.event.canary_id == e.canary_id]
+        for launch in earlier:
+            self._reap(view, event, stream, launch)
+
+        def on_launch(launch) -> None:
+            attempt = len(earlier) + 1
+            record = CanaryLaunched(canary_id=e.canary_id, attempt=attempt, pid=launch.pid, pgid=launch.pgid,
+                                    port=launch.port, command=list(launch.command))
+            view.store.append(stream, [event.follow(record, f"launch-{attempt}")])
+
+        outcome = edges.backend.run(candidate.config, event.occurred, on_launch, canary_id=e.canary_id)
         finished_at = outcome.finished_at or event.occurred
         incident_id = derived_id(e.canary_id, "incident")
         incident = IncidentCaptured(
@@ -57,4 +74,13 @@ class RunCanary(Handler):
                                     backend=e.backend, simulated=e.simulated, measurements=outcome.measurements,
                                     log_incident_id=incident_id)
         return [(f"incident-{incident_id}", event.follow(incident, "canary-log", occurred_at=finished_at)),
-                (f"run-{e.run_id}", event.follow(completed, self.name, occurred_at=finished_at))]
+                (stream, event.follow(completed, self.name, occurred_at=finished_at))]
+
+    @staticmethod
+    def _reap(view: View, event: Recorded, stream: str, launch: CanaryLaunched) -> None:
+        from edges.processes import reap_orphan
+
+        alive, signal_name = reap_orphan(launch.pid, launch.pgid, launch.canary_id)
+        reaped = CanaryOrphanReaped(canary_id=launch.canary_id, pid=launch.pid, pgid=launch.pgid, alive=alive,
+                                    signal=signal_name)
+        view.store.append(stream, [event.follow(reaped, f"reaped-{launch.attempt}")])

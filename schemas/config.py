@@ -61,10 +61,29 @@ class ActuatorSettings(_Strict):
         return self
 
 
+class LoadPhaseSettings(_Strict):
+    """The canary's load phase (vllm backend): bounded in requests and in time."""
+
+    requests: int = Field(16, ge=1, le=10_000)
+    max_concurrency: int = Field(8, ge=1, le=1024, description="never above the candidate's max_num_seqs")
+    prompt_fraction: float = Field(0.5, gt=0, le=1, description="longest prompt, as a fraction of max_model_len")
+    max_tokens: int = Field(32, ge=1, le=4096)
+    timeout_s: float = Field(120, gt=0, description="the whole load phase")
+
+
+DEFAULT_COMMAND = ["vllm", "serve", "{model}", "--host", "{host}", "--port", "{port}"]
+
+
 class DeploymentSettings(_Strict):
     model: str = ""
     canary_backend: Literal["sim", "vllm"] = "sim"
     scenario: str | None = Field(None, description="simulator scenario (sim backend)")
+    command: list[str] = Field(default_factory=lambda: list(DEFAULT_COMMAND),
+                               description="canary launch template (vllm backend); {model} {host} {port} are filled in")
+    env: dict[str, str] = {}
+    inventory: Literal["nvml", "host"] = "nvml"
+    health_timeout_s: float = Field(600, gt=0)
+    load: LoadPhaseSettings = LoadPhaseSettings()
     config_file: str | None = None
     current: dict[str, float | int | bool] = {}
     actuators: dict[Literal["gpu_memory_utilization", "max_num_seqs", "max_model_len",

@@ -238,6 +238,28 @@ class CanaryStarted(Event, frozen=True, kw_only=True):
     port: int | None = None
 
 
+class CanaryLaunched(Event, frozen=True, kw_only=True):
+    """The canary's process exists: recorded as soon as it does, so a restarted selfheal can
+    find and stop a canary orphaned by a crash. `attempt` counts launches of one canary."""
+
+    canary_id: str
+    attempt: int
+    pid: int
+    pgid: int
+    port: int | None = None
+    command: list[str] = []
+
+
+class CanaryOrphanReaped(Event, frozen=True, kw_only=True):
+    """A canary process group left behind by a crash, stopped before the canary runs again."""
+
+    canary_id: str
+    pid: int
+    pgid: int
+    alive: bool
+    signal: str | None = None
+
+
 class CanaryCompleted(Event, frozen=True, kw_only=True):
     run_id: str
     candidate_id: str
@@ -352,7 +374,8 @@ class RolledBack(Event, frozen=True, kw_only=True):
 AnyEvent = Union[
     IncidentCaptured, ObservationMade, IncidentUnmatched,
     IntentRaised, IntentDeduplicated, RunRequested, RunRefused, RunStarted, RunFinished, IntentArchived,
-    CandidateProposed, PreflightPassed, PreflightRejected, CanaryStarted, CanaryCompleted,
+    CandidateProposed, PreflightPassed, PreflightRejected, CanaryStarted, CanaryLaunched, CanaryOrphanReaped,
+    CanaryCompleted,
     CandidateScored, PromotionProposed, EscalationRaised,
     PromotionApproved, PromotionRejected, PromotionLapsed,
     BaselineImported, BaselineCommitStarted, BaselineCommitted, ReloadRequested, VerificationFinished, RolledBack,

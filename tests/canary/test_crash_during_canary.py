@@ -1,0 +1,90 @@
+"""SIGKILL selfheal while a canary runs: the restarted runner reaps the orphan and finishes.
+
+Real processes throughout: `selfheal run` as a subprocess, the faithful fake vLLM server as
+its canary (started by the real vllm backend), SIGKILL from the test.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from edges.processes import MARKER
+from edges.sim import load_scenario, simulate
+from eventstore import open_store
+
+ROOT = Path(__file__).resolve().parents[2]
+FAKE = ROOT / "tests" / "fakes" / "fake_vllm.py"
+
+
+def marked_processes() -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if f"{MARKER}=".encode() in Path(f"/proc/{pid}/environ").read_bytes():
+                found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def selfheal(tmp_path, *args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "cli.main", "--db", str(tmp_path / "log.db"),
+                             "--config", str(tmp_path / "selfheal.toml"), *args], cwd=ROOT,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_sigkill_during_a_canary_leaves_no_orphan(tmp_path):
+    before = set(marked_processes())
+    (tmp_path / "selfheal.toml").write_text(f'''
+mode = "dev"
+[deployments.fake]
+canary_backend = "vllm"
+model = "fake-model"
+inventory = "host"
+command = ["{sys.executable}", "{FAKE}", "serve", "{{model}}", "--host", "{{host}}", "--port", "{{port}}"]
+health_timeout_s = 60
+current = {{gpu_memory_utilization = 0.9, max_model_len = 8192, max_num_seqs = 16, max_num_batched_tokens = 2048}}
+[deployments.fake.env]
+FAKE_VLLM_SCENARIO = "workstation-12gb-speech"
+FAKE_VLLM_STARTUP_DELAY = "30"
+FAKE_VLLM_SPAWN_CHILD = "1"
+[deployments.fake.load]
+requests = 4
+max_concurrency = 2
+max_tokens = 8
+''')
+    log = tmp_path / "vllm.log"
+    log.write_text(simulate(load_scenario("workstation-12gb-speech")).log_text)
+    assert selfheal(tmp_path, "observe", "--deployment", "fake", str(log)).wait(timeout=60) == 0
+
+    first = selfheal(tmp_path, "run")
+    store = open_store(tmp_path / "log.db")
+    deadline = time.monotonic() + 60
+    while not list(store.read(types=["CanaryLaunched"])) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    (launch,) = [r.event for r in store.read(types=["CanaryLaunched"])]
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    orphans = set(marked_processes()) - before
+    assert launch.pid in orphans, "the canary should outlive the killed selfheal until it is reaped"
+
+    # the restart finds the launch without a completion, stops the orphan group, runs the canary again
+    (tmp_path / "selfheal.toml").write_text((tmp_path / "selfheal.toml").read_text().replace(
+        'FAKE_VLLM_STARTUP_DELAY = "30"', 'FAKE_VLLM_STARTUP_DELAY = "0"'))
+    second = selfheal(tmp_path, "run")
+    try:
+        assert second.wait(timeout=120) == 0, second.stderr.read().decode()
+    finally:
+        if second.poll() is None:
+            second.kill()
+    (reaped,) = [r.event for r in store.read(types=["CanaryOrphanReaped"])]
+    assert (reaped.pid, reaped.alive) == (launch.pid, True) and reaped.signal in ("SIGTERM", "SIGKILL")
+    launches = [r.event for r in store.read(types=["CanaryLaunched"]) if r.event.canary_id == launch.canary_id]
+    assert [x.attempt for x in launches] == [1, 2]
+    assert len([r for r in store.read(types=["CanaryCompleted"]) if r.event.canary_id == launch.canary_id]) == 1
+    assert set(marked_processes()) - before == set()
+    assert store.recorder.verify().ok

@@ -1,0 +1,237 @@
+"""A faithful fake of `vllm serve` for the default test tier (the real one runs in tests/realvllm).
+
+    python tests/fakes/fake_vllm.py serve MODEL --host H --port P --gpu-memory-utilization U \
+        --max-model-len L --max-num-seqs S --max-num-batched-tokens T [--enforce-eager]
+
+Its "hardware" is a simulator scenario (env FAKE_VLLM_SCENARIO, default workstation-12gb-speech):
+startup prints the simulator's log (vLLM's own wording) line by line; a simulated startup failure
+prints the traceback tail and exits 1, as vLLM does. Otherwise it serves, like vLLM's OpenAI
+server: GET /health, GET /metrics (Prometheus text), POST /v1/completions (JSON or SSE stream),
+with at most max_num_seqs requests running at once and prompt+completion bounded by
+max_model_len (HTTP 400 in vLLM's wording). A prompt's tokens are its whitespace-separated words.
+
+Test knobs (env): FAKE_VLLM_IGNORE_SIGTERM=1, FAKE_VLLM_SPAWN_CHILD=1 (a grandchild in the same
+group), FAKE_VLLM_STARTUP_DELAY=s, FAKE_VLLM_CRASH_AFTER_REQUESTS=N (exit when request N+1
+arrives), FAKE_VLLM_TOKEN_DELAY=s per generated token, FAKE_VLLM_LINE_DELAY=s per log line,
+FAKE_VLLM_PREEMPTIONS_BASE=n (counter value at start), FAKE_VLLM_PREEMPT_EVERY=k (one
+preemption per k finished requests, on top of the simulated ones).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from edges.sim import load_scenario, simulate
+from edges.sim import logtext as lt
+from schemas.serving import ServingConfig
+
+ENV = os.environ.get
+TOKEN_DELAY = float(ENV("FAKE_VLLM_TOKEN_DELAY", "0.002"))
+PREFILL_DELAY = 0.00001          # seconds per prompt token: long prompts cost a little, as in vLLM
+PREFIX = f"(APIServer pid={os.getpid()})"
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="vllm")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("serve")
+    s.add_argument("model")
+    s.add_argument("--host", default="0.0.0.0")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--gpu-memory-utilization", type=float)
+    s.add_argument("--max-model-len", type=int)
+    s.add_argument("--max-num-seqs", type=int)
+    s.add_argument("--max-num-batched-tokens", type=int)
+    s.add_argument("--enforce-eager", action="store_true")
+    args, _unknown = p.parse_known_args(argv)   # vLLM has hundreds of flags; the rest do not matter here
+    return args
+
+
+class State:
+    """What the engine counts, as /metrics shows it."""
+
+    def __init__(self, cfg: ServingConfig, sim, model: str):
+        self.cfg, self.sim, self.model = cfg, sim, model
+        self.lock = threading.Lock()
+        self.slots = threading.BoundedSemaphore(cfg.max_num_seqs)   # the scheduler's running batch
+        self.arrived = self.finished = self.running = self.waiting = 0
+        self.prompt_tokens = self.generation_tokens = 0
+        self.base = int(ENV("FAKE_VLLM_PREEMPTIONS_BASE", "0"))
+        self.every = int(ENV("FAKE_VLLM_PREEMPT_EVERY", "0"))
+        crash = ENV("FAKE_VLLM_CRASH_AFTER_REQUESTS")
+        self.crash_after = int(crash) if crash else None
+
+    def preemptions(self) -> int:
+        # the simulated load's preemptions, spread over the requests it served
+        simulated = self.sim.preemptions * min(1.0, self.finished / max(1, self.sim.requests_completed))
+        return self.base + int(simulated) + (self.finished // self.every if self.every else 0)
+
+    def metrics(self) -> str:
+        labels = f'engine="0",model_name="{self.model}"'
+        with self.lock:
+            kv = min(1.0, self.running * self.cfg.max_model_len / max(1, self.sim.kv_cache_tokens))
+            rows = [("vllm:num_requests_running", "gauge", self.running),
+                    ("vllm:num_requests_waiting", "gauge", self.waiting),
+                    ("vllm:kv_cache_usage_perc", "gauge", kv),
+                    ("vllm:num_preemptions_total", "counter", self.preemptions()),
+                    ("vllm:prompt_tokens_total", "counter", self.prompt_tokens),
+                    ("vllm:generation_tokens_total", "counter", self.generation_tokens)]
+        out = []
+        for name, kind, value in rows:
+            out += [f"# HELP {name} {name}", f"# TYPE {name} {kind}", f"{name}{{{labels}}} {float(value)}"]
+        return "\n".join(out) + "\n"
+
+
+class Handler(BaseHTTPRequestHandler):
+    state: State
+    server_version = "uvicorn"
+
+    def log_message(self, fmt, *args):  # uvicorn's access line instead of http.server's
+        pass
+
+    def _access(self, code: int, phrase: str) -> None:
+        host, port = self.client_address[:2]
+        say(f'{PREFIX} INFO:     {host}:{port} - "{self.command} {self.path} HTTP/1.1" {code} {phrase}')
+
+    def _send(self, code: int, body: bytes, ctype: str = "application/json") -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self._access(code, self.responses[code][0])
+
+    def _error(self, code: int, message: str) -> None:
+        body = {"object": "error", "message": message, "type": "BadRequestError" if code == 400 else "NotFoundError",
+                "param": None, "code": code}
+        self._send(code, json.dumps(body).encode())
+
+    def do_GET(self):
+        if self.path == "/health":
+            self._send(200, b"", "text/plain")
+        elif self.path == "/metrics":
+            self._send(200, self.state.metrics().encode(), "text/plain; version=0.0.4")
+        else:
+            self._error(404, "Not Found")
+
+    def do_POST(self):
+        st = self.state
+        if self.path != "/v1/completions":
+            return self._error(404, "Not Found")
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
+        with st.lock:
+            st.arrived += 1
+            if st.crash_after is not None and st.arrived > st.crash_after:
+                crash()
+        if body.get("model") != st.model:
+            return self._error(404, f"The model `{body.get('model')}` does not exist.")
+        prompt = body.get("prompt", "")
+        n_prompt = len(prompt) if isinstance(prompt, list) else len(str(prompt).split())
+        max_tokens = int(body.get("max_tokens") or 16)
+        limit = st.cfg.max_model_len
+        if n_prompt + max_tokens > limit:
+            return self._error(400, f"This model's maximum context length is {limit} tokens. However, you requested "
+                               f"{n_prompt + max_tokens} tokens ({n_prompt} in the messages, {max_tokens} in the "
+                               "completion). Please reduce the length of the messages or completion.")
+        with st.lock:
+            st.waiting += 1
+        with st.slots:
+            with st.lock:
+                st.waiting -= 1
+                st.running += 1
+            try:
+                self._generate(body, n_prompt, max_tokens)
+            finally:
+                with st.lock:
+                    st.running -= 1
+                    st.finished += 1
+                    st.prompt_tokens += n_prompt
+                    st.generation_tokens += max_tokens
+
+    def _generate(self, body: dict, n_prompt: int, max_tokens: int) -> None:
+        rid, now = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+        usage = {"prompt_tokens": n_prompt, "completion_tokens": max_tokens, "total_tokens": n_prompt + max_tokens}
+        head = {"id": rid, "object": "text_completion", "created": now, "model": self.state.model}
+        time.sleep(n_prompt * PREFILL_DELAY)
+        if not body.get("stream"):
+            time.sleep(max_tokens * TOKEN_DELAY)
+            choice = {"index": 0, "text": " ok" * max_tokens, "logprobs": None, "finish_reason": "length",
+                      "stop_reason": None}
+            return self._send(200, json.dumps({**head, "choices": [choice], "usage": usage}).encode())
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.end_headers()
+        self._access(200, "OK")
+        for i in range(max_tokens):
+            time.sleep(TOKEN_DELAY)
+            done = i == max_tokens - 1
+            choice = {"index": 0, "text": " ok", "logprobs": None, "finish_reason": "length" if done else None,
+                      "stop_reason": None}
+            self.wfile.write(b"data: " + json.dumps({**head, "choices": [choice]}).encode() + b"\n\n")
+            self.wfile.flush()
+        if (body.get("stream_options") or {}).get("include_usage"):
+            self.wfile.write(b"data: " + json.dumps({**head, "choices": [], "usage": usage}).encode() + b"\n\n")
+        self.wfile.write(b"data: [DONE]\n\n")
+        self.wfile.flush()
+
+
+def crash() -> None:
+    """The engine dies mid-load: vLLM's API server reports the dead engine and exits."""
+    say(f"{PREFIX} ERROR {lt.Log().stamp()} [async_llm.py:480] AsyncLLM output_handler failed.")
+    say(f"{PREFIX} vllm.v1.engine.exceptions.EngineDeadError: EngineCore encountered an issue. "
+        "See stack trace (above) for the root cause.")
+    os._exit(1)
+
+
+def main(argv: list[str]) -> int:
+    args = parse(argv)
+    if ENV("FAKE_VLLM_IGNORE_SIGTERM") == "1":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)   # inherited by the grandchild too
+    else:
+        # os.write, not print: a handler that prints while the main thread prints would be a reentrant call
+        signal.signal(signal.SIGTERM, lambda *_: (os.write(1, f"{PREFIX} INFO:     Shutting down\n".encode()),
+                                                  os._exit(0)))
+    if ENV("FAKE_VLLM_SPAWN_CHILD") == "1":
+        # an engine-core-like grandchild in the same process group, which outlives us unless the group is stopped
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+    scenario = load_scenario(ENV("FAKE_VLLM_SCENARIO", "workstation-12gb-speech"))
+    cur = scenario.current
+    cfg = ServingConfig(
+        gpu_memory_utilization=args.gpu_memory_utilization or cur.gpu_memory_utilization,
+        max_model_len=args.max_model_len or cur.max_model_len, max_num_seqs=args.max_num_seqs or cur.max_num_seqs,
+        max_num_batched_tokens=args.max_num_batched_tokens or cur.max_num_batched_tokens,
+        enforce_eager=args.enforce_eager)
+    sim = simulate(scenario, cfg)
+    lines = sim.log_text.splitlines()
+    if sim.started:   # the load phase's lines are the simulator's, not ours: ours come from real requests
+        lines = lines[:next(i for i, x in enumerate(lines) if x.endswith("Application startup complete.")) + 1]
+    delay = float(ENV("FAKE_VLLM_LINE_DELAY", "0.002"))
+    for i, line in enumerate(lines):
+        say(line.replace(f"127.0.0.1:{lt.PORT}", f"{args.host}:{args.port}")
+            .replace(f"'port': {lt.PORT}", f"'port': {args.port}"))
+        if i == 0:
+            time.sleep(float(ENV("FAKE_VLLM_STARTUP_DELAY", "0")))
+        time.sleep(delay)
+    if not sim.started:
+        return 1
+    Handler.state = State(cfg, sim, args.model)
+    server = ThreadingHTTPServer((args.host, args.port), Handler)
+    server.daemon_threads = True
+    server.serve_forever(poll_interval=0.05)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
