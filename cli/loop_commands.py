@@ -83,23 +83,61 @@ def logs_command(fn):
     fn = click.pass_obj(fn)
     fn = json_option(fn)
     fn = click.option("--deployment", help="Which deployment the logs belong to.")(fn)
-    fn = click.argument("files", nargs=-1, required=True)(fn)
-    return click.command()(fn)
+    return fn
 
 
+@click.command()
+@click.argument("files", nargs=-1)
+@click.option("--follow", is_flag=True, help="Follow FILE like tail -F (across rotation) until interrupted.")
+@click.option("--journal", "unit", metavar="UNIT", help="Follow a systemd unit through `journalctl -o json -f`.")
+@click.option("--metrics", "metrics_url", metavar="URL", help="Poll vLLM's /metrics for sustained runtime symptoms.")
+@click.option("--interval", type=float, default=15.0, show_default=True, help="Seconds between /metrics scrapes.")
+@click.option("--quiet-seconds", type=float, default=2.0, show_default=True,
+              help="A followed incident ends after this long without new lines.")
 @logs_command
-def observe(ctx, files: tuple[str, ...], deployment: str | None, as_json: bool) -> None:
-    """Record log files (or - for standard input) as incidents."""
+def observe(ctx, files: tuple[str, ...], follow: bool, unit: str | None, metrics_url: str | None, interval: float,
+            quiet_seconds: float, deployment: str | None, as_json: bool) -> None:
+    """Record log files (or - for standard input) as incidents; or follow a file, a journald
+    unit or /metrics and record the trouble in them as it happens."""
+    import threading
+
     from handlers import loop
 
+    live = sum(bool(x) for x in (follow, unit, metrics_url))
+    if live > 1 or (live and (len(files) != (1 if follow else 0))) or (not live and not files):
+        raise click.UsageError("give FILE... ; or --follow FILE ; or --journal UNIT ; or --metrics URL")
     edges, name = _deployment(ctx, deployment)
     with ctx.store(create=True) as store:
-        ids = loop.observe(store, edges[name], list(files))
-    if as_json:
-        emit_json({"deployment": name, "incidents": ids})
-    else:
-        for path, incident_id in zip(files, ids):
-            click.echo(f"{path}: incident {incident_id}")
+        if not live:
+            ids = loop.observe(store, edges[name], list(files))
+            if as_json:
+                emit_json({"deployment": name, "incidents": ids})
+            else:
+                for path, incident_id in zip(files, ids):
+                    click.echo(f"{path}: incident {incident_id}")
+            return
+        from edges import live as live_inputs
+        from schemas.events import IncidentSource
+
+        stop = threading.Event()
+        report = (lambda i: emit_json({"deployment": name, "incident": i})) if as_json else \
+            (lambda i: click.echo(f"incident {i}"))
+        try:
+            if metrics_url:
+                live_inputs.watch_metrics(store, edges[name], metrics_url, stop, interval_s=interval, on_incident=report)
+                return
+            if follow:
+                from edges.follow import follow as follow_file
+
+                lines, source = follow_file(files[0], stop=stop), IncidentSource(kind="file", path=files[0])
+            else:
+                from edges.journal import journal
+
+                lines, source = journal(unit, stop=stop), IncidentSource(kind="journald", unit=unit)
+            live_inputs.watch_lines(store, edges[name], lines, source, stop, quiet_s=quiet_seconds,
+                                    on_incident=report)
+        except KeyboardInterrupt:
+            stop.set()
 
 
 @click.command("run")
@@ -125,6 +163,8 @@ def run_command(ctx, follow: bool, interval: float, as_json: bool) -> None:
             time.sleep(interval)
 
 
+@click.command()
+@click.argument("files", nargs=-1, required=True)
 @logs_command
 def heal(ctx, files: tuple[str, ...], deployment: str | None, as_json: bool) -> None:
     """Observe log files and run the loop to its outcome."""

@@ -35,6 +35,8 @@ RELEVANT: dict[str, tuple[str, ...]] = {
     "batched_tokens_below_model_len": ("max_num_batched_tokens", "max_model_len"),
     "other_config_error": ("max_model_len", "max_num_batched_tokens", "max_num_seqs"),
     "preemption_storm": ("max_num_seqs", "gpu_memory_utilization", "max_model_len"),
+    "kv_cache_pressure": ("max_num_seqs", "gpu_memory_utilization", "max_model_len"),
+    "queue_growth": ("max_num_seqs", "max_num_batched_tokens", "gpu_memory_utilization"),
     "cotenant_oom": ("gpu_memory_utilization", "max_model_len", "max_num_seqs"),
 }
 

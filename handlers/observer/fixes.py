@@ -63,6 +63,25 @@ def lower_util_to_free(inp: FixInput) -> FixResult:
     return {_UTIL: target}, f"{free:g} of {total:g} GiB free; utilization keeps {inp.buffer:.0%} of it unused"
 
 
+def fit_cpu_kv(inp: FixInput) -> FixResult:
+    """CPU backend: KV = utilization x node total - the process's own memory must be > 0 and fit."""
+    kv, budget, total = inp.numbers.get("requested_kv_gib"), inp.numbers.get("budget_gib"), inp.numbers.get("total_gib")
+    free = inp.numbers.get("node_free_gib")
+    if kv is None or budget is None or not _positive(total):
+        return {}, "node memory or the KV request missing from the message"
+    act = inp.bounds.gpu_memory_utilization
+    process = budget - kv  # what the server already holds
+    if kv <= 0:
+        current = budget / total
+        target = max(act.ceil(process * (1 + inp.buffer) / total), act.ceil(current + act.step * 1e-3))
+        return {_UTIL: target}, (f"the budget {budget:g} GiB is below the server's own {process:.2f} GiB; "
+                                 f"utilization covers that plus {inp.buffer:.0%}")
+    if free is None:
+        return {}, "free node memory missing from the message"
+    target = act.floor((free * (1 - inp.buffer) + process) / total)
+    return {_UTIL: target}, f"the KV request {kv:g} GiB exceeds the {free:g} GiB free on the node, less {inp.buffer:.0%}"
+
+
 def raise_util_for_kv(inp: FixInput) -> FixResult:
     """No KV memory: raise utilization by the deficit plus the buffer, at least one step."""
     util, source = _utilization(inp)
@@ -173,15 +192,58 @@ def lower_model_len_to_derived(inp: FixInput) -> FixResult:
     return {"max_model_len": inp.bounds.max_model_len.floor(limit)}, "the model's own context length"
 
 
+def _seqs_in_use(inp: FixInput) -> tuple[float | None, str]:
+    """How many sequences the server ran: the fewer of the live count on the symptom line and the
+    configured max_num_seqs (the scheduler can run fewer than allowed when the KV cache is full)."""
+    known = []
+    running = inp.numbers.get("requests_running")
+    if _positive(running):
+        known.append((running, "requests running at the time"))
+    if inp.current is not None and _positive(inp.current.max_num_seqs):
+        known.append((inp.current.max_num_seqs, "the current config's max_num_seqs"))
+    return min(known) if known else (None, "")
+
+
+def lower_seqs_for_pressure(inp: FixInput) -> FixResult:
+    """Preemptions or a full KV cache at runtime: admit fewer sequences, so that those admitted
+    keep their KV blocks. One step or the buffer below what ran, whichever is lower."""
+    base, source = _seqs_in_use(inp)
+    if base is None:
+        return {}, "neither the running requests nor the current max_num_seqs known"
+    act = inp.bounds.max_num_seqs
+    target = act.floor(min(base - act.step, base * (1 - inp.buffer)))
+    return {"max_num_seqs": target}, f"one step or {inp.buffer:.0%} below {base:g} ({source})"
+
+
+def raise_seqs_for_queue(inp: FixInput) -> FixResult:
+    """A queue that keeps growing: more sequences at once, but only when that is known to help
+    and to fit, i.e. the current config is known, every sequence slot is in use and the KV cache
+    has room to spare (usage below 1 - buffer). Otherwise an alert: the load may simply exceed
+    what this GPU can serve, which no parameter fixes."""
+    if inp.current is None:
+        return {}, "current max_num_seqs unknown: pass the current config"
+    seqs = inp.current.max_num_seqs
+    running, kv = inp.numbers.get("requests_running"), inp.numbers.get("kv_cache_utilization")
+    if kv is None:
+        return {}, "KV cache usage unknown: more sequences might not fit"
+    if kv >= 1 - inp.buffer:
+        return {}, f"KV cache {kv:.0%} used: more sequences would be preempted"
+    if running is not None and running < seqs:
+        return {}, f"only {running:g} of {seqs} sequence slots in use: max_num_seqs is not what holds the queue"
+    act = inp.bounds.max_num_seqs
+    target = act.ceil(max(seqs + act.step, seqs * (1 + inp.buffer)))
+    return {"max_num_seqs": target}, f"all {seqs} sequence slots in use with the KV cache {kv:.0%} used; one step or {inp.buffer:.0%} up"
+
+
 def alert(inp: FixInput) -> FixResult:
     return {}, ""
 
 
 FIXES: dict[str, Callable[[FixInput], FixResult]] = {
     f.__name__: f
-    for f in (lower_util_to_free, raise_util_for_kv, kv_max_model_len, lower_seqs_warmup, lower_util_for_alloc,
+    for f in (lower_util_to_free, fit_cpu_kv, raise_util_for_kv, kv_max_model_len, lower_seqs_warmup, lower_util_for_alloc,
               eager_or_lower_util, raise_mnbt_to_model_len, raise_mnbt_to_seqs, lower_seqs_to_blocks,
-              lower_model_len_to_derived, alert)
+              lower_model_len_to_derived, lower_seqs_for_pressure, raise_seqs_for_queue, alert)
 }
 
 

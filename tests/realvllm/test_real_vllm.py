@@ -1,0 +1,121 @@
+"""A real vLLM server (CPU build, tiny generated model): the canary backend, the observer on
+what it really prints, and one whole loop from a real startup failure to a real promotion."""
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from edges.canary import NoPredictor
+from edges.deployments import DeploymentEdges
+from edges.host_memory import HostMemoryInventory
+from edges.vllm_backend import LoadSettings, VllmCanaryBackend
+from eventstore import open_store
+from handlers import loop
+from handlers.observer import diagnose
+from schemas.actuators import Actuator, ActuatorBounds
+from schemas.config import parse_settings
+from schemas.events import IncidentSource
+from schemas.serving import ServingConfig
+from tests.realvllm.conftest import SERVER_ENV, server_command
+
+pytestmark = pytest.mark.realvllm
+
+# KV on the CPU backend = utilization x node memory - the process's resident memory, so a
+# small utilization is plenty for a 2-layer model and keeps the tier light on 24 GB
+GOOD = ServingConfig(gpu_memory_utilization=0.15, max_model_len=2048, max_num_seqs=4,
+                     max_num_batched_tokens=2048, enforce_eager=True)
+LOAD = LoadSettings(requests=8, max_concurrency=4, prompt_fraction=0.25, max_tokens=16)
+
+
+def backend(env: Path, model: str, *extra: str) -> VllmCanaryBackend:
+    return VllmCanaryBackend(server_command(env, *extra), model, health_timeout_s=240, load=LOAD,
+                             env=SERVER_ENV, grace_s=15)
+
+
+def canary_processes() -> list[int]:
+    """Live processes carrying selfheal's canary marker."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        if b"SELFHEAL_CANARY_ID=" in environ:
+            found.append(int(pid))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_canary_outlives_its_test():
+    before = set(canary_processes())
+    yield
+    deadline = time.monotonic() + 20
+    while set(canary_processes()) - before and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert set(canary_processes()) - before == set(), "a canary process outlived its test"
+
+
+def test_backend_starts_loads_and_stops_a_real_server(real_env, tiny_model):
+    launches = []
+    started = time.monotonic()
+    outcome = backend(real_env, tiny_model).run(GOOD, datetime.now(timezone.utc), launches.append)
+    m = outcome.measurements
+    assert m.started and m.passed_load, outcome.log_text[-2000:]
+    assert m.kv_cache_tokens > 0 and m.max_concurrency > 0
+    assert m.throughput_tok_s > 0 and 0 < m.latency_p50_ms <= m.latency_p99_ms
+    assert launches and launches[0].pid > 0 and launches[0].pgid > 0
+    assert "CPU KV cache size" in outcome.log_text
+    print(f"\nreal canary: {time.monotonic() - started:.1f}s, {m.kv_cache_tokens} KV tokens, "
+          f"{m.throughput_tok_s:.1f} tok/s, p99 {m.latency_p99_ms:.0f} ms")
+
+
+@pytest.mark.parametrize("name, config, extra, kind, numbers", [
+    ("max_model_len over the KV cache", GOOD.changed(max_model_len=4096), ("--kv-cache-memory-bytes", "1048576"),
+     "max_model_len_exceeds_kv_cache", {"max_model_len": 4096, "estimated_max_model_len": 896}),
+    ("CPU KV allocation", GOOD.changed(gpu_memory_utilization=0.02), (),
+     "no_kv_cache_memory", {"budget_gib": 0.17}),
+    ("max_model_len above the derived length", GOOD.changed(max_model_len=16384), (),
+     "other_config_error", {"max_model_len": 16384, "derived_max_model_len": 8192}),
+])
+def test_each_real_failure_is_observed(real_env, tiny_model, name, config, extra, kind, numbers):
+    outcome = backend(real_env, tiny_model, *extra).run(config, datetime.now(timezone.utc))
+    assert not outcome.measurements.started
+    assert outcome.measurements.failure_kind == kind
+    primary = diagnose(outcome.log_text).primary
+    assert primary is not None and primary.kind == kind
+    for key, value in numbers.items():
+        assert primary.numbers[key] == value
+    print(f"\n{name}: {primary.evidence[0][:220]}")
+
+
+def test_a_real_startup_failure_heals_into_a_real_promotion(real_env, tiny_model, tmp_path):
+    """Production runs max_model_len 16384 on a model whose derived length is 8192."""
+    production = GOOD.changed(max_model_len=16384)
+    settings = parse_settings('mode = "dev"\n[deployments.tiny]\ncanary_backend = "vllm"\n')
+    bounds = ActuatorBounds(
+        gpu_memory_utilization=Actuator(name="gpu_memory_utilization", min=0.05, max=0.3, step=0.05),
+        max_num_seqs=Actuator(name="max_num_seqs", min=1, max=8, step=1),
+        max_model_len=Actuator(name="max_model_len", min=512, max=16384, step=512),
+        max_num_batched_tokens=Actuator(name="max_num_batched_tokens", min=512, max=16384, step=512))
+    edges = DeploymentEdges(name="tiny", settings=settings.deployments["tiny"], bounds=bounds, current=production,
+                            backend=backend(real_env, tiny_model), inventory=HostMemoryInventory(),
+                            predictor=NoPredictor(), environment="env:realvllm-tiny", model=tiny_model)
+    failure = edges.backend.run(production, datetime.now(timezone.utc))
+    assert not failure.measurements.started
+    with open_store(tmp_path / "log.db", create=True) as store:
+        loop.capture(store, edges, failure.log_text, IncidentSource(kind="file", path="vllm.log"))
+        loop.run(store, settings, {"tiny": edges})
+        types = [r.type for r in store.read()]
+        (observation,) = [r.event for r in store.read(types=["ObservationMade"]) if not r.event.canary_id]
+        assert observation.finding.kind == "other_config_error"
+        (promotion,) = [r.event for r in store.read(types=["PromotionProposed"])]
+        assert not promotion.simulated and promotion.config.max_model_len == 8192
+        assert {"CanaryLaunched", "CanaryCompleted", "RunFinished"} <= set(types)
+        canary = [r.event for r in store.read(types=["CanaryCompleted"])][-1]
+        assert canary.measurements.passed_load
