@@ -150,9 +150,12 @@ def run_command(ctx, follow: bool, interval: float, as_json: bool) -> None:
     from edges import deployments
     from handlers import loop
 
+    from handlers.escrow import lapse_expired
+
     with ctx.store(create=True) as store:
         runner = loop.runner(store, ctx.settings, deployments.build(ctx.settings))
         while True:
+            lapse_expired(store, ctx.settings, datetime.now(timezone.utc))
             report = runner.run_until_idle()
             if as_json:
                 emit_json(report)

@@ -67,10 +67,11 @@ def cli(ctx: click.Context, db_path: str | None, config_path: str | None, synchr
 
 
 def _register() -> None:
-    from cli import log_commands, loop_commands
+    from cli import baseline_commands, log_commands, loop_commands
 
     log_commands.register(cli)
     loop_commands.register(cli)
+    baseline_commands.register(cli)
 
 
 _register()

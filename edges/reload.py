@@ -182,6 +182,22 @@ def wait_healthy(url: str, deadline_s: float, poll_s: float = 1.0, *,
         time.sleep(min(poll_s, left))
 
 
+def wait_down(url: str, grace_s: float, poll_s: float = 0.1) -> bool:
+    """After a reload signal, wait (at most `grace_s`) for the old server to stop answering 2xx.
+
+    A signal reload is asynchronous: without this, verification could poll the old server
+    before it went away and call the new configuration healthy. A server that reloads in
+    place never goes down; then this returns False after the grace period and verification
+    goes on (the probe still checks that it serves)."""
+    end = time.monotonic() + grace_s
+    while time.monotonic() < end:
+        status, _, _ = _request(url, min(1.0, max(0.05, end - time.monotonic())))
+        if status is None or not 200 <= status < 300:
+            return True
+        time.sleep(poll_s)
+    return False
+
+
 def _completions_url(base_url: str) -> str:
     base = base_url.rstrip("/")
     return f"{base}/completions" if base.endswith("/v1") else f"{base}/v1/completions"

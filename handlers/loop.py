@@ -12,6 +12,8 @@ import projections
 from edges.deployments import DeploymentEdges
 from eventstore.recorder import system_clock
 from eventstore.store import EventStore, Pending, new_id
+from handlers.alerting import DeliverAlert, RaiseAlert
+from handlers.baseline import CommitPromotion, ReloadAndVerify, RollBackUnhealthy, WriteConfig
 from handlers.canary import RunCanary, StartCanary
 from handlers.gate import Gate
 from handlers.intents import RaiseIntent
@@ -41,6 +43,12 @@ def handlers(settings: Settings, deployments: dict[str, DeploymentEdges], mode: 
         StartCanary(deployments),
         RunCanary(deployments),
         ScoreCanary(settings.preflight.margin_gib),
+        CommitPromotion(deployments),
+        WriteConfig(deployments),
+        ReloadAndVerify(deployments),
+        RollBackUnhealthy(),
+        RaiseAlert(),
+        DeliverAlert(deployments, settings.alerts.group_minutes),
     ]
 
 
@@ -51,8 +59,12 @@ def runner(store: EventStore, settings: Settings, deployments: dict[str, Deploym
 
 
 def run(store: EventStore, settings: Settings, deployments: dict[str, DeploymentEdges],
-        mode: str | None = None) -> RunReport:
-    """Drive every handler until no work is left."""
+        mode: str | None = None, clock: Callable[[], datetime] = system_clock) -> RunReport:
+    """Record the lapse of promotions past their TTL (the one fact only a clock can tell),
+    then drive every handler until no work is left."""
+    from handlers.escrow import lapse_expired
+
+    lapse_expired(store, settings, clock())
     return runner(store, settings, deployments, mode).run_until_idle()
 
 
@@ -117,3 +129,22 @@ def heal(store: EventStore, settings: Settings, deployments: dict[str, Deploymen
     ids = observe(store, deployments[name], paths, clock)
     run(store, settings, deployments)
     return ids
+
+
+def import_baseline(store: EventStore, edges: DeploymentEdges, path: str | None = None,
+                    clock: Callable[[], datetime] = system_clock) -> BaselineImported:
+    """Record the vLLM YAML a deployment runs now as its baseline version 1."""
+    from schemas.vllm_yaml import read_serving_values
+
+    source = path or edges.settings.config_file
+    if not source:
+        raise InputError(f"deployment {edges.name!r}: give the YAML to import (no config_file is configured)")
+    values = read_serving_values(source)
+    config = edges.current.changed(**{k: v for k, v in values.items()})
+    stream = f"deployment-{edges.name}"
+    if store.recorder.stream_version(stream) != 0:
+        raise InputError(f"deployment {edges.name!r} already has a baseline in the log")
+    imported = BaselineImported(deployment=edges.name, version=1, config=config, source=f"file {source}",
+                                environment=edges.environment)
+    store.append(stream, [Pending(event=imported, event_id=new_id(), occurred_at=clock())], expected_version=0)
+    return imported

@@ -9,6 +9,7 @@ from projections.base import Projection, View, catch_up, rebuild as rebuild_one
 
 def registered() -> list[Projection]:
     """Every projection selfheal maintains (handlers read them; `rebuild` rebuilds them)."""
+    from projections.alerts import AlertsProjection
     from projections.baselines import BaselinesProjection
     from projections.event_counts import EventCountsProjection
     from projections.intents import IntentsProjection
@@ -17,7 +18,7 @@ def registered() -> list[Projection]:
     from projections.runs import RunsProjection
 
     return [EventCountsProjection(), BaselinesProjection(), IntentsProjection(), RateLimitProjection(),
-            RunsProjection(), PromotionsProjection()]
+            RunsProjection(), PromotionsProjection(), AlertsProjection()]
 
 
 def rebuild(store: EventStore, *, as_of: int | None = None,

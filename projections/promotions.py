@@ -21,9 +21,11 @@ class PromotionSummary(msgspec.Struct):
     simulated: bool
     requires_approval: bool
     proposed_at: datetime
-    status: str = "waiting"  # waiting | approved | rejected | lapsed | committed
+    status: str = "waiting"  # waiting | approved | rejected | lapsed | not committed | committing
     by: str | None = None
     note: str = ""
+    expires_at: datetime | None = None
+    commit_id: str | None = None
 
 
 class Promotions(msgspec.Struct):
@@ -36,7 +38,7 @@ class Promotions(msgspec.Struct):
 class PromotionsProjection(Projection[Promotions]):
     name = "promotions"
     types = frozenset({"PromotionProposed", "PromotionApproved", "PromotionRejected", "PromotionLapsed",
-                       "BaselineCommitted"})
+                       "PromotionNotCommitted", "BaselineCommitStarted"})
 
     def initial(self) -> Promotions:
         return Promotions()
@@ -54,10 +56,13 @@ class PromotionsProjection(Projection[Promotions]):
             return state
         if event.type == "PromotionApproved":
             promotion.status, promotion.by, promotion.note = "approved", e.by, e.note
+            promotion.expires_at = e.expires_at
         elif event.type == "PromotionRejected":
             promotion.status, promotion.by, promotion.note = "rejected", e.by, e.note
         elif event.type == "PromotionLapsed":
             promotion.status, promotion.note = "lapsed", e.reason
+        elif event.type == "PromotionNotCommitted":
+            promotion.status, promotion.note = "not committed", e.reason
         else:
-            promotion.status = "committed"
+            promotion.status, promotion.commit_id = "committing", e.commit_id
         return state

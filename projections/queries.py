@@ -96,3 +96,14 @@ def show(store: EventStore, run_id: str, *, as_of=None) -> RunChain:
                                 stream=row.stream, event_id=row.event_id, causation_id=row.causation_id,
                                 data=body["data"]))
     return RunChain(run=run, chain=chain)
+
+
+def baseline(store: EventStore, *, as_of=None, deployment: str | None = None) -> dict[str, list]:
+    """Each deployment's baseline versions, oldest first (the last is the current one)."""
+    history = _view(store, as_of)["baselines"].history
+    return {name: versions for name, versions in sorted(history.items()) if deployment in (None, name)}
+
+
+def alerts(store: EventStore, *, as_of=None, deployment: str | None = None) -> list:
+    found = _view(store, as_of)["alerts"]
+    return [a for a in (found.by_id[i] for i in found.order) if deployment in (None, a.deployment)]

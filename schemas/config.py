@@ -74,6 +74,51 @@ class LoadPhaseSettings(_Strict):
 DEFAULT_COMMAND = ["vllm", "serve", "{model}", "--host", "{host}", "--port", "{port}"]
 
 
+class ReloadSettings(_Strict):
+    """How a committed config reaches the running server. vLLM has no SIGHUP handler (it exits
+    on one), so a plain vLLM is restarted; `signal` suits `selfheal supervise` or a wrapper."""
+
+    method: Literal["restart", "signal", "none"] = "restart"
+    argv: list[str] = Field(default_factory=list, description="restart command, e.g. [systemctl, restart, vllm]")
+    pid: int | None = None
+    pidfile: str | None = None
+    signal: str = "SIGHUP"
+    timeout_s: float = Field(120, gt=0)
+
+    @model_validator(mode="after")
+    def _complete(self):
+        if self.method == "restart" and not self.argv:
+            raise ValueError("reload.argv is required for method = 'restart' (e.g. ['systemctl', 'restart', 'vllm'])")
+        if self.method == "signal" and self.pid is None and not self.pidfile:
+            raise ValueError("reload.pid or reload.pidfile is required for method = 'signal'")
+        return self
+
+
+class VerifySettings(_Strict):
+    deadline_s: float = Field(300, gt=0, description="health must come back within this")
+    probe_requests: int = Field(3, ge=0, le=100, description="completions sent after health; 0 skips the probe")
+
+
+class AlertSink(_Strict):
+    type: Literal["jsonl", "webhook", "command"]
+    path: str | None = None
+    url: str | None = None
+    argv: list[str] = []
+    retries: int = Field(4, ge=0, le=20)
+
+    def spec(self) -> dict:
+        """The entry as `edges.alerts.sink_from_config` takes it: only this type's keys."""
+        keys = {"jsonl": ("path",), "webhook": ("url", "retries"), "command": ("argv",)}[self.type]
+        return {"type": self.type, **{k: getattr(self, k) for k in keys}}
+
+    @model_validator(mode="after")
+    def _target(self):
+        needed = {"jsonl": ("path", self.path), "webhook": ("url", self.url), "command": ("argv", self.argv)}[self.type]
+        if not needed[1]:
+            raise ValueError(f"{needed[0]} is required for an alert sink of type '{self.type}'")
+        return self
+
+
 class DeploymentSettings(_Strict):
     model: str = ""
     canary_backend: Literal["sim", "vllm"] = "sim"
@@ -84,6 +129,13 @@ class DeploymentSettings(_Strict):
     inventory: Literal["nvml", "host"] = "nvml"
     health_timeout_s: float = Field(600, gt=0)
     load: LoadPhaseSettings = LoadPhaseSettings()
+    health_url: str | None = Field(None, description="production's /health, e.g. http://127.0.0.1:8000/health")
+    serve_command: list[str] = Field(
+        default_factory=lambda: ["vllm", "serve", "{model}", "--config", "{config_file}"],
+        description="how `selfheal supervise` starts production; {model} and {config_file} are filled in")
+    reload: ReloadSettings | None = None
+    verify: VerifySettings = VerifySettings()
+    alerts: list[AlertSink] = []
     config_file: str | None = None
     current: dict[str, float | int | bool] = {}
     actuators: dict[Literal["gpu_memory_utilization", "max_num_seqs", "max_model_len",
@@ -106,8 +158,18 @@ class DeploymentSettings(_Strict):
         return ServingConfig(**self.current)
 
 
+class ApprovalSettings(_Strict):
+    ttl_hours: float = Field(24, gt=0, description="a promotion waits this long for approval; an approval lasts as long")
+
+
+class AlertSettings(_Strict):
+    group_minutes: float = Field(60, ge=0, description="repeats of one alert inside it are delivered once, with a count")
+
+
 class Settings(_Strict):
     mode: Literal["dev", "prod", "disabled"] = "dev"
+    approval: ApprovalSettings = ApprovalSettings()
+    alerts: AlertSettings = AlertSettings()
     rate_limit: RateLimitSettings = RateLimitSettings()
     observer: ObserverSettings = ObserverSettings()
     tournament: TournamentSettings = TournamentSettings()

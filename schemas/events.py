@@ -312,6 +312,8 @@ class BaselineImported(Event, frozen=True, kw_only=True):
     environment: str = ""
 
 class PromotionApproved(Event, frozen=True, kw_only=True):
+    """A person approved the evidence with this hash; a commit must follow before expires_at."""
+
     promotion_id: str
     by: str
     evidence_hash: str
@@ -326,11 +328,23 @@ class PromotionRejected(Event, frozen=True, kw_only=True):
 
 
 class PromotionLapsed(Event, frozen=True, kw_only=True):
+    """Nobody approved in time, or the approval expired before a commit: nothing is written."""
+
     promotion_id: str
     reason: str
 
 
+class PromotionNotCommitted(Event, frozen=True, kw_only=True):
+    """A promotion that can never reach production as it is (simulated results, no config file)."""
+
+    promotion_id: str
+    deployment: str
+    reason: str
+
+
 class BaselineCommitStarted(Event, frozen=True, kw_only=True):
+    """Recorded before the config file is written: the write it announces happens at most once."""
+
     commit_id: str
     deployment: str
     promotion_id: str | None
@@ -346,28 +360,72 @@ class BaselineCommitted(Event, frozen=True, kw_only=True):
     config: ServingConfig
     path: str
     sha256: str
+    changed: bool = True
     previous_path: str | None = None
 
 
 class ReloadRequested(Event, frozen=True, kw_only=True):
+    """Recorded before the server is reloaded, then verified (health within a deadline, a probe)."""
+
     commit_id: str
     deployment: str
-    method: Literal["signal", "restart"]
+    purpose: Literal["commit", "rollback"]
+    method: Literal["signal", "restart", "none"]
     target: str
 
 
 class VerificationFinished(Event, frozen=True, kw_only=True):
     commit_id: str
     deployment: str
+    purpose: Literal["commit", "rollback"]
     healthy: bool
     detail: str = ""
 
 
+class RollbackStarted(Event, frozen=True, kw_only=True):
+    commit_id: str
+    deployment: str
+    restore_version: int
+    reason: str
+
+
 class RolledBack(Event, frozen=True, kw_only=True):
+    """The previous version's file is back in place (its reload and verification follow)."""
+
     commit_id: str
     deployment: str
     restored_version: int
     reason: str
+    sha256: str = ""
+
+
+# -- alerts ---------------------------------------------------------------------------------
+
+class AlertRaised(Event, frozen=True, kw_only=True):
+    alert_id: str
+    deployment: str
+    kind: Literal["escalation", "promotion_lapsed", "verification_failed", "rolled_back"]
+    summary: str
+    fingerprint: str
+    evidence: dict[str, str] = {}
+
+
+class DeliveryAttempt(msgspec.Struct, frozen=True, kw_only=True):
+    number: int
+    status: int | None = None
+    error: str | None = None
+    duration_s: float = 0.0
+
+
+class AlertDelivered(Event, frozen=True, kw_only=True):
+    """One sink's delivery of an alert (or of a group of repeats), with every attempt."""
+
+    alert_id: str
+    sink: str
+    ok: bool
+    count: int = 1
+    attempts: list[DeliveryAttempt] = []
+    detail: str = ""
 
 
 #: every event type, by tag; the one place that lists what the log can hold
@@ -377,8 +435,9 @@ AnyEvent = Union[
     CandidateProposed, PreflightPassed, PreflightRejected, CanaryStarted, CanaryLaunched, CanaryOrphanReaped,
     CanaryCompleted,
     CandidateScored, PromotionProposed, EscalationRaised,
-    PromotionApproved, PromotionRejected, PromotionLapsed,
-    BaselineImported, BaselineCommitStarted, BaselineCommitted, ReloadRequested, VerificationFinished, RolledBack,
+    PromotionApproved, PromotionRejected, PromotionLapsed, PromotionNotCommitted,
+    BaselineImported, BaselineCommitStarted, BaselineCommitted, ReloadRequested, VerificationFinished,
+    RollbackStarted, RolledBack, AlertRaised, AlertDelivered,
 ]
 
 EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in AnyEvent.__args__}

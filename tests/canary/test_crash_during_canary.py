@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from edges.processes import MARKER
+from edges.processes import marked_processes as marked_by
 from edges.sim import load_scenario, simulate
 from eventstore import open_store
 
@@ -52,7 +53,8 @@ def sweep():
 
 
 def test_sigkill_during_a_canary_leaves_no_orphan(tmp_path, sweep):
-    before = sweep
+    # `sweep` cleans up after a failure; the checks below look at this canary's own marker only,
+    # so other tests' canaries running at the same time cannot disturb them
     (tmp_path / "selfheal.toml").write_text(f'''
 mode = "dev"
 [deployments.fake]
@@ -83,8 +85,7 @@ max_tokens = 8
     (launch,) = [r.event for r in store.read(types=["CanaryLaunched"])]
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=10)
-    orphans = set(marked_processes()) - before
-    assert launch.pid in orphans, "the canary should outlive the killed selfheal until it is reaped"
+    assert launch.pid in marked_by(launch.canary_id), "the canary outlives the killed selfheal until it is reaped"
 
     # the restart finds the launch without a completion, stops the orphan group, runs the canary again
     (tmp_path / "selfheal.toml").write_text((tmp_path / "selfheal.toml").read_text().replace(
@@ -100,5 +101,5 @@ max_tokens = 8
     launches = [r.event for r in store.read(types=["CanaryLaunched"]) if r.event.canary_id == launch.canary_id]
     assert [x.attempt for x in launches] == [1, 2]
     assert len([r for r in store.read(types=["CanaryCompleted"]) if r.event.canary_id == launch.canary_id]) == 1
-    assert set(marked_processes()) - before == set()
+    assert marked_by(launch.canary_id) == []
     assert store.recorder.verify().ok

@@ -98,13 +98,17 @@ def test_queries_after_a_heal(healed):
     assert [r["status"] for r in history] == ["promoted"]
     state = json.loads(run("--db", db, "--config", config, "state", "--json").output)
     assert state[0]["deployment"] == "chat" and len(state[0]["run_starts"]) == 1
-    promotions = json.loads(run("--db", db, "promotions", "--json").output)
+    assert json.loads(run("--db", db, "promotions", "--json").output) == []  # nothing waits
+    promotions = json.loads(run("--db", db, "promotions", "--all", "--json").output)
     assert len(promotions) == 1 and promotions[0]["simulated"] is True
+    assert promotions[0]["status"] == "not committed"
+    assert promotions[0]["note"] == "simulated results are never committed to a production baseline"
     intents = json.loads(run("--db", db, "intents", "--json").output)
     assert intents[0]["outcome"] == "promoted"
     chain = json.loads(run("--db", db, "show", history[0]["run_id"][:8], "--json").output)
     types = [e["type"] for e in chain["chain"]]
-    assert types[0] == "IncidentCaptured" and "PromotionProposed" in types and types[-1] == "IntentArchived"
+    assert types[0] == "IncidentCaptured" and "PromotionProposed" in types
+    assert types[-1] == "PromotionNotCommitted"  # simulated: the chain ends before any config write
     # as of the incident alone, nothing had happened yet
     first = json.loads(run("--db", db, "events", "--json", "--limit", "2").output.splitlines()[1])
     assert json.loads(run("--db", db, "history", "--json", "--as-of", first["position"]).output) == []

@@ -55,6 +55,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     s.add_argument("--max-num-seqs", type=int)
     s.add_argument("--max-num-batched-tokens", type=int)
     s.add_argument("--enforce-eager", action="store_true")
+    s.add_argument("--config", help="a YAML of flag values, as `vllm serve --config` reads; flags override it")
     args, _unknown = p.parse_known_args(argv)   # vLLM has hundreds of flags; the rest do not matter here
     return args
 
@@ -208,11 +209,14 @@ def main(argv: list[str]) -> int:
         subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
     scenario = load_scenario(ENV("FAKE_VLLM_SCENARIO", "workstation-12gb-speech"))
     cur = scenario.current
+    if args.config:   # vLLM: the file's values stand where no flag is given
+        from schemas.vllm_yaml import read_serving_values
+        cur = cur.changed(**read_serving_values(args.config))
     cfg = ServingConfig(
         gpu_memory_utilization=args.gpu_memory_utilization or cur.gpu_memory_utilization,
         max_model_len=args.max_model_len or cur.max_model_len, max_num_seqs=args.max_num_seqs or cur.max_num_seqs,
         max_num_batched_tokens=args.max_num_batched_tokens or cur.max_num_batched_tokens,
-        enforce_eager=args.enforce_eager)
+        enforce_eager=args.enforce_eager or cur.enforce_eager)
     sim = simulate(scenario, cfg)
     lines = sim.log_text.splitlines()
     if sim.started:   # the load phase's lines are the simulator's, not ours: ours come from real requests

@@ -1,0 +1,129 @@
+"""Commands of stage 7: baseline, approve, reject, alerts, supervise."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import click
+
+from cli.loop_commands import _as_of, _deployment, as_of_option, json_option
+from cli.output import emit_json, to_json
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@click.command()
+@click.argument("words", nargs=-1, metavar="[DEPLOYMENT] | import DEPLOYMENT")
+@click.option("--file", "path", type=click.Path(dir_okay=False),
+              help="With import: the YAML to record (default: the deployment's config_file).")
+@as_of_option
+@json_option
+@click.pass_obj
+def baseline(ctx, words, path, as_of, as_json) -> None:
+    """The known-good configuration of each deployment and its history; `baseline import
+    DEPLOYMENT` records the YAML a deployment runs now as its version 1."""
+    if words and words[0] == "import":
+        if len(words) != 2:
+            raise click.UsageError("usage: selfheal baseline import DEPLOYMENT [--file YAML]")
+        return _import(ctx, words[1], path, as_json)
+    if len(words) > 1:
+        raise click.UsageError("usage: selfheal baseline [DEPLOYMENT]")
+    from projections import queries
+
+    with ctx.store() as store:
+        found = queries.baseline(store, as_of=_as_of(as_of), deployment=words[0] if words else None)
+    if as_json:
+        emit_json(found)
+        return
+    for name, versions in found.items():
+        current = versions[-1]
+        click.echo(f"{name}: v{current.version} {to_json(current.config)}")
+        for v in versions:
+            verified = {True: "verified", False: "FAILED verification", None: ""}[v.verified]
+            click.echo(f"  v{v.version}  {v.at.isoformat()}  {v.source:<28} {verified}")
+
+
+def _import(ctx, deployment: str, path: str | None, as_json: bool) -> None:
+    from handlers import loop
+
+    edges, name = _deployment(ctx, deployment)
+    with ctx.store(create=True) as store:
+        imported = loop.import_baseline(store, edges[name], path)
+    if as_json:
+        emit_json(imported)
+    else:
+        click.echo(f"{name}: baseline v1 from {imported.source}: {to_json(imported.config)}")
+
+
+@click.command()
+@click.argument("promotion_id")
+@click.option("--by", required=True, help="Who approves (recorded).")
+@click.option("--note", default="")
+@json_option
+@click.pass_obj
+def approve(ctx, promotion_id, by, note, as_json) -> None:
+    """Approve a waiting promotion (prod mode); the commit follows on the next `selfheal run`."""
+    from handlers.escrow import approve as record
+
+    with ctx.store() as store:
+        approved = record(store, ctx.settings, promotion_id, by, _now(), note)
+    if as_json:
+        emit_json(approved)
+    else:
+        click.echo(f"approved {approved.promotion_id} by {by}; evidence {approved.evidence_hash}; "
+                   f"valid until {approved.expires_at.isoformat()}")
+
+
+@click.command()
+@click.argument("promotion_id")
+@click.option("--by", required=True, help="Who rejects (recorded).")
+@click.option("--note", default="")
+@json_option
+@click.pass_obj
+def reject(ctx, promotion_id, by, note, as_json) -> None:
+    """Reject a waiting promotion: nothing will be written."""
+    from handlers.escrow import reject as record
+
+    with ctx.store() as store:
+        rejected = record(store, promotion_id, by, _now(), note)
+    if as_json:
+        emit_json(rejected)
+    else:
+        click.echo(f"rejected {rejected.promotion_id} by {by}")
+
+
+@click.command()
+@click.option("--deployment")
+@as_of_option
+@json_option
+@click.pass_obj
+def alerts(ctx, deployment, as_of, as_json) -> None:
+    """Every alert raised, with its evidence and where it was delivered."""
+    from projections import queries
+
+    with ctx.store() as store:
+        found = queries.alerts(store, as_of=_as_of(as_of), deployment=deployment)
+    if as_json:
+        emit_json(found)
+        return
+    for a in found:
+        sent = ", ".join(f"{d['sink']} {'ok' if d['ok'] else 'FAILED'} x{d['count']}" for d in a.deliveries) or "held"
+        click.echo(f"{a.raised_at.isoformat()}  {a.deployment:<20} {a.kind:<20} {a.summary}  [{sent}]")
+
+
+@click.command()
+@click.option("--deployment")
+@click.option("--pidfile", type=click.Path(dir_okay=False), help="Write selfheal's pid here (for reload = signal).")
+@click.pass_obj
+def supervise(ctx, deployment, pidfile) -> None:
+    """Run the deployment's vLLM from its baseline YAML; restart it on SIGHUP."""
+    from edges.supervise import supervise as run
+
+    edges, name = _deployment(ctx, deployment)
+    run(edges[name].settings, report=lambda line: click.echo(f"supervise {name}: {line}"), pidfile=pidfile)
+
+
+def register(group: click.Group) -> None:
+    for command in (baseline, approve, reject, alerts, supervise):
+        group.add_command(command)

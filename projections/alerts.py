@@ -1,0 +1,53 @@
+"""Alerts: what was raised, what reached whom, and which repeats were folded together."""
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+from eventstore.store import Recorded
+from projections.base import Projection
+
+
+class AlertSummary(msgspec.Struct):
+    alert_id: str
+    deployment: str
+    kind: str
+    summary: str
+    fingerprint: str
+    raised_at: datetime
+    evidence: dict[str, str]
+    deliveries: list[dict] = []
+
+
+class Alerts(msgspec.Struct):
+    by_id: dict[str, AlertSummary] = {}
+    order: list[str] = []
+    #: fingerprint -> time of the last delivery, and repeats held back since
+    last_delivered: dict[str, datetime] = {}
+    held: dict[str, int] = {}
+
+
+class AlertsProjection(Projection[Alerts]):
+    name = "alerts"
+    types = frozenset({"AlertRaised", "AlertDelivered"})
+
+    def initial(self) -> Alerts:
+        return Alerts()
+
+    def apply(self, state: Alerts, event: Recorded) -> Alerts:
+        e = event.event
+        if event.type == "AlertRaised":
+            state.by_id[e.alert_id] = AlertSummary(alert_id=e.alert_id, deployment=e.deployment, kind=e.kind,
+                                                   summary=e.summary, fingerprint=e.fingerprint,
+                                                   raised_at=event.occurred, evidence=dict(e.evidence))
+            state.order.append(e.alert_id)
+            state.held[e.fingerprint] = state.held.get(e.fingerprint, 0) + 1
+            return state
+        alert = state.by_id.get(e.alert_id)
+        if alert is not None:
+            alert.deliveries.append({"sink": e.sink, "ok": e.ok, "count": e.count,
+                                     "attempts": len(e.attempts), "detail": e.detail})
+            state.last_delivered[alert.fingerprint] = event.occurred
+            state.held[alert.fingerprint] = 0
+        return state

@@ -1,0 +1,130 @@
+"""SIGKILL `selfheal run` at random points of a commit, many times: after a restart the file
+was written exactly once, parsed as YAML at every moment, and the log tells what happened."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from eventstore import Pending, new_id, open_store
+from handlers.loop import import_baseline
+from edges import deployments
+from schemas.config import parse_settings
+from schemas.events import PromotionProposed
+from schemas.serving import ServingConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+ORIGINAL = "model: m\n# ours\ngpu-memory-utilization: 0.9\nmax-model-len: 8192\nmax-num-seqs: 16\n"
+NEW = ServingConfig(gpu_memory_utilization=0.65, max_model_len=8192, max_num_seqs=4, max_num_batched_tokens=2048)
+STEPS = ["BaselineCommitStarted", "BaselineCommitted", "ReloadRequested", "VerificationFinished"]
+
+
+def prepare(folder: Path) -> tuple[Path, Path, Path]:
+    config_file, toml, db = folder / "vllm.yaml", folder / "selfheal.toml", folder / "log.db"
+    config_file.write_text(ORIGINAL)
+    toml.write_text(f'''
+[deployments.chat]
+scenario = "workstation-12gb-speech"
+config_file = "{config_file}"
+current = {{gpu_memory_utilization = 0.9, max_model_len = 8192, max_num_seqs = 16, max_num_batched_tokens = 2048}}
+[deployments.chat.reload]
+method = "restart"
+argv = ["{sys.executable}", "-c", "import time; time.sleep(0.05)"]
+''')
+    settings = parse_settings(toml.read_text())
+    with open_store(db, create=True) as store:
+        import_baseline(store, deployments.build(settings)["chat"])
+        promotion = PromotionProposed(promotion_id=new_id(), run_id=new_id(), deployment="chat", candidate_id=new_id(),
+                                      config=NEW, previous=settings.deployments["chat"].current_config(), fitness=1.0,
+                                      evidence_hash="sha256:x", simulated=False, requires_approval=False)
+        store.append(f"promotion-{promotion.promotion_id}", [Pending(event=promotion, event_id=new_id(),
+                                                                     occurred_at=datetime.now(timezone.utc))])
+    return config_file, toml, db
+
+
+class Watcher(threading.Thread):
+    """Reads the file as fast as it can: every read must parse; counts the versions it saw."""
+
+    def __init__(self, path: Path):
+        super().__init__(daemon=True)
+        self.path, self.stop, self.inodes, self.bad = path, threading.Event(), [], []
+
+    def run(self):
+        while not self.stop.is_set():
+            try:
+                st = os.stat(self.path)
+                text = self.path.read_text()
+            except FileNotFoundError:
+                self.bad.append("missing")
+                continue
+            if not self.inodes or self.inodes[-1] != st.st_ino:
+                self.inodes.append(st.st_ino)
+            if not isinstance(yaml.safe_load(text), dict):
+                self.bad.append(text[:80])
+
+
+def selfheal_run(toml: Path, db: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "cli.main", "--db", str(db), "--config", str(toml), "run"],
+                            cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def kill_when(proc: subprocess.Popen, db: Path, step: str | None) -> None:
+    """SIGKILL as soon as `step` is in the log (None: at once, before any work)."""
+    deadline = time.monotonic() + 20
+    while step is not None and proc.poll() is None and time.monotonic() < deadline:
+        if db.exists():
+            try:
+                with open_store(db) as store:
+                    if any(True for _ in store.read(types=[step])):
+                        break
+            except Exception:  # the child may be creating or migrating it
+                pass
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
+TARGETS = [None, *STEPS]
+
+
+def test_sigkill_at_each_step_of_a_commit(tmp_path):
+    killed_after = Counter()
+    for i in range(2 * len(TARGETS)):
+        folder = tmp_path / f"try-{i}"
+        folder.mkdir()
+        config_file, toml, db = prepare(folder)
+        watcher = Watcher(config_file)
+        watcher.start()
+        try:
+            kill_when(selfheal_run(toml, db), db, TARGETS[i % len(TARGETS)])
+            with open_store(db) as store:
+                seen = [r.type for r in store.read(types=STEPS)]
+            killed_after[seen[-1] if seen else "before the commit"] += 1
+            second = selfheal_run(toml, db)
+            assert second.wait(timeout=60) == 0, second.stderr.read().decode()
+        finally:
+            watcher.stop.set()
+            watcher.join()
+        with open_store(db) as store:
+            steps = [r.type for r in store.read(types=STEPS)]
+            written = [r.event for r in store.read(types=["BaselineCommitted"])]
+            assert store.recorder.verify().ok
+        assert steps == STEPS, steps  # each step once, in order: the log tells what happened
+        assert watcher.bad == []
+        assert len(watcher.inodes) <= 2, "the file was replaced more than once"
+        assert (folder / "vllm.yaml.previous").read_text() == ORIGINAL
+        assert yaml.safe_load(config_file.read_text())["gpu-memory-utilization"] == 0.65
+        assert "# ours" in config_file.read_text()
+        assert len(written) == 1
+    print(f"\nkill points exercised: {dict(killed_after)}")
+    # every boundary was hit at least once (a kill may land a step later than aimed, never earlier)
+    assert len(killed_after) >= 4, f"the kills did not spread over the commit's steps: {dict(killed_after)}"
