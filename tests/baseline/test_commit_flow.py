@@ -128,10 +128,10 @@ def marked_processes_any() -> list[int]:
     return found
 
 
-def promote(store, config: ServingConfig, previous: ServingConfig) -> str:
+def promote(store, config: ServingConfig, previous: ServingConfig, deployment: str = "mistral") -> str:
     """A promotion as a real canary run would record it (the canary itself is tested elsewhere)."""
     promotion_id = new_id()
-    event = PromotionProposed(promotion_id=promotion_id, run_id=new_id(), deployment="mistral", candidate_id=new_id(),
+    event = PromotionProposed(promotion_id=promotion_id, run_id=new_id(), deployment=deployment, candidate_id=new_id(),
                               config=config, previous=previous, fitness=100.0, evidence_hash="sha256:x",
                               simulated=False, requires_approval=False)
     store.append(f"promotion-{promotion_id}", [Pending(event=event, event_id=new_id(), occurred_at=_now())])
