@@ -1,10 +1,12 @@
 """Observer: reads vLLM logs, recognises config failures, proposes bounded seed fixes.
 
-Pure library code (no I/O, no store). `diagnose(text)` is the entry point; the rules are data
-in `rules.RULES`.
+Pure library code (no I/O, no store). `diagnose(text)` is the entry point with the built-in
+rules; the rules are data (rules/*.toml, read into a `RuleSet`), and another rule set (a
+candidate, one recorded in the log) diagnoses the same way through `RuleSet.diagnose`.
 """
 from handlers.observer.diagnose import diagnose, format_diagnosis
 from handlers.observer.engine import Diagnosis, Finding
-from handlers.observer.rules import RULES
+from handlers.observer.rules import RULES, RuleFileError, RuleSet, builtin_ruleset, load_rule_file, parse_rules
 
-__all__ = ["Finding", "Diagnosis", "diagnose", "RULES", "format_diagnosis"]
+__all__ = ["Finding", "Diagnosis", "diagnose", "RULES", "format_diagnosis", "RuleSet", "RuleFileError",
+           "builtin_ruleset", "load_rule_file", "parse_rules"]

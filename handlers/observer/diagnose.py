@@ -1,28 +1,20 @@
 """The observer's entry point: log text in, a diagnosis with seed fixes out."""
 from __future__ import annotations
 
-from handlers.observer.engine import Diagnosis, Finding, choose_primary, compile_rules, interpret, scan
-from handlers.observer.normalize import LogText
+from handlers.observer.engine import Diagnosis, Finding
+from handlers.observer.rules import builtin_ruleset
 from schemas.actuators import ActuatorBounds
 from schemas.serving import TUNABLE, ServingConfig
 
 #: the built-in rules, compiled once at import
-MATCHERS = compile_rules()
-_DEFAULT_BOUNDS = ActuatorBounds()
+MATCHERS = builtin_ruleset().matchers
 
 
 def diagnose(text: str, current: ServingConfig | None = None, bounds: ActuatorBounds | None = None,
              safety_buffer: float = 0.10) -> Diagnosis:
-    """Read a vLLM log (any text) and say which config failure it shows, if any.
-
-    `current` is the config the log came from, when known: some fixes are relative to it (no KV
-    memory, a bare PyTorch OOM). `bounds` give the actuator grid fixes are rounded to; values are
-    not clamped to them. `safety_buffer` is applied on the side of safety (see fixes.py).
-    """
-    log = LogText(text)
-    outcome = interpret(scan(log, MATCHERS), current, bounds or _DEFAULT_BOUNDS, safety_buffer)
-    findings = [f for segment in outcome.segments for _, f in segment]
-    return Diagnosis(primary=choose_primary(outcome), findings=findings)
+    """Read a vLLM log (any text) and say which config failure it shows, if any, with the
+    built-in rules (`RuleSet.diagnose` says what the arguments mean)."""
+    return builtin_ruleset().diagnose(text, current, bounds, safety_buffer)
 
 
 def _value(v) -> str:

@@ -9,7 +9,7 @@ Speed comes from doing almost nothing on healthy lines:
 3. only those (record, rule) candidates run the rule's regexes.
 
 Then one pass in log order folds context (numbers, open regions, engine restarts) and turns
-each failure match into a `Finding` with its seed fix.
+each failure match into a `Finding` with its seed fix (the rule's compiled fix program, fixes.py).
 """
 from __future__ import annotations
 
@@ -18,21 +18,16 @@ from collections.abc import Iterable
 
 import msgspec
 
-from handlers.observer import fixes as fixes_mod
+from handlers.observer.compiler import compile_rule, expand_pattern
+from handlers.observer.expr import Env
 from handlers.observer.normalize import LogicalLine, LogText, squash
-from handlers.observer.rules import CONTEXT, KINDS, RULES, RuleSpec
-from handlers.observer.units import SOURCE_UNITS, convert, target_unit
+from handlers.observer.spec import CONTEXT, RuleProblem, RuleSpec
+from handlers.observer.units import convert
 from schemas.actuators import ActuatorBounds
 from schemas.events import Finding  # the one Finding type: observations record it as is
 from schemas.serving import ServingConfig
 
-_MACROS = {
-    "{num}": r"-?\d+(?:\.\d+)?",
-    "{int}": r"(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)",
-    # no trailing \b: a paste that dropped the space at a wrap gives "79.19 GiBof which"
-    "{size}": r"-?\d+(?:\.\d+)?\s*(?:bytes|KiB|MiB|GiB|TiB|GB)",
-}
-_DIRECTIONS = {"increase", "decrease", "enable"}
+__all__ = ["Diagnosis", "Hit", "Matcher", "choose_primary", "compile_rules", "expand_pattern", "interpret", "scan"]
 
 
 class Diagnosis(msgspec.Struct, frozen=True, kw_only=True):
@@ -40,73 +35,35 @@ class Diagnosis(msgspec.Struct, frozen=True, kw_only=True):
     findings: list[Finding]
 
 
-def expand_pattern(source: str) -> str:
-    """Apply the pattern conventions of rules.py: spaces outside classes, then macros."""
-    out: list[str] = []
-    escaped = in_class = False
-    for ch in source:
-        if escaped:
-            escaped = False
-        elif ch == "\\":
-            escaped = True
-        elif in_class:
-            in_class = ch != "]"
-        elif ch == "[":
-            in_class = True
-        elif ch == " ":
-            out.append(r"\s*")
-            continue
-        out.append(ch)
-    expanded = "".join(out)
-    for name, regex in _MACROS.items():
-        expanded = expanded.replace(name, regex)
-    return expanded
-
-
 class Matcher:
-    __slots__ = ("rule", "order", "literal", "squashed", "regexes", "numbers")
+    __slots__ = ("rule", "order", "literal", "squashed", "regexes", "numbers", "program", "refine_programs",
+                 "canonical")
 
     def __init__(self, rule: RuleSpec, order: int):
+        compiled = compile_rule(rule)  # raises RuleProblem (a ValueError) for a malformed rule
         self.rule = rule
         self.order = order
         self.literal = rule.prefilter
         self.squashed = squash(rule.prefilter)
-        self.regexes = tuple(re.compile(expand_pattern(p)) for p in rule.patterns)
-        self.numbers = tuple((n.capture, n.key, n.unit, target_unit(n.key)) for n in rule.numbers)
+        self.regexes = compiled.regexes
+        self.numbers = compiled.numbers
+        self.program = compiled.program
+        self.refine_programs = compiled.refine_programs
+        self.canonical = compiled.canonical
 
 
-def _check(rule: RuleSpec) -> None:
-    """Refuse a malformed rule at compile time rather than misread logs later."""
-    problems = []
-    if rule.kind != CONTEXT and rule.kind not in KINDS:
-        problems.append(f"unknown kind {rule.kind!r}")
-    if rule.kind != CONTEXT and rule.fix not in fixes_mod.FIXES:
-        problems.append(f"unknown fix {rule.fix!r}")
-    if not rule.prefilter or not rule.patterns or rule.window < 1:
-        problems.append("needs a pre-filter, a pattern and window >= 1")
-    for num in rule.numbers:
-        if num.unit not in SOURCE_UNITS:
-            problems.append(f"unknown unit {num.unit!r}")
-        sized = num.unit not in ("count", "ratio")
-        if sized != (target_unit(num.key) in ("GiB", "MiB")):
-            problems.append(f"{num.key!r} and unit {num.unit!r} disagree")
-    directions = [rule.direction] + [r.direction for r in rule.refine]
-    if any(v not in _DIRECTIONS for d in directions for v in d.values()):
-        problems.append("direction must be increase, decrease or enable")
-    if any(r.fix not in fixes_mod.FIXES or r.kind not in KINDS for r in rule.refine):
-        problems.append("refinement with an unknown fix or kind")
-    for mark in rule.marks:
-        if mark not in ("reset", "ready") and not mark.startswith(("open:", "close:")):
-            problems.append(f"unknown mark {mark!r}")
-    if problems:
-        raise ValueError(f"rule {rule.id}: " + "; ".join(problems))
-
-
-def compile_rules(rules: Iterable[RuleSpec] = RULES) -> tuple[Matcher, ...]:
-    rules = tuple(rules)
-    for rule in rules:
-        _check(rule)
-    return tuple(Matcher(rule, i) for i, rule in enumerate(rules))
+def compile_rules(rules: Iterable[RuleSpec] | None = None) -> tuple[Matcher, ...]:
+    """Compile rules once (the built-in ones when none are given); refuse malformed ones."""
+    if rules is None:
+        from handlers.observer.rules import builtin_ruleset
+        return builtin_ruleset().matchers
+    matchers, seen = [], set()
+    for i, rule in enumerate(rules):
+        if rule.id in seen:
+            raise RuleProblem(("id",), f"duplicate rule id {rule.id!r}", rule.id)
+        seen.add(rule.id)
+        matchers.append(Matcher(rule, i))
+    return tuple(matchers)
 
 
 class Hit:
@@ -232,13 +189,13 @@ def interpret(hits: list[Hit], current: ServingConfig | None, bounds: ActuatorBo
 
 def _finding(hit: Hit, context, regions, current, bounds, buffer) -> tuple[int, Finding]:
     rule = hit.matcher.rule
-    kind, fix_name, direction, notes = rule.kind, rule.fix, rule.direction, [rule.note]
+    kind, program, direction, notes = rule.kind, hit.matcher.program, rule.direction, [rule.note]
     priority = rule.priority
     support: list[Hit] = []
-    for ref in rule.refine:
+    for ref, ref_program in zip(rule.refine, hit.matcher.refine_programs):
         if ref.when in regions:
             opener = regions[ref.when]
-            kind, fix_name, direction, priority = ref.kind, ref.fix, ref.direction, ref.priority
+            kind, program, direction, priority = ref.kind, ref_program, ref.direction, ref.priority
             notes.append(f"{ref.note} (line {opener.line})")
             support.append(opener)
             break
@@ -249,8 +206,7 @@ def _finding(hit: Hit, context, regions, current, bounds, buffer) -> tuple[int, 
             numbers[key] = value
             support.append(source)
             notes.append(f"{key} from line {source.line}")
-    inp = fixes_mod.FixInput(numbers=numbers, groups=hit.groups, current=current, bounds=bounds, buffer=buffer)
-    fix, fix_note = fixes_mod.compute(fix_name, inp)
+    fix, fix_note = program.run(Env.build(numbers, current, bounds, buffer, hit.groups))
     notes.insert(0, fix_note)
     evidence = list(hit.evidence)
     for s in sorted(set(support), key=lambda h: h.key):

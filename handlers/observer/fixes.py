@@ -1,257 +1,223 @@
-"""Seed fixes: the only per-kind Python logic of the observer.
+"""Seed fixes as data: a rule's derived values and candidate fixes, compiled once, run per finding.
 
-Each function gets the numbers the rule extracted (plus context numbers from earlier lines),
-the current config when the caller knows it, the actuator bounds and the safety buffer `b`,
-and returns ``(fix, note)``: target values and a sentence saying how they were reached.
+The arithmetic lives in the rule files (expressions, see expr.py); this module only knows the
+order of evaluation and the note templates:
 
-Conventions, all on the side of safety:
-
-- the buffer shrinks what we take from a measurement we are fitting under (free memory,
-  available KV) and grows what we must cover (a deficit, an allocation);
-- rounding goes to the actuator grid in the safe direction (`Actuator.floor` when lowering,
-  `Actuator.ceil` when raising);
-- values are NOT clamped to the bounds: a fix that needs a value outside them must stay
-  visible, so that the caller escalates instead of running a config that cannot work;
-- an empty fix means "not computable from what the log and the caller told us": the
-  finding then becomes an alert.
+- derived values are computed in order; one that needs a number the log did not state is left
+  out, and whatever uses it fails in turn;
+- candidates are tried in order: the first whose `when` holds and whose values and note all
+  compute wins. A name without a value is not an error of the rule but "this way of fixing
+  needs what this log does not say", so the next candidate is tried;
+- an arithmetic failure (division by zero, a result out of range, a degenerate grid) means the
+  numbers are there but absurd: the fix is "not computable" at once, with the reason, rather
+  than a later candidate's note that would misstate why (the old Python fixes raised there);
+- when none computes, the fix is empty (an alert) and the note cites the first failure;
+  when none applies (every `when` false, or no candidates), the fix is empty without a note.
 """
 from __future__ import annotations
 
-import math
-from typing import Callable
+import re
+from collections.abc import Collection, Mapping, Sequence
 
-import msgspec
+from handlers.observer.expr import BOOL, FIXED, FUNCTIONS, KEYWORDS, NUM, Env, Expr, ExprError, Failed, compile_expr
+from handlers.observer.spec import ACTIONS, FixSpec, RuleProblem
+from schemas.serving import TUNABLE
 
-from schemas.actuators import ActuatorBounds
-from schemas.serving import ServingConfig
-
-_UTIL = "gpu_memory_utilization"
-
-
-class FixInput(msgspec.Struct, frozen=True, kw_only=True):
-    numbers: dict[str, float | int]
-    groups: dict[str, str]
-    current: ServingConfig | None
-    bounds: ActuatorBounds
-    buffer: float
+MAX_NOTE = 1000
+_SPEC = re.compile(r"(?:\.\d{1,2})?[fg%]?")
+_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
-FixResult = tuple[dict[str, float | int | bool], str]
+class Template:
+    """A note: text with ``{expr}`` / ``{expr:spec}`` placeholders and ``{if c}..{else}..{end}``."""
+
+    __slots__ = ("source", "pieces", "canonical")
+
+    def __init__(self, source: str, names: Mapping[str, str], captures: Collection[str]):
+        if len(source) > MAX_NOTE:
+            raise ExprError(f"note is {len(source)} characters long; the limit is {MAX_NOTE}")
+        self.source = source
+        pieces, stack, pos = [], [], 0  # stack: enclosing (pieces, ["if", cond, then, else])
+        for m in re.finditer(r"\{\{|\}\}|\{([^{}]*)\}|[{}]", source):
+            if m.start() > pos:
+                pieces.append(source[pos:m.start()])
+            pos, tok = m.end(), m.group()
+            if tok in ("{{", "}}"):
+                pieces.append(tok[0])
+            elif m.group(1) is None:
+                raise ExprError(f"unmatched {tok!r} in the note (write {tok * 2!r} for a brace)", m.start())
+            else:
+                pieces = self._placeholder(m.group(1), m.start(1), pieces, stack, names, captures)
+        if pos < len(source):
+            pieces.append(source[pos:])
+        if stack:
+            raise ExprError("{if} without {end} in the note", len(source))
+        self.pieces = tuple(pieces)
+        self.canonical = _canonical(self.pieces)
+
+    @staticmethod
+    def _placeholder(inner: str, at: int, pieces: list, stack: list, names, captures) -> list:
+        word = inner.strip()
+        if word in ("else", "end"):
+            if not stack or (word == "else" and stack[-1][1][3] is not None):
+                raise ExprError(f"{{{word}}} without {{if}} in the note", at)
+            outer, block = stack[-1]
+            if word == "else":
+                block[3] = pieces = []
+                return pieces
+            stack.pop()
+            outer.append(tuple(block))
+            return outer
+        try:
+            if word.startswith("if ") or word.startswith("if("):
+                cond = compile_expr(inner[inner.index("if") + 2:], names, captures)
+                if cond.type != BOOL:
+                    raise ExprError("{if} needs a boolean condition", 0)
+                block = ["if", cond, [], None]
+                stack.append((pieces, block))
+                return block[2]
+            text, _, spec = inner.partition(":")
+            value = compile_expr(text, names, captures)
+        except ExprError as exc:
+            offset = at + (inner.index("if") + 2 if word.startswith("if") else 0)
+            raise ExprError(exc.message, None if exc.position is None else offset + exc.position) from None
+        if value.type != NUM or not _SPEC.fullmatch(spec.strip()):
+            raise ExprError("a placeholder is a number with an optional format: .2f, g, .0%", at)
+        pieces.append((value, spec.strip()))
+        return pieces
+
+    def render(self, env: Env) -> str:
+        return _render(self.pieces, env)
 
 
-def _utilization(inp: FixInput) -> tuple[float | None, str]:
-    """The utilization the failing run used: as the log states it, else the caller's config."""
-    stated = inp.numbers.get("requested_utilization")
-    if stated is not None:
-        return float(stated), "the log"
-    if inp.current is not None:
-        return float(inp.current.gpu_memory_utilization), "the current config"
-    return None, ""
+def _render(pieces, env: Env) -> str:
+    out = []
+    for piece in pieces:
+        if isinstance(piece, str):
+            out.append(piece)
+        elif piece[0] == "if":
+            out.append(_render(piece[2] if piece[1](env) else piece[3] or (), env))
+        else:
+            out.append(format(piece[0](env), piece[1]))
+    return "".join(out)
 
 
-def _positive(*values) -> bool:
-    return all(v is not None and math.isfinite(v) and v > 0 for v in values)
+def _canonical(pieces) -> str:
+    out = []
+    for piece in pieces:
+        if isinstance(piece, str):
+            out.append(piece.replace("{", "{{").replace("}", "}}"))
+        elif piece[0] == "if":
+            out.append("{if " + piece[1].canonical + "}" + _canonical(piece[2]))
+            out.append(("{else}" + _canonical(piece[3]) if piece[3] is not None else "") + "{end}")
+        else:
+            out.append("{" + piece[0].canonical + (":" + piece[1] if piece[1] else "") + "}")
+    return "".join(out)
 
 
-def lower_util_to_free(inp: FixInput) -> FixResult:
-    """Free memory at startup is below the request: ask for (1 - b) of what is free."""
-    free, total = inp.numbers.get("free_gib"), inp.numbers.get("total_gib")
-    if not _positive(total) or free is None:
-        return {}, "free or total memory missing from the message"
-    act = inp.bounds.gpu_memory_utilization
-    target = act.floor(free * (1 - inp.buffer) / total)
-    return {_UTIL: target}, f"{free:g} of {total:g} GiB free; utilization keeps {inp.buffer:.0%} of it unused"
+class Candidate:
+    __slots__ = ("when", "sets", "note", "action")
+
+    def __init__(self, when: Expr | None, sets: tuple[tuple[str, Expr], ...], note: Template, action: str):
+        self.when, self.sets, self.note, self.action = when, sets, note, action
+
+    def canonical(self) -> dict:
+        return {"when": self.when.canonical if self.when else None, "action": self.action,
+                "set": {p: e.canonical for p, e in self.sets}, "note": self.note.canonical}
 
 
-def fit_cpu_kv(inp: FixInput) -> FixResult:
-    """CPU backend: KV = utilization x node total - the process's own memory must be > 0 and fit."""
-    kv, budget, total = inp.numbers.get("requested_kv_gib"), inp.numbers.get("budget_gib"), inp.numbers.get("total_gib")
-    free = inp.numbers.get("node_free_gib")
-    if kv is None or budget is None or not _positive(total):
-        return {}, "node memory or the KV request missing from the message"
-    act = inp.bounds.gpu_memory_utilization
-    process = budget - kv  # what the server already holds
-    if kv <= 0:
-        current = budget / total
-        target = max(act.ceil(process * (1 + inp.buffer) / total), act.ceil(current + act.step * 1e-3))
-        return {_UTIL: target}, (f"the budget {budget:g} GiB is below the server's own {process:.2f} GiB; "
-                                 f"utilization covers that plus {inp.buffer:.0%}")
-    if free is None:
-        return {}, "free node memory missing from the message"
-    target = act.floor((free * (1 - inp.buffer) + process) / total)
-    return {_UTIL: target}, f"the KV request {kv:g} GiB exceeds the {free:g} GiB free on the node, less {inp.buffer:.0%}"
+class FixProgram:
+    """Derived values plus candidates; `run` gives (fix, note) for one finding."""
+
+    __slots__ = ("derived", "candidates")
+
+    def __init__(self, derived: tuple[tuple[str, Expr], ...], candidates: tuple[Candidate, ...]):
+        self.derived, self.candidates = derived, candidates
+
+    def run(self, env: Env) -> tuple[dict[str, float | int | bool], str]:
+        for name, expr in self.derived:
+            try:
+                env.values[name] = expr(env)
+            except ExprError as exc:
+                if not exc.missing:  # kept, so that what uses it fails for the same reason
+                    env.values[name] = Failed(exc)
+        first: ExprError | None = None
+        for cand in self.candidates:
+            try:
+                if cand.when is not None and not cand.when(env):
+                    continue
+                fix = {param: expr(env) for param, expr in cand.sets}
+                return fix, cand.note.render(env)
+            except ExprError as exc:
+                if not exc.missing:  # the numbers are there but absurd: no later candidate may hide it
+                    return {}, f"fix not computable: {exc}"
+                first = first or exc
+            except (ArithmeticError, ValueError, TypeError) as exc:  # pragma: no cover - a bug, not a log
+                # whatever slipped past the expression checks must not escape diagnose()
+                return {}, f"fix not computable: {exc}"
+        return {}, (f"fix not computable: {first}" if first else "")
 
 
-def raise_util_for_kv(inp: FixInput) -> FixResult:
-    """No KV memory: raise utilization by the deficit plus the buffer, at least one step."""
-    util, source = _utilization(inp)
-    if util is None:
-        return {}, "current utilization unknown: pass the current config"
-    act = inp.bounds.gpu_memory_utilization
-    one_step = act.ceil(util + act.step * 1e-3)
-    available, total = inp.numbers.get("available_kv_gib"), inp.numbers.get("total_gib")
-    if available is not None and _positive(total):
-        deficit = max(0.0, -available)
-        target = max(act.ceil(util + deficit * (1 + inp.buffer) / total), one_step)
-        return {_UTIL: target}, (f"KV memory was {available:g} GiB of {total:g} GiB at utilization {util:g} "
-                                 f"(from {source}); the deficit plus {inp.buffer:.0%}, at least one step")
-    return {_UTIL: one_step}, f"deficit not stated in the log; one step up from {util:g} (from {source})"
+def compile_derived(derived: Mapping[str, str], names: dict[str, str],
+                    captures: Collection[str]) -> tuple[tuple[str, Expr], ...]:
+    """Compile derived values in order; each one's name (and type) is added to `names`."""
+    out = []
+    for name, source in derived.items():
+        if not _NAME.fullmatch(name) or name in KEYWORDS or name in FUNCTIONS or name in FIXED or name in (
+                "current", "bounds"):
+            raise RuleProblem(("derived", name), f"derived value {name!r}: not a usable name (lower-case letters, "
+                                                 "digits and '_'; not a keyword, function or fixed name)")
+        if name in names:
+            raise RuleProblem(("derived", name), f"derived value {name!r} repeats a number or derived name")
+        expr = _expr(source, names, captures, ("derived", name))
+        names[name] = expr.type
+        out.append((name, expr))
+    return tuple(out)
 
 
-def kv_max_model_len(inp: FixInput) -> FixResult:
-    """max_model_len does not fit: vLLM's estimate, else derive one, rounded down to the grid."""
-    act = inp.bounds.max_model_len
-    n = inp.numbers
-    if n.get("estimated_max_model_len") is not None:
-        return {"max_model_len": act.floor(n["estimated_max_model_len"])}, "vLLM's estimated maximum model length"
-    if n.get("kv_cache_tokens") is not None:
-        # V0 states its exact capacity in tokens (block_size * blocks): a length up to it fits
-        return {"max_model_len": act.floor(n["kv_cache_tokens"])}, "the KV cache capacity in tokens (V0 message)"
-    needed, available, length = n.get("needed_kv_gib"), n.get("available_kv_gib"), n.get("max_model_len")
-    if not _positive(needed, length) or available is None:
-        return {}, "neither an estimate nor needed/available memory in the message"
-    derived = available / needed * length * (1 - inp.buffer)
-    why = ("estimate dropped by the vLLM 0.8.5-0.9.0 bug" if "dropped" in inp.groups
-           else "vLLM printed no estimate")
-    return ({"max_model_len": act.floor(derived)},
-            f"{why}; derived from available/needed * max_model_len less {inp.buffer:.0%}")
+def compile_candidates(fixes: Sequence[FixSpec], names: Mapping[str, str], captures: Collection[str],
+                       path: tuple) -> tuple[Candidate, ...]:
+    out = []
+    for i, spec in enumerate(fixes):
+        at = (*path, i)
+        when = _expr(spec.when, names, captures, (*at, "when")) if spec.when.strip() else None
+        if when is not None and when.type != BOOL:
+            raise RuleProblem((*at, "when"), f"{_label(at)}: 'when' must be a condition, not a {when.type}")
+        sets = []
+        for param, source in spec.set.items():
+            if param not in TUNABLE:
+                raise RuleProblem((*at, param), f"{_label(at)}: unknown parameter {param!r}")
+            expr = _expr(source, names, captures, (*at, param))
+            want = BOOL if param == "enforce_eager" else NUM
+            if expr.type != want:
+                raise RuleProblem((*at, param), f"{_label(at)}: {param} needs a {want}, the expression is a {expr.type}")
+            sets.append((param, expr))
+        action = spec.action or ("tune" if sets else "alert")
+        if action not in ACTIONS or (action == "tune") != bool(sets):
+            raise RuleProblem((*at, "action"), f"{_label(at)}: action {spec.action!r} must be 'tune' when the "
+                                               "candidate sets parameters and 'alert' when it sets none")
+        try:
+            note = Template(spec.note, names, captures)
+        except ExprError as exc:
+            raise RuleProblem((*at, "note"), f"{_label(at)}: note: {_where(exc)}") from None
+        out.append(Candidate(when, tuple(sets), note, action))
+    return tuple(out)
 
 
-def lower_seqs_warmup(inp: FixInput) -> FixResult:
-    """Sampler/pooler warm-up OOM at N requests: halve N (at least the buffer).
-
-    Warm-up memory grows linearly with N (logits are N x vocab, plus the sort buffers of
-    top-k/top-p), and the failed allocation is only one of several live at the peak, so a cut by
-    the buffer alone (10%) rarely clears it. Halving reaches a fitting value in few canaries;
-    the tournament searches upward from there.
-    """
-    n = inp.numbers.get("max_num_seqs")
-    if not _positive(n):
-        return {}, "number of warm-up requests missing"
-    act = inp.bounds.max_num_seqs
-    return ({"max_num_seqs": act.floor(min(n * (1 - inp.buffer), n / 2))},
-            f"half of the {n:g} warm-up requests")
-
-
-def lower_util_for_alloc(inp: FixInput) -> FixResult:
-    """A PyTorch OOM outside a known wrapper: free the failed allocation (plus buffer) from the KV
-    budget by lowering utilization, at least one step."""
-    util, source = _utilization(inp)
-    if util is None:
-        return {}, "current utilization unknown: pass the current config"
-    act = inp.bounds.gpu_memory_utilization
-    one_step = act.floor(util - act.step * 1e-3)
-    alloc, total = inp.numbers.get("tried_to_allocate_mib"), inp.numbers.get("gpu_total_gib")
-    if alloc is not None and _positive(total):
-        need = alloc / 1024 * (1 + inp.buffer) / total
-        return ({_UTIL: min(act.floor(util - need), one_step)},
-                f"{alloc:g} MiB allocation plus {inp.buffer:.0%} taken from utilization {util:g} (from {source})")
-    return {_UTIL: one_step}, f"allocation size unknown; one step down from {util:g} (from {source})"
-
-
-def eager_or_lower_util(inp: FixInput) -> FixResult:
-    """CUDA-graph OOM: eager mode needs no graph memory; where it is not allowed (or already on),
-    fall back to lowering utilization."""
-    already = inp.current is not None and inp.current.enforce_eager
-    if inp.bounds.enforce_eager_allowed and not already:
-        return {"enforce_eager": True}, "eager mode captures no CUDA graphs"
-    fix, note = lower_util_for_alloc(inp)
-    why = "eager mode already on" if already else "eager mode not allowed by the bounds"
-    return fix, f"{why}; {note}"
-
-
-def raise_mnbt_to_model_len(inp: FixInput) -> FixResult:
-    length = inp.numbers.get("max_model_len")
-    if not _positive(length):
-        return {}, "max_model_len missing"
-    return ({"max_num_batched_tokens": inp.bounds.max_num_batched_tokens.ceil(length)},
-            "batch budget raised to cover one max_model_len prompt")
-
-
-def raise_mnbt_to_seqs(inp: FixInput) -> FixResult:
-    seqs = inp.numbers.get("max_num_seqs")
-    if not _positive(seqs):
-        return {}, "max_num_seqs missing"
-    return ({"max_num_batched_tokens": inp.bounds.max_num_batched_tokens.ceil(seqs)},
-            "batch budget raised to at least one token per sequence")
-
-
-def lower_seqs_to_blocks(inp: FixInput) -> FixResult:
-    blocks = inp.numbers.get("num_blocks")
-    if blocks is None or not math.isfinite(blocks):
-        return {}, "number of Mamba blocks missing"
-    return {"max_num_seqs": inp.bounds.max_num_seqs.floor(blocks)}, "one Mamba cache block per sequence"
-
-
-def lower_model_len_to_derived(inp: FixInput) -> FixResult:
-    """vLLM accepts a length up to the larger of the derived length and model_max_length."""
-    derived = inp.numbers.get("derived_max_model_len")
-    if derived is None:
-        return {}, "derived length missing"
-    limit = max(derived, inp.numbers.get("model_max_length") or 0)
-    return {"max_model_len": inp.bounds.max_model_len.floor(limit)}, "the model's own context length"
-
-
-def _seqs_in_use(inp: FixInput) -> tuple[float | None, str]:
-    """How many sequences the server ran: the fewer of the live count on the symptom line and the
-    configured max_num_seqs (the scheduler can run fewer than allowed when the KV cache is full)."""
-    known = []
-    running = inp.numbers.get("requests_running")
-    if _positive(running):
-        known.append((running, "requests running at the time"))
-    if inp.current is not None and _positive(inp.current.max_num_seqs):
-        known.append((inp.current.max_num_seqs, "the current config's max_num_seqs"))
-    return min(known) if known else (None, "")
-
-
-def lower_seqs_for_pressure(inp: FixInput) -> FixResult:
-    """Preemptions or a full KV cache at runtime: admit fewer sequences, so that those admitted
-    keep their KV blocks. One step or the buffer below what ran, whichever is lower."""
-    base, source = _seqs_in_use(inp)
-    if base is None:
-        return {}, "neither the running requests nor the current max_num_seqs known"
-    act = inp.bounds.max_num_seqs
-    target = act.floor(min(base - act.step, base * (1 - inp.buffer)))
-    return {"max_num_seqs": target}, f"one step or {inp.buffer:.0%} below {base:g} ({source})"
-
-
-def raise_seqs_for_queue(inp: FixInput) -> FixResult:
-    """A queue that keeps growing: more sequences at once, but only when that is known to help
-    and to fit, i.e. the current config is known, every sequence slot is in use and the KV cache
-    has room to spare (usage below 1 - buffer). Otherwise an alert: the load may simply exceed
-    what this GPU can serve, which no parameter fixes."""
-    if inp.current is None:
-        return {}, "current max_num_seqs unknown: pass the current config"
-    seqs = inp.current.max_num_seqs
-    running, kv = inp.numbers.get("requests_running"), inp.numbers.get("kv_cache_utilization")
-    if kv is None:
-        return {}, "KV cache usage unknown: more sequences might not fit"
-    if kv >= 1 - inp.buffer:
-        return {}, f"KV cache {kv:.0%} used: more sequences would be preempted"
-    if running is not None and running < seqs:
-        return {}, f"only {running:g} of {seqs} sequence slots in use: max_num_seqs is not what holds the queue"
-    act = inp.bounds.max_num_seqs
-    target = act.ceil(max(seqs + act.step, seqs * (1 + inp.buffer)))
-    return {"max_num_seqs": target}, f"all {seqs} sequence slots in use with the KV cache {kv:.0%} used; one step or {inp.buffer:.0%} up"
-
-
-def alert(inp: FixInput) -> FixResult:
-    return {}, ""
-
-
-FIXES: dict[str, Callable[[FixInput], FixResult]] = {
-    f.__name__: f
-    for f in (lower_util_to_free, fit_cpu_kv, raise_util_for_kv, kv_max_model_len, lower_seqs_warmup, lower_util_for_alloc,
-              eager_or_lower_util, raise_mnbt_to_model_len, raise_mnbt_to_seqs, lower_seqs_to_blocks,
-              lower_model_len_to_derived, lower_seqs_for_pressure, raise_seqs_for_queue, alert)
-}
-
-
-def compute(name: str, inp: FixInput) -> FixResult:
-    """Run fix `name`; a fix that is not a finite number is dropped (never proposed)."""
+def _expr(source: str, names, captures, path: tuple) -> Expr:
     try:
-        fix, note = FIXES[name](inp)
-    except (ArithmeticError, ValueError, OverflowError) as exc:  # e.g. absurd numbers in a mangled log
-        return {}, f"fix not computable: {exc}"
-    clean = {k: v for k, v in fix.items() if isinstance(v, bool) or math.isfinite(v)}
-    return clean, note
+        return compile_expr(source, names, captures)
+    except ExprError as exc:
+        raise RuleProblem(path, f"{_label(path)}: expression error {_where(exc)}") from None
+
+
+def _where(exc: ExprError) -> str:
+    return (f"at position {exc.position}: " if exc.position is not None else "") + exc.message
+
+
+def _label(path: tuple) -> str:
+    """("fix", 1, "when") -> "fix[1].when"."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out

@@ -20,7 +20,7 @@ not lost) and evidence cites just the physical lines a match covers:
 - continuation lines are joined with NO separator after their leading whitespace is removed:
   a terminal wraps in the middle of a word ("dev" / "ice"), an issue paste at a space that it
   may drop ("on" / "device"). Rules therefore treat a space as "any whitespace, or none"
-  (see rules.py), which matches both.
+  (see spec.py), which matches both.
 
 Line numbers are 1-based and count "\\n", "\\r\\n" and a lone "\\r" as line ends (Python's
 universal newlines, which is what a file opened in text mode gives a reader). ANSI escapes

@@ -9,9 +9,9 @@ import pytest
 from handlers.observer import RULES, Diagnosis, Finding, diagnose
 from handlers.observer.diagnose import MATCHERS
 from handlers.observer.engine import compile_rules, expand_pattern, scan
-from handlers.observer.fixes import FIXES
 from handlers.observer.normalize import LogText
-from handlers.observer.rules import CONTEXT, KINDS, Number, RuleSpec
+from handlers.observer.rules import CONTEXT, KINDS, FixSpec, Number, RuleSpec
+from schemas.serving import TUNABLE
 
 SAMPLES = Path(__file__).parent / "samples"
 
@@ -40,7 +40,7 @@ def test_every_rule_fires_on_some_sample():
 def test_failure_rules_name_known_kinds_and_fixes():
     for rule in RULES:
         if rule.kind != CONTEXT:
-            assert rule.kind in KINDS and rule.fix in FIXES
+            assert rule.kind in KINDS and all(set(f.set) <= set(TUNABLE) for f in rule.fix)
 
 
 def test_space_means_optional_whitespace_outside_classes_only():
@@ -50,7 +50,7 @@ def test_space_means_optional_whitespace_outside_classes_only():
 
 @pytest.mark.parametrize("change, message", [
     ({"kind": "nonsense"}, "unknown kind"),
-    ({"fix": "no_such_fix"}, "unknown fix"),
+    ({"fix": (FixSpec(set={"gpu_memory_utilization": "no_such_fix(free_gib)"}),)}, "unknown function"),
     ({"numbers": (Number(capture="free", key="free_gib", unit="count"),)}, "disagree"),
     ({"numbers": (Number(capture="free", key="free_gib", unit="parsec"),)}, "unknown unit"),
     ({"direction": {"gpu_memory_utilization": "sideways"}}, "direction"),

@@ -1,0 +1,152 @@
+"""Check one `RuleSpec` and compile it: regexes, number conversions, fix programs.
+
+A malformed rule is refused here, at load time, rather than misreading logs later. Every
+refusal is a `RuleProblem` naming the field (`path`) so that a rule file can cite its line.
+"""
+from __future__ import annotations
+
+import re
+
+from handlers.observer.expr import NUM
+from handlers.observer.fixes import FixProgram, compile_candidates, compile_derived
+from handlers.observer.spec import CONTEXT, DIRECTIONS, KINDS, RuleProblem, RuleSpec
+from handlers.observer.units import SOURCE_UNITS, target_unit
+from schemas.serving import TUNABLE
+
+_MACROS = {
+    "{num}": r"-?\d+(?:\.\d+)?",
+    "{int}": r"(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)",
+    # no trailing \b: a paste that dropped the space at a wrap gives "79.19 GiBof which"
+    "{size}": r"-?\d+(?:\.\d+)?\s*(?:bytes|KiB|MiB|GiB|TiB|GB)",
+}
+_KEY = re.compile(r"[a-z][a-z0-9_]*")
+MAX_WINDOW = 32
+
+
+def expand_pattern(source: str) -> str:
+    """Apply the pattern conventions of spec.py: spaces outside classes, then macros."""
+    out: list[str] = []
+    escaped = in_class = False
+    for ch in source:
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif in_class:
+            in_class = ch != "]"
+        elif ch == "[":
+            in_class = True
+        elif ch == " ":
+            out.append(r"\s*")
+            continue
+        out.append(ch)
+    expanded = "".join(out)
+    for name, regex in _MACROS.items():
+        expanded = expanded.replace(name, regex)
+    return expanded
+
+
+class CompiledRule:
+    """What the engine needs of one rule, and its canonical content (for the digest)."""
+
+    __slots__ = ("regexes", "numbers", "program", "refine_programs", "canonical")
+
+    def __init__(self, regexes, numbers, program, refine_programs, canonical):
+        self.regexes, self.numbers, self.program = regexes, numbers, program
+        self.refine_programs, self.canonical = refine_programs, canonical
+
+
+def compile_rule(rule: RuleSpec) -> CompiledRule:
+    try:
+        return _compile(rule)
+    except RuleProblem as problem:
+        problem.rule = rule.id
+        raise
+
+
+def _compile(rule: RuleSpec) -> CompiledRule:
+    failure = rule.kind != CONTEXT
+    if not failure and (rule.fix or rule.derived or rule.refine or rule.direction or rule.priority):
+        raise RuleProblem(("kind",), "a context rule has no fix, derived values, refinements, direction or priority")
+    if failure and rule.kind not in KINDS:
+        raise RuleProblem(("kind",), f"unknown kind {rule.kind!r} (known: context, {', '.join(KINDS)})")
+    if not rule.prefilter:
+        raise RuleProblem(("prefilter",), "needs a non-empty pre-filter literal")
+    if not rule.patterns:
+        raise RuleProblem(("patterns",), "needs at least one pattern")
+    if not 1 <= rule.window <= MAX_WINDOW:  # a window is joined per candidate record: keep it small
+        raise RuleProblem(("window",), f"window must be from 1 to {MAX_WINDOW}")
+    if rule.version < 1:
+        raise RuleProblem(("version",), "version must be >= 1")
+    regexes = tuple(_regex(p, i) for i, p in enumerate(rule.patterns))
+    captures = frozenset(name for r in regexes for name in r.groupindex)
+    numbers = []
+    for num in rule.numbers:
+        at = ("numbers", num.capture)
+        if num.unit not in SOURCE_UNITS:
+            raise RuleProblem((*at, "unit"), f"numbers.{num.capture}: unknown unit {num.unit!r} "
+                                             f"(known: {', '.join(sorted(SOURCE_UNITS))})")
+        if num.capture not in captures:
+            raise RuleProblem(at, f"numbers.{num.capture}: no pattern defines the capture {num.capture!r} "
+                                  f"(defined: {', '.join(sorted(captures)) or 'none'})")
+        if not _KEY.fullmatch(num.key):
+            raise RuleProblem((*at, "key"), f"numbers.{num.capture}: key {num.key!r} is not a lower-case name")
+        if (num.unit not in ("count", "ratio")) != (target_unit(num.key) in ("GiB", "MiB")):
+            raise RuleProblem((*at, "key"), f"numbers.{num.capture}: key {num.key!r} and unit {num.unit!r} disagree "
+                                            "(a size needs a key ending in _gib or _mib)")
+        numbers.append((num.capture, num.key, num.unit, target_unit(num.key)))
+    for i, key in enumerate(rule.uses):
+        if not _KEY.fullmatch(key):
+            raise RuleProblem(("uses", i), f"uses: {key!r} is not a lower-case name")
+    _check_direction(rule.direction, ("direction",))
+    for mark in rule.marks:
+        if mark not in ("reset", "ready") and not re.fullmatch(r"(?:open|close):\w+", mark):
+            raise RuleProblem(("marks",), f"unknown mark {mark!r} (reset, ready, open:NAME, close:NAME)")
+    if failure and rule.marks:
+        raise RuleProblem(("marks",), "only context rules mark phases")
+
+    names = {key: NUM for _, key, _, _ in numbers} | {key: NUM for key in rule.uses}
+    derived = compile_derived(rule.derived, names, captures)
+    program = FixProgram(derived, compile_candidates(rule.fix, names, captures, ("fix",)))
+    refine_programs, refine_canon = [], []
+    for i, ref in enumerate(rule.refine):
+        at = ("refine", i)
+        if ref.kind not in KINDS:
+            raise RuleProblem((*at, "kind"), f"refine[{i}]: unknown kind {ref.kind!r}")
+        if not re.fullmatch(r"\w+", ref.when):
+            raise RuleProblem((*at, "when"), f"refine[{i}]: 'when' names a region (open:NAME), got {ref.when!r}")
+        _check_direction(ref.direction, (*at, "direction"))
+        cands = compile_candidates(ref.fix, names, captures, (*at, "fix"))
+        refine_programs.append(FixProgram(derived, cands))
+        refine_canon.append({"when": ref.when, "kind": ref.kind, "priority": ref.priority,
+                             "direction": dict(ref.direction), "note": ref.note,
+                             "fix": [c.canonical() for c in cands]})
+    canonical = {
+        "id": rule.id, "version": rule.version, "kind": rule.kind, "prefilter": rule.prefilter,
+        "patterns": list(rule.patterns), "numbers": [list(n[:3]) for n in numbers],
+        "derived": [[name, e.canonical] for name, e in derived],
+        "fix": [c.canonical() for c in program.candidates], "direction": dict(rule.direction),
+        "priority": rule.priority, "window": rule.window, "uses": list(rule.uses), "marks": list(rule.marks),
+        "refine": refine_canon, "note": rule.note, "versions": rule.versions,
+    }
+    return CompiledRule(regexes, tuple(numbers), program, tuple(refine_programs), canonical)
+
+
+def _regex(source: str, i: int) -> re.Pattern:
+    expanded = expand_pattern(source)
+    try:
+        return re.compile(expanded)
+    except re.error as exc:
+        near = expanded[max(0, (exc.pos or 0) - 15):(exc.pos or 0) + 15]
+        raise RuleProblem(("patterns", i), f"pattern {i + 1}: bad regular expression: {exc.msg} "
+                                           f"(near {near!r} of the expanded pattern)") from None
+
+
+def _check_direction(direction: dict, path: tuple) -> None:
+    for param, way in direction.items():
+        if param not in TUNABLE:
+            raise RuleProblem((*path, param), f"direction: unknown parameter {param!r}")
+        if way not in DIRECTIONS:
+            raise RuleProblem((*path, param), f"direction of {param}: {way!r} is not increase, decrease or enable")
+        if (way == "enable") != (param == "enforce_eager"):
+            raise RuleProblem((*path, param), f"direction of {param}: {way!r} does not suit the parameter")

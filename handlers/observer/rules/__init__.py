@@ -1,0 +1,15 @@
+"""The rules: the loader's API, and the built-in vLLM rules as data (the *.toml files here).
+
+`builtin_ruleset()` reads the bundled files once; `load_rule_file` / `parse_rules` read
+others (a candidate rule set, a rule set recorded in the log). The format is described in
+README.md beside this file, the semantics in ../spec.py, the expression language in ../expr.py.
+`RULES` is the built-in rules' specs, for code that only needs the data (edges/chunker.py).
+"""
+from handlers.observer.loader import RuleFileError, builtin_rule_text, builtin_ruleset, load_rule_file, parse_rules
+from handlers.observer.ruleset import RuleSet
+from handlers.observer.spec import CONTEXT, KINDS, FixSpec, Number, Refinement, RuleProblem, RuleSpec
+
+RULES: tuple[RuleSpec, ...] = builtin_ruleset().rules
+
+__all__ = ["CONTEXT", "KINDS", "RULES", "FixSpec", "Number", "Refinement", "RuleFileError", "RuleProblem", "RuleSet",
+           "RuleSpec", "builtin_rule_text", "builtin_ruleset", "load_rule_file", "parse_rules"]

@@ -1,0 +1,63 @@
+"""A RuleSet: rules compiled once, with a version and a content digest, that diagnose logs.
+
+The digest is the identity of the content: sha256 over a canonical JSON of the rules (patterns
+as matched, expressions and note templates re-rendered from their parse trees), so comments,
+whitespace, TOML layout and the spacing inside expressions do not change it, while any change
+of meaning does. The `[ruleset]` header (version, description) is not part of it: the same
+rules under another name are the same rules.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+
+from handlers.observer.engine import Diagnosis, Matcher, choose_primary, compile_rules, interpret, scan
+from handlers.observer.normalize import LogText
+from handlers.observer.spec import RuleSpec
+from schemas.actuators import ActuatorBounds
+from schemas.serving import ServingConfig
+
+_DEFAULT_BOUNDS = ActuatorBounds()
+
+
+class RuleSet:
+    """Compiled rules. `rules` are the specs (plain data), `matchers` what the engine runs."""
+
+    __slots__ = ("rules", "matchers", "version", "description", "source", "digest")
+
+    def __init__(self, rules: Iterable[RuleSpec], version: str = "", description: str = "", source: str = ""):
+        self.rules: tuple[RuleSpec, ...] = tuple(rules)
+        self.matchers: tuple[Matcher, ...] = compile_rules(self.rules)  # raises RuleProblem
+        canonical = json.dumps([m.canonical for m in self.matchers], sort_keys=True, ensure_ascii=False,
+                               separators=(",", ":"))
+        self.digest = "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+        # a file without a declared version is named by its content
+        self.version = version or f"unversioned-{self.digest[7:19]}"
+        self.description = description
+        self.source = source
+
+    def diagnose(self, text: str, current: ServingConfig | None = None, bounds: ActuatorBounds | None = None,
+                 safety_buffer: float = 0.10) -> Diagnosis:
+        """Read a vLLM log (any text) and say which config failure it shows, if any.
+
+        `current` is the config the log came from, when known: some fixes are relative to it (no
+        KV memory, a bare PyTorch OOM). `bounds` give the actuator grid fixes are rounded to;
+        values are not clamped to them. `safety_buffer` is applied on the side of safety.
+        """
+        log = LogText(text)
+        outcome = interpret(scan(log, self.matchers), current, bounds or _DEFAULT_BOUNDS, safety_buffer)
+        findings = [f for segment in outcome.segments for _, f in segment]
+        return Diagnosis(primary=choose_primary(outcome), findings=findings)
+
+    def rule(self, rule_id: str) -> RuleSpec:
+        for rule in self.rules:
+            if rule.id == rule_id:
+                return rule
+        raise KeyError(rule_id)
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def __repr__(self) -> str:
+        return f"RuleSet(version={self.version!r}, rules={len(self.rules)}, digest={self.digest[:19]}...)"

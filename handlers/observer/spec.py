@@ -1,0 +1,130 @@
+"""What a rule is: plain records, read from the TOML files in `rules/` and compiled by `compiler.py`.
+
+Every field is a plain value (str, int, tuple, dict), so a rule set encodes to JSON and back and
+its digest is computed from content, not from the file's layout.
+
+Pattern language (a regular expression with three conventions, applied by the compiler):
+
+- a space outside a character class matches any run of whitespace, or none: vLLM's own
+  double spaces ("GiB).  Try") and a hard-wrapped paste that dropped the space at the break
+  ("on" / "device" joined as "ondevice") both still match;
+- ``{num}`` is a decimal number with optional sign, ``{int}`` an integer with optional
+  thousands separators ("43,392"), ``{size}`` a number followed by its unit ("605.88 MiB",
+  "0 bytes", "4.00 GB");
+- captures are NAMED; `numbers` maps a capture to a key of `Finding.numbers` and the unit the
+  text is in (units.SOURCE_UNITS); the key's suffix gives the unit it is converted to
+  (``_gib``, ``_mib``, ``_utilization`` = a ratio, anything else = a count).
+
+`prefilter` is a literal that must occur in a record before any regex runs: most log lines are
+rejected by one `str.find` over the whole text (see engine.py).
+
+Two roles:
+
+- failure rules (`kind` is one of KINDS) produce findings;
+- context rules (`kind` = "context") produce no finding. They supply numbers that a later
+  failure may use (`uses`, e.g. the negative "Available KV cache memory" before the no-KV
+  error) and mark phases (`marks`): "open:NAME" / "close:NAME" a region, "reset" at an engine
+  (re)start, "ready" when the API server starts serving (a failure before it is then over). A
+  failure inside an open region can be re-read through `refine` (a PyTorch OOM while CUDA
+  graphs are captured is a `cuda_graph_oom`). Any failure closes every open region.
+
+Deliberately NOT rules: the scheduler warnings "Input prompt (N tokens) is too long and exceeds
+the capacity of block_manager" (V0) and "... exceeds limit of N" (0.1-0.2). vLLM drops that one
+request and keeps serving; it is a client/request matter, not a configuration that failed, and
+turning it into a finding would make every over-long prompt an incident. Runtime symptoms such
+as KV-cache pressure come from /metrics (rules/40_metrics.toml), not from these lines.
+
+`priority` is specificity: the primary finding of a start attempt is the one with the highest
+priority (the last one on a tie). `direction` lists every parameter whose move would address
+the failure: the one the seed fix changes plus the alternatives a later search may try.
+
+Seed fixes are data too (`expr.py` is the language): `derived` names values computed once per
+finding (in order; one that cannot be computed is simply absent), and `fix` lists candidate
+fixes. The first candidate whose `when` holds and whose expressions all compute wins; it sets
+parameters (`set`) and explains itself (`note`, a template: ``{expr}``, ``{expr:.0%}``,
+``{if expr}...{else}...{end}``, ``{{``/``}}`` for braces). A candidate that sets nothing is
+an alert with its note. When no candidate computes, the finding is an alert whose note says
+why ("fix not computable: ..."). Conventions, all on the side of safety:
+
+- the buffer shrinks what we take from a measurement we fit under (free memory, available
+  KV) and grows what we must cover (a deficit, an allocation);
+- rounding goes to the actuator grid in the safe direction (`floor_step` when lowering,
+  `ceil_step` when raising);
+- values are NOT clamped to the bounds: a fix that needs a value outside them must stay
+  visible, so that the caller escalates instead of running a config that cannot work.
+"""
+from __future__ import annotations
+
+import msgspec
+
+KINDS = (
+    "startup_free_memory_below_utilization",
+    "no_kv_cache_memory",
+    "max_model_len_exceeds_kv_cache",
+    "cuda_oom_allocation",
+    "batched_tokens_below_model_len",
+    "cuda_graph_oom",
+    "other_config_error",
+    # runtime symptoms from /metrics (edges/metrics_watch.py)
+    "preemption_storm",
+    "kv_cache_pressure",
+    "queue_growth",
+)
+CONTEXT = "context"
+DIRECTIONS = ("increase", "decrease", "enable")
+ACTIONS = ("tune", "alert")
+
+
+class Number(msgspec.Struct, frozen=True, kw_only=True):
+    capture: str
+    key: str
+    unit: str
+
+
+class FixSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """One candidate seed fix."""
+
+    when: str = ""                  # boolean expression; "" = always
+    set: dict[str, str] = {}        # parameter -> expression
+    note: str = ""                  # template
+    action: str = ""                # "tune" | "alert"; "" = "tune" exactly when it sets something
+
+
+class Refinement(msgspec.Struct, frozen=True, kw_only=True):
+    when: str                       # a region that is open at the match
+    kind: str
+    priority: int
+    direction: dict[str, str] = {}
+    note: str = ""
+    fix: tuple[FixSpec, ...] = ()   # uses the rule's numbers and derived values
+
+
+class RuleSpec(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    version: int = 1
+    kind: str
+    prefilter: str                  # literal that must be in the record before any regex runs
+    patterns: tuple[str, ...]       # tried in order; the first that matches the record is used
+    numbers: tuple[Number, ...] = ()
+    derived: dict[str, str] = {}    # name -> expression, computed in order
+    fix: tuple[FixSpec, ...] = ()   # candidates, first computable wins; () for an alert / context rule
+    direction: dict[str, str] = {}  # parameter -> "increase" | "decrease" | "enable"
+    priority: int = 0
+    window: int = 1                 # records matched together (pydantic spreads one error over 3)
+    uses: tuple[str, ...] = ()      # number keys taken from earlier context lines
+    marks: tuple[str, ...] = ()
+    refine: tuple[Refinement, ...] = ()
+    note: str = ""
+    versions: str = ""              # where in vLLM / PyTorch the text comes from
+
+
+class RuleProblem(ValueError):
+    """A rule that cannot be compiled. `path` names the offending field, e.g. ("fix", 1, "when"),
+    so that a rule file can point at its line."""
+
+    def __init__(self, path: tuple, problem: str, rule: str = ""):
+        super().__init__(problem)
+        self.path, self.problem, self.rule = tuple(path), problem, rule
+
+    def __str__(self) -> str:
+        return f"rule {self.rule}: {self.problem}" if self.rule else self.problem
