@@ -155,7 +155,7 @@ def run_command(ctx, follow: bool, interval: float, as_json: bool) -> None:
     with ctx.store(create=True) as store:
         runner = loop.runner(store, ctx.settings, deployments.build(ctx.settings))
         while True:
-            lapse_expired(store, ctx.settings, datetime.now(timezone.utc))
+            lapse_expired(store, ctx.settings, datetime.now(timezone.utc), runner.view)
             report = runner.run_until_idle()
             if as_json:
                 emit_json(report)

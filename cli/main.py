@@ -67,11 +67,12 @@ def cli(ctx: click.Context, db_path: str | None, config_path: str | None, synchr
 
 
 def _register() -> None:
-    from cli import baseline_commands, log_commands, loop_commands
+    from cli import baseline_commands, log_commands, loop_commands, rules_commands
 
     log_commands.register(cli)
     loop_commands.register(cli)
     baseline_commands.register(cli)
+    rules_commands.register(cli)
 
 
 _register()

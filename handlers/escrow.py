@@ -76,11 +76,15 @@ def lapse(store: EventStore, promotion_id: str, reason: str, now: datetime) -> N
                                                        occurred_at=now)])
 
 
-def lapse_expired(store: EventStore, settings: Settings, now: datetime) -> list[str]:
-    """Record the lapse of every promotion that waited past the TTL; returns their ids."""
+def lapse_expired(store: EventStore, settings: Settings, now: datetime, view=None) -> list[str]:
+    """Record the lapse of every promotion that waited past the TTL; returns their ids.
+
+    `view`: a caught-up view to read promotions from (a runner's), instead of folding the
+    whole log again on every call."""
     ttl = timedelta(hours=settings.approval.ttl_hours)
     lapsed = []
-    for promotion in view_as_of(store)["promotions"].by_id.values():
+    promotions = (view.catch_up() if view is not None else view_as_of(store))["promotions"]
+    for promotion in list(promotions.by_id.values()):
         if promotion.status == "waiting" and promotion.requires_approval and now - promotion.proposed_at > ttl:
             reason = f"not approved within {settings.approval.ttl_hours:g} h"
         elif promotion.status == "approved" and promotion.expires_at is not None and now > promotion.expires_at:

@@ -64,8 +64,9 @@ def run(store: EventStore, settings: Settings, deployments: dict[str, Deployment
     then drive every handler until no work is left."""
     from handlers.escrow import lapse_expired
 
-    lapse_expired(store, settings, clock())
-    return runner(store, settings, deployments, mode).run_until_idle()
+    driver = runner(store, settings, deployments, mode)
+    lapse_expired(store, settings, clock(), driver.view)
+    return driver.run_until_idle()
 
 
 def _bounded(text: str) -> str:
@@ -119,8 +120,11 @@ def read_input(path: str) -> tuple[str, IncidentSource]:
 
 def observe(store: EventStore, deployment: DeploymentEdges, paths: list[str],
             clock: Callable[[], datetime] = system_clock) -> list[str]:
-    """Record each file (or '-') as an incident; returns the incident ids."""
-    return [capture(store, deployment, *read_input(p), clock=clock) for p in paths]
+    """Record each file (or '-') as an incident; returns the incident ids.
+
+    Every input is read before any is recorded, so a missing file leaves the log untouched."""
+    inputs = [read_input(p) for p in paths]
+    return [capture(store, deployment, text, source, clock=clock) for text, source in inputs]
 
 
 def heal(store: EventStore, settings: Settings, deployments: dict[str, DeploymentEdges], name: str,

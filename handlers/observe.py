@@ -1,4 +1,9 @@
-"""Observer handler: every captured incident becomes an observation or a recorded non-match."""
+"""Observer handler: every captured incident becomes an observation or a recorded non-match.
+
+The rules it uses are the active rule set of the log (RuleSetActivated; the built-in rules
+until one is activated), loaded from the text recorded in the log, so a replay of any
+moment uses the rules that were active then. A replay can also fix a candidate rule set.
+"""
 from __future__ import annotations
 
 from eventstore.store import Recorded, derived_id
@@ -6,35 +11,64 @@ from handlers.runtime import Emitted, Handler
 from projections.base import View
 from schemas.events import IncidentUnmatched, ObservationMade
 
-RULES_VERSION = "builtin-1"
+
+#: what an observation keeps of a pathological incident (one 10 MB line of one repeated error
+#: gives thousands of findings): the raw text stays in the incident, the evidence is a pointer
+MAX_OTHERS = 20
+MAX_EVIDENCE_CHARS = 4096
+
+
+def _bounded(finding):
+    import msgspec
+
+    evidence = [line if len(line) <= MAX_EVIDENCE_CHARS else line[:MAX_EVIDENCE_CHARS] + " [selfheal: cut]"
+                for line in finding.evidence[:8]]
+    return msgspec.structs.replace(finding, evidence=evidence) if evidence != finding.evidence else finding
+
+
+def load_ruleset(text: str | None, source: str = "log"):
+    """A RuleSet from recorded text, or the built-in one."""
+    from handlers.observer import rules
+
+    return rules.builtin_ruleset() if text is None else rules.parse_rules(text, source)
 
 
 class ObserveIncident(Handler):
     name = "observe"
     subscribes_to = frozenset({"IncidentCaptured"})
 
-    def __init__(self, deployments: dict, safety_buffer: float):
+    def __init__(self, deployments: dict, safety_buffer: float, ruleset=None):
         self.deployments = deployments
         self.safety_buffer = safety_buffer
+        self.fixed = ruleset
+        self._loaded: dict[str, object] = {}
+
+    def _ruleset(self, view: View):
+        if self.fixed is not None:
+            return self.fixed
+        active = view["rulesets"].active if "rulesets" in view.states else None
+        key = active.ruleset_id if active else "builtin"
+        if key not in self._loaded:
+            self._loaded[key] = load_ruleset(active.text if active else None, f"ruleset {key}")
+        return self._loaded[key]
 
     def handle(self, event: Recorded, view: View) -> Emitted:
-        from handlers.observer import diagnose
-
         incident = event.event
         edges = self.deployments.get(incident.deployment)
         baseline = view["baselines"].current(incident.deployment)
         current = baseline.config if baseline else (edges.current if edges else None)
-        diagnosis = diagnose(incident.raw_text, current=current, bounds=edges.bounds if edges else None,
-                             safety_buffer=self.safety_buffer)
+        ruleset = self._ruleset(view)
+        diagnosis = ruleset.diagnose(incident.raw_text, current=current, bounds=edges.bounds if edges else None,
+                                     safety_buffer=self.safety_buffer)
         stream = f"incident-{incident.incident_id}"
         if diagnosis.primary is None:
             out = IncidentUnmatched(incident_id=incident.incident_id, deployment=incident.deployment,
-                                    rules_version=RULES_VERSION)
+                                    rules_version=ruleset.version)
             return [(stream, event.follow(out, self.name))]
-        others = [f for f in diagnosis.findings if f is not diagnosis.primary]
+        others = [_bounded(f) for f in diagnosis.findings if f is not diagnosis.primary][:MAX_OTHERS]
         out = ObservationMade(
-            observation_id=derived_id(event.event_id, self.name), incident_id=incident.incident_id, deployment=incident.deployment,
-            finding=diagnosis.primary, others=others, environment=incident.context.get("environment", ""),
-            canary_id=incident.source.canary_id,
+            observation_id=derived_id(event.event_id, self.name), incident_id=incident.incident_id,
+            deployment=incident.deployment, finding=_bounded(diagnosis.primary), others=others,
+            environment=incident.context.get("environment", ""), canary_id=incident.source.canary_id,
         )
         return [(stream, event.follow(out, self.name))]

@@ -15,10 +15,11 @@ def registered() -> list[Projection]:
     from projections.intents import IntentsProjection
     from projections.promotions import PromotionsProjection
     from projections.rate_limit import RateLimitProjection
+    from projections.rulesets import RuleSetsProjection
     from projections.runs import RunsProjection
 
     return [EventCountsProjection(), BaselinesProjection(), IntentsProjection(), RateLimitProjection(),
-            RunsProjection(), PromotionsProjection(), AlertsProjection()]
+            RunsProjection(), PromotionsProjection(), AlertsProjection(), RuleSetsProjection()]
 
 
 def rebuild(store: EventStore, *, as_of: int | None = None,

@@ -201,7 +201,7 @@ def _allowed(error: dict) -> str:
     return f"; allowed: {' and '.join(bounds)}" if bounds else ""
 
 
-def _describe(source: str, exc: ValidationError) -> str:
+def describe_validation_error(source: str, exc: ValidationError) -> str:
     parts = []
     for error in exc.errors():
         key = ".".join(str(p) for p in error["loc"]) or "(top level)"
@@ -222,7 +222,7 @@ def parse_settings(text: str, source: str = "selfheal.toml") -> Settings:
     try:
         return Settings.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_describe(source, exc)) from None
+        raise ConfigError(describe_validation_error(source, exc)) from None
 
 
 def load_settings(path: str | os.PathLike | None) -> Settings:

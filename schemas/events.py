@@ -428,6 +428,54 @@ class AlertDelivered(Event, frozen=True, kw_only=True):
     detail: str = ""
 
 
+# -- 8. rule evolution ----------------------------------------------------------------------
+
+class VerdictRecorded(Event, frozen=True, kw_only=True):
+    """A person's judgement of an incident: the labelled corpus rules are measured against."""
+
+    incident_id: str
+    kind: str  # a finding kind, or "none" for no configuration failure
+    by: str
+    note: str = ""
+
+
+class RuleSetProposed(Event, frozen=True, kw_only=True):
+    """A candidate rule set, with its full text, so any later replay can load it from the log."""
+
+    ruleset_id: str
+    version: str
+    source: str
+    text: str
+
+
+class RuleSetShadowed(Event, frozen=True, kw_only=True):
+    """A shadow evaluation: every captured incident replayed through candidate and active rules."""
+
+    ruleset_id: str
+    against: str
+    report_hash: str
+    incidents: int
+    agreements: int
+    disagreements: list[dict[str, str]] = []
+    precision: float | None = None
+    recall: float | None = None
+    labelled: int = 0
+
+
+class RuleSetApproved(Event, frozen=True, kw_only=True):
+    ruleset_id: str
+    report_hash: str
+    by: str
+    note: str = ""
+
+
+class RuleSetActivated(Event, frozen=True, kw_only=True):
+    ruleset_id: str
+    version: str
+    by: str
+    report_hash: str
+
+
 #: every event type, by tag; the one place that lists what the log can hold
 AnyEvent = Union[
     IncidentCaptured, ObservationMade, IncidentUnmatched,
@@ -438,6 +486,7 @@ AnyEvent = Union[
     PromotionApproved, PromotionRejected, PromotionLapsed, PromotionNotCommitted,
     BaselineImported, BaselineCommitStarted, BaselineCommitted, ReloadRequested, VerificationFinished,
     RollbackStarted, RolledBack, AlertRaised, AlertDelivered,
+    VerdictRecorded, RuleSetProposed, RuleSetShadowed, RuleSetApproved, RuleSetActivated,
 ]
 
 EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in AnyEvent.__args__}

@@ -1,0 +1,266 @@
+"""Replay: captured incidents through the whole loop again, in a scratch store, with the
+recorded effects standing in for new ones, and a report of where the decisions differ.
+
+Nothing is executed: a canary for a configuration that ran before returns its recorded
+result; one that never ran is answered by the simulator from the recorded environment
+(sim deployments) and marked so, or reported as having no recorded result. Pre-flight
+reads the last snapshot recorded for the deployment. Decisions stop at the promotion or
+escalation: commits, reloads and alert deliveries are effects on production and are never
+replayed. Incidents keep their ids and times, so derived ids are the same and a replay of
+a replay is identical.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from datetime import datetime
+
+import msgspec
+
+from edges.canary import CanaryOutcome
+from edges.deployments import DeploymentEdges
+from edges.inventory import InventoryUnavailable
+from eventstore.store import EventStore, Pending, Recorded, memory_store
+from handlers import loop
+from handlers.observe import ObserveIncident
+from projections import view_as_of
+from schemas.config import Settings
+from schemas.events import CanaryMeasurements, GpuSnapshot
+from schemas.serving import ServingConfig
+
+RECORDED = "[selfheal replay] recorded result of canary {}"
+SIMULATED = "[selfheal replay] no canary ran for this configuration: simulated from the recorded environment"
+MISSING = "[selfheal replay] no canary ran for this configuration and none can be simulated"
+
+#: handlers whose effects reach production: never run in a replay
+EFFECTS_ON_PRODUCTION = {"commit", "commit-write", "reload-verify", "rollback", "alert-deliver"}
+
+
+class RecordedEffects(msgspec.Struct):
+    canaries: dict[tuple[str, ServingConfig], tuple[str, CanaryMeasurements, str]] = {}
+    snapshots: dict[str, list[GpuSnapshot]] = {}
+
+
+def recorded_effects(events: Iterable[Recorded]) -> RecordedEffects:
+    """Canary results by (deployment, config) and the last GPU snapshot of each deployment."""
+    effects = RecordedEffects()
+    candidates: dict[str, tuple[str, ServingConfig]] = {}
+    logs: dict[str, str] = {}
+    for r in events:
+        e = r.event
+        if r.type == "CandidateProposed":
+            candidates[e.candidate_id] = (e.deployment, e.config)
+        elif r.type == "IncidentCaptured" and e.source.kind == "canary":
+            logs[e.incident_id] = e.raw_text
+        elif r.type == "CanaryCompleted" and e.candidate_id in candidates:
+            key = candidates[e.candidate_id]
+            effects.canaries[key] = (e.canary_id, e.measurements, logs.get(e.log_incident_id or "", ""))
+        elif r.type in ("PreflightPassed", "PreflightRejected") and e.snapshot and e.candidate_id in candidates:
+            effects.snapshots[candidates[e.candidate_id][0]] = list(e.snapshot)
+    return effects
+
+
+class ReplayCanary:
+    name = "replay"
+    simulated = False
+
+    def __init__(self, deployment: str, effects: RecordedEffects, original: DeploymentEdges | None):
+        self.deployment, self.effects, self.original = deployment, effects, original
+        self.answers: list[str] = []
+
+    def run(self, config, started_at: datetime, on_launch=None, *, canary_id=None) -> CanaryOutcome:
+        found = self.effects.canaries.get((self.deployment, config))
+        if found is not None:
+            canary, measurements, log = found
+            self.answers.append("recorded")
+            return CanaryOutcome(measurements=measurements, log_text=RECORDED.format(canary) + "\n" + log)
+        if self.original is not None and self.original.backend.simulated:
+            outcome = self.original.backend.run(config, started_at)
+            self.answers.append("simulated")
+            return msgspec.structs.replace(outcome, log_text=SIMULATED + "\n" + outcome.log_text)
+        self.answers.append("missing")
+        return CanaryOutcome(measurements=CanaryMeasurements(started=False, passed_load=False,
+                                                             failure_kind="not_recorded", excerpt=MISSING),
+                             log_text=MISSING)
+
+
+class ReplayInventory:
+    def __init__(self, snapshot: list[GpuSnapshot] | None, original: DeploymentEdges | None):
+        self.snapshot_, self.original = snapshot, original
+
+    def snapshot(self) -> list[GpuSnapshot]:
+        if self.snapshot_:
+            return self.snapshot_
+        if self.original is not None and self.original.backend.simulated:
+            return self.original.inventory.snapshot()  # a scenario file: no effect
+        raise InventoryUnavailable("no GPU snapshot recorded for this deployment", source="replay")
+
+
+def decisions(events: list[Recorded]) -> dict:
+    """What was decided about one incident, in words that compare across logs."""
+    out: dict = {"observation": None, "intent": None, "gate": None, "candidates": [], "outcome": None}
+    for r in events:
+        e, t = r.event, r.type
+        if t == "ObservationMade" and not e.canary_id:
+            out["observation"] = f"{e.finding.kind} ({e.finding.rule} v{e.finding.rule_version})"
+        elif t == "IncidentUnmatched" and out["observation"] is None:
+            out["observation"] = "no finding"
+        elif t == "IntentRaised":
+            out["intent"] = f"{e.action} {dict(sorted(e.seed_fix.items()))}" if e.action == "tune" else "alert"
+        elif t == "IntentDeduplicated":
+            out["intent"] = "deduplicated"
+        elif t == "RunStarted":
+            out["gate"] = "started"
+        elif t == "RunRefused":
+            out["gate"] = f"refused: {e.reason}"
+        elif t == "CandidateProposed":
+            out["candidates"].append(dict(sorted(e.changes.items())))
+        elif t == "PromotionProposed":
+            out["outcome"] = f"promoted {msgspec.json.encode(e.config).decode()}"
+        elif t == "EscalationRaised":
+            out["outcome"] = f"escalated: {e.reason.split(' (')[0]}"
+        elif t == "IntentArchived" and out["outcome"] is None:
+            out["outcome"] = e.outcome
+    return out
+
+
+class IncidentReplay(msgspec.Struct):
+    incident_id: str
+    deployment: str
+    occurred_at: str
+    original: dict
+    replayed: dict
+    differs: list[str]
+
+
+class ReplayReport(msgspec.Struct):
+    incidents: int
+    differing: int
+    canary_answers: dict[str, int]
+    results: list[IncidentReplay]
+
+
+def _chain(store: EventStore, incident_id: str) -> list[Recorded]:
+    from eventstore.audit import events
+    from eventstore.store import typed
+
+    return [typed(row) for row in events(store, correlation=incident_id)]
+
+
+def apply_overrides(settings: Settings, assignments: Iterable[str], mode: str | None) -> Settings:
+    """`--set rate_limit.runs=5` style overrides, validated like the config file."""
+    import tomllib
+
+    from pydantic import ValidationError
+
+    from schemas.config import ConfigError, describe_validation_error
+
+    data = settings.model_dump(mode="json")
+    for assignment in assignments:
+        key, sep, raw = assignment.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. rate_limit.runs=5")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw  # a bare word: take it as a string
+        node = data
+        *path, last = key.split(".")
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = value
+    if mode:
+        data["mode"] = mode
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error("--set", exc)) from None
+
+
+def replay(store: EventStore, settings: Settings, deployments: dict[str, DeploymentEdges], *,
+           since: str | None = None, until: str | None = None, ruleset=None,
+           mode: str | None = None) -> ReplayReport:
+    """Replay every captured incident (not canary logs) between `since` and `until`."""
+    originals = list(store.read())
+    effects = recorded_effects(originals)
+    edges = {name: dataclasses.replace(d, backend=ReplayCanary(name, effects, d),
+                                       inventory=ReplayInventory(effects.snapshots.get(name), d))
+             for name, d in deployments.items()}
+    scratch = memory_store()
+    handlers = [h for h in loop.handlers(settings, edges, mode or settings.mode)
+                if h.name not in EFFECTS_ON_PRODUCTION]
+    if ruleset is not None:
+        handlers = [ObserveIncident(edges, settings.observer.safety_buffer, ruleset) if h.name == "observe" else h
+                    for h in handlers]
+    runner = loop.Runner(scratch, handlers, loop.projections.registered())
+    results = []
+    for r in originals:
+        if r.type == "BaselineImported":
+            scratch.append(r.stream, [Pending(event=r.event, event_id=r.event_id, occurred_at=r.occurred)])
+            continue
+        if r.type != "IncidentCaptured" or r.event.source.kind == "canary" or r.event.deployment not in edges:
+            continue
+        if (since and r.occurred_at < since) or (until and r.occurred_at >= until):
+            continue
+        scratch.append(r.stream, [Pending(event=r.event, event_id=r.event_id, occurred_at=r.occurred,
+                                          correlation_id=r.correlation_id)])
+        runner.run_until_idle()
+        before, after = decisions(_chain(store, r.event_id)), decisions(_chain(scratch, r.event_id))
+        differs = [k for k in before if before[k] != after[k]]
+        results.append(IncidentReplay(incident_id=r.event.incident_id, deployment=r.event.deployment,
+                                      occurred_at=r.occurred_at, original=before, replayed=after, differs=differs))
+    answers: dict[str, int] = {}
+    for d in edges.values():
+        for answer in d.backend.answers:
+            answers[answer] = answers.get(answer, 0) + 1
+    return ReplayReport(incidents=len(results), differing=sum(1 for x in results if x.differs),
+                        canary_answers=answers, results=results)
+
+
+BUNDLE_FORMAT = 1
+
+
+def export_bundle(store: EventStore, settings: Settings, incident_id: str) -> list[str]:
+    """The incident, every event of its chain, the deployment's baseline and its settings,
+    as JSON Lines: everything `replay_bundle` needs on another machine."""
+    from eventstore.audit import events, row_json
+
+    found = [r for r in store.read(types=["IncidentCaptured"]) if r.event.incident_id.startswith(incident_id)]
+    if len(found) != 1:
+        raise LookupError(f"incident {incident_id!r}: " + ("no such incident" if not found else "ambiguous"))
+    incident = found[0]
+    deployment = incident.event.deployment
+    header = {"selfheal_bundle": BUNDLE_FORMAT, "incident_id": incident.event.incident_id, "deployment": deployment,
+              "settings": settings.model_dump(mode="json", include={"mode", "rate_limit", "observer", "tournament",
+                                                                       "preflight"})
+              | {"deployments": {deployment: settings.deployments[deployment].model_dump(mode="json")}
+                 if deployment in settings.deployments else {}}}
+    lines = [msgspec.json.encode(header).decode()]
+    lines += [row_json(row) for row in events(store, stream=f"deployment-{deployment}", types=["BaselineImported"])]
+    lines += [row_json(row) for row in events(store, correlation=incident.correlation_id or incident.event_id)]
+    return lines
+
+
+def import_bundle(lines: Iterable[str], source: str = "bundle") -> tuple[Settings, EventStore]:
+    """A scratch store holding a bundle's events exactly (ids, streams, times), and its settings."""
+    from eventstore.recorder import NewEvent
+
+    lines = [line for line in lines if line.strip()]
+    try:
+        header = msgspec.json.decode(lines[0]) if lines else {}
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"{source}: line 1: not JSON: {exc}") from None
+    if not isinstance(header, dict) or header.get("selfheal_bundle") != BUNDLE_FORMAT:
+        raise ValueError(f"{source}: line 1: not a selfheal bundle (format {BUNDLE_FORMAT})")
+    settings = Settings.model_validate(header["settings"])
+    store = memory_store()
+    for number, line in enumerate(lines[1:], start=2):
+        try:
+            row = msgspec.json.decode(line)
+            store.recorder.append(row["stream"], [NewEvent(
+                event_id=row["event_id"], type=row["type"], schema_version=row["schema_version"],
+                occurred_at=row["occurred_at"], data=msgspec.json.encode(row["data"]).decode(),
+                correlation_id=row["correlation_id"], causation_id=row["causation_id"])])
+        except (msgspec.DecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"{source}: line {number}: not an event row: {exc}") from None
+    return settings, store
