@@ -287,6 +287,9 @@ def run_load(host: str, port: int, model: str, config: ServingConfig, load: Load
 
 # --- the backend --------------------------------------------------------------------------------
 
+_PLACEHOLDER = re.compile(r"\{(?:model|port|host)\}")
+
+
 class VllmCanaryBackend:
     name = "vllm"
     simulated = False
@@ -305,14 +308,10 @@ class VllmCanaryBackend:
         self.last_run: RunDetails | None = None
 
     def argv(self, config: ServingConfig, port: int) -> list[str]:
-        # plain replacement, not str.format: other braces in the template (JSON flags) stay as written
+        # one pass over each item, not str.format: other braces (JSON flags) stay as written, and
+        # a value that itself contains "{host}" or "{port}" is never substituted again
         subst = {"{model}": self.model, "{port}": str(port), "{host}": self.host}
-        out = []
-        for item in self.command:
-            for key, value in subst.items():
-                item = item.replace(key, value)
-            out.append(item)
-        return out + config.cli_args()
+        return [_PLACEHOLDER.sub(lambda m: subst[m.group(0)], item) for item in self.command] + config.cli_args()
 
     def run(self, config: ServingConfig, started_at: datetime, on_launch: Callable[[Launch], None] | None = None,
             *, canary_id: str | None = None) -> CanaryOutcome:

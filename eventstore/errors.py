@@ -52,3 +52,11 @@ class UnknownEventType(StoreError):
 
 class CorruptEvent(StoreError):
     """A stored row's body does not decode into its declared type."""
+
+
+class StoreFull(StoreError):
+    """The disk (or the log's size limit) is full: the append was rolled back whole."""
+
+
+class CorruptLog(StoreError):
+    """The file is damaged: a page SQLite cannot read, or a row with required columns empty."""

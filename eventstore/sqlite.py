@@ -22,8 +22,8 @@ from pathlib import Path
 import sqlite_utils
 
 from eventstore.errors import (
-    CheckpointConflict, ConcurrencyError, DuplicateEventConflict, LogMissing, NewerFormat,
-    NotASelfhealLog, StoreBusy,
+    CheckpointConflict, ConcurrencyError, CorruptLog, DuplicateEventConflict, LogMissing, NewerFormat,
+    NotASelfhealLog, StoreBusy, StoreFull,
 )
 from eventstore.hashing import GENESIS, chain_rows, verify_rows
 from eventstore.recorder import (
@@ -149,7 +149,7 @@ class SQLiteRecorder(Recorder):
             self._conn.execute(f"PRAGMA user_version={FORMAT_VERSION}")
             self._conn.execute("COMMIT")
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            self._rollback()
             raise
 
     # -- transactions ------------------------------------------------------------------
@@ -166,6 +166,24 @@ class SQLiteRecorder(Recorder):
                     raise StoreBusy(f"{self.path}: still locked by other writers after "
                                     f"{self._max_busy_retries} retries") from None
                 time.sleep(min(0.5, 0.01 * 2 ** attempt))
+
+    def _rollback(self) -> None:
+        # SQLite may have rolled back already (a full disk does): a second ROLLBACK would
+        # raise "no transaction is active" and hide the real error
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
+
+    def _rows(self, query: str, params) -> list[tuple]:
+        """Rows of a read; a damaged file or row is one StoreError naming the file (and position)."""
+        try:
+            rows = self._conn.execute(query, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise CorruptLog(f"{self.path}: the log is damaged ({exc}); `selfheal verify` tells where") from None
+        for row in rows:
+            if row[10] is None or None in row[:8]:
+                raise CorruptLog(f"{self.path}: position {row[0]}: damaged row (a required column is empty); "
+                                 "`selfheal verify` tells where the log breaks")
+        return rows
 
     def _head(self) -> tuple[int, str]:
         row = self._conn.execute("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1").fetchone()
@@ -245,8 +263,14 @@ class SQLiteRecorder(Recorder):
                 )
             self._conn.execute("COMMIT")
             return positions
+        except sqlite3.OperationalError as exc:
+            self._rollback()
+            if "full" in str(exc):
+                raise StoreFull(f"{self.path}: the disk is full (or the log reached its size limit): "
+                                "nothing of this append was recorded") from None
+            raise
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            self._rollback()
             raise
 
     # -- reading -------------------------------------------------------------------------
@@ -262,9 +286,8 @@ class SQLiteRecorder(Recorder):
             where.append("position <= ?")
             params.append(until)
         query = f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY position LIMIT {int(page)}"
-        execute = self._conn.execute
         while True:
-            rows = execute(query, (after, *params)).fetchall()
+            rows = self._rows(query, (after, *params))
             for row in rows:
                 yield StoredEvent(*row)
             if len(rows) < page:
@@ -288,7 +311,7 @@ class SQLiteRecorder(Recorder):
         after, remaining = where.after, limit
         while remaining is None or remaining > 0:
             page = 1000 if remaining is None else min(1000, remaining)
-            rows = self._conn.execute(f"{base} ORDER BY position LIMIT {page}", (after, *params)).fetchall()
+            rows = self._rows(f"{base} ORDER BY position LIMIT {page}", (after, *params))
             for row in rows:
                 yield StoredEvent(*row)
             if len(rows) < page:
@@ -298,8 +321,7 @@ class SQLiteRecorder(Recorder):
                 remaining -= len(rows)
 
     def read_stream(self, stream: str, after_version: int = 0) -> Iterator[StoredEvent]:
-        rows = self._conn.execute(f"{_SELECT} WHERE stream = ? AND version > ? ORDER BY version",
-                                  (stream, after_version)).fetchall()
+        rows = self._rows(f"{_SELECT} WHERE stream = ? AND version > ? ORDER BY version", (stream, after_version))
         for row in rows:
             yield StoredEvent(*row)
 
@@ -336,8 +358,11 @@ class SQLiteRecorder(Recorder):
         def rows():
             after = 0
             while True:
-                page = self._conn.execute(f"{_SELECT} WHERE position > ? ORDER BY position LIMIT 5000",
-                                          (after,)).fetchall()
+                try:
+                    page = self._conn.execute(f"{_SELECT} WHERE position > ? ORDER BY position LIMIT 5000",
+                                              (after,)).fetchall()
+                except sqlite3.DatabaseError as exc:
+                    raise CorruptLog(f"{self.path}: the log is damaged after position {after} ({exc})") from None
                 yield from page
                 if len(page) < 5000:
                     return

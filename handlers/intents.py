@@ -45,6 +45,10 @@ def bound_seed(current: ServingConfig, fix: dict, direction: dict, bounds: Actua
             target = actuator.min
         snap = actuator.floor if way == "decrease" else actuator.ceil
         value = snap(target)
+        if not actuator.contains(value):
+            # the grid point beyond the target lies outside the bounds (a max off the grid)
+            problems.append(f"needs {name}={value:g} on the actuator's grid, outside [{actuator.min:g}, {actuator.max:g}]")
+            continue
         now = getattr(current, name)
         if (way == "increase" and value < now) or (way == "decrease" and value > now):
             problems.append(f"the fix would {way} {name} to {value:g} from {now:g}")

@@ -18,6 +18,9 @@ Handlers never read the wall clock: times come from the event (`Recorded.follow`
 from __future__ import annotations
 
 import abc
+import contextlib
+import fcntl
+from pathlib import Path
 from collections.abc import Iterable, Sequence
 
 import msgspec
@@ -49,6 +52,34 @@ class RunReport(msgspec.Struct):
     position: int = 0
 
 
+_held: dict[str, int] = {}
+
+
+@contextlib.contextmanager
+def _exclusive(store: EventStore):
+    """An exclusive lock between processes; re-entrant within one (runners nested in a test)."""
+    path = getattr(store.recorder, "path", None)
+    if path is None:  # an in-memory log lives in one process
+        yield
+        return
+    key = f"{Path(path).resolve()}.runner-lock"
+    if _held.get(key):
+        _held[key] += 1
+        try:
+            yield
+        finally:
+            _held[key] -= 1
+        return
+    with open(key, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _held[key] = 1
+        try:
+            yield
+        finally:
+            _held[key] = 0
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _group(emitted: Emitted) -> list[tuple[str, list[Pending]]]:
     batches: dict[str, list[Pending]] = {}
     for stream, pending in emitted:
@@ -71,7 +102,14 @@ class Runner:
         """Handle every pending event, and the events that produces, until none is left.
 
         `max_events` bounds how many log positions are examined (for `--follow` loops).
+        Runners of one log file take turns (an exclusive lock beside it): the checkpoint
+        compare-and-set keeps the log exact on its own, but an effect (a canary) happens
+        before its commit, so two runners must never work on the same event at once.
         """
+        with _exclusive(self.store):
+            return self._run(max_events)
+
+    def _run(self, max_events: int | None) -> RunReport:
         report = RunReport()
         recorder = self.store.recorder
         stored = recorder.checkpoints()
@@ -82,14 +120,23 @@ class Runner:
             page = list(self.store.read(cursor, until=cursor + self.page))
             if not page:
                 break
+            behind = False
             for event in page:
                 for handler in self.handlers:
                     if committed[handler.name] < event.position and event.type in handler.subscribes_to:
                         self._handle(handler, event, committed, report)
+                        behind = behind or committed[handler.name] < event.position
+                if behind:
+                    break
                 cursor = report.position = event.position
                 examined += 1
                 if max_events is not None and examined >= max_events:
                     break
+            if behind:
+                # another runner's checkpoint stands below this event: go back to it, so no
+                # event between the two is skipped
+                cursor = min(committed.values())
+                continue
             # handlers that had nothing to do on this page move past it in one write each
             for handler in self.handlers:
                 if committed[handler.name] < cursor:
@@ -110,9 +157,10 @@ class Runner:
         try:
             self.store.append_many(_group(emitted), CheckpointAdvance(name, committed[name], position))
         except CheckpointConflict as conflict:
-            # another runner handled these events; take its checkpoint and drop our output
+            # another runner moved this checkpoint: drop our output and take its position as
+            # the truth, ahead of ours or behind it (then the caller goes back to it)
             report.conflicts += 1
-            committed[name] = max(committed[name], conflict.actual)
+            committed[name] = conflict.actual
             return False
         committed[name] = position
         return True

@@ -39,7 +39,8 @@ class Actuator(msgspec.Struct, frozen=True, kw_only=True):
         return _tidy(min(self.max, max(self.min, value)), self.step)
 
     def grid(self) -> list[float]:
-        n = int(round((self.max - self.min) / self.step))
+        # floor, not round: a max off the grid must not put a value above it
+        n = int(math.floor((self.max - self.min) / self.step + 1e-9))
         return [_tidy(self.min + i * self.step, self.step) for i in range(n + 1)]
 
 
