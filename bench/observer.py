@@ -1,0 +1,154 @@
+"""Observer benchmark: the full built-in rule pack over a large vLLM log, against a plain loop.
+
+Prints one JSON object. The log is built here from the captured samples in
+tests/observer/samples/ (and real/): what a serving vLLM writes most of the time (access-log
+lines and the periodic engine stats line, with their numbers varied), a full startup block
+at every restart, and, rarely, one of the captured failures followed by a restart.
+
+- ours: read the file and call `handlers.observer.diagnose` once on its text (the public
+  entry point; the observer is not tuned or bypassed here);
+- baseline: a plain Python loop over the same file's lines that tests one literal per line,
+  which is the least any line-oriented observer must do.
+
+    python bench/observer.py            # 1,000,000 lines
+    python bench/observer.py --quick    # 50,000 lines, for CI smoke runs
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from handlers.observer import diagnose  # noqa: E402
+
+SAMPLES = ROOT / "tests" / "observer" / "samples"
+LITERAL = "CUDA out of memory"
+# restarts (a full healthy startup block each) and captured failures (each followed by a
+# restart) per log, whatever its size: a server restarted a few times a day that crashed a
+# few times, at 1,000,000 lines about one restart per 50,000 lines
+RESTARTS = 20
+FAILURES = 8
+
+
+def samples() -> tuple[list[list[str]], list[tuple[str, list[str]]]]:
+    """(healthy startup blocks, [(name, failing capture)]) from the sample folders."""
+    healthy, failing = [], []
+    for path in sorted(SAMPLES.glob("*.log")) + sorted((SAMPLES / "real").glob("*.log")):
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        if "healthy" in path.name:
+            healthy.append(lines)
+        else:
+            failing.append((f"{path.parent.name}/{path.name}", lines))
+    return healthy, failing
+
+
+# steady-state traffic, in the wording of the samples' own access-log and stats lines
+# (samples/healthy_startup_v1.log, samples/real/healthy-startup.log); the numbers vary per line
+_ACCESS = ('(APIServer pid=99) INFO:     127.0.0.1:{port} - "{route}" 200 OK')
+_ROUTES = ("POST /v1/chat/completions HTTP/1.1", "POST /v1/chat/completions HTTP/1.1",
+           "POST /v1/completions HTTP/1.1", "POST /v1/chat/completions HTTP/1.1",
+           "GET /health HTTP/1.1", "GET /metrics HTTP/1.1")
+_STATS = ("(APIServer pid=99) INFO 11-24 {hh:02d}:{mm:02d}:{ss:02d} [loggers.py:123] Engine 000: "
+          "Avg prompt throughput: {pt:.1f} tokens/s, Avg generation throughput: {gt:.1f} tokens/s, "
+          "Running: {run} reqs, Waiting: {wait} reqs, GPU KV cache usage: {kv:.1f}%, Prefix cache hit rate: {hit:.1f}%")
+
+
+def traffic_line(i: int) -> str:
+    if i % 10 == 9:  # the stats line, every 10 s on a server handling a request or so per second
+        t = i // 10
+        return _STATS.format(hh=(6 + t // 3600) % 24, mm=t // 60 % 60, ss=t % 60, pt=50 + i % 700 * 0.7,
+                             gt=20 + i % 300 * 0.5, run=i % 17, wait=i % 3, kv=i % 997 / 10, hit=i % 50 / 2)
+    return _ACCESS.format(port=30000 + i * 7919 % 30000, route=_ROUTES[i % len(_ROUTES)])
+
+
+def build_log(path: Path, total: int) -> dict:
+    """Write a `total`-line log; returns what was spliced in."""
+    healthy, failing = samples()
+    out: list[str] = []
+    restarts = failures = traffic = 0
+    spliced: list[str] = []
+    restart_every, failure_every = total // (RESTARTS + 1), total // (FAILURES + 1)
+    out.extend(healthy[0])
+    while len(out) < total:
+        if traffic and traffic % failure_every == 0:
+            name, lines = failing[failures % len(failing)]
+            out.extend(lines)
+            spliced.append(name)
+            failures += 1
+            out.extend(healthy[restarts % len(healthy)])
+            restarts += 1
+        elif traffic and traffic % restart_every == 0:
+            out.extend(healthy[restarts % len(healthy)])
+            restarts += 1
+        out.append(traffic_line(traffic))
+        traffic += 1
+    del out[total:]
+    path.write_text("\n".join(out) + "\n", encoding="utf-8")
+    return {"lines": total, "bytes": path.stat().st_size, "traffic_lines": traffic, "restarts": restarts,
+            "failures_spliced": spliced}
+
+
+def run_ours(path: Path) -> tuple[float, object]:
+    start = time.perf_counter()
+    text = path.read_text(encoding="utf-8", errors="replace")
+    result = diagnose(text)
+    return time.perf_counter() - start, result
+
+
+def run_baseline(path: Path) -> tuple[float, int]:
+    start = time.perf_counter()
+    hits = 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if LITERAL in line:
+                hits += 1
+    return time.perf_counter() - start, hits
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (seconds, not minutes)")
+    parser.add_argument("--lines", type=int, help="log size in lines (default 1,000,000; 50,000 with --quick)")
+    args = parser.parse_args()
+    total = args.lines or (50_000 if args.quick else 1_000_000)
+    repeats = 1 if args.quick else 3
+    with tempfile.TemporaryDirectory(prefix="selfheal-bench-") as tmp:
+        path = Path(tmp) / "vllm.log"
+        log = build_log(path, total)
+        run_baseline(path)  # warm the page cache, so neither side pays for the first read
+        # best of `repeats`: the figure least disturbed by other work on the machine
+        ours_runs, base_runs = [], []
+        for _ in range(repeats):
+            seconds, result = run_ours(path)
+            ours_runs.append(seconds)
+            base_seconds, hits = run_baseline(path)
+            base_runs.append(base_seconds)
+    ours_s, base_s = min(ours_runs), min(base_runs)
+    ours_lps, base_lps = total / ours_s, total / base_s
+    out = {
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "log": log,
+        "ours": {"seconds": round(ours_s, 3), "lines_per_s": round(ours_lps), "runs_s": [round(s, 3) for s in ours_runs],
+                 "findings": len(result.findings), "kinds": sorted({f.kind for f in result.findings}),
+                 "primary": result.primary.kind if result.primary else None},
+        "baseline": {"what": f"for line in file: if {LITERAL!r} in line", "seconds": round(base_s, 3),
+                     "lines_per_s": round(base_lps), "runs_s": [round(s, 3) for s in base_runs], "hits": hits},
+        "ratio": round(ours_lps / base_lps, 3),
+    }
+    out["targets"] = {
+        "ratio>=0.5": {"value": out["ratio"], "met": out["ratio"] >= 0.5},
+        "lines_per_s>=1000000": {"value": out["ours"]["lines_per_s"], "met": ours_lps >= 1_000_000},
+    }
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
