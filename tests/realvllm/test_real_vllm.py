@@ -78,8 +78,10 @@ def test_backend_starts_loads_and_stops_a_real_server(real_env, tiny_model):
 @pytest.mark.parametrize("name, config, extra, kind, numbers", [
     ("max_model_len over the KV cache", GOOD.changed(max_model_len=4096), ("--kv-cache-memory-bytes", "1048576"),
      "max_model_len_exceeds_kv_cache", {"max_model_len": 4096, "estimated_max_model_len": 896}),
+    # the node's memory is the machine's (8.34 GiB on one run here, 23.5 on another): check
+    # the relation vLLM prints, budget = utilization x node total, not a fixed figure
     ("CPU KV allocation", GOOD.changed(gpu_memory_utilization=0.02), (),
-     "no_kv_cache_memory", {"budget_gib": 0.17}),
+     "no_kv_cache_memory", lambda n: abs(n["budget_gib"] - 0.02 * n["total_gib"]) <= 0.01 and n["requested_kv_gib"] < 0),
     ("max_model_len above the derived length", GOOD.changed(max_model_len=16384), (),
      "other_config_error", {"max_model_len": 16384, "derived_max_model_len": 8192}),
 ])
@@ -89,8 +91,11 @@ def test_each_real_failure_is_observed(real_env, tiny_model, name, config, extra
     assert outcome.measurements.failure_kind == kind
     primary = diagnose(outcome.log_text).primary
     assert primary is not None and primary.kind == kind
-    for key, value in numbers.items():
-        assert primary.numbers[key] == value
+    if callable(numbers):
+        assert numbers(primary.numbers), primary.numbers
+    else:
+        for key, value in numbers.items():
+            assert primary.numbers[key] == value
     print(f"\n{name}: {primary.evidence[0][:220]}")
 
 
