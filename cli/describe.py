@@ -69,6 +69,46 @@ def describe(r: Recorded) -> str:
         return f"run {e.run_id[:8]} finished: {e.outcome} after {e.canaries} canaries"
     if t == "IntentArchived":
         return f"intent {e.intent_id[:8]} archived: {e.outcome}"
+    return _stage7(e, t)
+
+
+def _stage7(e, t: str) -> str:
+    if t == "PromotionNotCommitted":
+        return f"promotion {e.promotion_id[:8]} not committed: {e.reason}"
+    if t == "PromotionApproved":
+        return f"promotion {e.promotion_id[:8]} approved by {e.by} (evidence {e.evidence_hash[:19]})"
+    if t == "PromotionRejected":
+        return f"promotion {e.promotion_id[:8]} rejected by {e.by}"
+    if t == "PromotionLapsed":
+        return f"promotion {e.promotion_id[:8]} lapsed: {e.reason}"
+    if t == "BaselineCommitStarted":
+        return f"{e.deployment}: committing v{e.version} to {e.path}"
+    if t == "BaselineCommitted":
+        return f"{e.deployment}: v{e.version} written ({'changed' if e.changed else 'already in place'})"
+    if t == "ReloadRequested":
+        return f"{e.deployment}: reload for the {e.purpose} ({e.method} {e.target})".rstrip()
+    if t == "VerificationFinished":
+        return f"{e.deployment}: {e.purpose} {'verified' if e.healthy else 'FAILED verification'}: {e.detail}"
+    if t == "RollbackStarted":
+        return f"{e.deployment}: rolling back to v{e.restore_version}: {e.reason}"
+    if t == "RolledBack":
+        return f"{e.deployment}: v{e.restored_version} restored"
+    if t == "AlertRaised":
+        return f"ALERT {e.kind}: {e.summary}"
+    if t == "AlertDelivered":
+        return f"alert {e.alert_id[:8]} to {e.sink}: {'delivered' if e.ok else 'FAILED'} after {len(e.attempts)} attempts"
+    if t == "CanaryLaunched":
+        return f"canary {e.canary_id[:8]} launched: pid {e.pid}, port {e.port}"
+    if t == "CanaryOrphanReaped":
+        return f"orphaned canary pid {e.pid} stopped ({e.signal or 'already gone'})"
+    if t == "VerdictRecorded":
+        return f"incident {e.incident_id[:8]} judged {e.kind} by {e.by}"
+    if t == "RuleSetProposed":
+        return f"rule set {e.ruleset_id[:19]} ({e.version}) proposed from {e.source}"
+    if t == "RuleSetShadowed":
+        return f"rule set {e.ruleset_id[:19]} shadowed: {e.agreements}/{e.incidents} agree"
+    if t in ("RuleSetApproved", "RuleSetActivated"):
+        return f"rule set {e.ruleset_id[:19]} {'approved' if t == 'RuleSetApproved' else 'activated'} by {e.by}"
     return t
 
 
