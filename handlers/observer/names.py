@@ -85,29 +85,3 @@ class Failed:
 
     def __init__(self, error: ExprError):
         self.error = error
-
-
-
-
-def is_number(v) -> bool:
-    if isinstance(v, float):
-        return math.isfinite(v)
-    return isinstance(v, int) and not isinstance(v, bool) and abs(v) <= MAX_INT
-
-
-ABSENT = object()  # what `Env.values.get` gives for a name without a value
-
-
-def is_known(values: Mapping[str, object], key: str) -> bool:
-    value = values.get(key, ABSENT)
-    return value is not ABSENT and type(value) is not Failed
-
-
-class Failed:
-    """A derived value whose computation failed for a reason other than a missing name: using it
-    raises that error again (so the fix is "not computable", as the reason deserves)."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: ExprError):
-        self.error = error
