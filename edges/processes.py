@@ -132,10 +132,30 @@ def carries_marker(pid: int, canary_id: str) -> bool:
 
 def marked_processes(canary_id: str) -> list[int]:
     """Every live process carrying the marker of `canary_id` (what must be empty after a canary)."""
+    return [pid for pid in _live() if carries_marker(pid, canary_id)]
+
+
+def processes_marked_with(prefix: str = "") -> list[int]:
+    """Every live process whose marker value starts with `prefix` ("": any canary or
+    supervised server at all): what tests check is empty after they stop their processes."""
+    needle = f"{MARKER}={prefix}".encode()
+    out = []
+    for pid in _live():
+        try:
+            environ = (_PROC / str(pid) / "environ").read_bytes()
+        except OSError:
+            continue
+        if any(item.startswith(needle) for item in environ.split(b"\0")):
+            out.append(pid)
+    return out
+
+
+def _live() -> list[int]:
+    """Pids of processes that are neither zombies nor gone."""
     out = []
     for pid in _pids():
         st = _stat(pid)
-        if st is not None and st[0] not in ("Z", "X") and carries_marker(pid, canary_id):
+        if st is not None and st[0] not in ("Z", "X"):
             out.append(pid)
     return out
 

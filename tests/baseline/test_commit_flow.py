@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 import yaml
 
 from edges import deployments
-from edges.processes import free_loopback_port, marked_processes
+from edges.processes import free_loopback_port, processes_marked_with
 from edges.reload import wait_healthy
 from eventstore import Pending, new_id, open_store
 from handlers import loop
@@ -114,18 +113,8 @@ step = 1
         supervisor.send_signal(signal.SIGTERM)
         out, _ = supervisor.communicate(timeout=30)
         print(out)
-    assert not [p for p in marked_processes_any()], "supervise left a server behind"
+    assert processes_marked_with("supervised-") == [], "supervise left a server behind"
 
-
-def marked_processes_any() -> list[int]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if b"SELFHEAL_CANARY_ID=supervised-" in Path(f"/proc/{pid}/environ").read_bytes():
-                found.append(int(pid))
-        except OSError:
-            pass
-    return found
 
 
 def promote(store, config: ServingConfig, previous: ServingConfig, deployment: str = "mistral") -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from edges.processes import MARKER
+from edges.processes import processes_marked_with
 from edges.processes import marked_processes as marked_by
 from edges.sim import load_scenario, simulate
 from eventstore import open_store
@@ -22,16 +22,6 @@ from eventstore import open_store
 ROOT = Path(__file__).resolve().parents[2]
 FAKE = ROOT / "tests" / "fakes" / "fake_vllm.py"
 
-
-def marked_processes() -> list[int]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if f"{MARKER}=".encode() in Path(f"/proc/{pid}/environ").read_bytes():
-                found.append(int(pid))
-        except OSError:
-            continue
-    return found
 
 
 def selfheal(tmp_path, *args) -> subprocess.Popen:
@@ -43,9 +33,9 @@ def selfheal(tmp_path, *args) -> subprocess.Popen:
 @pytest.fixture
 def sweep():
     """Whatever the test's outcome, no marked process it started survives it."""
-    before = set(marked_processes())
+    before = set(processes_marked_with())
     yield before
-    for pid in set(marked_processes()) - before:
+    for pid in set(processes_marked_with()) - before:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:

@@ -19,7 +19,8 @@ from eventstore import open_store
 from handlers import loop
 from projections import view_as_of
 from schemas.config import parse_settings
-from tests.baseline.test_commit_flow import marked_processes_any, promote
+from edges.processes import processes_marked_with
+from tests.baseline.test_commit_flow import promote
 from tests.realvllm.conftest import SERVER_ENV
 
 pytestmark = pytest.mark.realvllm
@@ -97,4 +98,4 @@ step = 1
         out, _ = supervisor.communicate(timeout=60)
         print(out)
     assert "SIGHUP: restarting with the current baseline" in out
-    assert marked_processes_any() == [], "supervise left a server behind"
+    assert processes_marked_with("supervised-") == [], "supervise left a server behind"

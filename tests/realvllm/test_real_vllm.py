@@ -2,7 +2,6 @@
 what it really prints, and one whole loop from a real startup failure to a real promotion."""
 from __future__ import annotations
 
-import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -12,6 +11,7 @@ import pytest
 from edges.canary import NoPredictor
 from edges.deployments import DeploymentEdges
 from edges.host_memory import HostMemoryInventory
+from edges.processes import processes_marked_with
 from edges.vllm_backend import LoadSettings, VllmCanaryBackend
 from eventstore import open_store
 from handlers import loop
@@ -36,29 +36,15 @@ def backend(env: Path, model: str, *extra: str) -> VllmCanaryBackend:
                              env=SERVER_ENV, grace_s=15)
 
 
-def canary_processes() -> list[int]:
-    """Live processes carrying selfheal's canary marker."""
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            environ = Path(f"/proc/{pid}/environ").read_bytes()
-        except OSError:
-            continue
-        if b"SELFHEAL_CANARY_ID=" in environ:
-            found.append(int(pid))
-    return found
-
 
 @pytest.fixture(autouse=True)
 def no_canary_outlives_its_test():
-    before = set(canary_processes())
+    before = set(processes_marked_with())
     yield
     deadline = time.monotonic() + 20
-    while set(canary_processes()) - before and time.monotonic() < deadline:
+    while set(processes_marked_with()) - before and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert set(canary_processes()) - before == set(), "a canary process outlived its test"
+    assert set(processes_marked_with()) - before == set(), "a canary process outlived its test"
 
 
 def test_backend_starts_loads_and_stops_a_real_server(real_env, tiny_model):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from edges.processes import processes_marked_with
 from eventstore import Pending, open_store
 from handlers.runtime import Handler, Runner
 from schemas.events import IntentArchived, IntentDeduplicated
@@ -193,25 +194,15 @@ FAKE = ROOT / "tests" / "fakes" / "fake_vllm.py"
 STAND_IN = Path(__file__).resolve().parent / "stand_in.py"
 
 
-def _marked(prefix: bytes = b"SELFHEAL_CANARY_ID=") -> list[int]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if prefix in Path(f"/proc/{pid}/environ").read_bytes():
-                found.append(int(pid))
-        except OSError:
-            continue
-    return found
-
 
 @pytest.fixture
 def canary_sweep():
     """Whatever the outcome, no canary process started during the test survives it."""
     import signal
 
-    before = set(_marked())
+    before = set(processes_marked_with())
     yield
-    for pid in set(_marked()) - before:
+    for pid in set(processes_marked_with()) - before:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
