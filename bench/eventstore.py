@@ -28,8 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from eventstore import Pending, open_store  # noqa: E402
-from projections.base import rebuild  # noqa: E402
-from projections.event_counts import EventCountsProjection  # noqa: E402
 from schemas.events import (  # noqa: E402
     EVENT_TYPES, CanaryCompleted, CanaryMeasurements, IncidentCaptured, IncidentSource, IntentArchived,
 )

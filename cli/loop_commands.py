@@ -5,7 +5,6 @@ import time
 from datetime import datetime, timezone
 
 import click
-import msgspec
 
 from cli.describe import timeline_line
 from cli.output import emit_json, to_json

@@ -6,6 +6,8 @@ moment uses the rules that were active then. A replay can also fix a candidate r
 """
 from __future__ import annotations
 
+import msgspec
+
 from eventstore.store import Recorded, derived_id
 from handlers.runtime import Emitted, Handler
 from projections.base import View
@@ -19,8 +21,6 @@ MAX_EVIDENCE_CHARS = 4096
 
 
 def _bounded(finding):
-    import msgspec
-
     evidence = [line if len(line) <= MAX_EVIDENCE_CHARS else line[:MAX_EVIDENCE_CHARS] + " [selfheal: cut]"
                 for line in finding.evidence[:8]]
     return msgspec.structs.replace(finding, evidence=evidence) if evidence != finding.evidence else finding

@@ -23,7 +23,6 @@ from edges.inventory import InventoryUnavailable
 from eventstore.store import EventStore, Pending, Recorded, memory_store
 from handlers import loop
 from handlers.observe import ObserveIncident
-from projections import view_as_of
 from schemas.config import Settings
 from schemas.events import CanaryMeasurements, GpuSnapshot
 from schemas.serving import ServingConfig
