@@ -41,6 +41,13 @@ def test_four_writers_and_a_handler_process_lose_nothing_and_handle_once(tmp_pat
     open_store(path, create=True).close()
     started = time.monotonic()
     runner = _proc("run", str(path), str(WRITERS * PER_WRITER), "400")
+    # the writers start once the handler process is looping (its runner lock file exists), so
+    # on a slow or busy machine the handling still overlaps the writing this test is about
+    lock = Path(f"{path.resolve()}.runner-lock")
+    deadline = time.monotonic() + 60
+    while not lock.exists() and runner.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert lock.exists(), "the handler process never started its first round"
     writers = [_proc("append", str(path), str(n), str(PER_WRITER), str(1000 + n)) for n in range(WRITERS)]
     for w in writers:
         out, err = w.communicate(timeout=420)
