@@ -135,6 +135,18 @@ def marked_processes(canary_id: str) -> list[int]:
     return [pid for pid in _live() if carries_marker(pid, canary_id)]
 
 
+def marked_groups(canary_id: str) -> list[tuple[int, int]]:
+    """(pid, process group) for each group with a live process carrying the marker of
+    `canary_id`, the group's leader named where it is marked. This is how a group is found that
+    a crash left behind between the canary's start and its record in the log."""
+    groups: dict[int, list[int]] = {}
+    for pid in marked_processes(canary_id):
+        st = _stat(pid)
+        if st is not None:
+            groups.setdefault(st[1], []).append(pid)
+    return sorted((pgid if pgid in pids else min(pids), pgid) for pgid, pids in groups.items())
+
+
 def processes_marked_with(prefix: str = "") -> list[int]:
     """Every live process whose marker value starts with `prefix` ("": any canary or
     supervised server at all): what tests check is empty after they stop their processes."""

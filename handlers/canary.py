@@ -54,7 +54,14 @@ class RunCanary(Handler):
         earlier = [r.event for r in view.store.read_stream(stream)
                    if r.type == "CanaryLaunched" and r.event.canary_id == e.canary_id]
         for launch in earlier:
-            self._reap(view, event, stream, launch)
+            self._reap(view, event, stream, launch.canary_id, launch.pid, launch.pgid, f"reaped-{launch.attempt}")
+        if not edges.backend.simulated:
+            from edges.processes import marked_groups
+
+            # a crash between a server's start and its CanaryLaunched record leaves a group the
+            # log does not know; the canary id in its environment still names it
+            for pid, pgid in marked_groups(e.canary_id):
+                self._reap(view, event, stream, e.canary_id, pid, pgid, f"reaped-unrecorded-{pgid}")
 
         def on_launch(launch) -> None:
             attempt = len(earlier) + 1
@@ -77,10 +84,9 @@ class RunCanary(Handler):
                 (stream, event.follow(completed, self.name, occurred_at=finished_at))]
 
     @staticmethod
-    def _reap(view: View, event: Recorded, stream: str, launch: CanaryLaunched) -> None:
+    def _reap(view: View, event: Recorded, stream: str, canary_id: str, pid: int, pgid: int, key: str) -> None:
         from edges.processes import reap_orphan
 
-        alive, signal_name = reap_orphan(launch.pid, launch.pgid, launch.canary_id)
-        reaped = CanaryOrphanReaped(canary_id=launch.canary_id, pid=launch.pid, pgid=launch.pgid, alive=alive,
-                                    signal=signal_name)
-        view.store.append(stream, [event.follow(reaped, f"reaped-{launch.attempt}")])
+        alive, signal_name = reap_orphan(pid, pgid, canary_id)
+        reaped = CanaryOrphanReaped(canary_id=canary_id, pid=pid, pgid=pgid, alive=alive, signal=signal_name)
+        view.store.append(stream, [event.follow(reaped, key)])
