@@ -14,7 +14,8 @@ Test knobs (env): FAKE_VLLM_IGNORE_SIGTERM=1, FAKE_VLLM_SPAWN_CHILD=1 (a grandch
 group), FAKE_VLLM_STARTUP_DELAY=s, FAKE_VLLM_CRASH_AFTER_REQUESTS=N (exit when request N+1
 arrives), FAKE_VLLM_TOKEN_DELAY=s per generated token, FAKE_VLLM_LINE_DELAY=s per log line,
 FAKE_VLLM_PREEMPTIONS_BASE=n (counter value at start), FAKE_VLLM_PREEMPT_EVERY=k (one
-preemption per k finished requests, on top of the simulated ones).
+preemption per k finished requests, on top of the simulated ones), FAKE_VLLM_LAUNCH_LOG=path
+(one line appended per server started: pid and arguments).
 """
 from __future__ import annotations
 
@@ -207,6 +208,9 @@ def main(argv: list[str]) -> int:
     if ENV("FAKE_VLLM_SPAWN_CHILD") == "1":
         # an engine-core-like grandchild in the same process group, which outlives us unless the group is stopped
         subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+    if ENV("FAKE_VLLM_LAUNCH_LOG"):  # one line per server started, for tests that count effects
+        with open(ENV("FAKE_VLLM_LAUNCH_LOG"), "a") as journal:
+            journal.write(f"{os.getpid()} {' '.join(argv)}\n")
     scenario = load_scenario(ENV("FAKE_VLLM_SCENARIO", "workstation-12gb-speech"))
     cur = scenario.current
     if args.config:   # vLLM: the file's values stand where no flag is given
