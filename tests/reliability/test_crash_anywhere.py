@@ -30,8 +30,10 @@ The default suite kills at every transaction that appends events and at every ef
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -120,6 +122,9 @@ def crash_and_recover(reference: dict, point: str) -> list[str]:
     survivors = {cid: pids for cid in canary_ids if (pids := marked_processes(cid))}
     if survivors:
         problems.append(f"{point}: canary processes outlived the run: {survivors}")
+        for pid in (pid for pids in survivors.values() for pid in pids):  # the failure must not leak
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
     extra_reloads = effects["reloads"] - base["reloads"]
     if not (extra_reloads == 0 or (extra_reloads == 1 and reload_may_repeat(point, reference["commits"]))):
         problems.append(f"{point}: {effects['reloads']} reloads, expected {base['reloads']}")
