@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 import projections
+from projections import snapshots
 from edges.deployments import DeploymentEdges
 from eventstore.recorder import system_clock
 from eventstore.store import EventStore, Pending, new_id
@@ -54,8 +55,11 @@ def handlers(settings: Settings, deployments: dict[str, DeploymentEdges], mode: 
 
 def runner(store: EventStore, settings: Settings, deployments: dict[str, DeploymentEdges],
            mode: str | None = None) -> Runner:
-    return Runner(store, handlers(settings, deployments, mode or settings.effective_mode()),
-                  projections.registered())
+    """A runner whose view starts from the newest valid snapshot, if there is one."""
+    driver = Runner(store, handlers(settings, deployments, mode or settings.effective_mode()),
+                    projections.registered())
+    snapshots.restore(driver.view)
+    return driver
 
 
 def run(store: EventStore, settings: Settings, deployments: dict[str, DeploymentEdges],
@@ -66,7 +70,9 @@ def run(store: EventStore, settings: Settings, deployments: dict[str, Deployment
 
     driver = runner(store, settings, deployments, mode)
     lapse_expired(store, settings, clock(), driver.view)
-    return driver.run_until_idle()
+    report = driver.run_until_idle()
+    snapshots.save(driver.view.catch_up())
+    return report
 
 
 def _bounded(text: str) -> str:

@@ -34,8 +34,13 @@ def rebuild(store: EventStore, *, as_of: int | None = None,
 
 
 def view_as_of(store: EventStore, as_of: int | None = None) -> View:
-    """Every projection as of a position (default: now)."""
-    return View(store, registered()).catch_up(until=as_of)
+    """Every projection as of a position (default: now, from the newest valid snapshot)."""
+    view = View(store, registered())
+    if as_of is None:
+        from projections import snapshots
+
+        snapshots.restore(view)
+    return view.catch_up(until=as_of)
 
 
 __all__ = ["Projection", "View", "catch_up", "rebuild", "rebuild_one", "registered", "view_as_of"]
