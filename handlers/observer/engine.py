@@ -2,8 +2,9 @@
 
 Speed comes from doing almost nothing on healthy lines:
 
-1. each rule's literal pre-filter is searched with `str.find` over the whole log (C speed); a
-   hit names one physical line, hence one record;
+1. each rule's literal pre-filter is found at C speed, through a few searches for one
+   character each over the whole log (prefilter.py); a hit names one physical line, hence one
+   record;
 2. records made of several physical lines (wrapped pastes, rare) are also compared with every
    literal in whitespace-free form, since a wrap may have split the literal;
 3. only those (record, rule) candidates run the rule's regexes.
@@ -14,20 +15,23 @@ each failure match into a `Finding` with its seed fix (the rule's compiled fix p
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Iterable
 
 import msgspec
 
 from handlers.observer.compiler import compile_rule, expand_pattern
 from handlers.observer.expr import Env
-from handlers.observer.normalize import LogicalLine, LogText, squash
+from handlers.observer.normalize import CHUNK_CHARS, LogicalLine, LogText, squash
+from handlers.observer.prefilter import Plan, prefilter_for
 from handlers.observer.spec import CONTEXT, RuleProblem, RuleSpec
 from handlers.observer.units import convert
 from schemas.actuators import ActuatorBounds
 from schemas.events import Finding  # the one Finding type: observations record it as is
 from schemas.serving import ServingConfig
 
-__all__ = ["Diagnosis", "Hit", "Matcher", "choose_primary", "compile_rules", "expand_pattern", "interpret", "scan"]
+__all__ = ["Diagnosis", "Hit", "Matcher", "candidates", "choose_primary", "compile_rules", "excerpt", "expand_pattern",
+           "interpret", "scan"]
 
 
 class Diagnosis(msgspec.Struct, frozen=True, kw_only=True):
@@ -66,8 +70,22 @@ def compile_rules(rules: Iterable[RuleSpec] | None = None) -> tuple[Matcher, ...
     return tuple(matchers)
 
 
+#: a record holding one rule's match more often than this (a pasted duplicate, a corrupt or
+#: hostile log repeating one message on one line) gives findings for the last ones only: the
+#: diagnosis reads the last of each (primary, context values), and the rest would only repeat it
+MAX_MATCHES_PER_RECORD = 16
+#: evidence lines longer than this are cut down to the match and EVIDENCE_CONTEXT characters on
+#: each side, marked with "…"; real vLLM error lines are a few hundred characters (the longest
+#: in the samples 695), so only pathological lines are cut
+EVIDENCE_LINE_CHARS = 1024
+EVIDENCE_CONTEXT = 240
+#: the part of a match kept whole on one evidence line; a longer one keeps its two ends
+EVIDENCE_MATCH_CHARS = 2048
+
+
 class Hit:
-    """One regex match: what it says, and where (`line`: 1-based, `evidence`: physical lines)."""
+    """One regex match: what it says, and where (`line`: 1-based, `evidence`: the physical lines,
+    cut down when very long)."""
 
     __slots__ = ("matcher", "groups", "numbers", "line", "evidence", "key")
 
@@ -90,61 +108,106 @@ def _printable(line: str) -> str:
     return line if line.isascii() else line.encode("utf-8", "replace").decode("utf-8")
 
 
+def excerpt(line: str, lo: int, hi: int) -> str:
+    """`line`, or when it is very long the matched part line[lo:hi] with some context."""
+    if len(line) <= EVIDENCE_LINE_CHARS:
+        return line
+    start, end = max(0, lo - EVIDENCE_CONTEXT), min(len(line), hi + EVIDENCE_CONTEXT)
+    half = EVIDENCE_MATCH_CHARS // 2
+    body = line[start:end] if hi - lo <= EVIDENCE_MATCH_CHARS else line[start:lo + half] + "…" + line[hi - half:end]
+    return ("…" if start else "") + body + ("…" if end < len(line) else "")
+
+
 def _window(log: LogText, start: int, size: int) -> LogicalLine:
-    """`size` consecutive records from `start`, as one record joined by newlines."""
-    parts, starts, raw, offset, i = [], [], [], 0, start
+    """`size` consecutive records from position `start`, as one record joined by newlines."""
+    parts, starts, raw, offset, at = [], [], [], 0, start
     for _ in range(size):
-        if i >= len(log):
+        if at < 0:
             break
-        rec = log.logical(i)
+        rec = log.logical(at)
         parts.append(rec.text)
         starts.extend(s + offset for s in rec.starts)
         raw.extend(rec.raw)
         offset += len(rec.text) + 1
-        i = log.group_end(i)
-    return LogicalLine("\n".join(parts), start + 1, tuple(starts), tuple(raw))
+        at = log.next_record(at)
+    return LogicalLine("\n".join(parts), log.number(start), tuple(starts), tuple(raw))
 
 
-def scan(log: LogText, matchers: tuple[Matcher, ...]) -> list[Hit]:
-    """Every match of every rule, in log order."""
-    text, offsets = log.text, log.offsets
-    candidates: dict[int, set[int]] = {}
-    by_literal: dict[str, list[int]] = {}
-    for idx, m in enumerate(matchers):
-        by_literal.setdefault(m.literal, []).append(idx)
-    for literal, idxs in by_literal.items():
+def candidates(log: LogText, matchers: tuple[Matcher, ...], plan: Plan | None = None) -> dict[int, set[int]]:
+    """Record start -> indices of the matchers whose literal the record holds."""
+    text = log.text
+    plan = plan or prefilter_for(matchers).plan(text, log.sample)
+    found: dict[int, set[int]] = {}
+
+    def line_holds(literals, pos: int) -> int:
+        """Note the literals that the line holding `pos` holds; returns the line's end."""
+        start, end = log.line_start(pos), log.line_end(pos)
+        line = text[start:end]
+        for literal, idxs in literals:
+            if literal in line:
+                found.setdefault(log.record_start(start), set()).update(idxs)
+        return end
+
+    for literal, idxs in plan.direct:  # a newline in the literal: the line where it starts
         pos = text.find(literal)
         while pos >= 0:
-            i = log.line_index(pos)
-            candidates.setdefault(log.group_start(i), set()).update(idxs)
-            pos = text.find(literal, offsets[i + 1])
+            found.setdefault(log.record_start(log.line_start(pos)), set()).update(idxs)
+            pos = text.find(literal, log.line_end(pos) + 1)
+    # an anchor's regex stops at the first literal of its group that is there: the line is
+    # then tested for all of them, and the search goes on from its end
+    for group in (g for g in plan.anchored if not g.sparse):
+        m = group.regex.search(text)
+        while m:
+            m = group.regex.search(text, line_holds(group.literals, m.start()))
+    # rare anchors are reached with str.find, a chunk of text at a time for all of them: the
+    # chunk is read from memory once rather than once per anchor
+    sparse = [g for g in plan.anchored if g.sparse]
+    resume = [0] * len(sparse)
+    for chunk in range(0, len(text), CHUNK_CHARS) if sparse else ():
+        chunk_end = chunk + CHUNK_CHARS
+        for i, group in enumerate(sparse):
+            pos = text.find(group.char, max(chunk, resume[i]), chunk_end)
+            while pos >= 0:
+                if group.regex.match(text, pos):
+                    pos = resume[i] = line_holds(group.literals, pos)
+                pos = text.find(group.char, pos + 1, chunk_end)
+    # a wrap may have split a literal: compare wrapped records without whitespace
     for start in log.multi_line_starts():
-        flat = squash(log.logical(start).text)
+        flat = squash(log.message(start))
         for idx, m in enumerate(matchers):
             if m.squashed in flat:
-                candidates.setdefault(start, set()).add(idx)
+                found.setdefault(start, set()).add(idx)
+    return found
+
+
+def scan(log: LogText, matchers: tuple[Matcher, ...], plan: Plan | None = None) -> list[Hit]:
+    """Every match of every rule, in log order (the last MAX_MATCHES_PER_RECORD of a rule in a
+    record)."""
     hits: list[Hit] = []
-    for start, found in candidates.items():
+    # in log order: line numbers are counted on from the previous candidate
+    for start, found in sorted(candidates(log, matchers, plan).items()):
         if log.is_source_line(start):
             continue
         # most candidates are one physical line: match it as is (patterns search, so the header
         # in front does not matter) and skip building a LogicalLine
-        single = log.lines[start] if log.group_end(start) == start + 1 else None
+        below, first = log.next_line(start), log.number(start)
+        single = log.text[start:log.line_end(start)] if below < 0 or not log.is_continuation(below) else None
         for idx in found:
             m = matchers[idx]
             if single is not None and m.rule.window == 1:
                 for regex in m.regexes:
-                    matches = [Hit(m, x, start + 1, [single], start + 1) for x in regex.finditer(single)]
-                    if matches:
-                        hits.extend(matches)
+                    kept = deque(regex.finditer(single), maxlen=MAX_MATCHES_PER_RECORD)
+                    if kept:
+                        hits.extend(Hit(m, x, first, [excerpt(single, x.start(), x.end())], first) for x in kept)
                         break
                 continue
             record = log.logical(start) if m.rule.window == 1 else _window(log, start, m.rule.window)
             for regex in m.regexes:
-                matches = [Hit(m, x, *record.span_lines(x.start(), x.end()), record.first)
-                           for x in regex.finditer(record.text)]
-                if matches:
-                    hits.extend(matches)
+                kept = deque(regex.finditer(record.text), maxlen=MAX_MATCHES_PER_RECORD)
+                if kept:
+                    for x in kept:
+                        line, cover = record.cover(x.start(), x.end())
+                        hits.append(Hit(m, x, line, [excerpt(*c) for c in cover], record.first))
                     break
     hits.sort(key=lambda h: h.key)
     return hits

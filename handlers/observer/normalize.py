@@ -29,8 +29,8 @@ universal newlines, which is what a file opened in text mode gives a reader). AN
 from __future__ import annotations
 
 import bisect
-import itertools
 import re
+from collections.abc import Iterator
 
 #: a physical line is treated as wrapped only if it, a space and the next line's first word
 #: reach this length (no wrapper breaks lines narrower than this)
@@ -38,6 +38,13 @@ MIN_WRAP = 40
 #: a record is never joined from more physical lines / characters than this
 MAX_JOIN_LINES = 32
 MAX_JOIN_CHARS = 16_384
+#: the sample of a long log that its common headers (and, in prefilter.py, its common
+#: characters) are learnt from: this many pieces of this many characters, spread over it
+SAMPLE_PIECES, PIECE_CHARS = 16, 1024
+#: at most this many headers are learnt
+LEARNED_HEADERS = 8
+#: a long log is searched for lines that do not start like a record in chunks of this size
+CHUNK_CHARS = 1 << 16
 
 _ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
 
@@ -71,6 +78,7 @@ _SOFT_START = re.compile(rf"(?:Traceback \(most recent call last\)|During handli
 # searched as "\n" + lookahead: a literal first character lets the regex engine jump from one
 # newline to the next instead of testing every position (3-4x faster than "^" with re.M)
 _NOT_START = re.compile(rf"\n(?!{_HARD_START})(?=[ \t]*\S)")
+_HARD_START_RE = re.compile(_HARD_START)
 _FRAME = re.compile(r'File "[^"\n]*", line \d+')
 
 
@@ -96,11 +104,29 @@ class LogicalLine:
 
     def span_lines(self, start: int, end: int) -> tuple[int, list[str]]:
         """(first line number, physical lines) covering text[start:end]."""
+        first, cover = self.cover(start, end)
+        return first, [raw for raw, _, _ in cover]
+
+    def cover(self, start: int, end: int) -> tuple[int, list[tuple[str, int, int]]]:
+        """(first line number, [(physical line, lo, hi)]) covering text[start:end], where
+        line[lo:hi] is the part of text[start:end] on that line (empty when it has none)."""
         # a match that begins the message begins the record: cite it from its first line (where
         # the header is), even when a wrap cut the header so that the message starts further down
         lo = 0 if not self.text[:start].strip() else max(0, bisect.bisect_right(self.starts, start) - 1)
         hi = max(lo, bisect.bisect_left(self.starts, max(end, start + 1)) - 1)
-        return self.first + lo, list(self.raw[lo: hi + 1])
+        out = []
+        for k in range(lo, hi + 1):
+            # only a prefix of a physical line is dropped (header, indentation), so each line's part
+            # ends where the line ends; parts end at the next part, or at the "\n" between records
+            # that a window puts there
+            part_end = len(self.text) if k + 1 == len(self.starts) else self.starts[k + 1]
+            if k + 1 < len(self.starts) and self.text[part_end - 1:part_end] == "\n":
+                part_end -= 1
+            part_start = min(max(start, self.starts[k]), part_end)
+            raw, shift = self.raw[k], len(self.raw[k]) - part_end
+            a = max(part_start + shift, 0)
+            out.append((raw, a, max(min(end, part_end) + shift, a)))
+        return self.first + lo, out
 
     def __repr__(self) -> str:
         return f"LogicalLine(first={self.first}, text={self.text!r})"
@@ -144,29 +170,57 @@ def strip_prefix(line: str) -> tuple[dict[str, str], str]:
     return info, rest
 
 
-class LogText:
-    """A whole log, split once; logical lines are built on demand and cached.
+def sample(text: str) -> str:
+    """A few pieces spread over `text` (all of it when short): what a long log is mostly made of."""
+    if len(text) <= SAMPLE_PIECES * PIECE_CHARS:
+        return text
+    step = len(text) // SAMPLE_PIECES
+    # pieces start mid-way into their stretch: a log's first lines (a startup banner) say
+    # little about the traffic that makes up the rest
+    return "\n".join(text[i:i + PIECE_CHARS] for i in range(step // 2, len(text), step))
 
-    Building is cheap for mostly-INFO logs: one split, one pass of a C-level regex to find the
-    few lines that do not start like a record, and Python work only for those.
+
+def _headers(probe: str) -> list[str]:
+    """The record headers that `probe` (a sample of a long log) repeats, e.g. ``(APIServer
+    pid=99) ``, none of them the start of another.
+
+    Each is a whole match of the header regex, which has no assertion at its end: so a line
+    that begins with one of them begins a record, whatever follows.
+    """
+    seen: dict[str, int] = {}
+    for line in probe.split("\n"):
+        m = _HARD_START_RE.match(line)
+        if m and m.end():
+            seen[line[:m.end()]] = seen.get(line[:m.end()], 0) + 1
+    common = sorted((h for h, k in seen.items() if k > 1), key=seen.get, reverse=True)[:LEARNED_HEADERS]
+    return [h for h in common if _HARD_START_RE.match(h) and not any(o != h and h.startswith(o) for o in common)]
+
+
+class LogText:
+    """A whole log, kept as one string: lines, records and line numbers are worked out on demand
+    around the positions asked about, so that a long healthy log costs no Python work per line.
+
+    Physical lines are named by the position where they start in `text` (0, and every position
+    after a "\\n"); `number` turns a position into a 1-based line number. The lines that continue
+    the line above are found once, when the log is read.
     """
 
     def __init__(self, text: str):
         self.text = clean(text)
-        self.lines = self.text.split("\n")
-        # offsets[i] = position of line i in self.text (each line is followed by one "\n")
-        self.offsets = list(itertools.accumulate(map((1).__add__, map(len, self.lines)), initial=0))
-        self._cont = self._continuations()
+        self.sample = sample(self.text)
         self._cache: dict[int, LogicalLine] = {}
+        # (position, number of "\n" before it), sorted: counting resumes from the nearest one
+        self._counted: list[tuple[int, int]] = [(0, 0)]
+        self._cont = self._continuations()
 
     def _continuations(self) -> set[int]:
         cont: set[int] = set()
-        lines, offsets = self.lines, self.offsets
+        text = self.text
         run = chars = 0
-        last = -2
-        for m in _NOT_START.finditer(self.text):
-            i = bisect.bisect_right(offsets, m.start() + 1) - 1  # the line after the "\n"
-            prev, line = lines[i - 1], lines[i]
+        last = -1
+        for newline in self._breaks():
+            start, above = newline + 1, text.rfind("\n", 0, newline) + 1
+            prev, line = text[above:newline], text[start:self.line_end(start)]
             # a wrap at a width >= MIN_WRAP leaves a shorter line only when the next word did
             # not fit (a long URL): so prev + that word must reach MIN_WRAP
             word = line.split(None, 1)[0]
@@ -174,53 +228,130 @@ class LogText:
                 continue
             if _SOFT_START.match(line) and strip_prefix(prev)[1].strip():
                 continue  # a Python line after a complete record starts a record of its own
-            if last == i - 1:
+            if last == above:
                 run, chars = run + 1, chars + len(line)
             else:
                 run, chars = 2, len(prev) + len(line)
             if run > MAX_JOIN_LINES or chars > MAX_JOIN_CHARS:
                 continue
-            cont.add(i)
-            last = i
+            cont.add(start)
+            last = start
         return cont
 
+    def _breaks(self) -> Iterator[int]:
+        """In order, every "\\n" after which a non-blank line does not start like a record.
+
+        Matching the header regex after every "\\n" costs about a microsecond a line. A long log
+        mostly repeats a few headers (`_headers`), so it is read in chunks: a chunk where
+        every "\\n" is followed by one of them has no such line, which two counts per header
+        tell at C speed (the counts of "\\n" are kept, for line numbers); only other chunks
+        are matched, with those headers tried first, as literals.
+        """
+        text = self.text
+        heads = [] if self.sample is text else _headers(self.sample)
+        if not heads:
+            yield from (m.start() for m in _NOT_START.finditer(text))
+            return
+        quick = re.compile(rf"\n(?!{'|'.join(map(re.escape, heads))}|{_HARD_START})(?=[ \t]*\S)")
+        needles = ["\n" + h for h in heads]
+        newlines = 0
+        for a in range(0, len(text), CHUNK_CHARS):
+            b = min(a + CHUNK_CHARS, len(text))
+            count = text.count("\n", a, b)
+            if count != sum(text.count(x, a, b + len(x) - 1) for x in needles):
+                # matched up to the end of the line after the chunk: enough to see that a line
+                # is not blank, while a header cut off there fails to match, so each match is
+                # checked again on the whole text
+                end = text.find("\n", b) + 1 or len(text)
+                for m in quick.finditer(text, a, end):
+                    if m.start() >= b:
+                        break
+                    if quick.match(text, m.start()):
+                        yield m.start()
+            newlines += count
+            self._counted.append((b, newlines))
+
+    @property
+    def lines(self) -> list[str]:
+        return self.text.split("\n")
+
     def __len__(self) -> int:
-        return len(self.lines)
+        return self.text.count("\n") + 1
 
-    def line_index(self, pos: int) -> int:
-        """Index of the physical line holding text position `pos`."""
-        return bisect.bisect_right(self.offsets, pos) - 1
+    def number(self, pos: int) -> int:
+        """1-based number of the physical line holding position `pos`."""
+        i = bisect.bisect_right(self._counted, (pos, float("inf"))) - 1
+        at, newlines = self._counted[i]
+        if at != pos:
+            newlines += self.text.count("\n", at, pos)
+            self._counted.insert(i + 1, (pos, newlines))
+        return newlines + 1
 
-    def group_start(self, i: int) -> int:
-        while i in self._cont:
-            i -= 1
-        return i
+    def line_start(self, pos: int) -> int:
+        """Start of the physical line holding position `pos` (its "\\n" included)."""
+        return self.text.rfind("\n", 0, pos) + 1
 
-    def group_end(self, start: int) -> int:
-        """One past the last physical line of the record that starts at `start`."""
-        end = start + 1
-        while end in self._cont:
-            end += 1
-        return end
+    def line_end(self, start: int) -> int:
+        end = self.text.find("\n", start)
+        return len(self.text) if end < 0 else end
 
-    def is_source_line(self, i: int) -> bool:
-        """Line i is the source code a traceback prints under a ``File "...", line N`` frame.
+    def next_line(self, start: int) -> int:
+        """Start of the physical line after the one at `start`, or -1 at the last line."""
+        end = self.text.find("\n", start)
+        return end if end < 0 else end + 1
+
+    def is_continuation(self, start: int) -> bool:
+        """The line at `start` is a wrapped part of the record above it."""
+        return start in self._cont
+
+    def record_start(self, start: int) -> int:
+        """Start of the record that holds the line at `start`."""
+        while start in self._cont:
+            start = self.line_start(start - 1)
+        return start
+
+    def record_lines(self, start: int) -> list[int]:
+        """Starts of the physical lines of the record that starts at `start`."""
+        out, below = [start], self.next_line(start)
+        while below in self._cont:
+            out.append(below)
+            below = self.next_line(below)
+        return out
+
+    def next_record(self, start: int) -> int:
+        """Start of the record after the one at `start`, or -1 at the last one."""
+        return self.next_line(self.record_lines(start)[-1])
+
+    def multi_line_starts(self) -> list[int]:
+        """Starts of every record made of two or more physical lines."""
+        return sorted({above for above in (self.line_start(s - 1) for s in self._cont) if above not in self._cont})
+
+    def is_source_line(self, start: int) -> bool:
+        """The line at `start` is the source code a traceback prints under a ``File "...", line N``
+        frame.
 
         Such a line can quote a message (``raise ValueError("No available memory for the cache
         blocks. "``) without being the error itself.
         """
-        return i > 0 and _FRAME.search(self.lines[i - 1]) is not None and not _FRAME.search(self.lines[i])
-
-    def multi_line_starts(self) -> list[int]:
-        """Start indices of every record made of two or more physical lines."""
-        return sorted({i - 1 for i in self._cont if i - 1 not in self._cont})
+        if start == 0:
+            return False
+        return (_FRAME.search(self.text, self.line_start(start - 1), start - 1) is not None
+                and not _FRAME.search(self.text, start, self.line_end(start)))
 
     def logical(self, start: int) -> LogicalLine:
-        """The record that starts at physical index `start`."""
+        """The record that starts at position `start`."""
         cached = self._cache.get(start)
-        if cached is not None:
-            return cached
-        raw = tuple(self.lines[start: self.group_end(start)])
+        if cached is None:
+            message, starts, raw, info = self._join(start)
+            cached = self._cache[start] = LogicalLine(message, self.number(start), starts, raw, **info)
+        return cached
+
+    def message(self, start: int) -> str:
+        """The text of the record that starts at `start`, without numbering its line."""
+        return self._join(start)[0]
+
+    def _join(self, start: int) -> tuple[str, tuple[int, ...], tuple[str, ...], dict[str, str]]:
+        raw = tuple(self.text[s:self.line_end(s)] for s in self.record_lines(start))
         # join first, then strip the header: a wrap may have cut the header itself
         parts, starts, pos = [raw[0]], [0], len(raw[0])
         for cont in raw[1:]:
@@ -231,16 +362,13 @@ class LogText:
         joined = "".join(parts)
         info, message = strip_prefix(joined)
         cut = len(joined) - len(message)
-        starts = [max(0, s - cut) for s in starts]
-        line = LogicalLine(message, start + 1, tuple(starts), raw, **info)
-        self._cache[start] = line
-        return line
+        return message, tuple(max(0, s - cut) for s in starts), raw, info
 
     def __iter__(self):
-        i, n = 0, len(self.lines)
-        while i < n:
-            yield self.logical(i)
-            i = self.group_end(i)
+        start = 0
+        while start >= 0:
+            yield self.logical(start)
+            start = self.next_record(start)
 
 
 def normalize(text: str) -> list[LogicalLine]:

@@ -16,7 +16,8 @@ Pattern language (a regular expression with three conventions, applied by the co
   (``_gib``, ``_mib``, ``_utilization`` = a ratio, anything else = a count).
 
 `prefilter` is a literal that must occur in a record before any regex runs: most log lines are
-rejected by one `str.find` over the whole text (see engine.py).
+rejected without any Python work, by a few C-speed searches over the whole text that find
+every literal at once (see prefilter.py).
 
 Two roles:
 
