@@ -92,9 +92,11 @@ def inside_a_canary(point: str, commits: list[dict]) -> bool:
     return launched or (where == "before-commit" and commit["handler"] == "canary-run")
 
 
-def crash_and_recover(reference: dict, point: str) -> list[str]:
+def crash_and_recover(reference: dict, point: str, sweep_name: str) -> list[str]:
     """Kill at `point`, restart, and return every invariant that does not hold (empty: all hold)."""
-    world = World(reference["root"] / point.replace(":", "-")).create()
+    folder = reference["root"] / sweep_name / point.replace(":", "-")
+    assert not folder.exists(), f"{folder}: a world is used once"
+    world = World(folder).create()
     world.observe()
     killed = world.selfheal("run", crash=point)
     if killed.returncode != -9:
@@ -140,8 +142,9 @@ def _short(got, expected) -> str:
 
 def sweep(reference: dict, every_commit: bool) -> None:
     points = kill_points(reference, every_commit)
+    name = "every-transaction" if every_commit else "every-event"
     with ThreadPoolExecutor(max_workers=max(2, min(4, os.cpu_count() or 2))) as pool:
-        results = list(pool.map(lambda p: crash_and_recover(reference, p), points))
+        results = list(pool.map(lambda p: crash_and_recover(reference, p, name), points))
     problems = [p for found in results for p in found]
     kinds: dict[str, int] = {}
     for p in points:
