@@ -43,7 +43,8 @@ def describe(r: Recorded) -> str:
         return f"run {e.run_id[:8]} started from {_config(e.current)}"
     if t == "CandidateProposed":
         pred = f", predicted fitness {e.predicted:g}" if e.predicted is not None else ""
-        return f"candidate #{e.rank} ({e.origin}): {_changes(e.changes)}{pred}"
+        origin = "refine, after a passing seed" if e.origin == "refine" else e.origin
+        return f"candidate #{e.rank} ({origin}): {_changes(e.changes)}{pred}"
     if t == "PreflightPassed":
         return f"pre-flight ok: needs {e.required_bytes / 2**30:.2f} GiB of {e.free_bytes / 2**30:.2f} GiB free"
     if t == "PreflightRejected":

@@ -1,4 +1,5 @@
-"""Candidates: the seed fix first; if it fails, a tournament around the failure.
+"""Candidates: the seed fix first; if it fails, a tournament around the failure; if it
+passes, at most one refinement when the predictor expects clearly better.
 
 A candidate changes at most `max_changes` parameters of the production configuration and
 stays inside the actuator bounds. After each failure the next candidate is chosen again
@@ -7,6 +8,13 @@ actuators searched, configurations known to fail in this environment are never t
 again, and the rest are ranked by the predictor, best first. The first candidate to pass
 its canary wins; when none is left, or the tournament's budget is spent, the run escalates
 with every candidate and the reason each failed.
+
+A passing seed is not taken blindly: where the predictor gives fitness (the simulator
+does; a real deployment's does not, and then the seed wins at once), the same pool is
+ranked, and if its best beats the seed's predicted fitness by `REFINE_MARGIN`, that one
+config gets a canary too. The run then promotes whichever of the two passed with the
+higher measured fitness; a refinement rejected in pre-flight or failing its canary leaves
+the seed to be promoted.
 """
 from __future__ import annotations
 
@@ -18,7 +26,7 @@ import msgspec
 from eventstore.store import Recorded, derived_id
 from handlers.runtime import Emitted, Handler
 from projections.base import View
-from projections.runs import RunSummary
+from projections.runs import CandidateSummary, RunSummary
 from schemas.actuators import ActuatorBounds
 from schemas.events import (
     CandidateEvidence, CandidateProposed, EscalationRaised, IntentArchived, PromotionProposed, RunFinished,
@@ -39,6 +47,14 @@ RELEVANT: dict[str, tuple[str, ...]] = {
     "queue_growth": ("max_num_seqs", "max_num_batched_tokens", "gpu_memory_utilization"),
     "cotenant_oom": ("gpu_memory_utilization", "max_model_len", "max_num_seqs"),
 }
+
+#: a refinement costs one more canary after a seed that already works, so it is spent only
+#: when the predictor expects at least 5% more fitness than the seed: a gain that clearly
+#: exceeds the gap between a prediction and a canary's measurement, not a rounding win
+REFINE_MARGIN = 1.05
+#: predictions a refinement may make: a simulated one costs milliseconds, and a passing seed
+#: should reach its promotion in well under a second; BRACKET values are tried per narrowing
+REFINE_BUDGET, BRACKET = 48, 6
 
 
 def relevant_actuators(kinds: list[str]) -> list[str]:
@@ -94,13 +110,24 @@ class Tournament(Handler):
         run = view["runs"].by_id.get(e.run_id)
         if run is None or run.status != "running":
             return ()
-        if event.type == "CandidateScored" and e.passed:
-            return self._promote(event, run, view)
         if event.type == "RunStarted":
             intent = view["intents"].by_id[e.intent_id]
             seed = run.current.changed(**intent.seed_fix)
             if not view["runs"].known_failure(run.environment, seed):
                 return [self._propose(event, run, seed, "seed", 0, "the observer's seed fix")]
+            return self._next(event, run, view)
+        candidate = run.candidate(e.candidate_id)
+        if candidate is not None and candidate.origin == "refine":
+            # the refinement is settled (rejected in pre-flight, failed or passed its canary), and a
+            # refinement follows only a passing seed: promote the passing candidate measured fittest
+            passing = [c for c in run.candidates if c.passed]
+            return self._promote(event, run, max(passing, key=lambda c: (c.fitness or 0.0, -c.rank)))
+        if event.type == "CandidateScored" and e.passed:
+            if candidate.origin == "seed":
+                refinement = self._refine(event, run, view, candidate)
+                if refinement:
+                    return refinement
+            return self._promote(event, run, candidate)
         return self._next(event, run, view)
 
     def _predict(self, run: RunSummary, config: ServingConfig):
@@ -118,16 +145,18 @@ class Tournament(Handler):
                                      rank=rank, predicted=prediction.fitness, reason=reason)
         return (f"run-{run.run_id}", event.follow(proposed, f"candidate-{rank}"))
 
-    def _next(self, event: Recorded, run: RunSummary, view: View) -> Emitted:
-        edges = self.deployments[run.deployment]
-        played = [c for c in run.candidates if c.origin == "tournament"]
-        if len(played) >= self.max_candidates:
-            return self._escalate(event, run, view, f"tournament budget of {self.max_candidates} candidates spent")
+    def _kinds(self, run: RunSummary, view: View) -> list[str]:
+        """The intent's failure kind, then every kind the run's canaries showed."""
         intent = view["intents"].by_id[run.intent_id]
-        kinds = [intent.kind] + [c.canary.failure_kind for c in run.candidates
-                                 if c.canary is not None and c.canary.failure_kind]
+        return [intent.kind] + [c.canary.failure_kind for c in run.candidates
+                                if c.canary is not None and c.canary.failure_kind]
+
+    def _pool(self, run: RunSummary, view: View, kinds: list[str]) -> list[tuple[ServingConfig, float | None]]:
+        """Untried configs around `kinds`, neither known nor predicted to fail, with their
+        predicted fitness: best predicted first, then fewest changes, then a stable order."""
+        edges = self.deployments[run.deployment]
         tried = {c.config for c in run.candidates}
-        pool = []
+        ranked = []
         for config in neighbourhood(run.current, relevant_actuators(kinds), edges.bounds, self.max_changes):
             if config in tried or view["runs"].known_failure(run.environment, config):
                 continue
@@ -136,13 +165,81 @@ class Tournament(Handler):
                 continue
             fitness = prediction.fitness if prediction.fitness is not None else float("-inf")
             changed = len(run.current.diff(config))
-            pool.append((-fitness, changed, msgspec.json.encode(config), config))
+            ranked.append((-fitness, changed, msgspec.json.encode(config), config, prediction.fitness))
+        ranked.sort(key=lambda item: item[:3])
+        return [(item[3], item[4]) for item in ranked]
+
+    @staticmethod
+    def _survey(pool: list, kinds: list[str]) -> str:
+        return f"best predicted of {len(pool)} untried configurations around {', '.join(dict.fromkeys(kinds))}"
+
+    def _next(self, event: Recorded, run: RunSummary, view: View) -> Emitted:
+        played = [c for c in run.candidates if c.origin == "tournament"]
+        if len(played) >= self.max_candidates:
+            return self._escalate(event, run, view, f"tournament budget of {self.max_candidates} candidates spent")
+        kinds = self._kinds(run, view)
+        pool = self._pool(run, view, kinds)
         if not pool:
             return self._escalate(event, run, view, "no untried configuration inside the bounds is predicted to work")
-        pool.sort(key=lambda item: item[:3])
-        best = pool[0][3]
-        reason = f"best predicted of {len(pool)} untried configurations around {', '.join(dict.fromkeys(kinds))}"
-        return [self._propose(event, run, best, "tournament", len(run.candidates), reason)]
+        return [self._propose(event, run, pool[0][0], "tournament", len(run.candidates), self._survey(pool, kinds))]
+
+    def _refine(self, event: Recorded, run: RunSummary, view: View, seed: CandidateSummary) -> Emitted:
+        """One more candidate after a passing seed, when the predictor expects clearly better; else nothing."""
+        if seed.predicted is None:
+            return ()
+        kinds = self._kinds(run, view)
+        config, predicted, spent = self._climb(run, view, seed.config, seed.predicted, relevant_actuators(kinds))
+        if config == seed.config or predicted < seed.predicted * REFINE_MARGIN:
+            return ()
+        reason = (f"the seed passed, but this is predicted at {predicted:g} against the seed's {seed.predicted:g}; "
+                  f"best of {spent} predictions climbing from the seed along {', '.join(relevant_actuators(kinds))}")
+        return [self._propose(event, run, config, "refine", len(run.candidates), reason)]
+
+    def _climb(self, run: RunSummary, view: View, start: ServingConfig, start_fitness: float,
+               names: list[str]) -> tuple[ServingConfig, float, int]:
+        """Coordinate ascent on the predictor from `start`, within REFINE_BUDGET predictions.
+
+        Unlike `_pool`, which predicts the whole neighbourhood (thousands of simulations on a
+        wide grid, seconds of work), this narrows each actuator's grid down around its best
+        value, BRACKET values at a time, moving one actuator at a time and never changing
+        more than max_changes parameters of production. It finds the best of a grid whose
+        fitness rises to a peak or a cliff (more KV room, until the config no longer fits),
+        which is the shape memory parameters have; it may miss a second, distant peak.
+        Returns (best config, its predicted fitness, predictions made)."""
+        edges, tried, spent = self.deployments[run.deployment], {c.config for c in run.candidates}, 0
+
+        def fitness(config: ServingConfig) -> float:
+            nonlocal spent
+            if config in tried or view["runs"].known_failure(run.environment, config):
+                return float("-inf")
+            spent += (run.deployment, config, run.current) not in self._predictions
+            prediction = self._predict(run, config)
+            ok = prediction.passes is not False and prediction.fitness is not None
+            return prediction.fitness if ok else float("-inf")
+
+        best, best_fitness = start, start_fitness
+        for _ in range(len(names)):  # sweeps: a move on one actuator can open a better value on another
+            moved = False
+            for name in names:
+                if name not in run.current.diff(best) and len(run.current.diff(best)) >= self.max_changes:
+                    continue
+                grid = [False, True] if name == "enforce_eager" else edges.bounds.numeric()[name].grid()
+                if name == "enforce_eager" and not (edges.bounds.enforce_eager_allowed or run.current.enforce_eager):
+                    continue
+                lo, hi = 0, len(grid) - 1
+                while spent < REFINE_BUDGET:
+                    picks = sorted({lo + round(i * (hi - lo) / (BRACKET - 1)) for i in range(BRACKET)})
+                    scored = [(fitness(best.changed(**{name: grid[i]})), -k, i) for k, i in enumerate(picks)]
+                    top, _, at = max(scored)
+                    if top > best_fitness:
+                        best, best_fitness, moved = best.changed(**{name: grid[at]}), top, True
+                    if hi - lo < BRACKET:
+                        break
+                    k = picks.index(at)
+                    lo, hi = picks[max(0, k - 1)], picks[min(len(picks) - 1, k + 1)]
+            if not moved or spent >= REFINE_BUDGET:
+                break
+        return best, best_fitness, spent
 
     def _finish(self, event: Recorded, run: RunSummary, outcome: str) -> list:
         canaries = run.canaries
@@ -160,8 +257,7 @@ class Tournament(Handler):
                                       reason=full, candidates=evidence(run))
         return [(f"run-{run.run_id}", event.follow(escalation, "escalation"))] + self._finish(event, run, "escalated")
 
-    def _promote(self, event: Recorded, run: RunSummary, view: View) -> Emitted:
-        winner = run.candidate(event.event.candidate_id)
+    def _promote(self, event: Recorded, run: RunSummary, winner: CandidateSummary) -> Emitted:
         promotion_id = derived_id(run.run_id, "promotion")
         promotion = PromotionProposed(
             promotion_id=promotion_id, run_id=run.run_id, deployment=run.deployment,

@@ -201,7 +201,7 @@ class CandidateProposed(Event, frozen=True, kw_only=True):
     deployment: str
     config: ServingConfig
     changes: dict[str, list[Union[bool, int, float]]]
-    origin: Literal["seed", "tournament"]
+    origin: Literal["seed", "tournament", "refine"]
     rank: int
     predicted: float | None = None
     reason: str = ""

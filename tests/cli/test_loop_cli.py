@@ -67,6 +67,16 @@ def test_demo_escalation_scenario_names_why(tmp_path):
     assert result.output.strip().splitlines()[-1].startswith("outcome: alerted")
 
 
+def test_demo_names_a_refinement_after_a_passing_seed(tmp_path):
+    result = run("demo", "--scenario", "a-llama8b-24gb", "--out", tmp_path / "a.db")
+    lines = result.output.strip().splitlines()
+    assert any("candidate #0 (seed): max_model_len 131072->43008" in line for line in lines)
+    refine = "candidate #1 (refine, after a passing seed): gpu_memory_utilization 0.9->0.95"
+    assert any(refine in line for line in lines)
+    assert any("finished: promoted after 2 canaries" in line for line in lines)
+    assert lines[-1].startswith("outcome: promoted.")
+
+
 def test_demo_refuses_an_existing_log(tmp_path):
     db = tmp_path / "d.db"
     run("demo", "--out", db)
