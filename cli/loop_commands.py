@@ -60,11 +60,11 @@ def _parse_current(pairs: tuple[str, ...], config_file: str | None) -> dict:
 @json_option
 def diagnose(file: str, current: tuple[str, ...], vllm_config: str | None, as_json: bool) -> None:
     """Explain one vLLM log excerpt (FILE, or - for standard input)."""
-    from handlers.loop import read_input
+    from handlers.loop import read_raw
     from handlers.observer import diagnose as run_diagnose, format_diagnosis
     from schemas.serving import ServingConfig
 
-    text, _ = read_input(file)
+    text, _ = read_raw(file)  # bytes: read as UTF-8 with U+FFFD, like every input edge
     values = _parse_current(current, vllm_config)
     config = None
     if values:

@@ -111,17 +111,24 @@ def capture(store: EventStore, edges: DeploymentEdges, text: str, source: Incide
     return incident_id
 
 
-def read_input(path: str) -> tuple[str, IncidentSource]:
-    """A log excerpt from a file or standard input ('-'); undecodable bytes are kept as U+FFFD."""
+def read_raw(path: str) -> tuple[bytes, IncidentSource]:
+    """A log excerpt's bytes from a file or standard input ('-'), as the observer reads them
+    best: it scans bytes and decodes only the lines it looks at."""
     import sys
 
     if path == "-":
-        return sys.stdin.buffer.read().decode("utf-8", "replace"), IncidentSource(kind="stdin")
+        return sys.stdin.buffer.read(), IncidentSource(kind="stdin")
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    return data.decode("utf-8", "replace"), IncidentSource(kind="file", path=os.path.abspath(path))
+    return data, IncidentSource(kind="file", path=os.path.abspath(path))
+
+
+def read_input(path: str) -> tuple[str, IncidentSource]:
+    """A log excerpt from a file or standard input ('-'); undecodable bytes are kept as U+FFFD."""
+    data, source = read_raw(path)
+    return data.decode("utf-8", "replace"), source
 
 
 def observe(store: EventStore, deployment: DeploymentEdges, paths: list[str],

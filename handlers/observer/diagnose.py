@@ -10,9 +10,10 @@ from schemas.serving import TUNABLE, ServingConfig
 MATCHERS = builtin_ruleset().matchers
 
 
-def diagnose(text: str, current: ServingConfig | None = None, bounds: ActuatorBounds | None = None,
+def diagnose(text: str | bytes, current: ServingConfig | None = None, bounds: ActuatorBounds | None = None,
              safety_buffer: float = 0.10) -> Diagnosis:
-    """Read a vLLM log (any text) and say which config failure it shows, if any, with the
+    """Read a vLLM log (any text, or its raw bytes: read as UTF-8 with U+FFFD for bad bytes, as
+    `selfheal diagnose` reads a file) and say which config failure it shows, if any, with the
     built-in rules (`RuleSet.diagnose` says what the arguments mean)."""
     return builtin_ruleset().diagnose(text, current, bounds, safety_buffer)
 

@@ -23,7 +23,7 @@ import msgspec
 from handlers.observer.compiler import compile_rule, expand_pattern
 from handlers.observer.expr import Env
 from handlers.observer.normalize import CHUNK_CHARS, LogicalLine, LogText, squash
-from handlers.observer.prefilter import Plan, prefilter_for
+from handlers.observer.prefilter import Plan, encoded, prefilter_for
 from handlers.observer.spec import CONTEXT, RuleProblem, RuleSpec
 from handlers.observer.units import convert
 from schemas.actuators import ActuatorBounds
@@ -135,8 +135,12 @@ def _window(log: LogText, start: int, size: int) -> LogicalLine:
 
 def candidates(log: LogText, matchers: tuple[Matcher, ...], plan: Plan | None = None) -> dict[int, set[int]]:
     """Record start -> indices of the matchers whose literal the record holds."""
-    text = log.text
+    text = log.data
     plan = plan or prefilter_for(matchers).plan(text, log.sample)
+    if log.binary:
+        # a log kept as UTF-8 bytes is searched for the literals' UTF-8 bytes, which are in a
+        # line's bytes exactly where the literal is in its decoded text
+        plan = encoded(plan)
     found: dict[int, set[int]] = {}
 
     def line_holds(literals, pos: int) -> int:
@@ -191,7 +195,7 @@ def scan(log: LogText, matchers: tuple[Matcher, ...], plan: Plan | None = None) 
         # most candidates are one physical line: match it as is (patterns search, so the header
         # in front does not matter) and skip building a LogicalLine
         below, first = log.next_line(start), log.number(start)
-        single = log.text[start:log.line_end(start)] if below < 0 or not log.is_continuation(below) else None
+        single = log.line_text(start) if below < 0 or not log.is_continuation(below) else None
         for idx in found:
             m = matchers[idx]
             if single is not None and m.rule.window == 1:

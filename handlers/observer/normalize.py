@@ -80,6 +80,7 @@ _SOFT_START = re.compile(rf"(?:Traceback \(most recent call last\)|During handli
 _NOT_START = re.compile(rf"\n(?!{_HARD_START})(?=[ \t]*\S)")
 _HARD_START_RE = re.compile(_HARD_START)
 _FRAME = re.compile(r'File "[^"\n]*", line \d+')
+_NEWLINE_B = re.compile(b"\n")
 
 
 class LogicalLine:
@@ -196,31 +197,81 @@ def _headers(probe: str) -> list[str]:
     return [h for h in common if _HARD_START_RE.match(h) and not any(o != h and h.startswith(o) for o in common)]
 
 
+def _decode(data: bytes) -> str:
+    return data.decode("utf-8", "replace")
+
+
+def _byte_sample(data: bytes) -> str:
+    """`sample` of a log given as UTF-8 bytes, decoded (a piece cut inside a character starts or
+    ends with U+FFFD: the sample only steers speed, never results)."""
+    if len(data) <= SAMPLE_PIECES * PIECE_CHARS:
+        return _decode(data)
+    step = len(data) // SAMPLE_PIECES
+    return "\n".join(_decode(data[i:i + PIECE_CHARS]) for i in range(step // 2, len(data), step))
+
+
 class LogText:
     """A whole log, kept as one string: lines, records and line numbers are worked out on demand
     around the positions asked about, so that a long healthy log costs no Python work per line.
 
-    Physical lines are named by the position where they start in `text` (0, and every position
+    Physical lines are named by the position where they start in `data` (0, and every position
     after a "\\n"); `number` turns a position into a 1-based line number. The lines that continue
     the line above are found once, when the log is read.
+
+    A log given as bytes is kept as its UTF-8 bytes (`data`; positions are byte offsets) and only
+    the lines that are looked at are decoded, as `bytes.decode("utf-8", "replace")` of the whole
+    log would decode them: "\\n" and "\\r" are ASCII, so no decoding step crosses them, and a
+    line decodes alone exactly as it does inside the whole. Every decision about a line (header,
+    continuation, rule regexes) is made on its decoded text with the same str regexes, so results
+    are those of `LogText(data.decode("utf-8", "replace"))`. A log with ANSI escapes is decoded
+    whole first (removing an escape can join bytes that decoding would have replaced apart).
+    A str log is kept as it is (`data` is then the cleaned str itself).
     """
 
-    def __init__(self, text: str):
-        self.text = clean(text)
-        self.sample = sample(self.text)
+    def __init__(self, text: str | bytes):
+        if isinstance(text, (bytes, bytearray, memoryview)):
+            data = bytes(text)
+            if b"\x1b" in data:
+                data = clean(_decode(data))
+            elif b"\r" in data:
+                data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        else:
+            data = clean(text)
+        self.data = data
+        self.binary = isinstance(data, bytes)
+        self._nl = b"\n" if self.binary else "\n"
+        self._short = len(data) <= SAMPLE_PIECES * PIECE_CHARS
+        self.sample = _byte_sample(data) if self.binary else sample(data)
+        self._text: str | None = None if self.binary else data
         self._cache: dict[int, LogicalLine] = {}
         # (position, number of "\n" before it), sorted: counting resumes from the nearest one
         self._counted: list[tuple[int, int]] = [(0, 0)]
         self._cont = self._continuations()
 
+    @property
+    def text(self) -> str:
+        """The whole cleaned log as str (decoded on first use for a log given as bytes)."""
+        if self._text is None:
+            self._text = _decode(self.data)
+        return self._text
+
+    def _str(self, a: int, b: int) -> str:
+        """data[a:b] as str; a and b must be line boundaries (or "\\n" positions)."""
+        piece = self.data[a:b]
+        return _decode(piece) if self.binary else piece
+
+    def line_text(self, start: int) -> str:
+        """The physical line that starts at `start`, as str."""
+        return self._str(start, self.line_end(start))
+
     def _continuations(self) -> set[int]:
         cont: set[int] = set()
-        text = self.text
+        data = self.data
         run = chars = 0
         last = -1
         for newline in self._breaks():
-            start, above = newline + 1, text.rfind("\n", 0, newline) + 1
-            prev, line = text[above:newline], text[start:self.line_end(start)]
+            start, above = newline + 1, data.rfind(self._nl, 0, newline) + 1
+            prev, line = self._str(above, newline), self.line_text(start)
             # a wrap at a width >= MIN_WRAP leaves a shorter line only when the next word did
             # not fit (a long URL): so prev + that word must reach MIN_WRAP
             word = line.split(None, 1)[0]
@@ -247,12 +298,18 @@ class LogText:
         tell at C speed (the counts of "\\n" are kept, for line numbers); only other chunks
         are matched, with those headers tried first, as literals.
         """
-        text = self.text
-        heads = [] if self.sample is text else _headers(self.sample)
+        text = self.data
+        heads = [] if self._short else _headers(self.sample)
         if not heads:
-            yield from (m.start() for m in _NOT_START.finditer(text))
+            if self.binary:
+                yield from self._decoded_breaks(_NOT_START, 0, len(text), len(text))
+            else:
+                yield from (m.start() for m in _NOT_START.finditer(text))
             return
         quick = re.compile(rf"\n(?!{'|'.join(map(re.escape, heads))}|{_HARD_START})(?=[ \t]*\S)")
+        if self.binary:
+            yield from self._byte_breaks(heads, quick)
+            return
         needles = ["\n" + h for h in heads]
         newlines = 0
         for a in range(0, len(text), CHUNK_CHARS):
@@ -271,33 +328,90 @@ class LogText:
             newlines += count
             self._counted.append((b, newlines))
 
+    def _byte_breaks(self, heads: list[str], quick: re.Pattern) -> Iterator[int]:
+        """`_breaks` of a log kept as bytes: a line (after "\\n") whose bytes begin with a
+        header's UTF-8 bytes decodes to a line that begins with the header, so the counts tell
+        the same as in str. Chunks end at a "\\n" (the next one starts with it): each line's
+        header lies in the chunk of its "\\n", and a chunk decodes as it does in the whole."""
+        data, n = self.data, len(self.data)
+        needles = [b"\n" + h.encode("utf-8") for h in heads]
+        newlines, a = 0, 0
+        while a < n:
+            b = data.find(b"\n", a + CHUNK_CHARS)
+            b = n if b < 0 else b
+            count = data.count(b"\n", a, b)
+            if count != sum(data.count(x, a, b) for x in needles):
+                # every line that starts in the chunk is decoded whole, with its "\\n": all that
+                # a header match at its start can look at
+                yield from self._decoded_breaks(quick, a, b, min(b + 1, n))
+            newlines += count
+            self._counted.append((b, newlines))
+            a = b
+
+    def _decoded_breaks(self, regex: re.Pattern, a: int, b: int, end: int) -> Iterator[int]:
+        """The "\\n" positions in data[a:b] where `regex` (which starts with "\\n" and looks no
+        further than the end of the line after it, and one character more) matches data[a:end]
+        decoded. data[a:end] may start inside a character: what decodes to U+FFFD there comes
+        before the first "\\n", where no match starts."""
+        region = self.data[a:end]
+        text = _decode(region)
+        if len(text) == len(region):  # every character came from one byte: offsets agree
+            for m in regex.finditer(text):
+                if m.start() + a >= b:
+                    break
+                yield m.start() + a
+            return
+        # otherwise text that holds no U+FFFD was decoded from valid UTF-8, which it encodes back
+        # to; past one that does, the k-th "\n" of the text is the k-th "\n" of the bytes
+        newlines: list[int] | None = None
+        k = cpos = bpos = 0
+        for m in regex.finditer(text):
+            if newlines is None:
+                piece = text[cpos:m.start()]
+                if "\ufffd" not in piece:
+                    bpos += len(piece.encode("utf-8"))
+                    cpos = m.start()
+                    if bpos + a >= b:
+                        break
+                    yield bpos + a
+                    continue
+                newlines = [x.start() for x in _NEWLINE_B.finditer(region)]
+                k = text.count("\n", 0, m.start())
+            else:
+                k += text.count("\n", cpos, m.start())
+            cpos = m.start()
+            pos = newlines[k] + a
+            if pos >= b:
+                break
+            yield pos
+
     @property
     def lines(self) -> list[str]:
         return self.text.split("\n")
 
     def __len__(self) -> int:
-        return self.text.count("\n") + 1
+        return self.data.count(self._nl) + 1
 
     def number(self, pos: int) -> int:
         """1-based number of the physical line holding position `pos`."""
         i = bisect.bisect_right(self._counted, (pos, float("inf"))) - 1
         at, newlines = self._counted[i]
         if at != pos:
-            newlines += self.text.count("\n", at, pos)
+            newlines += self.data.count(self._nl, at, pos)
             self._counted.insert(i + 1, (pos, newlines))
         return newlines + 1
 
     def line_start(self, pos: int) -> int:
         """Start of the physical line holding position `pos` (its "\\n" included)."""
-        return self.text.rfind("\n", 0, pos) + 1
+        return self.data.rfind(self._nl, 0, pos) + 1
 
     def line_end(self, start: int) -> int:
-        end = self.text.find("\n", start)
-        return len(self.text) if end < 0 else end
+        end = self.data.find(self._nl, start)
+        return len(self.data) if end < 0 else end
 
     def next_line(self, start: int) -> int:
         """Start of the physical line after the one at `start`, or -1 at the last line."""
-        end = self.text.find("\n", start)
+        end = self.data.find(self._nl, start)
         return end if end < 0 else end + 1
 
     def is_continuation(self, start: int) -> bool:
@@ -335,8 +449,8 @@ class LogText:
         """
         if start == 0:
             return False
-        return (_FRAME.search(self.text, self.line_start(start - 1), start - 1) is not None
-                and not _FRAME.search(self.text, start, self.line_end(start)))
+        return (_FRAME.search(self._str(self.line_start(start - 1), start - 1)) is not None
+                and not _FRAME.search(self.line_text(start)))
 
     def logical(self, start: int) -> LogicalLine:
         """The record that starts at position `start`."""
@@ -351,7 +465,7 @@ class LogText:
         return self._join(start)[0]
 
     def _join(self, start: int) -> tuple[str, tuple[int, ...], tuple[str, ...], dict[str, str]]:
-        raw = tuple(self.text[s:self.line_end(s)] for s in self.record_lines(start))
+        raw = tuple(self.line_text(s) for s in self.record_lines(start))
         # join first, then strip the header: a wrap may have cut the header itself
         parts, starts, pos = [raw[0]], [0], len(raw[0])
         for cont in raw[1:]:

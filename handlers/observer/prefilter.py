@@ -71,6 +71,8 @@ class Prefilter:
                 for ch in dict.fromkeys(literal):
                     self.masks[ch] = self.masks.get(ch, 0) | 1 << k
         self.anchorable = functools.reduce(int.__or__, self.masks.values(), 0)
+        #: a log given as bytes can be searched as bytes (engine.candidates)
+        self.bytes_ok = all(bytes_safe(literal) for literal in literals)
 
     def plan(self, text: str, sample: str | None = None, anchored: bool | None = None) -> Plan:
         """The cheapest way to search `text` by the estimates above, counting characters in
@@ -128,6 +130,48 @@ def _anchor_regex(char: str, literals: tuple[str, ...]) -> re.Pattern:
             alt += f"(?<={re.escape(literal[:k + 1 + len(after[:1])])})"
         alternatives.append(alt)
     return re.compile(re.escape(char) + "(?:" + "|".join(alternatives) + ")")
+
+
+def bytes_safe(literal: str) -> bool:
+    """Whether `literal`'s UTF-8 bytes are in a line's bytes exactly where it is in the line
+    decoded with errors="replace": not for U+FFFD (which bad bytes decode to) nor for a lone
+    surrogate (which has no UTF-8 bytes)."""
+    if "\ufffd" in literal:
+        return False
+    try:
+        literal.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def encoded(plan: Plan) -> Plan:
+    """`plan` for a text kept as UTF-8 bytes: the same groups and literals, as bytes. UTF-8 is
+    self-synchronising, so a literal's bytes occur exactly where the literal does."""
+    def lits(literals):
+        for literal, _ in literals:
+            if not bytes_safe(literal):
+                raise ValueError(f"literal {literal!r} cannot be searched for in bytes")
+        return [(literal.encode("utf-8"), idxs) for literal, idxs in literals]
+    groups = [Group(g.char.encode("utf-8"), _anchor_regex_bytes(g.char, tuple(lit for lit, _ in g.literals)), g.sparse,
+                    lits(g.literals)) for g in plan.anchored]
+    return Plan(groups, lits(plan.direct))
+
+
+@functools.lru_cache(maxsize=256)
+def _anchor_regex_bytes(char: str, literals: tuple[str, ...]) -> re.Pattern:
+    """`_anchor_regex` over UTF-8 bytes."""
+    alternatives = []
+    for literal in literals:
+        k = literal.index(char)
+        after = literal[k + 1:]
+        alt = re.escape(after[:1].encode("utf-8"))
+        if len(after) > 1:
+            alt += b"(?=" + re.escape(after[1:].encode("utf-8")) + b")"
+        if k:
+            alt += b"(?<=" + re.escape(literal[:k + 1 + len(after[:1])].encode("utf-8")) + b")"
+        alternatives.append(alt)
+    return re.compile(re.escape(char.encode("utf-8")) + b"(?:" + b"|".join(alternatives) + b")")
 
 
 @functools.lru_cache(maxsize=16)

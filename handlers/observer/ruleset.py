@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 from handlers.observer.engine import Diagnosis, Matcher, choose_primary, compile_rules, interpret, scan
 from handlers.observer.normalize import LogText
+from handlers.observer.prefilter import prefilter_for
 from handlers.observer.spec import RuleSpec
 from schemas.actuators import ActuatorBounds
 from schemas.serving import ServingConfig
@@ -37,14 +38,20 @@ class RuleSet:
         self.description = description
         self.source = source
 
-    def diagnose(self, text: str, current: ServingConfig | None = None, bounds: ActuatorBounds | None = None,
+    def diagnose(self, text: str | bytes, current: ServingConfig | None = None, bounds: ActuatorBounds | None = None,
                  safety_buffer: float = 0.10) -> Diagnosis:
-        """Read a vLLM log (any text) and say which config failure it shows, if any.
+        """Read a vLLM log (any text, or its bytes) and say which config failure it shows, if any.
+
+        Bytes are read as UTF-8 with U+FFFD for bad bytes, the way `selfheal diagnose` reads a
+        file (handlers.loop.read_input): the result is that of the decoded text, but a long log
+        is scanned as bytes and only the lines that matter are decoded.
 
         `current` is the config the log came from, when known: some fixes are relative to it (no
         KV memory, a bare PyTorch OOM). `bounds` give the actuator grid fixes are rounded to;
         values are not clamped to them. `safety_buffer` is applied on the side of safety.
         """
+        if isinstance(text, (bytes, bytearray, memoryview)) and not prefilter_for(self.matchers).bytes_ok:
+            text = bytes(text).decode("utf-8", "replace")
         log = LogText(text)
         outcome = interpret(scan(log, self.matchers), current, bounds or _DEFAULT_BOUNDS, safety_buffer)
         findings = [f for segment in outcome.segments for _, f in segment]
