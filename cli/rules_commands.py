@@ -2,16 +2,11 @@
 promote), verdict, replay, export."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 import click
 
 from cli.loop_commands import _as_of, as_of_option, json_option
 from cli.output import emit_json, to_json
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
+from eventstore.recorder import system_clock as _now
 
 
 @click.group()

@@ -123,11 +123,15 @@ def carries_marker(pid: int, canary_id: str) -> bool:
 
     An unreadable environ (another user's process, a zombie, a vanished pid) counts as no:
     the marker is what allows a kill, so doubt never does."""
+    return f"{MARKER}={canary_id}".encode() in _environ(pid)
+
+
+def _environ(pid: int) -> list[bytes]:
+    """The NAME=value items of a process's environment ([] when it cannot be read)."""
     try:
-        environ = (_PROC / str(pid) / "environ").read_bytes()
+        return (_PROC / str(pid) / "environ").read_bytes().split(b"\0")
     except OSError:
-        return False
-    return f"{MARKER}={canary_id}".encode() in environ.split(b"\0")
+        return []
 
 
 def marked_processes(canary_id: str) -> list[int]:
@@ -151,15 +155,7 @@ def processes_marked_with(prefix: str = "") -> list[int]:
     """Every live process whose marker value starts with `prefix` ("": any canary or
     supervised server at all): what tests check is empty after they stop their processes."""
     needle = f"{MARKER}={prefix}".encode()
-    out = []
-    for pid in _live():
-        try:
-            environ = (_PROC / str(pid) / "environ").read_bytes()
-        except OSError:
-            continue
-        if any(item.startswith(needle) for item in environ.split(b"\0")):
-            out.append(pid)
-    return out
+    return [pid for pid in _live() if any(item.startswith(needle) for item in _environ(pid))]
 
 
 def _live() -> list[int]:

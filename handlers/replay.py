@@ -219,15 +219,20 @@ def replay(store: EventStore, settings: Settings, deployments: dict[str, Deploym
 BUNDLE_FORMAT = 1
 
 
+def find_incident(store: EventStore, incident_id: str) -> Recorded:
+    """The one captured incident whose id starts with `incident_id` (LookupError otherwise)."""
+    found = [r for r in store.read(types=["IncidentCaptured"]) if r.event.incident_id.startswith(incident_id)]
+    if len(found) != 1:
+        raise LookupError(f"incident {incident_id!r}: " + ("no such incident" if not found else "ambiguous"))
+    return found[0]
+
+
 def export_bundle(store: EventStore, settings: Settings, incident_id: str) -> list[str]:
     """The incident, every event of its chain, the deployment's baseline and its settings,
     as JSON Lines: everything `replay_bundle` needs on another machine."""
     from eventstore.audit import events, row_json
 
-    found = [r for r in store.read(types=["IncidentCaptured"]) if r.event.incident_id.startswith(incident_id)]
-    if len(found) != 1:
-        raise LookupError(f"incident {incident_id!r}: " + ("no such incident" if not found else "ambiguous"))
-    incident = found[0]
+    incident = find_incident(store, incident_id)
     deployment = incident.event.deployment
     header = {"selfheal_bundle": BUNDLE_FORMAT, "incident_id": incident.event.incident_id, "deployment": deployment,
               "settings": settings.model_dump(mode="json", include={"mode", "rate_limit", "observer", "tournament",

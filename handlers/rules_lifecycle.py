@@ -37,10 +37,13 @@ def verdict(store: EventStore, incident_id: str, kind: str, by: str, now: dateti
         raise RulesError(f"--kind {kind!r}: allowed: {', '.join(KINDS_OR_NONE)}")
     if not by.strip():
         raise RulesError("--by: say who judges")
-    found = [r for r in store.read(types=["IncidentCaptured"]) if r.event.incident_id.startswith(incident_id)]
-    if len(found) != 1:
-        raise RulesError(f"incident {incident_id!r}: " + ("no such incident" if not found else "ambiguous"))
-    recorded = VerdictRecorded(incident_id=found[0].event.incident_id, kind=kind, by=by, note=note)
+    from handlers.replay import find_incident
+
+    try:
+        found = find_incident(store, incident_id)
+    except LookupError as exc:
+        raise RulesError(str(exc)) from None
+    recorded = VerdictRecorded(incident_id=found.event.incident_id, kind=kind, by=by, note=note)
     _append(store, f"incident-{recorded.incident_id}", recorded, now)
     return recorded
 

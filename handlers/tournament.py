@@ -221,7 +221,8 @@ class Tournament(Handler):
         for _ in range(len(names)):  # sweeps: a move on one actuator can open a better value on another
             moved = False
             for name in names:
-                if name not in run.current.diff(best) and len(run.current.diff(best)) >= self.max_changes:
+                changed = run.current.diff(best)
+                if name not in changed and len(changed) >= self.max_changes:
                     continue
                 grid = [False, True] if name == "enforce_eager" else edges.bounds.numeric()[name].grid()
                 if name == "enforce_eager" and not (edges.bounds.enforce_eager_allowed or run.current.enforce_eager):

@@ -21,6 +21,7 @@ commands never write to the log file.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import sqlite3
@@ -39,14 +40,20 @@ _TABLE = ("CREATE TABLE IF NOT EXISTS view_snapshots (key TEXT PRIMARY KEY, posi
 
 def snapshot_key(view: View) -> str | None:
     """A digest of the fold code behind `view` (None when some source cannot be read)."""
+    return _digest(tuple(sorted((name, type(p).__module__) for name, p in view.projections.items())))
+
+
+@functools.cache
+def _digest(modules: tuple[tuple[str, str], ...]) -> str | None:
+    # once per process: the loaded fold code cannot change under it, and reading and hashing
+    # every module's source on each restore and save would be start-up and hot-path work
     digest = hashlib.sha256()
-    for name in sorted(view.projections):
-        module = sys.modules.get(type(view.projections[name]).__module__)
+    for name, module_name in modules:
         try:
-            source = inspect.getsource(module)
-        except (OSError, TypeError):
+            source = inspect.getsource(sys.modules[module_name])
+        except (OSError, TypeError, KeyError):
             return None
-        digest.update(f"{name}\0{module.__name__}\0".encode())
+        digest.update(f"{name}\0{module_name}\0".encode())
         digest.update(source.encode())
     return digest.hexdigest()[:32]
 

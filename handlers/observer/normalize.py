@@ -171,14 +171,17 @@ def strip_prefix(line: str) -> tuple[dict[str, str], str]:
     return info, rest
 
 
-def sample(text: str) -> str:
-    """A few pieces spread over `text` (all of it when short): what a long log is mostly made of."""
+def sample(text: str | bytes) -> str | bytes:
+    """A few pieces spread over `text` (all of it when short): what a long log is mostly made of.
+    Of bytes it is bytes; decoded, a piece cut inside a character starts or ends with U+FFFD
+    (the sample only steers speed, never results)."""
     if len(text) <= SAMPLE_PIECES * PIECE_CHARS:
         return text
     step = len(text) // SAMPLE_PIECES
     # pieces start mid-way into their stretch: a log's first lines (a startup banner) say
     # little about the traffic that makes up the rest
-    return "\n".join(text[i:i + PIECE_CHARS] for i in range(step // 2, len(text), step))
+    sep = "\n" if isinstance(text, str) else b"\n"
+    return sep.join(text[i:i + PIECE_CHARS] for i in range(step // 2, len(text), step))
 
 
 def _headers(probe: str) -> list[str]:
@@ -199,15 +202,6 @@ def _headers(probe: str) -> list[str]:
 
 def _decode(data: bytes) -> str:
     return data.decode("utf-8", "replace")
-
-
-def _byte_sample(data: bytes) -> str:
-    """`sample` of a log given as UTF-8 bytes, decoded (a piece cut inside a character starts or
-    ends with U+FFFD: the sample only steers speed, never results)."""
-    if len(data) <= SAMPLE_PIECES * PIECE_CHARS:
-        return _decode(data)
-    step = len(data) // SAMPLE_PIECES
-    return "\n".join(_decode(data[i:i + PIECE_CHARS]) for i in range(step // 2, len(data), step))
 
 
 class LogText:
@@ -241,7 +235,7 @@ class LogText:
         self.binary = isinstance(data, bytes)
         self._nl = b"\n" if self.binary else "\n"
         self._short = len(data) <= SAMPLE_PIECES * PIECE_CHARS
-        self.sample = _byte_sample(data) if self.binary else sample(data)
+        self.sample = _decode(sample(data)) if self.binary else sample(data)
         self._text: str | None = None if self.binary else data
         self._cache: dict[int, LogicalLine] = {}
         # (position, number of "\n" before it), sorted: counting resumes from the nearest one

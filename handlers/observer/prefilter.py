@@ -160,18 +160,9 @@ def encoded(plan: Plan) -> Plan:
 
 @functools.lru_cache(maxsize=256)
 def _anchor_regex_bytes(char: str, literals: tuple[str, ...]) -> re.Pattern:
-    """`_anchor_regex` over UTF-8 bytes."""
-    alternatives = []
-    for literal in literals:
-        k = literal.index(char)
-        after = literal[k + 1:]
-        alt = re.escape(after[:1].encode("utf-8"))
-        if len(after) > 1:
-            alt += b"(?=" + re.escape(after[1:].encode("utf-8")) + b")"
-        if k:
-            alt += b"(?<=" + re.escape(literal[:k + 1 + len(after[:1])].encode("utf-8")) + b")"
-        alternatives.append(alt)
-    return re.compile(re.escape(char.encode("utf-8")) + b"(?:" + b"|".join(alternatives) + b")")
+    """`_anchor_regex` over UTF-8 bytes: its pattern encoded (re.escape escapes only ASCII
+    characters, and a multi-byte character is never followed by a quantifier there)."""
+    return re.compile(_anchor_regex(char, literals).pattern.encode("utf-8"))
 
 
 @functools.lru_cache(maxsize=16)
