@@ -2,7 +2,6 @@
 premise, rejection, and the whole prod flow from incident to a committed file."""
 from __future__ import annotations
 
-import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from handlers.escrow import EscrowError, approve, lapse_expired, reject
 from projections import view_as_of
 from schemas.config import parse_settings
 from schemas.events import BaselineCommitted, IncidentSource
+from tests.fakes.deployment import fake_vllm_deployment
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 11, 24, 8, 0, tzinfo=timezone.utc)
@@ -101,18 +101,8 @@ def test_prod_flow_end_to_end_with_real_canaries(tmp_path):
     config_file = tmp_path / "vllm.yaml"
     config_file.write_text("model: fake-model\ngpu-memory-utilization: 0.9\nmax-model-len: 8192\n"
                            "max-num-seqs: 16\nmax-num-batched-tokens: 2048\n")
-    settings = parse_settings(f'''
-mode = "prod"
-[deployments.ws]
-canary_backend = "vllm"
-model = "fake-model"
-inventory = "host"
-config_file = "{config_file}"
-command = ["{sys.executable}", "{ROOT / 'tests/fakes/fake_vllm.py'}", "serve", "{{model}}", "--host", "{{host}}", "--port", "{{port}}"]
-current = {{gpu_memory_utilization = 0.9, max_model_len = 8192, max_num_seqs = 16, max_num_batched_tokens = 2048}}
-env = {{FAKE_VLLM_SCENARIO = "workstation-12gb-speech", FAKE_VLLM_LINE_DELAY = "0"}}
-load = {{requests = 4, max_concurrency = 2, max_tokens = 8}}
-''')
+    settings = parse_settings(fake_vllm_deployment("ws", mode="prod", keys=f'config_file = "{config_file}"\n',
+                                                   env={"FAKE_VLLM_LINE_DELAY": "0"}))
     edges = deployments.build(settings)
     store = open_store(tmp_path / "log.db", create=True)
     with freeze_time(T0, tick=True):

@@ -18,9 +18,9 @@ from edges.processes import processes_marked_with
 from edges.processes import marked_processes as marked_by
 from edges.sim import load_scenario, simulate
 from eventstore import open_store
+from tests.fakes.deployment import fake_vllm_deployment
 
 ROOT = Path(__file__).resolve().parents[2]
-FAKE = ROOT / "tests" / "fakes" / "fake_vllm.py"
 
 
 
@@ -45,24 +45,8 @@ def sweep():
 def test_sigkill_during_a_canary_leaves_no_orphan(tmp_path, sweep):
     # `sweep` cleans up after a failure; the checks below look at this canary's own marker only,
     # so other tests' canaries running at the same time cannot disturb them
-    (tmp_path / "selfheal.toml").write_text(f'''
-mode = "dev"
-[deployments.fake]
-canary_backend = "vllm"
-model = "fake-model"
-inventory = "host"
-command = ["{sys.executable}", "{FAKE}", "serve", "{{model}}", "--host", "{{host}}", "--port", "{{port}}"]
-health_timeout_s = 60
-current = {{gpu_memory_utilization = 0.9, max_model_len = 8192, max_num_seqs = 16, max_num_batched_tokens = 2048}}
-[deployments.fake.env]
-FAKE_VLLM_SCENARIO = "workstation-12gb-speech"
-FAKE_VLLM_STARTUP_DELAY = "30"
-FAKE_VLLM_SPAWN_CHILD = "1"
-[deployments.fake.load]
-requests = 4
-max_concurrency = 2
-max_tokens = 8
-''')
+    (tmp_path / "selfheal.toml").write_text(fake_vllm_deployment("fake", env={
+        "FAKE_VLLM_STARTUP_DELAY": "30", "FAKE_VLLM_SPAWN_CHILD": "1"}))
     log = tmp_path / "vllm.log"
     log.write_text(simulate(load_scenario("workstation-12gb-speech")).log_text)
     assert selfheal(tmp_path, "observe", "--deployment", "fake", str(log)).wait(timeout=60) == 0

@@ -22,9 +22,9 @@ import msgspec
 from edges.sim import load_scenario, simulate
 from eventstore import open_store
 import projections
+from tests.fakes.deployment import fake_vllm_deployment
 
 ROOT = Path(__file__).resolve().parents[2]
-FAKE = ROOT / "tests" / "fakes" / "fake_vllm.py"
 SCENARIO = "workstation-12gb-speech"
 YAML = """# the speech box's server; selfheal owns only the tunable keys
 model: fake-model
@@ -54,29 +54,11 @@ class World:
         self.yaml.write_text(YAML)
         (self.folder / "reload.py").write_text(RELOAD)
         (self.folder / "incident.log").write_text(simulate(load_scenario(SCENARIO)).log_text)
-        self.toml.write_text(f'''
-mode = "dev"
-[deployments.speech]
-canary_backend = "vllm"
-model = "fake-model"
-inventory = "host"
-config_file = "{self.yaml}"
-command = ["{sys.executable}", "{FAKE}", "serve", "{{model}}", "--host", "{{host}}", "--port", "{{port}}"]
-health_timeout_s = 60
-current = {{gpu_memory_utilization = 0.9, max_model_len = 8192, max_num_seqs = 16, max_num_batched_tokens = 2048}}
-[deployments.speech.env]
-FAKE_VLLM_SCENARIO = "{SCENARIO}"
-FAKE_VLLM_LINE_DELAY = "0"
-FAKE_VLLM_TOKEN_DELAY = "0"
-FAKE_VLLM_LAUNCH_LOG = "{self.launches}"
-[deployments.speech.load]
-requests = 4
-max_concurrency = 2
-max_tokens = 8
-[deployments.speech.reload]
-method = "restart"
-argv = ["{sys.executable}", "{self.folder / 'reload.py'}", "{self.reloads}"]
-''')
+        self.toml.write_text(fake_vllm_deployment(
+            "speech", scenario=SCENARIO, keys=f'config_file = "{self.yaml}"\n',
+            env={"FAKE_VLLM_LINE_DELAY": "0", "FAKE_VLLM_TOKEN_DELAY": "0", "FAKE_VLLM_LAUNCH_LOG": self.launches},
+            tables=f'[deployments.speech.reload]\nmethod = "restart"\n'
+                   f'argv = {json.dumps([sys.executable, str(self.folder / "reload.py"), str(self.reloads)])}\n'))
         return self
 
     def selfheal(self, *args: str, crash: str = "count", counts: Path | None = None,

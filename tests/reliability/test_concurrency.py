@@ -23,6 +23,7 @@ from eventstore import Pending, open_store
 from handlers.runtime import Handler, Runner
 from schemas.events import IntentArchived, IntentDeduplicated
 from tests.conftest import T0
+from tests.fakes.deployment import fake_vllm_deployment
 from tests.reliability.procs import OUT, SHARED
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -197,7 +198,6 @@ def test_a_runner_that_loses_a_race_never_skips_an_event(tmp_path):
     assert outputs == {"in-2": 1, "in-3": 1}, f"outputs per input: {dict(outputs)}"
 
 
-FAKE = ROOT / "tests" / "fakes" / "fake_vllm.py"
 STAND_IN = Path(__file__).resolve().parent / "stand_in.py"
 
 
@@ -219,25 +219,8 @@ def canary_sweep():
 def test_two_selfheal_runs_never_both_start_a_canary(tmp_path, canary_sweep):
     launches = tmp_path / "launches.jsonl"
     toml = tmp_path / "selfheal.toml"
-    toml.write_text(f'''
-mode = "dev"
-[deployments.fake]
-canary_backend = "vllm"
-model = "fake-model"
-inventory = "host"
-command = ["{sys.executable}", "{STAND_IN}", "{FAKE}", "serve", "{{model}}", "--host", "{{host}}", "--port", "{{port}}"]
-health_timeout_s = 60
-current = {{gpu_memory_utilization = 0.9, max_model_len = 8192, max_num_seqs = 16, max_num_batched_tokens = 2048}}
-[deployments.fake.env]
-FAKE_VLLM_SCENARIO = "{SCENARIO}"
-FAKE_VLLM_STARTUP_DELAY = "1.5"
-STANDIN_RECORD = "{launches}"
-STANDIN_EXEC = "1"
-[deployments.fake.load]
-requests = 4
-max_concurrency = 2
-max_tokens = 8
-''')
+    toml.write_text(fake_vllm_deployment("fake", scenario=SCENARIO, wrapper=(str(STAND_IN),), env={
+        "FAKE_VLLM_STARTUP_DELAY": "1.5", "STANDIN_RECORD": launches, "STANDIN_EXEC": "1"}))
     from edges.sim import load_scenario, simulate
 
     log = tmp_path / "vllm.log"
