@@ -79,3 +79,12 @@ def test_random_logs_as_bytes(lines, junk, repeat):
     raw = "\n".join(lines).encode("utf-8", "surrogatepass") + junk
     _same(raw)
     _same(raw + b"\n" + b"\n".join(t.encode() for t in TRAFFIC) * repeat, odd=False)
+
+
+def test_a_long_log_given_as_bytes_is_never_decoded_whole():
+    # the point of the bytes path: without escapes, only the lines the observer looks at are decoded
+    raw = _long(RAW[0], 3)
+    assert b"\x1b" not in raw
+    log = LogText(raw)
+    hits = scan(log, MATCHERS, prefilter_for(MATCHERS).plan(log.data, log.sample))
+    assert log.binary and hits and log._text is None
