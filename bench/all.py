@@ -36,9 +36,12 @@ def machine() -> dict:
         info["memory_gib"] = round(int(meminfo[meminfo.index("MemTotal:") + 1]) / 2**20, 1)
     except (OSError, StopIteration, ValueError):
         pass
-    git = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True)
+    try:  # a copy without git (a tarball, a machine without the binary) just has no commit
+        git = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True)
+    except OSError:
+        return info
     if git.returncode == 0:
         info["commit"] = git.stdout.strip() + ("+uncommitted changes" if dirty.stdout.strip() else "")
     return info
