@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import click
 
@@ -60,17 +61,22 @@ def _parse_current(pairs: tuple[str, ...], config_file: str | None) -> dict:
 @json_option
 def diagnose(file: str, current: tuple[str, ...], vllm_config: str | None, as_json: bool) -> None:
     """Explain one vLLM log excerpt (FILE, or - for standard input)."""
-    from handlers.loop import read_raw
+    from handlers.loop import InputError, read_raw
     from handlers.observer import diagnose as run_diagnose, format_diagnosis
     from schemas.serving import ServingConfig
 
-    text, _ = read_raw(file)  # bytes: read as UTF-8 with U+FFFD, like every input edge
     values = _parse_current(current, vllm_config)
     config = None
     if values:
         ints = {"max_model_len", "max_num_seqs", "max_num_batched_tokens"}
         config = ServingConfig(**{k: int(v) if k in ints else v for k, v in values.items()})
-    diagnosis = run_diagnose(text, current=config)
+    # a file is read in pieces (handlers/observer/logfile.py), standard input whole; both as
+    # UTF-8 with U+FFFD, like every input edge
+    source = read_raw(file)[0] if file == "-" else Path(file)
+    try:
+        diagnosis = run_diagnose(source, current=config)
+    except OSError as exc:
+        raise InputError(f"{file}: cannot read: {exc.strerror or exc}") from None
     if as_json:
         emit_json(diagnosis)
     else:

@@ -1,8 +1,9 @@
 """Observer: reads vLLM logs, recognises config failures, proposes bounded seed fixes.
 
-Pure library code (no I/O, no store). `diagnose(text)` is the entry point with the built-in
-rules; the rules are data (rules/*.toml, read into a `RuleSet`), and another rule set (a
-candidate, one recorded in the log) diagnoses the same way through `RuleSet.diagnose`.
+Library code, no store; its only I/O is reading a log file given by path (logfile.py).
+`diagnose(text)` is the entry point with the built-in rules; the rules are data (rules/*.toml,
+read into a `RuleSet`), and another rule set (a candidate, one recorded in the log) diagnoses
+the same way through `RuleSet.diagnose`.
 """
 from handlers.observer.diagnose import diagnose, format_diagnosis
 from handlers.observer.engine import Diagnosis, Finding

@@ -1,6 +1,8 @@
 """The observer's entry point: log text in, a diagnosis with seed fixes out."""
 from __future__ import annotations
 
+import os
+
 from handlers.observer.engine import Diagnosis, Finding
 from handlers.observer.rules import builtin_ruleset
 from schemas.actuators import ActuatorBounds
@@ -10,11 +12,11 @@ from schemas.serving import TUNABLE, ServingConfig
 MATCHERS = builtin_ruleset().matchers
 
 
-def diagnose(text: str | bytes, current: ServingConfig | None = None, bounds: ActuatorBounds | None = None,
-             safety_buffer: float = 0.10) -> Diagnosis:
-    """Read a vLLM log (any text, or its raw bytes: read as UTF-8 with U+FFFD for bad bytes, as
-    `selfheal diagnose` reads a file) and say which config failure it shows, if any, with the
-    built-in rules (`RuleSet.diagnose` says what the arguments mean)."""
+def diagnose(text: str | bytes | os.PathLike, current: ServingConfig | None = None,
+             bounds: ActuatorBounds | None = None, safety_buffer: float = 0.10) -> Diagnosis:
+    """Read a vLLM log (any text, its raw bytes, or the path of a log file, read in pieces: bytes
+    are read as UTF-8 with U+FFFD for bad bytes) and say which config failure it shows, if any,
+    with the built-in rules (`RuleSet.diagnose` says what the arguments mean)."""
     return builtin_ruleset().diagnose(text, current, bounds, safety_buffer)
 
 

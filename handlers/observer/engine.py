@@ -22,7 +22,8 @@ import msgspec
 
 from handlers.observer.compiler import compile_rule, expand_pattern
 from handlers.observer.expr import Env
-from handlers.observer.normalize import CHUNK_CHARS, LogicalLine, LogText, squash
+from handlers.observer.logtext import LogText
+from handlers.observer.normalize import LogicalLine, squash
 from handlers.observer.prefilter import Plan, encoded, prefilter_for
 from handlers.observer.spec import CONTEXT, RuleProblem, RuleSpec
 from handlers.observer.units import convert
@@ -30,8 +31,8 @@ from schemas.actuators import ActuatorBounds
 from schemas.events import Finding  # the one Finding type: observations record it as is
 from schemas.serving import ServingConfig
 
-__all__ = ["Diagnosis", "Hit", "Matcher", "candidates", "choose_primary", "compile_rules", "excerpt", "expand_pattern",
-           "interpret", "scan"]
+__all__ = ["Diagnosis", "Hit", "LiteralSearch", "Matcher", "candidates", "choose_primary", "compile_rules", "excerpt", "expand_pattern",
+           "interpret", "read_and_scan", "scan"]
 
 
 class Diagnosis(msgspec.Struct, frozen=True, kw_only=True):
@@ -133,70 +134,120 @@ def _window(log: LogText, start: int, size: int) -> LogicalLine:
     return LogicalLine("\n".join(parts), log.number(start), tuple(starts), tuple(raw))
 
 
-def candidates(log: LogText, matchers: tuple[Matcher, ...], plan: Plan | None = None) -> dict[int, set[int]]:
-    """Record start -> indices of the matchers whose literal the record holds."""
-    text = log.data
-    plan = plan or prefilter_for(matchers).plan(text, log.sample)
-    if log.binary:
-        # a log kept as UTF-8 bytes is searched for the literals' UTF-8 bytes, which are in a
-        # line's bytes exactly where the literal is in its decoded text
-        plan = encoded(plan)
-    found: dict[int, set[int]] = {}
+class LiteralSearch:
+    """Finds the records that hold a rule's literal, one piece of the log at a time (call it with
+    each of `LogText.chunks`, in order), then `found()`: record start -> indices of the matchers
+    whose literal the record holds.
 
-    def line_holds(literals, pos: int) -> int:
-        """Note the literals that the line holding `pos` holds; returns the line's end."""
-        start, end = log.line_start(pos), log.line_end(pos)
-        line = text[start:end]
+    Given to LogText as `on_piece`, it searches each piece while LogText reads it for line
+    structure: a log file is then read once.
+    """
+
+    def __init__(self, log: LogText, matchers: tuple[Matcher, ...], plan: Plan | None = None):
+        self.log, self.matchers = log, matchers
+        plan = plan or prefilter_for(matchers).plan(log.data, log.sample)
+        if log.binary:
+            # a log kept as UTF-8 bytes is searched for the literals' UTF-8 bytes, which are in a
+            # line's bytes exactly where the literal is in its decoded text
+            plan = encoded(plan)
+        self.nl = nl = b"\n" if log.binary else "\n"
+        # a literal with a newline in it may span pieces: searched over the whole text in found()
+        self.spanning = [(literal, idxs) for literal, idxs in plan.direct if nl in literal]
+        self.direct = [(literal, ((literal, idxs),)) for literal, idxs in plan.direct if nl not in literal]
+        self.dense = [g for g in plan.anchored if not g.sparse]
+        self.sparse = [g for g in plan.anchored if g.sparse]
+        self.lines: dict[int, set[int]] = {}  # line start -> matchers, until found()
+
+    def _line_holds(self, literals, buf, base: int, pos: int, b: int) -> int:
+        """Note the literals that the line holding buf[pos] holds; returns the line's end in buf
+        (buf[:b + 1] is the log from base, and begins at a line start: LogText.chunks)."""
+        start = buf.rfind(self.nl, 0, pos) + 1
+        end = buf.find(self.nl, pos, b + 1)
+        end = b if end < 0 else end
+        line = buf[start:end]
         for literal, idxs in literals:
             if literal in line:
-                found.setdefault(log.record_start(start), set()).update(idxs)
+                self.lines.setdefault(base + start, set()).update(idxs)
         return end
 
-    for literal, idxs in plan.direct:  # a newline in the literal: the line where it starts
-        pos = text.find(literal)
-        while pos >= 0:
-            found.setdefault(log.record_start(log.line_start(pos)), set()).update(idxs)
-            pos = text.find(literal, log.line_end(pos) + 1)
-    # an anchor's regex stops at the first literal of its group that is there: the line is
-    # then tested for all of them, and the search goes on from its end
-    for group in (g for g in plan.anchored if not g.sparse):
-        m = group.regex.search(text)
-        while m:
-            m = group.regex.search(text, line_holds(group.literals, m.start()))
-    # rare anchors are reached with str.find, a chunk of text at a time for all of them: the
-    # chunk is read from memory once rather than once per anchor
-    sparse = [g for g in plan.anchored if g.sparse]
-    resume = [0] * len(sparse)
-    for chunk in range(0, len(text), CHUNK_CHARS) if sparse else ():
-        chunk_end = chunk + CHUNK_CHARS
-        for i, group in enumerate(sparse):
-            pos = text.find(group.char, max(chunk, resume[i]), chunk_end)
+    def __call__(self, buf, base: int, a: int, b: int) -> None:
+        """Search buf[a:b] (the log from base + a, whole lines): a literal without a newline lies
+        whole in one piece."""
+        holds = self._line_holds
+        for literal, literals in self.direct:
+            pos = buf.find(literal, a, b)
             while pos >= 0:
-                if group.regex.match(text, pos):
-                    pos = resume[i] = line_holds(group.literals, pos)
-                pos = text.find(group.char, pos + 1, chunk_end)
-    # a wrap may have split a literal: compare wrapped records without whitespace
-    for start in log.multi_line_starts():
-        flat = squash(log.message(start))
-        for idx, m in enumerate(matchers):
-            if m.squashed in flat:
-                found.setdefault(start, set()).add(idx)
-    return found
+                pos = buf.find(literal, holds(literals, buf, base, pos, b) + 1, b)
+        # an anchor's regex stops at the first literal of its group that is there: the line is
+        # then tested for all of them, and the search goes on from its end
+        for group in self.dense:
+            m = group.regex.search(buf, a, b)
+            while m:
+                m = group.regex.search(buf, holds(group.literals, buf, base, m.start(), b), b)
+        # rare anchors are reached with str.find (memchr), a Python step per occurrence
+        for group in self.sparse:
+            pos = buf.find(group.char, a, b)
+            while pos >= 0:
+                if group.regex.match(buf, pos, b):
+                    pos = holds(group.literals, buf, base, pos, b)
+                pos = buf.find(group.char, pos + 1, b)
+
+    def found(self) -> dict[int, set[int]]:
+        log, text = self.log, self.log.data
+        for literal, idxs in self.spanning:  # noted at the line where it starts
+            pos = text.find(literal)
+            while pos >= 0:
+                self.lines.setdefault(log.line_start(pos), set()).update(idxs)
+                pos = text.find(literal, log.line_end(pos) + 1)
+        found: dict[int, set[int]] = {}
+        for start, idxs in self.lines.items():
+            found.setdefault(log.record_start(start), set()).update(idxs)
+        # a wrap may have split a literal: compare wrapped records without whitespace
+        for start in log.multi_line_starts():
+            flat = squash(log.message(start))
+            for idx, m in enumerate(self.matchers):
+                if m.squashed in flat:
+                    found.setdefault(start, set()).add(idx)
+        return found
 
 
-def scan(log: LogText, matchers: tuple[Matcher, ...], plan: Plan | None = None) -> list[Hit]:
+def candidates(log: LogText, matchers: tuple[Matcher, ...], plan: Plan | None = None) -> dict[int, set[int]]:
+    """Record start -> indices of the matchers whose literal the record holds (LiteralSearch
+    over a log already read)."""
+    search = LiteralSearch(log, matchers, plan)
+    for piece in log.chunks():
+        search(*piece)
+    return search.found()
+
+
+def read_and_scan(text, matchers: tuple[Matcher, ...]) -> list[Hit]:
+    """`scan(LogText(text), matchers)`, searching for the literals while LogText reads the log."""
+    searches: list[LiteralSearch] = []
+
+    def start(log: LogText) -> LiteralSearch:
+        searches.append(LiteralSearch(log, matchers))
+        return searches[-1]
+
+    log = LogText(text, on_piece=start)
+    return scan(log, matchers, found=searches[-1].found())
+
+
+def scan(log: LogText, matchers: tuple[Matcher, ...], plan: Plan | None = None,
+         found: dict[int, set[int]] | None = None) -> list[Hit]:
     """Every match of every rule, in log order (the last MAX_MATCHES_PER_RECORD of a rule in a
-    record)."""
+    record), in the records `found` (by default, `candidates`)."""
     hits: list[Hit] = []
+    if found is None:
+        found = candidates(log, matchers, plan)
     # in log order: line numbers are counted on from the previous candidate
-    for start, found in sorted(candidates(log, matchers, plan).items()):
+    for start, idxs in sorted(found.items()):
         if log.is_source_line(start):
             continue
         # most candidates are one physical line: match it as is (patterns search, so the header
         # in front does not matter) and skip building a LogicalLine
         below, first = log.next_line(start), log.number(start)
         single = log.line_text(start) if below < 0 or not log.is_continuation(below) else None
-        for idx in found:
+        for idx in idxs:
             m = matchers[idx]
             if single is not None and m.rule.window == 1:
                 for regex in m.regexes:

@@ -11,7 +11,7 @@ Python step per occurrence: for a rare character) or by the regex engine's own s
 first character (one slower pass, but no Python per occurrence: for a common one).
 
 What is rare depends on the traffic, so the plan is made per text: the characters are counted
-in a sample of it (normalize.sample) and a greedy cover picks groups by estimated cost, leaving
+in a sample of it (logtext.sample) and a greedy cover picks groups by estimated cost, leaving
 a literal to `str.find` ("direct") when no anchor is cheaper. Whichever is chosen, exactly the
 lines that hold a literal are reported, so the plan changes speed, never results. Short texts
 are searched directly: planning would cost more than it saves.

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterable
 
-from handlers.observer.engine import Diagnosis, Matcher, choose_primary, compile_rules, interpret, scan
-from handlers.observer.normalize import LogText
+from handlers.observer.engine import Diagnosis, Matcher, choose_primary, compile_rules, interpret, read_and_scan
+from handlers.observer.logfile import FileBytes, open_log
 from handlers.observer.prefilter import prefilter_for
 from handlers.observer.spec import RuleSpec
 from schemas.actuators import ActuatorBounds
@@ -38,22 +39,38 @@ class RuleSet:
         self.description = description
         self.source = source
 
-    def diagnose(self, text: str | bytes, current: ServingConfig | None = None, bounds: ActuatorBounds | None = None,
-                 safety_buffer: float = 0.10) -> Diagnosis:
-        """Read a vLLM log (any text, or its bytes) and say which config failure it shows, if any.
+    def diagnose(self, text: str | bytes | os.PathLike, current: ServingConfig | None = None,
+                 bounds: ActuatorBounds | None = None, safety_buffer: float = 0.10) -> Diagnosis:
+        """Read a vLLM log (any text, its bytes, or the path of a log file) and say which config
+        failure it shows, if any.
 
-        Bytes are read as UTF-8 with U+FFFD for bad bytes, the way `selfheal diagnose` reads a
-        file (handlers.loop.read_input): the result is that of the decoded text, but a long log
-        is scanned as bytes and only the lines that matter are decoded.
+        Bytes, and a file's bytes, are read as UTF-8 with U+FFFD for bad bytes: the result is
+        that of the decoded text, but a long log is scanned as bytes and only the lines that
+        matter are decoded. A regular file is read in pieces into one reused buffer
+        (logfile.py), so memory does not grow with its size; it is read up to the size it had
+        when opened. Raises OSError when the file cannot be read, and
+        logfile.LogFileChanged when it shrinks while it is read.
 
         `current` is the config the log came from, when known: some fixes are relative to it (no
         KV memory, a bare PyTorch OOM). `bounds` give the actuator grid fixes are rounded to;
         values are not clamped to them. `safety_buffer` is applied on the side of safety.
         """
+        args = (current, bounds or _DEFAULT_BOUNDS, safety_buffer)
+        if isinstance(text, os.PathLike):
+            data = open_log(text)
+            if isinstance(data, bytes):
+                return self.diagnose(data, *args)
+            with data:
+                if not prefilter_for(self.matchers).bytes_ok:
+                    return self.diagnose(data[:], *args)
+                return self._diagnose(data, *args)
         if isinstance(text, (bytes, bytearray, memoryview)) and not prefilter_for(self.matchers).bytes_ok:
             text = bytes(text).decode("utf-8", "replace")
-        log = LogText(text)
-        outcome = interpret(scan(log, self.matchers), current, bounds or _DEFAULT_BOUNDS, safety_buffer)
+        return self._diagnose(text, *args)
+
+    def _diagnose(self, text: str | bytes | FileBytes, current: ServingConfig | None, bounds: ActuatorBounds,
+                  safety_buffer: float) -> Diagnosis:
+        outcome = interpret(read_and_scan(text, self.matchers), current, bounds, safety_buffer)
         findings = [f for segment in outcome.segments for _, f in segment]
         return Diagnosis(primary=choose_primary(outcome), findings=findings)
 

@@ -51,6 +51,29 @@ def test_diagnose_reads_a_vllm_yaml(tmp_path):
     assert proc.returncode == 1 and "bad.yaml: not valid YAML at line" in proc.stderr
 
 
+def test_diagnose_reads_a_file_a_pipe_or_standard_input_alike(tmp_path):
+    # a regular file is read in pieces, a pipe and standard input whole: one answer
+    log = tmp_path / "vllm.log"
+    log.write_text(("(APIServer pid=9) INFO:     127.0.0.1:4000 - \"GET /health HTTP/1.1\" 200 OK\n" * 30_000)
+                   + STARTUP_0_14)
+    from_file = subprocess.run([sys.executable, "-m", "cli.main", "diagnose", str(log), "--json"],
+                               capture_output=True, text=True)
+    piped = subprocess.run(f"{sys.executable} -m cli.main diagnose --json <(cat {log})", shell=True,
+                           executable="/bin/bash", capture_output=True, text=True)
+    from_stdin = run("diagnose", "-", "--json", input=log.read_bytes())
+    assert from_file.returncode == 0 and piped.returncode == 0, (from_file.stderr, piped.stderr)
+    assert json.loads(from_file.stdout) == json.loads(piped.stdout) == json.loads(from_stdin.output)
+    assert json.loads(from_file.stdout)["primary"]["line"] == 30_001
+
+
+@pytest.mark.parametrize("target", ["missing.log", "."])
+def test_diagnose_names_a_file_it_cannot_read(tmp_path, target):
+    proc = subprocess.run([sys.executable, "-m", "cli.main", "diagnose", target], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.startswith(f"selfheal: error: {target}: cannot read: ") and proc.stderr.count("\n") == 1
+
+
 def test_demo_ends_in_a_promotion(tmp_path):
     db = tmp_path / "demo.db"
     result = run("demo", "--out", db)

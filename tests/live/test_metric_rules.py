@@ -6,7 +6,7 @@ import pytest
 from handlers.observer import RULES, diagnose
 from handlers.observer.diagnose import MATCHERS
 from handlers.observer.engine import scan
-from handlers.observer.normalize import LogText
+from handlers.observer.logtext import LogText
 from handlers.observer.rules import KINDS
 from schemas.actuators import ActuatorBounds
 from schemas.serving import ServingConfig

@@ -14,7 +14,7 @@ from test_observer_prefilter import ODD_RULES, TEXTS, TRAFFIC
 from handlers.observer import diagnose
 from handlers.observer.diagnose import MATCHERS
 from handlers.observer.engine import scan
-from handlers.observer.normalize import CHUNK_CHARS, LogText
+from handlers.observer.logtext import CHUNK_CHARS, LogText
 from handlers.observer.prefilter import prefilter_for
 
 SAMPLES = Path(__file__).parent / "samples"

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from handlers.observer.normalize import LogText, normalize, squash, strip_prefix
+from handlers.observer.logtext import LogText, normalize
+from handlers.observer.normalize import squash, strip_prefix
 
 
 @pytest.mark.parametrize("line, info, message", [

@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 from test_observer_healthy import HEALTHY
 from test_observer_rules import CASES
 
-from handlers.observer import diagnose, engine, normalize, parse_rules
+from handlers.observer import diagnose, logtext, normalize, parse_rules
 from handlers.observer.diagnose import MATCHERS
 from handlers.observer.engine import EVIDENCE_CONTEXT, MAX_MATCHES_PER_RECORD, excerpt, scan
-from handlers.observer.normalize import LogText
+from handlers.observer.logtext import LogText
 from handlers.observer.prefilter import Prefilter, prefilter_for
 
 SAMPLES = Path(__file__).parent / "samples"
@@ -64,10 +64,9 @@ def test_plans_and_chunks_agree_on_any_text(parts, chunk):
     expected = {rules: _hits(text, rules, anchored=False) for rules in (MATCHERS, ODD_RULES.matchers)}
     # tiny chunks and samples: learned headers and chunk edges everywhere
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(normalize, "CHUNK_CHARS", chunk)
-        mp.setattr(engine, "CHUNK_CHARS", chunk)
-        mp.setattr(normalize, "SAMPLE_PIECES", 2)
-        mp.setattr(normalize, "PIECE_CHARS", 48)
+        mp.setattr(logtext, "CHUNK_CHARS", chunk)
+        mp.setattr(logtext, "SAMPLE_PIECES", 2)
+        mp.setattr(logtext, "PIECE_CHARS", 48)
         for rules, hits in expected.items():
             assert _hits(text, rules, anchored=True) == hits
             assert _hits(text, rules, anchored=None) == hits
@@ -84,11 +83,11 @@ def _long_log() -> str:
 
 def test_a_long_log_reads_as_a_short_one_would():
     text = _long_log()
-    assert len(text) > normalize.SAMPLE_PIECES * normalize.PIECE_CHARS and normalize._headers(LogText(text).sample)
+    assert len(text) > logtext.SAMPLE_PIECES * logtext.PIECE_CHARS and logtext._headers(LogText(text).sample)
     fast = LogText(text)
     assert fast.sample is not text
     with pytest.MonkeyPatch.context() as mp:  # no headers learnt, no chunks: one regex over every line start
-        mp.setattr(normalize, "_headers", lambda probe: [])
+        mp.setattr(logtext, "_headers", lambda probe: [])
         plain = LogText(text)
     assert fast._cont == plain._cont and fast._cont
     assert list(fast) and [(r.first, r.raw, r.text) for r in fast] == [(r.first, r.raw, r.text) for r in plain]
@@ -102,18 +101,36 @@ def test_a_wrapped_line_right_before_a_chunk_edge_is_found():
     text = "\n".join([head + "x" * 70, head + "y" * 70, "continuation of it", head + "z", head + "w" * 200])
     edge = text.index("\n" + head + "z")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(normalize, "SAMPLE_PIECES", 2)
-        mp.setattr(normalize, "PIECE_CHARS", 20)
-        mp.setattr(normalize, "_headers", lambda probe: [head])
+        mp.setattr(logtext, "SAMPLE_PIECES", 2)
+        mp.setattr(logtext, "PIECE_CHARS", 20)
+        mp.setattr(logtext, "_headers", lambda probe: [head])
         for chunk in (edge, edge - 1, edge + 1, 7):
-            mp.setattr(normalize, "CHUNK_CHARS", chunk)
+            mp.setattr(logtext, "CHUNK_CHARS", chunk)
             log = LogText(text)
             assert log._cont == {text.index("continuation")}, chunk
             assert [r.first for r in log] == [1, 2, 4, 5]
 
 
+@pytest.mark.parametrize("bare", ["INFO", "2025-11-24 06:55:12", "ERROR"])
+def test_a_header_that_ends_its_line_at_a_chunk_edge_still_begins_a_record(bare):
+    # a header such as a bare level or timestamp needs the line end after it to match (its
+    # trailing [\s:] or \s+): a piece must hand the line's "\n" to the match, wherever it ends
+    head = "(APIServer pid=99) "
+    text = "\n".join([head + "x" * 70, bare, head + "y" * 70, "not a header, wrapped", head + "z"] * 3)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(logtext, "SAMPLE_PIECES", 2)
+        mp.setattr(logtext, "PIECE_CHARS", 20)
+        mp.setattr(logtext, "_headers", lambda probe: [head])
+        expected = LogText(text)._cont
+        assert expected == {m.start() for m in re.finditer("not a header", text)}
+        for chunk in range(1, len(text) + 1):
+            mp.setattr(logtext, "CHUNK_CHARS", chunk)
+            assert LogText(text)._cont == expected, chunk
+            assert LogText(text.encode())._cont == expected, chunk
+
+
 def test_learned_headers_each_begin_a_record():
-    heads = normalize._headers(LogText(_long_log()).sample)
+    heads = logtext._headers(LogText(_long_log()).sample)
     assert "(APIServer pid=99) " in heads
     for head in heads:
         assert normalize._HARD_START_RE.match(head)

@@ -14,7 +14,7 @@ from test_observer_rules import CASES
 from handlers.observer import diagnose, format_diagnosis
 from handlers.observer.diagnose import MATCHERS
 from handlers.observer.engine import scan
-from handlers.observer.normalize import LogText
+from handlers.observer.logtext import LogText
 from schemas.actuators import Actuator, ActuatorBounds
 from schemas.serving import ServingConfig
 

@@ -9,7 +9,7 @@ import pytest
 from handlers.observer import RULES, Diagnosis, Finding, diagnose
 from handlers.observer.diagnose import MATCHERS
 from handlers.observer.engine import compile_rules, expand_pattern, scan
-from handlers.observer.normalize import LogText
+from handlers.observer.logtext import LogText
 from handlers.observer.rules import CONTEXT, KINDS, FixSpec, Number, RuleSpec
 from schemas.serving import TUNABLE
 
