@@ -150,10 +150,9 @@ class LiteralSearch:
             # a log kept as UTF-8 bytes is searched for the literals' UTF-8 bytes, which are in a
             # line's bytes exactly where the literal is in its decoded text
             plan = encoded(plan)
-        self.nl = nl = b"\n" if log.binary else "\n"
+        self.nl = b"\n" if log.binary else "\n"
         # a literal with a newline in it may span pieces: searched over the whole text in found()
-        self.spanning = [(literal, idxs) for literal, idxs in plan.direct if nl in literal]
-        self.direct = [(literal, ((literal, idxs),)) for literal, idxs in plan.direct if nl not in literal]
+        self.spanning, self.direct = plan.spanning, plan.direct
         self.dense = [g for g in plan.anchored if not g.sparse]
         self.sparse = [g for g in plan.anchored if g.sparse]
         self.lines: dict[int, set[int]] = {}  # line start -> matchers, until found()
@@ -173,11 +172,13 @@ class LiteralSearch:
     def __call__(self, buf, base: int, a: int, b: int) -> None:
         """Search buf[a:b] (the log from base + a, whole lines): a literal without a newline lies
         whole in one piece."""
-        holds = self._line_holds
-        for literal, literals in self.direct:
+        holds, nl, lines = self._line_holds, self.nl, self.lines
+        for literal, idxs in self.direct:
             pos = buf.find(literal, a, b)
             while pos >= 0:
-                pos = buf.find(literal, holds(literals, buf, base, pos, b) + 1, b)
+                lines.setdefault(base + buf.rfind(nl, 0, pos) + 1, set()).update(idxs)
+                end = buf.find(nl, pos, b + 1)
+                pos = -1 if end < 0 else buf.find(literal, end + 1, b)
         # an anchor's regex stops at the first literal of its group that is there: the line is
         # then tested for all of them, and the search goes on from its end
         for group in self.dense:

@@ -203,34 +203,26 @@ class LogText:
                 raise _NotPlain
             count = buf.count(self._nl, a, b)
             if not needles or count != sum(buf.count(x, a, b) for x in needles):
-                # what a header match at a line's start looks at: the line and its "\\n"
-                for newline, prev, line in self._decoded_breaks(regex, buf, base, a, b, b + 1 if base + b < n else b):
-                    # buf begins at a line start: the line above the piece is in it (chunks)
-                    above = buf.rfind(self._nl, 0, newline - base) + 1 + base
-                    if prev is None:
-                        piece = buf[above - base:newline - base]
-                        prev = piece if isinstance(piece, str) else _decode(piece)
-                    yield newline, above, prev, line
+                # what a header match at a line's start looks at: the line and its "\\n". The
+                # region starts at a "\\n" or at the start of the log, so it decodes as it does
+                # in the whole log; buf begins at a line start, so it holds the line above
+                region = buf[a:b + 1 if base + b < n else b]
+                text = region if isinstance(region, str) else _decode(region)
+                for pos, t in self._match_positions(regex, region, text, b - a):
+                    newline, above, after = base + a + pos, text.rfind("\n", 0, t), text.find("\n", t + 1)
+                    prev = text[above + 1:t] if above >= 0 or base + a == 0 else None
+                    if prev is not None and len(text) == len(region):  # one byte a character
+                        above = newline - len(prev)
+                    else:  # the line above the piece, or bytes that decoding changed
+                        above = buf.rfind(self._nl, 0, newline - base) + 1 + base
+                        if prev is None:
+                            piece = buf[above - base:newline - base]
+                            prev = piece if isinstance(piece, str) else _decode(piece)
+                    yield newline, above, prev, text[t + 1:after if after >= 0 else len(text)]
             newlines += count
             self._counted.append((base + b, newlines))
             if self._visit:
                 self._visit(buf, base, a, b)
-
-    def _decoded_breaks(self, regex: re.Pattern, buf, base: int, a: int, b: int,
-                        end: int) -> Iterator[tuple[int, str | None, str]]:
-        """The "\\n" positions in buf[a:b] (as positions in data: base added) where `regex` (which
-        starts with "\\n" and looks no further than the end of the line after it, and one
-        character more) matches buf[a:end] decoded, with the line before (None when it starts
-        before buf[a]) and the line after, decoded. buf[a:end] starts at a "\\n" or at the
-        start of the log, so it decodes as it does in the whole log."""
-        region = buf[a:end]
-        text = region if isinstance(region, str) else _decode(region)
-        from_start = base + a == 0
-        for pos, t in self._match_positions(regex, region, text, b - a):
-            above = text.rfind("\n", 0, t)
-            after = text.find("\n", t + 1)
-            prev = text[above + 1:t] if above >= 0 or from_start else None
-            yield pos + base + a, prev, text[t + 1:after if after >= 0 else len(text)]
 
     @staticmethod
     def _match_positions(regex: re.Pattern, region, text: str, limit: int) -> Iterator[tuple[int, int]]:

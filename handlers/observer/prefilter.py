@@ -51,9 +51,11 @@ class Group(NamedTuple):
 
 
 class Plan(NamedTuple):
-    """How one text is searched; literals come with the indices of the matchers that use them."""
+    """How one text is searched; literals come with the indices of the matchers that use them.
+    `spanning` are the literals with a newline in them, searched directly over the whole text."""
     anchored: list[Group]
     direct: list[tuple[str, tuple[int, ...]]]
+    spanning: list[tuple[str, tuple[int, ...]]] = []
 
 
 class Prefilter:
@@ -71,6 +73,9 @@ class Prefilter:
                 for ch in dict.fromkeys(literal):
                     self.masks[ch] = self.masks.get(ch, 0) | 1 << k
         self.anchorable = functools.reduce(int.__or__, self.masks.values(), 0)
+        # the plan of every short text, made once (nothing may change it): a text of a few lines
+        # is diagnosed in about 100 us, and building this took several of them
+        self.short = Plan([], [x for x in self.literals if "\n" not in x[0]], [x for x in self.literals if "\n" in x[0]])
         #: a log given as bytes can be searched as bytes (engine.candidates)
         self.bytes_ok = all(bytes_safe(literal) for literal in literals)
 
@@ -82,7 +87,7 @@ class Prefilter:
         sample = text if sample is None else sample
         direct = {k: find_cost(literal, n) for k, (literal, _) in enumerate(self.literals)}
         if anchored is False or anchored is None and sum(direct.values()) < len(sample) * len(self.masks) * COUNT_NS:
-            return Plan([], list(self.literals))  # a short text: planning would cost more than it saves
+            return self.short  # a short text: planning would cost more than it saves
         scale = n / max(len(sample), 1)
         occurrences = {ch: sample.count(ch) * scale for ch in self.masks}
         groups, uncovered, covered = [], self.anchorable, 0
@@ -107,7 +112,8 @@ class Prefilter:
             groups.append(Group(ch, _anchor_regex(ch, tuple(lit for lit, _ in literals)), sparse, literals))
             uncovered &= ~new
             covered |= new
-        return Plan(groups, [lit for k, lit in enumerate(self.literals) if not covered >> k & 1])
+        return Plan(groups, [lit for k, lit in enumerate(self.literals) if not covered >> k & 1 and "\n" not in lit[0]],
+                    self.short.spanning)
 
 
 @functools.lru_cache(maxsize=256)
@@ -155,7 +161,7 @@ def encoded(plan: Plan) -> Plan:
         return [(literal.encode("utf-8"), idxs) for literal, idxs in literals]
     groups = [Group(g.char.encode("utf-8"), _anchor_regex_bytes(g.char, tuple(lit for lit, _ in g.literals)), g.sparse,
                     lits(g.literals)) for g in plan.anchored]
-    return Plan(groups, lits(plan.direct))
+    return Plan(groups, lits(plan.direct), lits(plan.spanning))
 
 
 @functools.lru_cache(maxsize=256)
