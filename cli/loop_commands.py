@@ -104,6 +104,7 @@ def observe(ctx, files: tuple[str, ...], follow: bool, unit: str | None, metrics
             quiet_seconds: float, deployment: str | None, as_json: bool) -> None:
     """Record log files (or - for standard input) as incidents; or follow a file, a journald
     unit or /metrics and record the trouble in them as it happens."""
+    import signal
     import threading
 
     from handlers import loop
@@ -127,6 +128,9 @@ def observe(ctx, files: tuple[str, ...], follow: bool, unit: str | None, metrics
         stop = threading.Event()
         report = (lambda i: emit_json({"deployment": name, "incident": i})) if as_json else \
             (lambda i: click.echo(f"incident {i}"))
+        # SIGINT and SIGTERM ask the watch to stop at its next step, so that an incident being
+        # recorded is finished rather than interrupted wherever the signal lands
+        previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             if metrics_url:
                 live_inputs.watch_metrics(store, edges[name], metrics_url, stop, interval_s=interval, on_incident=report)
@@ -143,6 +147,9 @@ def observe(ctx, files: tuple[str, ...], follow: bool, unit: str | None, metrics
                                     on_incident=report)
         except KeyboardInterrupt:
             stop.set()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 @click.command("run")
