@@ -76,7 +76,7 @@ def diagnose(file: str, current: tuple[str, ...], vllm_config: str | None, as_js
     try:
         diagnosis = run_diagnose(source, current=config)
     except OSError as exc:
-        raise InputError(f"{file}: cannot read: {exc.strerror or exc}") from None
+        raise InputError.unreadable(file, exc) from None
     if as_json:
         emit_json(diagnosis)
     else:

@@ -29,6 +29,10 @@ from schemas.events import BaselineImported, IncidentCaptured, IncidentSource
 class InputError(ValueError):
     """A log excerpt that cannot be read."""
 
+    @classmethod
+    def unreadable(cls, path: str, exc: OSError) -> InputError:
+        return cls(f"{path}: cannot read: {exc.strerror or exc}")
+
 
 #: incidents larger than this keep their head and tail, so a runaway log cannot bloat the store
 MAX_INCIDENT_BYTES = 1 << 20
@@ -121,7 +125,7 @@ def read_raw(path: str) -> tuple[bytes, IncidentSource]:
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        raise InputError.unreadable(path, exc) from None
     return data, IncidentSource(kind="file", path=os.path.abspath(path))
 
 

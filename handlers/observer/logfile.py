@@ -87,14 +87,16 @@ class FileBytes:
 
     # -- reading ---------------------------------------------------------------------------------
 
+    def _shrank(self, at: int) -> LogFileChanged:
+        return LogFileChanged(f"{self.path}: the file shrank while it was read ({self._size} bytes when opened, "
+                              f"ended at byte {at}); was it truncated or rotated?")
+
     def _pread(self, size: int, at: int) -> bytes:
         out = os.pread(self._fd, size, at)
         while len(out) < size:  # a regular file gives less only at its end
             more = os.pread(self._fd, size - len(out), at + len(out))
             if not more:
-                raise LogFileChanged(f"{self.path}: the file shrank while it was read "
-                                     f"({self._size} bytes when opened, ended at byte {at + len(out)}); "
-                                     "was it truncated or rotated?")
+                raise self._shrank(at + len(out))
             out += more
         return out
 
@@ -108,18 +110,6 @@ class FileBytes:
         else:
             self._blocks.move_to_end(k)
         return block
-
-    def _piece(self, a: int, b: int) -> tuple[bytes | bytearray, int]:
-        """(buffer, offset) with buffer[a - offset:b - offset] == the file's bytes a..b, copying
-        nothing when the range lies in the buffer `chunks` is reading into or in one block."""
-        if self._buf is not None and self._base <= a and b <= self._base + self._filled:
-            return self._buf, self._base
-        first, last = a // BLOCK_BYTES, max(a, b - 1) // BLOCK_BYTES
-        if first == last:
-            return self._block(first), first * BLOCK_BYTES
-        if last - first > CACHED_BLOCKS // 2:  # a long range: read it once, past the cache
-            return self._pread(b - a, a), a
-        return b"".join(self._block(k) for k in range(first, last + 1)), first * BLOCK_BYTES
 
     def _held(self, start: int, end: int) -> Iterator[tuple[bytes | bytearray, int, int]]:
         """The file's bytes start..end as (buffer, lo, hi) pieces in order, with buffer[lo:hi]
@@ -147,8 +137,11 @@ class FileBytes:
         if not isinstance(key, slice) or key.step not in (None, 1):
             raise TypeError("FileBytes supports slices with no step only")
         a, b = self._bounds(key.start, key.stop)
-        buf, off = self._piece(a, b)
-        return bytes(buf[a - off:b - off])
+        held = self._buf is not None and self._base <= a and b <= self._base + self._filled
+        if not held and b - a > CACHED_BLOCKS // 2 * BLOCK_BYTES:  # a long range: read it once, past the cache
+            return self._pread(b - a, a)
+        parts = [buf[lo:hi] for buf, lo, hi in self._held(a, b)]
+        return bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
 
     # -- searching: one byte through the held buffers (what is looked for is mostly near: the
     # end of a line); a longer string in steps of READ_BYTES that overlap by len(sub) - 1 --------
@@ -196,15 +189,12 @@ class FileBytes:
         _one_byte(sub, "count")
         return sum(buf.count(sub, lo, hi) for buf, lo, hi in self._held(*self._bounds(start, end)))
 
-    def __contains__(self, sub: bytes) -> bool:
-        return self.find(sub) >= 0
-
     # -- reading in order --------------------------------------------------------------------------
 
-    def chunks(self, size: int, sep: bytes = b"\n") -> Iterator[tuple[bytearray, int, int, int]]:
+    def chunks(self, size: int) -> Iterator[tuple[bytearray, int, int, int]]:
         """The file in order as (buf, base, a, b): buf[a:b] is the file's bytes base+a..base+b.
 
-        The pieces follow each other and end right before a `sep` (the last at the end of the
+        The pieces follow each other and end right before a "\\n" (the last at the end of the
         file), `size` bytes or more after they start (where the file allows). `buf` also holds
         the line above buf[a] (from its start) and the byte at b, so that a line and the one
         above it can be looked at without a read. Until the next piece is asked for, the other
@@ -217,9 +207,9 @@ class FileBytes:
         try:
             start = 0  # where the next piece starts, in the file
             while start < self._size:
-                want = start + size  # the piece ends at the first `sep` at or after this
+                want = start + size  # the piece ends at the first "\n" at or after this
                 while True:
-                    b = buf.find(sep, max(0, want - self._base), self._filled) if want < self._size else -1
+                    b = buf.find(b"\n", max(0, want - self._base), self._filled) if want < self._size else -1
                     if b >= 0 or self._base + self._filled >= self._size:
                         break
                     self._refill(start)
@@ -246,9 +236,7 @@ class FileBytes:
             while got < want:
                 n = _preadv(self._fd, view[kept + got:kept + want], keep + kept + got)
                 if not n:
-                    raise LogFileChanged(f"{self.path}: the file shrank while it was read "
-                                         f"({self._size} bytes when opened, ended at byte {keep + kept + got}); "
-                                         "was it truncated or rotated?")
+                    raise self._shrank(keep + kept + got)
                 got += n
         finally:
             view.release()

@@ -61,20 +61,17 @@ def _decode(data: bytes | bytearray) -> str:
     return data.decode("utf-8", "replace")
 
 
-def _prepared(text: str | bytes | bytearray | memoryview) -> str | bytes:
-    """`text` as LogText keeps it: ANSI escapes removed and every line end a "\\n"."""
-    if not isinstance(text, (bytes, bytearray, memoryview)):
-        return clean(text)
-    data = bytes(text)
+def _rewritten(data: bytes) -> str | bytes:
+    """Bytes that hold ANSI escapes or "\\r" line ends, as LogText keeps them: escapes removed
+    after decoding (removing one can join bytes that decoding would replace apart), and every
+    line end a "\\n"."""
     if b"\x1b" in data:
         return clean(_decode(data))
-    if b"\r" in data:
-        return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    return data
+    return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
 
 
 class _NotPlain(Exception):
-    """A log file holds ANSI escapes or "\\r" line ends, which are rewritten on the whole text."""
+    """The log's bytes hold ANSI escapes or "\\r" line ends: they are rewritten whole first."""
 
 
 class LogText:
@@ -90,31 +87,30 @@ class LogText:
     log would decode them: "\\n" and "\\r" are ASCII, so no decoding step crosses them, and a
     line decodes alone exactly as it does inside the whole. Every decision about a line (header,
     continuation, rule regexes) is made on its decoded text with the same str regexes, so results
-    are those of `LogText(data.decode("utf-8", "replace"))`. A log with ANSI escapes is decoded
-    whole first (removing an escape can join bytes that decoding would have replaced apart).
-    A str log is kept as it is (`data` is then the cleaned str itself). A log file given as
-    FileBytes is read like bytes, in pieces (logfile.py), unless it needs the rewriting above:
-    then it is read whole.
+    are those of `LogText(data.decode("utf-8", "replace"))`. Bytes with ANSI escapes or "\\r"
+    line ends are rewritten whole first (`_rewritten`), once a piece shows them. A str log is
+    kept as it is (`data` is then the cleaned str itself). A log file given as FileBytes is
+    read like bytes, in pieces (logfile.py), and whole only when it has to be rewritten.
     """
 
     def __init__(self, text: str | bytes | FileBytes, on_piece: Callable[[LogText], Callable] | None = None):
         """`on_piece`, when given, is called with this LogText once its sample is known, and
         returns a function that is then given each piece of the log (`chunks`) as it is read,
         after the lines that continue others in it are known: a second search of the log
-        (engine.LiteralSearch) that needs no second read. It is called again if a log file has
-        to be read whole after all (see above)."""
-        if isinstance(text, FileBytes):
-            try:
-                self._load(text, on_piece)
-            except _NotPlain:
-                self._load(_prepared(text[:]), on_piece)
-        else:
-            self._load(_prepared(text), on_piece)
+        (engine.LiteralSearch) that needs no second read. It is called again if the log's bytes
+        have to be rewritten after all (see above)."""
+        if isinstance(text, str):
+            self._load(clean(text), on_piece)
+            return
+        data = text if isinstance(text, (bytes, FileBytes)) else bytes(text)
+        try:  # bytes are read as they are until a piece shows they must be rewritten
+            self._load(data, on_piece)
+        except _NotPlain:
+            self._load(_rewritten(data[:]), on_piece)
 
     def _load(self, data: str | bytes | FileBytes, on_piece) -> None:
         self.data = data
         self.binary = not isinstance(data, str)
-        self._file = isinstance(data, FileBytes)
         self._nl = "\n" if isinstance(data, str) else b"\n"
         self._short = len(data) <= SAMPLE_PIECES * PIECE_CHARS
         self.sample = sample(data) if isinstance(data, str) else _decode(sample(data))
@@ -199,7 +195,7 @@ class LogText:
         needles = [self._nl + (h.encode("utf-8") if self.binary else h) for h in heads]
         n, newlines = len(self.data), 0
         for buf, base, a, b in self.chunks():
-            if self._file and (buf.find(b"\x1b", a, b) >= 0 or buf.find(b"\r", a, b) >= 0):
+            if self.binary and (buf.find(b"\x1b", a, b) >= 0 or buf.find(b"\r", a, b) >= 0):
                 raise _NotPlain
             count = buf.count(self._nl, a, b)
             if not needles or count != sum(buf.count(x, a, b) for x in needles):

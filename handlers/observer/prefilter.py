@@ -16,7 +16,8 @@ a literal to `str.find` ("direct") when no anchor is cheaper. Whichever is chose
 lines that hold a literal are reported, so the plan changes speed, never results. Short texts
 are searched directly: planning would cost more than it saves.
 
-A literal with a newline in it spans lines, and is always direct.
+A literal with a newline in it spans lines: it is never anchored, and is searched directly over
+the whole text (`Plan.spanning`).
 """
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ class Plan(NamedTuple):
     `spanning` are the literals with a newline in them, searched directly over the whole text."""
     anchored: list[Group]
     direct: list[tuple[str, tuple[int, ...]]]
-    spanning: list[tuple[str, tuple[int, ...]]] = []
+    spanning: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
 
 class Prefilter:
@@ -75,8 +76,12 @@ class Prefilter:
         self.anchorable = functools.reduce(int.__or__, self.masks.values(), 0)
         # the plan of every short text, made once (nothing may change it): a text of a few lines
         # is diagnosed in about 100 us, and building this took several of them
-        self.short = Plan([], [x for x in self.literals if "\n" not in x[0]], [x for x in self.literals if "\n" in x[0]])
-        #: a log given as bytes can be searched as bytes (engine.candidates)
+        self.short = Plan([], [x for x in self.literals if "\n" not in x[0]],
+                          tuple(x for x in self.literals if "\n" in x[0]))
+        # what searching every literal directly costs per character of text: the test of
+        # whether a text is short enough for that, on every diagnose
+        self.direct_ns = sum(find_cost(literal, 1) for literal, _ in self.literals)
+        #: a log given as bytes can be searched as bytes (ruleset.RuleSet.diagnose)
         self.bytes_ok = all(bytes_safe(literal) for literal in literals)
 
     def plan(self, text: str, sample: str | None = None, anchored: bool | None = None) -> Plan:
@@ -85,9 +90,9 @@ class Prefilter:
         literal that has one (True) or none at all (False), for tests."""
         n = len(text)
         sample = text if sample is None else sample
-        direct = {k: find_cost(literal, n) for k, (literal, _) in enumerate(self.literals)}
-        if anchored is False or anchored is None and sum(direct.values()) < len(sample) * len(self.masks) * COUNT_NS:
+        if anchored is False or anchored is None and n * self.direct_ns < len(sample) * len(self.masks) * COUNT_NS:
             return self.short  # a short text: planning would cost more than it saves
+        direct = {k: find_cost(literal, n) for k, (literal, _) in enumerate(self.literals)}
         scale = n / max(len(sample), 1)
         occurrences = {ch: sample.count(ch) * scale for ch in self.masks}
         groups, uncovered, covered = [], self.anchorable, 0
@@ -161,7 +166,7 @@ def encoded(plan: Plan) -> Plan:
         return [(literal.encode("utf-8"), idxs) for literal, idxs in literals]
     groups = [Group(g.char.encode("utf-8"), _anchor_regex_bytes(g.char, tuple(lit for lit, _ in g.literals)), g.sparse,
                     lits(g.literals)) for g in plan.anchored]
-    return Plan(groups, lits(plan.direct), lits(plan.spanning))
+    return Plan(groups, lits(plan.direct), tuple(lits(plan.spanning)))
 
 
 @functools.lru_cache(maxsize=256)
