@@ -27,8 +27,8 @@ import msgspec
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from eventstore import Pending, open_store  # noqa: E402
-from schemas.events import (  # noqa: E402
+from selfheal.eventstore import Pending, open_store  # noqa: E402
+from selfheal.schemas.events import (  # noqa: E402
     EVENT_TYPES, CanaryCompleted, CanaryMeasurements, IncidentCaptured, IncidentSource, IntentArchived,
 )
 
@@ -174,14 +174,14 @@ sys.path.insert(0, sys.argv[3])
 mode, path = sys.argv[1], sys.argv[2]
 start = time.perf_counter()
 if mode == "ours":
-    from eventstore import open_store
-    from projections.base import rebuild
-    from projections.event_counts import EventCountsProjection
+    from selfheal.eventstore import open_store
+    from selfheal.projections.base import rebuild
+    from selfheal.projections.event_counts import EventCountsProjection
     state, _ = rebuild(open_store(path), EventCountsProjection())
     total = state.total
 else:
     import sqlite3, msgspec
-    from schemas.events import EVENT_TYPES
+    from selfheal.schemas.events import EVENT_TYPES
     decoders = {n: msgspec.json.Decoder(c) for n, c in EVENT_TYPES.items()}
     conn, after, counts = sqlite3.connect(path), 0, {}
     while True:

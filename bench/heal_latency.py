@@ -51,13 +51,13 @@ import msgspec
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edges.deployments import from_scenario  # noqa: E402
-from edges.sim import simulate  # noqa: E402
-from eventstore import open_store  # noqa: E402
-from eventstore.recorder import CheckpointAdvance  # noqa: E402
-from handlers import loop  # noqa: E402
-from schemas.config import parse_settings  # noqa: E402
-from schemas.events import IncidentSource  # noqa: E402
+from selfheal.edges.deployments import from_scenario  # noqa: E402
+from selfheal.edges.sim import simulate  # noqa: E402
+from selfheal.eventstore import open_store  # noqa: E402
+from selfheal.eventstore.recorder import CheckpointAdvance  # noqa: E402
+from selfheal.handlers import loop  # noqa: E402
+from selfheal.schemas.config import parse_settings  # noqa: E402
+from selfheal.schemas.events import IncidentSource  # noqa: E402
 
 SCENARIO = "d-llama70b-awq-tp2-l40s"
 REFINED = "a-llama8b-24gb"

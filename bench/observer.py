@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from handlers.observer import diagnose  # noqa: E402
+from selfheal.handlers.observer import diagnose  # noqa: E402
 
 SAMPLES = ROOT / "tests" / "observer" / "samples"
 LITERAL = "CUDA out of memory"

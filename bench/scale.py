@@ -44,14 +44,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edges.deployments import build  # noqa: E402
-from edges.sim import bundled_scenarios, simulate  # noqa: E402
-from eventstore import Pending, open_store  # noqa: E402
-from eventstore.recorder import AppendRequest, NewEvent, parse_utc, utc_iso  # noqa: E402
-from eventstore.store import new_id  # noqa: E402
-from handlers import loop  # noqa: E402
-from schemas.config import parse_settings  # noqa: E402
-from schemas.events import IncidentCaptured, IncidentSource  # noqa: E402
+from selfheal.edges.deployments import build  # noqa: E402
+from selfheal.edges.sim import bundled_scenarios, simulate  # noqa: E402
+from selfheal.eventstore import Pending, open_store  # noqa: E402
+from selfheal.eventstore.recorder import AppendRequest, NewEvent, parse_utc, utc_iso  # noqa: E402
+from selfheal.eventstore.store import new_id  # noqa: E402
+from selfheal.handlers import loop  # noqa: E402
+from selfheal.schemas.config import parse_settings  # noqa: E402
+from selfheal.schemas.events import IncidentCaptured, IncidentSource  # noqa: E402
 
 SAMPLES = ROOT / "tests" / "observer" / "samples"
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -139,8 +139,8 @@ mode, path = sys.argv[1], sys.argv[2]
 start = time.perf_counter()
 out = {}
 if mode == "replay":
-    from eventstore import open_store
-    from handlers.observer import diagnose
+    from selfheal.eventstore import open_store
+    from selfheal.handlers.observer import diagnose
     matched = n = 0
     with open_store(path) as store:
         for e in store.read(types=["IncidentCaptured"]):
@@ -148,14 +148,14 @@ if mode == "replay":
             matched += diagnose(e.event.raw_text).primary is not None
     out = {"items": n, "with_primary_finding": matched}
 elif mode == "rebuild":
-    import projections
-    from eventstore import open_store
+    from selfheal import projections
+    from selfheal.eventstore import open_store
     with open_store(path) as store:
         state = projections.rebuild(store)
     out = {"items": state["position"], "projections": sorted(state["projections"])}
 else:
     import sqlite3, msgspec
-    from schemas.events import EVENT_TYPES
+    from selfheal.schemas.events import EVENT_TYPES
     decoders = {n: msgspec.json.Decoder(c) for n, c in EVENT_TYPES.items()}
     conn, after, counts, hits = sqlite3.connect(path), 0, {}, 0
     where = "AND type = 'IncidentCaptured'" if mode == "decode-incidents" else ""

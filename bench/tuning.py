@@ -44,14 +44,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edges.canary import measurements_of  # noqa: E402
-from edges.deployments import from_scenario  # noqa: E402
-from edges.sim import bundled_scenarios, load_scenario, simulate  # noqa: E402
-from eventstore import open_store  # noqa: E402
-from handlers import loop  # noqa: E402
-from handlers.scoring import score  # noqa: E402
-from schemas.config import parse_settings  # noqa: E402
-from schemas.events import IncidentSource  # noqa: E402
+from selfheal.edges.canary import measurements_of  # noqa: E402
+from selfheal.edges.deployments import from_scenario  # noqa: E402
+from selfheal.edges.sim import bundled_scenarios, load_scenario, simulate  # noqa: E402
+from selfheal.eventstore import open_store  # noqa: E402
+from selfheal.handlers import loop  # noqa: E402
+from selfheal.handlers.scoring import score  # noqa: E402
+from selfheal.schemas.config import parse_settings  # noqa: E402
+from selfheal.schemas.events import IncidentSource  # noqa: E402
 
 AXES = ("gpu_memory_utilization", "max_num_seqs", "max_model_len", "max_num_batched_tokens")
 DEFAULT_LIST_PAIRS = 2 * 4  # auto_tune.sh: NUM_SEQS_LIST "128 256" x NUM_BATCHED_TOKENS_LIST "512 1024 2048 4096"

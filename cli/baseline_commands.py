@@ -5,8 +5,8 @@ from datetime import datetime, timezone
 
 import click
 
-from cli.loop_commands import _as_of, _deployment, as_of_option, json_option
-from cli.output import emit_json, to_json
+from selfheal.cli.loop_commands import _as_of, _deployment, as_of_option, json_option
+from selfheal.cli.output import emit_json, to_json
 
 
 def _now() -> datetime:
@@ -29,7 +29,7 @@ def baseline(ctx, words, path, as_of, as_json) -> None:
         return _import(ctx, words[1], path, as_json)
     if len(words) > 1:
         raise click.UsageError("usage: selfheal baseline [DEPLOYMENT]")
-    from projections import queries
+    from selfheal.projections import queries
 
     with ctx.store() as store:
         found = queries.baseline(store, as_of=_as_of(as_of), deployment=words[0] if words else None)
@@ -45,7 +45,7 @@ def baseline(ctx, words, path, as_of, as_json) -> None:
 
 
 def _import(ctx, deployment: str, path: str | None, as_json: bool) -> None:
-    from handlers import loop
+    from selfheal.handlers import loop
 
     edges, name = _deployment(ctx, deployment)
     with ctx.store(create=True) as store:
@@ -64,7 +64,7 @@ def _import(ctx, deployment: str, path: str | None, as_json: bool) -> None:
 @click.pass_obj
 def approve(ctx, promotion_id, by, note, as_json) -> None:
     """Approve a waiting promotion (prod mode); the commit follows on the next `selfheal run`."""
-    from handlers.escrow import approve as record
+    from selfheal.handlers.escrow import approve as record
 
     with ctx.store() as store:
         approved = record(store, ctx.settings, promotion_id, by, _now(), note)
@@ -83,7 +83,7 @@ def approve(ctx, promotion_id, by, note, as_json) -> None:
 @click.pass_obj
 def reject(ctx, promotion_id, by, note, as_json) -> None:
     """Reject a waiting promotion: nothing will be written."""
-    from handlers.escrow import reject as record
+    from selfheal.handlers.escrow import reject as record
 
     with ctx.store() as store:
         rejected = record(store, promotion_id, by, _now(), note)
@@ -100,7 +100,7 @@ def reject(ctx, promotion_id, by, note, as_json) -> None:
 @click.pass_obj
 def alerts(ctx, deployment, as_of, as_json) -> None:
     """Every alert raised, with its evidence and where it was delivered."""
-    from projections import queries
+    from selfheal.projections import queries
 
     with ctx.store() as store:
         found = queries.alerts(store, as_of=_as_of(as_of), deployment=deployment)
@@ -118,7 +118,7 @@ def alerts(ctx, deployment, as_of, as_json) -> None:
 @click.pass_obj
 def supervise(ctx, deployment, pidfile) -> None:
     """Run the deployment's vLLM from its baseline YAML; restart it on SIGHUP."""
-    from edges.supervise import supervise as run
+    from selfheal.edges.supervise import supervise as run
 
     edges, name = _deployment(ctx, deployment)
     run(edges[name].settings, report=lambda line: click.echo(f"supervise {name}: {line}"), pidfile=pidfile)

@@ -4,9 +4,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from eventstore.audit import default_db_path
-from eventstore.store import EventStore, open_store
-from schemas.config import Settings, load_settings
+from selfheal.eventstore.audit import default_db_path
+from selfheal.eventstore.store import EventStore, open_store
+from selfheal.schemas.config import Settings, load_settings
 
 CONFIG_ENV = "SELFHEAL_CONFIG"
 

@@ -1,7 +1,7 @@
 """One readable line per event, for timelines (`demo`, `heal`, `show`)."""
 from __future__ import annotations
 
-from eventstore.store import Recorded
+from selfheal.eventstore.store import Recorded
 
 
 def _config(c) -> str:

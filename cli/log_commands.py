@@ -5,9 +5,9 @@ import sys
 
 import click
 
-import projections
-from cli.output import emit_json, progress_printer, to_json
-from eventstore import audit
+from selfheal import projections
+from selfheal.cli.output import emit_json, progress_printer, to_json
+from selfheal.eventstore import audit
 
 
 def _as_of(value: str | None):

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from cli.describe import timeline_line
-from cli.output import emit_json, to_json
-from schemas.config import ConfigError
+from selfheal.cli.describe import timeline_line
+from selfheal.cli.output import emit_json, to_json
+from selfheal.schemas.config import ConfigError
 
 
 def _as_of(value: str | None):
@@ -23,7 +23,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON."
 
 
 def _deployment(ctx, name: str | None):
-    from edges import deployments
+    from selfheal.edges import deployments
 
     settings = ctx.settings
     if not settings.deployments:
@@ -39,8 +39,8 @@ def _deployment(ctx, name: str | None):
 
 
 def _parse_current(pairs: tuple[str, ...], config_file: str | None) -> dict:
-    from schemas.serving import TUNABLE
-    from schemas.vllm_yaml import read_serving_values
+    from selfheal.schemas.serving import TUNABLE
+    from selfheal.schemas.vllm_yaml import read_serving_values
 
     values = read_serving_values(config_file) if config_file else {}
     for pair in pairs:
@@ -61,9 +61,9 @@ def _parse_current(pairs: tuple[str, ...], config_file: str | None) -> dict:
 @json_option
 def diagnose(file: str, current: tuple[str, ...], vllm_config: str | None, as_json: bool) -> None:
     """Explain one vLLM log excerpt (FILE, or - for standard input)."""
-    from handlers.loop import InputError, read_raw
-    from handlers.observer import diagnose as run_diagnose, format_diagnosis
-    from schemas.serving import ServingConfig
+    from selfheal.handlers.loop import InputError, read_raw
+    from selfheal.handlers.observer import diagnose as run_diagnose, format_diagnosis
+    from selfheal.schemas.serving import ServingConfig
 
     values = _parse_current(current, vllm_config)
     config = None
@@ -107,7 +107,7 @@ def observe(ctx, files: tuple[str, ...], follow: bool, unit: str | None, metrics
     import signal
     import threading
 
-    from handlers import loop
+    from selfheal.handlers import loop
 
     live = sum(bool(x) for x in (follow, unit, metrics_url))
     if live > 1 or (live and (len(files) != (1 if follow else 0))) or (not live and not files):
@@ -122,8 +122,8 @@ def observe(ctx, files: tuple[str, ...], follow: bool, unit: str | None, metrics
                 for path, incident_id in zip(files, ids):
                     click.echo(f"{path}: incident {incident_id}")
             return
-        from edges import live as live_inputs
-        from schemas.events import IncidentSource
+        from selfheal.edges import live as live_inputs
+        from selfheal.schemas.events import IncidentSource
 
         stop = threading.Event()
         report = (lambda i: emit_json({"deployment": name, "incident": i})) if as_json else \
@@ -136,11 +136,11 @@ def observe(ctx, files: tuple[str, ...], follow: bool, unit: str | None, metrics
                 live_inputs.watch_metrics(store, edges[name], metrics_url, stop, interval_s=interval, on_incident=report)
                 return
             if follow:
-                from edges.follow import follow as follow_file
+                from selfheal.edges.follow import follow as follow_file
 
                 lines, source = follow_file(files[0], stop=stop), IncidentSource(kind="file", path=files[0])
             else:
-                from edges.journal import journal
+                from selfheal.edges.journal import journal
 
                 lines, source = journal(unit, stop=stop), IncidentSource(kind="journald", unit=unit)
             live_inputs.watch_lines(store, edges[name], lines, source, stop, quiet_s=quiet_seconds,
@@ -159,10 +159,10 @@ def observe(ctx, files: tuple[str, ...], follow: bool, unit: str | None, metrics
 @click.pass_obj
 def run_command(ctx, follow: bool, interval: float, as_json: bool) -> None:
     """Drive the handlers until no work is left."""
-    from edges import deployments
-    from handlers import loop
+    from selfheal.edges import deployments
+    from selfheal.handlers import loop
 
-    from handlers.escrow import lapse_expired
+    from selfheal.handlers.escrow import lapse_expired
 
     with ctx.store(create=True) as store:
         runner = loop.runner(store, ctx.settings, deployments.build(ctx.settings))
@@ -183,9 +183,9 @@ def run_command(ctx, follow: bool, interval: float, as_json: bool) -> None:
 @logs_command
 def heal(ctx, files: tuple[str, ...], deployment: str | None, as_json: bool) -> None:
     """Observe log files and run the loop to its outcome."""
-    from eventstore.audit import events
-    from eventstore.store import typed
-    from handlers import loop
+    from selfheal.eventstore.audit import events
+    from selfheal.eventstore.store import typed
+    from selfheal.handlers import loop
 
     edges, name = _deployment(ctx, deployment)
     with ctx.store(create=True) as store:
@@ -206,9 +206,9 @@ def demo(scenario: str | None, list_scenarios: bool, out: str | None, as_json: b
     """Run one whole incident on the simulator and print its timeline."""
     import os
 
-    from edges.demo import DEFAULT_SCENARIO, demo as run_demo
-    from edges.sim import bundled_scenarios, load_scenario
-    from eventstore.store import open_store
+    from selfheal.edges.demo import DEFAULT_SCENARIO, demo as run_demo
+    from selfheal.edges.sim import bundled_scenarios, load_scenario
+    from selfheal.eventstore.store import open_store
 
     if list_scenarios:
         for name in bundled_scenarios():
@@ -235,7 +235,7 @@ def demo(scenario: str | None, list_scenarios: bool, out: str | None, as_json: b
 @click.pass_obj
 def history(ctx, deployment, as_of, as_json) -> None:
     """Every run: refused, promoted or escalated."""
-    from projections import queries
+    from selfheal.projections import queries
 
     with ctx.store() as store:
         runs = queries.history(store, as_of=_as_of(as_of), deployment=deployment)
@@ -257,8 +257,8 @@ def history(ctx, deployment, as_of, as_json) -> None:
 @click.pass_obj
 def state(ctx, at, as_of, as_json) -> None:
     """Rate-limit state per deployment: runs in the window, next allowed time, backoff."""
-    from eventstore.recorder import parse_utc
-    from projections import queries
+    from selfheal.eventstore.recorder import parse_utc
+    from selfheal.projections import queries
 
     now = parse_utc(at) if at else datetime.now(timezone.utc)
     with ctx.store() as store:
@@ -281,7 +281,7 @@ def state(ctx, at, as_of, as_json) -> None:
 @click.pass_obj
 def promotions(ctx, show_all, as_of, as_json) -> None:
     """Promotions waiting for a commit or an approval."""
-    from projections import queries
+    from selfheal.projections import queries
 
     with ctx.store() as store:
         rows = queries.promotions(store, as_of=_as_of(as_of), waiting_only=not show_all)
@@ -301,7 +301,7 @@ def promotions(ctx, show_all, as_of, as_json) -> None:
 @click.pass_obj
 def intents(ctx, status, as_of, as_json) -> None:
     """Intents and how each ended."""
-    from projections import queries
+    from selfheal.projections import queries
 
     with ctx.store() as store:
         rows = queries.intents(store, as_of=_as_of(as_of), status=status)
@@ -320,8 +320,8 @@ def intents(ctx, status, as_of, as_json) -> None:
 @click.pass_obj
 def show(ctx, run_id, as_of, as_json) -> None:
     """The causal chain of a run, from incident to outcome."""
-    from projections import queries
-    from eventstore.store import typed
+    from selfheal.projections import queries
+    from selfheal.eventstore.store import typed
 
     with ctx.store() as store:
         chain = queries.show(store, run_id, as_of=_as_of(as_of))

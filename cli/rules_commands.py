@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from cli.loop_commands import _as_of, as_of_option, json_option
-from cli.output import emit_json, to_json
-from eventstore.recorder import system_clock as _now
+from selfheal.cli.loop_commands import _as_of, as_of_option, json_option
+from selfheal.cli.output import emit_json, to_json
+from selfheal.eventstore.recorder import system_clock as _now
 
 
 @click.group()
@@ -20,8 +20,8 @@ def rules() -> None:
 @click.pass_obj
 def rules_list(ctx, as_of, as_json) -> None:
     """The active version of every rule, and the history of rule sets."""
-    from handlers.observe import load_ruleset
-    from projections import view_as_of
+    from selfheal.handlers.observe import load_ruleset
+    from selfheal.projections import view_as_of
 
     with ctx.store(create=True) as store:
         sets = view_as_of(store, None if as_of is None else store.as_of(_as_of(as_of)))["rulesets"]
@@ -52,9 +52,9 @@ def rules_test(rules_file, log_file, as_json) -> None:
     """What RULES_FILE finds in LOG_FILE (the log store is not touched)."""
     from pathlib import Path
 
-    from handlers.loop import read_input
-    from handlers.observe import load_ruleset
-    from handlers.observer import format_diagnosis
+    from selfheal.handlers.loop import read_input
+    from selfheal.handlers.observe import load_ruleset
+    from selfheal.handlers.observer import format_diagnosis
 
     ruleset = load_ruleset(Path(rules_file).read_text(encoding="utf-8"), rules_file)
     text, _ = read_input(log_file)
@@ -68,7 +68,7 @@ def rules_test(rules_file, log_file, as_json) -> None:
 @click.pass_obj
 def rules_propose(ctx, rules_file, as_json) -> None:
     """Record RULES_FILE as a candidate rule set."""
-    from handlers import rules_lifecycle
+    from selfheal.handlers import rules_lifecycle
 
     with ctx.store(create=True) as store:
         proposed = rules_lifecycle.propose(store, rules_file, _now())
@@ -84,7 +84,7 @@ def rules_propose(ctx, rules_file, as_json) -> None:
 @click.pass_obj
 def rules_shadow(ctx, candidate, as_json) -> None:
     """Replay every captured incident through CANDIDATE and the active rules; record the report."""
-    from handlers import rules_lifecycle
+    from selfheal.handlers import rules_lifecycle
 
     with ctx.store() as store:
         report = rules_lifecycle.shadow(store, candidate, _now(), ctx.settings.observer.safety_buffer)
@@ -106,7 +106,7 @@ def rules_shadow(ctx, candidate, as_json) -> None:
 @click.pass_obj
 def rules_approve(ctx, candidate, by, note) -> None:
     """Approve CANDIDATE's latest shadow report (needed to promote in prod mode)."""
-    from handlers import rules_lifecycle
+    from selfheal.handlers import rules_lifecycle
 
     with ctx.store() as store:
         approved = rules_lifecycle.approve(store, candidate, by, _now(), note)
@@ -119,7 +119,7 @@ def rules_approve(ctx, candidate, by, note) -> None:
 @click.pass_obj
 def rules_promote(ctx, candidate, by) -> None:
     """Make CANDIDATE the active rule set (needs a shadow report; in prod, its approval)."""
-    from handlers import rules_lifecycle
+    from selfheal.handlers import rules_lifecycle
 
     with ctx.store() as store:
         activated = rules_lifecycle.promote(store, ctx.settings, candidate, by, _now())
@@ -134,7 +134,7 @@ def rules_promote(ctx, candidate, by) -> None:
 @click.pass_obj
 def verdict(ctx, incident_id, kind, by, note) -> None:
     """Record a person's judgement of an incident (the labelled corpus for rules)."""
-    from handlers import rules_lifecycle
+    from selfheal.handlers import rules_lifecycle
 
     with ctx.store() as store:
         recorded = rules_lifecycle.verdict(store, incident_id, kind, by, _now(), note)
@@ -154,10 +154,10 @@ def replay(ctx, since, until, candidate, assignments, mode, bundle, as_json) -> 
     """Replay captured incidents through the loop in a scratch store; report what differs."""
     from pathlib import Path
 
-    from edges import deployments
-    from handlers import replay as replaying
-    from handlers.observe import load_ruleset
-    from eventstore.recorder import parse_utc, utc_iso
+    from selfheal.edges import deployments
+    from selfheal.handlers import replay as replaying
+    from selfheal.handlers.observe import load_ruleset
+    from selfheal.eventstore.recorder import parse_utc, utc_iso
 
     since = utc_iso(parse_utc(since)) if since else None
     until = utc_iso(parse_utc(until)) if until else None
@@ -169,7 +169,7 @@ def replay(ctx, since, until, candidate, assignments, mode, bundle, as_json) -> 
         settings = replaying.apply_overrides(settings, assignments, mode)
         ruleset = None
         if candidate:
-            from handlers.rules_lifecycle import _candidate
+            from selfheal.handlers.rules_lifecycle import _candidate
 
             _, summary = _candidate(store, candidate)
             ruleset = load_ruleset(summary.text, summary.source)
@@ -193,7 +193,7 @@ def replay(ctx, since, until, candidate, assignments, mode, bundle, as_json) -> 
 @click.pass_obj
 def export(ctx, incident_id, output) -> None:
     """Write an incident and its whole chain as a portable bundle (JSON Lines)."""
-    from handlers.replay import export_bundle
+    from selfheal.handlers.replay import export_bundle
 
     with ctx.store() as store:
         lines = export_bundle(store, ctx.settings, incident_id)

@@ -11,8 +11,8 @@ from typing import Protocol
 
 import msgspec
 
-from schemas.events import CanaryMeasurements
-from schemas.serving import ServingConfig
+from selfheal.schemas.events import CanaryMeasurements
+from selfheal.schemas.serving import ServingConfig
 
 
 class CanaryOutcome(msgspec.Struct, frozen=True, kw_only=True):

@@ -36,7 +36,7 @@ from __future__ import annotations
 import re
 from collections import deque
 
-from handlers.observer.rules import CONTEXT, RULES
+from selfheal.handlers.observer.rules import CONTEXT, RULES
 
 #: literals whose presence makes a line trouble: every failure rule's pre-filter
 _RULE_LITERALS = tuple(sorted({r.prefilter for r in RULES if r.kind != CONTEXT}))

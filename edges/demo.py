@@ -13,13 +13,13 @@ from pathlib import Path
 
 import msgspec
 
-from edges.deployments import from_scenario
-from edges.sim import simulate
-from eventstore.recorder import system_clock
-from eventstore.store import open_store
-from handlers import loop
-from schemas.config import DeploymentSettings, Settings
-from schemas.events import IncidentSource
+from selfheal.edges.deployments import from_scenario
+from selfheal.edges.sim import simulate
+from selfheal.eventstore.recorder import system_clock
+from selfheal.eventstore.store import open_store
+from selfheal.handlers import loop
+from selfheal.schemas.config import DeploymentSettings, Settings
+from selfheal.schemas.events import IncidentSource
 
 DEFAULT_SCENARIO = "workstation-12gb-speech"
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from edges.canary import CanaryBackend, NoPredictor, Predictor
-from edges.inventory import GpuInventory
-from schemas.actuators import ActuatorBounds
-from schemas.config import ConfigError, DeploymentSettings, Settings
-from schemas.serving import ServingConfig
+from selfheal.edges.canary import CanaryBackend, NoPredictor, Predictor
+from selfheal.edges.inventory import GpuInventory
+from selfheal.schemas.actuators import ActuatorBounds
+from selfheal.schemas.config import ConfigError, DeploymentSettings, Settings
+from selfheal.schemas.serving import ServingConfig
 
 
 def environment_fingerprint(gpu: str, total_gib: float, count: int, model: str,
@@ -38,9 +38,9 @@ class DeploymentEdges:
 
 
 def from_scenario(name: str, settings: DeploymentSettings, margin_gib: float) -> DeploymentEdges:
-    from edges.inventory import ScenarioInventory
-    from edges.sim import load_scenario
-    from edges.sim_backend import SimCanaryBackend, SimPredictor
+    from selfheal.edges.inventory import ScenarioInventory
+    from selfheal.edges.sim import load_scenario
+    from selfheal.edges.sim_backend import SimCanaryBackend, SimPredictor
 
     scenario = load_scenario(settings.scenario)
     bounds = settings.bounds() if settings.actuators else scenario.actuators
@@ -56,10 +56,10 @@ def from_scenario(name: str, settings: DeploymentSettings, margin_gib: float) ->
 
 def from_vllm(name: str, settings: DeploymentSettings) -> DeploymentEdges:
     """A real deployment: canaries are real vLLM servers; pre-flight reads NVML or host memory."""
-    from edges.host_memory import HostMemoryInventory
-    from edges.inventory import InventoryUnavailable
-    from edges.nvml import NvmlInventory
-    from edges.vllm_backend import LoadSettings, VllmCanaryBackend
+    from selfheal.edges.host_memory import HostMemoryInventory
+    from selfheal.edges.inventory import InventoryUnavailable
+    from selfheal.edges.nvml import NvmlInventory
+    from selfheal.edges.vllm_backend import LoadSettings, VllmCanaryBackend
 
     if not settings.model:
         raise ConfigError(f"deployments.{name}.model: required for canary_backend = 'vllm'")

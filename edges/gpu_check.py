@@ -1,4 +1,4 @@
-"""`python -m edges.gpu_check [INDEX ...]`: print what NvmlInventory reads here, as JSON.
+"""`python -m selfheal.edges.gpu_check [INDEX ...]`: print what NvmlInventory reads here, as JSON.
 
 For recording what a real GPU machine shows (fixtures, bug reports). Exit 0 with the snapshot on
 stdout, or exit 1 with the InventoryUnavailable message on stderr, so a script can tell them apart.
@@ -9,8 +9,8 @@ import sys
 
 import msgspec
 
-from edges.inventory import InventoryUnavailable
-from edges.nvml import NvmlInventory
+from selfheal.edges.inventory import InventoryUnavailable
+from selfheal.edges.nvml import NvmlInventory
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
         indices = [int(a) for a in args] or None
         snapshot = NvmlInventory(indices).snapshot()
     except ValueError as exc:
-        print(f"usage: python -m edges.gpu_check [GPU_INDEX ...] ({exc})", file=sys.stderr)
+        print(f"usage: python -m selfheal.edges.gpu_check [GPU_INDEX ...] ({exc})", file=sys.stderr)
         return 2
     except InventoryUnavailable as exc:
         print(str(exc), file=sys.stderr)

@@ -14,8 +14,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from edges.inventory import InventoryUnavailable
-from schemas.events import GpuProcess, GpuSnapshot
+from selfheal.edges.inventory import InventoryUnavailable
+from selfheal.schemas.events import GpuProcess, GpuSnapshot
 
 _UNITS = {"kB": 1024, "": 1}  # /proc says kB and means KiB
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from schemas.events import GpuProcess, GpuSnapshot
+from selfheal.schemas.events import GpuProcess, GpuSnapshot
 
 GIB = 1 << 30
 

@@ -13,12 +13,12 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 
-from edges.chunker import IncidentChunker
-from edges.deployments import DeploymentEdges
-from edges.metrics_watch import MetricsWatch, poll
-from eventstore.recorder import system_clock
-from eventstore.store import EventStore
-from schemas.events import IncidentSource
+from selfheal.edges.chunker import IncidentChunker
+from selfheal.edges.deployments import DeploymentEdges
+from selfheal.edges.metrics_watch import MetricsWatch, poll
+from selfheal.eventstore.recorder import system_clock
+from selfheal.eventstore.store import EventStore
+from selfheal.schemas.events import IncidentSource
 
 _DONE = object()
 
@@ -27,7 +27,7 @@ def watch_lines(store: EventStore, edges: DeploymentEdges, lines: Iterator[str],
                 stop: threading.Event, *, quiet_s: float = 2.0, clock: Callable[[], datetime] = system_clock,
                 on_incident: Callable[[str], None] | None = None) -> int:
     """Capture the trouble in a stream of log lines as incidents until `stop` or the end."""
-    from handlers.loop import capture
+    from selfheal.handlers.loop import capture
 
     pending: queue.Queue = queue.Queue(maxsize=10_000)
 
@@ -69,7 +69,7 @@ def watch_metrics(store: EventStore, edges: DeploymentEdges, url: str, stop: thr
                   interval_s: float = 15.0, clock: Callable[[], datetime] = system_clock,
                   on_incident: Callable[[str], None] | None = None, watch: MetricsWatch | None = None) -> int:
     """Scrape /metrics and capture each sustained runtime symptom as an incident."""
-    from handlers.loop import capture
+    from selfheal.handlers.loop import capture
 
     watch = watch or MetricsWatch()
     captured = 0

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edges.inventory import InventoryUnavailable
-from schemas.events import GpuProcess, GpuSnapshot
+from selfheal.edges.inventory import InventoryUnavailable
+from selfheal.schemas.events import GpuProcess, GpuSnapshot
 
 # Why each failure happens, in words an operator can act on; the NVML name is appended.
 _REASONS = {

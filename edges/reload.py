@@ -23,7 +23,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from edges.processes import stop_group
+from selfheal.edges.processes import stop_group
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 #: what a restart command may print that is worth keeping (its tail)

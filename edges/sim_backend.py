@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from edges.canary import CanaryOutcome, Prediction, measurements_of
-from edges.sim import simulate
-from edges.sim.scenario import Scenario
-from handlers.scoring import score
-from schemas.serving import ServingConfig
+from selfheal.edges.canary import CanaryOutcome, Prediction, measurements_of
+from selfheal.edges.sim import simulate
+from selfheal.edges.sim.scenario import Scenario
+from selfheal.handlers.scoring import score
+from selfheal.schemas.serving import ServingConfig
 
 
 class SimCanaryBackend:

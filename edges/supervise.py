@@ -15,8 +15,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from edges.processes import spawn
-from edges.reload import wait_healthy
+from selfheal.edges.processes import spawn
+from selfheal.edges.reload import wait_healthy
 
 RESTART_BACKOFF_S = 1.0
 

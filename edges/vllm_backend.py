@@ -44,11 +44,11 @@ from pathlib import Path
 
 import msgspec
 
-from edges.canary import CanaryOutcome, Launch
-from edges.processes import Child, PeakRss, free_loopback_port, spawn
-from handlers.observer import diagnose
-from schemas.events import CanaryMeasurements
-from schemas.serving import ServingConfig
+from selfheal.edges.canary import CanaryOutcome, Launch
+from selfheal.edges.processes import Child, PeakRss, free_loopback_port, spawn
+from selfheal.handlers.observer import diagnose
+from selfheal.schemas.events import CanaryMeasurements
+from selfheal.schemas.serving import ServingConfig
 
 DEFAULT_COMMAND = ["vllm", "serve", "{model}", "--host", "{host}", "--port", "{port}"]
 #: failure kinds that vLLM raises while validating arguments, before any device work

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import yaml
 
-from schemas.actuators import ActuatorBounds
-from schemas.config import ConfigError
-from schemas.serving import TUNABLE, ServingConfig
+from selfheal.schemas.actuators import ActuatorBounds
+from selfheal.schemas.config import ConfigError
+from selfheal.schemas.serving import TUNABLE, ServingConfig
 
 TMP_MARK = ".selfheal-tmp-"
 PREVIOUS_SUFFIX = ".previous"

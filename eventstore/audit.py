@@ -8,8 +8,8 @@ from pathlib import Path
 
 import msgspec
 
-from eventstore.recorder import EventFilter, StoredEvent, VerifyReport, parse_utc, utc_iso
-from eventstore.store import EventStore, open_store
+from selfheal.eventstore.recorder import EventFilter, StoredEvent, VerifyReport, parse_utc, utc_iso
+from selfheal.eventstore.store import EventStore, open_store
 
 DB_ENV = "SELFHEAL_DB"
 

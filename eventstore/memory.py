@@ -12,9 +12,9 @@ from datetime import datetime
 
 import msgspec
 
-from eventstore.errors import CheckpointConflict, ConcurrencyError, DuplicateEventConflict
-from eventstore.hashing import GENESIS, chain_rows, verify_rows
-from eventstore.recorder import (
+from selfheal.eventstore.errors import CheckpointConflict, ConcurrencyError, DuplicateEventConflict
+from selfheal.eventstore.hashing import GENESIS, chain_rows, verify_rows
+from selfheal.eventstore.recorder import (
     AppendRequest, Break, CheckpointAdvance, EventFilter, NewEvent, Recorder, StoredEvent, VerifyReport,
     system_clock, utc_iso,
 )

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import sqlite_utils
 
-from eventstore.errors import (
+from selfheal.eventstore.errors import (
     CheckpointConflict, ConcurrencyError, CorruptLog, DuplicateEventConflict, LogMissing, NewerFormat,
     NotASelfhealLog, StoreBusy, StoreFull,
 )
-from eventstore.hashing import GENESIS, chain_rows, verify_rows
-from eventstore.recorder import (
+from selfheal.eventstore.hashing import GENESIS, chain_rows, verify_rows
+from selfheal.eventstore.recorder import (
     AppendRequest, Break, CheckpointAdvance, EventFilter, NewEvent, Recorder, StoredEvent, VerifyReport,
     system_clock, utc_iso,
 )

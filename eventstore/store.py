@@ -8,11 +8,11 @@ from datetime import datetime
 
 import msgspec
 
-from eventstore.recorder import (
+from selfheal.eventstore.recorder import (
     AppendRequest, CheckpointAdvance, NewEvent, Recorder, StoredEvent, parse_utc, utc_iso,
 )
-from schemas.codec import decode, encode, fast_decoder
-from schemas.events import Event
+from selfheal.schemas.codec import decode, encode, fast_decoder
+from selfheal.schemas.events import Event
 
 _NAMESPACE = uuid.UUID("6c8f6c1e-8a43-4f0e-9d7c-5e1f3b2a9d10")
 
@@ -145,12 +145,12 @@ class EventStore:
 
 
 def open_store(path: str | os.PathLike, *, create: bool = False, synchronous: str = "FULL") -> EventStore:
-    from eventstore.sqlite import SQLiteRecorder
+    from selfheal.eventstore.sqlite import SQLiteRecorder
 
     return EventStore(SQLiteRecorder(path, create=create, synchronous=synchronous))
 
 
 def memory_store(clock=None) -> EventStore:
-    from eventstore.memory import InMemoryRecorder
+    from selfheal.eventstore.memory import InMemoryRecorder
 
     return EventStore(InMemoryRecorder(clock=clock) if clock else InMemoryRecorder())

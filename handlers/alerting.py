@@ -9,10 +9,10 @@ from __future__ import annotations
 import hashlib
 from datetime import timedelta
 
-from eventstore.store import Recorded, derived_id
-from handlers.runtime import Emitted, Handler
-from projections.base import View
-from schemas.events import AlertDelivered, AlertRaised, DeliveryAttempt
+from selfheal.eventstore.store import Recorded, derived_id
+from selfheal.handlers.runtime import Emitted, Handler
+from selfheal.projections.base import View
+from selfheal.schemas.events import AlertDelivered, AlertRaised, DeliveryAttempt
 
 
 def _fingerprint(*parts: str) -> str:
@@ -59,7 +59,7 @@ class DeliverAlert(Handler):
         self.window = timedelta(minutes=group_minutes)
 
     def handle(self, event: Recorded, view: View) -> Emitted:
-        from edges.alerts import Alert, sink_from_config
+        from selfheal.edges.alerts import Alert, sink_from_config
 
         e = event.event
         edges = self.deployments.get(e.deployment)

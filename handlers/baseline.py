@@ -13,11 +13,11 @@ Simulated results never reach this far: they end in PromotionNotCommitted.
 """
 from __future__ import annotations
 
-from eventstore.store import Recorded, derived_id
-from handlers.runtime import Emitted, Handler
-from projections.base import View
-from schemas.config import ConfigError
-from schemas.events import (
+from selfheal.eventstore.store import Recorded, derived_id
+from selfheal.handlers.runtime import Emitted, Handler
+from selfheal.projections.base import View
+from selfheal.schemas.config import ConfigError
+from selfheal.schemas.events import (
     BaselineCommitStarted, BaselineCommitted, PromotionNotCommitted, ReloadRequested, RollbackStarted, RolledBack,
     VerificationFinished,
 )
@@ -75,7 +75,7 @@ class WriteConfig(Handler):
         self.deployments = deployments
 
     def handle(self, event: Recorded, view: View) -> Emitted:
-        from edges import vllm_config
+        from selfheal.edges import vllm_config
 
         e = event.event
         edges = self.deployments[e.deployment]
@@ -116,7 +116,7 @@ class ReloadAndVerify(Handler):
         self.deployments = deployments
 
     def handle(self, event: Recorded, view: View) -> Emitted:
-        from edges import reload as reloading
+        from selfheal.edges import reload as reloading
 
         e = event.event
         settings = self.deployments[e.deployment].settings

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import hashlib
 
-from eventstore.store import Recorded, derived_id
-from handlers.runtime import Emitted, Handler
-from projections.base import View
-from schemas.events import (
+from selfheal.eventstore.store import Recorded, derived_id
+from selfheal.handlers.runtime import Emitted, Handler
+from selfheal.projections.base import View
+from selfheal.schemas.events import (
     CanaryCompleted, CanaryLaunched, CanaryOrphanReaped, CanaryStarted, IncidentCaptured, IncidentSource,
 )
 
@@ -56,7 +56,7 @@ class RunCanary(Handler):
         for launch in earlier:
             self._reap(view, event, stream, launch.canary_id, launch.pid, launch.pgid, f"reaped-{launch.attempt}")
         if not edges.backend.simulated:
-            from edges.processes import marked_groups
+            from selfheal.edges.processes import marked_groups
 
             # a crash between a server's start and its CanaryLaunched record leaves a group the
             # log does not know; the canary id in its environment still names it
@@ -85,7 +85,7 @@ class RunCanary(Handler):
 
     @staticmethod
     def _reap(view: View, event: Recorded, stream: str, canary_id: str, pid: int, pgid: int, key: str) -> None:
-        from edges.processes import reap_orphan
+        from selfheal.edges.processes import reap_orphan
 
         alive, signal_name = reap_orphan(pid, pgid, canary_id)
         reaped = CanaryOrphanReaped(canary_id=canary_id, pid=pid, pgid=pgid, alive=alive, signal=signal_name)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from eventstore.store import EventStore, Pending, derived_id, new_id
-from handlers.tournament import evidence_hash
-from projections import view_as_of
-from schemas.config import Settings
-from schemas.events import PromotionApproved, PromotionLapsed, PromotionRejected
+from selfheal.eventstore.store import EventStore, Pending, derived_id, new_id
+from selfheal.handlers.tournament import evidence_hash
+from selfheal.projections import view_as_of
+from selfheal.schemas.config import Settings
+from selfheal.schemas.events import PromotionApproved, PromotionLapsed, PromotionRejected
 
 
 class EscrowError(ValueError):

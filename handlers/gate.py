@@ -7,12 +7,12 @@ with the reason and the time the next run is allowed.
 """
 from __future__ import annotations
 
-from eventstore.store import Recorded, derived_id
-from handlers.runtime import Emitted, Handler
-from projections.base import View
-from projections.rate_limit import decide
-from schemas.config import RateLimitSettings
-from schemas.events import IntentArchived, RunRefused, RunRequested, RunStarted
+from selfheal.eventstore.store import Recorded, derived_id
+from selfheal.handlers.runtime import Emitted, Handler
+from selfheal.projections.base import View
+from selfheal.projections.rate_limit import decide
+from selfheal.schemas.config import RateLimitSettings
+from selfheal.schemas.events import IntentArchived, RunRefused, RunRequested, RunStarted
 
 
 class Gate(Handler):

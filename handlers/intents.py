@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 from datetime import timedelta
 
-from eventstore.store import Recorded, derived_id
-from handlers.runtime import Emitted, Handler
-from projections.base import View
-from schemas.actuators import ActuatorBounds
-from schemas.events import EscalationRaised, IntentArchived, IntentDeduplicated, IntentRaised
-from schemas.serving import TUNABLE, ServingConfig
+from selfheal.eventstore.store import Recorded, derived_id
+from selfheal.handlers.runtime import Emitted, Handler
+from selfheal.projections.base import View
+from selfheal.schemas.actuators import ActuatorBounds
+from selfheal.schemas.events import EscalationRaised, IntentArchived, IntentDeduplicated, IntentRaised
+from selfheal.schemas.serving import TUNABLE, ServingConfig
 
 
 def bound_seed(current: ServingConfig, fix: dict, direction: dict, bounds: ActuatorBounds,

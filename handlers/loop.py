@@ -8,23 +8,23 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-import projections
-from projections import snapshots
-from edges.deployments import DeploymentEdges
-from eventstore.recorder import system_clock
-from eventstore.store import EventStore, Pending, new_id
-from handlers.alerting import DeliverAlert, RaiseAlert
-from handlers.baseline import CommitPromotion, ReloadAndVerify, RollBackUnhealthy, WriteConfig
-from handlers.canary import RunCanary, StartCanary
-from handlers.gate import Gate
-from handlers.intents import RaiseIntent
-from handlers.observe import ObserveIncident
-from handlers.preflight import Preflight
-from handlers.runtime import Handler, Runner, RunReport
-from handlers.scoring import ScoreCanary
-from handlers.tournament import Tournament
-from schemas.config import Settings
-from schemas.events import BaselineImported, IncidentCaptured, IncidentSource
+from selfheal import projections
+from selfheal.projections import snapshots
+from selfheal.edges.deployments import DeploymentEdges
+from selfheal.eventstore.recorder import system_clock
+from selfheal.eventstore.store import EventStore, Pending, new_id
+from selfheal.handlers.alerting import DeliverAlert, RaiseAlert
+from selfheal.handlers.baseline import CommitPromotion, ReloadAndVerify, RollBackUnhealthy, WriteConfig
+from selfheal.handlers.canary import RunCanary, StartCanary
+from selfheal.handlers.gate import Gate
+from selfheal.handlers.intents import RaiseIntent
+from selfheal.handlers.observe import ObserveIncident
+from selfheal.handlers.preflight import Preflight
+from selfheal.handlers.runtime import Handler, Runner, RunReport
+from selfheal.handlers.scoring import ScoreCanary
+from selfheal.handlers.tournament import Tournament
+from selfheal.schemas.config import Settings
+from selfheal.schemas.events import BaselineImported, IncidentCaptured, IncidentSource
 
 class InputError(ValueError):
     """A log excerpt that cannot be read."""
@@ -70,7 +70,7 @@ def run(store: EventStore, settings: Settings, deployments: dict[str, Deployment
         mode: str | None = None, clock: Callable[[], datetime] = system_clock) -> RunReport:
     """Record the lapse of promotions past their TTL (the one fact only a clock can tell),
     then drive every handler until no work is left."""
-    from handlers.escrow import lapse_expired
+    from selfheal.handlers.escrow import lapse_expired
 
     driver = runner(store, settings, deployments, mode)
     lapse_expired(store, settings, clock(), driver.view)
@@ -155,7 +155,7 @@ def heal(store: EventStore, settings: Settings, deployments: dict[str, Deploymen
 def import_baseline(store: EventStore, edges: DeploymentEdges, path: str | None = None,
                     clock: Callable[[], datetime] = system_clock) -> BaselineImported:
     """Record the vLLM YAML a deployment runs now as its baseline version 1."""
-    from schemas.vllm_yaml import read_serving_values
+    from selfheal.schemas.vllm_yaml import read_serving_values
 
     source = path or edges.settings.config_file
     if not source:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import msgspec
 
-from eventstore.store import Recorded, derived_id
-from handlers.runtime import Emitted, Handler
-from projections.base import View
-from schemas.events import IncidentUnmatched, ObservationMade
+from selfheal.eventstore.store import Recorded, derived_id
+from selfheal.handlers.runtime import Emitted, Handler
+from selfheal.projections.base import View
+from selfheal.schemas.events import IncidentUnmatched, ObservationMade
 
 
 #: what an observation keeps of a pathological incident (one 10 MB line of one repeated error
@@ -28,7 +28,7 @@ def _bounded(finding):
 
 def load_ruleset(text: str | None, source: str = "log"):
     """A RuleSet from recorded text, or the built-in one."""
-    from handlers.observer import rules
+    from selfheal.handlers.observer import rules
 
     return rules.builtin_ruleset() if text is None else rules.parse_rules(text, source)
 

@@ -7,11 +7,11 @@ effect's result, so it goes into the event; replay reads it from there.
 """
 from __future__ import annotations
 
-from edges.inventory import InventoryUnavailable
-from eventstore.store import Recorded
-from handlers.runtime import Emitted, Handler
-from projections.base import View
-from schemas.events import PreflightPassed, PreflightRejected
+from selfheal.edges.inventory import InventoryUnavailable
+from selfheal.eventstore.store import Recorded
+from selfheal.handlers.runtime import Emitted, Handler
+from selfheal.projections.base import View
+from selfheal.schemas.events import PreflightPassed, PreflightRejected
 
 GIB = 1 << 30
 

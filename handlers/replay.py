@@ -17,15 +17,15 @@ from datetime import datetime
 
 import msgspec
 
-from edges.canary import CanaryOutcome
-from edges.deployments import DeploymentEdges
-from edges.inventory import InventoryUnavailable
-from eventstore.store import EventStore, Pending, Recorded, memory_store
-from handlers import loop
-from handlers.observe import ObserveIncident
-from schemas.config import Settings
-from schemas.events import CanaryMeasurements, GpuSnapshot
-from schemas.serving import ServingConfig
+from selfheal.edges.canary import CanaryOutcome
+from selfheal.edges.deployments import DeploymentEdges
+from selfheal.edges.inventory import InventoryUnavailable
+from selfheal.eventstore.store import EventStore, Pending, Recorded, memory_store
+from selfheal.handlers import loop
+from selfheal.handlers.observe import ObserveIncident
+from selfheal.schemas.config import Settings
+from selfheal.schemas.events import CanaryMeasurements, GpuSnapshot
+from selfheal.schemas.serving import ServingConfig
 
 RECORDED = "[selfheal replay] recorded result of canary {}"
 SIMULATED = "[selfheal replay] no canary ran for this configuration: simulated from the recorded environment"
@@ -140,8 +140,8 @@ class ReplayReport(msgspec.Struct):
 
 
 def _chain(store: EventStore, incident_id: str) -> list[Recorded]:
-    from eventstore.audit import events
-    from eventstore.store import typed
+    from selfheal.eventstore.audit import events
+    from selfheal.eventstore.store import typed
 
     return [typed(row) for row in events(store, correlation=incident_id)]
 
@@ -152,7 +152,7 @@ def apply_overrides(settings: Settings, assignments: Iterable[str], mode: str | 
 
     from pydantic import ValidationError
 
-    from schemas.config import ConfigError, describe_validation_error
+    from selfheal.schemas.config import ConfigError, describe_validation_error
 
     data = settings.model_dump(mode="json")
     for assignment in assignments:
@@ -230,7 +230,7 @@ def find_incident(store: EventStore, incident_id: str) -> Recorded:
 def export_bundle(store: EventStore, settings: Settings, incident_id: str) -> list[str]:
     """The incident, every event of its chain, the deployment's baseline and its settings,
     as JSON Lines: everything `replay_bundle` needs on another machine."""
-    from eventstore.audit import events, row_json
+    from selfheal.eventstore.audit import events, row_json
 
     incident = find_incident(store, incident_id)
     deployment = incident.event.deployment
@@ -247,7 +247,7 @@ def export_bundle(store: EventStore, settings: Settings, incident_id: str) -> li
 
 def import_bundle(lines: Iterable[str], source: str = "bundle") -> tuple[Settings, EventStore]:
     """A scratch store holding a bundle's events exactly (ids, streams, times), and its settings."""
-    from eventstore.recorder import NewEvent
+    from selfheal.eventstore.recorder import NewEvent
 
     lines = [line for line in lines if line.strip()]
     try:

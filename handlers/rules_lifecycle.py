@@ -11,11 +11,11 @@ from pathlib import Path
 
 import msgspec
 
-from eventstore.store import EventStore, Pending, new_id
-from handlers.observe import load_ruleset
-from projections import view_as_of
-from schemas.config import Settings
-from schemas.events import (
+from selfheal.eventstore.store import EventStore, Pending, new_id
+from selfheal.handlers.observe import load_ruleset
+from selfheal.projections import view_as_of
+from selfheal.schemas.config import Settings
+from selfheal.schemas.events import (
     RuleSetActivated, RuleSetApproved, RuleSetProposed, RuleSetShadowed, VerdictRecorded,
 )
 
@@ -37,7 +37,7 @@ def verdict(store: EventStore, incident_id: str, kind: str, by: str, now: dateti
         raise RulesError(f"--kind {kind!r}: allowed: {', '.join(KINDS_OR_NONE)}")
     if not by.strip():
         raise RulesError("--by: say who judges")
-    from handlers.replay import find_incident
+    from selfheal.handlers.replay import find_incident
 
     try:
         found = find_incident(store, incident_id)

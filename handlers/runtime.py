@@ -25,10 +25,10 @@ from collections.abc import Iterable, Sequence
 
 import msgspec
 
-from eventstore.errors import CheckpointConflict
-from eventstore.recorder import CheckpointAdvance
-from eventstore.store import EventStore, Pending, Recorded
-from projections.base import Projection, View
+from selfheal.eventstore.errors import CheckpointConflict
+from selfheal.eventstore.recorder import CheckpointAdvance
+from selfheal.eventstore.store import EventStore, Pending, Recorded
+from selfheal.projections.base import Projection, View
 
 #: what a handler returns: events to append, each with its stream
 Emitted = Sequence[tuple[str, Pending]]

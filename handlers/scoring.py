@@ -20,11 +20,11 @@ import math
 
 import msgspec
 
-from eventstore.store import Recorded
-from handlers.runtime import Emitted, Handler
-from projections.base import View
-from schemas.events import CanaryMeasurements, CandidateScored
-from schemas.serving import ServingConfig
+from selfheal.eventstore.store import Recorded
+from selfheal.handlers.runtime import Emitted, Handler
+from selfheal.projections.base import View
+from selfheal.schemas.events import CanaryMeasurements, CandidateScored
+from selfheal.schemas.serving import ServingConfig
 
 
 class Verdict(msgspec.Struct, frozen=True):

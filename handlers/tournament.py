@@ -23,15 +23,15 @@ import itertools
 
 import msgspec
 
-from eventstore.store import Recorded, derived_id
-from handlers.runtime import Emitted, Handler
-from projections.base import View
-from projections.runs import CandidateSummary, RunSummary
-from schemas.actuators import ActuatorBounds
-from schemas.events import (
+from selfheal.eventstore.store import Recorded, derived_id
+from selfheal.handlers.runtime import Emitted, Handler
+from selfheal.projections.base import View
+from selfheal.projections.runs import CandidateSummary, RunSummary
+from selfheal.schemas.actuators import ActuatorBounds
+from selfheal.schemas.events import (
     CandidateEvidence, CandidateProposed, EscalationRaised, IntentArchived, PromotionProposed, RunFinished,
 )
-from schemas.serving import ServingConfig
+from selfheal.schemas.serving import ServingConfig
 
 #: the actuators worth searching for each failure kind, most relevant first
 RELEVANT: dict[str, tuple[str, ...]] = {

@@ -5,8 +5,8 @@ from datetime import datetime
 
 import msgspec
 
-from eventstore.store import Recorded
-from projections.base import Projection
+from selfheal.eventstore.store import Recorded
+from selfheal.projections.base import Projection
 
 
 class AlertSummary(msgspec.Struct):

@@ -14,7 +14,7 @@ import abc
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
-from eventstore.store import EventStore, Recorded
+from selfheal.eventstore.store import EventStore, Recorded
 
 S = TypeVar("S")
 

@@ -5,9 +5,9 @@ from datetime import datetime
 
 import msgspec
 
-from eventstore.store import Recorded
-from projections.base import Projection
-from schemas.serving import ServingConfig
+from selfheal.eventstore.store import Recorded
+from selfheal.projections.base import Projection
+from selfheal.schemas.serving import ServingConfig
 
 
 class BaselineVersion(msgspec.Struct):

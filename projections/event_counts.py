@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import msgspec
 
-from eventstore.store import Recorded
-from projections.base import Projection
+from selfheal.eventstore.store import Recorded
+from selfheal.projections.base import Projection
 
 
 class EventCounts(msgspec.Struct, frozen=True):

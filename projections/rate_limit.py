@@ -9,9 +9,9 @@ from datetime import datetime, timedelta
 
 import msgspec
 
-from eventstore.store import Recorded
-from projections.base import Projection
-from schemas.config import RateLimitSettings
+from selfheal.eventstore.store import Recorded
+from selfheal.projections.base import Projection
+from selfheal.schemas.config import RateLimitSettings
 
 
 class DeploymentBudget(msgspec.Struct, frozen=True):

@@ -9,10 +9,10 @@ from datetime import datetime
 
 import msgspec
 
-from eventstore.store import Recorded
-from projections.base import Projection
-from schemas.events import CanaryMeasurements
-from schemas.serving import ServingConfig
+from selfheal.eventstore.store import Recorded
+from selfheal.projections.base import Projection
+from selfheal.schemas.events import CanaryMeasurements
+from selfheal.schemas.serving import ServingConfig
 
 
 class CandidateSummary(msgspec.Struct):

@@ -29,7 +29,7 @@ import sys
 
 import msgspec
 
-from projections.base import View
+from selfheal.projections.base import View
 
 #: fold at most this many events past the newest snapshot before writing another one
 SNAPSHOT_EVERY = 1000

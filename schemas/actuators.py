@@ -8,7 +8,7 @@ import math
 
 import msgspec
 
-from schemas.serving import ServingConfig
+from selfheal.schemas.serving import ServingConfig
 
 
 class Actuator(msgspec.Struct, frozen=True, kw_only=True):

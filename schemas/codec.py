@@ -5,9 +5,9 @@ from datetime import datetime
 
 import msgspec
 
-from eventstore.errors import CorruptEvent, UnknownEventType
-from schemas.events import EVENT_TYPES, Event
-from schemas.upcasting import upcast
+from selfheal.eventstore.errors import CorruptEvent, UnknownEventType
+from selfheal.schemas.events import EVENT_TYPES, Event
+from selfheal.schemas.upcasting import upcast
 
 def _enc_hook(obj):
     # datetime subclasses (freezegun's FakeDatetime in tests) encode like datetimes do

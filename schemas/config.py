@@ -11,8 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from schemas.actuators import Actuator, ActuatorBounds
-from schemas.serving import ServingConfig
+from selfheal.schemas.actuators import Actuator, ActuatorBounds
+from selfheal.schemas.serving import ServingConfig
 
 MODES = ("dev", "prod", "disabled")
 MODE_ENV = "SELFHEAL_MODE"

@@ -16,7 +16,7 @@ from typing import ClassVar, Literal, Union
 
 import msgspec
 
-from schemas.serving import ServingConfig
+from selfheal.schemas.serving import ServingConfig
 
 Number = Union[int, float]
 

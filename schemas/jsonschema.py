@@ -1,6 +1,6 @@
 """JSON Schemas of every event type, generated from the Structs into `schemas/json/`.
 
-Regenerate after changing an event: `python -m schemas.jsonschema`. A test fails when the
+Regenerate after changing an event: `python -m selfheal.schemas.jsonschema`. A test fails when the
 files and the Structs disagree, so the published schemas never drift from the code.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import msgspec
 
-from schemas.events import EVENT_TYPES
+from selfheal.schemas.events import EVENT_TYPES
 
 SCHEMA_DIR = Path(__file__).parent / "json"
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from schemas.config import ConfigError
-from schemas.serving import TUNABLE
+from selfheal.schemas.config import ConfigError
+from selfheal.schemas.serving import TUNABLE
 
 
 def read_serving_values(path: str | Path) -> dict:

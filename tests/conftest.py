@@ -5,8 +5,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from eventstore import Pending, new_id
-from schemas.events import IntentArchived
+from selfheal.eventstore import Pending, new_id
+from selfheal.schemas.events import IntentArchived
 
 T0 = datetime(2026, 11, 24, 6, 0, tzinfo=timezone.utc)
 

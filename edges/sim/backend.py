@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import msgspec
 
-from edges.sim import logtext as lt
-from edges.sim.logtext import API, ENGINE, Log
-from edges.sim.memory import CUDA_CTX, FULL_GRAPH_CAP, GIB, Startup, account, capture_sizes
-from edges.sim.scenario import Scenario, load_scenario
-from edges.sim.serving import Load, run_load
-from schemas.serving import ServingConfig
+from selfheal.edges.sim import logtext as lt
+from selfheal.edges.sim.logtext import API, ENGINE, Log
+from selfheal.edges.sim.memory import CUDA_CTX, FULL_GRAPH_CAP, GIB, Startup, account, capture_sizes
+from selfheal.edges.sim.scenario import Scenario, load_scenario
+from selfheal.edges.sim.serving import Load, run_load
+from selfheal.schemas.serving import ServingConfig
 
 # simulated startup durations, seconds [est; real 0.23 logs: weights ~5 s, compile 20-30 s, capture ~7 s]
 _API_TO_ENGINE_S = 6.0

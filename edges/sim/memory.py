@@ -10,8 +10,8 @@ import math
 
 import msgspec
 
-from edges.sim.scenario import Scenario
-from schemas.serving import ServingConfig
+from selfheal.edges.sim.scenario import Scenario
+from selfheal.schemas.serving import ServingConfig
 
 GIB = 1 << 30
 MIB = 1 << 20

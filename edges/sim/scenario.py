@@ -14,8 +14,8 @@ from typing import Annotated
 
 import msgspec
 
-from schemas.actuators import Actuator, ActuatorBounds
-from schemas.serving import TUNABLE, ServingConfig
+from selfheal.schemas.actuators import Actuator, ActuatorBounds
+from selfheal.schemas.serving import TUNABLE, ServingConfig
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 

@@ -20,9 +20,9 @@ from collections import deque
 
 import msgspec
 
-from edges.sim.memory import BLOCK_SIZE, Startup, gib
-from edges.sim.scenario import Cotenant, Scenario
-from schemas.serving import ServingConfig
+from selfheal.edges.sim.memory import BLOCK_SIZE, Startup, gib
+from selfheal.edges.sim.scenario import Cotenant, Scenario
+from selfheal.schemas.serving import ServingConfig
 
 #: per-step scheduling + launch overhead with CUDA graphs [est; c0 of §4]
 STEP_OVERHEAD_S = 1.0e-3

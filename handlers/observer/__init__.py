@@ -5,9 +5,9 @@ Library code, no store; its only I/O is reading a log file given by path (logfil
 read into a `RuleSet`), and another rule set (a candidate, one recorded in the log) diagnoses
 the same way through `RuleSet.diagnose`.
 """
-from handlers.observer.diagnose import diagnose, format_diagnosis
-from handlers.observer.engine import Diagnosis, Finding
-from handlers.observer.rules import RULES, RuleFileError, RuleSet, builtin_ruleset, load_rule_file, parse_rules
+from selfheal.handlers.observer.diagnose import diagnose, format_diagnosis
+from selfheal.handlers.observer.engine import Diagnosis, Finding
+from selfheal.handlers.observer.rules import RULES, RuleFileError, RuleSet, builtin_ruleset, load_rule_file, parse_rules
 
 __all__ = ["Finding", "Diagnosis", "diagnose", "RULES", "format_diagnosis", "RuleSet", "RuleFileError",
            "builtin_ruleset", "load_rule_file", "parse_rules"]

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import re
 
-from handlers.observer.expr import NUM
-from handlers.observer.fixes import FixProgram, compile_candidates, compile_derived
-from handlers.observer.spec import CONTEXT, DIRECTIONS, KINDS, RuleProblem, RuleSpec
-from handlers.observer.units import SOURCE_UNITS, target_unit
-from schemas.serving import TUNABLE
+from selfheal.handlers.observer.expr import NUM
+from selfheal.handlers.observer.fixes import FixProgram, compile_candidates, compile_derived
+from selfheal.handlers.observer.spec import CONTEXT, DIRECTIONS, KINDS, RuleProblem, RuleSpec
+from selfheal.handlers.observer.units import SOURCE_UNITS, target_unit
+from selfheal.schemas.serving import TUNABLE
 
 _MACROS = {
     "{num}": r"-?\d+(?:\.\d+)?",

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import os
 
-from handlers.observer.engine import Diagnosis, Finding
-from handlers.observer.rules import builtin_ruleset
-from schemas.actuators import ActuatorBounds
-from schemas.serving import TUNABLE, ServingConfig
+from selfheal.handlers.observer.engine import Diagnosis, Finding
+from selfheal.handlers.observer.rules import builtin_ruleset
+from selfheal.schemas.actuators import ActuatorBounds
+from selfheal.schemas.serving import TUNABLE, ServingConfig
 
 #: the built-in rules, compiled once at import
 MATCHERS = builtin_ruleset().matchers

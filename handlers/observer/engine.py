@@ -20,16 +20,16 @@ from collections.abc import Iterable
 
 import msgspec
 
-from handlers.observer.compiler import compile_rule, expand_pattern
-from handlers.observer.expr import Env
-from handlers.observer.logtext import LogText
-from handlers.observer.normalize import LogicalLine, squash
-from handlers.observer.prefilter import Plan, encoded, prefilter_for
-from handlers.observer.spec import CONTEXT, RuleProblem, RuleSpec
-from handlers.observer.units import convert
-from schemas.actuators import ActuatorBounds
-from schemas.events import Finding  # the one Finding type: observations record it as is
-from schemas.serving import ServingConfig
+from selfheal.handlers.observer.compiler import compile_rule, expand_pattern
+from selfheal.handlers.observer.expr import Env
+from selfheal.handlers.observer.logtext import LogText
+from selfheal.handlers.observer.normalize import LogicalLine, squash
+from selfheal.handlers.observer.prefilter import Plan, encoded, prefilter_for
+from selfheal.handlers.observer.spec import CONTEXT, RuleProblem, RuleSpec
+from selfheal.handlers.observer.units import convert
+from selfheal.schemas.actuators import ActuatorBounds
+from selfheal.schemas.events import Finding  # the one Finding type: observations record it as is
+from selfheal.schemas.serving import ServingConfig
 
 __all__ = ["Diagnosis", "Hit", "LiteralSearch", "Matcher", "candidates", "choose_primary", "compile_rules", "excerpt", "expand_pattern",
            "interpret", "read_and_scan", "scan"]
@@ -60,7 +60,7 @@ class Matcher:
 def compile_rules(rules: Iterable[RuleSpec] | None = None) -> tuple[Matcher, ...]:
     """Compile rules once (the built-in ones when none are given); refuse malformed ones."""
     if rules is None:
-        from handlers.observer.rules import builtin_ruleset
+        from selfheal.handlers.observer.rules import builtin_ruleset
         return builtin_ruleset().matchers
     matchers, seen = [], set()
     for i, rule in enumerate(rules):

@@ -38,7 +38,7 @@ import operator
 import re
 from collections.abc import Callable, Collection, Mapping
 
-from handlers.observer.names import (ABSENT, BOOL, FIXED, GRID, MAX_INT, NUM, Env, ExprError, Failed, is_known,
+from selfheal.handlers.observer.names import (ABSENT, BOOL, FIXED, GRID, MAX_INT, NUM, Env, ExprError, Failed, is_known,
                                     is_number)
 
 __all__ = ["BOOL", "NUM", "Env", "Expr", "ExprError", "compile_expr"]

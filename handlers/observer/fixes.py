@@ -19,9 +19,9 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Mapping, Sequence
 
-from handlers.observer.expr import BOOL, FIXED, FUNCTIONS, KEYWORDS, NUM, Env, Expr, ExprError, Failed, compile_expr
-from handlers.observer.spec import ACTIONS, FixSpec, RuleProblem
-from schemas.serving import TUNABLE
+from selfheal.handlers.observer.expr import BOOL, FIXED, FUNCTIONS, KEYWORDS, NUM, Env, Expr, ExprError, Failed, compile_expr
+from selfheal.handlers.observer.spec import ACTIONS, FixSpec, RuleProblem
+from selfheal.schemas.serving import TUNABLE
 
 MAX_NOTE = 1000
 _SPEC = re.compile(r"(?:\.\d{1,2})?[fg%]?")

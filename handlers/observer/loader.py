@@ -17,11 +17,11 @@ from typing import Any
 
 import msgspec
 
-from handlers.observer.ruleset import RuleSet
-from handlers.observer.spec import FixSpec, Number, Refinement, RuleProblem, RuleSpec
-from schemas.serving import TUNABLE
+from selfheal.handlers.observer.ruleset import RuleSet
+from selfheal.handlers.observer.spec import FixSpec, Number, Refinement, RuleProblem, RuleSpec
+from selfheal.schemas.serving import TUNABLE
 
-BUILTIN_PACKAGE = "handlers.observer.rules"
+BUILTIN_PACKAGE = "selfheal.handlers.observer.rules"
 
 
 class RuleFileError(ValueError):

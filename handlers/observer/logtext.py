@@ -13,8 +13,8 @@ import bisect
 import re
 from collections.abc import Callable, Iterator
 
-from handlers.observer.logfile import FileBytes
-from handlers.observer.normalize import (_FRAME, _HARD_START, _HARD_START_RE, _NOT_START, _SOFT_START, MAX_JOIN_CHARS,
+from selfheal.handlers.observer.logfile import FileBytes
+from selfheal.handlers.observer.normalize import (_FRAME, _HARD_START, _HARD_START_RE, _NOT_START, _SOFT_START, MAX_JOIN_CHARS,
                                          MAX_JOIN_LINES, MIN_WRAP, LogicalLine, clean, strip_prefix)
 
 #: the sample of a long log that its common headers (and, in prefilter.py, its common

@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Mapping
 
-from schemas.actuators import ActuatorBounds
-from schemas.serving import TUNABLE
+from selfheal.schemas.actuators import ActuatorBounds
+from selfheal.schemas.serving import TUNABLE
 
 # integers stay convertible to float (so mixed arithmetic and formatting cannot overflow), and big-int
 # work stays bounded (no repeated squaring to a million digits)

@@ -13,12 +13,12 @@ import json
 import os
 from collections.abc import Iterable
 
-from handlers.observer.engine import Diagnosis, Matcher, choose_primary, compile_rules, interpret, read_and_scan
-from handlers.observer.logfile import FileBytes, open_log
-from handlers.observer.prefilter import prefilter_for
-from handlers.observer.spec import RuleSpec
-from schemas.actuators import ActuatorBounds
-from schemas.serving import ServingConfig
+from selfheal.handlers.observer.engine import Diagnosis, Matcher, choose_primary, compile_rules, interpret, read_and_scan
+from selfheal.handlers.observer.logfile import FileBytes, open_log
+from selfheal.handlers.observer.prefilter import prefilter_for
+from selfheal.handlers.observer.spec import RuleSpec
+from selfheal.schemas.actuators import ActuatorBounds
+from selfheal.schemas.serving import ServingConfig
 
 _DEFAULT_BOUNDS = ActuatorBounds()
 

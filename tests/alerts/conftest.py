@@ -4,7 +4,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from edges.alerts import Alert
+from selfheal.edges.alerts import Alert
 
 T0 = datetime(2026, 11, 24, 6, 0, tzinfo=timezone.utc)
 

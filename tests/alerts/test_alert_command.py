@@ -5,7 +5,7 @@ import sys
 import time
 from pathlib import Path
 
-from edges.alerts import CommandSink, to_json
+from selfheal.edges.alerts import CommandSink, to_json
 
 
 def test_the_command_reads_the_alert_json_on_stdin(tmp_path, alert):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from edges.alerts import CommandSink, JsonlSink, WebhookSink, sink_from_config
+from selfheal.edges.alerts import CommandSink, JsonlSink, WebhookSink, sink_from_config
 
 
 def test_each_kind(tmp_path):

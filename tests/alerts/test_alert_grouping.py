@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import msgspec
 import pytest
 
-from edges.alerts import Alert, fingerprint, group, to_json
+from selfheal.edges.alerts import Alert, fingerprint, group, to_json
 
 from .conftest import T0, make_alert
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import msgspec
 
-from edges.alerts import Alert, JsonlSink, to_json
+from selfheal.edges.alerts import Alert, JsonlSink, to_json
 
 from .conftest import make_alert
 
@@ -65,7 +65,7 @@ def test_failure_is_reported_not_raised(tmp_path):
 WRITER = """
 import sys
 from datetime import datetime, timezone
-from edges.alerts import Alert, JsonlSink
+from selfheal.edges.alerts import Alert, JsonlSink
 sink, tag = JsonlSink(sys.argv[1]), sys.argv[2]
 sys.stdin.readline()  # start together
 for i in range(200):

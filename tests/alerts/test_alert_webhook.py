@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from edges.alerts import WebhookSink, to_json
+from selfheal.edges.alerts import WebhookSink, to_json
 
 
 class Hook:

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import yaml
 
-from eventstore import Pending, new_id, open_store
-from handlers.loop import import_baseline
-from edges import deployments
-from schemas.config import parse_settings
-from schemas.events import PromotionProposed
-from schemas.serving import ServingConfig
+from selfheal.eventstore import Pending, new_id, open_store
+from selfheal.handlers.loop import import_baseline
+from selfheal.edges import deployments
+from selfheal.schemas.config import parse_settings
+from selfheal.schemas.events import PromotionProposed
+from selfheal.schemas.serving import ServingConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 ORIGINAL = "model: m\n# ours\ngpu-memory-utilization: 0.9\nmax-model-len: 8192\nmax-num-seqs: 16\n"
@@ -72,7 +72,7 @@ class Watcher(threading.Thread):
 
 
 def selfheal_run(toml: Path, db: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "cli.main", "--db", str(db), "--config", str(toml), "run"],
+    return subprocess.Popen([sys.executable, "-m", "selfheal", "--db", str(db), "--config", str(toml), "run"],
                             cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 

@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edges import deployments
-from edges.processes import free_loopback_port, processes_marked_with
-from edges.reload import wait_healthy
-from eventstore import Pending, new_id, open_store
-from handlers import loop
-from schemas.config import parse_settings
-from schemas.events import PromotionProposed
-from schemas.serving import ServingConfig
+from selfheal.edges import deployments
+from selfheal.edges.processes import free_loopback_port, processes_marked_with
+from selfheal.edges.reload import wait_healthy
+from selfheal.eventstore import Pending, new_id, open_store
+from selfheal.handlers import loop
+from selfheal.schemas.config import parse_settings
+from selfheal.schemas.events import PromotionProposed
+from selfheal.schemas.serving import ServingConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 FAKE = ROOT / "tests" / "fakes" / "fake_vllm.py"
@@ -103,7 +103,7 @@ step = 1
 ''')
     env = dict(os.environ, PYTHONPATH=str(ROOT), FAKE_VLLM_SCENARIO="c-mistral7b-shared-24gb",
                FAKE_VLLM_LINE_DELAY="0")
-    supervisor = subprocess.Popen([sys.executable, "-m", "cli.main", "--config", str(toml), "supervise",
+    supervisor = subprocess.Popen([sys.executable, "-m", "selfheal", "--config", str(toml), "supervise",
                                    "--pidfile", str(pidfile)], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     settings = parse_settings(toml.read_text())
     try:

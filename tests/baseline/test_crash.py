@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from edges.vllm_config import clean_stale_temps, write_atomic
+from selfheal.edges.vllm_config import clean_stale_temps, write_atomic
 
 KILLS = 60
 LINE = "  " + "x" * 97 + "\n"

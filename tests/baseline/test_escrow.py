@@ -9,14 +9,14 @@ import pytest
 import yaml
 from freezegun import freeze_time
 
-from edges import deployments
-from edges.sim import load_scenario, simulate
-from eventstore import Pending, new_id, open_store
-from handlers import loop
-from handlers.escrow import EscrowError, approve, lapse_expired, reject
-from projections import view_as_of
-from schemas.config import parse_settings
-from schemas.events import BaselineCommitted, IncidentSource
+from selfheal.edges import deployments
+from selfheal.edges.sim import load_scenario, simulate
+from selfheal.eventstore import Pending, new_id, open_store
+from selfheal.handlers import loop
+from selfheal.handlers.escrow import EscrowError, approve, lapse_expired, reject
+from selfheal.projections import view_as_of
+from selfheal.schemas.config import parse_settings
+from selfheal.schemas.events import BaselineCommitted, IncidentSource
 from tests.fakes.deployment import fake_vllm_deployment
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from edges.processes import free_loopback_port
-from edges.reload import ReloadError, probe, read_pidfile, reload_restart, reload_signal, wait_healthy
+from selfheal.edges.processes import free_loopback_port
+from selfheal.edges.reload import ReloadError, probe, read_pidfile, reload_restart, reload_signal, wait_healthy
 
 # a stand-in for a supervisor: writes a line to a marker file on each SIGHUP
 TRAP = """

@@ -5,9 +5,9 @@ import pytest
 import yaml
 from hypothesis import given, settings, strategies as st
 
-from edges.vllm_config import render, render_plan, validate
-from schemas.config import ConfigError
-from schemas.serving import TUNABLE, ServingConfig
+from selfheal.edges.vllm_config import render, render_plan, validate
+from selfheal.schemas.config import ConfigError
+from selfheal.schemas.serving import TUNABLE, ServingConfig
 
 CONFIG = ServingConfig(gpu_memory_utilization=0.85, max_model_len=4096, max_num_seqs=8,
                        max_num_batched_tokens=1024, enforce_eager=True)

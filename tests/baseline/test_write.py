@@ -8,10 +8,10 @@ import stat
 import pytest
 import yaml
 
-from edges.vllm_config import clean_stale_temps, commit, restore_previous, write_atomic
-from schemas.actuators import ActuatorBounds
-from schemas.config import ConfigError
-from schemas.serving import ServingConfig
+from selfheal.edges.vllm_config import clean_stale_temps, commit, restore_previous, write_atomic
+from selfheal.schemas.actuators import ActuatorBounds
+from selfheal.schemas.config import ConfigError
+from selfheal.schemas.serving import ServingConfig
 
 BOUNDS = ActuatorBounds()
 GOOD = ServingConfig(gpu_memory_utilization=0.8, max_model_len=4096, max_num_seqs=8,

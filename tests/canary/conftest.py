@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from edges.processes import marked_processes
-from edges.vllm_backend import LoadSettings, VllmCanaryBackend
+from selfheal.edges.processes import marked_processes
+from selfheal.edges.vllm_backend import LoadSettings, VllmCanaryBackend
 
 FAKE = Path(__file__).resolve().parents[1] / "fakes" / "fake_vllm.py"
 FAKE_COMMAND = [sys.executable, str(FAKE), "serve", "{model}", "--host", "{host}", "--port", "{port}"]

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from edges.processes import processes_marked_with
-from edges.processes import marked_processes as marked_by
-from edges.sim import load_scenario, simulate
-from eventstore import open_store
+from selfheal.edges.processes import processes_marked_with
+from selfheal.edges.processes import marked_processes as marked_by
+from selfheal.edges.sim import load_scenario, simulate
+from selfheal.eventstore import open_store
 from tests.fakes.deployment import fake_vllm_deployment
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def selfheal(tmp_path, *args) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "cli.main", "--db", str(tmp_path / "log.db"),
+    return subprocess.Popen([sys.executable, "-m", "selfheal", "--db", str(tmp_path / "log.db"),
                              "--config", str(tmp_path / "selfheal.toml"), *args], cwd=ROOT,
                             env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from edges.sim import load_scenario, simulate
-from edges.vllm_backend import LoadSettings, parse_metrics, percentile, read_capacity, vllm_metrics
+from selfheal.edges.sim import load_scenario, simulate
+from selfheal.edges.vllm_backend import LoadSettings, parse_metrics, percentile, read_capacity, vllm_metrics
 
 METRICS = """\
 # HELP vllm:num_preemptions_total Cumulative number of preemption from the engine.

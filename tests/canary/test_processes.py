@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from edges.processes import (MARKER, carries_marker, free_loopback_port, group_alive, group_members,
+from selfheal.edges.processes import (MARKER, carries_marker, free_loopback_port, group_alive, group_members,
                              marked_processes, reap_orphan, spawn, stop_group)
 
 # a leader that starts a grandchild in its own group, then both sleep

@@ -11,11 +11,11 @@ from datetime import datetime, timezone
 
 import pytest
 
-from edges.canary import CanaryBackend, Launch
-from edges.processes import carries_marker, marked_processes
-from edges.sim import load_scenario, simulate
-from edges.vllm_backend import LoadSettings, VllmCanaryBackend, build_prompts
-from schemas.serving import ServingConfig
+from selfheal.edges.canary import CanaryBackend, Launch
+from selfheal.edges.processes import carries_marker, marked_processes
+from selfheal.edges.sim import load_scenario, simulate
+from selfheal.edges.vllm_backend import LoadSettings, VllmCanaryBackend, build_prompts
+from selfheal.schemas.serving import ServingConfig
 
 from .conftest import FAST_LOAD
 
@@ -105,7 +105,7 @@ def test_prompts_stay_within_the_fraction_of_max_model_len(backend_for, canary_i
 
 def test_overlong_prompts_fail_with_vllms_wording(backend_for, canary_ids, monkeypatch):
     # prove the rule above has teeth: prompts over max_model_len are refused, and that fails the load phase
-    import edges.vllm_backend as vb
+    import selfheal.edges.vllm_backend as vb
     monkeypatch.setattr(vb, "build_prompts", lambda config, load: ["x " * 1100] * load.requests)
     b = backend_for(load=LoadSettings(requests=4, max_concurrency=4, max_tokens=8, max_error_ratio=0.5))
     m = b.run(GOOD.changed(max_model_len=1024), T0, canary_id=canary_ids()).measurements

@@ -6,8 +6,8 @@ import sys
 
 from click.testing import CliRunner
 
-from cli.main import cli
-from edges.sim import load_scenario, simulate
+from selfheal.cli.main import cli
+from selfheal.edges.sim import load_scenario, simulate
 
 
 def run(*args):
@@ -23,7 +23,7 @@ def test_prod_escrow_and_baseline_through_the_cli(tmp_path):
     db = tmp_path / "log.db"
     imported = json.loads(run("--db", db, "--config", config, "baseline", "import", "chat", "--json").output)
     assert imported["version"] == 1 and imported["config"]["max_num_seqs"] == 16
-    again = subprocess.run([sys.executable, "-m", "cli.main", "--db", str(db), "--config", str(config),
+    again = subprocess.run([sys.executable, "-m", "selfheal", "--db", str(db), "--config", str(config),
                             "baseline", "import", "chat"], capture_output=True, text=True)
     assert again.returncode == 1 and "already has a baseline" in again.stderr
     log = tmp_path / "vllm.log"
@@ -39,7 +39,7 @@ def test_prod_escrow_and_baseline_through_the_cli(tmp_path):
     baseline = json.loads(run("--db", db, "baseline", "chat", "--json").output)
     assert [v["version"] for v in baseline["chat"]] == [1]
     assert "gpu-memory-utilization: 0.9" in yaml_file.read_text()
-    twice = subprocess.run([sys.executable, "-m", "cli.main", "--db", str(db), "--config", str(config), "approve",
+    twice = subprocess.run([sys.executable, "-m", "selfheal", "--db", str(db), "--config", str(config), "approve",
                             waiting["promotion_id"], "--by", "bo"], capture_output=True, text=True)
     assert twice.returncode == 1 and "already not committed" in twice.stderr
     assert json.loads(run("--db", db, "alerts", "--json").output) == []

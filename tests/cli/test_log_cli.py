@@ -8,8 +8,8 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from cli.main import cli
-from eventstore import open_store
+from selfheal.cli.main import cli
+from selfheal.eventstore import open_store
 from tests.conftest import T0, archived
 
 
@@ -63,7 +63,7 @@ def test_verify_ok_and_broken(db):
     conn = sqlite3.connect(db)
     conn.executescript("DROP TRIGGER events_refuse_update; UPDATE events SET stream = 'x' WHERE position = 2;")
     conn.close()
-    broken = subprocess.run([sys.executable, "-m", "cli.main", "--db", str(db), "verify"], capture_output=True, text=True)
+    broken = subprocess.run([sys.executable, "-m", "selfheal", "--db", str(db), "verify"], capture_output=True, text=True)
     assert broken.returncode == 1
     assert broken.stderr.strip().splitlines() == [
         "selfheal: verify failed at position 2: hash does not match the row's contents and the previous hash"]
@@ -83,7 +83,7 @@ def test_bad_files_give_one_line_and_exit_1(tmp_path, content, message):
     path = tmp_path / "bad.db"
     if content is not None:
         path.write_bytes(content)
-    proc = subprocess.run([sys.executable, "-m", "cli.main", "--db", str(path), "events"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "selfheal", "--db", str(path), "events"], capture_output=True, text=True)
     assert proc.returncode == 1
     assert len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -7,8 +7,8 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from cli.main import cli
-from edges.sim import load_scenario, simulate
+from selfheal.cli.main import cli
+from selfheal.edges.sim import load_scenario, simulate
 
 STARTUP_0_14 = ("(EngineCore_DP0 pid=4242) ERROR 11-24 06:55:12 [core.py:708] ValueError: Free memory on device cuda:0 "
                 "(8.41/11.66 GiB) on startup is less than desired GPU memory utilization (0.9, 10.49 GiB). Decrease "
@@ -46,7 +46,7 @@ def test_diagnose_reads_a_vllm_yaml(tmp_path):
     assert body["primary"]["fix"] == {"gpu_memory_utilization": 0.6}
     bad = tmp_path / "bad.yaml"
     bad.write_text("max-model-len: [1, 2\n")
-    proc = subprocess.run([sys.executable, "-m", "cli.main", "diagnose", "-", "--config", str(bad)],
+    proc = subprocess.run([sys.executable, "-m", "selfheal", "diagnose", "-", "--config", str(bad)],
                           input=STARTUP_0_14, capture_output=True, text=True)
     assert proc.returncode == 1 and "bad.yaml: not valid YAML at line" in proc.stderr
 
@@ -56,7 +56,7 @@ def test_diagnose_reads_a_file_a_pipe_or_standard_input_alike(tmp_path):
     log = tmp_path / "vllm.log"
     log.write_text(("(APIServer pid=9) INFO:     127.0.0.1:4000 - \"GET /health HTTP/1.1\" 200 OK\n" * 30_000)
                    + STARTUP_0_14)
-    from_file = subprocess.run([sys.executable, "-m", "cli.main", "diagnose", str(log), "--json"],
+    from_file = subprocess.run([sys.executable, "-m", "selfheal", "diagnose", str(log), "--json"],
                                capture_output=True, text=True)
     piped = subprocess.run(f"{sys.executable} -m cli.main diagnose --json <(cat {log})", shell=True,
                            executable="/bin/bash", capture_output=True, text=True)
@@ -68,7 +68,7 @@ def test_diagnose_reads_a_file_a_pipe_or_standard_input_alike(tmp_path):
 
 @pytest.mark.parametrize("target", ["missing.log", "."])
 def test_diagnose_names_a_file_it_cannot_read(tmp_path, target):
-    proc = subprocess.run([sys.executable, "-m", "cli.main", "diagnose", target], cwd=tmp_path,
+    proc = subprocess.run([sys.executable, "-m", "selfheal", "diagnose", target], cwd=tmp_path,
                           capture_output=True, text=True)
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.startswith(f"selfheal: error: {target}: cannot read: ") and proc.stderr.count("\n") == 1
@@ -103,7 +103,7 @@ def test_demo_names_a_refinement_after_a_passing_seed(tmp_path):
 def test_demo_refuses_an_existing_log(tmp_path):
     db = tmp_path / "d.db"
     run("demo", "--out", db)
-    proc = subprocess.run([sys.executable, "-m", "cli.main", "demo", "--out", str(db)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "selfheal", "demo", "--out", str(db)], capture_output=True, text=True)
     assert proc.returncode == 1 and "writes a fresh log" in proc.stderr
 
 
@@ -150,12 +150,12 @@ def test_queries_after_a_heal(healed):
 def test_observe_without_deployments_says_what_to_do(tmp_path):
     empty = tmp_path / "selfheal.toml"
     empty.write_text("")
-    proc = subprocess.run([sys.executable, "-m", "cli.main", "--db", str(tmp_path / "x.db"), "--config", str(empty),
+    proc = subprocess.run([sys.executable, "-m", "selfheal", "--db", str(tmp_path / "x.db"), "--config", str(empty),
                            "observe", "-"], input="x", capture_output=True, text=True)
     assert proc.returncode == 1 and "no deployments are configured" in proc.stderr
 
 
 def test_show_unknown_run(healed):
     db, _, _ = healed
-    proc = subprocess.run([sys.executable, "-m", "cli.main", "--db", str(db), "show", "nope"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "selfheal", "--db", str(db), "show", "nope"], capture_output=True, text=True)
     assert proc.returncode == 1 and proc.stderr.strip() == "selfheal: error: run 'nope': no such run"

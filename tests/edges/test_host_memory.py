@@ -9,8 +9,8 @@ import uuid
 
 import pytest
 
-from edges.host_memory import HostMemoryInventory
-from edges.inventory import GpuInventory, InventoryUnavailable
+from selfheal.edges.host_memory import HostMemoryInventory
+from selfheal.edges.inventory import GpuInventory, InventoryUnavailable
 
 KIB = 1024
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pynvml
 import pytest
 
-from edges import gpu_check
-from edges.inventory import GpuInventory, InventoryUnavailable
-from edges.nvml import NvmlInventory
+from selfheal.edges import gpu_check
+from selfheal.edges.inventory import GpuInventory, InventoryUnavailable
+from selfheal.edges.nvml import NvmlInventory
 
 GIB, MIB = 1 << 30, 1 << 20
 NOT_AVAILABLE = pynvml.NVML_VALUE_NOT_AVAILABLE_ulonglong.value
@@ -300,7 +300,7 @@ def test_real_reader_on_a_gpu_reads_sane_numbers():
 
 
 def test_gpu_check_as_a_command():
-    proc = subprocess.run([sys.executable, "-m", "edges.gpu_check"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "selfheal.edges.gpu_check"], capture_output=True, text=True,
                           timeout=60, cwd=Path(__file__).resolve().parents[2])
     snapshot, exc = _real_snapshot()
     if snapshot is None:

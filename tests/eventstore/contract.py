@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from eventstore.errors import CheckpointConflict, ConcurrencyError, DuplicateEventConflict
-from eventstore.recorder import AppendRequest, CheckpointAdvance, EventFilter, NewEvent
+from selfheal.eventstore.errors import CheckpointConflict, ConcurrencyError, DuplicateEventConflict
+from selfheal.eventstore.recorder import AppendRequest, CheckpointAdvance, EventFilter, NewEvent
 
 
 def ev(n: int, *, event_id: str | None = None, type: str = "IntentArchived", correlation: str | None = None,

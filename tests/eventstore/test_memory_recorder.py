@@ -1,4 +1,4 @@
-from eventstore.memory import InMemoryRecorder
+from selfheal.eventstore.memory import InMemoryRecorder
 from tests.eventstore.contract import RecorderContract
 
 

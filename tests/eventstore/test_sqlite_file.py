@@ -10,8 +10,8 @@ import textwrap
 
 import pytest
 
-from eventstore.errors import LogMissing, NewerFormat, NotASelfhealLog
-from eventstore.sqlite import FORMAT_VERSION, SQLiteRecorder
+from selfheal.eventstore.errors import LogMissing, NewerFormat, NotASelfhealLog
+from selfheal.eventstore.sqlite import FORMAT_VERSION, SQLiteRecorder
 from tests.eventstore.contract import ev
 
 
@@ -139,8 +139,8 @@ def test_tables_are_queryable_with_sqlite_utils(log):
 
 APPENDER = textwrap.dedent("""
     import sys
-    from eventstore.sqlite import SQLiteRecorder
-    from eventstore.recorder import NewEvent
+    from selfheal.eventstore.sqlite import SQLiteRecorder
+    from selfheal.eventstore.recorder import NewEvent
     path, who, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
     rec = SQLiteRecorder(path)
     for i in range(count):

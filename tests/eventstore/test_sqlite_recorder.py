@@ -1,4 +1,4 @@
-from eventstore.sqlite import SQLiteRecorder
+from selfheal.eventstore.sqlite import SQLiteRecorder
 from tests.eventstore.contract import RecorderContract
 
 

@@ -7,9 +7,9 @@ from datetime import timedelta
 import msgspec
 import pytest
 
-from eventstore import CorruptEvent, Pending, UnknownEventType, memory_store, open_store
-from eventstore.recorder import NewEvent
-from schemas.events import EVENT_TYPES, IncidentCaptured, IncidentSource, IntentArchived
+from selfheal.eventstore import CorruptEvent, Pending, UnknownEventType, memory_store, open_store
+from selfheal.eventstore.recorder import NewEvent
+from selfheal.schemas.events import EVENT_TYPES, IncidentCaptured, IncidentSource, IntentArchived
 from tests.conftest import T0, archived
 
 

@@ -9,14 +9,14 @@ import pytest
 from click.testing import CliRunner
 from freezegun import freeze_time
 
-from cli.main import cli
-from edges import deployments
-from edges.sim import load_scenario, simulate
-from eventstore import open_store
-from handlers import loop
-from handlers.replay import apply_overrides, export_bundle, import_bundle, replay
-from schemas.config import ConfigError, parse_settings
-from schemas.events import IncidentSource
+from selfheal.cli.main import cli
+from selfheal.edges import deployments
+from selfheal.edges.sim import load_scenario, simulate
+from selfheal.eventstore import open_store
+from selfheal.handlers import loop
+from selfheal.handlers.replay import apply_overrides, export_bundle, import_bundle, replay
+from selfheal.schemas.config import ConfigError, parse_settings
+from selfheal.schemas.events import IncidentSource
 
 T0 = datetime(2026, 11, 24, 0, 0, tzinfo=timezone.utc)
 TOML = '[deployments.ws]\nscenario = "workstation-12gb-speech"\n'

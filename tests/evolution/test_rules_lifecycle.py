@@ -10,10 +10,10 @@ from datetime import datetime, timezone
 import pytest
 from click.testing import CliRunner
 
-from cli.main import cli
-from handlers import rules_lifecycle
-from handlers.observer import builtin_ruleset, parse_rules
-from handlers.observer.rules import builtin_rule_text
+from selfheal.cli.main import cli
+from selfheal.handlers import rules_lifecycle
+from selfheal.handlers.observer import builtin_ruleset, parse_rules
+from selfheal.handlers.observer.rules import builtin_rule_text
 from tests.evolution.test_replay import history  # noqa: F401  (the fixture)
 
 NOW = datetime(2026, 11, 25, tzinfo=timezone.utc)
@@ -86,7 +86,7 @@ def test_rules_test_reads_a_file_without_a_store(tmp_path):
 def test_a_broken_rule_file_is_refused_precisely(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('[[rule]]\nid = "x"\nkind = "no_kv_cache_memory"\nprefilter = "boom"\npatterns = ["(unclosed"]\n')
-    proc = subprocess.run([sys.executable, "-m", "cli.main", "--db", str(tmp_path / "l.db"), "rules", "propose",
+    proc = subprocess.run([sys.executable, "-m", "selfheal", "--db", str(tmp_path / "l.db"), "rules", "propose",
                            str(bad)], capture_output=True, text=True)
     assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
     assert proc.stderr.startswith(f"selfheal: error: {bad}:5: rule 'x': pattern 1: bad regular expression: missing )")

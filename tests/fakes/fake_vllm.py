@@ -30,9 +30,9 @@ import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from edges.sim import load_scenario, simulate
-from edges.sim import logtext as lt
-from schemas.serving import ServingConfig
+from selfheal.edges.sim import load_scenario, simulate
+from selfheal.edges.sim import logtext as lt
+from selfheal.schemas.serving import ServingConfig
 
 ENV = os.environ.get
 TOKEN_DELAY = float(ENV("FAKE_VLLM_TOKEN_DELAY", "0.002"))
@@ -214,7 +214,7 @@ def main(argv: list[str]) -> int:
     scenario = load_scenario(ENV("FAKE_VLLM_SCENARIO", "workstation-12gb-speech"))
     cur = scenario.current
     if args.config:   # vLLM: the file's values stand where no flag is given
-        from schemas.vllm_yaml import read_serving_values
+        from selfheal.schemas.vllm_yaml import read_serving_values
         cur = cur.changed(**read_serving_values(args.config))
     cfg = ServingConfig(
         gpu_memory_utilization=args.gpu_memory_utilization or cur.gpu_memory_utilization,

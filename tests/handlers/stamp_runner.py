@@ -7,9 +7,9 @@ import sys
 import time
 import uuid
 
-from eventstore import Pending, open_store
-from handlers.runtime import Handler, Runner
-from schemas.events import IntentDeduplicated
+from selfheal.eventstore import Pending, open_store
+from selfheal.handlers.runtime import Handler, Runner
+from selfheal.schemas.events import IntentDeduplicated
 
 
 class Stamp(Handler):

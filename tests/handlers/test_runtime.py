@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from eventstore import Pending, derived_id, memory_store, open_store
-from handlers.runtime import Handler, Runner
-from projections.event_counts import EventCountsProjection
-from schemas.events import IntentArchived, IntentDeduplicated
+from selfheal.eventstore import Pending, derived_id, memory_store, open_store
+from selfheal.handlers.runtime import Handler, Runner
+from selfheal.projections.event_counts import EventCountsProjection
+from selfheal.schemas.events import IntentArchived, IntentDeduplicated
 from tests.conftest import archived
 from tests.handlers.stamp_runner import Stamp
 

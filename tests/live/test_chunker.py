@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from edges.chunker import IncidentChunker, is_restart, is_trouble
-from handlers.observer import diagnose
+from selfheal.edges.chunker import IncidentChunker, is_restart, is_trouble
+from selfheal.handlers.observer import diagnose
 
 SAMPLES = Path(__file__).parent.parent / "observer" / "samples"
 FAILING = sorted(p.name for p in SAMPLES.glob("failing_*.log"))

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from edges import follow as follow_mod
-from edges.follow import CUT_MARK, MAX_LINE, follow
+from selfheal.edges import follow as follow_mod
+from selfheal.edges.follow import CUT_MARK, MAX_LINE, follow
 
 
 class Follower:

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from edges.journal import JournalctlNotFound, JournalError, journal
+from selfheal.edges.journal import JournalctlNotFound, JournalError, journal
 
 UNIT = "vllm-chat.service"
 BINARY_TEXT = "ERROR 11-24 06:55:48 [core.py:708] caf\u00e9 ".encode() + b"\xff tail"

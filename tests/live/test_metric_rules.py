@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import pytest
 
-from handlers.observer import RULES, diagnose
-from handlers.observer.diagnose import MATCHERS
-from handlers.observer.engine import scan
-from handlers.observer.logtext import LogText
-from handlers.observer.rules import KINDS
-from schemas.actuators import ActuatorBounds
-from schemas.serving import ServingConfig
+from selfheal.handlers.observer import RULES, diagnose
+from selfheal.handlers.observer.diagnose import MATCHERS
+from selfheal.handlers.observer.engine import scan
+from selfheal.handlers.observer.logtext import LogText
+from selfheal.handlers.observer.rules import KINDS
+from selfheal.schemas.actuators import ActuatorBounds
+from selfheal.schemas.serving import ServingConfig
 
 PREEMPT = ("selfheal metrics: sustained preemptions: vllm:num_preemptions_total rose by 57 in 300 s "
            "(0.19/s, threshold 0.1/s); state: running=16 waiting=3 kv_cache_usage=0.950")
@@ -94,7 +94,7 @@ def test_symptom_rules_stay_silent_on_healthy_metric_like_lines():
 
 
 def test_watch_output_round_trips_through_the_rules():
-    from edges.metrics_watch import MetricsWatch
+    from selfheal.edges.metrics_watch import MetricsWatch
     from tests.live.test_metrics_watch import scrape
 
     watch = MetricsWatch(window_s=30, sustain_scrapes=3, queue_growth=2)

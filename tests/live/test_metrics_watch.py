@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from edges.metrics_watch import MetricsWatch, PollStats, parse_prometheus, poll
+from selfheal.edges.metrics_watch import MetricsWatch, PollStats, parse_prometheus, poll
 
 LABELS = '{engine="0",model_name="m"}'
 

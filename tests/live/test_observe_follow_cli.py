@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from eventstore import open_store
+from selfheal.eventstore import open_store
 
 ROOT = Path(__file__).resolve().parents[2]
 FAILURE = ("(EngineCore pid=4242) ERROR 11-24 06:55:12 [core.py:708] ValueError: Free memory on device cuda:0 "
@@ -32,7 +32,7 @@ def test_follow_captures_each_failure_across_rotation(tmp_path):
     log = tmp_path / "vllm.log"
     log.write_text(HEALTHY)
     db = tmp_path / "log.db"
-    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "--db", str(db), "--config", str(config), "observe",
+    proc = subprocess.Popen([sys.executable, "-m", "selfheal", "--db", str(db), "--config", str(config), "observe",
                              "--follow", str(log), "--quiet-seconds", "0.5"], cwd=ROOT,
                             env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE, text=True)
     try:

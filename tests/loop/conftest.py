@@ -2,12 +2,12 @@ from __future__ import annotations
 
 import pytest
 
-from edges.deployments import from_scenario
-from edges.sim import simulate
-from eventstore import open_store
-from handlers import loop
-from schemas.config import parse_settings
-from schemas.events import IncidentSource
+from selfheal.edges.deployments import from_scenario
+from selfheal.edges.sim import simulate
+from selfheal.eventstore import open_store
+from selfheal.handlers import loop
+from selfheal.schemas.config import parse_settings
+from selfheal.schemas.events import IncidentSource
 from tests.conftest import StepClock
 
 WORKSTATION = "workstation-12gb-speech"

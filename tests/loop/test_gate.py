@@ -5,8 +5,8 @@ from datetime import datetime, timedelta, timezone
 
 from freezegun import freeze_time
 
-from projections.rate_limit import DeploymentBudget, backoff, decide, next_allowed
-from schemas.config import RateLimitSettings
+from selfheal.projections.rate_limit import DeploymentBudget, backoff, decide, next_allowed
+from selfheal.schemas.config import RateLimitSettings
 
 T0 = datetime(2026, 11, 24, 0, 0, tzinfo=timezone.utc)
 LIMITS = RateLimitSettings()

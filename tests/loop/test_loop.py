@@ -4,11 +4,11 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from edges.sim import bundled_scenarios, simulate
-from handlers.intents import bound_seed
-from handlers.tournament import neighbourhood
-from schemas.actuators import ActuatorBounds
-from schemas.serving import ServingConfig
+from selfheal.edges.sim import bundled_scenarios, simulate
+from selfheal.handlers.intents import bound_seed
+from selfheal.handlers.tournament import neighbourhood
+from selfheal.schemas.actuators import ActuatorBounds
+from selfheal.schemas.serving import ServingConfig
 
 
 def outcome(h) -> str:
@@ -87,14 +87,14 @@ def test_prod_mode_promotion_waits_for_approval(harness):
 
 
 def test_environment_variable_overrides_mode(harness, monkeypatch):
-    from handlers import loop
+    from selfheal.handlers import loop
 
     h = harness(mode="dev")
     monkeypatch.setenv("SELFHEAL_MODE", "disabled")
     assert h.settings.effective_mode() == "disabled"
-    from edges.sim import simulate as sim
-    from handlers.loop import capture
-    from schemas.events import IncidentSource
+    from selfheal.edges.sim import simulate as sim
+    from selfheal.handlers.loop import capture
+    from selfheal.schemas.events import IncidentSource
 
     edges = h.edges[h.scenario]
     capture(h.store, edges, sim(edges.backend.scenario, edges.current).log_text, IncidentSource(kind="simulator"), h.clock)

@@ -5,11 +5,11 @@ import dataclasses
 
 import msgspec
 
-from edges.canary import NoPredictor, Prediction
-from edges.sim import simulate
-from handlers.tournament import REFINE_MARGIN
-from projections.base import View
-from projections.runs import RunsProjection
+from selfheal.edges.canary import NoPredictor, Prediction
+from selfheal.edges.sim import simulate
+from selfheal.handlers.tournament import REFINE_MARGIN
+from selfheal.projections.base import View
+from selfheal.projections.runs import RunsProjection
 
 LLAMA = "a-llama8b-24gb"
 L40S = "d-llama70b-awq-tp2-l40s"

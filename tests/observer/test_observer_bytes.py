@@ -11,11 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_observer_prefilter import ODD_RULES, TEXTS, TRAFFIC
 
-from handlers.observer import diagnose
-from handlers.observer.diagnose import MATCHERS
-from handlers.observer.engine import scan
-from handlers.observer.logtext import CHUNK_CHARS, LogText
-from handlers.observer.prefilter import prefilter_for
+from selfheal.handlers.observer import diagnose
+from selfheal.handlers.observer.diagnose import MATCHERS
+from selfheal.handlers.observer.engine import scan
+from selfheal.handlers.observer.logtext import CHUNK_CHARS, LogText
+from selfheal.handlers.observer.prefilter import prefilter_for
 
 SAMPLES = Path(__file__).parent / "samples"
 RAW = [p.read_bytes() for p in sorted(SAMPLES.glob("*.log")) + sorted((SAMPLES / "real").glob("*.log"))]

@@ -20,10 +20,10 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from handlers.observer import diagnose
-from handlers.observer.rules import builtin_rule_text, builtin_ruleset, parse_rules
-from schemas.actuators import ActuatorBounds
-from schemas.serving import ServingConfig
+from selfheal.handlers.observer import diagnose
+from selfheal.handlers.observer.rules import builtin_rule_text, builtin_ruleset, parse_rules
+from selfheal.schemas.actuators import ActuatorBounds
+from selfheal.schemas.serving import ServingConfig
 
 SAMPLES = Path(__file__).parent / "samples"
 GOLDEN = SAMPLES / "golden_python_rules.json"

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from handlers.observer.expr import BOOL, MAX_DEPTH, MAX_LENGTH, MAX_NODES, NUM, Env, ExprError, compile_expr
-from schemas.actuators import Actuator, ActuatorBounds
-from schemas.serving import ServingConfig
+from selfheal.handlers.observer.expr import BOOL, MAX_DEPTH, MAX_LENGTH, MAX_NODES, NUM, Env, ExprError, compile_expr
+from selfheal.schemas.actuators import Actuator, ActuatorBounds
+from selfheal.schemas.serving import ServingConfig
 
 BOUNDS = ActuatorBounds()
 NUMBERS = {"free_gib": 9.8, "total_gib": 11.6, "seqs": 16, "zero": 0, "neg": -2.5}

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from handlers.observer import diagnose, format_diagnosis
-from schemas.serving import ServingConfig
+from selfheal.handlers.observer import diagnose, format_diagnosis
+from selfheal.schemas.serving import ServingConfig
 
 SAMPLES = Path(__file__).parent / "samples"
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from handlers.observer import diagnose, format_diagnosis
-from handlers.observer.normalize import _SOFT_START as SOFT_START, strip_prefix
-from schemas.serving import ServingConfig
+from selfheal.handlers.observer import diagnose, format_diagnosis
+from selfheal.handlers.observer.normalize import _SOFT_START as SOFT_START, strip_prefix
+from selfheal.schemas.serving import ServingConfig
 
 SAMPLES = Path(__file__).parent / "samples"
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from handlers.observer.logtext import LogText, normalize
-from handlers.observer.normalize import squash, strip_prefix
+from selfheal.handlers.observer.logtext import LogText, normalize
+from selfheal.handlers.observer.normalize import squash, strip_prefix
 
 
 @pytest.mark.parametrize("line, info, message", [

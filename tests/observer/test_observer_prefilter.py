@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 from test_observer_healthy import HEALTHY
 from test_observer_rules import CASES
 
-from handlers.observer import diagnose, logtext, normalize, parse_rules
-from handlers.observer.diagnose import MATCHERS
-from handlers.observer.engine import EVIDENCE_CONTEXT, MAX_MATCHES_PER_RECORD, excerpt, scan
-from handlers.observer.logtext import LogText
-from handlers.observer.prefilter import Prefilter, prefilter_for
+from selfheal.handlers.observer import diagnose, logtext, normalize, parse_rules
+from selfheal.handlers.observer.diagnose import MATCHERS
+from selfheal.handlers.observer.engine import EVIDENCE_CONTEXT, MAX_MATCHES_PER_RECORD, excerpt, scan
+from selfheal.handlers.observer.logtext import LogText
+from selfheal.handlers.observer.prefilter import Prefilter, prefilter_for
 
 SAMPLES = Path(__file__).parent / "samples"
 GOLDEN = json.loads((SAMPLES / "golden_python_rules.json").read_text(encoding="utf-8"))

@@ -11,12 +11,12 @@ from hypothesis import strategies as st
 from test_observer_healthy import HEALTHY
 from test_observer_rules import CASES
 
-from handlers.observer import diagnose, format_diagnosis
-from handlers.observer.diagnose import MATCHERS
-from handlers.observer.engine import scan
-from handlers.observer.logtext import LogText
-from schemas.actuators import Actuator, ActuatorBounds
-from schemas.serving import ServingConfig
+from selfheal.handlers.observer import diagnose, format_diagnosis
+from selfheal.handlers.observer.diagnose import MATCHERS
+from selfheal.handlers.observer.engine import scan
+from selfheal.handlers.observer.logtext import LogText
+from selfheal.schemas.actuators import Actuator, ActuatorBounds
+from selfheal.schemas.serving import ServingConfig
 
 MESSAGES = [c[1] for c in CASES]
 FRAGMENTS = MESSAGES + HEALTHY + ["\n", "\r\n", "\r", "\x1b[31m", " ", "GiB", "(", ")", "-", ".", ",", "0", "1e308",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from handlers.observer import diagnose
+from selfheal.handlers.observer import diagnose
 
 REAL = Path(__file__).parent / "samples" / "real"
 

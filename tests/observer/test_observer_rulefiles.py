@@ -6,11 +6,11 @@ import re
 
 import pytest
 
-from handlers.observer import diagnose
-from handlers.observer.diagnose import MATCHERS
-from handlers.observer.rules import (RuleFileError, RuleSet, RuleSpec, builtin_rule_text, builtin_ruleset,
+from selfheal.handlers.observer import diagnose
+from selfheal.handlers.observer.diagnose import MATCHERS
+from selfheal.handlers.observer.rules import (RuleFileError, RuleSet, RuleSpec, builtin_rule_text, builtin_ruleset,
                                      load_rule_file, parse_rules)
-from schemas.serving import ServingConfig
+from selfheal.schemas.serving import ServingConfig
 
 MINIMAL = """\
 # a minimal rule file
@@ -268,7 +268,7 @@ def test_a_planted_disagreement_loads_and_diagnoses_differently():
 def test_the_format_example_in_the_readme_loads():
     from pathlib import Path
 
-    import handlers.observer.rules as package
+    import selfheal.handlers.observer.rules as package
 
     readme = (Path(package.__file__).parent / "README.md").read_text(encoding="utf-8")
     example = re.search(r"```toml\n(.*?)```", readme, re.DOTALL).group(1)

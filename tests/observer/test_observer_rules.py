@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from handlers.observer import diagnose
-from schemas.actuators import Actuator, ActuatorBounds
-from schemas.serving import ServingConfig
+from selfheal.handlers.observer import diagnose
+from selfheal.schemas.actuators import Actuator, ActuatorBounds
+from selfheal.schemas.serving import ServingConfig
 
 DEC_UTIL = {"gpu_memory_utilization": "decrease"}
 KV_DIR = {"gpu_memory_utilization": "increase", "max_num_seqs": "decrease", "max_num_batched_tokens": "decrease"}
@@ -369,7 +369,7 @@ def test_variant(case):
 
 
 def test_every_failure_rule_has_a_case():
-    from handlers.observer.rules import CONTEXT, RULES
+    from selfheal.handlers.observer.rules import CONTEXT, RULES
     seen = set()
     for _, text, current, *_ in CASES:
         seen.update(f.rule for f in diagnose(text, current=current).findings)

@@ -6,12 +6,12 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from handlers.observer import RULES, Diagnosis, Finding, diagnose
-from handlers.observer.diagnose import MATCHERS
-from handlers.observer.engine import compile_rules, expand_pattern, scan
-from handlers.observer.logtext import LogText
-from handlers.observer.rules import CONTEXT, KINDS, FixSpec, Number, RuleSpec
-from schemas.serving import TUNABLE
+from selfheal.handlers.observer import RULES, Diagnosis, Finding, diagnose
+from selfheal.handlers.observer.diagnose import MATCHERS
+from selfheal.handlers.observer.engine import compile_rules, expand_pattern, scan
+from selfheal.handlers.observer.logtext import LogText
+from selfheal.handlers.observer.rules import CONTEXT, KINDS, FixSpec, Number, RuleSpec
+from selfheal.schemas.serving import TUNABLE
 
 SAMPLES = Path(__file__).parent / "samples"
 

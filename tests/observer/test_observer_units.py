@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from handlers.observer.units import convert, decimal_of, split_size, target_unit
+from selfheal.handlers.observer.units import convert, decimal_of, split_size, target_unit
 
 
 @pytest.mark.parametrize("text, unit, to, expected", [

@@ -7,10 +7,10 @@ from datetime import timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import projections
-from eventstore import Pending, memory_store
-from projections.base import catch_up, rebuild
-from schemas.events import IntentArchived, IntentDeduplicated, RunRefused
+from selfheal import projections
+from selfheal.eventstore import Pending, memory_store
+from selfheal.projections.base import catch_up, rebuild
+from selfheal.schemas.events import IntentArchived, IntentDeduplicated, RunRefused
 from tests.conftest import T0
 
 

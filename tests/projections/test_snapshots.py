@@ -7,11 +7,11 @@ import sqlite3
 import msgspec
 import pytest
 
-import projections
-from eventstore import open_store
-from handlers import loop
-from projections import snapshots
-from projections.base import View
+from selfheal import projections
+from selfheal.eventstore import open_store
+from selfheal.handlers import loop
+from selfheal.projections import snapshots
+from selfheal.projections.base import View
 from tests.loop.conftest import Harness, settings_for
 
 SCENARIOS = ("workstation-12gb-speech", "c-mistral7b-shared-24gb", "no-safe-fix")

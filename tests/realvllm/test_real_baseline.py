@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edges import deployments
-from edges.processes import free_loopback_port
-from edges.reload import wait_healthy
-from eventstore import open_store
-from handlers import loop
-from projections import view_as_of
-from schemas.config import parse_settings
-from edges.processes import processes_marked_with
+from selfheal.edges import deployments
+from selfheal.edges.processes import free_loopback_port
+from selfheal.edges.reload import wait_healthy
+from selfheal.eventstore import open_store
+from selfheal.handlers import loop
+from selfheal.projections import view_as_of
+from selfheal.schemas.config import parse_settings
+from selfheal.edges.processes import processes_marked_with
 from tests.baseline.test_commit_flow import promote
 from tests.realvllm.conftest import SERVER_ENV
 
@@ -68,7 +68,7 @@ step = 1
     settings = parse_settings(toml.read_text())
     edges = deployments.build(settings)
     env = dict(os.environ, PYTHONPATH=str(ROOT), **SERVER_ENV)
-    supervisor = subprocess.Popen([sys.executable, "-m", "cli.main", "--config", str(toml), "supervise",
+    supervisor = subprocess.Popen([sys.executable, "-m", "selfheal", "--config", str(toml), "supervise",
                                    "--pidfile", str(pidfile)], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     try:
         assert wait_healthy(f"http://127.0.0.1:{port}/health", 180, poll_s=1)[0]

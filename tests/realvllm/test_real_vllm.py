@@ -8,18 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from edges.canary import NoPredictor
-from edges.deployments import DeploymentEdges
-from edges.host_memory import HostMemoryInventory
-from edges.processes import processes_marked_with
-from edges.vllm_backend import LoadSettings, VllmCanaryBackend
-from eventstore import open_store
-from handlers import loop
-from handlers.observer import diagnose
-from schemas.actuators import Actuator, ActuatorBounds
-from schemas.config import parse_settings
-from schemas.events import IncidentSource
-from schemas.serving import ServingConfig
+from selfheal.edges.canary import NoPredictor
+from selfheal.edges.deployments import DeploymentEdges
+from selfheal.edges.host_memory import HostMemoryInventory
+from selfheal.edges.processes import processes_marked_with
+from selfheal.edges.vllm_backend import LoadSettings, VllmCanaryBackend
+from selfheal.eventstore import open_store
+from selfheal.handlers import loop
+from selfheal.handlers.observer import diagnose
+from selfheal.schemas.actuators import Actuator, ActuatorBounds
+from selfheal.schemas.config import parse_settings
+from selfheal.schemas.events import IncidentSource
+from selfheal.schemas.serving import ServingConfig
 from tests.realvllm.conftest import SERVER_ENV, server_command
 
 pytestmark = pytest.mark.realvllm

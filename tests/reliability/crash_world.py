@@ -19,9 +19,9 @@ from pathlib import Path
 
 import msgspec
 
-from edges.sim import load_scenario, simulate
-from eventstore import open_store
-import projections
+from selfheal.edges.sim import load_scenario, simulate
+from selfheal.eventstore import open_store
+from selfheal import projections
 from tests.fakes.deployment import fake_vllm_deployment
 
 ROOT = Path(__file__).resolve().parents[2]

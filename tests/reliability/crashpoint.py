@@ -53,7 +53,7 @@ def arm(spec: str) -> None:
         if point == where and reached[point] == target:
             _die()
 
-    from eventstore.sqlite import SQLiteRecorder
+    from selfheal.eventstore.sqlite import SQLiteRecorder
 
     original_append_many = SQLiteRecorder.append_many
 
@@ -71,7 +71,7 @@ def arm(spec: str) -> None:
 
     SQLiteRecorder.append_many = append_many
 
-    import edges.vllm_backend as backend
+    import selfheal.edges.vllm_backend as backend
 
     original_load = backend.run_load
 
@@ -83,7 +83,7 @@ def arm(spec: str) -> None:
 
     backend.run_load = run_load
 
-    import edges.vllm_config as vllm_config
+    import selfheal.edges.vllm_config as vllm_config
 
     journal = os.environ.get("CRASHPOINT_JOURNAL")
 
@@ -105,7 +105,7 @@ def arm(spec: str) -> None:
 
     vllm_config.os = _Os()
 
-    import edges.reload as reload
+    import selfheal.edges.reload as reload
 
     original_restart = reload.reload_restart
 
@@ -127,7 +127,7 @@ def main() -> None:
     if len(args) < 2 or args[1] != "--":
         raise SystemExit(__doc__)
     arm(args[0])
-    from cli.main import cli
+    from selfheal.cli.main import cli
 
     sys.argv = ["selfheal", *args[2:]]
     cli(prog_name="selfheal")

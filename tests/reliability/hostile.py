@@ -103,13 +103,13 @@ def _ceiling(limit_bytes: int):
 
 def selfheal(folder: Path, *args: str, stdin: bytes | None = None, timeout: float = 60,
              memory_limit: int = 2 << 30) -> Result:
-    """Run `python -m cli.main ARGS` as a real process under an address-space ceiling (so a
+    """Run `python -m selfheal ARGS` as a real process under an address-space ceiling (so a
     runaway allocation fails there instead of straining the machine); its time and peak RSS.
     `folder` (a test's tmp_path) receives the captured output."""
     out_path, err_path = folder / ".selfheal-test-out", folder / ".selfheal-test-err"
     started = time.monotonic()
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "cli.main", *args], cwd=ROOT, env=ENV,
+        proc = subprocess.Popen([sys.executable, "-m", "selfheal", *args], cwd=ROOT, env=ENV,
                                 stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
                                 stdout=out, stderr=err, preexec_fn=_ceiling(memory_limit))
         if stdin is not None:

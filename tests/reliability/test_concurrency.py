@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from edges.processes import processes_marked_with
-from eventstore import Pending, open_store
-from handlers.runtime import Handler, Runner
-from schemas.events import IntentArchived, IntentDeduplicated
+from selfheal.edges.processes import processes_marked_with
+from selfheal.eventstore import Pending, open_store
+from selfheal.handlers.runtime import Handler, Runner
+from selfheal.schemas.events import IntentArchived, IntentDeduplicated
 from tests.conftest import T0
 from tests.fakes.deployment import fake_vllm_deployment
 from tests.reliability.procs import OUT, SHARED
@@ -108,11 +108,11 @@ DEPLOYMENTS = 6
 def _seed_incidents(folder: Path, deployments: int) -> tuple[Path, Path]:
     """A config of simulated deployments and a log holding two incidents of each (the second
     is folded into the first one's intent): enough work for two runners to meet."""
-    from edges import deployments as deployment_edges
-    from edges.sim import load_scenario, simulate
-    from handlers.loop import capture
-    from schemas.config import parse_settings
-    from schemas.events import IncidentSource
+    from selfheal.edges import deployments as deployment_edges
+    from selfheal.edges.sim import load_scenario, simulate
+    from selfheal.handlers.loop import capture
+    from selfheal.schemas.config import parse_settings
+    from selfheal.schemas.events import IncidentSource
 
     toml = folder / "selfheal.toml"
     toml.write_text('mode = "dev"\n' + "".join(f'[deployments.ws{i}]\nscenario = "{SCENARIO}"\n'
@@ -128,7 +128,7 @@ def _seed_incidents(folder: Path, deployments: int) -> tuple[Path, Path]:
 
 
 def _selfheal(db: Path, toml: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "cli.main", "--db", str(db), "--config", str(toml), *args],
+    return subprocess.Popen([sys.executable, "-m", "selfheal", "--db", str(db), "--config", str(toml), *args],
                             cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -221,7 +221,7 @@ def test_two_selfheal_runs_never_both_start_a_canary(tmp_path, canary_sweep):
     toml = tmp_path / "selfheal.toml"
     toml.write_text(fake_vllm_deployment("fake", scenario=SCENARIO, wrapper=(str(STAND_IN),), env={
         "FAKE_VLLM_STARTUP_DELAY": "1.5", "STANDIN_RECORD": launches, "STANDIN_EXEC": "1"}))
-    from edges.sim import load_scenario, simulate
+    from selfheal.edges.sim import load_scenario, simulate
 
     log = tmp_path / "vllm.log"
     log.write_text(simulate(load_scenario(SCENARIO)).log_text)

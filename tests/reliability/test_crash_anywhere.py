@@ -39,7 +39,7 @@ from pathlib import Path
 
 import pytest
 
-from edges.processes import marked_processes
+from selfheal.edges.processes import marked_processes
 from tests.reliability.crash_world import World
 
 #: handlers whose work is an effect outside the log: just before their transaction, the effect is done

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from edges.vllm_config import PREVIOUS_SUFFIX, commit, restore_previous, write_atomic
-from eventstore import open_store
-from schemas.actuators import ActuatorBounds
-from schemas.config import ConfigError
-from schemas.serving import ServingConfig
+from selfheal.edges.vllm_config import PREVIOUS_SUFFIX, commit, restore_previous, write_atomic
+from selfheal.eventstore import open_store
+from selfheal.schemas.actuators import ActuatorBounds
+from selfheal.schemas.config import ConfigError
+from selfheal.schemas.serving import ServingConfig
 from tests.reliability.hostile import ENV, ROOT, STARTUP
 
 GOOD = ServingConfig(gpu_memory_utilization=0.65, max_model_len=8192, max_num_seqs=4, max_num_batched_tokens=2048)
@@ -26,7 +26,7 @@ def mode(path: Path) -> int:
 
 
 def _cli(*args: str, umask: int) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, env=ENV, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "selfheal", *args], cwd=ROOT, env=ENV, capture_output=True,
                           text=True, timeout=60, preexec_fn=lambda: os.umask(umask))
 
 

@@ -1,7 +1,7 @@
 """Hostile and broken input: each gives a clear one-line error or a safe skip, never a traceback,
 never a partial write to the log, in bounded time and memory.
 
-Real processes (`python -m cli.main`) where the CLI's promise is tested; the library
+Real processes (`python -m selfheal`) where the CLI's promise is tested; the library
 (`handlers.observer.diagnose`, the store) for the rest. Tests marked xfail(strict=True) are
 bugs found here: each reason says where, and the test turns green once it is fixed.
 """
@@ -20,15 +20,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eventstore import open_store
-from eventstore.store import Pending, new_id
-from handlers.intents import bound_seed
-from handlers.loop import MAX_INCIDENT_BYTES
-from handlers.observer import diagnose, format_diagnosis
-from handlers.runtime import Runner
-from schemas.actuators import Actuator, ActuatorBounds
-from schemas.events import IntentArchived
-from schemas.serving import ServingConfig
+from selfheal.eventstore import open_store
+from selfheal.eventstore.store import Pending, new_id
+from selfheal.handlers.intents import bound_seed
+from selfheal.handlers.loop import MAX_INCIDENT_BYTES
+from selfheal.handlers.observer import diagnose, format_diagnosis
+from selfheal.handlers.runtime import Runner
+from selfheal.schemas.actuators import Actuator, ActuatorBounds
+from selfheal.schemas.events import IntentArchived
+from selfheal.schemas.serving import ServingConfig
 from tests.conftest import T0
 from tests.reliability.hostile import HOSTILE, REAL, STARTUP, assert_one_line_error, selfheal
 from tests.reliability.procs import Stamp
@@ -192,7 +192,7 @@ def test_diagnose_never_raises_on_random_bytes(raw):
 
 
 def test_candidates_stay_inside_bounds_whose_max_is_off_the_grid():
-    from handlers.tournament import neighbourhood
+    from selfheal.handlers.tournament import neighbourhood
 
     bounds = ActuatorBounds(
         gpu_memory_utilization=Actuator(name="gpu_memory_utilization", min=0.6, max=0.92, step=0.05),
@@ -497,7 +497,7 @@ def test_model_names_with_shell_metacharacters_reach_the_canary_verbatim(tmp_pat
     import json
     from datetime import datetime, timezone
 
-    from edges.vllm_backend import LoadSettings, VllmCanaryBackend
+    from selfheal.edges.vllm_backend import LoadSettings, VllmCanaryBackend
 
     victim = tmp_path / "victim"
     victim.write_text("still here")
@@ -521,7 +521,7 @@ def test_model_names_with_shell_metacharacters_reach_the_canary_verbatim(tmp_pat
 
 
 def test_a_model_name_with_template_braces_reaches_the_canary_verbatim():
-    from edges.vllm_backend import VllmCanaryBackend
+    from selfheal.edges.vllm_backend import VllmCanaryBackend
 
     model = "/models/{host}/{port}/llama"
     backend = VllmCanaryBackend(["vllm", "serve", "{model}", "--port", "{port}"], model)
@@ -529,8 +529,8 @@ def test_a_model_name_with_template_braces_reaches_the_canary_verbatim():
 
 
 def test_supervise_passes_model_and_config_path_verbatim(tmp_path):
-    from edges.supervise import serve_argv
-    from schemas.config import parse_settings
+    from selfheal.edges.supervise import serve_argv
+    from selfheal.schemas.config import parse_settings
 
     victim = tmp_path / "victim"
     for value in _hostile_names(victim):

@@ -1,6 +1,6 @@
 import pytest
 
-from schemas.config import ConfigError, load_settings, parse_settings
+from selfheal.schemas.config import ConfigError, load_settings, parse_settings
 
 
 def test_defaults_are_missions():

@@ -1,7 +1,7 @@
 import json
 
-from schemas.events import EVENT_TYPES
-from schemas.jsonschema import SCHEMA_DIR, render
+from selfheal.schemas.events import EVENT_TYPES
+from selfheal.schemas.jsonschema import SCHEMA_DIR, render
 
 
 def test_a_schema_file_per_event_type_and_no_other():
@@ -10,7 +10,7 @@ def test_a_schema_file_per_event_type_and_no_other():
 
 def test_schema_files_match_the_structs():
     stale = [name for name in EVENT_TYPES if (SCHEMA_DIR / f"{name}.json").read_text() != render(name)]
-    assert not stale, f"regenerate with `python -m schemas.jsonschema`: {stale}"
+    assert not stale, f"regenerate with `python -m selfheal.schemas.jsonschema`: {stale}"
 
 
 def test_schemas_carry_their_version():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edges.sim import load_scenario, parse_scenario, simulate
+from selfheal.edges.sim import load_scenario, parse_scenario, simulate
 
 DOCS = "https://docs.vllm.ai/en/latest/configuration/conserving_memory/"
 # PyTorch >= 2.2 allocator message (error_formats.md §5), sizes from format_size

@@ -7,8 +7,8 @@ import msgspec
 import pytest
 from freezegun import freeze_time
 
-from edges.sim import bundled_scenarios, load_scenario, simulate
-from edges.sim.logtext import format_gib, format_size
+from selfheal.edges.sim import bundled_scenarios, load_scenario, simulate
+from selfheal.edges.sim.logtext import format_gib, format_size
 
 PREFIX = re.compile(r"^\((?:APIServer|EngineCore|Worker_TP\d) pid=\d+\) (?:(?:INFO|WARNING|ERROR) \d\d-\d\d "
                     r"\d\d:\d\d:\d\d \[[\w.]+:\d+\] |INFO:     )")

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from edges.inventory import GpuInventory, InventoryUnavailable, ScenarioInventory
-from edges.sim import ScenarioError, bundled_scenarios, load_scenario, parse_scenario, simulate
-from schemas.actuators import ActuatorBounds
-from schemas.serving import ServingConfig
+from selfheal.edges.inventory import GpuInventory, InventoryUnavailable, ScenarioInventory
+from selfheal.edges.sim import ScenarioError, bundled_scenarios, load_scenario, parse_scenario, simulate
+from selfheal.schemas.actuators import ActuatorBounds
+from selfheal.schemas.serving import ServingConfig
 
 GIB = 2**30
 

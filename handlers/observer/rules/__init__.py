@@ -5,9 +5,9 @@ others (a candidate rule set, a rule set recorded in the log). The format is des
 README.md beside this file, the semantics in ../spec.py, the expression language in ../expr.py.
 `RULES` is the built-in rules' specs, for code that only needs the data (edges/chunker.py).
 """
-from handlers.observer.loader import RuleFileError, builtin_rule_text, builtin_ruleset, load_rule_file, parse_rules
-from handlers.observer.ruleset import RuleSet
-from handlers.observer.spec import CONTEXT, KINDS, FixSpec, Number, Refinement, RuleProblem, RuleSpec
+from selfheal.handlers.observer.loader import RuleFileError, builtin_rule_text, builtin_ruleset, load_rule_file, parse_rules
+from selfheal.handlers.observer.ruleset import RuleSet
+from selfheal.handlers.observer.spec import CONTEXT, KINDS, FixSpec, Number, Refinement, RuleProblem, RuleSpec
 
 RULES: tuple[RuleSpec, ...] = builtin_ruleset().rules
 
