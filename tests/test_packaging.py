@@ -8,6 +8,7 @@ imports from a folder that is not the checkout.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -44,9 +45,12 @@ def test_every_package_folder_is_listed_and_every_listed_package_exists():
 
 
 def test_a_real_install_holds_only_selfheal_and_runs_from_elsewhere(tmp_path):
-    target = tmp_path / "site"
+    # pip builds a local folder in place: build a copy, so the checkout gets no build/ folder
+    source, target = tmp_path / "src", tmp_path / "site"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info",
+                                                                 "__pycache__", ".hypothesis", ".pytest_cache"))
     build = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-                            "--target", str(target), str(ROOT)], capture_output=True, text=True, cwd=tmp_path)
+                            "--target", str(target), str(source)], capture_output=True, text=True, cwd=tmp_path)
     assert build.returncode == 0, build.stderr[-2000:]
     top = {p.name for p in target.iterdir() if not p.name.endswith((".dist-info", ".egg-info")) and p.name != "bin"}
     assert top == {"selfheal"}, top
