@@ -169,7 +169,7 @@ def long_log(tmp: Path, events: int, runs: int) -> dict:
         # every handler's checkpoint at the head
         head = store.last_position()
         for handler in loop.handlers(settings, edges, "dev"):
-            store.recorder.append_many([], CheckpointAdvance(handler.name, 0, head))
+            store.recorder.append_many([], [CheckpointAdvance(handler.name, 0, head)])
         marks = Marks(store)
         heals = [heal_once(store, marks, settings, edges, text) for _ in range(runs + 1)]
     return {"runs": runs, "log_events": built["events"],

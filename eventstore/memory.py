@@ -58,12 +58,12 @@ class InMemoryRecorder(Recorder):
         return [r[0] for r in rows]
 
     def append_many(self, requests: Sequence[AppendRequest],
-                    checkpoint: CheckpointAdvance | None = None) -> list[list[int]]:
+                    checkpoints: Sequence[CheckpointAdvance] = ()) -> list[list[int]]:
         with self._lock:
-            if checkpoint is not None:
-                current = self._checkpoints.get(checkpoint.handler, 0)
-                if current != checkpoint.expected:
-                    raise CheckpointConflict(checkpoint.handler, checkpoint.expected, current)
+            for move in checkpoints:
+                current = self._checkpoints.get(move.handler, 0)
+                if current != move.expected:
+                    raise CheckpointConflict(move.handler, move.expected, current)
             last = self._rows[-1] if self._rows else None
             head = [last.position, last.hash] if last else [0, GENESIS]
             pending: list[StoredEvent] = []
@@ -73,8 +73,8 @@ class InMemoryRecorder(Recorder):
                 self._rows.append(row)
                 self._by_id[row.event_id] = row.position
                 self._streams.setdefault(row.stream, []).append(row.position)
-            if checkpoint is not None:
-                self._checkpoints[checkpoint.handler] = checkpoint.position
+            for move in checkpoints:
+                self._checkpoints[move.handler] = move.position
             return positions
 
     def read(self, after: int = 0, *, types: Iterable[str] | None = None, until: int | None = None,

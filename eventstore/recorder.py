@@ -131,9 +131,12 @@ class Recorder(abc.ABC):
 
     @abc.abstractmethod
     def append_many(
-        self, requests: Sequence[AppendRequest], checkpoint: CheckpointAdvance | None = None
+        self, requests: Sequence[AppendRequest], checkpoints: Sequence[CheckpointAdvance] = ()
     ) -> list[list[int]]:
-        """Several appends, and optionally a checkpoint move, in one transaction."""
+        """Several appends, and any number of checkpoint moves, in one transaction.
+
+        Every move is a compare-and-set: if one handler's checkpoint is not where the move
+        expects it, CheckpointConflict names that handler and nothing is written."""
 
     @abc.abstractmethod
     def read(

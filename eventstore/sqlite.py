@@ -248,21 +248,22 @@ class SQLiteRecorder(Recorder):
         return self.append_many([AppendRequest(stream, events, expected_version)])[0]
 
     def append_many(
-        self, requests: Sequence[AppendRequest], checkpoint: CheckpointAdvance | None = None
+        self, requests: Sequence[AppendRequest], checkpoints: Sequence[CheckpointAdvance] = ()
     ) -> list[list[int]]:
         self._begin()
         try:
-            if checkpoint is not None:
-                current = self._checkpoint(checkpoint.handler)
-                if current != checkpoint.expected:
-                    raise CheckpointConflict(checkpoint.handler, checkpoint.expected, current)
+            for move in checkpoints:
+                current = self._checkpoint(move.handler)
+                if current != move.expected:
+                    raise CheckpointConflict(move.handler, move.expected, current)
             head = list(self._head())
             positions = [self._append_locked(r, head) for r in requests]
-            if checkpoint is not None:
-                self._conn.execute(
+            if checkpoints:
+                now = utc_iso(self._clock())
+                self._conn.executemany(
                     "INSERT INTO handler_checkpoints (handler, position, updated_at) VALUES (?, ?, ?) "
                     "ON CONFLICT(handler) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
-                    (checkpoint.handler, checkpoint.position, utc_iso(self._clock())),
+                    [(move.handler, move.position, now) for move in checkpoints],
                 )
             self._conn.execute("COMMIT")
             return positions

@@ -89,9 +89,9 @@ class EventStore:
         return self.recorder.append(stream, [p.encoded() for p in events], expected_version)
 
     def append_many(self, batches: Sequence[tuple[str, Sequence[Pending]]],
-                    checkpoint: CheckpointAdvance | None = None) -> list[list[int]]:
+                    checkpoints: Sequence[CheckpointAdvance] = ()) -> list[list[int]]:
         requests = [AppendRequest(stream, [p.encoded() for p in events]) for stream, events in batches]
-        return self.recorder.append_many(requests, checkpoint)
+        return self.recorder.append_many(requests, checkpoints)
 
     def read(self, after: int = 0, *, types: Iterable[str | type] | None = None,
              until: int | None = None) -> Iterator[Recorded]:

@@ -155,7 +155,7 @@ class Runner:
     def _advance(self, name: str, committed: dict[str, int], position: int, emitted: Emitted,
                  report: RunReport) -> bool:
         try:
-            self.store.append_many(_group(emitted), CheckpointAdvance(name, committed[name], position))
+            self.store.append_many(_group(emitted), [CheckpointAdvance(name, committed[name], position)])
         except CheckpointConflict as conflict:
             # another runner moved this checkpoint: drop our output and take its position as
             # the truth, ahead of ours or behind it (then the caller goes back to it)

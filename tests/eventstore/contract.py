@@ -103,13 +103,25 @@ class RecorderContract:
     def test_checkpoint_moves_with_the_events_in_one_transaction(self, recorder):
         recorder.append("in", [ev(1), ev(2)])
         assert recorder.checkpoint("h") == 0
-        recorder.append_many([AppendRequest("out", [ev(10)])], CheckpointAdvance("h", 0, 1))
+        recorder.append_many([AppendRequest("out", [ev(10)])], [CheckpointAdvance("h", 0, 1)])
         assert recorder.checkpoint("h") == 1
         with pytest.raises(CheckpointConflict) as err:
-            recorder.append_many([AppendRequest("out", [ev(11)])], CheckpointAdvance("h", 0, 2))
+            recorder.append_many([AppendRequest("out", [ev(11)])], [CheckpointAdvance("h", 0, 2)])
         assert (err.value.expected, err.value.actual) == (0, 1)
         assert recorder.stream_version("out") == 1  # the conflicting output was not written
         assert recorder.checkpoints() == {"h": 1}
+
+    def test_several_checkpoints_move_together_or_not_at_all(self, recorder):
+        recorder.append("in", [ev(1), ev(2)])
+        recorder.append_many([AppendRequest("out", [ev(10)])],
+                             [CheckpointAdvance("a", 0, 2), CheckpointAdvance("b", 0, 1)])
+        assert recorder.checkpoints() == {"a": 2, "b": 1}
+        with pytest.raises(CheckpointConflict) as err:  # b is at 1, not 0: neither moves
+            recorder.append_many([AppendRequest("out", [ev(11)])],
+                                 [CheckpointAdvance("a", 2, 3), CheckpointAdvance("b", 0, 3)])
+        assert (err.value.handler, err.value.expected, err.value.actual) == ("b", 0, 1)
+        assert recorder.checkpoints() == {"a": 2, "b": 1}
+        assert recorder.stream_version("out") == 1
 
     def test_position_at_a_time(self, recorder, clock):
         recorder.append("a", [ev(1)])
