@@ -48,11 +48,10 @@ from selfheal.edges.canary import CanaryOutcome, Launch
 from selfheal.edges.processes import Child, PeakRss, free_loopback_port, spawn
 from selfheal.handlers.observer import diagnose
 from selfheal.schemas.events import CanaryMeasurements
+from selfheal.schemas.failures import CONFIG_KINDS
 from selfheal.schemas.serving import ServingConfig
 
 DEFAULT_COMMAND = ["vllm", "serve", "{model}", "--host", "{host}", "--port", "{port}"]
-#: failure kinds that vLLM raises while validating arguments, before any device work
-CONFIG_KINDS = frozenset({"other_config_error", "batched_tokens_below_model_len"})
 MAX_REQUESTS = 10_000          # a load phase is a probe, not a benchmark
 PROMPT_RESERVE = 8             # tokens left free besides max_tokens: BOS, and words that split in two
 _GIB = 1 << 30

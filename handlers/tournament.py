@@ -31,10 +31,11 @@ from selfheal.schemas.actuators import ActuatorBounds
 from selfheal.schemas.events import (
     CandidateEvidence, CandidateProposed, EscalationRaised, IntentArchived, PromotionProposed, RunFinished,
 )
+from selfheal.schemas.failures import FailureKind
 from selfheal.schemas.serving import ServingConfig
 
 #: the actuators worth searching for each failure kind, most relevant first
-RELEVANT: dict[str, tuple[str, ...]] = {
+RELEVANT: dict[FailureKind, tuple[str, ...]] = {
     "startup_free_memory_below_utilization": ("gpu_memory_utilization", "max_model_len", "max_num_seqs"),
     "no_kv_cache_memory": ("gpu_memory_utilization", "max_num_seqs", "max_num_batched_tokens", "enforce_eager"),
     "max_model_len_exceeds_kv_cache": ("max_model_len", "gpu_memory_utilization", "enforce_eager"),
@@ -57,7 +58,7 @@ REFINE_MARGIN = 1.05
 REFINE_BUDGET, BRACKET = 48, 6
 
 
-def relevant_actuators(kinds: list[str]) -> list[str]:
+def relevant_actuators(kinds: list[FailureKind]) -> list[str]:
     out: list[str] = []
     for kind in kinds:
         for name in RELEVANT.get(kind, RELEVANT["other_config_error"]):

@@ -16,6 +16,7 @@ from typing import ClassVar, Literal, Union
 
 import msgspec
 
+from selfheal.schemas.failures import FailureKind, FindingKind
 from selfheal.schemas.serving import ServingConfig
 
 Number = Union[int, float]
@@ -38,7 +39,7 @@ class IncidentSource(msgspec.Struct, frozen=True, kw_only=True):
 class Finding(msgspec.Struct, frozen=True, kw_only=True):
     """What one rule recognised in an incident, with the numbers it read and the fix it implies."""
 
-    kind: str
+    kind: FindingKind
     rule: str
     rule_version: int
     numbers: dict[str, Number] = {}
@@ -71,7 +72,7 @@ class GpuSnapshot(msgspec.Struct, frozen=True, kw_only=True):
 class CanaryMeasurements(msgspec.Struct, frozen=True, kw_only=True):
     started: bool
     passed_load: bool
-    failure_kind: str | None = None
+    failure_kind: FailureKind | None = None
     failure_stage: Literal["config", "startup", "load"] | None = None
     excerpt: str = ""
     kv_cache_tokens: int = 0
@@ -92,7 +93,7 @@ class CandidateEvidence(msgspec.Struct, frozen=True, kw_only=True):
     candidate_id: str
     config: ServingConfig
     outcome: str
-    failure_kind: str | None = None
+    failure_kind: FailureKind | None = None
     fitness: float | None = None
 
 
@@ -136,7 +137,7 @@ class IntentRaised(Event, frozen=True, kw_only=True):
     deployment: str
     incident_id: str
     observation_id: str
-    kind: str
+    kind: FindingKind
     action: Literal["tune", "alert"]
     fingerprint: str
     seed_fix: dict[str, Union[bool, int, float]] = {}
@@ -434,7 +435,7 @@ class VerdictRecorded(Event, frozen=True, kw_only=True):
     """A person's judgement of an incident: the labelled corpus rules are measured against."""
 
     incident_id: str
-    kind: str  # a finding kind, or "none" for no configuration failure
+    kind: FindingKind | Literal["none"]  # "none": no configuration failure
     by: str
     note: str = ""
 

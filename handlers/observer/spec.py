@@ -58,19 +58,10 @@ from __future__ import annotations
 
 import msgspec
 
-KINDS = (
-    "startup_free_memory_below_utilization",
-    "no_kv_cache_memory",
-    "max_model_len_exceeds_kv_cache",
-    "cuda_oom_allocation",
-    "batched_tokens_below_model_len",
-    "cuda_graph_oom",
-    "other_config_error",
-    # runtime symptoms from /metrics (edges/metrics_watch.py)
-    "preemption_storm",
-    "kv_cache_pressure",
-    "queue_growth",
-)
+from selfheal.schemas.failures import FINDING_KINDS
+
+#: the kinds a failure rule may name (schemas/failures.py has the list and what each means)
+KINDS = FINDING_KINDS
 CONTEXT = "context"
 DIRECTIONS = ("increase", "decrease", "enable")
 ACTIONS = ("tune", "alert")
