@@ -7,7 +7,6 @@ intent already raised for it.
 """
 from __future__ import annotations
 
-import hashlib
 from datetime import timedelta
 
 from selfheal.eventstore.store import Recorded, derived_id

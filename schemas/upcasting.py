@@ -6,8 +6,9 @@ log gives the same events today as it did yesterday.
 """
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
+
+from selfheal.schemas.fingerprints import text_fingerprint
 
 Upcaster = Callable[[dict], dict]
 
@@ -42,6 +43,6 @@ def _incident_v1_to_v2(body: dict) -> dict:
         "deployment": body["deployment"],
         "source": {"kind": body.get("source", "file")},
         "raw_text": text,
-        "fingerprint": "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16],
+        "fingerprint": text_fingerprint(text),
         "context": body.get("context", {}),
     }

@@ -1,0 +1,16 @@
+"""The one text fingerprint: a short, stable name for a text, so repeats can be recognised.
+
+UTF-8 with "surrogatepass": every str has exactly one encoding (a lone surrogate, which a
+library caller may hand in after decoding with "surrogateescape", is encoded as itself rather
+than replaced or refused), so two texts share a fingerprint only when their SHA-256 prefixes
+collide. For text without lone surrogates, which is all text the log can hold (its JSON
+refuses them), this equals plain UTF-8, so no stored fingerprint changes.
+"""
+from __future__ import annotations
+
+import hashlib
+
+
+def text_fingerprint(text: str, prefix: str = "sha256:") -> str:
+    """`prefix` + the first 16 hex digits of the SHA-256 of `text` in UTF-8."""
+    return prefix + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
