@@ -14,6 +14,7 @@ from selfheal.handlers.runtime import Emitted, Handler
 from selfheal.projections.base import View
 from selfheal.schemas.actuators import ActuatorBounds
 from selfheal.schemas.events import EscalationRaised, IntentArchived, IntentDeduplicated, IntentRaised
+from selfheal.schemas.fingerprints import text_fingerprint
 from selfheal.schemas.serving import TUNABLE, ServingConfig
 
 
@@ -66,7 +67,7 @@ def bound_seed(current: ServingConfig, fix: dict, direction: dict, bounds: Actua
 def fingerprint(deployment: str, kind: str, rule: str, current: ServingConfig) -> str:
     """The same failure kind, by the same rule, of the same configuration."""
     text = "\x1f".join([deployment, kind, rule, repr(sorted(current.as_dict().items()))])
-    return "fp:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+    return text_fingerprint(text, prefix="fp:")
 
 
 class RaiseIntent(Handler):
