@@ -44,7 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from selfheal.edges.canary import measurements_of  # noqa: E402
+from selfheal.handlers.ports import measurements_of  # noqa: E402
 from selfheal.edges.deployments import from_scenario  # noqa: E402
 from selfheal.edges.sim import bundled_scenarios, load_scenario, simulate  # noqa: E402
 from selfheal.eventstore import open_store  # noqa: E402

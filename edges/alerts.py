@@ -374,3 +374,18 @@ def sink_from_config(spec: dict, *, base_dir: str | os.PathLike | None = None) -
         return cls(**kwargs)
     except ValueError as exc:
         raise ValueError(f"alert sink {kind!r}: {exc}") from None
+
+
+class ConfiguredSinks:
+    """The AlertSinks port (handlers.ports): every sink of a deployment's `alerts` entries,
+    built when it is used, so a bad entry fails that delivery with its reason."""
+
+    def __init__(self, specs: list[dict]):
+        self.specs = specs
+
+    def deliver(self, raised, raised_at: datetime, count: int) -> list[tuple[str, DeliveryResult]]:
+        alert = Alert(alert_id=raised.alert_id, deployment=raised.deployment, kind=raised.kind,
+                      summary=raised.summary, evidence=dict(raised.evidence), raised_at=raised_at,
+                      fingerprint=raised.fingerprint, count=count)
+        return [(f"{spec['type']}:{index}", sink_from_config(spec).deliver(alert))
+                for index, spec in enumerate(self.specs)]

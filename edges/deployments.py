@@ -1,15 +1,23 @@
-"""What each deployment is wired to at the edges: its canary backend, its inventory, its
-predictor, and the fingerprint of the environment it runs in."""
+"""What each deployment is wired to at the edges: an adapter for every port of
+handlers.ports (canary backend, inventory, predictor, config file, reloader, alert sinks,
+process reaper), and the fingerprint of the environment it runs in. The composition root of
+the loop: handlers never import edges; they receive these objects."""
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 
-from selfheal.edges.canary import CanaryBackend, NoPredictor, Predictor
-from selfheal.edges.inventory import GpuInventory
-from selfheal.schemas.actuators import ActuatorBounds
+from selfheal.edges.alerts import ConfiguredSinks
+from selfheal.edges.host_memory import HostMemoryInventory
+from selfheal.edges.inventory import ScenarioInventory
+from selfheal.edges.nvml import NvmlInventory
+from selfheal.edges.processes import CanaryReaper
+from selfheal.edges.reload import ServerReloader
+from selfheal.edges.sim import load_scenario
+from selfheal.edges.sim_backend import SimCanaryBackend, SimPredictor
+from selfheal.edges.vllm_backend import LoadSettings, VllmCanaryBackend
+from selfheal.edges.vllm_config import VllmYaml
+from selfheal.handlers.ports import DeploymentEdges, InventoryUnavailable, NoPredictor
 from selfheal.schemas.config import ConfigError, DeploymentSettings, Settings
-from selfheal.schemas.serving import ServingConfig
 
 
 def environment_fingerprint(gpu: str, total_gib: float, count: int, model: str,
@@ -24,24 +32,13 @@ def environment_fingerprint(gpu: str, total_gib: float, count: int, model: str,
     return "env:" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
 
 
-@dataclass(frozen=True)
-class DeploymentEdges:
-    name: str
-    settings: DeploymentSettings
-    bounds: ActuatorBounds
-    current: ServingConfig
-    backend: CanaryBackend
-    inventory: GpuInventory
-    predictor: Predictor
-    environment: str
-    model: str
+def _production_ports(settings: DeploymentSettings) -> dict:
+    """The ports that act on production: the YAML, the reload, the alerts."""
+    return {"config_file": VllmYaml(), "reloader": ServerReloader(settings),
+            "alerts": ConfiguredSinks([a.spec() for a in settings.alerts])}
 
 
 def from_scenario(name: str, settings: DeploymentSettings, margin_gib: float) -> DeploymentEdges:
-    from selfheal.edges.inventory import ScenarioInventory
-    from selfheal.edges.sim import load_scenario
-    from selfheal.edges.sim_backend import SimCanaryBackend, SimPredictor
-
     scenario = load_scenario(settings.scenario)
     bounds = settings.bounds() if settings.actuators else scenario.actuators
     current = settings.current_config() if settings.current else scenario.current
@@ -50,17 +47,12 @@ def from_scenario(name: str, settings: DeploymentSettings, margin_gib: float) ->
     return DeploymentEdges(
         name=name, settings=settings, bounds=bounds, current=current, backend=SimCanaryBackend(scenario),
         inventory=ScenarioInventory(scenario), predictor=SimPredictor(scenario, margin_gib),
-        environment=env, model=settings.model or scenario.model.name,
+        environment=env, model=settings.model or scenario.model.name, **_production_ports(settings),
     )
 
 
 def from_vllm(name: str, settings: DeploymentSettings) -> DeploymentEdges:
     """A real deployment: canaries are real vLLM servers; pre-flight reads NVML or host memory."""
-    from selfheal.edges.host_memory import HostMemoryInventory
-    from selfheal.edges.inventory import InventoryUnavailable
-    from selfheal.edges.nvml import NvmlInventory
-    from selfheal.edges.vllm_backend import LoadSettings, VllmCanaryBackend
-
     if not settings.model:
         raise ConfigError(f"deployments.{name}.model: required for canary_backend = 'vllm'")
     if not settings.current:
@@ -82,7 +74,7 @@ def from_vllm(name: str, settings: DeploymentSettings) -> DeploymentEdges:
         env = environment_fingerprint("unavailable", 0, 0, settings.model, [])
     return DeploymentEdges(name=name, settings=settings, bounds=settings.bounds(), current=settings.current_config(),
                            backend=backend, inventory=inventory, predictor=NoPredictor(), environment=env,
-                           model=settings.model)
+                           model=settings.model, reaper=CanaryReaper(), **_production_ports(settings))
 
 
 def build(settings: Settings) -> dict[str, DeploymentEdges]:
@@ -97,4 +89,4 @@ def build(settings: Settings) -> dict[str, DeploymentEdges]:
     return edges
 
 
-__all__ = ["DeploymentEdges", "NoPredictor", "build", "environment_fingerprint", "from_scenario"]
+__all__ = ["build", "environment_fingerprint", "from_scenario", "from_vllm"]

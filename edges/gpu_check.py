@@ -9,7 +9,7 @@ import sys
 
 import msgspec
 
-from selfheal.edges.inventory import InventoryUnavailable
+from selfheal.handlers.ports import InventoryUnavailable
 from selfheal.edges.nvml import NvmlInventory
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from selfheal.edges.inventory import InventoryUnavailable
+from selfheal.handlers.ports import InventoryUnavailable
 from selfheal.schemas.events import GpuProcess, GpuSnapshot
 
 _UNITS = {"kB": 1024, "": 1}  # /proc says kB and means KiB

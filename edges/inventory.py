@@ -1,6 +1,6 @@
-"""GPU inventory: what pre-flight reads before a canary starts (MISSION §4).
+"""GPU inventory adapters: what pre-flight reads before a canary starts (MISSION §4).
 
-`GpuInventory.snapshot()` returns one `GpuSnapshot` per device: total, used and free bytes and
+`GpuInventory.snapshot()` (the port, in handlers.ports) returns one `GpuSnapshot` per device: total, used and free bytes and
 the processes holding memory. The NVML reader (pynvml) implements the same Protocol; this
 module also holds `ScenarioInventory`, which answers from a simulator scenario. An inventory
 that cannot read the devices raises `InventoryUnavailable`: it never reports an empty or
@@ -11,28 +11,10 @@ into PreflightPassed / PreflightRejected as it is.
 """
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
-
+from selfheal.handlers.ports import InventoryUnavailable
 from selfheal.schemas.events import GpuProcess, GpuSnapshot
 
 GIB = 1 << 30
-
-
-class InventoryUnavailable(RuntimeError):
-    """The GPUs cannot be read (no GPU, no driver, no NVML). Pre-flight must treat this as a failure."""
-
-    def __init__(self, reason: str, *, source: str = "nvml"):
-        self.reason, self.source = reason, source
-        super().__init__(f"GPU inventory unavailable ({source}): {reason}. Pre-flight cannot check that a "
-                         "candidate fits, so no canary is started; run on a host with an NVIDIA GPU and driver, "
-                         "or use a simulated deployment (canary_backend = 'sim').")
-
-
-@runtime_checkable
-class GpuInventory(Protocol):
-    def snapshot(self) -> list[GpuSnapshot]:
-        """One entry per device, in index order. Raises InventoryUnavailable if the devices cannot be read."""
-        ...
 
 
 class ScenarioInventory:
@@ -62,4 +44,4 @@ class ScenarioInventory:
         return out
 
 
-__all__ = ["GpuInventory", "GpuProcess", "GpuSnapshot", "InventoryUnavailable", "ScenarioInventory"]
+__all__ = ["ScenarioInventory"]

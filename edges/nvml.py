@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from selfheal.edges.inventory import InventoryUnavailable
+from selfheal.handlers.ports import InventoryUnavailable
 from selfheal.schemas.events import GpuProcess, GpuSnapshot
 
 # Why each failure happens, in words an operator can act on; the NVML name is appended.

@@ -274,3 +274,13 @@ def free_loopback_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+class CanaryReaper:
+    """The ProcessReaper port (handlers.ports) over this module's marker scan."""
+
+    def reap(self, pid: int, pgid: int, canary_id: str) -> tuple[bool, str | None]:
+        return reap_orphan(pid, pgid, canary_id)
+
+    def unrecorded(self, canary_id: str) -> list[tuple[int, int]]:
+        return marked_groups(canary_id)

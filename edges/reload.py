@@ -240,3 +240,32 @@ def probe(base_url: str, model: str, requests: int = 3, max_tokens: int = 8, tim
         return True, f"{good}/{requests} completions ok from {url}; slowest {slowest * 1000:.0f} ms"
     first = next((i, detail) for i, (ok, _, detail) in enumerate(results) if not ok)
     return False, f"{good}/{requests} completions ok from {url}; request {first[0] + 1}: {first[1]}"
+
+
+class ServerReloader:
+    """The Reloader port (handlers.ports): reload production as the deployment says, then
+    wait for health within the deadline and run a short completions probe."""
+
+    def __init__(self, settings):
+        self.settings = settings
+
+    def reload_and_verify(self, method: str) -> tuple[bool, str]:
+        settings = self.settings
+        healthy, detail = True, "no reload configured: nothing to verify"
+        try:
+            if method == "restart":
+                code, output = reload_restart(settings.reload.argv, settings.reload.timeout_s)
+                if code != 0:
+                    healthy, detail = False, f"restart command exited {code}: {output[-300:]}"
+            elif method == "signal":
+                reload_signal(settings.reload.pid, settings.reload.pidfile, settings.reload.signal)
+                if settings.health_url:
+                    wait_down(settings.health_url, min(30.0, settings.verify.deadline_s))
+            if healthy and method != "none" and settings.health_url:
+                healthy, detail = wait_healthy(settings.health_url, settings.verify.deadline_s)
+                if healthy and settings.verify.probe_requests:
+                    base = settings.health_url.rsplit("/health", 1)[0]
+                    healthy, detail = probe(base, settings.model, settings.verify.probe_requests)
+        except (ReloadError, OSError) as exc:
+            healthy, detail = False, str(exc)
+        return healthy, detail

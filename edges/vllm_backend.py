@@ -44,7 +44,7 @@ from pathlib import Path
 
 import msgspec
 
-from selfheal.edges.canary import CanaryOutcome, Launch
+from selfheal.handlers.ports import CanaryOutcome, Launch
 from selfheal.edges.processes import Child, PeakRss, free_loopback_port, spawn
 from selfheal.handlers.observer import diagnose
 from selfheal.schemas.events import CanaryMeasurements

@@ -388,3 +388,13 @@ def restore_previous(path: str | os.PathLike) -> WriteResult:
     # a target deleted meanwhile comes back with the previous version's permissions
     result = write_atomic(target, text, keep_previous=False, mode=stat.S_IMODE(os.stat(previous).st_mode))
     return WriteResult(result.path, result.sha256, previous, result.bytes, result.changed, None)
+
+
+class VllmYaml:
+    """The ConfigFile port (handlers.ports) over this module: atomic commits and restores."""
+
+    def commit(self, path: str, config: ServingConfig, bounds: ActuatorBounds) -> WriteResult:
+        return commit(path, config, bounds)
+
+    def restore_previous(self, path: str) -> WriteResult:
+        return restore_previous(path)

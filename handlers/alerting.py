@@ -10,20 +10,25 @@ import hashlib
 from datetime import timedelta
 
 from selfheal.eventstore.store import Recorded, derived_id
-from selfheal.handlers.runtime import Emitted, Handler
+from selfheal.handlers.runtime import Activity, Emitted, Progress, Reactor
 from selfheal.projections.base import View
-from selfheal.schemas.events import AlertDelivered, AlertRaised, DeliveryAttempt
+from selfheal.schemas.events import (
+    AlertDelivered, AlertRaised, DeliveryAttempt, EscalationRaised, PromotionLapsed, RolledBack, VerificationFinished,
+)
 
 
 def _fingerprint(*parts: str) -> str:
     return "alert:" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
 
 
-class RaiseAlert(Handler):
-    name = "alert-raise"
-    subscribes_to = frozenset({"EscalationRaised", "PromotionLapsed", "VerificationFinished", "RolledBack"})
+class RaiseAlert(Reactor):
+    """Escalations, lapsed approvals, failed verifications and rollbacks become alerts."""
 
-    def handle(self, event: Recorded, view: View) -> Emitted:
+    name = "alert-raise"
+    subscribes_to = (EscalationRaised, PromotionLapsed, VerificationFinished, RolledBack)
+    emits = (AlertRaised,)
+
+    def react(self, event: Recorded, view: View) -> Emitted:
         e, t = event.event, event.type
         if t == "EscalationRaised":
             kind, deployment, summary = "escalation", e.deployment, e.reason
@@ -50,35 +55,33 @@ class RaiseAlert(Handler):
         return [(f"alerts-{deployment}", event.follow(alert, self.name))]
 
 
-class DeliverAlert(Handler):
+class DeliverAlert(Activity):
+    """Delivers an alert to the deployment's sinks, repeats grouped per window."""
+
     name = "alert-deliver"
-    subscribes_to = frozenset({"AlertRaised"})
+    port = "alerts"
+    subscribes_to = (AlertRaised,)
+    emits = (AlertDelivered,)
 
     def __init__(self, deployments: dict, group_minutes: float):
         self.deployments = deployments
         self.window = timedelta(minutes=group_minutes)
 
-    def handle(self, event: Recorded, view: View) -> Emitted:
-        from selfheal.edges.alerts import Alert, sink_from_config
-
+    def perform(self, event: Recorded, view: View, progress: Progress) -> Emitted:
         e = event.event
         edges = self.deployments.get(e.deployment)
-        if edges is None or not edges.settings.alerts:
+        if edges is None or not edges.settings.alerts or edges.alerts is None:
             return ()
         alerts = view["alerts"]
         last = alerts.last_delivered.get(e.fingerprint)
         if last is not None and event.occurred - last < self.window:
             return ()  # held back: the next delivery after the window carries the count
         count = max(1, alerts.held.get(e.fingerprint, 1))
-        alert = Alert(alert_id=e.alert_id, deployment=e.deployment, kind=e.kind, summary=e.summary,
-                      evidence=dict(e.evidence), raised_at=event.occurred, fingerprint=e.fingerprint, count=count)
         out = []
-        for index, spec in enumerate(edges.settings.alerts):
-            sink = sink_from_config(spec.spec())
-            result = sink.deliver(alert)
+        for index, (sink, result) in enumerate(edges.alerts.deliver(e, event.occurred, count)):
             attempts = [DeliveryAttempt(number=a.number, status=a.status, error=a.error, duration_s=a.duration_s)
                         for a in result.attempts]
-            delivered = AlertDelivered(alert_id=e.alert_id, sink=f"{spec.type}:{index}", ok=result.ok, count=count,
+            delivered = AlertDelivered(alert_id=e.alert_id, sink=sink, ok=result.ok, count=count,
                                        attempts=attempts, detail=result.detail)
             out.append((f"alerts-{e.deployment}", event.follow(delivered, f"delivered-{index}")))
         return out

@@ -1,7 +1,9 @@
 """Baselines: commit a promotion to the deployment's vLLM config, reload, verify, roll back.
 
 Every effect is announced by an event before it happens and confirmed by one after, each
-step in its own handler, so a selfheal killed anywhere resumes at the step it was in:
+step in its own handler (reactors decide, activities act through the deployment's
+`config_file` and `reloader` ports), so a selfheal killed anywhere resumes at the step it
+was in:
   PromotionProposed (dev) | PromotionApproved (prod)
     -> BaselineCommitStarted          (commit: decides the version; nothing written yet)
     -> BaselineCommitted + ReloadRequested   (write: atomic; skipped if the file already
@@ -14,23 +16,26 @@ Simulated results never reach this far: they end in PromotionNotCommitted.
 from __future__ import annotations
 
 from selfheal.eventstore.store import Recorded, derived_id
-from selfheal.handlers.runtime import Emitted, Handler
+from selfheal.handlers.runtime import Activity, Emitted, Progress, Reactor
 from selfheal.projections.base import View
 from selfheal.schemas.config import ConfigError
 from selfheal.schemas.events import (
-    BaselineCommitStarted, BaselineCommitted, PromotionNotCommitted, ReloadRequested, RollbackStarted, RolledBack,
-    VerificationFinished,
+    BaselineCommitStarted, BaselineCommitted, PromotionApproved, PromotionNotCommitted, PromotionProposed,
+    ReloadRequested, RollbackStarted, RolledBack, VerificationFinished,
 )
 
 
-class CommitPromotion(Handler):
+class CommitPromotion(Reactor):
+    """A dev promotion, or an approved prod one, becomes a commit of the next baseline version."""
+
     name = "commit"
-    subscribes_to = frozenset({"PromotionProposed", "PromotionApproved"})
+    subscribes_to = (PromotionProposed, PromotionApproved)
+    emits = (BaselineCommitStarted, PromotionNotCommitted)
 
     def __init__(self, deployments: dict):
         self.deployments = deployments
 
-    def handle(self, event: Recorded, view: View) -> Emitted:
+    def react(self, event: Recorded, view: View) -> Emitted:
         promotion = view["promotions"].by_id.get(event.event.promotion_id)
         if promotion is None:
             return ()
@@ -67,23 +72,25 @@ def _reload_target(settings) -> tuple[str, str]:
     return "signal", f"{reload.signal} to {reload.pidfile or reload.pid}"
 
 
-class WriteConfig(Handler):
+class WriteConfig(Activity):
+    """Writes the vLLM YAML atomically (or restores the previous file), then asks for a reload."""
+
     name = "commit-write"
-    subscribes_to = frozenset({"BaselineCommitStarted", "RollbackStarted"})
+    port = "config_file"
+    subscribes_to = (BaselineCommitStarted, RollbackStarted)
+    emits = (BaselineCommitted, RolledBack, ReloadRequested, PromotionNotCommitted, VerificationFinished)
 
     def __init__(self, deployments: dict):
         self.deployments = deployments
 
-    def handle(self, event: Recorded, view: View) -> Emitted:
-        from selfheal.edges import vllm_config
-
+    def perform(self, event: Recorded, view: View, progress: Progress) -> Emitted:
         e = event.event
         edges = self.deployments[e.deployment]
         stream = f"deployment-{e.deployment}"
         method, target = _reload_target(edges.settings)
         if event.type == "BaselineCommitStarted":
             try:
-                result = vllm_config.commit(e.path, e.config, edges.bounds)
+                result = edges.config_file.commit(e.path, e.config, edges.bounds)
             except ConfigError as exc:  # refused with nothing written: say so instead of retrying forever
                 refused = PromotionNotCommitted(promotion_id=e.promotion_id or "", deployment=e.deployment,
                                                 reason=str(exc))
@@ -95,7 +102,7 @@ class WriteConfig(Handler):
             purpose = "commit"
         else:
             try:
-                result = vllm_config.restore_previous(edges.settings.config_file)
+                result = edges.config_file.restore_previous(edges.settings.config_file)
             except ConfigError as exc:
                 failed = VerificationFinished(commit_id=e.commit_id, deployment=e.deployment, purpose="rollback",
                                               healthy=False, detail=f"rollback impossible: {exc}")
@@ -108,45 +115,33 @@ class WriteConfig(Handler):
         return [(stream, event.follow(done, "written")), (stream, event.follow(reload, "reload"))]
 
 
-class ReloadAndVerify(Handler):
+class ReloadAndVerify(Activity):
+    """Reloads production, waits for health, runs a short probe."""
+
     name = "reload-verify"
-    subscribes_to = frozenset({"ReloadRequested"})
+    port = "reloader"
+    subscribes_to = (ReloadRequested,)
+    emits = (VerificationFinished,)
 
     def __init__(self, deployments: dict):
         self.deployments = deployments
 
-    def handle(self, event: Recorded, view: View) -> Emitted:
-        from selfheal.edges import reload as reloading
-
+    def perform(self, event: Recorded, view: View, progress: Progress) -> Emitted:
         e = event.event
-        settings = self.deployments[e.deployment].settings
-        healthy, detail = True, "no reload configured: nothing to verify"
-        try:
-            if e.method == "restart":
-                code, output = reloading.reload_restart(settings.reload.argv, settings.reload.timeout_s)
-                if code != 0:
-                    healthy, detail = False, f"restart command exited {code}: {output[-300:]}"
-            elif e.method == "signal":
-                reloading.reload_signal(settings.reload.pid, settings.reload.pidfile, settings.reload.signal)
-                if settings.health_url:
-                    reloading.wait_down(settings.health_url, min(30.0, settings.verify.deadline_s))
-            if healthy and e.method != "none" and settings.health_url:
-                healthy, detail = reloading.wait_healthy(settings.health_url, settings.verify.deadline_s)
-                if healthy and settings.verify.probe_requests:
-                    base = settings.health_url.rsplit("/health", 1)[0]
-                    healthy, detail = reloading.probe(base, settings.model, settings.verify.probe_requests)
-        except (reloading.ReloadError, OSError) as exc:
-            healthy, detail = False, str(exc)
+        healthy, detail = self.deployments[e.deployment].reloader.reload_and_verify(e.method)
         finished = VerificationFinished(commit_id=e.commit_id, deployment=e.deployment, purpose=e.purpose,
                                         healthy=healthy, detail=detail)
         return [(f"deployment-{e.deployment}", event.follow(finished, self.name))]
 
 
-class RollBackUnhealthy(Handler):
-    name = "rollback"
-    subscribes_to = frozenset({"VerificationFinished"})
+class RollBackUnhealthy(Reactor):
+    """A commit that failed verification rolls back to the previous version."""
 
-    def handle(self, event: Recorded, view: View) -> Emitted:
+    name = "rollback"
+    subscribes_to = (VerificationFinished,)
+    emits = (RollbackStarted,)
+
+    def react(self, event: Recorded, view: View) -> Emitted:
         e = event.event
         if e.healthy or e.purpose != "commit":
             return ()

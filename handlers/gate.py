@@ -8,22 +8,25 @@ with the reason and the time the next run is allowed.
 from __future__ import annotations
 
 from selfheal.eventstore.store import Recorded, derived_id
-from selfheal.handlers.runtime import Emitted, Handler
+from selfheal.handlers.runtime import Emitted, Reactor
 from selfheal.projections.base import View
 from selfheal.projections.rate_limit import decide
 from selfheal.schemas.config import RateLimitSettings
-from selfheal.schemas.events import IntentArchived, RunRefused, RunRequested, RunStarted
+from selfheal.schemas.events import IntentArchived, IntentRaised, RunRefused, RunRequested, RunStarted
 
 
-class Gate(Handler):
+class Gate(Reactor):
+    """A tune intent becomes a run if the mode and the rate limit allow; a refusal says why and when."""
+
     name = "gate"
-    subscribes_to = frozenset({"IntentRaised"})
+    subscribes_to = (IntentRaised,)
+    emits = (RunRequested, RunStarted, RunRefused, IntentArchived)
 
     def __init__(self, mode: str, limits: RateLimitSettings):
         self.mode = mode
         self.limits = limits
 
-    def handle(self, event: Recorded, view: View) -> Emitted:
+    def react(self, event: Recorded, view: View) -> Emitted:
         intent = event.event
         if intent.action != "tune":
             return ()

@@ -10,10 +10,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 from selfheal.eventstore.store import Recorded, derived_id
-from selfheal.handlers.runtime import Emitted, Handler
+from selfheal.handlers.runtime import Emitted, Reactor
 from selfheal.projections.base import View
 from selfheal.schemas.actuators import ActuatorBounds
-from selfheal.schemas.events import EscalationRaised, IntentArchived, IntentDeduplicated, IntentRaised
+from selfheal.schemas.events import (
+    EscalationRaised, IntentArchived, IntentDeduplicated, IntentRaised, ObservationMade,
+)
 from selfheal.schemas.fingerprints import text_fingerprint
 from selfheal.schemas.serving import TUNABLE, ServingConfig
 
@@ -70,16 +72,19 @@ def fingerprint(deployment: str, kind: str, rule: str, current: ServingConfig) -
     return text_fingerprint(text, prefix="fp:")
 
 
-class RaiseIntent(Handler):
+class RaiseIntent(Reactor):
+    """One intent per failure: tune with the seed fix bounded to the actuators, or alert; repeats inside the window fold in."""
+
     name = "intents"
-    subscribes_to = frozenset({"ObservationMade"})
+    subscribes_to = (ObservationMade,)
+    emits = (IntentRaised, IntentDeduplicated, EscalationRaised, IntentArchived)
 
     def __init__(self, deployments: dict, window_minutes: float, max_changes: int):
         self.deployments = deployments
         self.window = timedelta(minutes=window_minutes)
         self.max_changes = max_changes
 
-    def handle(self, event: Recorded, view: View) -> Emitted:
+    def react(self, event: Recorded, view: View) -> Emitted:
         obs = event.event
         if obs.canary_id is not None:
             return ()  # a canary's own output is evidence for its run, not a new incident

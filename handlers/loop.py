@@ -1,30 +1,30 @@
-"""The healing loop assembled: which handlers react to what, and the library functions
-behind `selfheal observe`, `run` and `heal`."""
+"""The library functions behind `selfheal observe`, `run` and `heal`: record incidents, and
+drive the loop that handlers.flow declares until no work is left.
+
+Capturing an incident is an input edge (it reads the clock it is given); everything after it
+is the runner's.
+"""
 from __future__ import annotations
 
-import hashlib
 import os
+import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 from selfheal import projections
-from selfheal.projections import snapshots
-from selfheal.edges.deployments import DeploymentEdges
 from selfheal.eventstore.recorder import system_clock
 from selfheal.eventstore.store import EventStore, Pending, new_id
-from selfheal.handlers.alerting import DeliverAlert, RaiseAlert
-from selfheal.handlers.baseline import CommitPromotion, ReloadAndVerify, RollBackUnhealthy, WriteConfig
-from selfheal.handlers.canary import RunCanary, StartCanary
-from selfheal.handlers.gate import Gate
-from selfheal.handlers.intents import RaiseIntent
-from selfheal.handlers.observe import ObserveIncident
-from selfheal.handlers.preflight import Preflight
-from selfheal.handlers.runtime import Handler, Runner, RunReport
-from selfheal.handlers.scoring import ScoreCanary
-from selfheal.handlers.tournament import Tournament
+from selfheal.handlers.escrow import lapse_expired
+from selfheal.handlers.flow import handlers
+from selfheal.handlers.incidents import new_incident
+from selfheal.handlers.ports import DeploymentEdges
+from selfheal.handlers.runtime import Runner, RunReport
+from selfheal.projections import snapshots
 from selfheal.schemas.config import Settings
-from selfheal.schemas.events import BaselineImported, IncidentCaptured, IncidentSource
+from selfheal.schemas.events import BaselineImported, IncidentSource
+from selfheal.schemas.vllm_yaml import read_serving_values
+
 
 class InputError(ValueError):
     """A log excerpt that cannot be read."""
@@ -32,29 +32,6 @@ class InputError(ValueError):
     @classmethod
     def unreadable(cls, path: str, exc: OSError) -> InputError:
         return cls(f"{path}: cannot read: {exc.strerror or exc}")
-
-
-#: incidents larger than this keep their head and tail, so a runaway log cannot bloat the store
-MAX_INCIDENT_BYTES = 1 << 20
-
-
-def handlers(settings: Settings, deployments: dict[str, DeploymentEdges], mode: str) -> list[Handler]:
-    return [
-        ObserveIncident(deployments, settings.observer.safety_buffer),
-        RaiseIntent(deployments, settings.observer.dedupe_window_minutes, settings.tournament.max_changes),
-        Gate(mode, settings.rate_limit),
-        Tournament(deployments, settings.tournament.max_candidates, settings.tournament.max_changes),
-        Preflight(deployments, settings.preflight.margin_gib),
-        StartCanary(deployments),
-        RunCanary(deployments),
-        ScoreCanary(settings.preflight.margin_gib),
-        CommitPromotion(deployments),
-        WriteConfig(deployments),
-        ReloadAndVerify(deployments),
-        RollBackUnhealthy(),
-        RaiseAlert(),
-        DeliverAlert(deployments, settings.alerts.group_minutes),
-    ]
 
 
 def runner(store: EventStore, settings: Settings, deployments: dict[str, DeploymentEdges],
@@ -70,23 +47,11 @@ def run(store: EventStore, settings: Settings, deployments: dict[str, Deployment
         mode: str | None = None, clock: Callable[[], datetime] = system_clock) -> RunReport:
     """Record the lapse of promotions past their TTL (the one fact only a clock can tell),
     then drive every handler until no work is left."""
-    from selfheal.handlers.escrow import lapse_expired
-
     driver = runner(store, settings, deployments, mode)
     lapse_expired(store, settings, clock(), driver.view)
     report = driver.run_until_idle()
     snapshots.save(driver.view.catch_up())
     return report
-
-
-def _bounded(text: str) -> str:
-    data = text.encode("utf-8", "replace")
-    if len(data) <= MAX_INCIDENT_BYTES:
-        return text
-    half = MAX_INCIDENT_BYTES // 2
-    head = data[:half].decode("utf-8", "ignore")
-    tail = data[-half:].decode("utf-8", "ignore")
-    return f"{head}\n[selfheal: {len(data) - 2 * half} bytes elided]\n{tail}"
 
 
 def capture(store: EventStore, edges: DeploymentEdges, text: str, source: IncidentSource,
@@ -103,23 +68,17 @@ def capture(store: EventStore, edges: DeploymentEdges, text: str, source: Incide
                                     source="config file" if edges.settings.current else f"scenario {edges.settings.scenario}",
                                     environment=edges.environment)
         store.append(stream, [Pending(event=imported, event_id=new_id(), occurred_at=now)], expected_version=0)
-    text = _bounded(text.replace("\x00", "\\x00"))
-    incident_id = new_id()
-    incident = IncidentCaptured(
-        incident_id=incident_id, deployment=edges.name, source=source, raw_text=text,
-        fingerprint="sha256:" + hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:16],
-        context={"environment": edges.environment, "model": edges.model},
-    )
-    store.append(f"incident-{incident_id}", [Pending(event=incident, event_id=incident_id, occurred_at=now,
-                                                     correlation_id=incident_id)])
-    return incident_id
+    incident = new_incident(new_id(), edges.name, source, text,
+                            {"environment": edges.environment, "model": edges.model})
+    store.append(f"incident-{incident.incident_id}",
+                 [Pending(event=incident, event_id=incident.incident_id, occurred_at=now,
+                          correlation_id=incident.incident_id)])
+    return incident.incident_id
 
 
 def read_raw(path: str) -> tuple[bytes, IncidentSource]:
     """A log excerpt's bytes from a file or standard input ('-'), as the observer reads them
     best: it scans bytes and decodes only the lines it looks at."""
-    import sys
-
     if path == "-":
         return sys.stdin.buffer.read(), IncidentSource(kind="stdin")
     try:
@@ -155,7 +114,6 @@ def heal(store: EventStore, settings: Settings, deployments: dict[str, Deploymen
 def import_baseline(store: EventStore, edges: DeploymentEdges, path: str | None = None,
                     clock: Callable[[], datetime] = system_clock) -> BaselineImported:
     """Record the vLLM YAML a deployment runs now as its baseline version 1."""
-    from selfheal.schemas.vllm_yaml import read_serving_values
 
     source = path or edges.settings.config_file
     if not source:

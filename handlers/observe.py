@@ -9,9 +9,10 @@ from __future__ import annotations
 import msgspec
 
 from selfheal.eventstore.store import Recorded, derived_id
-from selfheal.handlers.runtime import Emitted, Handler
+from selfheal.handlers.observer import rules
+from selfheal.handlers.runtime import Emitted, Reactor
 from selfheal.projections.base import View
-from selfheal.schemas.events import IncidentUnmatched, ObservationMade
+from selfheal.schemas.events import IncidentCaptured, IncidentUnmatched, ObservationMade
 
 
 #: what an observation keeps of a pathological incident (one 10 MB line of one repeated error
@@ -28,14 +29,15 @@ def _bounded(finding):
 
 def load_ruleset(text: str | None, source: str = "log"):
     """A RuleSet from recorded text, or the built-in one."""
-    from selfheal.handlers.observer import rules
-
     return rules.builtin_ruleset() if text is None else rules.parse_rules(text, source)
 
 
-class ObserveIncident(Handler):
+class ObserveIncident(Reactor):
+    """Every incident through the active rule set: the finding (rule, numbers, seed fix) or a recorded non-match."""
+
     name = "observe"
-    subscribes_to = frozenset({"IncidentCaptured"})
+    subscribes_to = (IncidentCaptured,)
+    emits = (ObservationMade, IncidentUnmatched)
 
     def __init__(self, deployments: dict, safety_buffer: float, ruleset=None):
         self.deployments = deployments
@@ -52,7 +54,7 @@ class ObserveIncident(Handler):
             self._loaded[key] = load_ruleset(active.text if active else None, f"ruleset {key}")
         return self._loaded[key]
 
-    def handle(self, event: Recorded, view: View) -> Emitted:
+    def react(self, event: Recorded, view: View) -> Emitted:
         incident = event.event
         edges = self.deployments.get(incident.deployment)
         baseline = view["baselines"].current(incident.deployment)

@@ -2,16 +2,17 @@
 
 vLLM asks for `gpu_memory_utilization x total` on every device at startup and refuses to
 start when less is free; pre-flight rejects such a candidate before a canary is spent on
-it, keeping `margin` back for vLLM's own CUDA context and for jitter. The snapshot is an
-effect's result, so it goes into the event; replay reads it from there.
+it, keeping `margin` back for vLLM's own CUDA context and for jitter. The read is an
+activity (CandidateProposed is its request); its snapshot goes into the event with the
+decision, a pure function of it (`check`), so replay answers from the recorded snapshot.
 """
 from __future__ import annotations
 
-from selfheal.edges.inventory import InventoryUnavailable
 from selfheal.eventstore.store import Recorded
-from selfheal.handlers.runtime import Emitted, Handler
+from selfheal.handlers.ports import InventoryUnavailable
+from selfheal.handlers.runtime import Activity, Emitted, Progress
 from selfheal.projections.base import View
-from selfheal.schemas.events import PreflightPassed, PreflightRejected
+from selfheal.schemas.events import CandidateProposed, PreflightPassed, PreflightRejected
 
 GIB = 1 << 30
 
@@ -33,15 +34,20 @@ def check(snapshot, utilization: float, margin_bytes: int) -> tuple[bool, int, i
         f"{margin_bytes / GIB:.2f} GiB is kept as margin")
 
 
-class Preflight(Handler):
+class Preflight(Activity):
+    """Reads the GPU inventory and rejects a candidate that cannot fit now; the snapshot goes into the event."""
+
     name = "preflight"
-    subscribes_to = frozenset({"CandidateProposed"})
+    port = "inventory"
+    replayable = True
+    subscribes_to = (CandidateProposed,)
+    emits = (PreflightPassed, PreflightRejected)
 
     def __init__(self, deployments: dict, margin_gib: float):
         self.deployments = deployments
         self.margin = int(margin_gib * GIB)
 
-    def handle(self, event: Recorded, view: View) -> Emitted:
+    def perform(self, event: Recorded, view: View, progress: Progress) -> Emitted:
         e = event.event
         stream = f"run-{e.run_id}"
         try:

@@ -1,38 +1,40 @@
 """Replay: captured incidents through the whole loop again, in a scratch store, with the
 recorded effects standing in for new ones, and a report of where the decisions differ.
 
-Nothing is executed: a canary for a configuration that ran before returns its recorded
-result; one that never ran is answered by the simulator from the recorded environment
-(sim deployments) and marked so, or reported as having no recorded result. Pre-flight
-reads the last snapshot recorded for the deployment. Decisions stop at the promotion or
-escalation: commits, reloads and alert deliveries are effects on production and are never
-replayed. Incidents keep their ids and times, so derived ids are the same and a replay of
+Nothing is executed. Every reactor runs as it did; every activity is treated by its type
+(handlers.runtime.Activity): a replayable one acts through a recorded port instead of the
+world (`RECORDED_PORTS`), the others reach production (commits, reloads, alert deliveries)
+and are left out. A canary for a configuration that ran before returns its recorded result;
+one that never ran is answered by the simulator from the recorded environment (sim
+deployments) and marked so, or reported as having no recorded result. Pre-flight reads the
+last snapshot recorded for the deployment. Incidents keep their ids and times, so derived ids are the same and a replay of
 a replay is identical.
 """
 from __future__ import annotations
 
 import dataclasses
+import tomllib
 from collections.abc import Iterable
 from datetime import datetime
 
 import msgspec
+from pydantic import ValidationError
 
-from selfheal.edges.canary import CanaryOutcome
-from selfheal.edges.deployments import DeploymentEdges
-from selfheal.edges.inventory import InventoryUnavailable
-from selfheal.eventstore.store import EventStore, Pending, Recorded, memory_store
-from selfheal.handlers import loop
+from selfheal import projections
+from selfheal.eventstore.audit import events, row_json
+from selfheal.eventstore.recorder import NewEvent
+from selfheal.eventstore.store import EventStore, Pending, Recorded, memory_store, typed
+from selfheal.handlers.flow import handlers as loop_handlers
 from selfheal.handlers.observe import ObserveIncident
-from selfheal.schemas.config import Settings
+from selfheal.handlers.ports import CanaryOutcome, DeploymentEdges, InventoryUnavailable
+from selfheal.handlers.runtime import Activity, Runner
+from selfheal.schemas.config import ConfigError, Settings, describe_validation_error
 from selfheal.schemas.events import CanaryMeasurements, GpuSnapshot
 from selfheal.schemas.serving import ServingConfig
 
 RECORDED = "[selfheal replay] recorded result of canary {}"
 SIMULATED = "[selfheal replay] no canary ran for this configuration: simulated from the recorded environment"
 MISSING = "[selfheal replay] no canary ran for this configuration and none can be simulated"
-
-#: handlers whose effects reach production: never run in a replay
-EFFECTS_ON_PRODUCTION = {"commit", "commit-write", "reload-verify", "rollback", "alert-deliver"}
 
 
 class RecordedEffects(msgspec.Struct):
@@ -95,6 +97,32 @@ class ReplayInventory:
         raise InventoryUnavailable("no GPU snapshot recorded for this deployment", source="replay")
 
 
+#: the ports a replay answers from the log instead of the world; every other port is unwired
+RECORDED_PORTS = ("backend", "inventory")
+
+
+def recorded_ports(deployment: DeploymentEdges, effects: RecordedEffects) -> DeploymentEdges:
+    """The deployment with recorded answers on RECORDED_PORTS and nothing that reaches production."""
+    return dataclasses.replace(deployment, backend=ReplayCanary(deployment.name, effects, deployment),
+                               inventory=ReplayInventory(effects.snapshots.get(deployment.name), deployment),
+                               config_file=None, reloader=None, alerts=None, reaper=None)
+
+
+def replayed_handlers(loop: list) -> list:
+    """Every reactor; the replayable activities (they act through RECORDED_PORTS); no activity
+    that reaches production."""
+    kept = []
+    for handler in loop:
+        if isinstance(handler, Activity):
+            if not handler.replayable:
+                continue
+            if handler.port not in RECORDED_PORTS:
+                raise TypeError(f"activity {handler.name!r} is replayable through port {handler.port!r}, "
+                                "which replay has no recorded answer for")
+        kept.append(handler)
+    return kept
+
+
 def decisions(events: list[Recorded]) -> dict:
     """What was decided about one incident, in words that compare across logs."""
     out: dict = {"observation": None, "intent": None, "gate": None, "candidates": [], "outcome": None}
@@ -140,20 +168,11 @@ class ReplayReport(msgspec.Struct):
 
 
 def _chain(store: EventStore, incident_id: str) -> list[Recorded]:
-    from selfheal.eventstore.audit import events
-    from selfheal.eventstore.store import typed
-
     return [typed(row) for row in events(store, correlation=incident_id)]
 
 
 def apply_overrides(settings: Settings, assignments: Iterable[str], mode: str | None) -> Settings:
     """`--set rate_limit.runs=5` style overrides, validated like the config file."""
-    import tomllib
-
-    from pydantic import ValidationError
-
-    from selfheal.schemas.config import ConfigError, describe_validation_error
-
     data = settings.model_dump(mode="json")
     for assignment in assignments:
         key, sep, raw = assignment.partition("=")
@@ -182,16 +201,13 @@ def replay(store: EventStore, settings: Settings, deployments: dict[str, Deploym
     """Replay every captured incident (not canary logs) between `since` and `until`."""
     originals = list(store.read())
     effects = recorded_effects(originals)
-    edges = {name: dataclasses.replace(d, backend=ReplayCanary(name, effects, d),
-                                       inventory=ReplayInventory(effects.snapshots.get(name), d))
-             for name, d in deployments.items()}
+    edges = {name: recorded_ports(d, effects) for name, d in deployments.items()}
     scratch = memory_store()
-    handlers = [h for h in loop.handlers(settings, edges, mode or settings.mode)
-                if h.name not in EFFECTS_ON_PRODUCTION]
+    handlers = replayed_handlers(loop_handlers(settings, edges, mode or settings.mode))
     if ruleset is not None:
         handlers = [ObserveIncident(edges, settings.observer.safety_buffer, ruleset) if h.name == "observe" else h
                     for h in handlers]
-    runner = loop.Runner(scratch, handlers, loop.projections.registered())
+    runner = Runner(scratch, handlers, projections.registered())
     results = []
     for r in originals:
         if r.type == "BaselineImported":
@@ -230,8 +246,6 @@ def find_incident(store: EventStore, incident_id: str) -> Recorded:
 def export_bundle(store: EventStore, settings: Settings, incident_id: str) -> list[str]:
     """The incident, every event of its chain, the deployment's baseline and its settings,
     as JSON Lines: everything `replay_bundle` needs on another machine."""
-    from selfheal.eventstore.audit import events, row_json
-
     incident = find_incident(store, incident_id)
     deployment = incident.event.deployment
     header = {"selfheal_bundle": BUNDLE_FORMAT, "incident_id": incident.event.incident_id, "deployment": deployment,
@@ -247,8 +261,6 @@ def export_bundle(store: EventStore, settings: Settings, incident_id: str) -> li
 
 def import_bundle(lines: Iterable[str], source: str = "bundle") -> tuple[Settings, EventStore]:
     """A scratch store holding a bundle's events exactly (ids, streams, times), and its settings."""
-    from selfheal.eventstore.recorder import NewEvent
-
     lines = [line for line in lines if line.strip()]
     try:
         header = msgspec.json.decode(lines[0]) if lines else {}

@@ -1,27 +1,38 @@
-"""The handler runtime: react to events, append what handlers emit, exactly once.
+"""The handler runtime: reactors decide, activities act, the runner records both exactly once.
 
-A handler maps one event, plus read access to projections, to new events. The runner
-appends a handler's output and moves that handler's checkpoint in the same transaction,
-and the checkpoint move is a compare-and-set: a crash before the commit leaves the event
-unhandled (it is handled again on restart, and nothing of the first try was written); a
-crash after it leaves it handled; and two runners on one log never both commit a handling
-of the same event.
+Two kinds of handler, told apart by their type:
 
-What handlers see. Events are handled strictly in log order, and every handler's output is
+- A **Reactor** decides. An event and a read-only view of the projections in, events out:
+  no I/O, no clock, no store. Times come from the event (`Recorded.follow`).
+- An **Activity** acts on the world through one port of its deployment (`port`: the canary
+  backend, the GPU inventory, the vLLM config file, the reloader, the alert sinks). It is
+  triggered only by a *request* event that a reactor (or an earlier activity) recorded, so
+  the log says an effect was asked for before it happens; the runner performs it and records
+  its result before anything depends on it. Facts an activity learns while it acts (a canary
+  process now exists) go through `Progress.record`, appended by the runner at once. Replay
+  tells activities apart by type: `replayable` ones are answered from recorded results
+  (recorded ports), the others reach production and are never replayed.
+
+The runner. Events are handled strictly in log order, and every handler's output is
 appended before the next event is handled. The view a handler reads is the projections
-folded over everything recorded before its output for the event: the log as it stands at
-that moment, which includes the decisions already taken for earlier events (so the second
-of two identical incidents finds the first one's intent). Because that moment is fixed by
-the log's contents and order alone, a replay of the same inputs reproduces every decision.
-Handlers never read the wall clock: times come from the event (`Recorded.follow`).
+folded over everything recorded before its output for the event, so a replay of the same
+inputs reproduces every decision. A handler's output and its checkpoint move go in one
+transaction, a compare-and-set: a crash before the commit leaves the event unhandled (it is
+handled again on restart, and nothing of the first try was written); a crash after it leaves
+it handled; two runners on one log never both commit a handling of the same event. A
+handler with nothing to record costs no commit: its checkpoint moves in memory and rides
+along with the next transaction (or one final one when the runner goes idle). Re-handling
+an event whose empty result was not yet durable is harmless: the handler is deterministic,
+and an activity that records nothing did nothing.
 """
 from __future__ import annotations
 
 import abc
 import contextlib
 import fcntl
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from collections.abc import Iterable, Sequence
+from typing import ClassVar
 
 import msgspec
 
@@ -36,13 +47,72 @@ Emitted = Sequence[tuple[str, Pending]]
 
 class Handler(abc.ABC):
     #: stable name: the key of its checkpoint, so renaming a handler re-handles the log
-    name: str = ""
-    #: event type names this handler reacts to
-    subscribes_to: frozenset[str] = frozenset()
+    name: ClassVar[str] = ""
+    #: the event classes this handler reacts to
+    subscribes_to: ClassVar[tuple[type, ...]] = ()
+    #: the event classes it may record; the runner refuses anything else
+    emits: ClassVar[tuple[type, ...]] = ()
+
+    @classmethod
+    def subscribed_names(cls) -> frozenset[str]:
+        return frozenset(t.__name__ for t in cls.subscribes_to)
 
     @abc.abstractmethod
-    def handle(self, event: Recorded, view: View) -> Emitted:
+    def __call__(self, event: Recorded, view: View, progress: "Progress") -> Emitted:
+        """What the runner calls: a reactor's decision or an activity's performance."""
+
+
+class Reactor(Handler):
+    """Decision code: event + view in, events out; no I/O, no clock, no store."""
+
+    @abc.abstractmethod
+    def react(self, event: Recorded, view: View) -> Emitted:
         ...
+
+    def __call__(self, event: Recorded, view: View, progress: "Progress") -> Emitted:
+        return self.react(event, view)
+
+
+class Activity(Handler):
+    """An effect on the world, performed by the runner through one port of the deployment."""
+
+    #: the DeploymentEdges field it acts through
+    port: ClassVar[str] = ""
+    #: True: replay answers it from recorded results; False: it reaches production, never replayed
+    replayable: ClassVar[bool] = False
+
+    @abc.abstractmethod
+    def perform(self, event: Recorded, view: View, progress: "Progress") -> Emitted:
+        ...
+
+    def __call__(self, event: Recorded, view: View, progress: "Progress") -> Emitted:
+        return self.perform(event, view, progress)
+
+
+class Progress:
+    """What an activity may ask of the runner while it acts: record a fact at once (durable
+    before the activity goes on), and read what a stream already holds."""
+
+    def __init__(self, store: EventStore, handler: Handler):
+        self._store, self._handler = store, handler
+
+    def record(self, stream: str, pending: Pending) -> None:
+        _check_declared(self._handler, [(stream, pending)])
+        self._store.append_many([(stream, [pending])])
+
+    def recorded(self, stream: str) -> Iterator[Recorded]:
+        return self._store.read_stream(stream)
+
+
+class UndeclaredEvent(TypeError):
+    """A handler emitted an event class its declaration does not list (a programming error)."""
+
+
+def _check_declared(handler: Handler, emitted: Emitted) -> None:
+    for _, pending in emitted:
+        if not isinstance(pending.event, handler.emits):
+            raise UndeclaredEvent(f"handler {handler.name!r} recorded {type(pending.event).__name__}, "
+                                  "which its `emits` does not declare")
 
 
 class RunReport(msgspec.Struct):
@@ -50,6 +120,8 @@ class RunReport(msgspec.Struct):
     emitted: int = 0
     conflicts: int = 0
     position: int = 0
+    #: transactions this run committed (outputs and checkpoint moves), for the benchmarks
+    transactions: int = 0
 
 
 _held: dict[str, int] = {}
@@ -87,6 +159,29 @@ def _group(emitted: Emitted) -> list[tuple[str, list[Pending]]]:
     return list(batches.items())
 
 
+class _Checkpoints:
+    """Each handler's position: `durable` as the log holds it, `done` as this runner has
+    handled it. `done` runs ahead for handlers with nothing to record; every transaction
+    carries the moves that close the gap."""
+
+    def __init__(self, stored: dict[str, int], names: Iterable[str]):
+        self.durable = {name: stored.get(name, 0) for name in names}
+        self.done = dict(self.durable)
+
+    def lagging(self) -> list[CheckpointAdvance]:
+        return [CheckpointAdvance(name, self.durable[name], self.done[name])
+                for name in self.done if self.done[name] != self.durable[name]]
+
+    def committed(self, moves: Sequence[CheckpointAdvance]) -> None:
+        for move in moves:
+            self.durable[move.handler] = move.position
+
+    def reset(self, stored: dict[str, int]) -> None:
+        """Another runner moved a checkpoint: the log is the truth for every handler."""
+        for name in self.done:
+            self.durable[name] = self.done[name] = stored.get(name, 0)
+
+
 class Runner:
     def __init__(self, store: EventStore, handlers: Iterable[Handler], projections: Iterable[Projection] = (),
                  page: int = 500):
@@ -95,6 +190,8 @@ class Runner:
         names = [h.name for h in self.handlers]
         if len(set(names)) != len(names) or not all(names):
             raise ValueError(f"handler names must be unique and non-empty: {names}")
+        self._subscribed = [(h, h.subscribed_names()) for h in self.handlers]
+        self._progress = {h.name: Progress(store, h) for h in self.handlers}
         self.view = View(store, projections)
         self.page = page
 
@@ -111,56 +208,63 @@ class Runner:
 
     def _run(self, max_events: int | None) -> RunReport:
         report = RunReport()
-        recorder = self.store.recorder
-        stored = recorder.checkpoints()
-        committed = {h.name: stored.get(h.name, 0) for h in self.handlers}
-        cursor = min(committed.values(), default=0)
+        marks = _Checkpoints(self.store.recorder.checkpoints(), (h.name for h in self.handlers))
+        cursor = min(marks.done.values(), default=0)
         examined = 0
         while True:
             page = list(self.store.read(cursor, until=cursor + self.page))
             if not page:
                 break
-            behind = False
+            restart = False
             for event in page:
-                for handler in self.handlers:
-                    if committed[handler.name] < event.position and event.type in handler.subscribes_to:
-                        self._handle(handler, event, committed, report)
-                        behind = behind or committed[handler.name] < event.position
-                if behind:
+                for handler, names in self._subscribed:
+                    if marks.done[handler.name] >= event.position:
+                        continue
+                    if event.type in names and not self._handle(handler, event, marks, report):
+                        restart = True
+                        break
+                    marks.done[handler.name] = event.position
+                if restart:
                     break
                 cursor = report.position = event.position
                 examined += 1
                 if max_events is not None and examined >= max_events:
                     break
-            if behind:
-                # another runner's checkpoint stands below this event: go back to it, so no
+            if restart:
+                # another runner's checkpoint stands elsewhere: go back to the lowest, so no
                 # event between the two is skipped
-                cursor = min(committed.values())
+                cursor = min(marks.done.values())
                 continue
-            # handlers that had nothing to do on this page move past it in one write each
-            for handler in self.handlers:
-                if committed[handler.name] < cursor:
-                    self._advance(handler.name, committed, cursor, (), report)
             if max_events is not None and examined >= max_events:
                 break
+        self._commit((), marks, report)  # the moves of handlers that had nothing to record
         return report
 
-    def _handle(self, handler: Handler, event: Recorded, committed: dict[str, int], report: RunReport) -> None:
+    def _handle(self, handler: Handler, event: Recorded, marks: _Checkpoints, report: RunReport) -> bool:
         self.view.catch_up()
-        emitted = handler.handle(event, self.view)
-        if self._advance(handler.name, committed, event.position, emitted, report):
+        emitted = handler(event, self.view, self._progress[handler.name])
+        _check_declared(handler, emitted)
+        if not emitted:
             report.handled += 1
-            report.emitted += len(emitted)
-
-    def _advance(self, name: str, committed: dict[str, int], position: int, emitted: Emitted,
-                 report: RunReport) -> bool:
-        try:
-            self.store.append_many(_group(emitted), [CheckpointAdvance(name, committed[name], position)])
-        except CheckpointConflict as conflict:
-            # another runner moved this checkpoint: drop our output and take its position as
-            # the truth, ahead of ours or behind it (then the caller goes back to it)
-            report.conflicts += 1
-            committed[name] = conflict.actual
+            return True  # nothing to record: the checkpoint moves with a later transaction
+        marks.done[handler.name] = event.position
+        if not self._commit(emitted, marks, report):
             return False
-        committed[name] = position
+        report.handled += 1
+        report.emitted += len(emitted)
+        return True
+
+    def _commit(self, emitted: Emitted, marks: _Checkpoints, report: RunReport) -> bool:
+        moves = marks.lagging()
+        if not emitted and not moves:
+            return True
+        try:
+            self.store.append_many(_group(emitted), moves)
+        except CheckpointConflict:
+            # another runner moved a checkpoint: drop our output and take the log as the truth
+            report.conflicts += 1
+            marks.reset(self.store.recorder.checkpoints())
+            return False
+        marks.committed(moves)
+        report.transactions += 1
         return True

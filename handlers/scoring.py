@@ -21,9 +21,9 @@ import math
 import msgspec
 
 from selfheal.eventstore.store import Recorded
-from selfheal.handlers.runtime import Emitted, Handler
+from selfheal.handlers.runtime import Emitted, Reactor
 from selfheal.projections.base import View
-from selfheal.schemas.events import CanaryMeasurements, CandidateScored
+from selfheal.schemas.events import CanaryCompleted, CanaryMeasurements, CandidateScored
 from selfheal.schemas.serving import ServingConfig
 
 
@@ -52,14 +52,17 @@ def score(m: CanaryMeasurements, margin_gib: float, config: ServingConfig | None
     return Verdict(True, round(fitness, 3), components, reason)
 
 
-class ScoreCanary(Handler):
+class ScoreCanary(Reactor):
+    """Fitness from the canary's measurements (the documented function)."""
+
     name = "score"
-    subscribes_to = frozenset({"CanaryCompleted"})
+    subscribes_to = (CanaryCompleted,)
+    emits = (CandidateScored,)
 
     def __init__(self, margin_gib: float):
         self.margin_gib = margin_gib
 
-    def handle(self, event: Recorded, view: View) -> Emitted:
+    def react(self, event: Recorded, view: View) -> Emitted:
         e = event.event
         run = view["runs"].by_id[e.run_id]
         verdict = score(e.measurements, self.margin_gib, run.candidate(e.candidate_id).config, run.current)

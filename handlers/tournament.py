@@ -24,12 +24,13 @@ import itertools
 import msgspec
 
 from selfheal.eventstore.store import Recorded, derived_id
-from selfheal.handlers.runtime import Emitted, Handler
+from selfheal.handlers.runtime import Emitted, Reactor
 from selfheal.projections.base import View
 from selfheal.projections.runs import CandidateSummary, RunSummary
 from selfheal.schemas.actuators import ActuatorBounds
 from selfheal.schemas.events import (
-    CandidateEvidence, CandidateProposed, EscalationRaised, IntentArchived, PromotionProposed, RunFinished,
+    CandidateEvidence, CandidateProposed, CandidateScored, EscalationRaised, IntentArchived, PreflightRejected,
+    PromotionProposed, RunFinished, RunStarted,
 )
 from selfheal.schemas.failures import FailureKind
 from selfheal.schemas.serving import ServingConfig
@@ -96,9 +97,12 @@ def evidence_hash(run: RunSummary) -> str:
     return "sha256:" + hashlib.sha256(body).hexdigest()
 
 
-class Tournament(Handler):
+class Tournament(Reactor):
+    """The seed first, then the best predicted untried config (at most one refinement after a passing seed); promote the fittest or escalate."""
+
     name = "tournament"
-    subscribes_to = frozenset({"RunStarted", "PreflightRejected", "CandidateScored"})
+    subscribes_to = (RunStarted, PreflightRejected, CandidateScored)
+    emits = (CandidateProposed, PromotionProposed, EscalationRaised, RunFinished, IntentArchived)
 
     def __init__(self, deployments: dict, max_candidates: int, max_changes: int):
         self.deployments = deployments
@@ -106,7 +110,7 @@ class Tournament(Handler):
         self.max_changes = max_changes
         self._predictions: dict[tuple, object] = {}
 
-    def handle(self, event: Recorded, view: View) -> Emitted:
+    def react(self, event: Recorded, view: View) -> Emitted:
         e = event.event
         run = view["runs"].by_id.get(e.run_id)
         if run is None or run.status != "running":

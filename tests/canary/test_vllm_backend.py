@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from selfheal.edges.canary import CanaryBackend, Launch
+from selfheal.handlers.ports import CanaryBackend, Launch
 from selfheal.edges.processes import carries_marker, marked_processes
 from selfheal.edges.sim import load_scenario, simulate
 from selfheal.edges.vllm_backend import LoadSettings, VllmCanaryBackend, build_prompts

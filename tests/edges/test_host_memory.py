@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from selfheal.edges.host_memory import HostMemoryInventory
-from selfheal.edges.inventory import GpuInventory, InventoryUnavailable
+from selfheal.handlers.ports import GpuInventory, InventoryUnavailable
 
 KIB = 1024
 

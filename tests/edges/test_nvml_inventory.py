@@ -15,7 +15,7 @@ import pynvml
 import pytest
 
 from selfheal.edges import gpu_check
-from selfheal.edges.inventory import GpuInventory, InventoryUnavailable
+from selfheal.handlers.ports import GpuInventory, InventoryUnavailable
 from selfheal.edges.nvml import NvmlInventory
 
 GIB, MIB = 1 << 30, 1 << 20

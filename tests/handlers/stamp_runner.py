@@ -8,18 +8,19 @@ import time
 import uuid
 
 from selfheal.eventstore import Pending, open_store
-from selfheal.handlers.runtime import Handler, Runner
-from selfheal.schemas.events import IntentDeduplicated
+from selfheal.handlers.runtime import Reactor, Runner
+from selfheal.schemas.events import IntentArchived, IntentDeduplicated
 
 
-class Stamp(Handler):
+class Stamp(Reactor):
     name = "stamp"
-    subscribes_to = frozenset({"IntentArchived"})
+    subscribes_to = (IntentArchived,)
+    emits = (IntentDeduplicated,)
 
     def __init__(self, delay: float):
         self.delay = delay
 
-    def handle(self, event, view):
+    def react(self, event, view):
         if event.stream != "in":
             return ()
         time.sleep(self.delay)  # widen the window between handling and committing

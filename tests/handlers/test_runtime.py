@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from selfheal.eventstore import Pending, derived_id, memory_store, open_store
-from selfheal.handlers.runtime import Handler, Runner
+from selfheal.handlers.runtime import Activity, Reactor, Runner, UndeclaredEvent
 from selfheal.projections.event_counts import EventCountsProjection
 from selfheal.schemas.events import IntentArchived, IntentDeduplicated
 from tests.conftest import archived
@@ -39,16 +39,17 @@ def test_every_event_is_handled_once(tmp_path):
     assert Runner(store, [Stamp(0)]).run_until_idle().handled == 0  # nothing left
 
 
-class Counting(Handler):
+class Counting(Reactor):
     """Sees the view at the moment it handles: the count includes earlier handlers' output."""
 
     name = "counting"
-    subscribes_to = frozenset({"IntentArchived"})
+    subscribes_to = (IntentArchived,)
+    emits = (IntentArchived,)
 
     def __init__(self):
         self.seen = []
 
-    def handle(self, event, view):
+    def react(self, event, view):
         self.seen.append((event.position, view["event_counts"].total))
         if event.stream != "in":
             return ()
@@ -123,3 +124,79 @@ def test_sigkill_mid_batch_never_handles_twice_or_skips(tmp_path):
 def test_unique_handler_names_are_required():
     with pytest.raises(ValueError, match="unique"):
         Runner(memory_store(), [Stamp(0), Stamp(0)])
+
+
+class EveryThird(Reactor):
+    """Records something for one event in three, nothing for the others."""
+
+    name = "every-third"
+    subscribes_to = (IntentArchived,)
+    emits = (IntentDeduplicated,)
+
+    def react(self, event, view):
+        if event.stream != "in" or event.position % 3:
+            return ()
+        out = IntentDeduplicated(intent_id=event.event.intent_id, incident_id=event.event_id, fingerprint="f",
+                                 window_s=0)
+        return [("out", event.follow(out, self.name))]
+
+
+class Bystander(Reactor):
+    """Subscribes to what nobody records here: its checkpoint must still keep up, for free."""
+
+    name = "bystander"
+    subscribes_to = (IntentDeduplicated,)
+    emits = ()
+
+    def react(self, event, view):
+        return ()
+
+
+def test_a_handler_with_nothing_to_record_costs_no_commit(tmp_path):
+    store = open_store(tmp_path / "log.db", create=True)
+    seed(store, 30)
+    report = Runner(store, [EveryThird(), Bystander()], page=7).run_until_idle()
+    assert report.emitted == 10
+    # one transaction per output (each carrying every lagging checkpoint), one to close the run
+    assert report.transactions == 11
+    head = store.last_position()
+    assert store.recorder.checkpoints() == {"every-third": head, "bystander": head}
+    again = Runner(store, [EveryThird(), Bystander()]).run_until_idle()
+    assert (again.handled, again.transactions) == (0, 0)
+
+
+class Launching(Activity):
+    """Records a fact through the runner while it acts, then fails: the fact stays, the
+    handling does not count."""
+
+    name = "launching"
+    port = "backend"
+    subscribes_to = (IntentArchived,)
+    emits = (IntentArchived,)
+
+    def perform(self, event, view, progress):
+        progress.record("facts", event.follow(IntentArchived(intent_id="fact", deployment="d", outcome="superseded"), "fact"))
+        if event.stream == "in":
+            raise RuntimeError("the canary died")
+        return ()
+
+
+def test_an_activity_records_progress_at_once_and_its_checkpoint_only_with_its_result():
+    store = memory_store()
+    seed(store, 1)
+    with pytest.raises(RuntimeError):
+        Runner(store, [Launching()]).run_until_idle()
+    assert [r.stream for r in store.read()] == ["in", "facts"]
+    assert store.recorder.checkpoints() == {}
+
+
+def test_progress_refuses_an_undeclared_event():
+    class Sloppy(Launching):
+        name = "sloppy"
+        emits = ()
+
+    store = memory_store()
+    seed(store, 1)
+    with pytest.raises(UndeclaredEvent, match="sloppy"):
+        Runner(store, [Sloppy()]).run_until_idle()
+    assert store.last_position() == 1

@@ -5,7 +5,7 @@ import dataclasses
 
 import msgspec
 
-from selfheal.edges.canary import NoPredictor, Prediction
+from selfheal.handlers.ports import NoPredictor, Prediction
 from selfheal.edges.sim import simulate
 from selfheal.handlers.tournament import REFINE_MARGIN
 from selfheal.projections.base import View

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from selfheal.edges.canary import NoPredictor
-from selfheal.edges.deployments import DeploymentEdges
+from selfheal.handlers.ports import NoPredictor
+from selfheal.handlers.ports import DeploymentEdges
 from selfheal.edges.host_memory import HostMemoryInventory
 from selfheal.edges.processes import processes_marked_with
 from selfheal.edges.vllm_backend import LoadSettings, VllmCanaryBackend

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from selfheal.eventstore import open_store
 from selfheal.eventstore.store import Pending, new_id
 from selfheal.handlers.intents import bound_seed
-from selfheal.handlers.loop import MAX_INCIDENT_BYTES
+from selfheal.handlers.incidents import MAX_INCIDENT_BYTES
 from selfheal.handlers.observer import diagnose, format_diagnosis
 from selfheal.handlers.runtime import Runner
 from selfheal.schemas.actuators import Actuator, ActuatorBounds

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from selfheal.edges.inventory import GpuInventory, InventoryUnavailable, ScenarioInventory
+from selfheal.edges.inventory import ScenarioInventory
+from selfheal.handlers.ports import GpuInventory, InventoryUnavailable
 from selfheal.edges.sim import ScenarioError, bundled_scenarios, load_scenario, parse_scenario, simulate
 from selfheal.schemas.actuators import ActuatorBounds
 from selfheal.schemas.serving import ServingConfig

@@ -1,4 +1,5 @@
-"""Encoding event Structs to the log's JSON bodies and back, upcasting old versions."""
+"""Encoding event Structs to the log's JSON bodies and back, upcasting old versions: the typed
+store's codec (the vocabulary itself, schemas.events, knows nothing of the log)."""
 from __future__ import annotations
 
 from datetime import datetime
