@@ -168,9 +168,11 @@ class _Checkpoints:
         self.durable = {name: stored.get(name, 0) for name in names}
         self.done = dict(self.durable)
 
-    def lagging(self) -> list[CheckpointAdvance]:
+    def lagging(self, owner: str | None = None) -> list[CheckpointAdvance]:
+        """The moves that close every gap; the owner's first (the handler whose output they carry)."""
+        names = sorted(self.done, key=lambda name: name != owner)
         return [CheckpointAdvance(name, self.durable[name], self.done[name])
-                for name in self.done if self.done[name] != self.durable[name]]
+                for name in names if self.done[name] != self.durable[name]]
 
     def committed(self, moves: Sequence[CheckpointAdvance]) -> None:
         for move in moves:
@@ -248,14 +250,14 @@ class Runner:
             report.handled += 1
             return True  # nothing to record: the checkpoint moves with a later transaction
         marks.done[handler.name] = event.position
-        if not self._commit(emitted, marks, report):
+        if not self._commit(emitted, marks, report, owner=handler.name):
             return False
         report.handled += 1
         report.emitted += len(emitted)
         return True
 
-    def _commit(self, emitted: Emitted, marks: _Checkpoints, report: RunReport) -> bool:
-        moves = marks.lagging()
+    def _commit(self, emitted: Emitted, marks: _Checkpoints, report: RunReport, owner: str | None = None) -> bool:
+        moves = marks.lagging(owner)
         if not emitted and not moves:
             return True
         try:

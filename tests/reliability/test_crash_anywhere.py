@@ -43,7 +43,7 @@ from selfheal.edges.processes import marked_processes
 from tests.reliability.crash_world import World
 
 #: handlers whose work is an effect outside the log: just before their transaction, the effect is done
-EFFECTS = {"canary-run", "commit-write", "reload-verify", "deliver-alert"}
+EFFECTS = {"canary-run", "commit-write", "reload-verify", "alert-deliver"}
 
 
 @pytest.fixture(scope="module")
