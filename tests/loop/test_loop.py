@@ -6,7 +6,7 @@ import pytest
 
 from selfheal.edges.sim import bundled_scenarios, simulate
 from selfheal.handlers.intents import bound_seed
-from selfheal.handlers.tournament import neighbourhood
+from selfheal.handlers.models.search import neighbourhood
 from selfheal.schemas.actuators import ActuatorBounds
 from selfheal.schemas.serving import ServingConfig
 

@@ -7,7 +7,7 @@ import msgspec
 
 from selfheal.handlers.ports import NoPredictor, Prediction
 from selfheal.edges.sim import simulate
-from selfheal.handlers.tournament import REFINE_MARGIN
+from selfheal.handlers.models.search import REFINE_MARGIN
 from selfheal.projections.base import View
 from selfheal.projections.runs import RunsProjection
 

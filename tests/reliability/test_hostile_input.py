@@ -192,7 +192,7 @@ def test_diagnose_never_raises_on_random_bytes(raw):
 
 
 def test_candidates_stay_inside_bounds_whose_max_is_off_the_grid():
-    from selfheal.handlers.tournament import neighbourhood
+    from selfheal.handlers.models.search import neighbourhood
 
     bounds = ActuatorBounds(
         gpu_memory_utilization=Actuator(name="gpu_memory_utilization", min=0.6, max=0.92, step=0.05),

@@ -1,0 +1,103 @@
+"""The tournament's search space: which actuators a failure makes worth moving, every config
+around production within the bounds, and a coordinate-ascent climb on a predictor.
+
+Pure: configs and bounds in, configs out; the predictor is any function of a config. The
+tournament reactor (handlers/tournament.py) decides with it and records what it decided.
+"""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+from selfheal.schemas.actuators import ActuatorBounds
+from selfheal.schemas.failures import FailureKind
+from selfheal.schemas.serving import ServingConfig
+
+#: the actuators worth searching for each failure kind, most relevant first
+RELEVANT: dict[FailureKind, tuple[str, ...]] = {
+    "startup_free_memory_below_utilization": ("gpu_memory_utilization", "max_model_len", "max_num_seqs"),
+    "no_kv_cache_memory": ("gpu_memory_utilization", "max_num_seqs", "max_num_batched_tokens", "enforce_eager"),
+    "max_model_len_exceeds_kv_cache": ("max_model_len", "gpu_memory_utilization", "enforce_eager"),
+    "cuda_oom_allocation": ("max_num_seqs", "gpu_memory_utilization", "max_num_batched_tokens"),
+    "cuda_graph_oom": ("enforce_eager", "gpu_memory_utilization", "max_num_seqs"),
+    "batched_tokens_below_model_len": ("max_num_batched_tokens", "max_model_len"),
+    "other_config_error": ("max_model_len", "max_num_batched_tokens", "max_num_seqs"),
+    "preemption_storm": ("max_num_seqs", "gpu_memory_utilization", "max_model_len"),
+    "kv_cache_pressure": ("max_num_seqs", "gpu_memory_utilization", "max_model_len"),
+    "queue_growth": ("max_num_seqs", "max_num_batched_tokens", "gpu_memory_utilization"),
+    "cotenant_oom": ("gpu_memory_utilization", "max_model_len", "max_num_seqs"),
+}
+
+#: a refinement costs one more canary after a seed that already works, so it is spent only
+#: when the predictor expects at least 5% more fitness than the seed: a gain that clearly
+#: exceeds the gap between a prediction and a canary's measurement, not a rounding win
+REFINE_MARGIN = 1.05
+#: predictions a refinement may make: a simulated one costs milliseconds, and a passing seed
+#: should reach its promotion in well under a second; BRACKET values are tried per narrowing
+REFINE_BUDGET, BRACKET = 48, 6
+
+
+def relevant_actuators(kinds: list[FailureKind]) -> list[str]:
+    out: list[str] = []
+    for kind in kinds:
+        for name in RELEVANT.get(kind, RELEVANT["other_config_error"]):
+            if name not in out:
+                out.append(name)
+    return out
+
+
+def _values(name: str, current: ServingConfig, bounds: ActuatorBounds) -> list:
+    if name == "enforce_eager":
+        return [not current.enforce_eager] if bounds.enforce_eager_allowed or current.enforce_eager else []
+    return [v for v in bounds.numeric()[name].grid() if v != getattr(current, name)]
+
+
+def neighbourhood(current: ServingConfig, names: list[str], bounds: ActuatorBounds,
+                  max_changes: int) -> list[ServingConfig]:
+    """Every config that changes 1..max_changes of `names` to other values inside the bounds."""
+    values = {name: _values(name, current, bounds) for name in names}
+    out = []
+    for k in range(1, max_changes + 1):
+        for combo in itertools.combinations(names, k):
+            for picked in itertools.product(*(values[n] for n in combo)):
+                out.append(current.changed(**dict(zip(combo, picked))))
+    return out
+
+
+def climb(start: ServingConfig, start_fitness: float, names: list[str], current: ServingConfig,
+          bounds: ActuatorBounds, max_changes: int, fitness: Callable[[ServingConfig], float],
+          budget: Callable[[], int]) -> tuple[ServingConfig, float]:
+    """Coordinate ascent on `fitness` from `start`, while `budget()` (predictions made so far)
+    stays under REFINE_BUDGET.
+
+    Unlike predicting the whole neighbourhood (thousands of simulations on a wide grid,
+    seconds of work), this narrows each actuator's grid down around its best value, BRACKET
+    values at a time, moving one actuator at a time and never changing more than
+    `max_changes` parameters of `current` (production). It finds the best of a grid whose
+    fitness rises to a peak or a cliff (more KV room, until the config no longer fits),
+    which is the shape memory parameters have; it may miss a second, distant peak.
+    Returns (best config, its fitness)."""
+    best, best_fitness = start, start_fitness
+    for _ in range(len(names)):  # sweeps: a move on one actuator can open a better value on another
+        moved = False
+        for name in names:
+            changed = current.diff(best)
+            if name not in changed and len(changed) >= max_changes:
+                continue
+            if name == "enforce_eager" and not (bounds.enforce_eager_allowed or current.enforce_eager):
+                continue
+            grid = [False, True] if name == "enforce_eager" else bounds.numeric()[name].grid()
+            lo, hi = 0, len(grid) - 1
+            while budget() < REFINE_BUDGET:
+                picks = sorted({lo + round(i * (hi - lo) / (BRACKET - 1)) for i in range(BRACKET)})
+                scored = [(fitness(best.changed(**{name: grid[i]})), -k, i) for k, i in enumerate(picks)]
+                top, _, at = max(scored)
+                if top > best_fitness:
+                    best, best_fitness, moved = best.changed(**{name: grid[at]}), top, True
+                if hi - lo < BRACKET:
+                    break
+                k = picks.index(at)
+                lo, hi = picks[max(0, k - 1)], picks[min(len(picks) - 1, k + 1)]
+        if not moved or budget() >= REFINE_BUDGET:
+            break
+    return best, best_fitness
