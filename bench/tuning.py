@@ -49,7 +49,7 @@ from selfheal.edges.deployments import from_scenario  # noqa: E402
 from selfheal.edges.sim import bundled_scenarios, load_scenario, simulate  # noqa: E402
 from selfheal.eventstore import open_store  # noqa: E402
 from selfheal.handlers import loop  # noqa: E402
-from selfheal.handlers.scoring import score  # noqa: E402
+from selfheal.handlers.models.scoring import score  # noqa: E402
 from selfheal.schemas.config import parse_settings  # noqa: E402
 from selfheal.schemas.events import IncidentSource  # noqa: E402
 

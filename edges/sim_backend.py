@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from selfheal.edges.canary import CanaryOutcome, Prediction, measurements_of
+from selfheal.handlers.ports import CanaryOutcome, Prediction, measurements_of
 from selfheal.edges.sim import simulate
-from selfheal.edges.sim.scenario import Scenario
-from selfheal.handlers.scoring import score
+from selfheal.schemas.scenario import Scenario
+from selfheal.handlers.models.scoring import score
 from selfheal.schemas.serving import ServingConfig
 
 

@@ -1,8 +1,9 @@
 """The `sim` canary backend: `simulate(scenario, config) -> SimResult`.
 
-Startup follows memory.py (memory_model.md §1, §5), the load phase serving.py (§4), and every
-line of output is vLLM's own wording from logtext.py. Nothing reads a clock or a random
-generator: the same scenario and config give the same SimResult, byte for byte.
+Startup follows handlers/models/memory.py (memory_model.md §1, §5), the load phase
+handlers/models/serving.py (§4), and every line of output is vLLM's own wording from
+logtext.py. Nothing reads a clock or a random generator: the same scenario and config give
+the same SimResult, byte for byte.
 
 Failure kinds (`failure_kind`) and the stage they belong to:
   config   F0  other_config_error, batched_tokens_below_model_len
@@ -23,9 +24,11 @@ import msgspec
 
 from selfheal.edges.sim import logtext as lt
 from selfheal.edges.sim.logtext import API, ENGINE, Log
-from selfheal.edges.sim.memory import CUDA_CTX, FULL_GRAPH_CAP, GIB, Startup, account, capture_sizes
-from selfheal.edges.sim.scenario import Scenario, load_scenario
-from selfheal.edges.sim.serving import Load, run_load
+from selfheal.edges.sim.scenario import load_scenario
+from selfheal.handlers.models.memory import CUDA_CTX, FULL_GRAPH_CAP, GIB, Startup, account, capture_sizes
+from selfheal.handlers.models.serving import Load, run_load
+from selfheal.schemas.failures import FailureKind
+from selfheal.schemas.scenario import Scenario
 from selfheal.schemas.serving import ServingConfig
 
 # simulated startup durations, seconds [est; real 0.23 logs: weights ~5 s, compile 20-30 s, capture ~7 s]
@@ -50,7 +53,7 @@ class SimResult(msgspec.Struct, frozen=True, kw_only=True):
     config: ServingConfig
     started: bool
     passed_load: bool
-    failure_kind: str | None
+    failure_kind: FailureKind | None
     failure_stage: str | None     # "config" | "startup" | "load"
     failure_mode: str | None      # "F0".."F8" of memory_model.md §1.10
     log_text: str

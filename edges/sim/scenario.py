@@ -1,4 +1,4 @@
-"""Scenario files for the `sim` canary backend: TOML in, frozen Structs out.
+"""Scenario files for the `sim` canary backend: TOML in, frozen Structs (schemas/scenario.py) out.
 
 A scenario is one deployment the simulator can start: the GPU(s), what else runs on them
 (co-tenants), the model's shape, the production config, the load the canary replays, and
@@ -10,18 +10,16 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated
 
 import msgspec
 
 from selfheal.schemas.actuators import Actuator, ActuatorBounds
+from selfheal.schemas.scenario import (
+    Cotenant, EngineSpec, GpuSpec, ModelSpec, Positive, Scenario, Strict, Workload,
+)
 from selfheal.schemas.serving import TUNABLE, ServingConfig
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
-
-Positive = Annotated[float, msgspec.Meta(gt=0)]
-NonNegative = Annotated[float, msgspec.Meta(ge=0)]
-PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 
 
 class ScenarioError(ValueError):
@@ -33,83 +31,13 @@ class ScenarioError(ValueError):
         super().__init__(f"scenario file {file}: {where}{problem}")
 
 
-class _Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    pass
-
-
-class GpuSpec(_Strict, kw_only=True):
-    name: str
-    #: total memory as vLLM reports it (cudaMemGetInfo), e.g. 23.53 for a 24 GB card (memory_model.md §1.1.5)
-    total_gib: Positive
-    #: GPUs used; the simulator runs one worker per GPU, i.e. tensor_parallel_size = count
-    count: PositiveInt = 1
-    #: memory bandwidth and effective dense bf16 throughput for the roofline of memory_model.md §4
-    bandwidth_tbs: Positive
-    tflops: Positive
-
-
-class Cotenant(_Strict, kw_only=True):
-    name: str
-    pid: PositiveInt
-    used_gib: NonNegative
-    #: what it grows to during the load phase (speech bursts); growth beyond the slack is F8
-    peak_gib: NonNegative | None = None
-    gpu: Annotated[int, msgspec.Meta(ge=0)] = 0
-
-    @property
-    def growth_gib(self) -> float:
-        return max(0.0, (self.peak_gib if self.peak_gib is not None else self.used_gib) - self.used_gib)
-
-
-class ModelSpec(_Strict, kw_only=True):
-    name: str
-    architecture: str = "LlamaForCausalLM"
-    #: as vLLM's engine config prints it, e.g. "awq_marlin"; None for bf16 checkpoints
-    quantization: str | None = None
-    layers: PositiveInt
-    attention_heads: PositiveInt
-    kv_heads: PositiveInt
-    head_dim: PositiveInt
-    hidden_size: PositiveInt
-    intermediate_size: PositiveInt
-    vocab_size: PositiveInt
-    max_position_embeddings: PositiveInt
-    #: total parameters in billions; drives the compute term of the roofline
-    params_b: Positive
-    #: weight memory per GPU as "Model loading took X GiB" would print it (memory_model.md §1.2)
-    weights_gib: Positive
-    #: bytes per KV / activation element (2 for bf16/fp16, memory_model.md §1.4)
-    dtype_bytes: PositiveInt = 2
-    #: CUDA-graph memory estimate at vLLM's default 51 piecewise + 35 full graphs (memory_model.md §3)
-    cudagraph_gib: NonNegative
-
-
-class EngineSpec(_Strict, kw_only=True):
-    #: VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS (on by default since v0.21.0, memory_model.md §1.3)
-    estimate_cudagraphs: bool = True
-    #: chunked prefill is the V1 default; off re-enables the mnbt >= max_model_len check (§1.8)
-    chunked_prefill: bool = True
-
-
-class Workload(_Strict, kw_only=True):
-    #: requests in flight at once, as production sends them (closed loop)
-    concurrent_users: PositiveInt
-    #: mean prompt length; prompts spread deterministically over 0.5x..1.5x of it
-    prompt_tokens: PositiveInt
-    output_tokens: PositiveInt
-    #: requests in the load phase
-    requests: PositiveInt
-    #: more preemptions than this fraction of requests fails the load phase (F7)
-    max_preemption_ratio: NonNegative = 0.1
-
-
-class _ActuatorSpec(_Strict, kw_only=True):
+class _ActuatorSpec(Strict, kw_only=True):
     min: float | None = None
     max: float | None = None
     step: Positive | None = None
 
 
-class _ActuatorsSpec(_Strict, kw_only=True):
+class _ActuatorsSpec(Strict, kw_only=True):
     gpu_memory_utilization: _ActuatorSpec | None = None
     max_num_seqs: _ActuatorSpec | None = None
     max_model_len: _ActuatorSpec | None = None
@@ -117,7 +45,7 @@ class _ActuatorsSpec(_Strict, kw_only=True):
     enforce_eager_allowed: bool = True
 
 
-class _ScenarioFile(_Strict, kw_only=True):
+class _ScenarioFile(Strict, kw_only=True):
     name: str
     description: str
     gpu: GpuSpec
@@ -127,27 +55,6 @@ class _ScenarioFile(_Strict, kw_only=True):
     current: ServingConfig
     workload: Workload
     actuators: _ActuatorsSpec = _ActuatorsSpec()
-
-
-class Scenario(msgspec.Struct, frozen=True, kw_only=True):
-    name: str
-    description: str
-    gpu: GpuSpec
-    cotenants: list[Cotenant]
-    model: ModelSpec
-    engine: EngineSpec
-    current: ServingConfig
-    workload: Workload
-    actuators: ActuatorBounds
-    #: where it was read from
-    source: str
-
-    @property
-    def tensor_parallel_size(self) -> int:
-        return self.gpu.count
-
-    def cotenants_on(self, gpu: int) -> list[Cotenant]:
-        return sorted((c for c in self.cotenants if c.gpu == gpu), key=lambda c: c.pid)
 
 
 def bundled_scenarios() -> list[str]:

@@ -6,7 +6,7 @@ import pytest
 
 from selfheal.edges.sim import bundled_scenarios, load_scenario, simulate
 from selfheal.handlers.observer.rules import KINDS, RULES
-from selfheal.handlers.tournament import RELEVANT
+from selfheal.handlers.models.search import RELEVANT
 from selfheal.schemas.events import CanaryMeasurements, EVENT_TYPES
 from selfheal.schemas.failures import CONFIG_KINDS, FAILURE_KINDS, FINDING_KINDS, OutcomeKind
 from selfheal.schemas.jsonschema import render

@@ -1,10 +1,12 @@
 """The §3 fixtures of vllm/memory_model.md, within the tolerances it states."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from selfheal.edges.sim import load_scenario, simulate
-from selfheal.edges.sim.memory import GIB, account, capture_sizes, graph_counts, kv_bytes_per_token
+from selfheal.edges.sim import load_scenario, parse_scenario, simulate
+from selfheal.handlers.models.memory import GIB, account, capture_sizes, graph_counts, kv_bytes_per_token
 
 A = "a-llama8b-24gb"
 B = "b-qwen7b-16gb"
@@ -120,8 +122,6 @@ def test_fixture_d_l40s_knife_edge():
 
 def test_tp_workers_take_the_min_of_blocks():
     """A co-tenant on GPU 1 only makes worker 1 fail the gate, on device cuda:1."""
-    from selfheal.edges.sim import parse_scenario
-    from pathlib import Path
     text = Path(load_scenario(D_A6000).source).read_text()
     s = parse_scenario(text.replace("[model]", '[[cotenants]]\nname = "embedder"\npid = 3300\nused_gib = 6.0\n'
                                                'gpu = 1\n\n[model]'), source="variant.toml")

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from selfheal.edges.sim import bundled_scenarios, load_scenario, parse_scenario, simulate
-from selfheal.edges.sim.memory import kv_bytes_per_token
-from selfheal.edges.sim.serving import decode_step_ms, prompt_lengths
+from selfheal.handlers.models.memory import account, kv_bytes_per_token
+from selfheal.handlers.models.serving import decode_step_ms, prompt_lengths, run_load
 
 A = "a-llama8b-24gb"
 
@@ -162,8 +163,6 @@ def test_scheduler_policy_is_v1_fcfs():
     most recently admitted request and admits nothing in a step that preempted (RECOMPUTE, §1.9). Either
     policy change moves these numbers (preempting the oldest instead gives 5 and 21; admitting after a
     preemption gives 73 and 320)."""
-    from selfheal.edges.sim.memory import account
-    from selfheal.edges.sim.serving import run_load
     s = load_scenario(A)
     for seqs, preemptions in ((8, 37), (16, 166)):
         c = s.current.changed(gpu_memory_utilization=0.75, max_model_len=8192, max_num_seqs=seqs)
@@ -173,9 +172,6 @@ def test_scheduler_policy_is_v1_fcfs():
 
 
 def test_a_request_that_cannot_fit_alone_stops_the_load_phase():
-    import msgspec
-    from selfheal.edges.sim.memory import account
-    from selfheal.edges.sim.serving import run_load
     s = load_scenario(A)
     c = s.current.changed(max_model_len=32768)
     tiny = msgspec.structs.replace(account(s, c), num_blocks=5)      # 4 usable blocks: 64 tokens

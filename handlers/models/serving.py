@@ -20,8 +20,9 @@ from collections import deque
 
 import msgspec
 
-from selfheal.edges.sim.memory import BLOCK_SIZE, Startup, gib
-from selfheal.edges.sim.scenario import Cotenant, Scenario
+from selfheal.handlers.models.memory import BLOCK_SIZE, Startup, gib
+from selfheal.schemas.failures import FailureKind
+from selfheal.schemas.scenario import Cotenant, Scenario
 from selfheal.schemas.serving import ServingConfig
 
 #: per-step scheduling + launch overhead with CUDA graphs [est; c0 of §4]
@@ -99,7 +100,7 @@ class CotenantOom(msgspec.Struct, frozen=True, kw_only=True):
 
 class Load(msgspec.Struct, frozen=True, kw_only=True):
     passed: bool
-    failure_kind: str | None          # "preemption_storm" | "cotenant_oom" | None
+    failure_kind: FailureKind | None  # "preemption_storm" | "cotenant_oom" | "requests_rejected" | None
     completed: int
     duration_s: float
     throughput_tok_s: float

@@ -1,6 +1,6 @@
 """vLLM V1 startup memory accounting, per GPU worker (memory_model.md §1 and §5).
 
-Pure arithmetic on integer bytes: no text here (logtext.py renders it), no load phase
+Pure arithmetic on integer bytes: no text here (edges/sim/logtext.py renders it), no load phase
 (serving.py). `account(scenario, config)` walks vLLM's startup in order and stops at the
 first failure, F0 (config validation) to F6 (post-KV OOM), exactly as vLLM would.
 """
@@ -10,7 +10,8 @@ import math
 
 import msgspec
 
-from selfheal.edges.sim.scenario import Scenario
+from selfheal.schemas.failures import FindingKind
+from selfheal.schemas.scenario import Scenario
 from selfheal.schemas.serving import ServingConfig
 
 GIB = 1 << 30
@@ -57,7 +58,7 @@ class Oom(msgspec.Struct, frozen=True, kw_only=True):
 
 class Failure(msgspec.Struct, frozen=True, kw_only=True):
     mode: str            # "F0".."F6" of §1.10
-    kind: str            # failure kind of error_formats.md
+    kind: FindingKind    # failure kind of error_formats.md
     stage: str           # "config" | "startup"
     rank: int = 0        # the worker that raised
     check: str = ""      # F0: which validation; F3: "forward" | "sampler"
