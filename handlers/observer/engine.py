@@ -57,11 +57,9 @@ class Matcher:
         self.canonical = compiled.canonical
 
 
-def compile_rules(rules: Iterable[RuleSpec] | None = None) -> tuple[Matcher, ...]:
-    """Compile rules once (the built-in ones when none are given); refuse malformed ones."""
-    if rules is None:
-        from selfheal.handlers.observer.rules import builtin_ruleset
-        return builtin_ruleset().matchers
+def compile_rules(rules: Iterable[RuleSpec]) -> tuple[Matcher, ...]:
+    """Compile rules once; refuse malformed ones. (The built-in rules, compiled, are
+    `rules.builtin_ruleset().matchers`: the rules package builds on this module, not the reverse.)"""
     matchers, seen = [], set()
     for i, rule in enumerate(rules):
         if rule.id in seen:

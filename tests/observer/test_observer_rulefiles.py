@@ -3,10 +3,12 @@ disagrees with the built-in one (what shadow evaluation will look for)."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
 from selfheal.handlers.observer import diagnose
+from selfheal.handlers.observer import rules as rules_package
 from selfheal.handlers.observer.diagnose import MATCHERS
 from selfheal.handlers.observer.rules import (RuleFileError, RuleSet, RuleSpec, builtin_rule_text, builtin_ruleset,
                                      load_rule_file, parse_rules)
@@ -266,11 +268,7 @@ def test_a_planted_disagreement_loads_and_diagnoses_differently():
 
 
 def test_the_format_example_in_the_readme_loads():
-    from pathlib import Path
-
-    import selfheal.handlers.observer.rules as package
-
-    readme = (Path(package.__file__).parent / "README.md").read_text(encoding="utf-8")
+    readme = (Path(rules_package.__file__).parent / "README.md").read_text(encoding="utf-8")
     example = re.search(r"```toml\n(.*?)```", readme, re.DOTALL).group(1)
     rs = parse_rules(example, "README.md")
     assert rs.version == "builtin-2" and rs.diagnose(WARMUP).primary.fix == {"max_num_seqs": 128}

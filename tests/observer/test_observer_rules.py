@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from selfheal.handlers.observer import diagnose
+from selfheal.handlers.observer.rules import CONTEXT, RULES
 from selfheal.schemas.actuators import Actuator, ActuatorBounds
 from selfheal.schemas.serving import ServingConfig
 
@@ -369,7 +370,6 @@ def test_variant(case):
 
 
 def test_every_failure_rule_has_a_case():
-    from selfheal.handlers.observer.rules import CONTEXT, RULES
     seen = set()
     for _, text, current, *_ in CASES:
         seen.update(f.rule for f in diagnose(text, current=current).findings)

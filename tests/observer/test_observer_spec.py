@@ -12,6 +12,8 @@ from selfheal.handlers.observer.engine import compile_rules, expand_pattern, sca
 from selfheal.handlers.observer.logtext import LogText
 from selfheal.handlers.observer.rules import CONTEXT, KINDS, FixSpec, Number, RuleSpec
 from selfheal.schemas.serving import TUNABLE
+from test_observer_healthy import HEALTHY
+from test_observer_rules import CASES
 
 SAMPLES = Path(__file__).parent / "samples"
 
@@ -29,9 +31,6 @@ def test_rule_ids_are_unique_and_versioned():
 
 def test_every_rule_fires_on_some_sample():
     # proves each pre-filter is consistent with its patterns (else the rule could never fire)
-    from test_observer_healthy import HEALTHY
-    from test_observer_rules import CASES
-
     texts = [c[1] for c in CASES] + HEALTHY + [p.read_text() for p in SAMPLES.glob("*.log")]
     fired = {h.matcher.rule.id for text in texts for h in scan(LogText(text), MATCHERS)}
     assert fired == {r.id for r in RULES}
