@@ -52,6 +52,8 @@ class Preflight(Activity):
         stream = f"run-{e.run_id}"
         try:
             snapshot = self.deployments[e.deployment].inventory.snapshot()
+            if not snapshot:  # the port promises devices or InventoryUnavailable; hold an adapter to it
+                raise InventoryUnavailable("the inventory read no device", source="preflight")
         except InventoryUnavailable as exc:
             rejected = PreflightRejected(run_id=e.run_id, candidate_id=e.candidate_id, reason=str(exc),
                                          required_bytes=0, free_bytes=0, margin_bytes=self.margin, snapshot=[])
