@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 
-
 from selfheal.edges.deployments import from_scenario
 from selfheal.handlers.ports import InventoryUnavailable
 from selfheal.handlers.preflight import Preflight
