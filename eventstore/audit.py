@@ -55,28 +55,14 @@ def events(
     return store.recorder.query(where, limit)
 
 
-class _JsonRow(msgspec.Struct):
-    position: int
-    event_id: str
-    stream: str
-    version: int
-    type: str
-    schema_version: int
-    occurred_at: str
-    recorded_at: str
-    correlation_id: str | None
-    causation_id: str | None
-    data: msgspec.Raw
-    hash: str
-
-
 _encode = msgspec.json.Encoder().encode
 
 
 def row_json(row: StoredEvent) -> str:
     """One JSON object: every column, `data` as an object (not a string)."""
-    fields = msgspec.structs.astuple(row)
-    return _encode(_JsonRow(*fields[:10], msgspec.Raw(row.data.encode()), row.hash)).decode()
+    columns = msgspec.structs.asdict(row)
+    columns["data"] = msgspec.Raw(row.data.encode())
+    return _encode(columns).decode()
 
 
 def verify(store: EventStore) -> VerifyReport:

@@ -9,43 +9,35 @@ who recomputes every later hash. To pin the log against that, record the head ha
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 import msgspec
 
+from selfheal.eventstore.recorder import COLUMNS, index
+
 GENESIS = "0" * 64
+#: the hash is the last column, and covers every column before it
+HASH = index("hash")
+assert HASH == len(COLUMNS) - 1
+POSITION = index("position")
 
 _encode = msgspec.json.Encoder().encode
 
 
-def row_hash(
-    previous: str,
-    position: int,
-    event_id: str,
-    stream: str,
-    version: int,
-    type: str,
-    schema_version: int,
-    occurred_at: str,
-    recorded_at: str,
-    correlation_id: str | None,
-    causation_id: str | None,
-    data: str,
-) -> str:
-    canonical = _encode(
-        [previous, position, event_id, stream, version, type, schema_version,
-         occurred_at, recorded_at, correlation_id, causation_id, data]
-    )
-    return hashlib.sha256(canonical).hexdigest()
+def row_hash(previous: str, row: Sequence) -> str:
+    """The hash of a row (a tuple in table column order; a trailing `hash` is left out)."""
+    return hashlib.sha256(_encode((previous, *row[:HASH]))).hexdigest()
 
 
 def chain_rows(
     events, stream: str, *, position: int, version: int, previous: str, recorded_at: str
 ) -> list[tuple]:
-    """Rows (in `events` table column order) for `events`, continuing a chain.
+    """Rows (tuples in COLUMNS order) for `events`, continuing a chain.
 
     `position` and `version` are the last ones already used; `previous` is the hash of the
     row at `position`. Shared by every recorder so the chain is computed one way only;
-    the canonical form is `row_hash`'s, inlined here because this loop runs per event.
+    the canonical form is `row_hash`'s, inlined here because this loop runs per event (and so
+    is the row, spelled out in COLUMNS order: tests/eventstore checks it column by column).
     """
     rows = []
     sha256, encode = hashlib.sha256, _encode
@@ -68,11 +60,11 @@ def verify_rows(rows) -> "tuple[int, int, str, tuple[int | None, str] | None]":
     previous, expected_position, count = GENESIS, 1, 0
     head = 0
     for row in rows:
-        position = row[0]
+        position = row[POSITION]
         if position != expected_position:
             return count, head, previous, (expected_position, f"position {expected_position} is missing (next stored row is {position})")
-        if row_hash(previous, *row[:11]) != row[11]:
+        if row_hash(previous, row) != row[HASH]:
             return count, head, previous, (position, "hash does not match the row's contents and the previous hash")
-        previous, head, count = row[11], position, count + 1
+        previous, head, count = row[HASH], position, count + 1
         expected_position += 1
     return count, head, previous, None

@@ -13,7 +13,7 @@ from datetime import datetime
 import msgspec
 
 from selfheal.eventstore.errors import CheckpointConflict, ConcurrencyError, DuplicateEventConflict
-from selfheal.eventstore.hashing import GENESIS, chain_rows, verify_rows
+from selfheal.eventstore.hashing import GENESIS, HASH, POSITION, chain_rows, verify_rows
 from selfheal.eventstore.recorder import (
     AppendRequest, Break, CheckpointAdvance, EventFilter, NewEvent, Recorder, StoredEvent, VerifyReport,
     system_clock, utc_iso,
@@ -54,8 +54,8 @@ class InMemoryRecorder(Recorder):
         rows = chain_rows(events, request.stream, position=head[0], version=version, previous=head[1],
                           recorded_at=utc_iso(self._clock()))
         pending.extend(StoredEvent(*row) for row in rows)
-        head[0], head[1] = rows[-1][0], rows[-1][11]
-        return [r[0] for r in rows]
+        head[0], head[1] = rows[-1][POSITION], rows[-1][HASH]
+        return [r[POSITION] for r in rows]
 
     def append_many(self, requests: Sequence[AppendRequest],
                     checkpoints: Sequence[CheckpointAdvance] = ()) -> list[list[int]]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import abc
 import functools
+import operator
+import typing
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 
@@ -49,7 +51,10 @@ class NewEvent(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class StoredEvent(msgspec.Struct, frozen=True):
-    """One row as stored: the columns of the `events` table, in column order."""
+    """One row as stored: the columns of the `events` table, in column order.
+
+    This is the one list of those columns: the table, every SQL column list, every row index
+    and the hashed form of a row derive from it (`COLUMNS`, `REQUIRED`, `index`)."""
 
     position: int
     event_id: str
@@ -63,6 +68,19 @@ class StoredEvent(msgspec.Struct, frozen=True):
     causation_id: str | None
     data: str
     hash: str
+
+
+#: the columns of the `events` table, in order
+COLUMNS: tuple[str, ...] = StoredEvent.__struct_fields__
+#: the columns no row may leave empty (NOT NULL in the table)
+REQUIRED: tuple[str, ...] = tuple(
+    f.name for f in msgspec.structs.fields(StoredEvent) if type(None) not in typing.get_args(f.type)
+)
+
+
+def index(column: str, columns: Sequence[str] = COLUMNS) -> int:
+    """Where `column` stands in a row of `columns` (default: a whole row, in table order)."""
+    return columns.index(column)
 
 
 class AppendRequest(msgspec.Struct, frozen=True):
@@ -148,6 +166,38 @@ class Recorder(abc.ABC):
         page: int = 1000,
     ) -> Iterator[StoredEvent]:
         """Rows with position > after (and <= until), in order, fetched page by page."""
+
+    def pages(
+        self,
+        columns: Sequence[str],
+        after: int = 0,
+        *,
+        types: Iterable[str] | None = None,
+        until: int | None = None,
+        bodies: Iterable[str] | None = None,
+        page: int = 1000,
+    ) -> Iterator[list[tuple]]:
+        """What `read` reads, as tuples of `columns` (names from COLUMNS), a page (list) at a time.
+
+        `data` is None in the rows whose type is not in `bodies` (None: every row carries its
+        body), so a fold that needs only the envelope of most rows neither fetches nor copies
+        their bodies. The lists are the caller's: no Struct per row, no generator per row.
+        This generic version serves any backend; a database backend selects the columns itself.
+        """
+        get = operator.attrgetter(*columns) if len(columns) > 1 else (lambda row: (getattr(row, columns[0]),))
+        data = columns.index("data") if "data" in columns else None
+        keep = None if bodies is None or data is None else frozenset(bodies)
+        batch: list[tuple] = []
+        for row in self.read(after, types=types, until=until, page=page):
+            values = get(row)
+            if keep is not None and row.type not in keep:
+                values = (*values[:data], None, *values[data + 1:])
+            batch.append(values)
+            if len(batch) == page:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
 
     @abc.abstractmethod
     def query(self, where: EventFilter, limit: int | None = None) -> Iterator[StoredEvent]:

@@ -1,6 +1,7 @@
 """The typed log: Structs in, Structs out, over any Recorder."""
 from __future__ import annotations
 
+import operator
 import os
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -8,13 +9,18 @@ from datetime import datetime
 
 import msgspec
 
+from selfheal.eventstore.errors import CorruptEvent
 from selfheal.eventstore.recorder import (
     AppendRequest, CheckpointAdvance, NewEvent, Recorder, StoredEvent, parse_utc, utc_iso,
 )
-from selfheal.schemas.codec import decode, encode, fast_decoder
-from selfheal.schemas.events import Event
+from selfheal.eventstore.codec import decode, encode, fast_decoder
+from selfheal.schemas.events import EVENT_TYPES, Event
 
 _NAMESPACE = uuid.UUID("6c8f6c1e-8a43-4f0e-9d7c-5e1f3b2a9d10")
+
+
+def _names(types: Iterable[str | type] | None) -> list[str] | None:
+    return None if types is None else [t if isinstance(t, str) else t.__name__ for t in types]
 
 
 def derived_id(*parts: str) -> str:
@@ -44,8 +50,8 @@ class Pending(msgspec.Struct, frozen=True, kw_only=True):
         )
 
 
-class Recorded(msgspec.Struct, frozen=True):
-    """An event as read back: its place in the log and its typed body."""
+class Placed(msgspec.Struct, frozen=True):
+    """Where and when an event stands in the log: what Recorded and Envelope share."""
 
     position: int
     event_id: str
@@ -55,15 +61,20 @@ class Recorded(msgspec.Struct, frozen=True):
     recorded_at: str
     correlation_id: str | None
     causation_id: str | None
+
+    @property
+    def occurred(self) -> datetime:
+        return parse_utc(self.occurred_at)
+
+
+class Recorded(Placed, frozen=True):
+    """An event as read back: its place in the log and its typed body."""
+
     event: Event
 
     @property
     def type(self) -> str:
         return type(self.event).__name__
-
-    @property
-    def occurred(self) -> datetime:
-        return parse_utc(self.occurred_at)
 
     def follow(self, event: Event, role: str, *, occurred_at: datetime | None = None) -> Pending:
         """An event caused by this one: same correlation, this event as its cause, its time
@@ -75,10 +86,62 @@ class Recorded(msgspec.Struct, frozen=True):
         )
 
 
+class Envelope(Placed, frozen=True):
+    """An event as read back without its body: what a fold that counts or times events needs
+    (see `Projection.body`). Reading it costs no decoding, and on SQLite no body is fetched."""
+
+    type: str
+
+
+#: the columns a typed read fetches, in this order: where the event stands (a Recorded but
+#: its body), then what decodes the body. `row[:PLACED]` is a Recorded's envelope, and
+#: `row[:PLACED + 1]` an Envelope's.
+READ_COLUMNS: tuple[str, ...] = (*Placed.__struct_fields__, "type", "schema_version", "data")
+PLACED = len(Placed.__struct_fields__)
+POSITION, TYPE, SCHEMA_VERSION, DATA = (READ_COLUMNS.index(c) for c in ("position", "type", "schema_version", "data"))
+
+
+#: what a decoder raises for a body it cannot read (TypeError: no body at all)
+DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, TypeError)
+
+
+class Decoders(dict):
+    """(type, schema_version) -> the decoder of bodies already at the current version, or None
+    (those take `decode`, which upcasts): one lookup per row on the hot path of every read."""
+
+    def __missing__(self, key: tuple[str, int]):
+        found = self[key] = fast_decoder(*key)
+        return found
+
+    def body(self, row: tuple) -> Event:
+        """The typed event of a row of READ_COLUMNS; a body that does not decode is a
+        CorruptEvent (an unknown type or newer version an UnknownEventType) naming the position."""
+        fast = self[row[TYPE], row[SCHEMA_VERSION]]
+        if fast is not None:
+            try:
+                return fast(row[DATA])
+            except DECODE_ERRORS:
+                pass  # decode says what is wrong, and where
+        if row[DATA] is None:  # a body read where it was asked for is empty only in a damaged file
+            self.check(row[TYPE], row[SCHEMA_VERSION], row[POSITION])
+            raise CorruptEvent(f"position {row[POSITION]}: damaged row ({row[TYPE]} has no body); "
+                               "`selfheal verify` tells where the log breaks")
+        return decode(row[TYPE], row[SCHEMA_VERSION], row[DATA], where=f"position {row[POSITION]}: ")
+
+    def check(self, type_name: str, schema_version: int, position: int) -> None:
+        """Refuse a type or version this build cannot read, as decoding it would, without a body."""
+        if self[type_name, schema_version] is None:
+            cls = EVENT_TYPES.get(type_name)
+            if cls is None or schema_version > cls.SCHEMA_VERSION:  # decode refuses these before any body
+                decode(type_name, schema_version, "{}", where=f"position {position}: ")
+
+
+_placed = operator.attrgetter(*Placed.__struct_fields__)
+
+
 def typed(row: StoredEvent) -> Recorded:
     event = decode(row.type, row.schema_version, row.data, where=f"position {row.position}: ")
-    return Recorded(row.position, row.event_id, row.stream, row.version, row.occurred_at,
-                    row.recorded_at, row.correlation_id, row.causation_id, event)
+    return Recorded(*_placed(row), event)
 
 
 class EventStore:
@@ -95,24 +158,16 @@ class EventStore:
 
     def read(self, after: int = 0, *, types: Iterable[str | type] | None = None,
              until: int | None = None) -> Iterator[Recorded]:
-        names = None if types is None else [t if isinstance(t, str) else t.__name__ for t in types]
-        # the hot path of every rebuild: one cached decoder per (type, version), no upcasting
-        decoders: dict[tuple[str, int], object] = {}
-        for row in self.recorder.read(after, types=names, until=until):
-            key = (row.type, row.schema_version)
-            fast = decoders.get(key, False)
-            if fast is False:
-                fast = decoders[key] = fast_decoder(*key)
-            if fast is None:
-                yield typed(row)
-                continue
-            try:
-                event = fast(row.data)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                yield typed(row)  # raises CorruptEvent with the position
-                continue
-            yield Recorded(row.position, row.event_id, row.stream, row.version, row.occurred_at,
-                           row.recorded_at, row.correlation_id, row.causation_id, event)
+        body = Decoders().body
+        for rows in self.rows(after, types=types, until=until):
+            for row in rows:
+                yield Recorded(*row[:PLACED], body(row))
+
+    def rows(self, after: int = 0, *, types: Iterable[str | type] | None = None, until: int | None = None,
+             bodies: Iterable[str] | None = None) -> Iterator[list[tuple]]:
+        """Pages of rows of READ_COLUMNS, for folds that decode only what they need (`Decoders`);
+        `data` is None in rows whose type is not in `bodies` (None: every row has its body)."""
+        return self.recorder.pages(READ_COLUMNS, after, types=_names(types), until=until, bodies=_names(bodies))
 
     def read_stream(self, stream: str) -> Iterator[Recorded]:
         return map(typed, self.recorder.read_stream(stream))

@@ -4,10 +4,11 @@ A backend's test module subclasses `RecorderContract` and provides `make_recorde
 """
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from selfheal.eventstore.errors import CheckpointConflict, ConcurrencyError, DuplicateEventConflict
-from selfheal.eventstore.recorder import AppendRequest, CheckpointAdvance, EventFilter, NewEvent
+from selfheal.eventstore.recorder import COLUMNS, AppendRequest, CheckpointAdvance, EventFilter, NewEvent
 
 
 def ev(n: int, *, event_id: str | None = None, type: str = "IntentArchived", correlation: str | None = None,
@@ -86,6 +87,18 @@ class RecorderContract:
         assert [r.position for r in recorder.read(0, types=["Y"])] == [2, 4, 6, 8, 10]
         assert [r.position for r in recorder.read(2, until=5)] == [3, 4, 5]
         assert [r.position for r in recorder.read(0, page=3)] == list(range(1, 11))
+
+    def test_pages_give_the_columns_asked_and_bodies_only_where_wanted(self, recorder):
+        recorder.append("a", [ev(i, type="X" if i % 2 else "Y") for i in range(1, 8)])
+        rows = [r for page in recorder.pages(("type", "position", "data"), 1, until=6, page=2) for r in page]
+        assert rows == [(("X" if i % 2 else "Y"), i, f'{{"n":{i}}}') for i in range(2, 7)]
+        assert [len(page) for page in recorder.pages(("position",), page=3)] == [3, 3, 1]
+        masked = [r for page in recorder.pages(("position", "data"), bodies=["Y"]) for r in page]
+        assert masked == [(i, f'{{"n":{i}}}' if i % 2 == 0 else None) for i in range(1, 8)]
+        only_x = [r for page in recorder.pages(("position", "data"), types=["X"], bodies=[]) for r in page]
+        assert only_x == [(1, None), (3, None), (5, None), (7, None)]
+        full = [r for page in recorder.pages(COLUMNS) for r in page]
+        assert full == [msgspec.structs.astuple(r) for r in recorder.read()]
 
     def test_query_filters(self, recorder):
         recorder.append("a", [ev(1, correlation="c1", occurred_at="2026-11-24T06:00:00.000000Z"),
