@@ -25,12 +25,8 @@ def registered() -> list[Projection]:
 def rebuild(store: EventStore, *, as_of: int | None = None,
             progress: Callable[[int], None] | None = None) -> dict:
     """Rebuild every registered projection from scratch in one pass over the log."""
-    view = View(store, registered())
-    for event in store.read(0, until=as_of):
-        view.advance(event)
-        if progress is not None:
-            progress(event.position)
-    return {"position": view.position, "projections": {name: view[name] for name in view.states}}
+    view = View(store, registered()).catch_up(until=as_of, progress=progress)
+    return {"position": view.position, "projections": dict(view.states)}
 
 
 def view_as_of(store: EventStore, as_of: int | None = None) -> View:

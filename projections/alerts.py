@@ -9,7 +9,7 @@ from selfheal.eventstore.store import Recorded
 from selfheal.projections.base import Projection
 
 
-class AlertSummary(msgspec.Struct):
+class AlertSummary(msgspec.Struct, gc=False):  # a read model holds no cycles: not tracked
     alert_id: str
     deployment: str
     kind: str
@@ -37,17 +37,19 @@ class AlertsProjection(Projection[Alerts]):
 
     def apply(self, state: Alerts, event: Recorded) -> Alerts:
         e = event.event
+        shared = self.shared
         if event.type == "AlertRaised":
-            state.by_id[e.alert_id] = AlertSummary(alert_id=e.alert_id, deployment=e.deployment, kind=e.kind,
-                                                   summary=e.summary, fingerprint=e.fingerprint,
-                                                   raised_at=event.occurred, evidence=dict(e.evidence))
+            state.by_id[e.alert_id] = AlertSummary(alert_id=e.alert_id, deployment=shared[e.deployment],
+                                                   kind=shared[e.kind], summary=shared[e.summary],
+                                                   fingerprint=shared[e.fingerprint], raised_at=event.occurred,
+                                                   evidence=shared.json(e.evidence))
             state.order.append(e.alert_id)
             state.held[e.fingerprint] = state.held.get(e.fingerprint, 0) + 1
             return state
         alert = state.by_id.get(e.alert_id)
         if alert is not None:
-            alert.deliveries.append({"sink": e.sink, "ok": e.ok, "count": e.count,
-                                     "attempts": len(e.attempts), "detail": e.detail})
+            alert.deliveries.append({"sink": shared[e.sink], "ok": e.ok, "count": e.count,
+                                     "attempts": len(e.attempts), "detail": shared[e.detail]})
             state.last_delivered[alert.fingerprint] = event.occurred
             state.held[alert.fingerprint] = 0
         return state

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import msgspec
 
-from selfheal.eventstore.store import Recorded
+from selfheal.eventstore.store import Envelope
 from selfheal.projections.base import Projection
 
 
-class EventCounts(msgspec.Struct, frozen=True):
+class EventCounts(msgspec.Struct):
     total: int = 0
     by_type: dict[str, int] = {}
     first_recorded_at: str | None = None
@@ -16,15 +16,17 @@ class EventCounts(msgspec.Struct, frozen=True):
 
 class EventCountsProjection(Projection[EventCounts]):
     name = "event_counts"
+    #: counts and times are in the envelope: no body is decoded for this fold
+    body = False
 
     def initial(self) -> EventCounts:
         return EventCounts()
 
-    def apply(self, state: EventCounts, event: Recorded) -> EventCounts:
-        by_type = dict(state.by_type)
+    def apply(self, state: EventCounts, event: Envelope) -> EventCounts:
+        by_type = state.by_type
         by_type[event.type] = by_type.get(event.type, 0) + 1
-        return EventCounts(
-            total=state.total + 1, by_type=by_type,
-            first_recorded_at=state.first_recorded_at or event.recorded_at,
-            last_recorded_at=event.recorded_at,
-        )
+        state.total += 1
+        if state.first_recorded_at is None:
+            state.first_recorded_at = event.recorded_at
+        state.last_recorded_at = event.recorded_at
+        return state

@@ -9,7 +9,7 @@ from selfheal.eventstore.store import Recorded
 from selfheal.projections.base import Projection
 
 
-class IntentSummary(msgspec.Struct):
+class IntentSummary(msgspec.Struct, gc=False):  # a read model holds no cycles: not tracked
     intent_id: str
     deployment: str
     kind: str
@@ -48,11 +48,12 @@ class IntentsProjection(Projection[Intents]):
 
     def apply(self, state: Intents, event: Recorded) -> Intents:
         e = event.event
+        shared = self.shared
         if event.type == "IntentRaised":
             state.by_id[e.intent_id] = IntentSummary(
-                intent_id=e.intent_id, deployment=e.deployment, kind=e.kind, action=e.action,
-                fingerprint=e.fingerprint, raised_at=event.occurred, incident_id=e.incident_id,
-                seed_fix=dict(e.seed_fix), reason=e.reason)
+                intent_id=e.intent_id, deployment=shared[e.deployment], kind=shared[e.kind], action=shared[e.action],
+                fingerprint=shared[e.fingerprint], raised_at=event.occurred, incident_id=e.incident_id,
+                seed_fix=shared.json(e.seed_fix), reason=shared[e.reason])
             state.latest[f"{e.deployment}\x1f{e.fingerprint}"] = e.intent_id
             return state
         intent = state.by_id.get(e.intent_id)
@@ -63,6 +64,6 @@ class IntentsProjection(Projection[Intents]):
         elif event.type in ("RunStarted", "RunRefused"):
             intent.run_id = e.run_id
         else:
-            intent.status, intent.outcome = "archived", e.outcome
+            intent.status, intent.outcome = "archived", shared[e.outcome]
             intent.run_id = e.run_id or intent.run_id
         return state

@@ -10,7 +10,7 @@ from selfheal.projections.base import Projection
 from selfheal.schemas.serving import ServingConfig
 
 
-class PromotionSummary(msgspec.Struct):
+class PromotionSummary(msgspec.Struct, gc=False):  # a read model holds no cycles: not tracked
     promotion_id: str
     run_id: str
     deployment: str
@@ -45,24 +45,25 @@ class PromotionsProjection(Projection[Promotions]):
 
     def apply(self, state: Promotions, event: Recorded) -> Promotions:
         e = event.event
+        shared = self.shared
         if event.type == "PromotionProposed":
             state.by_id[e.promotion_id] = PromotionSummary(
-                promotion_id=e.promotion_id, run_id=e.run_id, deployment=e.deployment, config=e.config,
-                previous=e.previous, fitness=e.fitness, evidence_hash=e.evidence_hash, simulated=e.simulated,
+                promotion_id=e.promotion_id, run_id=e.run_id, deployment=shared[e.deployment], config=shared[e.config],
+                previous=shared[e.previous], fitness=e.fitness, evidence_hash=e.evidence_hash, simulated=e.simulated,
                 requires_approval=e.requires_approval, proposed_at=event.occurred)
             return state
         promotion = state.by_id.get(getattr(e, "promotion_id", None) or "")
         if promotion is None:
             return state
         if event.type == "PromotionApproved":
-            promotion.status, promotion.by, promotion.note = "approved", e.by, e.note
+            promotion.status, promotion.by, promotion.note = "approved", shared[e.by], shared[e.note]
             promotion.expires_at = e.expires_at
         elif event.type == "PromotionRejected":
-            promotion.status, promotion.by, promotion.note = "rejected", e.by, e.note
+            promotion.status, promotion.by, promotion.note = "rejected", shared[e.by], shared[e.note]
         elif event.type == "PromotionLapsed":
-            promotion.status, promotion.note = "lapsed", e.reason
+            promotion.status, promotion.note = "lapsed", shared[e.reason]
         elif event.type == "PromotionNotCommitted":
-            promotion.status, promotion.note = "not committed", e.reason
+            promotion.status, promotion.note = "not committed", shared[e.reason]
         else:
             promotion.status, promotion.commit_id = "committing", e.commit_id
         return state

@@ -14,18 +14,19 @@ from selfheal.projections.base import Projection
 from selfheal.schemas.config import RateLimitSettings
 
 
-class DeploymentBudget(msgspec.Struct, frozen=True):
-    run_starts: tuple[datetime, ...] = ()
+class DeploymentBudget(msgspec.Struct):
+    run_starts: list[datetime] = []
     consecutive_failures: int = 0
     last_failure_at: datetime | None = None
-    open_runs: tuple[str, ...] = ()
+    open_runs: list[str] = []
 
 
-class RateLimitState(msgspec.Struct, frozen=True):
+class RateLimitState(msgspec.Struct):
     deployments: dict[str, DeploymentBudget] = {}
 
     def budget(self, deployment: str) -> DeploymentBudget:
-        return self.deployments.get(deployment, DeploymentBudget())
+        found = self.deployments.get(deployment)
+        return DeploymentBudget() if found is None else found
 
 
 class RateLimitProjection(Projection[RateLimitState]):
@@ -36,18 +37,22 @@ class RateLimitProjection(Projection[RateLimitState]):
         return RateLimitState()
 
     def apply(self, state: RateLimitState, event: Recorded) -> RateLimitState:
+        # in place: a copied budget per run made the fold quadratic in the runs of a deployment
         e = event.event
-        budget = state.budget(e.deployment)
+        budget = state.deployments.get(e.deployment)
+        if budget is None:
+            budget = state.deployments[e.deployment] = DeploymentBudget()
         if event.type == "RunStarted":
-            budget = msgspec.structs.replace(budget, run_starts=budget.run_starts + (event.occurred,),
-                                             open_runs=budget.open_runs + (e.run_id,))
+            budget.run_starts.append(event.occurred)
+            budget.open_runs.append(e.run_id)
         else:
-            failures = 0 if e.succeeded else budget.consecutive_failures + 1
-            budget = msgspec.structs.replace(
-                budget, consecutive_failures=failures,
-                last_failure_at=budget.last_failure_at if e.succeeded else event.occurred,
-                open_runs=tuple(r for r in budget.open_runs if r != e.run_id))
-        return RateLimitState({**state.deployments, e.deployment: budget})
+            if e.succeeded:
+                budget.consecutive_failures = 0
+            else:
+                budget.consecutive_failures += 1
+                budget.last_failure_at = event.occurred
+            budget.open_runs[:] = [r for r in budget.open_runs if r != e.run_id]
+        return state
 
 
 class GateDecision(msgspec.Struct, frozen=True):

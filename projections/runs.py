@@ -15,7 +15,7 @@ from selfheal.schemas.events import CanaryMeasurements
 from selfheal.schemas.serving import ServingConfig
 
 
-class CandidateSummary(msgspec.Struct):
+class CandidateSummary(msgspec.Struct, gc=False):  # a read model holds no cycles: not tracked
     candidate_id: str
     config: ServingConfig
     origin: str
@@ -41,7 +41,7 @@ class CandidateSummary(msgspec.Struct):
         return self.reason or "failed"
 
 
-class RunSummary(msgspec.Struct):
+class RunSummary(msgspec.Struct, gc=False):  # a read model holds no cycles: not tracked
     run_id: str
     intent_id: str
     deployment: str
@@ -91,14 +91,15 @@ class RunsProjection(Projection[Runs]):
     def apply(self, state: Runs, event: Recorded) -> Runs:
         e = event.event
         kind = event.type
+        shared = self.shared
         if kind in ("RunStarted", "RunRefused"):
-            run = RunSummary(run_id=e.run_id, intent_id=e.intent_id, deployment=e.deployment,
+            run = RunSummary(run_id=e.run_id, intent_id=e.intent_id, deployment=shared[e.deployment],
                              correlation_id=event.correlation_id, requested_at=event.occurred,
                              status="running" if kind == "RunStarted" else "refused")
             if kind == "RunStarted":
-                run.mode, run.environment, run.current = e.mode, e.environment, e.current
+                run.mode, run.environment, run.current = shared[e.mode], shared[e.environment], shared[e.current]
             else:
-                run.reason, run.next_allowed_at = e.reason, e.next_allowed_at
+                run.reason, run.next_allowed_at = shared[e.reason], e.next_allowed_at
             state.by_id[e.run_id] = run
             state.order.append(e.run_id)
             return state
@@ -106,14 +107,15 @@ class RunsProjection(Projection[Runs]):
         if run is None:
             return state
         if kind == "CandidateProposed":
-            run.candidates.append(CandidateSummary(candidate_id=e.candidate_id, config=e.config, origin=e.origin,
-                                                   rank=e.rank, changes=dict(e.changes), predicted=e.predicted))
+            run.candidates.append(CandidateSummary(candidate_id=e.candidate_id, config=shared[e.config],
+                                                   origin=shared[e.origin], rank=e.rank, changes=shared.json(e.changes),
+                                                   predicted=e.predicted))
         elif kind == "RunFinished":
-            run.status, run.finished_at = e.outcome, event.occurred
+            run.status, run.finished_at = shared[e.outcome], event.occurred
         elif kind == "PromotionProposed":
-            run.promotion_id, run.promoted = e.promotion_id, e.config
+            run.promotion_id, run.promoted = e.promotion_id, shared[e.config]
         elif kind == "EscalationRaised":
-            run.reason = e.reason
+            run.reason = shared[e.reason]
         else:
             candidate = run.candidate(e.candidate_id)
             if candidate is None:
@@ -121,11 +123,11 @@ class RunsProjection(Projection[Runs]):
             if kind == "PreflightPassed":
                 candidate.preflight = "passed"
             elif kind == "PreflightRejected":
-                candidate.preflight, candidate.preflight_reason = "rejected", e.reason
+                candidate.preflight, candidate.preflight_reason = "rejected", shared[e.reason]
             elif kind == "CanaryCompleted":
-                candidate.canary, candidate.simulated = e.measurements, e.simulated
+                candidate.canary, candidate.simulated = shared[e.measurements], e.simulated
             elif kind == "CandidateScored":
-                candidate.passed, candidate.fitness, candidate.reason = e.passed, e.fitness, e.reason
+                candidate.passed, candidate.fitness, candidate.reason = e.passed, e.fitness, shared[e.reason]
                 if not e.passed and candidate.canary is not None:
                     state.failed_configs.setdefault(run.environment, []).append(candidate.config)
         return state
