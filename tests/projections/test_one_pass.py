@@ -12,21 +12,6 @@ from selfheal.projections.base import Shared, View
 from selfheal.schemas.events import RunStarted
 from selfheal.schemas.serving import ServingConfig
 from tests.conftest import T0
-from tests.loop.conftest import Harness, settings_for
-
-SCENARIOS = ("workstation-12gb-speech", "no-safe-fix")
-
-
-@pytest.fixture(scope="module")
-def healed_log(tmp_path_factory):
-    """A real log: two deployments, each incident seen twice (runs, candidates, promotions)."""
-    path = tmp_path_factory.mktemp("one-pass") / "log.db"
-    for scenario in SCENARIOS:
-        h = Harness(path, settings_for(scenario), scenario)
-        h.incident()
-        h.incident()
-        h.store.close()
-    return path
 
 
 def encoded(states: dict) -> dict:

@@ -14,8 +14,6 @@ from selfheal.projections import snapshots
 from selfheal.projections.base import View
 from tests.loop.conftest import Harness, settings_for
 
-SCENARIOS = ("workstation-12gb-speech", "c-mistral7b-shared-24gb", "no-safe-fix")
-
 
 def encoded(view: View) -> dict:
     return {name: msgspec.json.encode(state) for name, state in view.states.items()}
@@ -28,20 +26,6 @@ def _sql(statement: str, *params):
             conn.execute(statement, params)
         conn.close()
     return run
-
-
-@pytest.fixture(scope="module")
-def healed_log(tmp_path_factory):
-    """One log with several healing runs on three deployments, each incident seen twice, and
-    no snapshot in it (each test writes the ones it needs)."""
-    path = tmp_path_factory.mktemp("snap") / "log.db"
-    for scenario in SCENARIOS:
-        h = Harness(path, settings_for(scenario), scenario)
-        h.incident()
-        h.incident()
-        h.store.close()
-    _sql("DELETE FROM view_snapshots")(path)
-    return path
 
 
 def fresh(store) -> View:
