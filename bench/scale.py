@@ -20,7 +20,9 @@ Each measurement runs in a fresh subprocess, which reports its time and peak RSS
 - replay: read the incidents back (`EventStore.read`) and `diagnose` each text; baseline:
   plain sqlite3 + msgspec decode of the same rows and one literal tested on each text;
 - rebuild: `projections.rebuild` (every registered projection, one pass); baseline: plain
-  sqlite3 + msgspec decode of every row, counting by type.
+  sqlite3 + msgspec decode of every row into its Struct, counting by type. The two take turns
+  `--runs` times (default 2) and the fastest of each is kept; `ratio_time` is rebuild over
+  decode, and `targets` says whether it is at most 1.5 and the rebuild's peak RSS under 200 MB.
 
     python bench/scale.py            # 10,000 incidents, 1,000,000 events
     python bench/scale.py --quick    # 500 incidents, 20,000 events
@@ -184,6 +186,18 @@ def child(mode: str, path: Path) -> dict:
     return json.loads(done.stdout)
 
 
+def best_of(runs: int, ours: str, base: str, path: Path) -> tuple[dict, dict]:
+    """Each measurement `runs` times, ours and the baseline taking turns (so a busy spell of a
+    shared machine falls on both), the fastest of each: a fresh process every time."""
+    found: dict[str, dict] = {}
+    for _ in range(max(1, runs)):
+        for mode in (base, ours):
+            result = child(mode, path)
+            if mode not in found or result["seconds"] < found[mode]["seconds"]:
+                found[mode] = result
+    return found[ours], found[base]
+
+
 def pair(ours: dict, base: dict) -> dict:
     return {"items": ours["items"], "ours_s": round(ours["seconds"], 2), "baseline_s": round(base["seconds"], 2),
             "ratio_time": round(ours["seconds"] / base["seconds"], 2) if base["seconds"] else None,
@@ -197,6 +211,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes (seconds, not minutes)")
     parser.add_argument("--events", type=int, help="events in the big log (default 1,000,000)")
     parser.add_argument("--incidents", type=int, help="incidents replayed (default 10,000)")
+    parser.add_argument("--runs", type=int, default=2, help="runs of each rebuild measurement, the fastest kept (default 2)")
     args = parser.parse_args()
     events = args.events or (20_000 if args.quick else 1_000_000)
     incidents = args.incidents or (500 if args.quick else 10_000)
@@ -214,16 +229,18 @@ def main() -> None:
             "incident_log": logs,
             "replay": pair(child("replay", tmp / "incidents.db"), child("decode-incidents", tmp / "incidents.db")),
             "event_log": big,
-            "rebuild": pair(child("rebuild", tmp / "big.db"), child("decode", tmp / "big.db")),
+            "rebuild": pair(*best_of(args.runs, "rebuild", "decode", tmp / "big.db")),
             "timings": timings,
         }
-    # issue 7 gives no number here; issue 2's figures for a one-projection rebuild of 1M
-    # events (under 5 s, under 200 MB) are the nearest, applied to every projection
+    # rebuilding every projection should cost about what a plain decode of the same log
+    # costs (measured beside it, above); issue 2's figures for a one-projection rebuild of 1M
+    # events (under 5 s, under 200 MB) are applied to every projection
     rebuild = result["rebuild"]
     result["targets"] = {
-        "rebuild_1M_under_5s (issue 2)": {"value": rebuild["ours_s"], "met": events >= 1_000_000 and rebuild["ours_s"] < 5},
+        "rebuild_at_most_1.5x_plain_decode": {"value": rebuild["ratio_time"], "met": rebuild["ratio_time"] <= 1.5},
         "rebuild_peak_rss_under_200MB (issue 2)": {"value": rebuild["ours_peak_rss_mb"],
                                                    "met": rebuild["ours_peak_rss_mb"] < 200},
+        "rebuild_1M_under_5s (issue 2)": {"value": rebuild["ours_s"], "met": events >= 1_000_000 and rebuild["ours_s"] < 5},
     }
     print(json.dumps(result, indent=2))
 
