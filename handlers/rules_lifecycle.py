@@ -6,6 +6,7 @@ the observer handler picks the active rule set up from the log.
 from __future__ import annotations
 
 import hashlib
+import os
 from datetime import datetime
 from pathlib import Path
 
@@ -13,7 +14,10 @@ import msgspec
 
 from selfheal.eventstore.store import EventStore, Pending, new_id
 from selfheal.handlers.observe import load_ruleset
+from selfheal.handlers.observer import Diagnosis, RuleSet
+from selfheal.handlers.replay import find_incident
 from selfheal.projections import view_as_of
+from selfheal.projections.rulesets import RuleSetSummary
 from selfheal.schemas.config import Settings
 from selfheal.schemas.events import (
     RuleSetActivated, RuleSetApproved, RuleSetProposed, RuleSetShadowed, VerdictRecorded,
@@ -37,8 +41,6 @@ def verdict(store: EventStore, incident_id: str, kind: str, by: str, now: dateti
         raise RulesError(f"--kind {kind!r}: allowed: {', '.join(KINDS_OR_NONE)}")
     if not by.strip():
         raise RulesError("--by: say who judges")
-    from selfheal.handlers.replay import find_incident
-
     try:
         found = find_incident(store, incident_id)
     except LookupError as exc:
@@ -64,6 +66,70 @@ def _candidate(store: EventStore, candidate: str):
     if len(found) != 1:
         raise RulesError(f"rule set {candidate!r}: " + ("not proposed" if not found else "ambiguous"))
     return view, found[0]
+
+
+def find_candidate(store: EventStore, candidate: str) -> RuleSetSummary:
+    """The one proposed rule set whose id (with or without `sha256:`) starts with `candidate`."""
+    return _candidate(store, candidate)[1]
+
+
+def candidate_rules(store: EventStore, candidate: str) -> RuleSet:
+    """The proposed rule set `candidate` names, compiled (for `replay --rules`)."""
+    summary = find_candidate(store, candidate)
+    return load_ruleset(summary.text, summary.source)
+
+
+class RuleInfo(msgspec.Struct):
+    id: str
+    version: int
+    kind: str
+
+
+class ActiveRules(msgspec.Struct):
+    ruleset_id: str
+    version: str
+    rules: list[RuleInfo]
+
+
+class RuleSetInfo(msgspec.Struct):
+    ruleset_id: str
+    version: str
+    source: str
+    proposed_at: datetime
+    reports: list[dict]
+    approvals: list[dict]
+    activated_at: datetime | None
+    #: "active", "activated before" or "proposed"
+    state: str
+
+
+class RulesListing(msgspec.Struct):
+    active: ActiveRules
+    history: list[RuleSetInfo]
+
+
+def listing(store: EventStore, as_of: int | None = None) -> RulesListing:
+    """The active version of every rule (the built-in ones until a rule set is promoted), and
+    every proposed rule set, as of a position (default: now)."""
+    sets = view_as_of(store, as_of)["rulesets"]
+    active = sets.active
+    ruleset = load_ruleset(active.text if active else None)
+    history = [RuleSetInfo(ruleset_id=s.ruleset_id, version=s.version, source=s.source, proposed_at=s.proposed_at,
+                           reports=s.reports, approvals=s.approvals, activated_at=s.activated_at,
+                           state="active" if active and s.ruleset_id == active.ruleset_id else (
+                               "activated before" if s.activated_at else "proposed"))
+               for s in sets.by_id.values()]
+    return RulesListing(
+        active=ActiveRules(ruleset_id=active.ruleset_id if active else "builtin", version=ruleset.version,
+                           rules=[RuleInfo(id=r.id, version=r.version, kind=r.kind) for r in ruleset.rules]),
+        history=history)
+
+
+def try_rules(rules_file: str | os.PathLike, log: str | bytes | os.PathLike, safety_buffer: float = 0.10) -> Diagnosis:
+    """What the rules in `rules_file` find in `log` (text, bytes, or a log file's path); no
+    store is touched. A broken rules file is refused with file, rule, line and problem."""
+    ruleset = load_ruleset(Path(rules_file).read_text(encoding="utf-8"), os.fspath(rules_file))
+    return ruleset.diagnose(log, safety_buffer=safety_buffer)
 
 
 def _primary(diagnosis) -> tuple[str, str, str]:
