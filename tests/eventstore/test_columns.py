@@ -45,6 +45,8 @@ def test_json_rows_carry_every_column_in_order():
 def test_a_typed_read_is_a_recorded_and_its_envelope():
     assert READ_COLUMNS[:len(Recorded.__struct_fields__) - 1] == Recorded.__struct_fields__[:-1]
     assert READ_COLUMNS[:len(Envelope.__struct_fields__)] == Envelope.__struct_fields__
+    column_types = {f.name: f.type for f in msgspec.structs.fields(StoredEvent)}
+    assert {f.name: f.type for f in msgspec.structs.fields(Envelope)}.items() <= column_types.items()
     assert set(READ_COLUMNS) <= set(COLUMNS)
 
 
