@@ -1,16 +1,11 @@
 """Commands of stage 7: baseline, approve, reject, alerts, supervise."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 import click
 
-from selfheal.cli.loop_commands import _as_of, _deployment, as_of_option, json_option
-from selfheal.cli.output import emit_json, to_json
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
+import selfheal
+from selfheal.cli.loop_commands import as_of_option, json_option
+from selfheal.cli.output import as_of as _as_of, emit_json, to_json
 
 
 @click.command()
@@ -26,13 +21,15 @@ def baseline(ctx, words, path, as_of, as_json) -> None:
     if words and words[0] == "import":
         if len(words) != 2:
             raise click.UsageError("usage: selfheal baseline import DEPLOYMENT [--file YAML]")
-        return _import(ctx, words[1], path, as_json)
+        imported = selfheal.baseline_import(words[1], file=path, config=ctx.config_path, **ctx.db)
+        if as_json:
+            emit_json(imported)
+        else:
+            click.echo(f"{imported.deployment}: baseline v1 from {imported.source}: {to_json(imported.config)}")
+        return
     if len(words) > 1:
         raise click.UsageError("usage: selfheal baseline [DEPLOYMENT]")
-    from selfheal.projections import queries
-
-    with ctx.store() as store:
-        found = queries.baseline(store, as_of=_as_of(as_of), deployment=words[0] if words else None)
+    found = selfheal.baseline(words[0] if words else None, as_of=_as_of(as_of), **ctx.db)
     if as_json:
         emit_json(found)
         return
@@ -44,18 +41,6 @@ def baseline(ctx, words, path, as_of, as_json) -> None:
             click.echo(f"  v{v.version}  {v.at.isoformat()}  {v.source:<28} {verified}")
 
 
-def _import(ctx, deployment: str, path: str | None, as_json: bool) -> None:
-    from selfheal.handlers import loop
-
-    edges, name = _deployment(ctx, deployment)
-    with ctx.store(create=True) as store:
-        imported = loop.import_baseline(store, edges[name], path)
-    if as_json:
-        emit_json(imported)
-    else:
-        click.echo(f"{name}: baseline v1 from {imported.source}: {to_json(imported.config)}")
-
-
 @click.command()
 @click.argument("promotion_id")
 @click.option("--by", required=True, help="Who approves (recorded).")
@@ -64,10 +49,7 @@ def _import(ctx, deployment: str, path: str | None, as_json: bool) -> None:
 @click.pass_obj
 def approve(ctx, promotion_id, by, note, as_json) -> None:
     """Approve a waiting promotion (prod mode); the commit follows on the next `selfheal run`."""
-    from selfheal.handlers.escrow import approve as record
-
-    with ctx.store() as store:
-        approved = record(store, ctx.settings, promotion_id, by, _now(), note)
+    approved = selfheal.approve(promotion_id, by=by, note=note, config=ctx.config_path, **ctx.db)
     if as_json:
         emit_json(approved)
     else:
@@ -83,10 +65,7 @@ def approve(ctx, promotion_id, by, note, as_json) -> None:
 @click.pass_obj
 def reject(ctx, promotion_id, by, note, as_json) -> None:
     """Reject a waiting promotion: nothing will be written."""
-    from selfheal.handlers.escrow import reject as record
-
-    with ctx.store() as store:
-        rejected = record(store, promotion_id, by, _now(), note)
+    rejected = selfheal.reject(promotion_id, by=by, note=note, **ctx.db)
     if as_json:
         emit_json(rejected)
     else:
@@ -100,10 +79,7 @@ def reject(ctx, promotion_id, by, note, as_json) -> None:
 @click.pass_obj
 def alerts(ctx, deployment, as_of, as_json) -> None:
     """Every alert raised, with its evidence and where it was delivered."""
-    from selfheal.projections import queries
-
-    with ctx.store() as store:
-        found = queries.alerts(store, as_of=_as_of(as_of), deployment=deployment)
+    found = selfheal.alerts(deployment=deployment, as_of=_as_of(as_of), **ctx.db)
     if as_json:
         emit_json(found)
         return
@@ -118,10 +94,8 @@ def alerts(ctx, deployment, as_of, as_json) -> None:
 @click.pass_obj
 def supervise(ctx, deployment, pidfile) -> None:
     """Run the deployment's vLLM from its baseline YAML; restart it on SIGHUP."""
-    from selfheal.edges.supervise import supervise as run
-
-    edges, name = _deployment(ctx, deployment)
-    run(edges[name].settings, report=lambda line: click.echo(f"supervise {name}: {line}"), pidfile=pidfile)
+    selfheal.supervise(deployment, pidfile=pidfile, report=lambda line: click.echo(f"supervise {line}"),
+                       config=ctx.config_path)
 
 
 def register(group: click.Group) -> None:

@@ -1,14 +1,11 @@
-"""What every command shares: where the log and the config are, opened on first use."""
+"""What every command shares: where the log and the config are, as the global options say."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+import selfheal
 from selfheal.eventstore.audit import default_db_path
-from selfheal.eventstore.store import EventStore, open_store
-from selfheal.schemas.config import Settings, load_settings
-
-CONFIG_ENV = "SELFHEAL_CONFIG"
+from selfheal.schemas.config import Settings
 
 
 class Context:
@@ -18,14 +15,14 @@ class Context:
         self.synchronous = synchronous
         self._settings: Settings | None = None
 
-    def store(self, create: bool = False) -> EventStore:
-        return open_store(self.db_path, create=create, synchronous=self.synchronous)
+    @property
+    def db(self) -> dict:
+        """The log as every API function takes it: `selfheal.history(**ctx.db)`."""
+        return {"db": self.db_path, "synchronous": self.synchronous}
 
     @property
     def settings(self) -> Settings:
+        """The settings, read once per process ($SELFHEAL_CONFIG, ./selfheal.toml, defaults)."""
         if self._settings is None:
-            path = self.config_path or os.environ.get(CONFIG_ENV)
-            if path is None and Path("selfheal.toml").is_file():
-                path = "selfheal.toml"
-            self._settings = load_settings(path)
+            self._settings = selfheal.load_config(self.config_path)
         return self._settings

@@ -5,15 +5,9 @@ import sys
 
 import click
 
-from selfheal import projections
-from selfheal.cli.output import emit_json, progress_printer, to_json
-from selfheal.eventstore import audit
-
-
-def _as_of(value: str | None):
-    if value is None:
-        return None
-    return int(value) if value.isdigit() else value
+import selfheal
+from selfheal.cli.output import as_of as _as_of, emit_json, progress_printer, to_json
+from selfheal.eventstore.audit import row_json
 
 
 @click.command()
@@ -21,7 +15,7 @@ def _as_of(value: str | None):
 @click.pass_obj
 def init(ctx, as_json: bool) -> None:
     """Create the event log (or migrate an older one)."""
-    result = audit.init(ctx.db_path, synchronous=ctx.synchronous)
+    result = selfheal.init(ctx.db_path, synchronous=ctx.synchronous)
     if as_json:
         emit_json(result)
     else:
@@ -41,14 +35,13 @@ def init(ctx, as_json: bool) -> None:
 @click.pass_obj
 def events(ctx, types, stream, correlation, since, until, after, as_of, limit, as_json) -> None:
     """List events, oldest first."""
-    with ctx.store() as store:
-        rows = audit.events(store, types=types, stream=stream, correlation=correlation, since=since,
-                            until=until, after=after, as_of=_as_of(as_of), limit=limit)
-        for row in rows:
-            if as_json:
-                click.echo(audit.row_json(row))
-            else:
-                click.echo(f"{row.position:>7}  {row.occurred_at}  {row.type:<22} {row.stream}")
+    rows = selfheal.events(types=types, stream=stream, correlation=correlation, since=since, until=until,
+                           after=after, as_of=_as_of(as_of), limit=limit, **ctx.db)
+    for row in rows:
+        if as_json:
+            click.echo(row_json(row))
+        else:
+            click.echo(f"{row.position:>7}  {row.occurred_at}  {row.type:<22} {row.stream}")
 
 
 @click.command()
@@ -56,8 +49,7 @@ def events(ctx, types, stream, correlation, since, until, after, as_of, limit, a
 @click.pass_obj
 def verify(ctx, as_json: bool) -> None:
     """Check the hash chain of the whole log; exit 1 at the first break."""
-    with ctx.store() as store:
-        report = audit.verify(store)
+    report = selfheal.verify(**ctx.db)
     if as_json:
         emit_json(report)
     elif report.ok:
@@ -74,13 +66,11 @@ def verify(ctx, as_json: bool) -> None:
 @click.pass_obj
 def rebuild(ctx, as_of: str | None, as_json: bool) -> None:
     """Rebuild every projection from scratch, with progress."""
-    with ctx.store() as store:
-        limit = store.as_of(_as_of(as_of)) if as_of else None
-        update, done = progress_printer(limit or store.last_position(), "rebuilding")
-        try:
-            result = projections.rebuild(store, as_of=limit, progress=update)
-        finally:
-            done()
+    update, done = progress_printer("rebuilding")
+    try:
+        result = selfheal.rebuild(as_of=_as_of(as_of), progress=update, **ctx.db)
+    finally:
+        done()
     if as_json:
         emit_json(result)
     else:

@@ -1,48 +1,26 @@
 """Commands of the healing loop: diagnose, observe, run, heal, demo, and the queries over it."""
 from __future__ import annotations
 
+import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import click
 
+import selfheal
 from selfheal.cli.describe import timeline_line
-from selfheal.cli.output import emit_json, to_json
-from selfheal.schemas.config import ConfigError
-
-
-def _as_of(value: str | None):
-    if value is None:
-        return None
-    return int(value) if value.isdigit() else value
-
+from selfheal.cli.output import as_of as _as_of, emit_json, to_json
+from selfheal.edges.live import stop_on_signals
+from selfheal.handlers.loop import InputError
+from selfheal.handlers.observer import format_diagnosis
+from selfheal.schemas.serving import TUNABLE
 
 as_of_option = click.option("--as-of", "as_of", help="What selfheal believed at a position or ISO-8601 time.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
-def _deployment(ctx, name: str | None):
-    from selfheal.edges import deployments
-
-    settings = ctx.settings
-    if not settings.deployments:
-        raise ConfigError("no deployments are configured: add a [deployments.NAME] table to selfheal.toml "
-                          "(see README), or try `selfheal demo`")
-    if name is None:
-        if len(settings.deployments) > 1:
-            raise ConfigError(f"several deployments are configured ({', '.join(sorted(settings.deployments))}): "
-                              "choose one with --deployment")
-        name = next(iter(settings.deployments))
-    settings.deployment(name)
-    return deployments.build(settings), name
-
-
-def _parse_current(pairs: tuple[str, ...], config_file: str | None) -> dict:
-    from selfheal.schemas.serving import TUNABLE
-    from selfheal.schemas.vllm_yaml import read_serving_values
-
-    values = read_serving_values(config_file) if config_file else {}
+def _parse_current(pairs: tuple[str, ...]) -> dict:
+    values = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         key = key.strip().replace("-", "_")
@@ -53,6 +31,12 @@ def _parse_current(pairs: tuple[str, ...], config_file: str | None) -> dict:
     return values
 
 
+def log_argument(name: str) -> Path | bytes:
+    """A log excerpt argument: a file (read in pieces by the observer), or '-' for standard
+    input (read whole)."""
+    return sys.stdin.buffer.read() if name == "-" else Path(name)
+
+
 @click.command()
 @click.argument("file", default="-")
 @click.option("--current", multiple=True, metavar="KEY=VALUE", help="The server's current value of a parameter.")
@@ -61,20 +45,9 @@ def _parse_current(pairs: tuple[str, ...], config_file: str | None) -> dict:
 @json_option
 def diagnose(file: str, current: tuple[str, ...], vllm_config: str | None, as_json: bool) -> None:
     """Explain one vLLM log excerpt (FILE, or - for standard input)."""
-    from selfheal.handlers.loop import InputError, read_raw
-    from selfheal.handlers.observer import diagnose as run_diagnose, format_diagnosis
-    from selfheal.schemas.serving import ServingConfig
-
-    values = _parse_current(current, vllm_config)
-    config = None
-    if values:
-        ints = {"max_model_len", "max_num_seqs", "max_num_batched_tokens"}
-        config = ServingConfig(**{k: int(v) if k in ints else v for k, v in values.items()})
-    # a file is read in pieces (handlers/observer/logfile.py), standard input whole; both as
-    # UTF-8 with U+FFFD, like every input edge
-    source = read_raw(file)[0] if file == "-" else Path(file)
+    values = _parse_current(current)
     try:
-        diagnosis = run_diagnose(source, current=config)
+        diagnosis = selfheal.diagnose(log_argument(file), current=values, config_file=vllm_config)
     except OSError as exc:
         raise InputError.unreadable(file, exc) from None
     if as_json:
@@ -104,52 +77,26 @@ def observe(ctx, files: tuple[str, ...], follow: bool, unit: str | None, metrics
             quiet_seconds: float, deployment: str | None, as_json: bool) -> None:
     """Record log files (or - for standard input) as incidents; or follow a file, a journald
     unit or /metrics and record the trouble in them as it happens."""
-    import signal
-    import threading
-
-    from selfheal.handlers import loop
-
     live = sum(bool(x) for x in (follow, unit, metrics_url))
     if live > 1 or (live and (len(files) != (1 if follow else 0))) or (not live and not files):
         raise click.UsageError("give FILE... ; or --follow FILE ; or --journal UNIT ; or --metrics URL")
-    edges, name = _deployment(ctx, deployment)
-    with ctx.store(create=True) as store:
-        if not live:
-            ids = loop.observe(store, edges[name], list(files))
-            if as_json:
-                emit_json({"deployment": name, "incidents": ids})
-            else:
-                for path, incident_id in zip(files, ids):
-                    click.echo(f"{path}: incident {incident_id}")
-            return
-        from selfheal.edges import live as live_inputs
-        from selfheal.schemas.events import IncidentSource
-
-        stop = threading.Event()
-        report = (lambda i: emit_json({"deployment": name, "incident": i})) if as_json else \
-            (lambda i: click.echo(f"incident {i}"))
-        # SIGINT and SIGTERM ask the watch to stop at its next step, so that an incident being
-        # recorded is finished rather than interrupted wherever the signal lands
-        previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            if metrics_url:
-                live_inputs.watch_metrics(store, edges[name], metrics_url, stop, interval_s=interval, on_incident=report)
-                return
-            if follow:
-                from selfheal.edges.follow import follow as follow_file
-
-                lines, source = follow_file(files[0], stop=stop), IncidentSource(kind="file", path=files[0])
-            else:
-                from selfheal.edges.journal import journal
-
-                lines, source = journal(unit, stop=stop), IncidentSource(kind="journald", unit=unit)
-            live_inputs.watch_lines(store, edges[name], lines, source, stop, quiet_s=quiet_seconds,
-                                    on_incident=report)
-        except KeyboardInterrupt:
-            stop.set()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+    if not live:
+        observed = selfheal.observe(files, deployment=deployment, config=ctx.config_path, **ctx.db)
+        if as_json:
+            emit_json(observed)
+        else:
+            for path, incident_id in zip(files, observed.incidents):
+                click.echo(f"{path}: incident {incident_id}")
+        return
+    # called once the API has checked the deployment: the one named, else the only one
+    report = (lambda i: emit_json({"deployment": deployment or next(iter(ctx.settings.deployments)),
+                                   "incident": i})) if as_json else (lambda i: click.echo(f"incident {i}"))
+    # SIGINT and SIGTERM ask the watch to stop at its next step, so that an incident being
+    # recorded is finished rather than interrupted wherever the signal lands
+    with stop_on_signals() as stop:
+        selfheal.observe(follow=files[0] if follow else None, journal=unit, metrics=metrics_url, interval=interval,
+                         quiet_seconds=quiet_seconds, deployment=deployment, stop=stop, on_incident=report,
+                         config=ctx.config_path, **ctx.db)
 
 
 @click.command("run")
@@ -159,16 +106,9 @@ def observe(ctx, files: tuple[str, ...], follow: bool, unit: str | None, metrics
 @click.pass_obj
 def run_command(ctx, follow: bool, interval: float, as_json: bool) -> None:
     """Drive the handlers until no work is left."""
-    from selfheal.edges import deployments
-    from selfheal.handlers import loop
-
-    from selfheal.handlers.escrow import lapse_expired
-
-    with ctx.store(create=True) as store:
-        runner = loop.runner(store, ctx.settings, deployments.build(ctx.settings))
+    with selfheal.open_db(create=True, **ctx.db) as store:
         while True:
-            lapse_expired(store, ctx.settings, datetime.now(timezone.utc), runner.view)
-            report = runner.run_until_idle()
+            report = selfheal.run(db=store, config=ctx.settings)
             if as_json:
                 emit_json(report)
             elif report.handled or not follow:
@@ -183,18 +123,12 @@ def run_command(ctx, follow: bool, interval: float, as_json: bool) -> None:
 @logs_command
 def heal(ctx, files: tuple[str, ...], deployment: str | None, as_json: bool) -> None:
     """Observe log files and run the loop to its outcome."""
-    from selfheal.eventstore.audit import events
-    from selfheal.eventstore.store import typed
-    from selfheal.handlers import loop
-
-    edges, name = _deployment(ctx, deployment)
-    with ctx.store(create=True) as store:
-        for incident_id in loop.heal(store, ctx.settings, edges, name, list(files)):
-            for row in map(typed, events(store, correlation=incident_id)):
-                if as_json:
-                    click.echo(to_json({"position": row.position, "type": row.type, "event": row.event}))
-                else:
-                    click.echo(timeline_line(row))
+    for healed in selfheal.heal(files, deployment=deployment, config=ctx.config_path, **ctx.db):
+        for row in healed.events:
+            if as_json:
+                click.echo(to_json({"position": row.position, "type": row.type, "event": row.event}))
+            else:
+                click.echo(timeline_line(row))
 
 
 @click.command()
@@ -204,25 +138,17 @@ def heal(ctx, files: tuple[str, ...], deployment: str | None, as_json: bool) -> 
 @json_option
 def demo(scenario: str | None, list_scenarios: bool, out: str | None, as_json: bool) -> None:
     """Run one whole incident on the simulator and print its timeline."""
-    import os
-
-    from selfheal.edges.demo import DEFAULT_SCENARIO, demo as run_demo
-    from selfheal.edges.sim import bundled_scenarios, load_scenario
-    from selfheal.eventstore.store import open_store
-
     if list_scenarios:
-        for name in bundled_scenarios():
-            click.echo(f"{name:<28} {load_scenario(name).description}")
+        for name, description in selfheal.scenarios().items():
+            click.echo(f"{name:<28} {description}")
         return
-    mode = os.environ.get("SELFHEAL_MODE") or "dev"
-    result = run_demo(scenario or DEFAULT_SCENARIO, out, mode=mode)
+    result = selfheal.demo(scenario or selfheal.DEFAULT_SCENARIO, db=out)
     if as_json:
         emit_json(result)
         return
     click.echo(f"scenario {result.scenario}; log at {result.db}\n")
-    with open_store(result.db) as store:
-        for row in store.read():
-            click.echo(timeline_line(row))
+    for row in selfheal.events(db=result.db):
+        click.echo(timeline_line(selfheal.typed(row)))
     explore = f"selfheal --db {result.db} show {result.run_id[:8]}" if result.run_id else \
         f"selfheal --db {result.db} events"
     click.echo(f"\noutcome: {result.outcome}. Explore it: {explore}")
@@ -235,10 +161,7 @@ def demo(scenario: str | None, list_scenarios: bool, out: str | None, as_json: b
 @click.pass_obj
 def history(ctx, deployment, as_of, as_json) -> None:
     """Every run: refused, promoted or escalated."""
-    from selfheal.projections import queries
-
-    with ctx.store() as store:
-        runs = queries.history(store, as_of=_as_of(as_of), deployment=deployment)
+    runs = selfheal.history(deployment=deployment, as_of=_as_of(as_of), **ctx.db)
     if as_json:
         emit_json(runs)
         return
@@ -257,12 +180,7 @@ def history(ctx, deployment, as_of, as_json) -> None:
 @click.pass_obj
 def state(ctx, at, as_of, as_json) -> None:
     """Rate-limit state per deployment: runs in the window, next allowed time, backoff."""
-    from selfheal.eventstore.recorder import parse_utc
-    from selfheal.projections import queries
-
-    now = parse_utc(at) if at else datetime.now(timezone.utc)
-    with ctx.store() as store:
-        rows = queries.state(store, ctx.settings.rate_limit, now, as_of=_as_of(as_of))
+    rows = selfheal.state(at=at or None, as_of=_as_of(as_of), config=ctx.settings, **ctx.db)
     if as_json:
         emit_json(rows)
         return
@@ -281,10 +199,7 @@ def state(ctx, at, as_of, as_json) -> None:
 @click.pass_obj
 def promotions(ctx, show_all, as_of, as_json) -> None:
     """Promotions waiting for a commit or an approval."""
-    from selfheal.projections import queries
-
-    with ctx.store() as store:
-        rows = queries.promotions(store, as_of=_as_of(as_of), waiting_only=not show_all)
+    rows = selfheal.promotions(all=show_all, as_of=_as_of(as_of), **ctx.db)
     if as_json:
         emit_json(rows)
         return
@@ -301,10 +216,7 @@ def promotions(ctx, show_all, as_of, as_json) -> None:
 @click.pass_obj
 def intents(ctx, status, as_of, as_json) -> None:
     """Intents and how each ended."""
-    from selfheal.projections import queries
-
-    with ctx.store() as store:
-        rows = queries.intents(store, as_of=_as_of(as_of), status=status)
+    rows = selfheal.intents(status=status, as_of=_as_of(as_of), **ctx.db)
     if as_json:
         emit_json(rows)
         return
@@ -320,18 +232,14 @@ def intents(ctx, status, as_of, as_json) -> None:
 @click.pass_obj
 def show(ctx, run_id, as_of, as_json) -> None:
     """The causal chain of a run, from incident to outcome."""
-    from selfheal.projections import queries
-    from selfheal.eventstore.store import typed
-
-    with ctx.store() as store:
-        chain = queries.show(store, run_id, as_of=_as_of(as_of))
+    with selfheal.open_db(**ctx.db) as store:
+        chain = selfheal.show(run_id, as_of=_as_of(as_of), db=store)
         if as_json:
             emit_json(chain)
             return
         click.echo(f"run {chain.run.run_id} ({chain.run.deployment}): {chain.run.status}")
         for item in chain.chain:
-            row = typed(store.recorder.get(item.event_id))
-            click.echo("  " * item.depth + timeline_line(row))
+            click.echo("  " * item.depth + timeline_line(store.get(item.event_id)))
 
 
 def register(group: click.Group) -> None:

@@ -10,6 +10,8 @@ from importlib.metadata import PackageNotFoundError, version
 
 import click
 
+from selfheal.cli import baseline_commands, log_commands, loop_commands, rules_commands
+from selfheal.cli.context import Context
 from selfheal.eventstore.errors import StoreError
 from selfheal.schemas.config import ConfigError
 
@@ -61,14 +63,10 @@ class SelfhealGroup(click.Group):
 @click.pass_context
 def cli(ctx: click.Context, db_path: str | None, config_path: str | None, synchronous: str) -> None:
     """selfheal: heals vLLM serving configurations, with every decision in an append-only log."""
-    from selfheal.cli.context import Context
-
     ctx.obj = Context(db_path=db_path, config_path=config_path, synchronous=synchronous.upper())
 
 
 def _register() -> None:
-    from selfheal.cli import baseline_commands, log_commands, loop_commands, rules_commands
-
     log_commands.register(cli)
     loop_commands.register(cli)
     baseline_commands.register(cli)

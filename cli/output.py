@@ -18,17 +18,32 @@ def emit_json(value) -> None:
     click.echo(to_json(value))
 
 
-def progress_printer(total: int, label: str) -> tuple[Callable[[int], None], Callable[[], None]]:
-    """A progress callback for long work: a bar on a terminal, nothing when piped."""
-    if not sys.stderr.isatty() or total <= 0:
-        return (lambda position: None), (lambda: None)
-    bar = click.progressbar(length=total, label=label, file=sys.stderr)
-    bar.__enter__()
-    state = {"done": 0}
+def as_of(value: str | None) -> int | str | None:
+    """`--as-of`: a position (digits) or an ISO-8601 time."""
+    if value is None:
+        return None
+    return int(value) if value.isdigit() else value
 
-    def update(position: int) -> None:
+
+def progress_printer(label: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    """A progress callback `(position, total)` for long work: a bar on a terminal, nothing
+    when piped; the second callable closes the bar."""
+    if not sys.stderr.isatty():
+        return (lambda position, total: None), (lambda: None)
+    state = {"done": 0, "bar": None}
+
+    def update(position: int, total: int) -> None:
+        if total <= 0:
+            return
+        if state["bar"] is None:
+            state["bar"] = click.progressbar(length=total, label=label, file=sys.stderr)
+            state["bar"].__enter__()
         if position - state["done"] >= 1000 or position == total:
-            bar.update(position - state["done"])
+            state["bar"].update(position - state["done"])
             state["done"] = position
 
-    return update, (lambda: bar.__exit__(None, None, None))
+    def done() -> None:
+        if state["bar"] is not None:
+            state["bar"].__exit__(None, None, None)
+
+    return update, done

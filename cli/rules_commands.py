@@ -3,10 +3,13 @@ promote), verdict, replay, export."""
 from __future__ import annotations
 
 import click
+import msgspec
 
-from selfheal.cli.loop_commands import _as_of, as_of_option, json_option
-from selfheal.cli.output import emit_json, to_json
-from selfheal.eventstore.recorder import system_clock as _now
+import selfheal
+from selfheal.cli.loop_commands import as_of_option, json_option, log_argument
+from selfheal.cli.output import as_of as _as_of, emit_json, to_json
+from selfheal.handlers.loop import InputError
+from selfheal.handlers.observer import format_diagnosis
 
 
 @click.group()
@@ -20,28 +23,18 @@ def rules() -> None:
 @click.pass_obj
 def rules_list(ctx, as_of, as_json) -> None:
     """The active version of every rule, and the history of rule sets."""
-    from selfheal.handlers.observe import load_ruleset
-    from selfheal.projections import view_as_of
-
-    with ctx.store(create=True) as store:
-        sets = view_as_of(store, None if as_of is None else store.as_of(_as_of(as_of)))["rulesets"]
-    active = sets.active
-    ruleset = load_ruleset(active.text if active else None)
-    body = {"active": {"ruleset_id": active.ruleset_id if active else "builtin", "version": ruleset.version,
-                       "rules": [{"id": r.id, "version": r.version, "kind": r.kind} for r in ruleset.rules]},
-            "history": [{"ruleset_id": s.ruleset_id, "version": s.version, "source": s.source,
-                         "proposed_at": s.proposed_at, "reports": s.reports, "approvals": s.approvals,
-                         "activated_at": s.activated_at} for s in sets.by_id.values()]}
+    listing = selfheal.rules_list(as_of=_as_of(as_of), **ctx.db)
     if as_json:
-        emit_json(body)
+        emit_json(msgspec.to_builtins(listing))  # plain dicts: keys in the deterministic (sorted) order
         return
-    click.echo(f"active: {body['active']['ruleset_id']} ({ruleset.version}), {len(ruleset.rules)} rules")
-    for r in body["active"]["rules"]:
-        click.echo(f"  {r['id']:<44} v{r['version']}  {r['kind']}")
-    for s in body["history"]:
-        state = "active" if active and s["ruleset_id"] == active.ruleset_id else (
-            "activated before" if s["activated_at"] else "proposed")
-        click.echo(f"{s['ruleset_id'][:19]}  {s['version']:<16} {state:<16} {len(s['reports'])} reports  {s['source']}")
+    active = listing.active
+    click.echo(f"active: {active.ruleset_id} ({active.version}), {len(active.rules)} rules")
+    for r in active.rules:
+        click.echo(f"  {r.id:<44} v{r.version}  {r.kind}")
+    for s in listing.history:
+        state = "active" if s.ruleset_id == active.ruleset_id else (
+            "activated before" if s.activated_at else "proposed")
+        click.echo(f"{s.ruleset_id[:19]}  {s.version:<16} {state:<16} {len(s.reports)} reports  {s.source}")
 
 
 @rules.command("test")
@@ -50,15 +43,10 @@ def rules_list(ctx, as_of, as_json) -> None:
 @json_option
 def rules_test(rules_file, log_file, as_json) -> None:
     """What RULES_FILE finds in LOG_FILE (the log store is not touched)."""
-    from pathlib import Path
-
-    from selfheal.handlers.loop import read_input
-    from selfheal.handlers.observe import load_ruleset
-    from selfheal.handlers.observer import format_diagnosis
-
-    ruleset = load_ruleset(Path(rules_file).read_text(encoding="utf-8"), rules_file)
-    text, _ = read_input(log_file)
-    diagnosis = ruleset.diagnose(text)
+    try:
+        diagnosis = selfheal.rules_test(rules_file, log_argument(log_file))
+    except OSError as exc:
+        raise InputError.unreadable(log_file, exc) from None
     emit_json(diagnosis) if as_json else click.echo(format_diagnosis(diagnosis))
 
 
@@ -68,10 +56,7 @@ def rules_test(rules_file, log_file, as_json) -> None:
 @click.pass_obj
 def rules_propose(ctx, rules_file, as_json) -> None:
     """Record RULES_FILE as a candidate rule set."""
-    from selfheal.handlers import rules_lifecycle
-
-    with ctx.store(create=True) as store:
-        proposed = rules_lifecycle.propose(store, rules_file, _now())
+    proposed = selfheal.rules_propose(rules_file, **ctx.db)
     if as_json:
         emit_json({"ruleset_id": proposed.ruleset_id, "version": proposed.version, "source": proposed.source})
     else:
@@ -84,10 +69,7 @@ def rules_propose(ctx, rules_file, as_json) -> None:
 @click.pass_obj
 def rules_shadow(ctx, candidate, as_json) -> None:
     """Replay every captured incident through CANDIDATE and the active rules; record the report."""
-    from selfheal.handlers import rules_lifecycle
-
-    with ctx.store() as store:
-        report = rules_lifecycle.shadow(store, candidate, _now(), ctx.settings.observer.safety_buffer)
+    report = selfheal.rules_shadow(candidate, config=ctx.config_path, **ctx.db)
     if as_json:
         emit_json(report)
         return
@@ -106,10 +88,7 @@ def rules_shadow(ctx, candidate, as_json) -> None:
 @click.pass_obj
 def rules_approve(ctx, candidate, by, note) -> None:
     """Approve CANDIDATE's latest shadow report (needed to promote in prod mode)."""
-    from selfheal.handlers import rules_lifecycle
-
-    with ctx.store() as store:
-        approved = rules_lifecycle.approve(store, candidate, by, _now(), note)
+    approved = selfheal.rules_approve(candidate, by=by, note=note, **ctx.db)
     click.echo(f"approved report {approved.report_hash} of {approved.ruleset_id} by {by}")
 
 
@@ -119,10 +98,7 @@ def rules_approve(ctx, candidate, by, note) -> None:
 @click.pass_obj
 def rules_promote(ctx, candidate, by) -> None:
     """Make CANDIDATE the active rule set (needs a shadow report; in prod, its approval)."""
-    from selfheal.handlers import rules_lifecycle
-
-    with ctx.store() as store:
-        activated = rules_lifecycle.promote(store, ctx.settings, candidate, by, _now())
+    activated = selfheal.rules_promote(candidate, by=by, config=ctx.config_path, **ctx.db)
     click.echo(f"active rules: {activated.ruleset_id} ({activated.version}), by {by}")
 
 
@@ -134,10 +110,7 @@ def rules_promote(ctx, candidate, by) -> None:
 @click.pass_obj
 def verdict(ctx, incident_id, kind, by, note) -> None:
     """Record a person's judgement of an incident (the labelled corpus for rules)."""
-    from selfheal.handlers import rules_lifecycle
-
-    with ctx.store() as store:
-        recorded = rules_lifecycle.verdict(store, incident_id, kind, by, _now(), note)
+    recorded = selfheal.verdict(incident_id, kind=kind, by=by, note=note, **ctx.db)
     click.echo(f"incident {recorded.incident_id}: {recorded.kind} (by {by})")
 
 
@@ -152,29 +125,8 @@ def verdict(ctx, incident_id, kind, by, note) -> None:
 @click.pass_obj
 def replay(ctx, since, until, candidate, assignments, mode, bundle, as_json) -> None:
     """Replay captured incidents through the loop in a scratch store; report what differs."""
-    from pathlib import Path
-
-    from selfheal.edges import deployments
-    from selfheal.handlers import replay as replaying
-    from selfheal.handlers.observe import load_ruleset
-    from selfheal.eventstore.recorder import parse_utc, utc_iso
-
-    since = utc_iso(parse_utc(since)) if since else None
-    until = utc_iso(parse_utc(until)) if until else None
-    if bundle:
-        settings, store = replaying.import_bundle(Path(bundle).read_text(encoding="utf-8").splitlines(), bundle)
-    else:
-        settings, store = ctx.settings, ctx.store()
-    with store:
-        settings = replaying.apply_overrides(settings, assignments, mode)
-        ruleset = None
-        if candidate:
-            from selfheal.handlers.rules_lifecycle import _candidate
-
-            _, summary = _candidate(store, candidate)
-            ruleset = load_ruleset(summary.text, summary.source)
-        report = replaying.replay(store, settings, deployments.build(settings), since=since, until=until,
-                                  ruleset=ruleset, mode=mode)
+    report = selfheal.replay(since=since or None, until=until or None, rules=candidate, overrides=assignments,
+                             mode=mode, bundle=bundle, config=ctx.config_path, **ctx.db)
     if as_json:
         emit_json(report)
         return
@@ -193,18 +145,11 @@ def replay(ctx, since, until, candidate, assignments, mode, bundle, as_json) -> 
 @click.pass_obj
 def export(ctx, incident_id, output) -> None:
     """Write an incident and its whole chain as a portable bundle (JSON Lines)."""
-    from selfheal.handlers.replay import export_bundle
-
-    with ctx.store() as store:
-        lines = export_bundle(store, ctx.settings, incident_id)
-    text = "\n".join(lines) + "\n"
+    lines = selfheal.export(incident_id, output=output, config=ctx.config_path, **ctx.db)
     if output:
-        from pathlib import Path
-
-        Path(output).write_text(text, encoding="utf-8")
         click.echo(f"{len(lines) - 1} events written to {output}")
     else:
-        click.echo(text, nl=False)
+        click.echo("\n".join(lines) + "\n", nl=False)
 
 
 def register(group: click.Group) -> None:

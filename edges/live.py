@@ -7,17 +7,20 @@ this edge; the incident's recorded time comes from the injected wall clock.
 """
 from __future__ import annotations
 
+import contextlib
 import queue
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 
 from selfheal.edges.chunker import IncidentChunker
-from selfheal.edges.deployments import DeploymentEdges
+from selfheal.handlers.ports import DeploymentEdges
 from selfheal.edges.metrics_watch import MetricsWatch, poll
 from selfheal.eventstore.recorder import system_clock
 from selfheal.eventstore.store import EventStore
+from selfheal.handlers.loop import capture
 from selfheal.schemas.events import IncidentSource
 
 _DONE = object()
@@ -27,8 +30,6 @@ def watch_lines(store: EventStore, edges: DeploymentEdges, lines: Iterator[str],
                 stop: threading.Event, *, quiet_s: float = 2.0, clock: Callable[[], datetime] = system_clock,
                 on_incident: Callable[[str], None] | None = None) -> int:
     """Capture the trouble in a stream of log lines as incidents until `stop` or the end."""
-    from selfheal.handlers.loop import capture
-
     pending: queue.Queue = queue.Queue(maxsize=10_000)
 
     def read() -> None:
@@ -69,8 +70,6 @@ def watch_metrics(store: EventStore, edges: DeploymentEdges, url: str, stop: thr
                   interval_s: float = 15.0, clock: Callable[[], datetime] = system_clock,
                   on_incident: Callable[[str], None] | None = None, watch: MetricsWatch | None = None) -> int:
     """Scrape /metrics and capture each sustained runtime symptom as an incident."""
-    from selfheal.handlers.loop import capture
-
     watch = watch or MetricsWatch()
     captured = 0
     for now, body in poll(url, interval_s=interval_s, stop=stop):
@@ -81,3 +80,19 @@ def watch_metrics(store: EventStore, edges: DeploymentEdges, url: str, stop: thr
             if on_incident is not None:
                 on_incident(incident_id)
     return captured
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """An event that SIGINT and SIGTERM set, for a watch to stop at its next step (so an
+    incident being recorded is finished rather than interrupted wherever the signal lands);
+    the previous handlers come back after. An interrupt before they are set ends it quietly."""
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    except KeyboardInterrupt:
+        stop.set()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

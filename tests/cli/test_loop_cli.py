@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 
@@ -9,6 +10,8 @@ from click.testing import CliRunner
 
 from selfheal.cli.main import cli
 from selfheal.edges.sim import load_scenario, simulate
+from selfheal.eventstore import open_store
+from tests.conftest import archived
 
 STARTUP_0_14 = ("(EngineCore_DP0 pid=4242) ERROR 11-24 06:55:12 [core.py:708] ValueError: Free memory on device cuda:0 "
                 "(8.41/11.66 GiB) on startup is less than desired GPU memory utilization (0.9, 10.49 GiB). Decrease "
@@ -159,3 +162,16 @@ def test_show_unknown_run(healed):
     db, _, _ = healed
     proc = subprocess.run([sys.executable, "-m", "selfheal", "--db", str(db), "show", "nope"], capture_output=True, text=True)
     assert proc.returncode == 1 and proc.stderr.strip() == "selfheal: error: run 'nope': no such run"
+
+
+def test_run_writes_the_projection_snapshot_the_readme_promises(tmp_path):
+    db = tmp_path / "log.db"
+    with open_store(db, create=True) as store:
+        store.append_many([(f"intent-{i}", [archived(i)]) for i in range(1001)])
+    empty = tmp_path / "selfheal.toml"
+    empty.write_text("")
+    result = run("--db", db, "--config", empty, "run")
+    assert result.exit_code == 0 and result.output == "handled 0 events, recorded 0, log at 1001\n"
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT position FROM view_snapshots").fetchall() == [(1001,)]
+    conn.close()
