@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 
 import pytest
 from click.testing import CliRunner
 
+import selfheal
 from selfheal.cli.main import cli
 from selfheal.edges.sim import load_scenario, simulate
 from selfheal.eventstore import open_store
@@ -110,14 +113,19 @@ def test_demo_refuses_an_existing_log(tmp_path):
     assert proc.returncode == 1 and "writes a fresh log" in proc.stderr
 
 
-@pytest.fixture
-def healed(tmp_path):
-    """A configured deployment, a log file of its failure, and `selfheal heal` run over it."""
+def configured(tmp_path):
+    """A configured deployment's selfheal.toml, a log file of its failure, and where its log goes."""
     config = tmp_path / "selfheal.toml"
     config.write_text('[deployments.chat]\nscenario = "workstation-12gb-speech"\n')
     log = tmp_path / "vllm.log"
     log.write_text(simulate(load_scenario("workstation-12gb-speech")).log_text)
-    db = tmp_path / "log.db"
+    return config, log, tmp_path / "log.db"
+
+
+@pytest.fixture
+def healed(tmp_path):
+    """A configured deployment, a log file of its failure, and `selfheal heal` run over it."""
+    config, log, db = configured(tmp_path)
     result = run("--db", db, "--config", config, "heal", log)
     assert result.exit_code == 0, result.output
     return db, config, result.output
@@ -175,3 +183,24 @@ def test_run_writes_the_projection_snapshot_the_readme_promises(tmp_path):
     conn = sqlite3.connect(db)
     assert conn.execute("SELECT position FROM view_snapshots").fetchall() == [(1001,)]
     conn.close()
+
+
+def test_run_follow_handles_what_is_recorded_while_it_runs(tmp_path):
+    config, log, db = configured(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "selfheal", "--db", str(db), "--config", str(config), "run",
+                             "--follow", "--interval", "0.2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not db.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)  # a few polls of an empty log
+        selfheal.observe([log], db=db, config=config)  # recorded by another process while it polls
+        while time.monotonic() < deadline and [r.status for r in selfheal.history(db=db)] != ["promoted"]:
+            time.sleep(0.2)
+        assert [r.status for r in selfheal.history(db=db)] == ["promoted"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130 and err == "selfheal: interrupted\n", err
+    assert out.startswith("handled ") and ", log at " in out
