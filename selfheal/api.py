@@ -113,11 +113,9 @@ def _deployment(settings: Settings, name: str | None):
 def _log_content(function: str, log, text: str | None):
     """A log given to `function`: a file (os.PathLike), bytes, or text= (never a bare str)."""
     if isinstance(log, str):
+        shown = repr(log) if len(log) <= 40 else f"{log[:40]!r}..."
         raise TypeError(f"{function}(): a str is ambiguous (a file name, or log text?): pass a log file as "
-                        f"pathlib.Path({log[:40]!r}...) or the log's text as text=..."
-                        if len(log) > 40 else
-                        f"{function}(): a str is ambiguous (a file name, or log text?): pass a log file as "
-                        f"pathlib.Path({log!r}) or the log's text as text=...")
+                        f"pathlib.Path({shown}) or the log's text as text=...")
     if (log is None) == (text is None):
         raise TypeError(f"{function}(): give the log as a path or bytes, or as text=..., and only one of them")
     if text is not None:
