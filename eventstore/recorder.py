@@ -177,7 +177,8 @@ class Recorder(abc.ABC):
         bodies: Iterable[str] | None = None,
         page: int = 1000,
     ) -> Iterator[list[tuple]]:
-        """What `read` reads, as tuples of `columns` (names from COLUMNS), a page (list) at a time.
+        """What `read` reads, as tuples of `columns` (names from COLUMNS, position among them),
+        a page (list) at a time.
 
         `data` is None in the rows whose type is not in `bodies` (None: every row carries its
         body), so a fold that needs only the envelope of most rows neither fetches nor copies

@@ -102,6 +102,8 @@ def _select(columns: Sequence[str], bodies: Iterable[str] | None = None) -> _Sel
 
     Elsewhere `data` is NULL, and SQLite does not even visit the pages that hold the body; a
     body that is missing where it is read is the decoder's to report (`store.Decoders`)."""
+    if "position" not in columns:
+        raise ValueError(f"{', '.join(columns)}: a read pages by position, so the columns must include it")
     parts, params = [], []
     for column in columns:
         if column not in COLUMNS:
