@@ -10,9 +10,11 @@ from datetime import datetime
 import msgspec
 
 from selfheal.eventstore.errors import CorruptEvent
+from selfheal.eventstore.memory import InMemoryRecorder
 from selfheal.eventstore.recorder import (
     AppendRequest, CheckpointAdvance, NewEvent, Recorder, StoredEvent, parse_utc, utc_iso,
 )
+from selfheal.eventstore.sqlite import SQLiteRecorder
 from selfheal.eventstore.codec import decode, encode, fast_decoder
 from selfheal.schemas.events import EVENT_TYPES, Event
 
@@ -209,12 +211,8 @@ class EventStore:
 
 
 def open_store(path: str | os.PathLike, *, create: bool = False, synchronous: str = "FULL") -> EventStore:
-    from selfheal.eventstore.sqlite import SQLiteRecorder
-
     return EventStore(SQLiteRecorder(path, create=create, synchronous=synchronous))
 
 
 def memory_store(clock=None) -> EventStore:
-    from selfheal.eventstore.memory import InMemoryRecorder
-
     return EventStore(InMemoryRecorder(clock=clock) if clock else InMemoryRecorder())

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 import msgspec
 
-from selfheal.eventstore.audit import row_json
+from selfheal.eventstore.audit import events, row_json
 from selfheal.eventstore.store import EventStore
 from selfheal.projections import view_as_of
 from selfheal.projections.rate_limit import backoff, next_allowed
@@ -86,8 +86,6 @@ def show(store: EventStore, run_id: str, *, as_of=None) -> RunChain:
     depth: dict[str, int] = {}
     chain = []
     until = None if as_of is None else store.as_of(as_of)
-    from selfheal.eventstore.audit import events
-
     for row in events(store, correlation=run.correlation_id, as_of=until):
         level = depth.get(row.causation_id, -1) + 1 if row.causation_id else 0
         depth[row.event_id] = level
