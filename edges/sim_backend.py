@@ -37,6 +37,6 @@ class SimPredictor:
         self.margin_gib = margin_gib
 
     def predict(self, config: ServingConfig, production: ServingConfig) -> Prediction:
-        result = simulate(self.scenario, config)
+        result = simulate(self.scenario, config, render=False)
         verdict = score(measurements_of(result), self.margin_gib, config, production)
         return Prediction(passes=verdict.passed, fitness=verdict.fitness, failure_kind=result.failure_kind)

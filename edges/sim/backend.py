@@ -23,7 +23,7 @@ from __future__ import annotations
 import msgspec
 
 from selfheal.edges.sim import logtext as lt
-from selfheal.edges.sim.logtext import API, ENGINE, Log
+from selfheal.edges.sim.logtext import API, ENGINE, Log, QuietLog
 from selfheal.edges.sim.scenario import load_scenario
 from selfheal.handlers.models.memory import CUDA_CTX, FULL_GRAPH_CAP, GIB, Startup, account, capture_sizes
 from selfheal.handlers.models.serving import Load, run_load
@@ -88,19 +88,22 @@ class SimResult(msgspec.Struct, frozen=True, kw_only=True):
     metrics_text: str             # a /metrics scrape after the load phase ("" if it never served)
 
 
-def simulate(scenario: Scenario | str, config: ServingConfig | None = None) -> SimResult:
-    """Start `config` (default: the scenario's current config) on `scenario`, load it, measure."""
+def simulate(scenario: Scenario | str, config: ServingConfig | None = None, *, render: bool = True) -> SimResult:
+    """Start `config` (default: the scenario's current config) on `scenario`, load it, measure.
+
+    `render=False` leaves out vLLM's log lines (`log_text` and `excerpt` are empty); every
+    number is the same."""
     if isinstance(scenario, str):
         scenario = load_scenario(scenario)
     config = scenario.current if config is None else config
     st = account(scenario, config)
-    log = Log()
+    log = Log() if render else QuietLog()
     excerpt = _startup_log(log, scenario, config, st)
     load: Load | None = None
     if st.ok:
         load = run_load(scenario, config, st)
         excerpt = _load_log(log, scenario, config, load)
-    return _result(scenario, config, st, load, log, excerpt)
+    return _result(scenario, config, st, load, log, excerpt if render else [])
 
 
 def _g(b: int) -> float:
@@ -358,7 +361,7 @@ def _engine_failure(log: Log, s: Scenario, rank: int | None, where: str, executo
 
 
 def _first(lines: list[str], needle: str) -> str:
-    return next(x for x in lines if x.endswith(needle))
+    return next((x for x in lines if x.endswith(needle)), "")  # a QuietLog has no lines
 
 
 def _oom_text(s: Scenario, rank: int, oom, st: Startup) -> str:

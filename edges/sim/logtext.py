@@ -81,6 +81,19 @@ class Log:
         return "\n".join(self.lines) + "\n"
 
 
+class QuietLog(Log):
+    """The same clock, no lines: for a prediction, which needs vLLM's numbers, not its words."""
+
+    def log(self, proc: str, level: str, where: str, message: str) -> list[str]:
+        return []
+
+    def raw(self, proc: str, text: str) -> list[str]:
+        return []
+
+    def text(self) -> str:
+        return ""
+
+
 # --- error messages (error_formats.md, 0.22.0–0.32.x column) -------------------------------------
 
 def free_memory_below_utilization(device: str, free: int, total: int, util: float, requested: int) -> str:

@@ -6,6 +6,12 @@ admits waiting requests while fewer than `max_num_seqs` run and KV blocks allow.
 needs a block when none is free preempts the most recently admitted request, which is freed and
 later recomputed from scratch (RECOMPUTE, §1.9; F7). The step time is the roofline of §4.
 
+Steady decoding is stepped in one stride: while every running request only decodes, none is
+about to finish, none can be admitted and no block runs short, each step's cost depends only
+on the step number, so `_decode_stride` computes those steps without visiting each request
+per step. It takes the same steps in the same order (the same floats, the same samples);
+`run_load(..., stride=False)` is the plain step-by-step loop, and tests/sim hold the two equal.
+
 Workload: `concurrent_users` clients each send a request, wait for it, send the next, until
 `requests` have been sent (closed loop, like `vllm bench serve --max-concurrency`). Prompt
 lengths spread over 0.5x..1.5x of the mean by a golden-ratio sequence, so runs are
@@ -48,16 +54,18 @@ class PerfModel(msgspec.Struct, frozen=True, kw_only=True):
     tp: int
     eager: bool
 
+    def terms(self, tokens: int) -> tuple[float, float, float, float]:
+        """The step's terms but the context's: c0 + W/BW, then 2·P·tokens/FLOPS, eager launches,
+        TP all-reduces (0.0 where they do not apply: adding it changes no float)."""
+        return (STEP_OVERHEAD_S + self.weight_bytes / self.bandwidth, 2 * self.params * tokens / self.flops,
+                self.layers * EAGER_PER_LAYER_S if self.eager else 0.0,
+                2 * self.layers * TP_ALLREDUCE_S if self.tp > 1 else 0.0)
+
     def step_s(self, tokens: int, context_tokens: int) -> float:
-        """c0 + W/BW + ctx·kv_bytes/BW + 2·P·tokens/FLOPS (+ eager launches, TP all-reduces)."""
-        t = STEP_OVERHEAD_S + self.weight_bytes / self.bandwidth
-        t += context_tokens * self.kv_bytes_per_token / self.bandwidth
-        t += 2 * self.params * tokens / self.flops
-        if self.eager:
-            t += self.layers * EAGER_PER_LAYER_S
-        if self.tp > 1:
-            t += 2 * self.layers * TP_ALLREDUCE_S
-        return t
+        """c0 + W/BW + ctx·kv_bytes/BW + 2·P·tokens/FLOPS (+ eager launches, TP all-reduces),
+        summed in that order (the stride sums its steps the same way)."""
+        head, compute, eager, allreduce = self.terms(tokens)
+        return head + context_tokens * self.kv_bytes_per_token / self.bandwidth + compute + eager + allreduce
 
 
 def perf_model(scenario: Scenario, config: ServingConfig, kv_bytes_per_token: int) -> PerfModel:
@@ -142,8 +150,69 @@ def prompt_lengths(scenario: Scenario) -> list[tuple[int, int]]:
             for i in range(w.requests)]
 
 
-def run_load(scenario: Scenario, config: ServingConfig, startup: Startup) -> Load:
-    """Replay the scenario's workload against a started engine; deterministic."""
+class _Clock(msgspec.Struct):
+    """What a stride advances besides the requests: time, free blocks, the stats interval."""
+    t: float
+    free: int
+    peak_usage: float
+    next_stats: float
+    iv_prompt: int
+    iv_gen: int
+    iv_pre: int
+
+
+def _decode_stride(running: list[_Req], waiting_count: int, clock: _Clock, perf: PerfModel, usable: int,
+                   stats: list[StatsSample]) -> None:
+    """Take every step of steady decoding up to (not including) the first that finishes a
+    request or would need more blocks than are free; the caller has checked that every
+    running request decodes and that nothing can be admitted. Each step's time is summed
+    exactly as `PerfModel.step_s` sums it, so the floats are the plain loop's."""
+    n = len(running)
+    steps = min(r.out - r.generated for r in running) - 1   # the step that finishes one is a plain step
+    if steps <= 0:
+        return
+    # a request needs a new block on the step that starts at a multiple of BLOCK_SIZE computed tokens
+    crossing = [0] * BLOCK_SIZE
+    for r in running:
+        crossing[r.computed % BLOCK_SIZE] += 1
+    context0 = sum(r.computed for r in running)
+    head, compute, eager, allreduce = perf.terms(n)
+    kv, bandwidth = perf.kv_bytes_per_token, perf.bandwidth
+    t, free, next_stats, counted = clock.t, clock.free, clock.next_stats, 0
+    taken = 0
+    for j in range(1, steps + 1):
+        need = crossing[(1 - j) % BLOCK_SIZE]
+        if need > free:
+            break                                    # this step preempts: leave it to the plain loop
+        free -= need
+        t += head + (context0 + n * j) * kv / bandwidth + compute + eager + allreduce
+        taken = j
+        if t >= next_stats:
+            clock.iv_gen += n * (j - counted)
+            counted = j
+            while t >= next_stats:
+                stats.append(StatsSample(
+                    t=next_stats, prompt_tps=clock.iv_prompt / STATS_INTERVAL_S,
+                    generation_tps=clock.iv_gen / STATS_INTERVAL_S, running=n, waiting=waiting_count,
+                    kv_usage=(usable - free) / usable if usable > 0 else 1.0, preemptions=clock.iv_pre))
+                next_stats += STATS_INTERVAL_S
+                clock.iv_prompt = clock.iv_gen = clock.iv_pre = 0
+    if not taken:
+        return
+    clock.iv_gen += n * (taken - counted)
+    clock.t, clock.free, clock.next_stats = t, free, next_stats
+    # usage only grows during the stride: its peak is where the stride ends
+    clock.peak_usage = max(clock.peak_usage, (usable - free) / usable if usable > 0 else 1.0)
+    for r in running:
+        r.computed += taken
+        r.generated += taken
+        r.blocks = _cdiv(r.computed, BLOCK_SIZE)
+
+
+def run_load(scenario: Scenario, config: ServingConfig, startup: Startup, *, stride: bool = True) -> Load:
+    """Replay the scenario's workload against a started engine; deterministic.
+
+    `stride=False` steps every decode one by one (the reference the stride is tested against)."""
     perf = perf_model(scenario, config, startup.kv_bytes_per_token)
     usable = startup.num_blocks - 1          # block 0 is the null block (§1.5)
     lengths = prompt_lengths(scenario)
@@ -177,6 +246,14 @@ def run_load(scenario: Scenario, config: ServingConfig, startup: Startup) -> Loa
         issue(user, 0.0)
 
     while waiting or running:
+        if (stride and running and len(running) <= config.max_num_batched_tokens
+                and (not waiting or len(running) >= config.max_num_seqs)
+                and all(r.generated > 0 and r.computed == r.prompt + r.generated - 1 for r in running)):
+            clock = _Clock(t=t, free=free, peak_usage=peak_usage, next_stats=next_stats, iv_prompt=iv_prompt,
+                           iv_gen=iv_gen, iv_pre=iv_pre)
+            _decode_stride(running, len(waiting), clock, perf, usable, stats)
+            t, free, peak_usage, next_stats = clock.t, clock.free, clock.peak_usage, clock.next_stats
+            iv_prompt, iv_gen, iv_pre = clock.iv_prompt, clock.iv_gen, clock.iv_pre
         budget = config.max_num_batched_tokens
         sched: list[tuple[_Req, int]] = []
         preempted = False
