@@ -127,6 +127,11 @@ def _log_content(function: str, log, text: str | None):
     return log
 
 
+def _paths(files: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
+    """Files as paths: one path (a str is a path here), or a list of them."""
+    return [os.fspath(files)] if isinstance(files, (str, os.PathLike)) else [os.fspath(f) for f in files]
+
+
 def _as_config(current: ServingConfig | Mapping[str, float | bool] | None,
                config_file: str | os.PathLike | None) -> ServingConfig | None:
     if isinstance(current, ServingConfig):
@@ -220,17 +225,18 @@ class Observed(msgspec.Struct):
     incidents: list[str]
 
 
-def observe(files: Iterable[str | os.PathLike] = (), *, follow: str | os.PathLike | None = None,
+def observe(files: str | os.PathLike | Iterable[str | os.PathLike] = (), *, follow: str | os.PathLike | None = None,
             journal: str | None = None, metrics: str | None = None, interval: float = 15.0,
             quiet_seconds: float = 2.0, deployment: str | None = None, stop: threading.Event | None = None,
             on_incident: Callable[[str], None] | None = None, db: Db = None, config: Config = None,
-            synchronous: str = "FULL", clock: Clock = system_clock) -> list[str]:
-    """Record log files ('-': standard input) as incidents of a deployment; or watch one
-    live source (`follow` a file like tail -F, a journald `journal` unit, or vLLM's `metrics`
-    URL every `interval` s) until `stop` is set or the source ends. Returns the incidents' ids;
-    `on_incident(id)` hears of each as it is recorded. Every file is read before any is
-    recorded, so a missing one leaves the log untouched."""
-    files = [os.fspath(f) for f in files]
+            synchronous: str = "FULL", clock: Clock = system_clock) -> Observed:
+    """Record log files ('-': standard input; one path or a list) as incidents of a
+    deployment; or watch one live source (`follow` a file like tail -F, a journald `journal`
+    unit, or vLLM's `metrics` URL every `interval` s) until `stop` is set or the source ends.
+    Returns the deployment and the incidents' ids; `on_incident(id)` hears of each as it is
+    recorded. Every file is read before any is recorded, so a missing one leaves the log
+    untouched."""
+    files = _paths(files)
     sources = sum(x is not None for x in (follow, journal, metrics))
     if sources > 1 or (sources and files) or (not sources and not files):
         raise ValueError("observe: give files; or follow=FILE; or journal=UNIT; or metrics=URL")
@@ -279,14 +285,14 @@ class Healed(msgspec.Struct):
     events: list[Recorded]
 
 
-def heal(files: Iterable[str | os.PathLike], *, deployment: str | None = None, db: Db = None,
+def heal(files: str | os.PathLike | Iterable[str | os.PathLike], *, deployment: str | None = None, db: Db = None,
          config: Config = None, synchronous: str = "FULL", clock: Clock = system_clock) -> list[Healed]:
     """Observe log files ('-': standard input) as incidents of a deployment and run the loop
-    to its outcome; returns each incident's whole chain."""
+    to its outcome; returns each incident's whole chain. `files`: one path or a list."""
     settings = load_config(config)
     edges, name = _deployment(settings, deployment)
     with _opened(db, True, synchronous) as store:
-        ids = loop.heal(store, settings, edges, name, [os.fspath(f) for f in files], clock=clock)
+        ids = loop.heal(store, settings, edges, name, _paths(files), clock=clock)
         return [Healed(incident_id=i, events=[typed(row) for row in audit.events(store, correlation=i)])
                 for i in ids]
 

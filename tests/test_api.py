@@ -137,6 +137,7 @@ def test_db_and_config_default_like_the_cli(tmp_path, monkeypatch):
     Path("vllm.log").write_text(EXCERPT)
     observed = selfheal.observe(["vllm.log"])  # files are paths: a str is a path here
     assert observed.deployment == "chat" and len(observed.incidents) == 1
+    assert len(selfheal.observe("vllm.log").incidents) == 1  # one path, not its characters
     assert (tmp_path / "env.db").exists()
     other = tmp_path / "other.toml"
     other.write_text('[deployments.qa]\nscenario = "workstation-12gb-speech"\n')
