@@ -44,9 +44,11 @@ from selfheal.edges.journal import journal as journal_lines
 from selfheal.edges.sim import bundled_scenarios, load_scenario
 from selfheal.eventstore import audit
 from selfheal.eventstore.audit import default_db_path
+from selfheal.eventstore.errors import StoreError
 from selfheal.eventstore.recorder import StoredEvent, VerifyReport, parse_utc, system_clock, utc_iso
 from selfheal.eventstore.store import EventStore, Recorded, open_store, typed
 from selfheal.handlers import escrow, loop, rules_lifecycle
+from selfheal.handlers.loop import InputError
 from selfheal.handlers import replay as replaying
 from selfheal.handlers.observer import Diagnosis, builtin_ruleset
 from selfheal.handlers.runtime import RunReport
@@ -501,4 +503,4 @@ COMMANDS = ["init", "events", "verify", "rebuild", "diagnose", "observe", "run",
             "rules_promote", "verdict", "replay", "export"]
 
 __all__ = [*COMMANDS, "open_db", "load_config", "scenarios", "typed", "Observed", "Healed", "DemoResult", "RulesListing",
-           "DEFAULT_SCENARIO"]
+           "DEFAULT_SCENARIO", "ConfigError", "InputError", "StoreError"]

@@ -13,14 +13,12 @@ import msgspec
 import pytest
 
 import selfheal
-from selfheal.eventstore.errors import StoreError
 from selfheal.eventstore.recorder import StoredEvent
 from selfheal.eventstore.store import EventStore, Recorded
 from selfheal.handlers.observer import Diagnosis
 from selfheal.handlers.observer.loader import builtin_rule_text
 from selfheal.handlers.runtime import RunReport
 from selfheal.projections.runs import RunSummary
-from selfheal.schemas.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 EXCERPT = ("(EngineCore_DP0 pid=4242) ERROR 11-24 06:55:12 [core.py:708] ValueError: Free memory on device cuda:0 "
@@ -129,9 +127,9 @@ def test_db_and_config_default_like_the_cli(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SELFHEAL_DB", str(tmp_path / "env.db"))
     monkeypatch.delenv("SELFHEAL_CONFIG", raising=False)
-    with pytest.raises(StoreError, match="does not exist"):
+    with pytest.raises(selfheal.StoreError, match="does not exist"):
         selfheal.history()  # a reader refuses a missing log
-    with pytest.raises(ConfigError, match="no deployments are configured"):
+    with pytest.raises(selfheal.ConfigError, match="no deployments are configured"):
         selfheal.observe([Path("x.log")])  # the built-in defaults: no deployments
     Path("selfheal.toml").write_text(CHAT)  # ./selfheal.toml when $SELFHEAL_CONFIG is not set
     Path("vllm.log").write_text(EXCERPT)
