@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import http.client
 import ipaddress
 import math
@@ -25,6 +24,8 @@ from typing import Callable, Protocol
 from urllib.parse import urlsplit
 
 import msgspec
+
+from selfheal.schemas.fingerprints import parts_fingerprint
 
 _TAIL = 2000  # characters of a response body or of command output kept in `detail`
 
@@ -64,8 +65,7 @@ def to_json(alert: Alert) -> bytes:
 
 def fingerprint(deployment: str, kind: str, *parts: object) -> str:
     """A stable fingerprint from what makes two alerts "the same" (never ids or times)."""
-    text = "\x1f".join([deployment, kind, *map(str, parts)])
-    return "alert:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+    return parts_fingerprint(deployment, kind, *parts, prefix="alert:")
 
 
 def group(alerts: list[Alert], window: timedelta) -> list[Alert]:

@@ -4,8 +4,6 @@ process reaper), and the fingerprint of the environment it runs in. The composit
 the loop: handlers never import edges; they receive these objects."""
 from __future__ import annotations
 
-import hashlib
-
 from selfheal.edges.alerts import ConfiguredSinks
 from selfheal.edges.host_memory import HostMemoryInventory
 from selfheal.edges.inventory import ScenarioInventory
@@ -18,6 +16,7 @@ from selfheal.edges.vllm_backend import LoadSettings, VllmCanaryBackend
 from selfheal.edges.vllm_config import VllmYaml
 from selfheal.handlers.ports import DeploymentEdges, InventoryUnavailable, NoPredictor
 from selfheal.schemas.config import ConfigError, DeploymentSettings, Settings
+from selfheal.schemas.fingerprints import parts_fingerprint
 
 
 def environment_fingerprint(gpu: str, total_gib: float, count: int, model: str,
@@ -29,7 +28,7 @@ def environment_fingerprint(gpu: str, total_gib: float, count: int, model: str,
     """
     parts = [gpu, f"{total_gib:.2f}", str(count), model] + sorted(
         f"{name}:{round(used * 2) / 2:g}" for name, used in cotenants)
-    return "env:" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
+    return parts_fingerprint(*parts, prefix="env:")
 
 
 def _production_ports(settings: DeploymentSettings) -> dict:

@@ -6,19 +6,15 @@ delivery after the window carries their count, so a flapping server pages once p
 """
 from __future__ import annotations
 
-import hashlib
 from datetime import timedelta
 
 from selfheal.eventstore.store import Recorded, derived_id
 from selfheal.handlers.runtime import Activity, Emitted, Progress, Reactor
 from selfheal.projections.base import View
+from selfheal.schemas.fingerprints import parts_fingerprint
 from selfheal.schemas.events import (
     AlertDelivered, AlertRaised, DeliveryAttempt, EscalationRaised, PromotionLapsed, RolledBack, VerificationFinished,
 )
-
-
-def _fingerprint(*parts: str) -> str:
-    return "alert:" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
 
 
 class RaiseAlert(Reactor):
@@ -51,7 +47,7 @@ class RaiseAlert(Reactor):
             summary = f"rolled back to v{e.restored_version}: {e.reason}"
             evidence, key = {"commit_id": e.commit_id, "restored_version": str(e.restored_version)}, ""
         alert = AlertRaised(alert_id=derived_id(event.event_id, "alert"), deployment=deployment, kind=kind,
-                            summary=summary, fingerprint=_fingerprint(deployment, kind, key), evidence=evidence)
+                            summary=summary, fingerprint=parts_fingerprint(deployment, kind, key, prefix="alert:"), evidence=evidence)
         return [(f"alerts-{deployment}", event.follow(alert, self.name))]
 
 

@@ -21,6 +21,7 @@ import msgspec
 from selfheal.schemas.actuators import ActuatorBounds
 from selfheal.schemas.config import DeploymentSettings
 from selfheal.schemas.events import AlertRaised, CanaryMeasurements, GpuSnapshot
+from selfheal.schemas.failures import FailureKind
 from selfheal.schemas.serving import ServingConfig
 
 
@@ -60,7 +61,7 @@ class Prediction(msgspec.Struct, frozen=True):
 
     passes: bool | None
     fitness: float | None = None
-    failure_kind: str | None = None
+    failure_kind: FailureKind | None = None
 
 
 class Predictor(Protocol):

@@ -14,3 +14,9 @@ import hashlib
 def text_fingerprint(text: str, prefix: str = "sha256:") -> str:
     """`prefix` + the first 16 hex digits of the SHA-256 of `text` in UTF-8."""
     return prefix + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def parts_fingerprint(*parts: object, prefix: str) -> str:
+    """The fingerprint of several fields at once (an alert's, an environment's): joined by the
+    unit separator, which no field holds, so ("a", "bc") and ("ab", "c") differ."""
+    return text_fingerprint("\x1f".join(map(str, parts)), prefix)

@@ -6,7 +6,7 @@ import hashlib
 from hypothesis import given, strategies as st
 
 from selfheal.handlers.intents import fingerprint
-from selfheal.schemas.fingerprints import text_fingerprint
+from selfheal.schemas.fingerprints import parts_fingerprint, text_fingerprint
 from selfheal.schemas.serving import ServingConfig
 from selfheal.schemas.upcasting import upcast
 
@@ -39,3 +39,10 @@ def test_intent_fingerprint_is_pinned():
     text = "\x1f".join(["ws", "no_kv_cache_memory", "vllm.no_kv_cache_memory", repr(sorted(config.as_dict().items()))])
     assert fingerprint("ws", "no_kv_cache_memory", "vllm.no_kv_cache_memory", config) == \
         "fp:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def test_parts_fingerprints_keep_the_values_alerts_and_environments_had():
+    # the formula the alert and environment fingerprints used before they shared this one
+    before = "alert:" + hashlib.sha256("\x1f".join(["chat", "escalation", "seed"]).encode()).hexdigest()[:16]
+    assert parts_fingerprint("chat", "escalation", "seed", prefix="alert:") == before
+    assert parts_fingerprint("a", "bc", prefix="env:") != parts_fingerprint("ab", "c", prefix="env:")
