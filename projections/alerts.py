@@ -42,7 +42,7 @@ class AlertsProjection(Projection[Alerts]):
             state.by_id[e.alert_id] = AlertSummary(alert_id=e.alert_id, deployment=shared[e.deployment],
                                                    kind=shared[e.kind], summary=shared[e.summary],
                                                    fingerprint=shared[e.fingerprint], raised_at=event.occurred,
-                                                   evidence=shared.json(e.evidence))
+                                                   evidence=dict(e.evidence))  # ids of its own: nothing to share
             state.order.append(e.alert_id)
             state.held[e.fingerprint] = state.held.get(e.fingerprint, 0) + 1
             return state
