@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import click
@@ -106,16 +105,13 @@ def observe(ctx, files: tuple[str, ...], follow: bool, unit: str | None, metrics
 @click.pass_obj
 def run_command(ctx, follow: bool, interval: float, as_json: bool) -> None:
     """Drive the handlers until no work is left."""
-    with selfheal.open_db(create=True, **ctx.db) as store:
-        while True:
-            report = selfheal.run(db=store, config=ctx.settings)
-            if as_json:
-                emit_json(report)
-            elif report.handled or not follow:
-                click.echo(f"handled {report.handled} events, recorded {report.emitted}, log at {store.last_position()}")
-            if not follow:
-                return
-            time.sleep(interval)
+    def report(done) -> None:
+        if as_json:
+            emit_json(done)
+        elif done.handled or not follow:
+            click.echo(f"handled {done.handled} events, recorded {done.emitted}, log at {done.head}")
+
+    selfheal.run(follow=follow, interval=interval, on_report=report, config=ctx.settings, **ctx.db)
 
 
 @click.command()

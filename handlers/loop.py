@@ -44,13 +44,17 @@ def runner(store: EventStore, settings: Settings, deployments: dict[str, Deploym
 
 
 def run(store: EventStore, settings: Settings, deployments: dict[str, DeploymentEdges],
-        mode: str | None = None, clock: Callable[[], datetime] = system_clock) -> RunReport:
+        mode: str | None = None, clock: Callable[[], datetime] = system_clock, *,
+        driver: Runner | None = None) -> RunReport:
     """Record the lapse of promotions past their TTL (the one fact only a clock can tell),
-    then drive every handler until no work is left."""
-    driver = runner(store, settings, deployments, mode)
+    then drive every handler until no work is left, and save a projection snapshot when
+    1,000 events were folded since the last. `driver`: a runner to reuse (a follow loop
+    keeps one, and its view, across polls)."""
+    driver = driver or runner(store, settings, deployments, mode)
     lapse_expired(store, settings, clock(), driver.view)
     report = driver.run_until_idle()
     snapshots.save(driver.view.catch_up())
+    report.head = store.last_position()
     return report
 
 

@@ -122,6 +122,8 @@ class RunReport(msgspec.Struct):
     position: int = 0
     #: transactions this run committed (outputs and checkpoint moves), for the benchmarks
     transactions: int = 0
+    #: the log's last position when the run went idle
+    head: int = 0
 
 
 _held: dict[str, int] = {}

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -270,14 +271,30 @@ def observe(files: str | os.PathLike | Iterable[str | os.PathLike] = (), *, foll
         return observed
 
 
-def run(*, mode: str | None = None, db: Db = None, config: Config = None, synchronous: str = "FULL",
-        clock: Clock = system_clock) -> RunReport:
+def run(*, follow: bool = False, interval: float = 2.0, on_report: Callable[[RunReport], None] | None = None,
+        stop: threading.Event | None = None, mode: str | None = None, db: Db = None, config: Config = None,
+        synchronous: str = "FULL", clock: Clock = system_clock) -> RunReport:
     """Drive the handlers until no work is left: record the lapse of promotions past their
-    TTL, handle every pending event, save a projection snapshot (every 1,000 events). Call it
-    again to handle what was recorded since (`selfheal run --follow` does)."""
+    TTL, handle every pending event, save a projection snapshot (every 1,000 events).
+
+    `follow=True` goes on handling what is recorded meanwhile, every `interval` seconds,
+    until `stop` is set (or the process is interrupted), with one runner and one wiring of
+    the deployments for the whole watch; `on_report` gets each poll's report. Returns the
+    last report."""
     settings = load_config(config)
     with _opened(db, True, synchronous) as store:
-        return loop.run(store, settings, deployment_edges.build(settings), mode, clock)
+        edges = deployment_edges.build(settings)
+        driver = loop.runner(store, settings, edges, mode)
+        while True:
+            report = loop.run(store, settings, edges, mode, clock, driver=driver)
+            if on_report is not None:
+                on_report(report)
+            if not follow:
+                return report
+            if stop is None:
+                time.sleep(interval)
+            elif stop.wait(interval):
+                return report
 
 
 class Healed(msgspec.Struct):

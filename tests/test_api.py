@@ -7,18 +7,21 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import msgspec
 import pytest
 
 import selfheal
+from selfheal.edges import deployments
 from selfheal.eventstore.recorder import StoredEvent
 from selfheal.eventstore.store import EventStore, Recorded
 from selfheal.handlers.observer import Diagnosis
 from selfheal.handlers.observer.loader import builtin_rule_text
 from selfheal.handlers.runtime import RunReport
 from selfheal.projections.runs import RunSummary
+from selfheal.schemas.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 EXCERPT = ("(EngineCore_DP0 pid=4242) ERROR 11-24 06:55:12 [core.py:708] ValueError: Free memory on device cuda:0 "
@@ -151,3 +154,21 @@ def test_an_open_store_is_used_and_left_open(tmp_path):
         assert selfheal.history(db=store) == []
         assert list(selfheal.events(db=store)) == []
         assert store.last_position() == 0  # still open
+
+
+def test_run_follow_keeps_one_wiring_and_stops_when_asked(tmp_path, monkeypatch):
+    """A follow loop wires the deployments once (a vLLM deployment's wiring probes the GPU)
+    and keeps its runner; `stop` ends it after the poll that sees it set."""
+    built, reports, stop = [], [], threading.Event()
+    real_build = deployments.build
+    monkeypatch.setattr(deployments, "build", lambda settings: built.append(1) or real_build(settings))
+
+    def on_report(report):
+        reports.append(report)
+        if len(reports) == 3:
+            stop.set()
+
+    last = selfheal.run(follow=True, interval=0.01, on_report=on_report, stop=stop, db=tmp_path / "f.db",
+                        config=Settings())
+    assert len(reports) == 3 and last is reports[-1] and len(built) == 1
+    assert last.head == selfheal.open_db(tmp_path / "f.db").last_position()
