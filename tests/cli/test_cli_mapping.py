@@ -12,7 +12,7 @@ import click
 import pytest
 
 import selfheal
-from selfheal.api import COMMANDS
+from selfheal import COMMANDS
 from selfheal.cli.main import cli
 from selfheal.projections import queries
 

@@ -1,0 +1,104 @@
+"""The conventions every API function follows (see selfheal/api.py): how `db=` and
+`config=` are found and opened, and how log content and files are given."""
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime
+from pathlib import Path
+
+
+from selfheal.edges import deployments as deployment_edges
+from selfheal.eventstore.audit import default_db_path
+from selfheal.eventstore.store import EventStore, open_store
+from selfheal.schemas.config import ConfigError, Settings, load_settings
+from selfheal.schemas.serving import TUNABLE, ServingConfig
+from selfheal.schemas.vllm_yaml import read_serving_values
+
+
+CONFIG_ENV = "SELFHEAL_CONFIG"
+
+Db = str | os.PathLike | EventStore | None
+Config = str | os.PathLike | Settings | None
+Clock = Callable[[], datetime]
+LogContent = os.PathLike | bytes | bytearray | memoryview
+
+
+def open_db(db: Db = None, *, create: bool = False, synchronous: str = "FULL") -> EventStore:
+    """The event log `db` names, opened (a store is returned as it is); close it when done."""
+    if isinstance(db, EventStore):
+        return db
+    return open_store(default_db_path() if db is None else Path(db), create=create, synchronous=synchronous)
+
+
+@contextlib.contextmanager
+def opened(db: Db, create: bool, synchronous: str) -> Iterator[EventStore]:
+    if isinstance(db, EventStore):
+        yield db
+        return
+    with open_db(db, create=create, synchronous=synchronous) as store:
+        yield store
+
+
+def load_config(config: Config = None) -> Settings:
+    """The settings `config` names: a Settings as it is, a selfheal.toml path, or the default
+    ($SELFHEAL_CONFIG, else ./selfheal.toml if present, else the built-in defaults)."""
+    if isinstance(config, Settings):
+        return config
+    path = config if config is not None else os.environ.get(CONFIG_ENV)
+    if path is None and Path("selfheal.toml").is_file():
+        path = "selfheal.toml"
+    return load_settings(path)
+
+
+def deployment_of(settings: Settings, name: str | None):
+    """The deployments' edges and the one `name` chooses (the only one, when None)."""
+    if not settings.deployments:
+        raise ConfigError("no deployments are configured: add a [deployments.NAME] table to selfheal.toml "
+                          "(see README), or try `selfheal demo`")
+    if name is None:
+        if len(settings.deployments) > 1:
+            raise ConfigError(f"several deployments are configured ({', '.join(sorted(settings.deployments))}): "
+                              "choose one with --deployment")
+        name = next(iter(settings.deployments))
+    settings.deployment(name)
+    return deployment_edges.build(settings), name
+
+
+def log_content(function: str, log, text: str | None):
+    """A log given to `function`: a file (os.PathLike), bytes, or text= (never a bare str)."""
+    if isinstance(log, str):
+        shown = repr(log) if len(log) <= 40 else f"{log[:40]!r}..."
+        raise TypeError(f"{function}(): a str is ambiguous (a file name, or log text?): pass a log file as "
+                        f"pathlib.Path({shown}) or the log's text as text=...")
+    if (log is None) == (text is None):
+        raise TypeError(f"{function}(): give the log as a path or bytes, or as text=..., and only one of them")
+    if text is not None:
+        if not isinstance(text, str):
+            raise TypeError(f"{function}(): text= takes a str, not {type(text).__name__}")
+        return text
+    if not isinstance(log, (os.PathLike, bytes, bytearray, memoryview)):
+        raise TypeError(f"{function}(): the log is a pathlib.Path, bytes or text=..., not {type(log).__name__}")
+    return log
+
+
+def paths_of(files: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
+    """Files as paths: one path (a str is a path here), or a list of them."""
+    return [os.fspath(files)] if isinstance(files, (str, os.PathLike)) else [os.fspath(f) for f in files]
+
+
+def as_config(current: ServingConfig | Mapping[str, float | bool] | None,
+               config_file: str | os.PathLike | None) -> ServingConfig | None:
+    if isinstance(current, ServingConfig):
+        return current
+    values = read_serving_values(config_file) if config_file else {}
+    for key, value in (current or {}).items():
+        if key not in TUNABLE:
+            raise ValueError(f"current: {key!r} is not one of {', '.join(TUNABLE)}")
+        values[key] = value
+    if not values:
+        return None
+    ints = {"max_model_len", "max_num_seqs", "max_num_batched_tokens"}
+    return ServingConfig(**{k: int(v) if k in ints else v for k, v in values.items()})
+
