@@ -23,7 +23,7 @@ import time
 import uuid
 
 from selfheal.eventstore import Pending, open_store
-from selfheal.handlers.runtime import Handler, Runner
+from selfheal.handlers.runtime import Reactor, Runner
 from selfheal.schemas.events import IntentArchived, IntentDeduplicated
 from tests.conftest import T0
 
@@ -74,14 +74,15 @@ def append(path: str, writer: int, count: int, seed: int) -> None:
     store.close()
 
 
-class Stamp(Handler):
+class Stamp(Reactor):
     """One output per input, with a RANDOM id: a second handling of an input would show as a
     second output instead of being absorbed by idempotent appends."""
 
     name = "stamp"
-    subscribes_to = frozenset({"IntentArchived"})
+    subscribes_to = (IntentArchived,)
+    emits = (IntentDeduplicated,)
 
-    def handle(self, event, view):
+    def react(self, event, view):
         out = IntentDeduplicated(intent_id=event.event.intent_id, incident_id=event.event_id,
                                  fingerprint="f", window_s=0)
         return [(OUT, Pending(event=out, event_id=str(uuid.uuid4()), occurred_at=event.occurred,

@@ -20,7 +20,7 @@ import pytest
 
 from selfheal.edges.processes import processes_marked_with
 from selfheal.eventstore import Pending, open_store
-from selfheal.handlers.runtime import Handler, Runner
+from selfheal.handlers.runtime import Reactor, Runner
 from selfheal.schemas.events import IntentArchived, IntentDeduplicated
 from tests.conftest import T0
 from tests.fakes.deployment import fake_vllm_deployment
@@ -159,17 +159,18 @@ def test_two_selfheal_runs_never_both_act_on_one_event(tmp_path):
     assert conflicts == 0
 
 
-class HookedStamp(Handler):
+class HookedStamp(Reactor):
     """One output (random id) per IntentArchived; its first handling first calls `hook`, so a
     test can make another runner act at exactly that moment."""
 
     name = "stamp"
-    subscribes_to = frozenset({"IntentArchived"})
+    subscribes_to = (IntentArchived,)
+    emits = (IntentDeduplicated,)
 
     def __init__(self, hook=None):
         self.hook = hook
 
-    def handle(self, event, view):
+    def react(self, event, view):
         if self.hook is not None:
             pending, self.hook = self.hook, None
             pending()
