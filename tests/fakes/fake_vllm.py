@@ -30,9 +30,15 @@ import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from selfheal.edges.sim import load_scenario, simulate
-from selfheal.edges.sim import logtext as lt
-from selfheal.schemas.serving import ServingConfig
+if os.environ.get("FAKE_VLLM_LAUNCH_LOG") and __name__ == "__main__":
+    # one line per server started, for tests that count effects: written before the imports
+    # below, so a server stopped while it is still starting is counted too
+    with open(os.environ["FAKE_VLLM_LAUNCH_LOG"], "a") as journal:
+        journal.write(f"{os.getpid()} {' '.join(sys.argv[1:])}\n")
+
+from selfheal.edges.sim import load_scenario, simulate  # noqa: E402
+from selfheal.edges.sim import logtext as lt  # noqa: E402
+from selfheal.schemas.serving import ServingConfig  # noqa: E402
 
 ENV = os.environ.get
 TOKEN_DELAY = float(ENV("FAKE_VLLM_TOKEN_DELAY", "0.002"))
@@ -208,9 +214,6 @@ def main(argv: list[str]) -> int:
     if ENV("FAKE_VLLM_SPAWN_CHILD") == "1":
         # an engine-core-like grandchild in the same process group, which outlives us unless the group is stopped
         subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
-    if ENV("FAKE_VLLM_LAUNCH_LOG"):  # one line per server started, for tests that count effects
-        with open(ENV("FAKE_VLLM_LAUNCH_LOG"), "a") as journal:
-            journal.write(f"{os.getpid()} {' '.join(argv)}\n")
     scenario = load_scenario(ENV("FAKE_VLLM_SCENARIO", "workstation-12gb-speech"))
     cur = scenario.current
     if args.config:   # vLLM: the file's values stand where no flag is given
