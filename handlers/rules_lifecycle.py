@@ -22,10 +22,10 @@ from selfheal.schemas.config import Settings
 from selfheal.schemas.events import (
     RuleSetActivated, RuleSetApproved, RuleSetProposed, RuleSetShadowed, VerdictRecorded,
 )
+from selfheal.schemas.failures import FINDING_KINDS
 
-KINDS_OR_NONE = ("none", "startup_free_memory_below_utilization", "no_kv_cache_memory",
-                 "max_model_len_exceeds_kv_cache", "cuda_oom_allocation", "batched_tokens_below_model_len",
-                 "cuda_graph_oom", "other_config_error", "preemption_storm", "kv_cache_pressure", "queue_growth")
+#: what a verdict may say an incident was: a failure kind a rule can name, or none at all
+KINDS_OR_NONE = ("none", *FINDING_KINDS)
 
 
 class RulesError(ValueError):
