@@ -5,21 +5,15 @@ The library is the product: `selfheal.<command>` is the function behind each CLI
 with the log as `db=` and the settings as `config=`. `selfheal/api.py` states the conventions
 and holds the loop's commands; `selfheal/review.py` those that review and govern what the
 loop did (queries, escrow, rules, replay, export).
+
+The public names load on first use (PEP 562), not when the package is imported: every
+`import selfheal.<anything>` imports this package first, and a process that needs only the
+event vocabulary or the simulator (a canary server, a benchmark) should not pay for the
+whole library. There is no cycle behind it: nothing below this package imports it.
 """
-from selfheal.api import (
-    DEFAULT_SCENARIO, Healed, Observed, demo, diagnose, events, heal, init, observe, rebuild, run, scenarios, verify,
-)
-from selfheal.conventions import load_config, open_db
-from selfheal.edges.demo import DemoResult
-from selfheal.eventstore.errors import StoreError
-from selfheal.eventstore.store import typed
-from selfheal.handlers.loop import InputError
-from selfheal.handlers.rules_lifecycle import RulesListing
-from selfheal.review import (
-    alerts, approve, baseline, baseline_import, export, history, intents, promotions, reject, replay, rules_approve,
-    rules_list, rules_promote, rules_propose, rules_shadow, rules_test, show, state, supervise, verdict,
-)
-from selfheal.schemas.config import ConfigError
+from __future__ import annotations
+
+from importlib import import_module
 
 #: the functions named after the CLI's commands, in the order of `selfheal --help`'s groups
 COMMANDS = ["init", "events", "verify", "rebuild", "diagnose", "observe", "run", "heal", "demo", "history", "state",
@@ -27,6 +21,30 @@ COMMANDS = ["init", "events", "verify", "rebuild", "diagnose", "observe", "run",
             "supervise", "rules_list", "rules_test", "rules_propose", "rules_shadow", "rules_approve",
             "rules_promote", "verdict", "replay", "export"]
 
-__all__ = [*COMMANDS, "COMMANDS", "open_db", "load_config", "scenarios", "typed", "Observed", "Healed", "DemoResult", "RulesListing",
-           "DEFAULT_SCENARIO", "ConfigError", "InputError", "StoreError"]
+#: where each public name is defined
+_HOMES = {
+    **{name: "selfheal.api" for name in ("init", "events", "verify", "rebuild", "diagnose", "observe", "run",
+                                         "heal", "demo", "scenarios", "Observed", "Healed", "DEFAULT_SCENARIO")},
+    **{name: "selfheal.review" for name in COMMANDS if name not in ("init", "events", "verify", "rebuild",
+                                                                     "diagnose", "observe", "run", "heal", "demo")},
+    "open_db": "selfheal.conventions", "load_config": "selfheal.conventions",
+    "DemoResult": "selfheal.edges.demo", "RulesListing": "selfheal.handlers.rules_lifecycle",
+    "typed": "selfheal.eventstore.store", "StoreError": "selfheal.eventstore.errors",
+    "InputError": "selfheal.handlers.loop", "ConfigError": "selfheal.schemas.config",
+}
 
+__all__ = [*COMMANDS, "COMMANDS", "open_db", "load_config", "scenarios", "typed", "Observed", "Healed", "DemoResult",
+           "RulesListing", "DEFAULT_SCENARIO", "ConfigError", "InputError", "StoreError"]
+
+
+def __getattr__(name: str):
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'selfheal' has no attribute {name!r}")
+    value = getattr(import_module(home), name)
+    globals()[name] = value  # later lookups find it without this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

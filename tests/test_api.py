@@ -172,3 +172,16 @@ def test_run_follow_keeps_one_wiring_and_stops_when_asked(tmp_path, monkeypatch)
                         config=Settings())
     assert len(reports) == 3 and last is reports[-1] and len(built) == 1
     assert last.head == selfheal.open_db(tmp_path / "f.db").last_position()
+
+
+def test_every_exported_name_resolves_and_a_submodule_import_stays_light(tmp_path):
+    assert set(selfheal.__all__) >= set(selfheal.COMMANDS)
+    for name in selfheal.__all__:
+        assert getattr(selfheal, name) is not None, name
+    with pytest.raises(AttributeError, match="no attribute 'nosuch'"):
+        selfheal.nosuch  # noqa: B018
+    # a canary server or a benchmark importing the vocabulary does not load the whole library
+    probe = ("import sys, selfheal.schemas.events, selfheal.edges.sim; "
+             "print(sorted(m for m in ('selfheal.api', 'selfheal.review', 'click', 'sqlite_utils') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, check=True)
+    assert loaded.stdout.strip() == "[]", loaded.stdout
