@@ -118,7 +118,6 @@ def heal(store: EventStore, settings: Settings, deployments: dict[str, Deploymen
 def import_baseline(store: EventStore, edges: DeploymentEdges, path: str | None = None,
                     clock: Callable[[], datetime] = system_clock) -> BaselineImported:
     """Record the vLLM YAML a deployment runs now as its baseline version 1."""
-
     source = path or edges.settings.config_file
     if not source:
         raise InputError(f"deployment {edges.name!r}: give the YAML to import (no config_file is configured)")

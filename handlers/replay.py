@@ -7,8 +7,8 @@ world (`RECORDED_PORTS`), the others reach production (commits, reloads, alert d
 and are left out. A canary for a configuration that ran before returns its recorded result;
 one that never ran is answered by the simulator from the recorded environment (sim
 deployments) and marked so, or reported as having no recorded result. Pre-flight reads the
-last snapshot recorded for the deployment. Incidents keep their ids and times, so derived ids are the same and a replay of
-a replay is identical.
+last snapshot recorded for the deployment. Incidents keep their ids and times, so derived ids
+are the same and a replay of a replay is identical.
 """
 from __future__ import annotations
 

@@ -21,9 +21,10 @@ transaction, a compare-and-set: a crash before the commit leaves the event unhan
 handled again on restart, and nothing of the first try was written); a crash after it leaves
 it handled; two runners on one log never both commit a handling of the same event. A
 handler with nothing to record costs no commit: its checkpoint moves in memory and rides
-along with the next transaction (or one final one when the runner goes idle). Re-handling
-an event whose empty result was not yet durable is harmless: the handler is deterministic,
-and an activity that records nothing did nothing.
+along with the next transaction (or one final one when the runner goes idle). After a crash
+such an event is offered again, with a view that may now hold later events: the loop's
+reactors answer it the same (their empty answers rest on facts that do not change back; see
+RELIABILITY.md), and an activity that records nothing did nothing.
 """
 from __future__ import annotations
 

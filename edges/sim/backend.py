@@ -361,7 +361,9 @@ def _engine_failure(log: Log, s: Scenario, rank: int | None, where: str, executo
 
 
 def _first(lines: list[str], needle: str) -> str:
-    return next((x for x in lines if x.endswith(needle)), "")  # a QuietLog has no lines
+    if not lines:
+        return ""  # a QuietLog's: a prediction renders no lines
+    return next(x for x in lines if x.endswith(needle))
 
 
 def _oom_text(s: Scenario, rank: int, oom, st: Startup) -> str:

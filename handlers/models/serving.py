@@ -62,9 +62,13 @@ class PerfModel(msgspec.Struct, frozen=True, kw_only=True):
                 2 * self.layers * TP_ALLREDUCE_S if self.tp > 1 else 0.0)
 
     def step_s(self, tokens: int, context_tokens: int) -> float:
-        """c0 + W/BW + ctx·kv_bytes/BW + 2·P·tokens/FLOPS (+ eager launches, TP all-reduces),
-        summed in that order (the stride sums its steps the same way)."""
-        head, compute, eager, allreduce = self.terms(tokens)
+        """c0 + W/BW + ctx·kv_bytes/BW + 2·P·tokens/FLOPS (+ eager launches, TP all-reduces)."""
+        return self.step_from(self.terms(tokens), context_tokens)
+
+    def step_from(self, terms: tuple[float, float, float, float], context_tokens: int) -> float:
+        """A step's time from `terms(tokens)`, summed in one order, so that a stride that keeps
+        the terms of its batch size gets the plain loop's floats."""
+        head, compute, eager, allreduce = terms
         return head + context_tokens * self.kv_bytes_per_token / self.bandwidth + compute + eager + allreduce
 
 
@@ -150,6 +154,18 @@ def prompt_lengths(scenario: Scenario) -> list[tuple[int, int]]:
             for i in range(w.requests)]
 
 
+def _usage(usable: int, free: int) -> float:
+    """KV cache usage as vLLM reports it: blocks in use over usable blocks."""
+    return (usable - free) / usable if usable > 0 else 1.0
+
+
+def _sample(at: float, iv_prompt: int, iv_gen: int, running: int, waiting: int, usage: float,
+            iv_pre: int) -> StatsSample:
+    """The stats logger's line at `at`, from the interval's counters."""
+    return StatsSample(t=at, prompt_tps=iv_prompt / STATS_INTERVAL_S, generation_tps=iv_gen / STATS_INTERVAL_S,
+                       running=running, waiting=waiting, kv_usage=usage, preemptions=iv_pre)
+
+
 class _Clock(msgspec.Struct):
     """What a stride advances besides the requests: time, free blocks, the stats interval."""
     t: float
@@ -176,8 +192,7 @@ def _decode_stride(running: list[_Req], waiting_count: int, clock: _Clock, perf:
     for r in running:
         crossing[r.computed % BLOCK_SIZE] += 1
     context0 = sum(r.computed for r in running)
-    head, compute, eager, allreduce = perf.terms(n)
-    kv, bandwidth = perf.kv_bytes_per_token, perf.bandwidth
+    terms, step_from = perf.terms(n), perf.step_from
     t, free, next_stats, counted = clock.t, clock.free, clock.next_stats, 0
     taken = 0
     for j in range(1, steps + 1):
@@ -185,16 +200,14 @@ def _decode_stride(running: list[_Req], waiting_count: int, clock: _Clock, perf:
         if need > free:
             break                                    # this step preempts: leave it to the plain loop
         free -= need
-        t += head + (context0 + n * j) * kv / bandwidth + compute + eager + allreduce
+        t += step_from(terms, context0 + n * j)
         taken = j
         if t >= next_stats:
             clock.iv_gen += n * (j - counted)
             counted = j
             while t >= next_stats:
-                stats.append(StatsSample(
-                    t=next_stats, prompt_tps=clock.iv_prompt / STATS_INTERVAL_S,
-                    generation_tps=clock.iv_gen / STATS_INTERVAL_S, running=n, waiting=waiting_count,
-                    kv_usage=(usable - free) / usable if usable > 0 else 1.0, preemptions=clock.iv_pre))
+                stats.append(_sample(next_stats, clock.iv_prompt, clock.iv_gen, n, waiting_count,
+                                     _usage(usable, free), clock.iv_pre))
                 next_stats += STATS_INTERVAL_S
                 clock.iv_prompt = clock.iv_gen = clock.iv_pre = 0
     if not taken:
@@ -202,7 +215,7 @@ def _decode_stride(running: list[_Req], waiting_count: int, clock: _Clock, perf:
     clock.iv_gen += n * (taken - counted)
     clock.t, clock.free, clock.next_stats = t, free, next_stats
     # usage only grows during the stride: its peak is where the stride ends
-    clock.peak_usage = max(clock.peak_usage, (usable - free) / usable if usable > 0 else 1.0)
+    clock.peak_usage = max(clock.peak_usage, _usage(usable, free))
     for r in running:
         r.computed += taken
         r.generated += taken
@@ -301,7 +314,7 @@ def run_load(scenario: Scenario, config: ServingConfig, startup: Startup, *, str
         tokens = sum(n for _, n in sched)
         context = sum(r.computed + n for r, n in sched)
         t += perf.step_s(tokens, context)
-        peak_usage = max(peak_usage, (usable - free) / usable if usable > 0 else 1.0)
+        peak_usage = max(peak_usage, _usage(usable, free))
         for r, n in sched:
             decode = r.generated > 0 and n == 1 and r.computed == r.prompt + r.generated - 1
             if not decode:
@@ -321,10 +334,8 @@ def run_load(scenario: Scenario, config: ServingConfig, startup: Startup, *, str
                     finishes.append((t, r.user))
                     issue(r.user, t)
         while t >= next_stats:
-            stats.append(StatsSample(
-                t=next_stats, prompt_tps=iv_prompt / STATS_INTERVAL_S, generation_tps=iv_gen / STATS_INTERVAL_S,
-                running=len(running), waiting=len(waiting),
-                kv_usage=(usable - free) / usable if usable > 0 else 1.0, preemptions=iv_pre))
+            stats.append(_sample(next_stats, iv_prompt, iv_gen, len(running), len(waiting), _usage(usable, free),
+                                 iv_pre))
             next_stats += STATS_INTERVAL_S
             iv_prompt = iv_gen = iv_pre = 0
 
