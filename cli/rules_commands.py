@@ -32,9 +32,7 @@ def rules_list(ctx, as_of, as_json) -> None:
     for r in active.rules:
         click.echo(f"  {r.id:<44} v{r.version}  {r.kind}")
     for s in listing.history:
-        state = "active" if s.ruleset_id == active.ruleset_id else (
-            "activated before" if s.activated_at else "proposed")
-        click.echo(f"{s.ruleset_id[:19]}  {s.version:<16} {state:<16} {len(s.reports)} reports  {s.source}")
+        click.echo(f"{s.ruleset_id[:19]}  {s.version:<16} {s.state:<16} {len(s.reports)} reports  {s.source}")
 
 
 @rules.command("test")

@@ -25,8 +25,6 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from selfheal.schemas.fingerprints import parts_fingerprint
-
 _TAIL = 2000  # characters of a response body or of command output kept in `detail`
 
 
@@ -61,11 +59,6 @@ class Alert(msgspec.Struct, frozen=True, kw_only=True):
 def to_json(alert: Alert) -> bytes:
     """The alert as compact JSON, one line (what every sink delivers)."""
     return msgspec.json.encode(alert)
-
-
-def fingerprint(deployment: str, kind: str, *parts: object) -> str:
-    """A stable fingerprint from what makes two alerts "the same" (never ids or times)."""
-    return parts_fingerprint(deployment, kind, *parts, prefix="alert:")
 
 
 def group(alerts: list[Alert], window: timedelta) -> list[Alert]:

@@ -76,16 +76,19 @@ def from_vllm(name: str, settings: DeploymentSettings) -> DeploymentEdges:
                            model=settings.model, reaper=CanaryReaper(), **_production_ports(settings))
 
 
+def build_one(settings: Settings, name: str) -> DeploymentEdges:
+    """The wiring of one deployment (a vLLM deployment's reads its GPU inventory)."""
+    deployment = settings.deployment(name)
+    if deployment.canary_backend == "sim":
+        if not deployment.scenario:
+            raise ConfigError(f"deployments.{name}.scenario: required for canary_backend = 'sim'")
+        return from_scenario(name, deployment, settings.preflight.margin_gib)
+    return from_vllm(name, deployment)
+
+
 def build(settings: Settings) -> dict[str, DeploymentEdges]:
-    edges = {}
-    for name, deployment in settings.deployments.items():
-        if deployment.canary_backend == "sim":
-            if not deployment.scenario:
-                raise ConfigError(f"deployments.{name}.scenario: required for canary_backend = 'sim'")
-            edges[name] = from_scenario(name, deployment, settings.preflight.margin_gib)
-        else:
-            edges[name] = from_vllm(name, deployment)
-    return edges
+    """Every deployment's wiring: what the loop needs, since it handles them all."""
+    return {name: build_one(settings, name) for name in settings.deployments}
 
 
-__all__ = ["build", "environment_fingerprint", "from_scenario", "from_vllm"]
+__all__ = ["build", "build_one", "environment_fingerprint", "from_scenario", "from_vllm"]

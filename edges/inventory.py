@@ -11,7 +11,6 @@ into PreflightPassed / PreflightRejected as it is.
 """
 from __future__ import annotations
 
-from selfheal.handlers.ports import InventoryUnavailable
 from selfheal.schemas.events import GpuProcess, GpuSnapshot
 
 GIB = 1 << 30

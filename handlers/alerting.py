@@ -11,7 +11,7 @@ from datetime import timedelta
 from selfheal.eventstore.store import Recorded, derived_id
 from selfheal.handlers.runtime import Activity, Emitted, Progress, Reactor
 from selfheal.projections.base import View
-from selfheal.schemas.fingerprints import parts_fingerprint
+from selfheal.schemas.fingerprints import alert_fingerprint
 from selfheal.schemas.events import (
     AlertDelivered, AlertRaised, DeliveryAttempt, EscalationRaised, PromotionLapsed, RolledBack, VerificationFinished,
 )
@@ -47,7 +47,7 @@ class RaiseAlert(Reactor):
             summary = f"rolled back to v{e.restored_version}: {e.reason}"
             evidence, key = {"commit_id": e.commit_id, "restored_version": str(e.restored_version)}, ""
         alert = AlertRaised(alert_id=derived_id(event.event_id, "alert"), deployment=deployment, kind=kind,
-                            summary=summary, fingerprint=parts_fingerprint(deployment, kind, key, prefix="alert:"), evidence=evidence)
+                            summary=summary, fingerprint=alert_fingerprint(deployment, kind, key), evidence=evidence)
         return [(f"alerts-{deployment}", event.follow(alert, self.name))]
 
 

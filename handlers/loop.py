@@ -111,7 +111,7 @@ def heal(store: EventStore, settings: Settings, deployments: dict[str, Deploymen
          paths: list[str], clock: Callable[[], datetime] = system_clock) -> list[str]:
     """Observe the files as incidents of deployment `name`, then run the loop to its outcome."""
     ids = observe(store, deployments[name], paths, clock)
-    run(store, settings, deployments)
+    run(store, settings, deployments, clock=clock)
     return ids
 
 

@@ -20,3 +20,8 @@ def parts_fingerprint(*parts: object, prefix: str) -> str:
     """The fingerprint of several fields at once (an alert's, an environment's): joined by the
     unit separator, which no field holds, so ("a", "bc") and ("ab", "c") differ."""
     return text_fingerprint("\x1f".join(map(str, parts)), prefix)
+
+
+def alert_fingerprint(deployment: str, kind: str, *parts: object) -> str:
+    """What makes two alerts "the same" (never ids or times): repeats are grouped by it."""
+    return parts_fingerprint(deployment, kind, *parts, prefix="alert:")

@@ -21,12 +21,13 @@ COMMANDS = ["init", "events", "verify", "rebuild", "diagnose", "observe", "run",
             "supervise", "rules_list", "rules_test", "rules_propose", "rules_shadow", "rules_approve",
             "rules_promote", "verdict", "replay", "export"]
 
+#: the commands of the log and the loop (selfheal/api.py); the others review it (selfheal/review.py)
+_LOOP_COMMANDS = ("init", "events", "verify", "rebuild", "diagnose", "observe", "run", "heal", "demo")
+
 #: where each public name is defined
 _HOMES = {
-    **{name: "selfheal.api" for name in ("init", "events", "verify", "rebuild", "diagnose", "observe", "run",
-                                         "heal", "demo", "scenarios", "Observed", "Healed", "DEFAULT_SCENARIO")},
-    **{name: "selfheal.review" for name in COMMANDS if name not in ("init", "events", "verify", "rebuild",
-                                                                     "diagnose", "observe", "run", "heal", "demo")},
+    **{name: "selfheal.api" for name in (*_LOOP_COMMANDS, "scenarios", "Observed", "Healed", "DEFAULT_SCENARIO")},
+    **{name: "selfheal.review" for name in COMMANDS if name not in _LOOP_COMMANDS},
     "open_db": "selfheal.conventions", "load_config": "selfheal.conventions",
     "DemoResult": "selfheal.edges.demo", "RulesListing": "selfheal.handlers.rules_lifecycle",
     "typed": "selfheal.eventstore.store", "StoreError": "selfheal.eventstore.errors",

@@ -48,13 +48,15 @@ from selfheal.eventstore.audit import default_db_path
 from selfheal.eventstore.recorder import StoredEvent, VerifyReport, system_clock
 from selfheal.eventstore.store import EventStore, Recorded, typed
 from selfheal.handlers import loop
-from selfheal.handlers.observer import Diagnosis, builtin_ruleset
+from selfheal.handlers import observer
+from selfheal.handlers.observer import Diagnosis
 from selfheal.handlers.runtime import RunReport
+from selfheal.schemas.config import Settings
 from selfheal.schemas.events import IncidentSource
 from selfheal.schemas.serving import ServingConfig
 
 from selfheal.conventions import (
-    Clock, Config, Db, LogContent, as_config, deployment_of, load_config, log_content, open_db, opened, paths_of,
+    Clock, Config, Db, LogContent, as_config, chosen_deployment, load_config, log_content, open_db, opened, paths_of,
 )
 
 
@@ -126,7 +128,7 @@ def diagnose(log: LogContent | None = None, *, text: str | None = None,
     some tunables, e.g. {"gpu_memory_utilization": 0.9}); `config_file` its vLLM YAML, whose
     tunables `current` overrides. Raises OSError when the file cannot be read."""
     content = log_content("diagnose", log, text)
-    return builtin_ruleset().diagnose(content, as_config(current, config_file))
+    return observer.diagnose(content, as_config(current, config_file))
 
 
 class Observed(msgspec.Struct):
@@ -151,10 +153,12 @@ def observe(files: str | os.PathLike | Iterable[str | os.PathLike] = (), *, foll
     sources = sum(x is not None for x in (follow, journal, metrics))
     if sources > 1 or (sources and files) or (not sources and not files):
         raise ValueError("observe: give files; or follow=FILE; or journal=UNIT; or metrics=URL")
-    edges, name = deployment_of(load_config(config), deployment)
+    settings = load_config(config)
+    name = chosen_deployment(settings, deployment)
+    wired = deployment_edges.build_one(settings, name)
     with opened(db, True, synchronous) as store:
         if not sources:
-            observed = Observed(deployment=name, incidents=loop.observe(store, edges[name], files, clock=clock))
+            observed = Observed(deployment=name, incidents=loop.observe(store, wired, files, clock=clock))
             for incident_id in observed.incidents if on_incident else ():
                 on_incident(incident_id)
             return observed
@@ -167,14 +171,14 @@ def observe(files: str | os.PathLike | Iterable[str | os.PathLike] = (), *, foll
                 on_incident(incident_id)
 
         if metrics is not None:
-            live.watch_metrics(store, edges[name], metrics, stop, interval_s=interval, clock=clock, on_incident=record)
+            live.watch_metrics(store, wired, metrics, stop, interval_s=interval, clock=clock, on_incident=record)
             return observed
         if follow is not None:
             path = os.fspath(follow)
             lines, source = follow_file(path, stop=stop), IncidentSource(kind="file", path=path)
         else:
             lines, source = journal_lines(journal, stop=stop), IncidentSource(kind="journald", unit=journal)
-        live.watch_lines(store, edges[name], lines, source, stop, quiet_s=quiet_seconds, clock=clock,
+        live.watch_lines(store, wired, lines, source, stop, quiet_s=quiet_seconds, clock=clock,
                          on_incident=record)
         return observed
 
@@ -217,9 +221,9 @@ def heal(files: str | os.PathLike | Iterable[str | os.PathLike], *, deployment: 
     """Observe log files ('-': standard input) as incidents of a deployment and run the loop
     to its outcome; returns each incident's whole chain. `files`: one path or a list."""
     settings = load_config(config)
-    edges, name = deployment_of(settings, deployment)
+    name = chosen_deployment(settings, deployment)
     with opened(db, True, synchronous) as store:
-        ids = loop.heal(store, settings, edges, name, paths_of(files), clock=clock)
+        ids = loop.heal(store, settings, deployment_edges.build(settings), name, paths_of(files), clock=clock)
         return [Healed(incident_id=i, events=[typed(row) for row in audit.events(store, correlation=i)])
                 for i in ids]
 
@@ -233,7 +237,7 @@ def demo(scenario: str = DEFAULT_SCENARIO, *, db: str | os.PathLike | None = Non
     """One whole incident of a bundled scenario (or a scenario file) on the simulator, in a
     fresh log at `db` (default: a new temp folder; an existing log is refused). `mode`:
     default $SELFHEAL_MODE, else dev. Read the log after with `events(db=result.db)`."""
-    return demo_edge.demo(scenario, db, mode=mode or os.environ.get("SELFHEAL_MODE") or "dev", clock=clock)
+    return demo_edge.demo(scenario, db, mode=mode or Settings().effective_mode(), clock=clock)
 
 
 def scenarios() -> dict[str, str]:

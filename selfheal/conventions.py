@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 
 
-from selfheal.edges import deployments as deployment_edges
 from selfheal.eventstore.audit import default_db_path
 from selfheal.eventstore.store import EventStore, open_store
 from selfheal.schemas.config import ConfigError, Settings, load_settings
@@ -32,13 +31,11 @@ def open_db(db: Db = None, *, create: bool = False, synchronous: str = "FULL") -
     return open_store(default_db_path() if db is None else Path(db), create=create, synchronous=synchronous)
 
 
-@contextlib.contextmanager
-def opened(db: Db, create: bool, synchronous: str) -> Iterator[EventStore]:
+def opened(db: Db, create: bool, synchronous: str) -> contextlib.AbstractContextManager[EventStore]:
+    """`db` for one call: a path is opened and closed after it; a store is left open."""
     if isinstance(db, EventStore):
-        yield db
-        return
-    with open_db(db, create=create, synchronous=synchronous) as store:
-        yield store
+        return contextlib.nullcontext(db)
+    return open_db(db, create=create, synchronous=synchronous)
 
 
 def load_config(config: Config = None) -> Settings:
@@ -52,8 +49,8 @@ def load_config(config: Config = None) -> Settings:
     return load_settings(path)
 
 
-def deployment_of(settings: Settings, name: str | None):
-    """The deployments' edges and the one `name` chooses (the only one, when None)."""
+def chosen_deployment(settings: Settings, name: str | None) -> str:
+    """The deployment `name` chooses (the only one, when None), checked against the settings."""
     if not settings.deployments:
         raise ConfigError("no deployments are configured: add a [deployments.NAME] table to selfheal.toml "
                           "(see README), or try `selfheal demo`")
@@ -63,7 +60,7 @@ def deployment_of(settings: Settings, name: str | None):
                               "choose one with --deployment")
         name = next(iter(settings.deployments))
     settings.deployment(name)
-    return deployment_edges.build(settings), name
+    return name
 
 
 def log_content(function: str, log, text: str | None):

@@ -22,7 +22,7 @@ from selfheal.schemas.events import (
     BaselineImported, PromotionApproved, PromotionRejected, RuleSetActivated, RuleSetApproved, RuleSetProposed, RuleSetShadowed, VerdictRecorded,
 )
 
-from selfheal.conventions import Clock, Config, Db, LogContent, deployment_of, load_config, log_content, opened
+from selfheal.conventions import Clock, Config, Db, LogContent, chosen_deployment, load_config, log_content, opened
 
 
 # -- queries ------------------------------------------------------------------------------------
@@ -35,11 +35,11 @@ def history(*, deployment: str | None = None, as_of: int | str | datetime | None
 
 
 def state(*, at: str | datetime | None = None, as_of: int | str | datetime | None = None, db: Db = None,
-          config: Config = None, synchronous: str = "FULL") -> list[queries.DeploymentState]:
-    """Rate-limit state per deployment; `at` (default: now) decides which runs are inside
-    the window."""
+          config: Config = None, synchronous: str = "FULL", clock: Clock = system_clock) -> list[queries.DeploymentState]:
+    """Rate-limit state per deployment; `at` (default: the clock's now) decides which runs are
+    inside the window."""
     limits = load_config(config).rate_limit
-    now = parse_utc(at) if isinstance(at, str) else (at or system_clock())
+    now = parse_utc(at) if isinstance(at, str) else (at or clock())
     with opened(db, False, synchronous) as store:
         return queries.state(store, limits, now, as_of=as_of)
 
@@ -78,9 +78,10 @@ def baseline_import(deployment: str, *, file: str | os.PathLike | None = None, d
                     synchronous: str = "FULL", clock: Clock = system_clock) -> BaselineImported:
     """Record the vLLM YAML a deployment runs now (`file`, default its config_file) as its
     baseline version 1."""
-    edges, name = deployment_of(load_config(config), deployment)
+    settings = load_config(config)
+    wired = deployment_edges.build_one(settings, chosen_deployment(settings, deployment))
     with opened(db, True, synchronous) as store:
-        return loop.import_baseline(store, edges[name], None if file is None else os.fspath(file), clock=clock)
+        return loop.import_baseline(store, wired, None if file is None else os.fspath(file), clock=clock)
 
 
 def approve(promotion_id: str, *, by: str, note: str = "", db: Db = None, config: Config = None,
@@ -110,9 +111,10 @@ def supervise(deployment: str | None = None, *, pidfile: str | os.PathLike | Non
               config: Config = None) -> int:
     """Run the deployment's vLLM from its baseline YAML until SIGTERM/SIGINT (or `stop`);
     SIGHUP restarts it. `report(line)` hears what happens ("NAME: started pid ..."). Must run in the main thread."""
-    edges, name = deployment_of(load_config(config), deployment)
+    settings = load_config(config)
+    name = chosen_deployment(settings, deployment)
     say = (lambda line: report(f"{name}: {line}")) if report else (lambda line: None)
-    return supervise_edge.supervise(edges[name].settings, report=say, stop=stop,
+    return supervise_edge.supervise(settings.deployment(name), report=say, stop=stop,
                                     pidfile=None if pidfile is None else os.fspath(pidfile))
 
 
@@ -183,10 +185,10 @@ def replay(*, since: str | datetime | None = None, until: str | datetime | None 
     if bundle is not None:
         settings, source = replaying.import_bundle(Path(bundle).read_text(encoding="utf-8").splitlines(),
                                                    os.fspath(bundle))
-        opened = contextlib.closing(source)
+        log = contextlib.closing(source)
     else:
-        settings, opened = load_config(config), opened(db, False, synchronous)
-    with opened as store:
+        settings, log = load_config(config), opened(db, False, synchronous)
+    with log as store:
         settings = replaying.apply_overrides(settings, overrides, mode)
         ruleset = rules_lifecycle.candidate_rules(store, rules) if rules else None
         return replaying.replay(store, settings, deployment_edges.build(settings), since=since, until=until,

@@ -52,8 +52,6 @@ def test_import_selfheal_gives_the_api():
     proc = subprocess.run([sys.executable, "-c", "import selfheal; print(selfheal.diagnose, selfheal.rules_list)"],
                           capture_output=True, text=True)
     assert proc.returncode == 0 and "<function diagnose" in proc.stdout and "<function rules_list" in proc.stdout
-    for name in selfheal.__all__:
-        assert getattr(selfheal, name) is not None
 
 
 @pytest.fixture

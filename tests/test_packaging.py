@@ -45,12 +45,14 @@ def test_every_package_folder_is_listed_and_every_listed_package_exists():
 
 
 def test_a_real_install_holds_only_selfheal_and_runs_from_elsewhere(tmp_path):
-    # pip builds a local folder in place: build a copy, so the checkout gets no build/ folder
+    # pip builds a local folder in place: build a copy, so the checkout gets no build/ folder; with
+    # the setuptools of the test extra, so the build needs no package index
     source, target = tmp_path / "src", tmp_path / "site"
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info",
                                                                  "__pycache__", ".hypothesis", ".pytest_cache"))
-    build = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-                            "--target", str(target), str(source)], capture_output=True, text=True, cwd=tmp_path)
+    build = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                            "--no-index", "--target", str(target), str(source)], capture_output=True, text=True,
+                           cwd=tmp_path)
     assert build.returncode == 0, build.stderr[-2000:]
     top = {p.name for p in target.iterdir() if not p.name.endswith((".dist-info", ".egg-info")) and p.name != "bin"}
     assert top == {"selfheal"}, top

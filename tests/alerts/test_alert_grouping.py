@@ -7,7 +7,8 @@ from datetime import datetime, timedelta, timezone
 import msgspec
 import pytest
 
-from selfheal.edges.alerts import Alert, fingerprint, group, to_json
+from selfheal.edges.alerts import Alert, group, to_json
+from selfheal.schemas.fingerprints import alert_fingerprint as fingerprint
 
 from .conftest import T0, make_alert
 

@@ -1,9 +1,12 @@
 """The loop is declared once (handlers.flow): these tests hold the declaration to the truth."""
 from __future__ import annotations
 
+import ast
 import dataclasses
 import inspect
 import re
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -65,13 +68,40 @@ def test_activities_are_triggered_by_recorded_requests_and_act_through_a_port():
             assert set(cls.subscribes_to) <= _emitted(), f"{cls.__name__} must start from a request the loop records"
 
 
+FORBIDDEN = re.compile(r"\.store\b|datetime\.now|time\.time|time\.monotonic|\bopen\(|subprocess|os\.kill|"
+                       r"\.backend\.run|\.snapshot\(\)|selfheal\.edges")
+
+
+def _reached(cls) -> dict[str, str]:
+    """The source of a reactor and of every function or class of handlers/ it calls by name,
+    followed through those too: a clock read in a helper counts as the reactor's."""
+    sources, todo = {}, [cls]
+    while todo:
+        obj = todo.pop()
+        name = f"{obj.__module__}.{obj.__qualname__}"
+        if name in sources:
+            continue
+        sources[name] = inspect.getsource(obj)
+        module = sys.modules[obj.__module__]
+        for node in ast.walk(ast.parse(textwrap.dedent(sources[name]))):
+            target = getattr(module, node.id, None) if isinstance(node, ast.Name) else None
+            if (inspect.isfunction(target) or inspect.isclass(target)) and \
+                    target.__module__.startswith("selfheal.handlers"):
+                todo.append(target)
+    return sources
+
+
 def test_reactors_touch_no_store_no_clock_no_world():
-    forbidden = re.compile(r"\.store\b|datetime\.now|time\.time|time\.monotonic|\bopen\(|subprocess|os\.kill|"
-                           r"\.backend\.run|\.snapshot\(\)|selfheal\.edges")
     for cls in flow.LOOP:
         if issubclass(cls, Reactor):
-            found = forbidden.findall(inspect.getsource(cls))
-            assert not found, f"reactor {cls.__name__} reaches the world: {found}"
+            for name, source in _reached(cls).items():
+                found = FORBIDDEN.findall(source)
+                assert not found, f"reactor {cls.__name__} reaches the world through {name}: {found}"
+
+
+def test_the_purity_check_follows_helpers():
+    # RaiseIntent calls the module's fingerprint(); a helper that reads the clock must be seen
+    assert "selfheal.handlers.intents.fingerprint" in _reached(flow.RaiseIntent)
 
 
 def test_handlers_builds_the_declared_loop_in_order():

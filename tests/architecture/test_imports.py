@@ -9,6 +9,7 @@ before it can become an import cycle that someone hides inside a function.
 from __future__ import annotations
 
 import ast
+import shutil
 from pathlib import Path
 
 import pytest
@@ -27,9 +28,9 @@ DEFERRED = {
 }
 
 
-def _modules():
+def _modules(root: Path):
     for package in (*LAYERS, "selfheal"):
-        for path in sorted((ROOT / package).rglob("*.py")):
+        for path in sorted((root / package).rglob("*.py")):
             yield package, path
 
 
@@ -57,10 +58,10 @@ def _target(module: str) -> str | None:
     return parts[1] if len(parts) > 1 and parts[1] in LAYERS else "selfheal"
 
 
-def violations() -> list[str]:
+def violations(root: Path = ROOT) -> list[str]:
     found = []
-    for package, path in _modules():
-        relative = path.relative_to(ROOT).as_posix()
+    for package, path in _modules(root):
+        relative = path.relative_to(root).as_posix()
         tree = ast.parse(path.read_text(), filename=relative)
         pure = next((allowed for prefix, allowed in PURE.items() if relative.startswith(prefix + "/")), None)
         for node, module, in_function in _imports(tree):
@@ -83,13 +84,12 @@ def test_dependencies_run_one_way_and_no_import_hides_in_a_function():
     assert violations() == []
 
 
-def test_the_check_sees_a_planted_violation(tmp_path, monkeypatch):
-    planted = ROOT / "schemas" / "_planted_violation.py"
+def test_the_check_sees_a_planted_violation(tmp_path):
+    for package in (*LAYERS, "selfheal"):  # a copy of the sources: the checkout is never written
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    planted = tmp_path / "schemas" / "_planted_violation.py"
     planted.write_text("from selfheal.handlers.runtime import Runner\n\ndef f():\n    import selfheal.edges\n")
-    try:
-        found = violations()
-    finally:
-        planted.unlink()
+    found = violations(tmp_path)
     assert any("schemas may not import selfheal.handlers.runtime" in v for v in found)
     assert any("imported inside a function" in v and "_planted_violation" in v for v in found)
 

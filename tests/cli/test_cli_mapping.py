@@ -91,18 +91,6 @@ def test_the_check_catches_a_command_that_does_the_work_itself():
     assert "history" not in api_calls(history.callback)
 
 
-def _modules() -> list[Path]:
-    return sorted((ROOT / "cli").glob("*.py")) + [ROOT / "edges" / n for n in ("demo.py", "live.py", "supervise.py")]
-
-
-@pytest.mark.parametrize("path", _modules(), ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_no_imports_inside_functions(path):
-    tree = ast.parse(path.read_text())
-    inner = [f"line {node.lineno}" for fn in ast.walk(tree) if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
-             for node in ast.walk(fn) if isinstance(node, (ast.Import, ast.ImportFrom))]
-    assert not inner, f"{path.name}: imports inside functions at {', '.join(inner)}"
-
-
 @pytest.mark.parametrize("path", sorted((ROOT / "cli").glob("*.py")), ids=lambda p: p.name)
 def test_the_cli_imports_the_api_and_presentation_helpers_only(path):
     tree = ast.parse(path.read_text())

@@ -52,6 +52,15 @@ def test_replay_of_a_recorded_history_reproduces_every_decision(history):
     assert [r.replayed["gate"] for r in report.results][-1].startswith("refused: rate limit: 3 runs")
 
 
+def test_replay_of_the_log_through_the_cli(history):
+    tmp_path, _, _, _, _ = history
+    result = CliRunner().invoke(cli, ["--db", str(tmp_path / "log.db"), "--config", str(tmp_path / "selfheal.toml"),
+                                      "replay", "--set", "rate_limit.runs=5", "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.output)
+    assert (body["incidents"], body["differing"]) == (4, 1)
+
+
 def test_replay_with_another_setting_shows_the_difference(history):
     _, settings, edges, store, _ = history
     what_if = apply_overrides(settings, ["rate_limit.runs=5"], None)

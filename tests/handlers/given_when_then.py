@@ -13,7 +13,7 @@ the log (`then.progress`). `then.record()` appends the outputs, for the next `wh
 from __future__ import annotations
 
 import itertools
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from selfheal import projections
 from selfheal.eventstore import Pending, Recorded, derived_id, memory_store
@@ -23,9 +23,9 @@ from selfheal.projections.base import View
 from selfheal.schemas.config import parse_settings
 from selfheal.schemas.events import Event
 from selfheal.schemas.serving import ServingConfig
+from tests.conftest import T0, StepClock
 
-#: every given event happens at T0 unless told otherwise; handlers must carry it over
-T0 = datetime(2026, 11, 24, 6, 0, tzinfo=timezone.utc)
+#: every given event happens at T0 (tests/conftest.py) unless told otherwise; handlers must carry it over
 DEPLOYMENT = "ws"
 ENVIRONMENT = "env:rtx3060-speech"
 #: the workstation's production config (12 GB card, speech co-tenants)
@@ -57,8 +57,7 @@ class Given:
     """A log holding the prior events, each `(stream, event)` or `(stream, event, occurred_at)`."""
 
     def __init__(self, *events):
-        ticks = itertools.count()
-        self.store = memory_store(clock=lambda: T0 + timedelta(milliseconds=next(ticks)))
+        self.store = memory_store(clock=StepClock())
         self._ids = itertools.count(1)
         self.last: Recorded | None = None
         for item in events:

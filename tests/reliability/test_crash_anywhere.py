@@ -40,10 +40,12 @@ from pathlib import Path
 import pytest
 
 from selfheal.edges.processes import marked_processes
+from selfheal.handlers import flow
+from selfheal.handlers.runtime import Activity
 from tests.reliability.crash_world import World
 
 #: handlers whose work is an effect outside the log: just before their transaction, the effect is done
-EFFECTS = {"canary-run", "commit-write", "reload-verify", "alert-deliver"}
+EFFECTS = {cls.name for cls in flow.LOOP if issubclass(cls, Activity)}
 
 
 @pytest.fixture(scope="module")

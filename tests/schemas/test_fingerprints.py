@@ -35,10 +35,10 @@ def test_upcast_v1_incident_fingerprints_its_text():
 
 
 def test_intent_fingerprint_is_pinned():
+    # the value logs already hold for this failure of this config (computed by the code before
+    # the fingerprint was shared): any change to it, or to what it hashes, breaks dedupe of old intents
     config = ServingConfig(gpu_memory_utilization=0.9, max_model_len=8192, max_num_seqs=16, max_num_batched_tokens=2048)
-    text = "\x1f".join(["ws", "no_kv_cache_memory", "vllm.no_kv_cache_memory", repr(sorted(config.as_dict().items()))])
-    assert fingerprint("ws", "no_kv_cache_memory", "vllm.no_kv_cache_memory", config) == \
-        "fp:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+    assert fingerprint("ws", "no_kv_cache_memory", "vllm.no_kv_cache_memory", config) == "fp:a04a9a6079064283"
 
 
 def test_parts_fingerprints_keep_the_values_alerts_and_environments_had():
