@@ -138,11 +138,15 @@ CHILD = r"""
 import json, resource, sys, time
 sys.path.insert(0, sys.argv[3])
 mode, path = sys.argv[1], sys.argv[2]
+# every mode's imports before the clock starts: the measure is the work, not the start-up
+import sqlite3, msgspec
+from selfheal import projections
+from selfheal.eventstore import open_store
+from selfheal.handlers.observer import diagnose
+from selfheal.schemas.events import EVENT_TYPES
 start = time.perf_counter()
 out = {}
 if mode == "replay":
-    from selfheal.eventstore import open_store
-    from selfheal.handlers.observer import diagnose
     matched = n = 0
     with open_store(path) as store:
         for e in store.read(types=["IncidentCaptured"]):
@@ -150,14 +154,10 @@ if mode == "replay":
             matched += diagnose(e.event.raw_text).primary is not None
     out = {"items": n, "with_primary_finding": matched}
 elif mode == "rebuild":
-    from selfheal import projections
-    from selfheal.eventstore import open_store
     with open_store(path) as store:
         state = projections.rebuild(store)
     out = {"items": state["position"], "projections": sorted(state["projections"])}
 else:
-    import sqlite3, msgspec
-    from selfheal.schemas.events import EVENT_TYPES
     decoders = {n: msgspec.json.Decoder(c) for n, c in EVENT_TYPES.items()}
     conn, after, counts, hits = sqlite3.connect(path), 0, {}, 0
     where = "AND type = 'IncidentCaptured'" if mode == "decode-incidents" else ""
@@ -237,7 +237,8 @@ def main() -> None:
     # events (under 5 s, under 200 MB) are applied to every projection
     rebuild = result["rebuild"]
     result["targets"] = {
-        "rebuild_at_most_1.5x_plain_decode": {"value": rebuild["ratio_time"], "met": rebuild["ratio_time"] <= 1.5},
+        "rebuild_at_most_1.5x_plain_decode": {"value": rebuild["ratio_time"],
+                                              "met": rebuild["ratio_time"] is not None and rebuild["ratio_time"] <= 1.5},
         "rebuild_peak_rss_under_200MB (issue 2)": {"value": rebuild["ours_peak_rss_mb"],
                                                    "met": rebuild["ours_peak_rss_mb"] < 200},
         "rebuild_1M_under_5s (issue 2)": {"value": rebuild["ours_s"], "met": events >= 1_000_000 and rebuild["ours_s"] < 5},

@@ -34,16 +34,22 @@ def fast_decoder(type_name: str, schema_version: int):
     return None
 
 
-def decode(type_name: str, schema_version: int, data: str | bytes, *, where: str = "") -> Event:
+def readable(type_name: str, schema_version: int, *, where: str = "") -> type[Event]:
+    """The event class of a row's type, or UnknownEventType when this build cannot read it (an
+    unknown type, a newer version): what decoding refuses before it looks at any body."""
     cls = EVENT_TYPES.get(type_name)
     if cls is None:
         raise UnknownEventType(f"{where}unknown event type {type_name!r} (written by a newer selfheal?)")
+    if schema_version > cls.SCHEMA_VERSION:
+        raise UnknownEventType(f"{where}{type_name} v{schema_version} is newer than this build's v{cls.SCHEMA_VERSION}")
+    return cls
+
+
+def decode(type_name: str, schema_version: int, data: str | bytes, *, where: str = "") -> Event:
+    cls = readable(type_name, schema_version, where=where)
     try:
         if schema_version == cls.SCHEMA_VERSION:
             return _decoders[type_name].decode(data)
-        if schema_version > cls.SCHEMA_VERSION:
-            raise UnknownEventType(
-                f"{where}{type_name} v{schema_version} is newer than this build's v{cls.SCHEMA_VERSION}")
         body = upcast(type_name, schema_version, _raw.decode(data), cls.SCHEMA_VERSION)
         return msgspec.convert(body, cls)
     except (msgspec.DecodeError, msgspec.ValidationError, LookupError, KeyError) as exc:

@@ -13,13 +13,13 @@ from collections.abc import Sequence
 
 import msgspec
 
-from selfheal.eventstore.recorder import COLUMNS, index
+from selfheal.eventstore.recorder import COLUMNS
 
 GENESIS = "0" * 64
 #: the hash is the last column, and covers every column before it
-HASH = index("hash")
+HASH = COLUMNS.index("hash")
 assert HASH == len(COLUMNS) - 1
-POSITION = index("position")
+POSITION = COLUMNS.index("position")
 
 _encode = msgspec.json.Encoder().encode
 

@@ -53,8 +53,11 @@ class NewEvent(msgspec.Struct, frozen=True, kw_only=True):
 class StoredEvent(msgspec.Struct, frozen=True):
     """One row as stored: the columns of the `events` table, in column order.
 
-    This is the one list of those columns: the table, every SQL column list, every row index
-    and the hashed form of a row derive from it (`COLUMNS`, `REQUIRED`, `index`)."""
+    This is the one list of those columns: every SQL column list, every row index and the
+    hashed form of a row derive from it (`COLUMNS`, `REQUIRED`). The table a log was created
+    with is the stored format and is written out in eventstore/sqlite.py (`FORMAT_1_COLUMNS`);
+    tests/eventstore/test_columns.py holds the two equal, so editing this Struct cannot quietly
+    change what an existing log is or how its rows hash."""
 
     position: int
     event_id: str
@@ -76,11 +79,6 @@ COLUMNS: tuple[str, ...] = StoredEvent.__struct_fields__
 REQUIRED: tuple[str, ...] = tuple(
     f.name for f in msgspec.structs.fields(StoredEvent) if type(None) not in typing.get_args(f.type)
 )
-
-
-def index(column: str, columns: Sequence[str] = COLUMNS) -> int:
-    """Where `column` stands in a row of `columns` (default: a whole row, in table order)."""
-    return columns.index(column)
 
 
 class AppendRequest(msgspec.Struct, frozen=True):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-import typing
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -48,17 +47,20 @@ APPEND_ONLY_TRIGGERS = {
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 
-def _column_type(annotation) -> type:
-    """int or str: a column's SQLite type, from its StoredEvent field (`str | None` is str)."""
-    return next(t for t in (annotation, *typing.get_args(annotation)) if t in (int, str))
+#: the events table of format 1, as logs hold it: (column, type, may be NULL), in order.
+#: A migration records its format as it was; StoredEvent must match it (tests/eventstore/test_columns.py)
+FORMAT_1_COLUMNS = (
+    ("position", int, False), ("event_id", str, False), ("stream", str, False), ("version", int, False),
+    ("type", str, False), ("schema_version", int, False), ("occurred_at", str, False), ("recorded_at", str, False),
+    ("correlation_id", str, True), ("causation_id", str, True), ("data", str, False), ("hash", str, False),
+)
 
 
 def _migration_1(db: sqlite_utils.Database) -> None:
-    # the table is StoredEvent: its fields are the columns, the optional ones may be NULL
     db["events"].create(
-        {field.name: _column_type(field.type) for field in msgspec.structs.fields(StoredEvent)},
+        {name: kind for name, kind, _ in FORMAT_1_COLUMNS},
         pk="position",
-        not_null=set(REQUIRED) - {"position"},
+        not_null={name for name, _, nullable in FORMAT_1_COLUMNS if not nullable and name != "position"},
     )
     db["events"].create_index(["event_id"], index_name="events_event_id", unique=True)
     db["events"].create_index(["stream", "version"], index_name="events_stream_version", unique=True)

@@ -149,13 +149,6 @@ class View:
         found = self._routes[key] = (folds, how)
         return found
 
-    def advance(self, event: Recorded) -> None:
-        """Fold one event, already read, into every projection that looks at its type."""
-        states = self.states
-        for name, apply in self._targets_of(event.type)[0]:
-            states[name] = apply(states[name], event)
-        self.position = event.position
-
     def catch_up(self, until: int | None = None, *, progress: Callable[[int], None] | None = None) -> "View":
         """Fold every event after `position` up to `until` (default: the end of the log).
 

@@ -25,6 +25,8 @@ def test_the_chain_builds_rows_in_column_order():
     named = dict(zip(COLUMNS, row, strict=True))
     assert named == {**msgspec.structs.asdict(EVENT), "position": 7, "stream": "the-stream", "version": 3,
                      "recorded_at": "the-time", "hash": row_hash(GENESIS, row)}
+    # the hashed form is the stored format: the value the chain of every existing log was built with
+    assert row_hash(GENESIS, row) == "17b7741a143d4d4163d2620ca74ad60b9832231762fb7d21e05fcad736f5fd32"
 
 
 def test_the_table_is_the_stored_event(tmp_path):
