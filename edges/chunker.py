@@ -33,15 +33,21 @@ no line is recorded in two incidents.
 """
 from __future__ import annotations
 
+import functools
 import re
 from collections import deque
 
-from selfheal.handlers.observer.rules import CONTEXT, RULES
+from selfheal.handlers.observer.rules import CONTEXT, builtin_ruleset
 
-#: literals whose presence makes a line trouble: every failure rule's pre-filter
-_RULE_LITERALS = tuple(sorted({r.prefilter for r in RULES if r.kind != CONTEXT}))
-#: literals that mark an engine (re)start: the context rules that reset the observer's segments
-_RESTART_LITERALS = tuple(sorted({r.prefilter for r in RULES if r.kind == CONTEXT and "reset" in r.marks}))
+
+@functools.cache
+def _literals() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(every failure rule's pre-filter: its presence makes a line trouble; the pre-filters of
+    the context rules that reset the observer's segments: an engine (re)start). Worked out on
+    first use, so importing a watcher does not compile the rules."""
+    rules = builtin_ruleset().rules
+    return (tuple(sorted({r.prefilter for r in rules if r.kind != CONTEXT})),
+            tuple(sorted({r.prefilter for r in rules if r.kind == CONTEXT and "reset" in r.marks})))
 
 # a level token in the header part of a line: "ERROR 11-24 ...", "(EngineCore pid=1) ERROR ...",
 # "ERROR:    Exception in ASGI application" (uvicorn), "CRITICAL:root:..." (logging's default)
@@ -61,11 +67,11 @@ def is_trouble(line: str) -> bool:
         return True
     if ("Error:" in head or "Exception:" in head) and _EXCEPTION.search(head) and not _CALM_LEVEL.search(head):
         return True
-    return any(lit in line for lit in _RULE_LITERALS)
+    return any(lit in line for lit in _literals()[0])
 
 
 def is_restart(line: str) -> bool:
-    return any(lit in line for lit in _RESTART_LITERALS)
+    return any(lit in line for lit in _literals()[1])
 
 
 def _size(line: str) -> int:

@@ -7,7 +7,7 @@ the same way through `RuleSet.diagnose`.
 """
 from selfheal.handlers.observer.diagnose import diagnose, format_diagnosis
 from selfheal.handlers.observer.engine import Diagnosis, Finding
-from selfheal.handlers.observer.rules import RULES, RuleFileError, RuleSet, builtin_ruleset, load_rule_file, parse_rules
+from selfheal.handlers.observer.rules import RuleFileError, RuleSet, builtin_ruleset, load_rule_file, parse_rules
 
-__all__ = ["Finding", "Diagnosis", "diagnose", "RULES", "format_diagnosis", "RuleSet", "RuleFileError",
+__all__ = ["Finding", "Diagnosis", "diagnose", "format_diagnosis", "RuleSet", "RuleFileError",
            "builtin_ruleset", "load_rule_file", "parse_rules"]

@@ -8,9 +8,6 @@ from selfheal.handlers.observer.rules import builtin_ruleset
 from selfheal.schemas.actuators import ActuatorBounds
 from selfheal.schemas.serving import TUNABLE, ServingConfig
 
-#: the built-in rules, compiled once at import
-MATCHERS = builtin_ruleset().matchers
-
 
 def diagnose(text: str | bytes | os.PathLike, current: ServingConfig | None = None,
              bounds: ActuatorBounds | None = None, safety_buffer: float = 0.10) -> Diagnosis:

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import pytest
 
-from selfheal.handlers.observer import RULES, diagnose
-from selfheal.handlers.observer.diagnose import MATCHERS
+from selfheal.handlers.observer import builtin_ruleset, diagnose
 from selfheal.handlers.observer.engine import scan
 from selfheal.handlers.observer.logtext import LogText
 from selfheal.handlers.observer.rules import KINDS
 from selfheal.schemas.actuators import ActuatorBounds
 from selfheal.schemas.serving import ServingConfig
+
+RULES = builtin_ruleset().rules  # the built-in rules' specs
+MATCHERS = builtin_ruleset().matchers  # the built-in rules, compiled once
 
 PREEMPT = ("selfheal metrics: sustained preemptions: vllm:num_preemptions_total rose by 57 in 300 s "
            "(0.19/s, threshold 0.1/s); state: running=16 waiting=3 kv_cache_usage=0.950")

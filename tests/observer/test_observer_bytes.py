@@ -12,10 +12,12 @@ from hypothesis import strategies as st
 from test_observer_prefilter import ODD_RULES, TEXTS, TRAFFIC
 
 from selfheal.handlers.observer import diagnose
-from selfheal.handlers.observer.diagnose import MATCHERS
 from selfheal.handlers.observer.engine import scan
 from selfheal.handlers.observer.logtext import CHUNK_CHARS, LogText
 from selfheal.handlers.observer.prefilter import prefilter_for
+from selfheal.handlers.observer.rules import builtin_ruleset
+
+MATCHERS = builtin_ruleset().matchers  # the built-in rules, compiled once
 
 SAMPLES = Path(__file__).parent / "samples"
 RAW = [p.read_bytes() for p in sorted(SAMPLES.glob("*.log")) + sorted((SAMPLES / "real").glob("*.log"))]

@@ -18,11 +18,13 @@ from test_observer_bytes import RAW, _long
 from test_observer_prefilter import FRAGMENTS, ODD_RULES, TEXTS, TRAFFIC
 
 from selfheal.handlers.observer import diagnose, logfile, logtext
-from selfheal.handlers.observer.diagnose import MATCHERS
+from selfheal.handlers.observer.rules import builtin_ruleset
 from selfheal.handlers.observer.engine import read_and_scan, scan
 from selfheal.handlers.observer.logfile import FileBytes, LogFileChanged, open_log
 from selfheal.handlers.observer.logtext import LogText
 from selfheal.handlers.observer.prefilter import prefilter_for
+
+MATCHERS = builtin_ruleset().matchers  # the built-in rules, compiled once
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 #: bytes with line ends in them, some lines empty and some long

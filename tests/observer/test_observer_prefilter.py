@@ -13,10 +13,12 @@ from test_observer_healthy import HEALTHY
 from test_observer_rules import CASES
 
 from selfheal.handlers.observer import diagnose, logtext, normalize, parse_rules
-from selfheal.handlers.observer.diagnose import MATCHERS
+from selfheal.handlers.observer.rules import builtin_ruleset
 from selfheal.handlers.observer.engine import EVIDENCE_CONTEXT, MAX_MATCHES_PER_RECORD, excerpt, scan
 from selfheal.handlers.observer.logtext import LogText
 from selfheal.handlers.observer.prefilter import Prefilter, prefilter_for
+
+MATCHERS = builtin_ruleset().matchers  # the built-in rules, compiled once
 
 SAMPLES = Path(__file__).parent / "samples"
 GOLDEN = json.loads((SAMPLES / "golden_python_rules.json").read_text(encoding="utf-8"))

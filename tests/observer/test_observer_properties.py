@@ -12,11 +12,13 @@ from test_observer_healthy import HEALTHY
 from test_observer_rules import CASES
 
 from selfheal.handlers.observer import diagnose, format_diagnosis
-from selfheal.handlers.observer.diagnose import MATCHERS
+from selfheal.handlers.observer.rules import builtin_ruleset
 from selfheal.handlers.observer.engine import scan
 from selfheal.handlers.observer.logtext import LogText
 from selfheal.schemas.actuators import Actuator, ActuatorBounds
 from selfheal.schemas.serving import ServingConfig
+
+MATCHERS = builtin_ruleset().matchers  # the built-in rules, compiled once
 
 MESSAGES = [c[1] for c in CASES]
 FRAGMENTS = MESSAGES + HEALTHY + ["\n", "\r\n", "\r", "\x1b[31m", " ", "GiB", "(", ")", "-", ".", ",", "0", "1e308",

@@ -9,10 +9,11 @@ import pytest
 
 from selfheal.handlers.observer import diagnose
 from selfheal.handlers.observer import rules as rules_package
-from selfheal.handlers.observer.diagnose import MATCHERS
 from selfheal.handlers.observer.rules import (RuleFileError, RuleSet, RuleSpec, builtin_rule_text, builtin_ruleset,
                                      load_rule_file, parse_rules)
 from selfheal.schemas.serving import ServingConfig
+
+MATCHERS = builtin_ruleset().matchers  # the built-in rules, compiled once
 
 MINIMAL = """\
 # a minimal rule file

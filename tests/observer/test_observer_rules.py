@@ -9,9 +9,11 @@ from __future__ import annotations
 import pytest
 
 from selfheal.handlers.observer import diagnose
-from selfheal.handlers.observer.rules import CONTEXT, RULES
+from selfheal.handlers.observer.rules import CONTEXT, builtin_ruleset
 from selfheal.schemas.actuators import Actuator, ActuatorBounds
 from selfheal.schemas.serving import ServingConfig
+
+RULES = builtin_ruleset().rules  # the built-in rules' specs
 
 DEC_UTIL = {"gpu_memory_utilization": "decrease"}
 KV_DIR = {"gpu_memory_utilization": "increase", "max_num_seqs": "decrease", "max_num_batched_tokens": "decrease"}

@@ -6,14 +6,16 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from selfheal.handlers.observer import RULES, Diagnosis, Finding, diagnose
-from selfheal.handlers.observer.diagnose import MATCHERS
+from selfheal.handlers.observer import Diagnosis, Finding, builtin_ruleset, diagnose
 from selfheal.handlers.observer.engine import compile_rules, expand_pattern, scan
 from selfheal.handlers.observer.logtext import LogText
 from selfheal.handlers.observer.rules import CONTEXT, KINDS, FixSpec, Number, RuleSpec
 from selfheal.schemas.serving import TUNABLE
 from test_observer_healthy import HEALTHY
 from test_observer_rules import CASES
+
+RULES = builtin_ruleset().rules  # the built-in rules' specs
+MATCHERS = builtin_ruleset().matchers  # the built-in rules, compiled once
 
 SAMPLES = Path(__file__).parent / "samples"
 

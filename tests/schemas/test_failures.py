@@ -5,11 +5,13 @@ import msgspec
 import pytest
 
 from selfheal.edges.sim import bundled_scenarios, load_scenario, simulate
-from selfheal.handlers.observer.rules import KINDS, RULES
+from selfheal.handlers.observer.rules import KINDS, builtin_ruleset
 from selfheal.handlers.models.search import RELEVANT
 from selfheal.schemas.events import CanaryMeasurements, EVENT_TYPES
 from selfheal.schemas.failures import CONFIG_KINDS, FAILURE_KINDS, FINDING_KINDS, OutcomeKind
 from selfheal.schemas.jsonschema import render
+
+RULES = builtin_ruleset().rules  # the built-in rules' specs
 
 
 def test_kinds_are_listed_once():
