@@ -5,10 +5,12 @@ passes its first canary and is promoted (the tournament's climb finds nothing 5%
 real SQLite file with synchronous=FULL, the loop exactly as `selfheal heal` drives it:
 `handlers.loop.capture` then `handlers.loop.run`. Four shapes:
 
-- fresh:    `--runs` heals, one new log each (the first incident a deployment ever has);
+- fresh:    `--runs` heals, one new log each (the first incident a deployment ever has), each
+            with new deployment edges, as each `selfheal heal` process builds them: the
+            predictor's load memo starts empty every time;
 - one_log:  `--runs` heals in one log, with the dedupe window and rate limit relaxed in the
-            settings so that each incident heals again. Each `loop.run` builds a new runner,
-            as every `selfheal run` does; its view starts from the newest projection
+            settings so that each incident heals again. Each `loop.run` builds a new runner
+            and new edges, as every `selfheal run` does; its view starts from the newest projection
             snapshot (projections/snapshots.py, one every 1,000 events), so the slope of
             latency against the log's size is reported too;
 - refined:  `--runs` / 4 heals, one new log each, of `a-llama8b-24gb`, whose seed passes but
@@ -131,20 +133,22 @@ def deployment(scenario: str, extra: str = ""):
 
 
 def fresh(tmp: Path, runs: int, scenario: str = SCENARIO) -> list[dict]:
-    settings, edges, text = deployment(scenario)
     out = []
     for i in range(runs):
+        # new deployment edges each time, as each `selfheal heal` process builds them: nothing
+        # the predictor learnt in an earlier heal (its load memo) helps this one
+        settings, edges, text = deployment(scenario)
         with open_store(tmp / f"fresh-{scenario}-{i}.db", create=True, synchronous="FULL") as store:
             out.append(heal_once(store, Marks(store), settings, edges, text, scenario))
     return out
 
 
 def one_log(tmp: Path, runs: int) -> list[dict]:
-    settings, edges, text = deployment(SCENARIO, RELAXED)
     out = []
     with open_store(tmp / "one.db", create=True, synchronous="FULL") as store:
         marks = Marks(store)
         for _ in range(runs):
+            settings, edges, text = deployment(SCENARIO, RELAXED)
             before = store.last_position()
             out.append({**heal_once(store, marks, settings, edges, text), "log_events": before})
         out[-1]["log_events_at_end"] = store.last_position()
@@ -174,7 +178,7 @@ def long_log(tmp: Path, events: int, runs: int) -> dict:
         for handler in flow.handlers(settings, edges, "dev"):
             store.recorder.append_many([], [CheckpointAdvance(handler.name, 0, head)])
         marks = Marks(store)
-        heals = [heal_once(store, marks, settings, edges, text) for _ in range(runs + 1)]
+        heals = [heal_once(store, marks, *deployment(SCENARIO, RELAXED)) for _ in range(runs + 1)]
     return {"runs": runs, "log_events": built["events"],
             "first_heal_no_snapshot_ms": round(heals[0]["latency_s"] * 1000, 2),
             "ours": summary([h["latency_s"] for h in heals[1:]])}

@@ -14,6 +14,7 @@ from selfheal.edges.sim import load_scenario
 from selfheal.edges.sim_backend import SimCanaryBackend, SimPredictor
 from selfheal.edges.vllm_backend import LoadSettings, VllmCanaryBackend
 from selfheal.edges.vllm_config import VllmYaml
+from selfheal.handlers.models.serving import LoadMemo
 from selfheal.handlers.ports import DeploymentEdges, InventoryUnavailable, NoPredictor
 from selfheal.schemas.config import ConfigError, DeploymentSettings, Settings
 from selfheal.schemas.fingerprints import parts_fingerprint
@@ -43,9 +44,10 @@ def from_scenario(name: str, settings: DeploymentSettings, margin_gib: float) ->
     current = settings.current_config() if settings.current else scenario.current
     env = environment_fingerprint(scenario.gpu.name, scenario.gpu.total_gib, scenario.gpu.count,
                                   scenario.model.name, [(c.name, c.used_gib) for c in scenario.cotenants])
+    loads = LoadMemo(scenario)
     return DeploymentEdges(
-        name=name, settings=settings, bounds=bounds, current=current, backend=SimCanaryBackend(scenario),
-        inventory=ScenarioInventory(scenario), predictor=SimPredictor(scenario, margin_gib),
+        name=name, settings=settings, bounds=bounds, current=current, backend=SimCanaryBackend(scenario, loads),
+        inventory=ScenarioInventory(scenario), predictor=SimPredictor(scenario, margin_gib, loads),
         environment=env, model=settings.model or scenario.model.name, **_production_ports(settings),
     )
 

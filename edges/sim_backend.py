@@ -2,7 +2,9 @@
 
 Results are marked simulated; they can inform a promotion but never a production commit.
 On the simulator the predictor and the canary share one model, so its predictions are
-exact there; the canary still runs, because on real GPUs the two differ.
+exact there; the canary still runs, because on real GPUs the two differ. A deployment's
+canary and predictor share one LoadMemo: one model, so a load phase either has scheduled
+is the other's too.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from selfheal.handlers.ports import CanaryOutcome, Prediction, measurements_of
 from selfheal.edges.sim import simulate
 from selfheal.schemas.scenario import Scenario
 from selfheal.handlers.models.scoring import score
+from selfheal.handlers.models.serving import LoadMemo
 from selfheal.schemas.serving import ServingConfig
 
 
@@ -19,11 +22,12 @@ class SimCanaryBackend:
     name = "sim"
     simulated = True
 
-    def __init__(self, scenario: Scenario):
+    def __init__(self, scenario: Scenario, loads: LoadMemo | None = None):
         self.scenario = scenario
+        self.loads = loads
 
     def run(self, config: ServingConfig, started_at: datetime, on_launch=None, *, canary_id=None) -> CanaryOutcome:
-        result = simulate(self.scenario, config)
+        result = simulate(self.scenario, config, loads=self.loads)
         return CanaryOutcome(
             measurements=measurements_of(result), log_text=result.log_text,
             command=["simulate", self.scenario.name, *config.cli_args()],
@@ -32,11 +36,12 @@ class SimCanaryBackend:
 
 
 class SimPredictor:
-    def __init__(self, scenario: Scenario, margin_gib: float):
+    def __init__(self, scenario: Scenario, margin_gib: float, loads: LoadMemo | None = None):
         self.scenario = scenario
         self.margin_gib = margin_gib
+        self.loads = LoadMemo(scenario) if loads is None else loads
 
     def predict(self, config: ServingConfig, production: ServingConfig) -> Prediction:
-        result = simulate(self.scenario, config, render=False)
+        result = simulate(self.scenario, config, render=False, loads=self.loads)
         verdict = score(measurements_of(result), self.margin_gib, config, production)
         return Prediction(passes=verdict.passed, fitness=verdict.fitness, failure_kind=result.failure_kind)

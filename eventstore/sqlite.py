@@ -296,10 +296,15 @@ class SQLiteRecorder(Recorder):
     ) -> list[list[int]]:
         self._begin()
         try:
-            for move in checkpoints:
-                current = self._checkpoint(move.handler)
-                if current != move.expected:
-                    raise CheckpointConflict(move.handler, move.expected, current)
+            if checkpoints:
+                # one read for every move: a runner's commit carries the moves of all its handlers
+                stored = dict(self._conn.execute(
+                    f"SELECT handler, position FROM handler_checkpoints WHERE handler IN "
+                    f"({', '.join('?' * len(checkpoints))})", [move.handler for move in checkpoints]))
+                for move in checkpoints:
+                    current = stored.get(move.handler, 0)
+                    if current != move.expected:
+                        raise CheckpointConflict(move.handler, move.expected, current)
             head = list(self._head())
             positions = [self._append_locked(r, head) for r in requests]
             if checkpoints:
@@ -387,12 +392,9 @@ class SQLiteRecorder(Recorder):
     def stream_version(self, stream: str) -> int:
         return self._stream_version(stream)
 
-    def _checkpoint(self, handler: str) -> int:
+    def checkpoint(self, handler: str) -> int:
         row = self._conn.execute("SELECT position FROM handler_checkpoints WHERE handler = ?", (handler,)).fetchone()
         return row[0] if row else 0
-
-    def checkpoint(self, handler: str) -> int:
-        return self._checkpoint(handler)
 
     def checkpoints(self) -> dict[str, int]:
         return dict(self._conn.execute("SELECT handler, position FROM handler_checkpoints ORDER BY handler"))

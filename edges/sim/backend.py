@@ -26,7 +26,7 @@ from selfheal.edges.sim import logtext as lt
 from selfheal.edges.sim.logtext import API, ENGINE, Log, QuietLog
 from selfheal.edges.sim.scenario import load_scenario
 from selfheal.handlers.models.memory import CUDA_CTX, FULL_GRAPH_CAP, GIB, Startup, account, capture_sizes
-from selfheal.handlers.models.serving import Load, run_load
+from selfheal.handlers.models.serving import Load, LoadMemo, run_load
 from selfheal.schemas.failures import FailureKind
 from selfheal.schemas.scenario import Scenario
 from selfheal.schemas.serving import ServingConfig
@@ -88,11 +88,12 @@ class SimResult(msgspec.Struct, frozen=True, kw_only=True):
     metrics_text: str             # a /metrics scrape after the load phase ("" if it never served)
 
 
-def simulate(scenario: Scenario | str, config: ServingConfig | None = None, *, render: bool = True) -> SimResult:
+def simulate(scenario: Scenario | str, config: ServingConfig | None = None, *, render: bool = True,
+             loads: LoadMemo | None = None) -> SimResult:
     """Start `config` (default: the scenario's current config) on `scenario`, load it, measure.
 
-    `render=False` leaves out vLLM's log lines (`log_text` and `excerpt` are empty); every
-    number is the same."""
+    `render=False` leaves out vLLM's words (`log_text`, `excerpt` and `metrics_text` are
+    empty); every number is the same. `loads` (of this scenario) schedules each distinct load phase once."""
     if isinstance(scenario, str):
         scenario = load_scenario(scenario)
     config = scenario.current if config is None else config
@@ -101,7 +102,7 @@ def simulate(scenario: Scenario | str, config: ServingConfig | None = None, *, r
     excerpt = _startup_log(log, scenario, config, st)
     load: Load | None = None
     if st.ok:
-        load = run_load(scenario, config, st)
+        load = run_load(scenario, config, st, memo=loads)
         excerpt = _load_log(log, scenario, config, load)
     return _result(scenario, config, st, load, log, excerpt if render else [])
 
@@ -149,7 +150,7 @@ def _result(s: Scenario, c: ServingConfig, st: Startup, load: Load | None, log: 
         duration_s=round(log.t, 3),
         metrics_text=lt.metrics_text(s.model.name, preemptions=load.preemptions, prompt_tokens=load.prompt_tokens,
                                      generation_tokens=load.generation_tokens, completed=load.completed)
-        if load else "",
+        if load and log.renders else "",
     )
 
 
@@ -165,16 +166,19 @@ def _startup_log(log: Log, s: Scenario, c: ServingConfig, st: Startup) -> list[s
     m, tp, eager = s.model, s.tensor_parallel_size, c.enforce_eager
     graphs = st.piecewise_graphs > 0
     f = st.failure
-    log.info(API, "utils.py:302", lt.BANNER.format(version=lt.VLLM_VERSION, model=m.name))
-    args: dict[str, object] = {"model_tag": m.name, "host": "127.0.0.1", "port": lt.PORT, "model": m.name,
-                               "max_model_len": c.max_model_len}
-    if tp > 1:
-        args["tensor_parallel_size"] = tp
-    args.update(gpu_memory_utilization=c.gpu_memory_utilization, max_num_batched_tokens=c.max_num_batched_tokens,
-                max_num_seqs=c.max_num_seqs)
-    if eager:
-        args["enforce_eager"] = True
-    log.info(API, "utils.py:238", f"non-default args: {args}")
+    # `if log.renders:` guards the lines that only print (a prediction's quiet log keeps only
+    # the clock); every advance of the clock and every failure stays outside the guards
+    if log.renders:
+        log.info(API, "utils.py:302", lt.BANNER.format(version=lt.VLLM_VERSION, model=m.name))
+        args: dict[str, object] = {"model_tag": m.name, "host": "127.0.0.1", "port": lt.PORT, "model": m.name,
+                                   "max_model_len": c.max_model_len}
+        if tp > 1:
+            args["tensor_parallel_size"] = tp
+        args.update(gpu_memory_utilization=c.gpu_memory_utilization,
+                    max_num_batched_tokens=c.max_num_batched_tokens, max_num_seqs=c.max_num_seqs)
+        if eager:
+            args["enforce_eager"] = True
+        log.info(API, "utils.py:238", f"non-default args: {args}")
     log.advance(4.0)
     log.info(API, "model.py:601", f"Resolved architecture: {m.architecture}")
     if f and f.mode == "F0" and f.check == "max_model_len_above_derived":
@@ -182,19 +186,20 @@ def _startup_log(log: Log, s: Scenario, c: ServingConfig, st: Startup) -> list[s
     log.info(API, "model.py:1727", f"Using max model len {c.max_model_len}")
     if f and f.mode == "F0":
         return _config_error(log, s, c, f.check)
-    if s.engine.chunked_prefill:
+    if s.engine.chunked_prefill and log.renders:
         log.info(API, "scheduler.py:252",
                  f"Chunked prefill is enabled with max_num_batched_tokens={c.max_num_batched_tokens}.")
-    if c.max_num_batched_tokens > c.max_num_seqs * c.max_model_len:
+    if c.max_num_batched_tokens > c.max_num_seqs * c.max_model_len and log.renders:
         log.warning(API, "scheduler.py:290", f"max_num_batched_tokens ({c.max_num_batched_tokens}) exceeds "
                     f"max_num_seqs * max_model_len ({c.max_num_seqs * c.max_model_len}). This may lead to "
                     "unexpected behavior.")
 
     log.advance(_API_TO_ENGINE_S)
-    sizes = capture_sizes(c.max_num_seqs, c.max_num_batched_tokens) if graphs else []
-    log.info(ENGINE, "core.py:114", lt.engine_config(
-        m.name, max_model_len=c.max_model_len, tp=tp, quantization=m.quantization, eager=eager,
-        chunked=s.engine.chunked_prefill, capture_sizes=sizes))
+    sizes = capture_sizes(c.max_num_seqs, c.max_num_batched_tokens) if graphs and log.renders else []
+    if log.renders:
+        log.info(ENGINE, "core.py:114", lt.engine_config(
+            m.name, max_model_len=c.max_model_len, tp=tp, quantization=m.quantization, eager=eager,
+            chunked=s.engine.chunked_prefill, capture_sizes=sizes))
     procs = _procs(s)
     log.advance(_DIST_INIT_S + (2.0 if tp > 1 else 0.0))
     for r, p in enumerate(procs):
@@ -206,7 +211,7 @@ def _startup_log(log: Log, s: Scenario, c: ServingConfig, st: Startup) -> list[s
                                                c.gpu_memory_utilization, w.requested)
         return _engine_failure(log, s, f.rank, "init", [("vllm/v1/executor/uniproc_executor.py", 47, "_init_executor",
                                "self.driver_worker.init_device()")], lt.INIT_DEVICE, f"ValueError: {msg}")
-    for p in procs:
+    for p in procs if log.renders else ():
         log.info(p, "gpu_model_runner.py:5160", f"Starting to load model {m.name}...")
     load_s = _load_s(m.weights_gib)
     log.advance(load_s)
@@ -216,38 +221,39 @@ def _startup_log(log: Log, s: Scenario, c: ServingConfig, st: Startup) -> list[s
         return first + _engine_failure(log, s, f.rank, "init", [("vllm/v1/executor/uniproc_executor.py", 48,
                                        "_init_executor", "self.driver_worker.load_model()")], lt.LOAD_MODEL,
                                        f"torch.OutOfMemoryError: {oom}")
-    for p in procs:
+    for p in procs if log.renders else ():
         log.info(p, "default_loader.py:430", f"Loading weights took {load_s - 0.4:.2f} seconds")
         log.info(p, "gpu_model_runner.py:5255",
                  f"Model loading took {lt.format_gib(st.workers[0].weights)} GiB memory and {load_s:.6f} seconds")
     compile_s = 0.0 if eager else _compile_s(m.layers)
     if not eager:
         log.advance(compile_s)
-        for p in procs:
+        for p in procs if log.renders else ():
             log.info(p, "backends.py:1148", f"Dynamo bytecode transform time: {compile_s * 0.3:.2f} s")
             log.info(p, "monitor.py:53", f"torch.compile took {compile_s:.2f} s in total")
     log.advance(_PROFILE_S)
     if f and f.mode == "F3":
         return _profile_failure(log, s, c, st)
-    for p in procs:
+    for p in procs if log.renders else ():
         log.info(p, "monitor.py:81", f"Initial profiling/warmup run took {_PROFILE_S:.2f} s")
     w0 = st.workers[0]
     if graphs:
-        full_cap = max(x for x in sizes if x <= min(c.max_num_seqs, FULL_GRAPH_CAP))
-        for p in procs:
+        largest_full = min(c.max_num_seqs, FULL_GRAPH_CAP)
+        full_cap = max((x for x in sizes if x <= largest_full), default=0)
+        for p in procs if log.renders else ():
             log.info(p, "gpu_model_runner.py:6483", f"Profiling CUDA graph memory: PIECEWISE={st.piecewise_graphs} "
                      f"(largest={max(sizes)}), FULL={st.full_graphs} (largest={full_cap})")
         log.advance(round(0.05 * (st.piecewise_graphs + st.full_graphs), 2))
-        for p in procs:
+        for p in procs if log.renders else ():
             log.info(p, "gpu_model_runner.py:6588",
                      f"Estimated CUDA graph memory: {w0.cg_estimate / GIB:.2f} GiB total")
     kv_lines = []
-    for w, p in zip(st.workers, procs):
+    for w, p in zip(st.workers, procs) if log.renders else ():
         kv_lines += log.info(p, "gpu_worker.py:515", f"Available KV cache memory: {lt.format_gib(w.available_kv)} GiB")
-    if graphs and s.engine.estimate_cudagraphs:
+    if graphs and s.engine.estimate_cudagraphs and log.renders:
         log.info(procs[0], "gpu_worker.py:530",
                  lt.cudagraph_advisory(c.gpu_memory_utilization, w0.cg_estimate, w0.total))
-    elif graphs:
+    elif graphs and log.renders:
         log.warning(procs[0], "gpu_worker.py:545",
                     lt.cudagraph_disabled_warning(c.gpu_memory_utilization, w0.cg_estimate, w0.total))
     if f and f.mode in ("F4", "F5"):
@@ -257,22 +263,26 @@ def _startup_log(log: Log, s: Scenario, c: ServingConfig, st: Startup) -> list[s
             msg = lt.max_model_len_exceeds_kv(c.max_model_len, st.needed_kv, min(w.available_kv for w in st.workers),
                                               st.estimated_max_len)
         return kv_lines[f.rank:f.rank + 1] + _engine_failure(log, s, None, "kv", [], lt.KV_CHECK, f"ValueError: {msg}")
-    log.info(ENGINE, "kv_cache_utils.py:2146", f"GPU KV cache size: {st.kv_tokens:,} tokens")
-    log.info(ENGINE, "kv_cache_utils.py:2147",
-             f"Maximum concurrency for {c.max_model_len:,} tokens per request: {st.max_concurrency:.2f}x")
+    if log.renders:
+        log.info(ENGINE, "kv_cache_utils.py:2146", f"GPU KV cache size: {st.kv_tokens:,} tokens")
+        log.info(ENGINE, "kv_cache_utils.py:2147",
+                 f"Maximum concurrency for {c.max_model_len:,} tokens per request: {st.max_concurrency:.2f}x")
     if graphs:
         capture_s = round(0.06 * (st.piecewise_graphs + st.full_graphs), 2)
         log.advance(capture_s)
         if f and f.mode == "F6":
             return _engine_failure(log, s, f.rank, "rpc", [], lt.CAPTURE,
                                    f"torch.OutOfMemoryError: {_oom_text(s, f.rank, f.oom, st)}")
-        for w, p in zip(st.workers, procs):
+        for w, p in zip(st.workers, procs) if log.renders else ():
             log.info(p, "gpu_model_runner.py:6656",
                      f"Graph capturing finished in {capture_s:.0f} secs, took {w.cg_actual / GIB:.2f} GiB")
             diff = w.cg_actual - w.cg_estimate
             log.info(p, "gpu_worker.py:748", f"CUDA graph pool memory: {lt.format_gib(w.cg_actual)} GiB (actual), "
                      f"{lt.format_gib(w.cg_estimate)} GiB (estimated), difference: {lt.format_gib(diff)} GiB "
                      f"({100 * diff / max(1, w.cg_estimate):.1f}%).")
+    if not log.renders:
+        log.advance(_API_READY_S)
+        return []
     log.info(ENGINE, "core.py:337", f"init engine (profile, create kv cache, warmup model) took "
              f"{log.t - _API_TO_ENGINE_S - 4.0:.2f} s (compilation: {compile_s:.2f} s)")
     log.advance(_API_READY_S)
@@ -289,6 +299,8 @@ def _startup_log(log: Log, s: Scenario, c: ServingConfig, st: Startup) -> list[s
 
 def _config_error(log: Log, s: Scenario, c: ServingConfig, check: str) -> list[str]:
     """F0: pydantic rejects the config in the API server, before any GPU work (§1.8)."""
+    if not log.renders:
+        return []
     cls, call, err = lt.config_error(check, model=s.model.name, derived=s.model.max_position_embeddings,
                                      util=c.gpu_memory_utilization, mnbt=c.max_num_batched_tokens,
                                      seqs=c.max_num_seqs, mml=c.max_model_len, chunked=s.engine.chunked_prefill)
@@ -303,6 +315,8 @@ def _config_error(log: Log, s: Scenario, c: ServingConfig, check: str) -> list[s
 
 
 def _profile_failure(log: Log, s: Scenario, c: ServingConfig, st: Startup) -> list[str]:
+    if not log.renders:
+        return []
     f = st.failure
     oom = f"torch.OutOfMemoryError: {_oom_text(s, f.rank, f.oom, st)}"
     if f.check == "forward":
@@ -319,6 +333,8 @@ def _engine_failure(log: Log, s: Scenario, rank: int | None, where: str, executo
                     cause: str = "", also: str = "") -> list[str]:
     """The traceback tail of a failed engine start. `where`: "init" (worker construction), "rpc" (a worker
     call during KV sizing or capture), "kv" (the engine core itself). Returns the excerpt lines."""
+    if not log.renders:
+        return []
     tp = s.tensor_parallel_size
     needles = [x for x in (also, exc) if x]
     excerpt: list[str] = []
@@ -378,6 +394,9 @@ def _oom_text(s: Scenario, rank: int, oom, st: Startup) -> str:
 
 def _load_log(log: Log, s: Scenario, c: ServingConfig, load: Load) -> list[str]:
     t0 = log.t
+    if not log.renders:
+        log.t = t0 + load.duration_s  # the clock is all a quiet log keeps, and the load ends here
+        return []
     events: list[tuple[float, int, object]] = [(t, 1, ("200 OK", user)) for t, user in load.finishes]
     events += [(t, 1, ("400 Bad Request", user)) for t, user in load.rejections]
     events += [(x.t, 0, x) for x in load.stats]

@@ -48,6 +48,9 @@ def format_size(b: int) -> str:
 class Log:
     """Accumulates prefixed lines on a simulated clock (seconds since BASE_TIME)."""
 
+    #: whether lines are kept; a caller may skip building text that a log would not keep
+    renders = True
+
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.t = 0.0
@@ -83,6 +86,8 @@ class Log:
 
 class QuietLog(Log):
     """The same clock, no lines: for a prediction, which needs vLLM's numbers, not its words."""
+
+    renders = False
 
     def log(self, proc: str, level: str, where: str, message: str) -> list[str]:
         return []

@@ -21,6 +21,7 @@ because a config that cannot serve what production sends is no fix.
 """
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 
@@ -159,18 +160,19 @@ def _usage(usable: int, free: int) -> float:
     return (usable - free) / usable if usable > 0 else 1.0
 
 
-def _sample(at: float, iv_prompt: int, iv_gen: int, running: int, waiting: int, usage: float,
-            iv_pre: int) -> StatsSample:
-    """The stats logger's line at `at`, from the interval's counters."""
+def _sample(at: float, iv_prompt: int, iv_gen: int, running: int, waiting: int, used: int, iv_pre: int,
+            usable: int) -> StatsSample:
+    """The stats logger's line at `at`, from the interval's counters and the blocks in use."""
     return StatsSample(t=at, prompt_tps=iv_prompt / STATS_INTERVAL_S, generation_tps=iv_gen / STATS_INTERVAL_S,
-                       running=running, waiting=waiting, kv_usage=usage, preemptions=iv_pre)
+                       running=running, waiting=waiting, kv_usage=_usage(usable, usable - used), preemptions=iv_pre)
 
 
 class _Clock(msgspec.Struct):
     """What a stride advances besides the requests: time, free blocks, the stats interval."""
     t: float
     free: int
-    peak_usage: float
+    peak_used: int
+    constrained: bool
     next_stats: float
     iv_prompt: int
     iv_gen: int
@@ -178,7 +180,7 @@ class _Clock(msgspec.Struct):
 
 
 def _decode_stride(running: list[_Req], waiting_count: int, clock: _Clock, perf: PerfModel, usable: int,
-                   stats: list[StatsSample]) -> None:
+                   stats: list[tuple]) -> None:
     """Take every step of steady decoding up to (not including) the first that finishes a
     request or would need more blocks than are free; the caller has checked that every
     running request decodes and that nothing can be admitted. Each step's time is summed
@@ -192,22 +194,25 @@ def _decode_stride(running: list[_Req], waiting_count: int, clock: _Clock, perf:
     for r in running:
         crossing[r.computed % BLOCK_SIZE] += 1
     context0 = sum(r.computed for r in running)
-    terms, step_from = perf.terms(n), perf.step_from
+    # PerfModel.step_from inlined, its operations in its order: the same floats, no call per step
+    head, compute, eager, allreduce = perf.terms(n)
+    kv_bytes, bandwidth = perf.kv_bytes_per_token, perf.bandwidth
     t, free, next_stats, counted = clock.t, clock.free, clock.next_stats, 0
     taken = 0
     for j in range(1, steps + 1):
         need = crossing[(1 - j) % BLOCK_SIZE]
         if need > free:
+            clock.constrained = True
             break                                    # this step preempts: leave it to the plain loop
         free -= need
-        t += step_from(terms, context0 + n * j)
+        t += head + (context0 + n * j) * kv_bytes / bandwidth + compute + eager + allreduce
         taken = j
         if t >= next_stats:
             clock.iv_gen += n * (j - counted)
             counted = j
             while t >= next_stats:
-                stats.append(_sample(next_stats, clock.iv_prompt, clock.iv_gen, n, waiting_count,
-                                     _usage(usable, free), clock.iv_pre))
+                stats.append((next_stats, clock.iv_prompt, clock.iv_gen, n, waiting_count, usable - free,
+                              clock.iv_pre))
                 next_stats += STATS_INTERVAL_S
                 clock.iv_prompt = clock.iv_gen = clock.iv_pre = 0
     if not taken:
@@ -215,17 +220,95 @@ def _decode_stride(running: list[_Req], waiting_count: int, clock: _Clock, perf:
     clock.iv_gen += n * (taken - counted)
     clock.t, clock.free, clock.next_stats = t, free, next_stats
     # usage only grows during the stride: its peak is where the stride ends
-    clock.peak_usage = max(clock.peak_usage, _usage(usable, free))
+    clock.peak_used = max(clock.peak_used, usable - free)
     for r in running:
         r.computed += taken
         r.generated += taken
         r.blocks = _cdiv(r.computed, BLOCK_SIZE)
 
 
-def run_load(scenario: Scenario, config: ServingConfig, startup: Startup, *, stride: bool = True) -> Load:
+class Schedule(msgspec.Struct, frozen=True, kw_only=True):
+    """The engine's steps for a whole workload, before they are summed up into a Load.
+
+    Blocks are counted as in use, not as free, so that one schedule serves every cache size
+    it never ran short in: `constrained` says some allocation found too few free blocks
+    (a preemption, a postponed admission, a stall); if not, the same steps happen with any
+    cache of at least `peak_used` blocks. What the requests measured is summed up here, once
+    per schedule, not per Load made from it."""
+    completed: int
+    prompt_tokens: int                 # of the completed requests (not counting recompute)
+    generation_tokens: int
+    latency_p50_ms: float
+    latency_p99_ms: float
+    ttft_p50_ms: float
+    ttft_p99_ms: float
+    itl_p50_ms: float
+    finishes: list[tuple[float, int]]
+    rejections: list[tuple[float, int]]
+    stats: list[tuple]            # _sample's arguments but `usable`
+    preemptions: int
+    peak_used: int | None         # None: no step was taken
+    duration: float
+    stalled: bool
+    constrained: bool
+
+    def fits(self, usable: int) -> bool:
+        return not self.constrained and usable > 0 and (self.peak_used or 0) <= usable
+
+
+class LoadMemo:
+    """The schedules of past load phases of one scenario, by what the scheduler reads.
+
+    A climb tries many neighbouring configs whose loads differ only where the scheduler
+    cannot see it: a max_model_len that refuses the same requests, a KV cache that never runs
+    short at either size. A predictor keeps one memo and schedules each distinct load once.
+    Bounded: when full it forgets everything, which costs a recomputation, never an answer."""
+
+    def __init__(self, scenario: Scenario, limit: int = 1024):
+        self.scenario, self.limit = scenario, limit
+        self._totals = sorted(p + o for p, o in prompt_lengths(scenario))
+        self._schedules: dict[tuple, list[tuple[int, Schedule]]] = {}
+        self._size = 0
+        self.hits = self.misses = 0
+
+    def schedule(self, config: ServingConfig, startup: Startup, stride: bool) -> Schedule:
+        # the requests max_model_len refuses are those longer than it: how many it serves says which
+        served = bisect.bisect_right(self._totals, config.max_model_len)
+        key = (config.max_num_seqs, config.max_num_batched_tokens, served, config.enforce_eager,
+               startup.kv_bytes_per_token, stride)
+        usable = startup.num_blocks - 1
+        known = self._schedules.setdefault(key, [])
+        for size, found in known:
+            if size == usable or found.fits(usable):
+                self.hits += 1
+                return found
+        self.misses += 1
+        if self._size >= self.limit:
+            self._schedules.clear()
+            self._size = 0
+            known = self._schedules[key] = []
+        found = _schedule(self.scenario, config, startup, stride)
+        known.append((usable, found))
+        self._size += 1
+        return found
+
+
+def run_load(scenario: Scenario, config: ServingConfig, startup: Startup, *, stride: bool = True,
+             memo: LoadMemo | None = None) -> Load:
     """Replay the scenario's workload against a started engine; deterministic.
 
-    `stride=False` steps every decode one by one (the reference the stride is tested against)."""
+    `stride=False` steps every decode one by one (the reference the stride is tested against).
+    `memo`, for this scenario, reuses the schedule of an earlier load that steps the same way."""
+    if memo is not None and memo.scenario is not scenario:
+        raise ValueError(f"a LoadMemo of scenario {memo.scenario.name!r} used for {scenario.name!r}")
+    schedule = (_schedule(scenario, config, startup, stride) if memo is None
+                else memo.schedule(config, startup, stride))
+    return _summarise(scenario, startup, schedule)
+
+
+def _schedule(scenario: Scenario, config: ServingConfig, startup: Startup, stride: bool) -> Schedule:
+    """Step the engine through the whole workload. What it reads of `config` and `startup`
+    is what LoadMemo keys on; keep the two in step."""
     perf = perf_model(scenario, config, startup.kv_bytes_per_token)
     usable = startup.num_blocks - 1          # block 0 is the null block (§1.5)
     lengths = prompt_lengths(scenario)
@@ -239,10 +322,10 @@ def run_load(scenario: Scenario, config: ServingConfig, startup: Startup, *, str
     finishes: list[tuple[float, int]] = []
     rejections: list[tuple[float, int]] = []
     preemptions = 0
-    stats: list[StatsSample] = []
+    stats: list[tuple] = []                  # _sample's arguments but `usable`
     next_stats, iv_prompt, iv_gen, iv_pre = STATS_INTERVAL_S, 0, 0, 0
-    peak_usage = 0.0
-    stalled = False
+    peak_used, stepped = 0, False
+    constrained = stalled = False            # constrained: some allocation found too few free blocks
 
     def issue(user: int, at: float) -> None:
         nonlocal issued
@@ -262,10 +345,11 @@ def run_load(scenario: Scenario, config: ServingConfig, startup: Startup, *, str
         if (stride and running and len(running) <= config.max_num_batched_tokens
                 and (not waiting or len(running) >= config.max_num_seqs)
                 and all(r.generated > 0 and r.computed == r.prompt + r.generated - 1 for r in running)):
-            clock = _Clock(t=t, free=free, peak_usage=peak_usage, next_stats=next_stats, iv_prompt=iv_prompt,
-                           iv_gen=iv_gen, iv_pre=iv_pre)
+            clock = _Clock(t=t, free=free, peak_used=peak_used, constrained=constrained, next_stats=next_stats,
+                           iv_prompt=iv_prompt, iv_gen=iv_gen, iv_pre=iv_pre)
             _decode_stride(running, len(waiting), clock, perf, usable, stats)
-            t, free, peak_usage, next_stats = clock.t, clock.free, clock.peak_usage, clock.next_stats
+            t, free, next_stats = clock.t, clock.free, clock.next_stats
+            peak_used, constrained = clock.peak_used, clock.constrained
             iv_prompt, iv_gen, iv_pre = clock.iv_prompt, clock.iv_gen, clock.iv_pre
         budget = config.max_num_batched_tokens
         sched: list[tuple[_Req, int]] = []
@@ -277,6 +361,7 @@ def run_load(scenario: Scenario, config: ServingConfig, startup: Startup, *, str
             need = _cdiv(r.computed + ntok, BLOCK_SIZE) - r.blocks
             self_preempted = False
             while need > free:
+                constrained = True
                 victim = running.pop()          # the latest admitted goes first (FCFS)
                 free += victim.blocks
                 victim.blocks = victim.computed = 0
@@ -300,6 +385,7 @@ def run_load(scenario: Scenario, config: ServingConfig, startup: Startup, *, str
                 ntok = min(r.prompt + r.generated - r.computed, budget)
                 need = _cdiv(ntok, BLOCK_SIZE)
                 if need > free:
+                    constrained = True
                     break
                 waiting.popleft()
                 running.append(r)
@@ -308,13 +394,13 @@ def run_load(scenario: Scenario, config: ServingConfig, startup: Startup, *, str
                 budget -= ntok
         if not sched:
             # only when one request alone needs more blocks than the whole cache holds
-            stalled = True
+            stalled = constrained = True
             break
 
         tokens = sum(n for _, n in sched)
         context = sum(r.computed + n for r, n in sched)
         t += perf.step_s(tokens, context)
-        peak_usage = max(peak_usage, _usage(usable, free))
+        peak_used, stepped = max(peak_used, usable - free), True
         for r, n in sched:
             decode = r.generated > 0 and n == 1 and r.computed == r.prompt + r.generated - 1
             if not decode:
@@ -334,38 +420,45 @@ def run_load(scenario: Scenario, config: ServingConfig, startup: Startup, *, str
                     finishes.append((t, r.user))
                     issue(r.user, t)
         while t >= next_stats:
-            stats.append(_sample(next_stats, iv_prompt, iv_gen, len(running), len(waiting), _usage(usable, free),
-                                 iv_pre))
+            stats.append((next_stats, iv_prompt, iv_gen, len(running), len(waiting), usable - free, iv_pre))
             next_stats += STATS_INTERVAL_S
             iv_prompt = iv_gen = iv_pre = 0
 
-    return _summarise(scenario, startup, done, finishes, rejections, stats, preemptions, peak_usage, t, stalled)
-
-
-def _summarise(scenario: Scenario, startup: Startup, done: list[_Req], finishes: list[tuple[float, int]],
-               rejections: list[tuple[float, int]], stats: list[StatsSample], preemptions: int, peak_usage: float,
-               duration: float, stalled: bool) -> Load:
-    n = len(done)
-    gen = sum(r.generated for r in done)
     latencies = sorted((r.finish - r.arrival) * 1e3 for r in done)
     ttfts = sorted(((r.first or r.finish) - r.arrival) * 1e3 for r in done)
     itls = sorted((r.finish - (r.first or r.finish)) * 1e3 / (r.out - 1) for r in done if r.out > 1)
+    return Schedule(
+        completed=len(done), prompt_tokens=sum(r.prompt for r in done), generation_tokens=sum(r.generated for r in done),
+        latency_p50_ms=_pct(latencies, 50), latency_p99_ms=_pct(latencies, 99), ttft_p50_ms=_pct(ttfts, 50),
+        ttft_p99_ms=_pct(ttfts, 99), itl_p50_ms=_pct(itls, 50),
+        finishes=finishes, rejections=rejections, stats=stats, preemptions=preemptions,
+        peak_used=peak_used if stepped else None, duration=t, stalled=stalled, constrained=constrained)
+
+
+def _summarise(scenario: Scenario, startup: Startup, schedule: Schedule) -> Load:
+    usable = startup.num_blocks - 1
+    finishes, rejections = list(schedule.finishes), list(schedule.rejections)
+    duration, preemptions = schedule.duration, schedule.preemptions
+    # usage is used/usable, and division keeps order: the peak usage is the peak use's
+    peak_usage = 0.0 if schedule.peak_used is None else _usage(usable, usable - schedule.peak_used)
+    stats = [_sample(*sample, usable) for sample in schedule.stats]
+    n, gen = schedule.completed, schedule.generation_tokens
     oom = _cotenant_oom(scenario, startup, finishes[len(finishes) // 2][0] if finishes else 0.0)
     failure = None
     if oom is not None:
         failure = "cotenant_oom"               # another service died: worse than refused or slow requests
     elif rejections:
         failure = "requests_rejected"
-    elif stalled or preemptions > scenario.workload.max_preemption_ratio * scenario.workload.requests:
+    elif schedule.stalled or preemptions > scenario.workload.max_preemption_ratio * scenario.workload.requests:
         failure = "preemption_storm"
     return Load(
         passed=failure is None, failure_kind=failure, completed=n, duration_s=duration,
         throughput_tok_s=gen / duration if duration else 0.0,
         requests_per_s=n / duration if duration else 0.0,
-        latency_p50_ms=_pct(latencies, 50), latency_p99_ms=_pct(latencies, 99),
-        ttft_p50_ms=_pct(ttfts, 50), ttft_p99_ms=_pct(ttfts, 99), itl_p50_ms=_pct(itls, 50),
+        latency_p50_ms=schedule.latency_p50_ms, latency_p99_ms=schedule.latency_p99_ms,
+        ttft_p50_ms=schedule.ttft_p50_ms, ttft_p99_ms=schedule.ttft_p99_ms, itl_p50_ms=schedule.itl_p50_ms,
         preemptions=preemptions, rejected_requests=len(rejections), peak_kv_usage=peak_usage,
-        prompt_tokens=sum(r.prompt for r in done), generation_tokens=gen,
+        prompt_tokens=schedule.prompt_tokens, generation_tokens=gen,
         finishes=finishes, rejections=rejections, stats=stats, cotenant_oom=oom,
     )
 
@@ -393,5 +486,5 @@ def _cotenant_oom(scenario: Scenario, startup: Startup, at: float) -> CotenantOo
     return None
 
 
-__all__ = ["Load", "PerfModel", "StatsSample", "CotenantOom", "decode_step_ms", "perf_model",
+__all__ = ["Load", "LoadMemo", "PerfModel", "Schedule", "StatsSample", "CotenantOom", "decode_step_ms", "perf_model",
            "prompt_lengths", "run_load"]
