@@ -8,7 +8,8 @@ import pytest
 
 from selfheal.edges.sim import bundled_scenarios, load_scenario, parse_scenario, simulate
 from selfheal.handlers.models.memory import account, kv_bytes_per_token
-from selfheal.handlers.models.serving import decode_step_ms, prompt_lengths, run_load
+from selfheal.handlers.models.roofline import decode_step_ms
+from selfheal.handlers.models.serving import prompt_lengths, run_load
 
 A = "a-llama8b-24gb"
 
