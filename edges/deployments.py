@@ -5,6 +5,7 @@ the loop: handlers never import edges; they receive these objects."""
 from __future__ import annotations
 
 from selfheal.edges.alerts import ConfiguredSinks
+from selfheal.edges.credentials import CredentialError
 from selfheal.edges.host_memory import HostMemoryInventory
 from selfheal.edges.inventory import ScenarioInventory
 from selfheal.edges.nvml import NvmlInventory
@@ -60,10 +61,14 @@ def from_vllm(name: str, settings: DeploymentSettings) -> DeploymentEdges:
         raise ConfigError(f"deployments.{name}.current: the serving config production runs is required "
                           "(gpu_memory_utilization, max_model_len, max_num_seqs, max_num_batched_tokens)")
     load = settings.load
-    backend = VllmCanaryBackend(
-        settings.command, settings.model, health_timeout_s=settings.health_timeout_s, env=settings.env or None,
-        load=LoadSettings(requests=load.requests, max_concurrency=load.max_concurrency,
-                          prompt_fraction=load.prompt_fraction, max_tokens=load.max_tokens, deadline_s=load.timeout_s))
+    try:   # the command's credentials move to the canary's environment; one that cannot is a config error
+        backend = VllmCanaryBackend(
+            settings.command, settings.model, health_timeout_s=settings.health_timeout_s, env=settings.env or None,
+            load=LoadSettings(requests=load.requests, max_concurrency=load.max_concurrency,
+                              prompt_fraction=load.prompt_fraction, max_tokens=load.max_tokens,
+                              deadline_s=load.timeout_s))
+    except CredentialError as exc:
+        raise ConfigError(f"deployments.{name}.command: {exc}") from None
     inventory = HostMemoryInventory() if settings.inventory == "host" else NvmlInventory()
     try:
         devices = inventory.snapshot()

@@ -8,6 +8,13 @@ serve and says nothing about whether the new config fits under load.
 
 HTTP goes straight to the server (no proxy from the environment): a health URL is the
 server's own, usually on loopback, where an `http_proxy` would only get in the way.
+
+A server started with an API key wants `Authorization: Bearer <key>` on its /v1 paths, so the
+probe sends it; /health never needs it (vLLM's AuthenticationMiddleware guards /v1, /v2,
+/inference and /cohere only). The key is the one production is started with
+(`production_launch`): the `--config` YAML's `api-key`, else VLLM_API_KEY from
+`--api-key` in `serve_command`, the deployment's `env`, or selfheal's environment. It appears in
+no detail string: a 401 reads "HTTP 401: unauthorized".
 """
 from __future__ import annotations
 
@@ -23,6 +30,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from selfheal.edges import credentials
 from selfheal.edges.processes import stop_group
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -144,6 +152,8 @@ def _request(req: urllib.request.Request | str, timeout_s: float) -> tuple[int |
             return resp.status, body, f"HTTP {resp.status}"
     except urllib.error.HTTPError as exc:
         body = exc.read() or b""
+        if exc.code == 401:   # vLLM's {"error": "Unauthorized"}: no key was sent, or another one
+            return exc.code, body, "HTTP 401: unauthorized (the server wants another API key)"
         excerpt = body[:200].decode("utf-8", errors="replace").strip()
         return exc.code, body, f"HTTP {exc.code}" + (f": {excerpt}" if excerpt else "")
     except urllib.error.URLError as exc:
@@ -229,9 +239,7 @@ def probe(base_url: str, model: str, requests: int = 3, max_tokens: int = 8, tim
         raise ValueError("a probe needs at least one request")
     url = _completions_url(base_url)
     body = json.dumps({"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0}).encode()
-    headers = {"Content-Type": "application/json"}
-    if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
+    headers = {"Content-Type": "application/json", **credentials.bearer(api_key)}
     with ThreadPoolExecutor(max_workers=requests) as pool:
         results = list(pool.map(lambda _: _one_completion(url, body, headers, timeout_s), range(requests)))
     good = sum(ok for ok, _, _ in results)
@@ -240,6 +248,18 @@ def probe(base_url: str, model: str, requests: int = 3, max_tokens: int = 8, tim
         return True, f"{good}/{requests} completions ok from {url}; slowest {slowest * 1000:.0f} ms"
     first = next((i, detail) for i, (ok, _, detail) in enumerate(results) if not ok)
     return False, f"{good}/{requests} completions ok from {url}; request {first[0] + 1}: {first[1]}"
+
+
+def production_launch(settings, base: dict[str, str] | None = None) -> tuple[list[str], dict[str, str], str | None]:
+    """(argv, whole environment, API key) of production as `selfheal supervise` starts it:
+    `serve_command` without its credentials, filled in; `base` (default: selfheal's environment)
+    under the deployment's `env` under the moved credentials. Credentials are taken off before
+    the template is filled, so a secret is never read as a template (CredentialError, a
+    ValueError, for a flag that cannot move)."""
+    template, env, _ = credentials.launch(settings.serve_command, settings.env, base)
+    fill = {"model": settings.model, "config_file": settings.config_file or ""}
+    argv = [part.format(**fill) for part in template]
+    return argv, env, credentials.api_key(argv, env)
 
 
 class ServerReloader:
@@ -265,7 +285,8 @@ class ServerReloader:
                 healthy, detail = wait_healthy(settings.health_url, settings.verify.deadline_s)
                 if healthy and settings.verify.probe_requests:
                     base = settings.health_url.rsplit("/health", 1)[0]
-                    healthy, detail = probe(base, settings.model, settings.verify.probe_requests)
-        except (ReloadError, OSError) as exc:
+                    key = production_launch(settings)[2]
+                    healthy, detail = probe(base, settings.model, settings.verify.probe_requests, api_key=key)
+        except (ReloadError, OSError, credentials.CredentialError) as exc:
             healthy, detail = False, str(exc)
         return healthy, detail

@@ -4,6 +4,11 @@ on SIGHUP. vLLM itself exits on SIGHUP; supervising it makes the signal reload p
 The server runs in its own process group, marked, and is always stopped with its whole group
 (SIGTERM, then SIGKILL) when selfheal stops, so no orphan is ever left behind. SIGTERM and
 SIGINT stop the server and then selfheal.
+
+It runs with the deployment's `env` over selfheal's own environment, as the canaries did (a
+variable a canary was proven with reaches production too), and `--api-key`/`--hf-token` in
+`serve_command` move to VLLM_API_KEY/HF_TOKEN there (edges/credentials.py): no secret on the
+server's argv, nor in the lines `supervise` reports.
 """
 from __future__ import annotations
 
@@ -16,16 +21,22 @@ from collections.abc import Callable
 from pathlib import Path
 
 from selfheal.edges.processes import spawn
-from selfheal.edges.reload import wait_healthy
+from selfheal.edges.reload import production_launch, wait_healthy
 
 RESTART_BACKOFF_S = 1.0
 
 
 def serve_argv(settings) -> list[str]:
+    """`serve_command` filled in, its credentials taken off (see `serve_launch`)."""
+    return serve_launch(settings)[0]
+
+
+def serve_launch(settings) -> tuple[list[str], dict[str, str]]:
+    """(argv, whole environment) production is started with (reload.production_launch)."""
     if not settings.config_file:
         raise ValueError("supervise: the deployment has no config_file to serve from")
-    fill = {"model": settings.model, "config_file": settings.config_file}
-    return [part.format(**fill) for part in settings.serve_command]
+    argv, env, _ = production_launch(settings)
+    return argv, env
 
 
 def supervise(settings, *, report: Callable[[str], None], stop: threading.Event | None = None,
@@ -44,9 +55,8 @@ def supervise(settings, *, report: Callable[[str], None], stop: threading.Event 
     restarts = 0
     try:
         while not stop.is_set():
-            argv = serve_argv(settings)
-            child = spawn(argv, dict(os.environ), logdir / f"server-{restarts}.log",
-                          canary_id=f"supervised-{uuid.uuid4()}")
+            argv, env = serve_launch(settings)
+            child = spawn(argv, env, logdir / f"server-{restarts}.log", canary_id=f"supervised-{uuid.uuid4()}")
             report(f"started pid {child.pid}: {' '.join(argv)}")
             healthy = False
             # poll health without blocking, so a crash or a SIGHUP is seen at once

@@ -5,12 +5,19 @@ One canary, in order (MISSION stage 5):
 1. a free loopback port; `vllm serve` from an argument-list template (never a shell) with the
    candidate's `cli_args()` appended, as the leader of its own process group, marked with
    `SELFHEAL_CANARY_ID` (edges/processes.py); `on_launch` hears of it at once, so the caller
-   can record the pid/pgid before anything else can go wrong;
+   can record the pid/pgid before anything else can go wrong. Credentials never ride on argv:
+   `--api-key`/`--hf-token` in the template move to VLLM_API_KEY/HF_TOKEN in the canary's
+   environment (edges/credentials.py), so the argv seen by `ps` and recorded is free of them;
 2. `GET /health` until 200 within the deadline, while watching for the process to exit (a
    startup failure: the log says why, and the observer's `diagnose` names it);
 3. `/metrics` scraped, then a load phase through the OpenAI completions API, then `/metrics`
    again once nothing runs or waits (preemptions are the difference); a load phase fails on
-   more failed requests than `max_error_ratio` allows, or when the server dies;
+   more failed requests than `max_error_ratio` allows, or when the server dies. With an API key
+   (moved from the template, VLLM_API_KEY in the deployment's env, or a `--config` YAML), each
+   `/v1/...` request carries `Authorization: Bearer <key>`; `/health` and `/metrics` do not,
+   since vLLM's AuthenticationMiddleware guards only /v1, /v2, /inference and /cohere
+   (vllm/entrypoints/serve/utils/server_utils.py, GUARDED_PREFIX). The key's value is redacted
+   from the log kept, and never appears in an error string (a 401 reads "unauthorized");
 4. always, in `finally`: the whole process group is stopped (SIGTERM, SIGKILL after grace).
 
 Measurement conventions (where vLLM gives no number directly):
@@ -45,6 +52,7 @@ from pathlib import Path
 import msgspec
 
 from selfheal.handlers.ports import CanaryOutcome, Launch
+from selfheal.edges import credentials
 from selfheal.edges.processes import Child, PeakRss, free_loopback_port, spawn
 from selfheal.handlers.observer import diagnose
 from selfheal.schemas.events import CanaryMeasurements
@@ -193,14 +201,15 @@ def _http(host: str, port: int, method: str, path: str, timeout: float) -> tuple
 def _error_text(raw: bytes) -> str:
     try:
         body = json.loads(raw)
-        msg = body.get("message") or (body.get("error") or {}).get("message") or raw.decode()
+        error = body.get("error")
+        msg = body.get("message") or (error.get("message") if isinstance(error, dict) else error) or raw.decode()
     except (ValueError, AttributeError):
         msg = raw.decode("utf-8", "replace")
-    return msg.strip()[:500]
+    return str(msg).strip()[:500]
 
 
 def _one_request(host: str, port: int, model: str, prompt: str, max_tokens: int, stream: bool,
-                 timeout: float) -> tuple[float, float | None, int] | str:
+                 timeout: float, api_key: str | None = None) -> tuple[float, float | None, int] | str:
     """One completion: (latency ms, TTFT ms or None, completion tokens), or an error string."""
     body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True}
     if stream:
@@ -208,8 +217,12 @@ def _one_request(host: str, port: int, model: str, prompt: str, max_tokens: int,
     t0 = time.monotonic()
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        conn.request("POST", "/v1/completions", body=json.dumps(body), headers={"Content-Type": "application/json"})
+        conn.request("POST", "/v1/completions", body=json.dumps(body),
+                     headers={"Content-Type": "application/json", **credentials.bearer(api_key)})
         resp = conn.getresponse()
+        if resp.status == 401:   # vLLM's body is {"error": "Unauthorized"}: say so, and nothing of the key
+            resp.read()
+            return "HTTP 401: unauthorized (the server wants another API key)"
         if resp.status != 200:
             return f"HTTP {resp.status}: {_error_text(resp.read())}"
         if not stream:
@@ -241,7 +254,7 @@ def _one_request(host: str, port: int, model: str, prompt: str, max_tokens: int,
 
 
 def run_load(host: str, port: int, model: str, config: ServingConfig, load: LoadSettings,
-             alive: Callable[[], bool]) -> LoadResult:
+             alive: Callable[[], bool], api_key: str | None = None) -> LoadResult:
     """Send `load.requests` completions from min(max_num_seqs, max_concurrency) threads.
 
     Requests not sent before the phase's deadline count as failed, and so do those left when
@@ -265,7 +278,7 @@ def run_load(host: str, port: int, model: str, config: ServingConfig, load: Load
                 results[i] = "not sent: the load phase's deadline passed"
                 continue
             results[i] = _one_request(host, port, model, prompts[i], max_tokens, load.stream,
-                                      min(load.request_timeout_s, left))
+                                      min(load.request_timeout_s, left), api_key)
             if isinstance(results[i], str) and not alive():
                 stop.set()
 
@@ -298,13 +311,16 @@ class VllmCanaryBackend:
                  grace_s: float = 10, workdir: str | os.PathLike | None = None, health_poll_s: float = 0.1):
         if isinstance(command, str):
             raise TypeError("command must be an argument list, never a shell string")
-        self.command = list(command or DEFAULT_COMMAND)
+        # the template's credentials move to the environment here, once: a bad flag is a config
+        # error (CredentialError) before any canary runs, and `command` holds no secret
+        self.command, self._moved = credentials.split_credentials(command or DEFAULT_COMMAND)
         self.model, self.host = model, host
         self.health_timeout_s, self.grace_s, self.health_poll_s = health_timeout_s, grace_s, health_poll_s
         self.load = load or LoadSettings()
         self.env = dict(env or {})
         self.workdir = Path(workdir) if workdir is not None else None
         self.last_run: RunDetails | None = None
+        self._api_key: str | None = None
 
     def argv(self, config: ServingConfig, port: int) -> list[str]:
         # one pass over each item, not str.format: other braces (JSON flags) stay as written, and
@@ -320,7 +336,9 @@ class VllmCanaryBackend:
         port = free_loopback_port(self.host)
         argv = self.argv(config, port)
         # unbuffered Python output, so a killed canary's last lines still reach the log
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env, **self._moved}
+        # the key the load phase presents: kept on the backend, like last_run, never in what it returns
+        api_key = self._api_key = credentials.api_key(argv, env)
         with contextlib.ExitStack() as stack:
             folder = self.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="selfheal-canary-")))
             folder.mkdir(parents=True, exist_ok=True)
@@ -344,7 +362,12 @@ class VllmCanaryBackend:
                 peak = sampler.stop() if sampler else 0
                 details.exit_code = child.poll()
                 details.stopped_by = child.stop(self.grace_s)
-            log_text = log_path.read_bytes().decode("utf-8", "replace")
+            # an old vLLM prints a `--config` YAML's api-key among its "non-default args": neither the
+            # text returned nor a log file kept in `workdir` keeps it
+            raw = log_path.read_bytes().decode("utf-8", "replace")
+            log_text = credentials.redact(raw, credentials.secrets_in(env, api_key))
+            if log_text != raw:
+                log_path.write_text(log_text, encoding="utf-8")
         duration = time.monotonic() - t0
         m = self._measurements(health, config, log_text, details, peak, duration)
         return CanaryOutcome(measurements=m, log_text=log_text, command=argv,
@@ -375,7 +398,7 @@ class VllmCanaryBackend:
     def _measure_load(self, child: Child, config: ServingConfig, details: RunDetails) -> None:
         details.metrics_before = self._scrape(details.port)
         load = details.load = run_load(self.host, details.port, self.model, config, self.load,
-                                       alive=lambda: child.poll() is None)
+                                       alive=lambda: child.poll() is None, api_key=self._api_key)
         if not load.server_died and any(not e.startswith("HTTP ") for e in load.errors):
             # a dropped connection is how a dying server looks from outside, a moment before it has exited
             with contextlib.suppress(subprocess.TimeoutExpired):

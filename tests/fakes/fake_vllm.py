@@ -10,6 +10,17 @@ server: GET /health, GET /metrics (Prometheus text), POST /v1/completions (JSON 
 with at most max_num_seqs requests running at once and prompt+completion bounded by
 max_model_len (HTTP 400 in vLLM's wording). A prompt's tokens are its whitespace-separated words.
 
+API keys as vLLM has them: `--api-key K [K2 ...]` (also `api-key:` in the `--config` YAML), else
+VLLM_API_KEY from the environment (vllm/entrypoints/openai/api_server.py, `build_app`: the flag
+wins). With a key, a request under /v1, /v2, /inference or /cohere without
+`Authorization: Bearer <one of the keys>` gets HTTP 401 `{"error":"Unauthorized"}`; /health and
+/metrics stay open (vllm/entrypoints/serve/utils/server_utils.py, AuthenticationMiddleware,
+GUARDED_PREFIX). Startup prints `non-default args: {...}` unredacted, as vLLM did before it
+redacted api_key and hf_token there (`redact_sensitive_args`): `'api_key': [...]` when keys come
+from flags or the YAML (a VLLM_API_KEY key is no argument, so vLLM never printed it), and
+`'hf_token': ...` when `--hf-token` is given. Flag names take `_` for `-`, as vLLM's
+FlexibleArgumentParser allows.
+
 Test knobs (env): FAKE_VLLM_IGNORE_SIGTERM=1, FAKE_VLLM_SPAWN_CHILD=1 (a grandchild in the same
 group), FAKE_VLLM_STARTUP_DELAY=s, FAKE_VLLM_CRASH_AFTER_REQUESTS=N (exit when request N+1
 arrives), FAKE_VLLM_TOKEN_DELAY=s per generated token, FAKE_VLLM_LINE_DELAY=s per log line,
@@ -20,6 +31,8 @@ preemption per k finished requests, on top of the simulated ones), FAKE_VLLM_LAU
 from __future__ import annotations
 
 import argparse
+import ast
+import hmac
 import json
 import os
 import signal
@@ -29,6 +42,8 @@ import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import yaml
 
 if os.environ.get("FAKE_VLLM_LAUNCH_LOG") and __name__ == "__main__":
     # one line per server started, for tests that count effects: written before the imports
@@ -44,6 +59,9 @@ ENV = os.environ.get
 TOKEN_DELAY = float(ENV("FAKE_VLLM_TOKEN_DELAY", "0.002"))
 PREFILL_DELAY = 0.00001          # seconds per prompt token: long prompts cost a little, as in vLLM
 PREFIX = f"(APIServer pid={os.getpid()})"
+#: the paths vLLM's AuthenticationMiddleware guards (server_utils.py GUARDED_PREFIX)
+GUARDED_PREFIX = ("/v1", "/v2", "/inference", "/cohere")
+UNAUTHORIZED = b'{"error":"Unauthorized"}'     # starlette's JSONResponse: compact separators
 
 
 def say(line: str) -> None:
@@ -63,8 +81,41 @@ def parse(argv: list[str]) -> argparse.Namespace:
     s.add_argument("--max-num-batched-tokens", type=int)
     s.add_argument("--enforce-eager", action="store_true")
     s.add_argument("--config", help="a YAML of flag values, as `vllm serve --config` reads; flags override it")
-    args, _unknown = p.parse_known_args(argv)   # vLLM has hundreds of flags; the rest do not matter here
+    s.add_argument("--api-key", nargs="+")                      # vLLM: list[str] | None
+    s.add_argument("--hf-token", type=str, nargs="?", const=True)   # vLLM: a bare flag means the stored login
+    # vLLM has hundreds of flags; the rest do not matter here
+    args, _unknown = p.parse_known_args([_dashed(a) for a in argv])
     return args
+
+
+def _dashed(arg: str) -> str:
+    """vLLM's FlexibleArgumentParser takes `--api_key` for `--api-key`."""
+    if not arg.startswith("--"):
+        return arg
+    name, eq, value = arg.partition("=")
+    return name.replace("_", "-") + eq + value
+
+
+def yaml_flags(path: str) -> dict:
+    """The `--config` YAML's keys, named as flags' dests (`api-key` -> `api_key`)."""
+    with open(path, encoding="utf-8") as f:
+        raw = yaml.safe_load(f) or {}
+    return {str(k).replace("-", "_"): v for k, v in raw.items()} if isinstance(raw, dict) else {}
+
+
+def shown_args(line: str, api_key: list[str] | None, hf_token) -> str:
+    """The simulator's `non-default args: {...}` line with the credential flags vLLM would list,
+    where its parser has them: api_key among the frontend's flags after port, hf_token in the
+    model group after max_model_len."""
+    head, sep, tail = line.partition("non-default args: ")
+    out = {}
+    for key, value in ast.literal_eval(tail).items():
+        out[key] = value
+        if key == "port" and api_key is not None:
+            out["api_key"] = api_key
+        if key == "max_model_len" and hf_token is not None:
+            out["hf_token"] = hf_token
+    return head + sep + str(out)
 
 
 class State:
@@ -104,6 +155,7 @@ class State:
 
 class Handler(BaseHTTPRequestHandler):
     state: State
+    tokens: list[str] = []           # the API keys; none: no authentication, as in vLLM
     server_version = "uvicorn"
 
     def log_message(self, fmt, *args):  # uvicorn's access line instead of http.server's
@@ -126,7 +178,20 @@ class Handler(BaseHTTPRequestHandler):
                 "param": None, "code": code}
         self._send(code, json.dumps(body).encode())
 
+    def _refused(self) -> bool:
+        """vLLM's AuthenticationMiddleware: a guarded path without a valid Bearer key gets 401."""
+        if not self.tokens or not self.path.startswith(GUARDED_PREFIX):
+            return False
+        scheme, _, param = (self.headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() == "bearer" and any(hmac.compare_digest(param.encode(), t.encode()) for t in self.tokens):
+            return False
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))   # read, so closing sends no reset
+        self._send(401, UNAUTHORIZED)
+        return True
+
     def do_GET(self):
+        if self._refused():
+            return
         if self.path == "/health":
             self._send(200, b"", "text/plain")
         elif self.path == "/metrics":
@@ -136,6 +201,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         st = self.state
+        if self._refused():
+            return
         if self.path != "/v1/completions":
             return self._error(404, "Not Found")
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
@@ -216,9 +283,17 @@ def main(argv: list[str]) -> int:
         subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
     scenario = load_scenario(ENV("FAKE_VLLM_SCENARIO", "workstation-12gb-speech"))
     cur = scenario.current
+    api_key, hf_token = args.api_key, args.hf_token
     if args.config:   # vLLM: the file's values stand where no flag is given
         from selfheal.schemas.vllm_yaml import read_serving_values
         cur = cur.changed(**read_serving_values(args.config))
+        extra = yaml_flags(args.config)
+        if api_key is None and extra.get("api_key") not in (None, "", []):
+            value = extra["api_key"]
+            api_key = [str(k) for k in value] if isinstance(value, list) else [str(value)]
+        if hf_token is None and extra.get("hf_token") not in (None, ""):
+            hf_token = extra["hf_token"] if extra["hf_token"] is True else str(extra["hf_token"])
+    Handler.tokens = [key for key in (api_key or [ENV("VLLM_API_KEY")]) if key]
     cfg = ServingConfig(
         gpu_memory_utilization=args.gpu_memory_utilization or cur.gpu_memory_utilization,
         max_model_len=args.max_model_len or cur.max_model_len, max_num_seqs=args.max_num_seqs or cur.max_num_seqs,
@@ -230,8 +305,9 @@ def main(argv: list[str]) -> int:
         lines = lines[:next(i for i, x in enumerate(lines) if x.endswith("Application startup complete.")) + 1]
     delay = float(ENV("FAKE_VLLM_LINE_DELAY", "0.002"))
     for i, line in enumerate(lines):
-        say(line.replace(f"127.0.0.1:{lt.PORT}", f"{args.host}:{args.port}")
-            .replace(f"'port': {lt.PORT}", f"'port': {args.port}"))
+        line = line.replace(f"127.0.0.1:{lt.PORT}", f"{args.host}:{args.port}").replace(
+            f"'port': {lt.PORT}", f"'port': {args.port}")
+        say(shown_args(line, api_key, hf_token) if "non-default args: " in line else line)
         if i == 0:
             time.sleep(float(ENV("FAKE_VLLM_STARTUP_DELAY", "0")))
         time.sleep(delay)
