@@ -9,9 +9,10 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from selfheal.schemas.actuators import Actuator, ActuatorBounds
+from selfheal.schemas.redaction import check_pattern
 from selfheal.schemas.serving import ServingConfig
 
 MODES = ("dev", "prod", "disabled")
@@ -166,6 +167,23 @@ class AlertSettings(_Strict):
     group_minutes: float = Field(60, ge=0, description="repeats of one alert inside it are delivered once, with a count")
 
 
+class RedactionSettings(_Strict):
+    """What is redacted beyond the built-in rules (schemas/redaction.py): the operator's own
+    regular expressions; a group named `secret` limits what is replaced to that group."""
+
+    patterns: list[str] = Field(default_factory=list, description="regexes whose matches are secrets")
+
+    @field_validator("patterns")
+    @classmethod
+    def _checked(cls, patterns: list[str]) -> list[str]:
+        for i, pattern in enumerate(patterns):
+            try:
+                check_pattern(pattern)
+            except ValueError as exc:
+                raise ValueError(f"redaction.patterns[{i}]: {exc}") from None
+        return patterns
+
+
 class Settings(_Strict):
     mode: Literal["dev", "prod", "disabled"] = "dev"
     approval: ApprovalSettings = ApprovalSettings()
@@ -175,6 +193,7 @@ class Settings(_Strict):
     tournament: TournamentSettings = TournamentSettings()
     preflight: PreflightSettings = PreflightSettings()
     deployments: dict[str, DeploymentSettings] = {}
+    redaction: RedactionSettings = RedactionSettings()
 
     def effective_mode(self, environ=os.environ) -> str:
         """The mode in force: SELFHEAL_MODE overrides the file."""
