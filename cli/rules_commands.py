@@ -1,5 +1,5 @@
 """Commands of rule evolution and replay: rules (list, test, propose, shadow, approve,
-promote), verdict, replay, export."""
+promote), verdict, forget, replay, export."""
 from __future__ import annotations
 
 import click
@@ -130,6 +130,8 @@ def replay(ctx, since, until, candidate, assignments, mode, bundle, as_json) -> 
         return
     click.echo(f"replayed {report.incidents} incidents; {report.differing} decided differently; "
                f"canaries answered: {to_json(report.canary_answers)}")
+    if report.forgotten:
+        click.echo(f"not replayed, their text forgotten: {', '.join(i[:8] for i in report.forgotten)}")
     for r in report.results:
         mark = "DIFFERS" if r.differs else "same   "
         click.echo(f"{mark} {r.occurred_at}  {r.incident_id[:8]}  {r.deployment}: {r.replayed['outcome']}")
@@ -150,6 +152,21 @@ def export(ctx, incident_id, output) -> None:
         click.echo("\n".join(lines) + "\n", nl=False)
 
 
+@click.command()
+@click.argument("incident_id")
+@click.option("--by", required=True, help="Who forgets it (recorded).")
+@click.option("--reason", default="", help="Why (recorded): e.g. which secret leaked.")
+@json_option
+@click.pass_obj
+def forget(ctx, incident_id, by, reason, as_json) -> None:
+    """Make INCIDENT_ID's text unreadable for good (its key is destroyed; the log still verifies)."""
+    recorded = selfheal.forget(incident_id, by=by, reason=reason, **ctx.db)
+    if as_json:
+        emit_json(recorded)
+    else:
+        click.echo(f"incident {recorded.incident_id}: text forgotten (by {recorded.by})")
+
+
 def register(group: click.Group) -> None:
-    for command in (rules, verdict, replay, export):
+    for command in (rules, verdict, forget, replay, export):
         group.add_command(command)

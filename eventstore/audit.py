@@ -52,7 +52,8 @@ def events(
         types=tuple(types) or None, stream=stream, correlation_id=correlation,
         occurred_since=_time(since), occurred_until=_time(until),
     )
-    return store.recorder.query(where, limit)
+    # sealed text is shown (and exported) open: the audit reader is the log's owner
+    return map(store.opened_row, store.recorder.query(where, limit))
 
 
 _encode = msgspec.json.Encoder().encode

@@ -6,6 +6,7 @@ the real log. It keeps nothing across processes and is not durable by design.
 from __future__ import annotations
 
 import bisect
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
@@ -27,6 +28,7 @@ class InMemoryRecorder(Recorder):
         self._by_id: dict[str, int] = {}
         self._streams: dict[str, list[int]] = {}
         self._checkpoints: dict[str, int] = {}
+        self._keys: dict[str, bytes] = {}
         self._lock = threading.Lock()
 
     def append(self, stream: str, events: Sequence[NewEvent], expected_version: int | None = None) -> list[int]:
@@ -73,6 +75,11 @@ class InMemoryRecorder(Recorder):
                 self._rows.append(row)
                 self._by_id[row.event_id] = row.position
                 self._streams.setdefault(row.stream, []).append(row.position)
+            planned = {row.event_id for row in pending}
+            for request in requests:
+                for event in request.events:
+                    if event.key is not None and event.event_id in planned:
+                        self._keys.setdefault(f"event:{event.event_id}", event.key)
             for move in checkpoints:
                 self._checkpoints[move.handler] = move.position
             return positions
@@ -122,3 +129,20 @@ class InMemoryRecorder(Recorder):
         return VerifyReport(ok=broken is None, events=count, head_position=head, head_hash=head_hash,
                             first_break=Break(*broken) if broken else None)
 
+
+    def event_key(self, event_id: str) -> bytes | None:
+        return self._keys.get(f"event:{event_id}")
+
+    def forget(self, event_id: str, record: AppendRequest) -> list[int]:
+        with self._lock:
+            key = self._keys.pop(f"event:{event_id}", None)
+        try:
+            return self.append_many([record])[0]
+        except BaseException:
+            if key is not None:  # nothing recorded: nothing forgotten either
+                self._keys[f"event:{event_id}"] = key
+            raise
+
+    def secret(self, name: str) -> bytes:
+        with self._lock:
+            return self._keys.setdefault(f"secret:{name}", os.urandom(32))

@@ -48,6 +48,9 @@ class NewEvent(msgspec.Struct, frozen=True, kw_only=True):
     data: str
     correlation_id: str | None = None
     causation_id: str | None = None
+    #: the key of the event's sealed fields (eventstore/sealing.py), kept beside the log and
+    #: written in the event's transaction; never part of the row or its hash
+    key: bytes | None = None
 
 
 class StoredEvent(msgspec.Struct, frozen=True):
@@ -233,6 +236,23 @@ class Recorder(abc.ABC):
     @abc.abstractmethod
     def verify(self) -> VerifyReport:
         """Walk the hash chain; report the first position where it breaks."""
+
+    # -- keys kept beside the log, outside the hash chain (eventstore/sealing.py) --------------
+
+    @abc.abstractmethod
+    def event_key(self, event_id: str) -> bytes | None:
+        """The key an event's sealed fields were sealed with; None if it has none or it was destroyed."""
+
+    @abc.abstractmethod
+    def forget(self, event_id: str, record: AppendRequest) -> list[int]:
+        """Destroy `event_id`'s key and append `record` (what was forgotten, and why) in one
+        transaction, so that a key is never gone without the log saying so. Returns the
+        record's positions. The key's bytes are overwritten where the backend allows it."""
+
+    @abc.abstractmethod
+    def secret(self, name: str) -> bytes:
+        """A random 32-byte key of this log, made on first use and kept beside the log (the
+        redaction fingerprint key): the same log always answers the same key."""
 
     def close(self) -> None:  # noqa: B027 - optional for backends without resources
         pass

@@ -12,6 +12,7 @@ Design notes (why, not what):
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import time
@@ -34,7 +35,7 @@ from selfheal.eventstore.recorder import (
 
 #: 'SHL1': marks a SQLite file as a selfheal log (PRAGMA application_id)
 APPLICATION_ID = 0x53484C31
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 _SELECT = "SELECT " + ", ".join(COLUMNS) + " FROM events"
 _INSERT = f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
@@ -77,8 +78,14 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     )
 
 
+def _migration_2(db: sqlite_utils.Database) -> None:
+    """Keys kept beside the log, outside the hash chain: each sealed event's key
+    (`event:<event_id>`, eventstore/sealing.py) and the log's own secrets (`secret:<name>`)."""
+    db.execute("CREATE TABLE keys (name TEXT PRIMARY KEY, key BLOB NOT NULL)")
+
+
 #: index i migrates a log from format i to i + 1
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1, _migration_2]
 assert len(MIGRATIONS) == FORMAT_VERSION
 
 
@@ -170,6 +177,8 @@ class SQLiteRecorder(Recorder):
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={synchronous}")
         conn.execute("PRAGMA foreign_keys=ON")
+        # a forgotten key is overwritten with zeros where it stood, not just unlinked
+        conn.execute("PRAGMA secure_delete=ON")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > FORMAT_VERSION:
             raise NewerFormat(
@@ -270,6 +279,9 @@ class SQLiteRecorder(Recorder):
             self._conn.execute("RELEASE batch")
             return self._replayed(request)
         self._conn.execute("RELEASE batch")
+        keys = [(f"event:{e.event_id}", e.key) for e in events if e.key is not None]
+        if keys:
+            self._conn.executemany("INSERT OR IGNORE INTO keys (name, key) VALUES (?, ?)", keys)
         head[0], head[1] = rows[-1][POSITION], rows[-1][HASH]
         return [r[POSITION] for r in rows]
 
@@ -391,6 +403,44 @@ class SQLiteRecorder(Recorder):
 
     def stream_version(self, stream: str) -> int:
         return self._stream_version(stream)
+
+    # -- keys beside the log ---------------------------------------------------------------
+
+    def event_key(self, event_id: str) -> bytes | None:
+        row = self._conn.execute("SELECT key FROM keys WHERE name = ?", (f"event:{event_id}",)).fetchone()
+        return row[0] if row else None
+
+    def forget(self, event_id: str, record: AppendRequest) -> list[int]:
+        self._begin()
+        try:
+            self._conn.execute("DELETE FROM keys WHERE name = ?", (f"event:{event_id}",))
+            head = list(self._head())
+            positions = self._append_locked(record, head)
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        # the WAL still holds the page images the key was written in: fold them into the file
+        # (where secure_delete zeroed the key) and truncate it; a reader holding the WAL open
+        # delays this, which is retried on the next forget
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return positions
+
+    def secret(self, name: str) -> bytes:
+        row = self._conn.execute("SELECT key FROM keys WHERE name = ?", (f"secret:{name}",)).fetchone()
+        if row:
+            return row[0]
+        self._begin()
+        try:
+            self._conn.execute("INSERT OR IGNORE INTO keys (name, key) VALUES (?, ?)",
+                               (f"secret:{name}", os.urandom(32)))
+            row = self._conn.execute("SELECT key FROM keys WHERE name = ?", (f"secret:{name}",)).fetchone()
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        return row[0]
 
     def checkpoint(self, handler: str) -> int:
         row = self._conn.execute("SELECT position FROM handler_checkpoints WHERE handler = ?", (handler,)).fetchone()

@@ -15,8 +15,10 @@ from selfheal.eventstore.recorder import (
     AppendRequest, CheckpointAdvance, NewEvent, Recorder, StoredEvent, parse_utc, utc_iso,
 )
 from selfheal.eventstore.sqlite import SQLiteRecorder
+from selfheal.eventstore import sealing
 from selfheal.eventstore.codec import decode, encode, fast_decoder, readable
-from selfheal.schemas.events import Event
+from selfheal.schemas.events import EVENT_TYPES, Event, IncidentForgotten
+from selfheal.schemas.redaction import Redactor
 
 _NAMESPACE = uuid.UUID("6c8f6c1e-8a43-4f0e-9d7c-5e1f3b2a9d10")
 
@@ -44,11 +46,14 @@ class Pending(msgspec.Struct, frozen=True, kw_only=True):
     correlation_id: str | None = None
     causation_id: str | None = None
 
-    def encoded(self) -> NewEvent:
+    def encoded(self, event: Event | None = None, key: bytes | None = None) -> NewEvent:
+        """The row to append: `event` (this one's body as the store records it: redacted,
+        sealed) under this envelope, and the key of its sealed fields."""
+        event = self.event if event is None else event
         return NewEvent(
-            event_id=self.event_id, type=type(self.event).__name__,
-            schema_version=self.event.SCHEMA_VERSION, occurred_at=utc_iso(self.occurred_at),
-            data=encode(self.event), correlation_id=self.correlation_id, causation_id=self.causation_id,
+            event_id=self.event_id, type=type(event).__name__,
+            schema_version=event.SCHEMA_VERSION, occurred_at=utc_iso(self.occurred_at),
+            data=encode(event), correlation_id=self.correlation_id, causation_id=self.causation_id, key=key,
         )
 
 
@@ -137,24 +142,108 @@ class Decoders(dict):
 
 
 _placed = operator.attrgetter(*Placed.__struct_fields__)
+#: the event types with sealed fields, and where a read row holds its event id
+_SEALED_TYPES = frozenset(cls for cls in EVENT_TYPES.values() if sealing.sealed_fields(cls))
+_EVENT_ID = Placed.__struct_fields__.index("event_id")
 
 
 def typed(row: StoredEvent) -> Recorded:
+    """A row's typed event, its sealed fields as the row holds them (rows from `audit.events`
+    are opened already; `EventStore.typed` opens a row read from the recorder)."""
     event = decode(row.type, row.schema_version, row.data, where=f"position {row.position}: ")
     return Recorded(*_placed(row), event)
 
 
 class EventStore:
-    def __init__(self, recorder: Recorder):
+    """Typed events over a recorder. Every event passes `redactor` before it is recorded (the
+    one place every path to the log goes through), and its SEALED fields are sealed under a
+    key of its own; reads open them again (eventstore/sealing.py)."""
+
+    def __init__(self, recorder: Recorder, redactor: Redactor | None = None):
         self.recorder = recorder
+        self._redactor = redactor
+        #: sealed events opened lately, by event id: a runner reads an incident several times
+        self._opened_events: dict[str, Event] = {}
+
+    @property
+    def redactor(self) -> Redactor:
+        """The built-in credential patterns, keyed with this log's own secret, until
+        `redact_with` adds the operator's patterns and the secrets the settings hold."""
+        if self._redactor is None:
+            self._redactor = Redactor(self.recorder.secret("redaction"))
+        return self._redactor
+
+    def redact_with(self, patterns: Sequence[str] = (), known: Iterable[str] = ()) -> Redactor:
+        self._redactor = Redactor(self.recorder.secret("redaction"), patterns, known)
+        return self._redactor
+
+    def _redacted(self, event: Event) -> Event:
+        keep = type(event).VERBATIM
+        if not keep:
+            return self.redactor.value(event)
+        changes = {}
+        for name in event.__struct_fields__:
+            value = getattr(event, name)
+            if name not in keep and (redacted := self.redactor.value(value)) is not value:
+                changes[name] = redacted
+        return msgspec.structs.replace(event, **changes) if changes else event
+
+    def _row(self, pending: Pending) -> NewEvent:
+        event = self._redacted(pending.event)
+        if type(event) not in _SEALED_TYPES:
+            return pending.encoded(event)
+        key = sealing.new_key()
+        return pending.encoded(sealing.sealed(event, key), key)
+
+    def _opened(self, event: Event, event_id: str) -> Event:
+        found = self._opened_events.get(event_id)
+        if found is None:
+            found = sealing.opened(event, self.recorder.event_key(event_id))
+            if len(self._opened_events) >= 256:
+                self._opened_events.clear()
+            self._opened_events[event_id] = found
+        return found
+
+    def typed(self, row: StoredEvent) -> Recorded:
+        recorded = typed(row)
+        if type(recorded.event) in _SEALED_TYPES:
+            return msgspec.structs.replace(recorded, event=self._opened(recorded.event, row.event_id))
+        return recorded
+
+    def opened_row(self, row: StoredEvent) -> StoredEvent:
+        """`row` with the sealed fields of its body opened (FORGOTTEN where the key is gone):
+        what the audit commands show and a bundle carries. Its hash is the stored row's."""
+        fields = sealing.sealed_fields(EVENT_TYPES.get(row.type, Event))
+        if not fields:
+            return row
+        body = msgspec.json.decode(row.data)
+        if not isinstance(body, dict):
+            return row
+        key = self.recorder.event_key(row.event_id)
+        for name in fields:
+            if sealing.is_sealed(body.get(name)):
+                body[name] = sealing.unseal(body[name], key)
+        return msgspec.structs.replace(row, data=msgspec.json.encode(body).decode())
 
     def append(self, stream: str, events: Sequence[Pending], expected_version: int | None = None) -> list[int]:
-        return self.recorder.append(stream, [p.encoded() for p in events], expected_version)
+        return self.recorder.append(stream, [self._row(p) for p in events], expected_version)
 
     def append_many(self, batches: Sequence[tuple[str, Sequence[Pending]]],
                     checkpoints: Sequence[CheckpointAdvance] = ()) -> list[list[int]]:
-        requests = [AppendRequest(stream, [p.encoded() for p in events]) for stream, events in batches]
+        requests = [AppendRequest(stream, [self._row(p) for p in events]) for stream, events in batches]
         return self.recorder.append_many(requests, checkpoints)
+
+    def forget(self, incident: Recorded, by: str, at: datetime, reason: str = "") -> int:
+        """Destroy the key of `incident`'s sealed text and record that it was (IncidentForgotten),
+        in one transaction; returns the record's position."""
+        e = incident.event
+        record = Pending(event=IncidentForgotten(incident_id=e.incident_id, event_id=incident.event_id, by=by,
+                                                 reason=reason),
+                         event_id=derived_id(incident.event_id, "forgotten"), occurred_at=at,
+                         correlation_id=incident.correlation_id or incident.event_id, causation_id=incident.event_id)
+        self._opened_events.pop(incident.event_id, None)
+        return self.recorder.forget(incident.event_id,
+                                    AppendRequest(f"incident-{e.incident_id}", [self._row(record)]))[0]
 
     def read(self, after: int = 0, *, types: Iterable[str | type] | None = None,
              until: int | None = None) -> Iterator[Recorded]:
@@ -170,6 +259,8 @@ class EventStore:
                         event = fast(row[DATA])
                     except DECODE_ERRORS:
                         event = decoders.body(row)  # says what is wrong, and where
+                if type(event) in _SEALED_TYPES:
+                    event = self._opened(event, row[_EVENT_ID])
                 yield Recorded(*row[:PLACED], event)
 
     def rows(self, after: int = 0, *, types: Iterable[str | type] | None = None, until: int | None = None,
@@ -179,11 +270,11 @@ class EventStore:
         return self.recorder.pages(READ_COLUMNS, after, types=_names(types), until=until, bodies=_names(bodies))
 
     def read_stream(self, stream: str) -> Iterator[Recorded]:
-        return map(typed, self.recorder.read_stream(stream))
+        return map(self.typed, self.recorder.read_stream(stream))
 
     def get(self, event_id: str) -> Recorded | None:
         row = self.recorder.get(event_id)
-        return typed(row) if row else None
+        return self.typed(row) if row else None
 
     def last_position(self) -> int:
         return self.recorder.last_position()

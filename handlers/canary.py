@@ -80,7 +80,8 @@ class RunCanary(Activity):
         finished_at = outcome.finished_at or event.occurred
         incident = new_incident(derived_id(e.canary_id, "incident"), run.deployment,
                                 IncidentSource(kind="canary", canary_id=e.canary_id), outcome.log_text,
-                                {"environment": run.environment, "run_id": run.run_id})
+                                {"environment": run.environment, "run_id": run.run_id},
+                                redact=view.store.redactor.text)
         completed = CanaryCompleted(run_id=e.run_id, candidate_id=e.candidate_id, canary_id=e.canary_id,
                                     backend=e.backend, simulated=e.simulated, measurements=outcome.measurements,
                                     log_incident_id=incident.incident_id)

@@ -41,6 +41,7 @@ INPUTS: dict[type, str] = {
     ev.RuleSetApproved: "`rules approve`",
     ev.RuleSetActivated: "`rules promote`",
     ev.VerdictRecorded: "`verdict` (a person labels an incident)",
+    ev.IncidentForgotten: "`forget` (a person destroys the key of an incident's sealed text)",
 }
 
 #: recorded by the loop and read only by projections and people: the chain ends there

@@ -73,7 +73,7 @@ def capture(store: EventStore, edges: DeploymentEdges, text: str, source: Incide
                                     environment=edges.environment)
         store.append(stream, [Pending(event=imported, event_id=new_id(), occurred_at=now)], expected_version=0)
     incident = new_incident(new_id(), edges.name, source, text,
-                            {"environment": edges.environment, "model": edges.model})
+                            {"environment": edges.environment, "model": edges.model}, redact=store.redactor.text)
     store.append(f"incident-{incident.incident_id}",
                  [Pending(event=incident, event_id=incident.incident_id, occurred_at=now,
                           correlation_id=incident.incident_id)])

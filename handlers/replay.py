@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from selfheal import projections
 from selfheal.eventstore.audit import events, row_json
 from selfheal.eventstore.recorder import NewEvent
+from selfheal.eventstore import sealing
 from selfheal.eventstore.store import EventStore, Pending, Recorded, memory_store, typed
 from selfheal.handlers.flow import handlers as loop_handlers
 from selfheal.handlers.observe import ObserveIncident
@@ -165,6 +166,8 @@ class ReplayReport(msgspec.Struct):
     differing: int
     canary_answers: dict[str, int]
     results: list[IncidentReplay]
+    #: incidents in the range that were not replayed: their text was forgotten (`forget`)
+    forgotten: list[str] = []
 
 
 def _chain(store: EventStore, incident_id: str) -> list[Recorded]:
@@ -208,7 +211,7 @@ def replay(store: EventStore, settings: Settings, deployments: dict[str, Deploym
         handlers = [ObserveIncident(edges, settings.observer.safety_buffer, ruleset) if h.name == "observe" else h
                     for h in handlers]
     runner = Runner(scratch, handlers, projections.registered())
-    results = []
+    results, forgotten = [], []
     for r in originals:
         if r.type == "BaselineImported":
             scratch.append(r.stream, [Pending(event=r.event, event_id=r.event_id, occurred_at=r.occurred)])
@@ -216,6 +219,9 @@ def replay(store: EventStore, settings: Settings, deployments: dict[str, Deploym
         if r.type != "IncidentCaptured" or r.event.source.kind == "canary" or r.event.deployment not in edges:
             continue
         if (since and r.occurred_at < since) or (until and r.occurred_at >= until):
+            continue
+        if sealing.forgotten(r.event):
+            forgotten.append(r.event.incident_id)
             continue
         scratch.append(r.stream, [Pending(event=r.event, event_id=r.event_id, occurred_at=r.occurred,
                                           correlation_id=r.correlation_id)])
@@ -229,7 +235,7 @@ def replay(store: EventStore, settings: Settings, deployments: dict[str, Deploym
         for answer in d.backend.answers:
             answers[answer] = answers.get(answer, 0) + 1
     return ReplayReport(incidents=len(results), differing=sum(1 for x in results if x.differs),
-                        canary_answers=answers, results=results)
+                        canary_answers=answers, results=results, forgotten=forgotten)
 
 
 BUNDLE_FORMAT = 1
@@ -253,7 +259,16 @@ def export_bundle(store: EventStore, settings: Settings, incident_id: str) -> li
                                                                        "preflight"})
               | {"deployments": {deployment: settings.deployments[deployment].model_dump(mode="json")}
                  if deployment in settings.deployments else {}}}
-    lines = [msgspec.json.encode(header).decode()]
+    # a bundle travels: the deployment's secrets (its env, its command's credentials) stay here
+    redactor = store.redactor
+    for d in header["settings"].get("deployments", {}).values():
+        if d.get("env"):
+            d["env"] = redactor.env(d["env"])
+        for holder, name in [(d, "command"), (d, "serve_command"), (d.get("reload") or {}, "argv"),
+                             *((sink, "argv") for sink in d.get("alerts") or [])]:
+            if holder.get(name):
+                holder[name] = redactor.argv(holder[name])
+    lines = [msgspec.json.encode(redactor.value(header)).decode()]
     lines += [row_json(row) for row in events(store, stream=f"deployment-{deployment}", types=["BaselineImported"])]
     lines += [row_json(row) for row in events(store, correlation=incident.correlation_id or incident.event_id)]
     return lines

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import msgspec
 
+from selfheal.eventstore import sealing
 from selfheal.eventstore.store import EventStore, Pending, new_id
 from selfheal.handlers.observe import load_ruleset
 from selfheal.handlers.observer import Diagnosis, RuleSet
@@ -150,6 +151,8 @@ def shadow(store: EventStore, candidate: str, now: datetime, safety_buffer: floa
     true_pos = predicted_pos = actual_pos = labelled = 0
     incidents = 0
     for r in store.read(types=["IncidentCaptured"]):
+        if sealing.forgotten(r.event):
+            continue  # no text left to compare the two rule sets on
         incidents += 1
         incident = r.event
         a, b = ours.diagnose(incident.raw_text, safety_buffer=safety_buffer), \

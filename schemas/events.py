@@ -24,6 +24,10 @@ Number = Union[int, float]
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag=True):
     SCHEMA_VERSION: ClassVar[int] = 1
+    #: fields stored sealed, each event under its own key beside the log (eventstore/sealing.py)
+    SEALED: ClassVar[tuple[str, ...]] = ()
+    #: fields recorded exactly as given, not redacted: files a person wrote that must load again
+    VERBATIM: ClassVar[tuple[str, ...]] = ()
 
 
 # -- shared value types ---------------------------------------------------------------------
@@ -100,15 +104,29 @@ class CandidateEvidence(msgspec.Struct, frozen=True, kw_only=True):
 # -- 1. observer ----------------------------------------------------------------------------
 
 class IncidentCaptured(Event, frozen=True, kw_only=True):
-    """Raw text from a log, a canary or a metric symptom, kept whether or not a rule matches."""
+    """Raw text from a log, a canary or a metric symptom, kept whether or not a rule matches.
+
+    Secrets are redacted before it is built; the text is sealed in the log, so that what got
+    in anyway can be forgotten (IncidentForgotten)."""
 
     SCHEMA_VERSION: ClassVar[int] = 2
+    SEALED: ClassVar[tuple[str, ...]] = ("raw_text",)
     incident_id: str
     deployment: str
     source: IncidentSource
     raw_text: str
     fingerprint: str
     context: dict[str, str] = {}
+
+
+class IncidentForgotten(Event, frozen=True, kw_only=True):
+    """`selfheal forget`: the key of an incident's sealed text is destroyed; the text is
+    unreadable from now on, and this says when, by whom and why."""
+
+    incident_id: str
+    event_id: str                 # the IncidentCaptured whose key was destroyed
+    by: str
+    reason: str = ""
 
 
 class ObservationMade(Event, frozen=True, kw_only=True):
@@ -443,6 +461,7 @@ class VerdictRecorded(Event, frozen=True, kw_only=True):
 class RuleSetProposed(Event, frozen=True, kw_only=True):
     """A candidate rule set, with its full text, so any later replay can load it from the log."""
 
+    VERBATIM: ClassVar[tuple[str, ...]] = ("text",)  # a rule's `key = "free"` is no credential
     ruleset_id: str
     version: str
     source: str
@@ -479,7 +498,7 @@ class RuleSetActivated(Event, frozen=True, kw_only=True):
 
 #: every event type, by tag; the one place that lists what the log can hold
 AnyEvent = Union[
-    IncidentCaptured, ObservationMade, IncidentUnmatched,
+    IncidentCaptured, IncidentForgotten, ObservationMade, IncidentUnmatched,
     IntentRaised, IntentDeduplicated, RunRequested, RunRefused, RunStarted, RunFinished, IntentArchived,
     CandidateProposed, PreflightPassed, PreflightRejected, CanaryStarted, CanaryLaunched, CanaryOrphanReaped,
     CanaryCompleted,

@@ -61,9 +61,14 @@ very string it was given when nothing changed.
 from __future__ import annotations
 
 import bisect
+import collections.abc
+import datetime
+import functools
 import hashlib
 import hmac
 import re
+import types
+import typing
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from re import _parser as _sre  # the parser `re` itself uses; read-only here
@@ -185,6 +190,7 @@ class Redactor:
             raise ValueError("a redaction key must be non-empty bytes")
         self._key = bytes(key)
         self._tokens: dict[str, str] = {}
+        self._clean: dict[int, str] = {}
         self._patterns = tuple(_Pattern(check_pattern(p)) for p in patterns)
         kept = {k for k in known if isinstance(k, str) and len(k) >= MIN_KNOWN and not is_token(k)}
         self._known = tuple(sorted(kept, key=lambda k: (-len(k), k)))
@@ -232,6 +238,22 @@ class Redactor:
 
     def text(self, s: str) -> str:
         """`s` with every secret replaced by its token; `s` itself when nothing matched."""
+        if len(s) > _WINDOWED:
+            # a long text this redactor has just answered (an incident built redacted, then
+            # recorded: the store passes every event through again) is not scanned twice
+            if self._clean.get(id(s)) is s:
+                return s
+            out = self._long_text(s)
+            if len(self._clean) >= 64:
+                self._clean.clear()
+            self._clean[id(out)] = out  # the entry holds the string: its id is not reused meanwhile
+            return out
+        return self._short_text(s)
+
+    def _long_text(self, s: str) -> str:
+        return self._finish(s, self._lines(s))
+
+    def _short_text(self, s: str) -> str:
         if len(s) <= _WINDOWED:
             low = s.lower()
             out = s
@@ -244,6 +266,10 @@ class Redactor:
                     out = self._line(s, low)
         else:
             out = self._lines(s)
+        return self._finish(s, out)
+
+    def _finish(self, s: str, out: str) -> str:
+        """Known secrets and the operator's patterns over what the built-in rules left."""
         if self._known_re is not None and any(k in out for k in self._known):
             out = self._known_re.sub(self._known_match, out)
         for pattern in self._patterns:
@@ -405,7 +431,7 @@ class Redactor:
             return self._dict(obj)
         if isinstance(obj, msgspec.Struct):
             changes = None
-            for field in obj.__struct_fields__:
+            for field in _text_fields(t):
                 v = getattr(obj, field)
                 new = self.value(v)
                 if new is not v:
@@ -453,6 +479,31 @@ class Redactor:
         if out is None:
             return seq
         return tuple(out) if type(seq) is tuple else out
+
+
+@functools.cache
+def _text_fields(cls: type) -> tuple[str, ...]:
+    """The fields of a Struct type that can hold text (by their annotations): numbers, flags,
+    times and Literal vocabularies cannot carry a secret, so the walk skips them."""
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # an annotation that does not resolve: read every field
+        return tuple(cls.__struct_fields__)
+    return tuple(name for name in cls.__struct_fields__ if _may_hold_text(hints.get(name, Any)))
+
+
+def _may_hold_text(tp: Any) -> bool:
+    if tp in (int, float, bool, type(None), datetime.datetime, datetime.date):
+        return False
+    origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        return False
+    if origin in (typing.Union, types.UnionType):
+        return any(_may_hold_text(a) for a in typing.get_args(tp))
+    if origin in (list, tuple, set, frozenset, dict, collections.abc.Sequence, collections.abc.Mapping):
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        return not args or any(_may_hold_text(a) for a in args)
+    return True  # str, Any, a Struct, anything else: read it
 
 
 def _replace_group(m: re.Match, group: str | int, new: str) -> str:

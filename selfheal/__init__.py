@@ -19,7 +19,7 @@ from importlib import import_module
 COMMANDS = ["init", "events", "verify", "rebuild", "diagnose", "observe", "run", "heal", "demo", "history", "state",
             "promotions", "intents", "show", "baseline", "baseline_import", "approve", "reject", "alerts",
             "supervise", "rules_list", "rules_test", "rules_propose", "rules_shadow", "rules_approve",
-            "rules_promote", "verdict", "replay", "export"]
+            "rules_promote", "verdict", "forget", "replay", "export"]
 
 #: the commands of the log and the loop (selfheal/api.py); the others review it (selfheal/review.py)
 _LOOP_COMMANDS = ("init", "events", "verify", "rebuild", "diagnose", "observe", "run", "heal", "demo")

@@ -156,7 +156,7 @@ def observe(files: str | os.PathLike | Iterable[str | os.PathLike] = (), *, foll
     settings = load_config(config)
     name = chosen_deployment(settings, deployment)
     wired = deployment_edges.build_one(settings, name)
-    with opened(db, True, synchronous) as store:
+    with opened(db, True, synchronous, settings) as store:
         if not sources:
             observed = Observed(deployment=name, incidents=loop.observe(store, wired, files, clock=clock))
             for incident_id in observed.incidents if on_incident else ():
@@ -194,7 +194,7 @@ def run(*, follow: bool = False, interval: float = 2.0, on_report: Callable[[Run
     the deployments for the whole watch; `on_report` gets each poll's report. Returns the
     last report."""
     settings = load_config(config)
-    with opened(db, True, synchronous) as store:
+    with opened(db, True, synchronous, settings) as store:
         edges = deployment_edges.build(settings)
         driver = loop.runner(store, settings, edges, mode)
         while True:
@@ -222,7 +222,7 @@ def heal(files: str | os.PathLike | Iterable[str | os.PathLike], *, deployment: 
     to its outcome; returns each incident's whole chain. `files`: one path or a list."""
     settings = load_config(config)
     name = chosen_deployment(settings, deployment)
-    with opened(db, True, synchronous) as store:
+    with opened(db, True, synchronous, settings) as store:
         ids = loop.heal(store, settings, deployment_edges.build(settings), name, paths_of(files), clock=clock)
         return [Healed(incident_id=i, events=[typed(row) for row in audit.events(store, correlation=i)])
                 for i in ids]

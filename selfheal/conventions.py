@@ -12,6 +12,7 @@ from pathlib import Path
 from selfheal.eventstore.audit import default_db_path
 from selfheal.eventstore.store import EventStore, open_store
 from selfheal.schemas.config import ConfigError, Settings, load_settings
+from selfheal.schemas.redaction import is_secret_name, known_secrets
 from selfheal.schemas.serving import TUNABLE, ServingConfig
 from selfheal.schemas.vllm_yaml import read_serving_values
 
@@ -31,11 +32,20 @@ def open_db(db: Db = None, *, create: bool = False, synchronous: str = "FULL") -
     return open_store(default_db_path() if db is None else Path(db), create=create, synchronous=synchronous)
 
 
-def opened(db: Db, create: bool, synchronous: str) -> contextlib.AbstractContextManager[EventStore]:
-    """`db` for one call: a path is opened and closed after it; a store is left open."""
+def opened(db: Db, create: bool, synchronous: str,
+           settings: Settings | None = None) -> contextlib.AbstractContextManager[EventStore]:
+    """`db` for one call: a path is opened and closed after it; a store is left open. With
+    `settings`, what the store records is redacted with the operator's patterns and the
+    secrets the settings hold too (schemas/redaction.py)."""
     if isinstance(db, EventStore):
-        return contextlib.nullcontext(db)
-    return open_db(db, create=create, synchronous=synchronous)
+        store, context = db, contextlib.nullcontext(db)
+    else:
+        store = context = open_db(db, create=create, synchronous=synchronous)
+    if settings is not None:
+        # selfheal's own secret-named variables reach every canary and production it starts
+        environment = [value for name, value in os.environ.items() if is_secret_name(name)]
+        store.redact_with(settings.redaction.patterns, [*known_secrets(settings), *environment])
+    return context
 
 
 def load_config(config: Config = None) -> Settings:

@@ -19,7 +19,7 @@ from selfheal.handlers import replay as replaying
 from selfheal.handlers.observer import Diagnosis
 from selfheal.projections import queries
 from selfheal.schemas.events import (
-    BaselineImported, PromotionApproved, PromotionRejected, RuleSetActivated, RuleSetApproved, RuleSetProposed, RuleSetShadowed, VerdictRecorded,
+    BaselineImported, IncidentForgotten, PromotionApproved, PromotionRejected, RuleSetActivated, RuleSetApproved, RuleSetProposed, RuleSetShadowed, VerdictRecorded,
 )
 
 from selfheal.conventions import Clock, Config, Db, LogContent, chosen_deployment, load_config, log_content, opened
@@ -80,7 +80,7 @@ def baseline_import(deployment: str, *, file: str | os.PathLike | None = None, d
     baseline version 1."""
     settings = load_config(config)
     wired = deployment_edges.build_one(settings, chosen_deployment(settings, deployment))
-    with opened(db, True, synchronous) as store:
+    with opened(db, True, synchronous, settings) as store:
         return loop.import_baseline(store, wired, None if file is None else os.fspath(file), clock=clock)
 
 
@@ -88,7 +88,7 @@ def approve(promotion_id: str, *, by: str, note: str = "", db: Db = None, config
             synchronous: str = "FULL", clock: Clock = system_clock) -> PromotionApproved:
     """Approve a waiting promotion (prod mode); the commit follows on the next `run`."""
     settings = load_config(config)
-    with opened(db, False, synchronous) as store:
+    with opened(db, False, synchronous, settings) as store:
         return escrow.approve(store, settings, promotion_id, by, clock(), note)
 
 
@@ -162,7 +162,7 @@ def rules_promote(candidate: str, *, by: str, db: Db = None, config: Config = No
                   clock: Clock = system_clock) -> RuleSetActivated:
     """Make the candidate the active rule set (needs a shadow report; in prod, its approval)."""
     settings = load_config(config)
-    with opened(db, False, synchronous) as store:
+    with opened(db, False, synchronous, settings) as store:
         return rules_lifecycle.promote(store, settings, candidate, by, clock())
 
 
@@ -171,6 +171,22 @@ def verdict(incident_id: str, *, kind: str, by: str, note: str = "", db: Db = No
     """Record a person's judgement of an incident (a finding kind, or "none")."""
     with opened(db, False, synchronous) as store:
         return rules_lifecycle.verdict(store, incident_id, kind, by, clock(), note)
+
+
+def forget(incident_id: str, *, by: str, reason: str = "", db: Db = None, synchronous: str = "FULL",
+           clock: Clock = system_clock) -> IncidentForgotten:
+    """Make an incident's text unreadable for good: destroy the key its text is sealed with
+    and record who did it and why (crypto-shredding; the chain and `verify` are unchanged).
+    Forgetting a forgotten incident returns the first record and changes nothing."""
+    with opened(db, False, synchronous) as store:
+        incident = replaying.find_incident(store, incident_id)
+        done = [r.event for r in store.read_stream(f"incident-{incident.event.incident_id}")
+                if isinstance(r.event, IncidentForgotten)]
+        if not done:
+            store.forget(incident, by, clock(), reason)
+            done = [r.event for r in store.read_stream(f"incident-{incident.event.incident_id}")
+                    if isinstance(r.event, IncidentForgotten)]
+        return done[0]
 
 
 def replay(*, since: str | datetime | None = None, until: str | datetime | None = None, rules: str | None = None,
@@ -200,7 +216,7 @@ def export(incident_id: str, *, output: str | os.PathLike | None = None, db: Db 
     """An incident, its whole chain, its deployment's baseline and settings as a portable
     bundle: JSON Lines (the first line the header). Written to `output` too, when given."""
     settings = load_config(config)
-    with opened(db, False, synchronous) as store:
+    with opened(db, False, synchronous, settings) as store:
         lines = replaying.export_bundle(store, settings, incident_id)
     if output is not None:
         Path(output).write_text("\n".join(lines) + "\n", encoding="utf-8")

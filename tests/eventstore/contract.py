@@ -149,3 +149,42 @@ class RecorderContract:
         report = recorder.verify()
         assert report.ok and report.events == 5 and report.head_position == 5
         assert report.head_hash == list(recorder.read())[-1].hash
+
+    # -- keys beside the log (eventstore/sealing.py) ---------------------------------------------
+
+    def test_an_events_key_is_kept_with_it_and_never_in_the_row(self, recorder):
+        key = b"k" * 32
+        recorder.append("a", [msgspec.structs.replace(ev(1), key=key), ev(2)])
+        assert recorder.event_key("id-1") == key and recorder.event_key("id-2") is None
+        row = list(recorder.read())[0]
+        assert key.decode() not in msgspec.json.encode(row).decode()
+        assert recorder.verify().ok
+
+    def test_a_retry_keeps_the_first_key(self, recorder):
+        recorder.append("a", [msgspec.structs.replace(ev(1), key=b"1" * 32)])
+        recorder.append("a", [msgspec.structs.replace(ev(1), key=b"2" * 32)])  # the same event again
+        assert recorder.event_key("id-1") == b"1" * 32
+
+    def test_a_refused_append_leaves_no_key(self, recorder):
+        recorder.append("a", [ev(1)])
+        with pytest.raises(ConcurrencyError):
+            recorder.append("a", [msgspec.structs.replace(ev(2), key=b"2" * 32)], expected_version=0)
+        assert recorder.event_key("id-2") is None
+
+    def test_forget_destroys_the_key_and_records_why_together(self, recorder):
+        recorder.append("a", [msgspec.structs.replace(ev(1), key=b"k" * 32)])
+        assert recorder.forget("id-1", AppendRequest("a", [ev(2)])) == [2]
+        assert recorder.event_key("id-1") is None
+        assert [r.event_id for r in recorder.read()] == ["id-1", "id-2"]
+        assert recorder.verify().ok  # the chain never held the key
+
+    def test_a_forget_whose_record_is_refused_forgets_nothing(self, recorder):
+        recorder.append("a", [msgspec.structs.replace(ev(1), key=b"k" * 32)])
+        with pytest.raises(ConcurrencyError):
+            recorder.forget("id-1", AppendRequest("a", [ev(2)], expected_version=0))
+        assert recorder.event_key("id-1") == b"k" * 32
+
+    def test_a_secret_is_made_once_and_kept(self, recorder):
+        first = recorder.secret("redaction")
+        assert len(first) == 32 and recorder.secret("redaction") == first
+        assert recorder.secret("other") != first

@@ -110,3 +110,80 @@ def test_a_real_startup_failure_heals_into_a_real_promotion(real_env, tiny_model
         assert {"CanaryLaunched", "CanaryCompleted", "RunFinished"} <= set(types)
         canary = [r.event for r in store.read(types=["CanaryCompleted"])][-1]
         assert canary.measurements.passed_load
+
+
+def test_a_real_server_heals_with_keys_that_never_reach_the_log_argv_or_bundle(real_env, tiny_model, tmp_path):
+    """Issue 19 on a real vLLM: an API key and an HF token in the canary template and in the
+    deployment's environment. The real server gets them through its environment (it then
+    refuses /v1 without the key, so a passing load phase proves the Bearer header); neither
+    reaches the log file, its WAL, a bundle, the canaries' command lines or the CLI's output."""
+    import json
+    import os
+    import secrets
+    import subprocess
+    import sys
+    import threading
+
+    key, token = "sk-real-" + secrets.token_hex(16), "hf_" + secrets.token_hex(17)
+    production = GOOD.changed(max_model_len=16384)
+    command = server_command(real_env, "--api-key", key, "--hf-token", token)
+    env = {**SERVER_ENV, "VLLM_API_KEY": key, "HF_TOKEN": token}
+    (tmp_path / "selfheal.toml").write_text(
+        'mode = "dev"\n[deployments.tiny]\ncanary_backend = "vllm"\ninventory = "host"\nhealth_timeout_s = 240\n'
+        f"model = {json.dumps(tiny_model)}\ncommand = {json.dumps(command)}\n"
+        f"current = {{gpu_memory_utilization = 0.15, max_model_len = 16384, max_num_seqs = 4, "
+        "max_num_batched_tokens = 2048, enforce_eager = true}\n"
+        "[deployments.tiny.env]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in env.items()) +
+        "[deployments.tiny.load]\nrequests = 8\nmax_concurrency = 4\nprompt_fraction = 0.25\nmax_tokens = 16\n"
+        "[deployments.tiny.actuators.max_model_len]\nmin = 512\nmax = 16384\nstep = 512\n")
+    failure = backend(real_env, tiny_model).run(production, datetime.now(timezone.utc))
+    assert not failure.measurements.started
+    log = tmp_path / "vllm.log"
+    # the real startup failure, behind the line a pre-August-2026 vLLM printed first
+    log.write_text(f"(APIServer pid=1) INFO 12-05 10:00:00 [utils.py:233] non-default args: {{'model_tag': "
+                   f"'{tiny_model}', 'api_key': ['{key}'], 'hf_token': '{token}', 'max_model_len': 16384}}\n"
+                   + failure.log_text)
+
+    seen: dict[int, bytes] = {}
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            for pid in processes_marked_with():
+                try:
+                    seen[pid] = Path(f"/proc/{pid}/cmdline").read_bytes()
+                except OSError:
+                    pass
+            time.sleep(0.05)
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "selfheal", "--db", str(tmp_path / "log.db"), "--config",
+                               str(tmp_path / "selfheal.toml"), *args], capture_output=True, text=True,
+                              timeout=900, env=dict(os.environ))
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        healed = cli("heal", "--deployment", "tiny", "--json", str(log))
+    finally:
+        stop.set()
+        watcher.join()
+    assert healed.returncode == 0, healed.stderr[-3000:]
+    chain = [json.loads(line) for line in healed.stdout.splitlines() if line.strip()]
+    assert any(e["type"] == "CanaryCompleted" and e["event"]["measurements"]["passed_load"] for e in chain), \
+        [e["type"] for e in chain]
+    assert seen, "no canary process was seen"
+    incident = chain[0]["event"]["incident_id"]
+    outputs = [healed.stdout, healed.stderr]
+    for args in (["events", "--json"], ["history", "--json"], ["export", incident, "-o", str(tmp_path / "b.jsonl")],
+                 ["verify"]):
+        done = cli(*args)
+        outputs += [done.stdout, done.stderr]
+    bundle = (tmp_path / "b.jsonl").read_text()
+    stored = (tmp_path / "log.db").read_bytes()
+    wal = tmp_path / "log.db-wal"
+    stored += wal.read_bytes() if wal.exists() else b""
+    for secret in (key, token):
+        assert secret.encode() not in stored and secret not in bundle
+        assert not any(secret.encode() in cmdline for cmdline in seen.values())
+        assert not any(secret in out for out in outputs)
