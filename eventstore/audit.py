@@ -8,8 +8,9 @@ from pathlib import Path
 
 import msgspec
 
-from selfheal.eventstore.recorder import EventFilter, StoredEvent, VerifyReport, parse_utc, utc_iso
-from selfheal.eventstore.store import EventStore, open_store
+from selfheal.eventstore.errors import CorruptEvent, UnknownEventType
+from selfheal.eventstore.recorder import Break, EventFilter, StoredEvent, VerifyReport, parse_utc, utc_iso
+from selfheal.eventstore.store import POSITION, Decoders, EventStore, open_store
 
 DB_ENV = "SELFHEAL_DB"
 
@@ -67,4 +68,34 @@ def row_json(row: StoredEvent) -> str:
 
 
 def verify(store: EventStore) -> VerifyReport:
-    return store.recorder.verify()
+    """The recorder's walk of the hash chain (and, on SQLite, of the triggers), then of the
+    bodies up to where the chain holds: a row that is authentic but does not decode wedges
+    every reader that reaches it, so it is a break too. Rows of a type or version this build
+    does not know are left to the build that wrote them. The first break by position wins; a
+    break of the whole log (position None) is kept in the problem's words."""
+    report = store.recorder.verify()
+    broken = report.first_break
+    until = broken.position - 1 if broken is not None and broken.position is not None else report.head_position
+    body = _first_undecodable(store, until)
+    if body is None:
+        return report
+    if broken is not None and broken.position is None:
+        body = Break(body.position, f"{body.problem}; and {broken.problem}")
+    return msgspec.structs.replace(report, ok=False, first_break=body)
+
+
+def _first_undecodable(store: EventStore, until: int) -> Break | None:
+    if until <= 0:
+        return None
+    decoders = Decoders()
+    for rows in store.rows(until=until):
+        for row in rows:
+            try:
+                decoders.body(row)
+            except UnknownEventType:
+                continue
+            except CorruptEvent as exc:
+                prefix = f"position {row[POSITION]}: "
+                problem = str(exc)
+                return Break(row[POSITION], problem[len(prefix):] if problem.startswith(prefix) else problem)
+    return None

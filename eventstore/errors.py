@@ -60,3 +60,7 @@ class StoreFull(StoreError):
 
 class CorruptLog(StoreError):
     """The file is damaged: a page SQLite cannot read, or a row with required columns empty."""
+
+
+class BodyTooLarge(StoreError):
+    """An event's body is longer than the log records (and reads back): nothing was appended."""

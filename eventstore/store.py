@@ -16,7 +16,7 @@ from selfheal.eventstore.recorder import (
 )
 from selfheal.eventstore.sqlite import SQLiteRecorder
 from selfheal.eventstore import sealing
-from selfheal.eventstore.codec import decode, encode, fast_decoder, readable
+from selfheal.eventstore.codec import decode, encode, fast_decoder, readable, untyped
 from selfheal.schemas.events import EVENT_TYPES, Event, IncidentForgotten
 from selfheal.schemas.redaction import Redactor
 
@@ -108,8 +108,9 @@ PLACED = len(Placed.__struct_fields__)
 POSITION, TYPE, SCHEMA_VERSION, DATA = (READ_COLUMNS.index(c) for c in ("position", "type", "schema_version", "data"))
 
 
-#: what a decoder raises for a body it cannot read (TypeError: no body at all)
-DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, TypeError)
+#: what a decoder raises for a body it cannot read (TypeError: no body at all; RecursionError:
+#: one nested too deep, even in a field the type does not know). `Decoders.body` says which, and where
+DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, TypeError, RecursionError)
 
 
 class Decoders(dict):
@@ -212,11 +213,15 @@ class EventStore:
 
     def opened_row(self, row: StoredEvent) -> StoredEvent:
         """`row` with the sealed fields of its body opened (FORGOTTEN where the key is gone):
-        what the audit commands show and a bundle carries. Its hash is the stored row's."""
+        what the audit commands show and a bundle carries. Its hash is the stored row's. A body
+        that does not decode has nothing to open: it is returned as stored (`verify` reports it)."""
         fields = sealing.sealed_fields(EVENT_TYPES.get(row.type, Event))
         if not fields:
             return row
-        body = msgspec.json.decode(row.data)
+        try:
+            body = untyped(row.data, where=f"position {row.position}: ")
+        except CorruptEvent:
+            return row  # nothing to open: shown as stored (`verify` reports the row)
         if not isinstance(body, dict):
             return row
         key = self.recorder.event_key(row.event_id)
