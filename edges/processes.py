@@ -40,18 +40,25 @@ class Child:
     canary_id: str
     argv: list[str]
     log_path: Path
+    #: pids outside the group that `stop` found by the marker and stopped
+    swept: list[int] = field(default_factory=list)
 
     def poll(self) -> int | None:
         """The leader's exit code, or None while it runs (the rest of the group may outlive it)."""
         return self.popen.poll()
 
     def stop(self, grace_s: float) -> str:
-        """Stop the whole group (see `stop_group`), then reap the leader so no zombie is left."""
-        how = stop_group(self.pgid, grace_s)
+        """Stop the whole group (see `stop_group`), reap the leader so no zombie is left, then
+        sweep: every process still carrying this child's marker, in whatever group or session
+        it moved to (`setsid`, a daemonizing helper), is stopped too (`stop_marked`)."""
         try:
-            self.popen.wait(timeout=_KILL_WAIT_S)
-        except subprocess.TimeoutExpired:  # cannot happen after a successful SIGKILL; never hang on it
-            pass
+            how = stop_group(self.pgid, grace_s)
+            try:
+                self.popen.wait(timeout=_KILL_WAIT_S)
+            except subprocess.TimeoutExpired:  # cannot happen after a successful SIGKILL; never hang on it
+                pass
+        finally:
+            self.swept = stop_marked(self.canary_id, grace_s)
         return how
 
 
@@ -234,6 +241,72 @@ def stop_group(pgid: int, grace_s: float) -> str:
     if _wait_gone(pgid, _KILL_WAIT_S):
         return "SIGKILL"
     raise RuntimeError(f"process group {pgid} survived SIGKILL: {group_members(pgid)}")
+
+
+def _signal_marked(pid: int, canary_id: str, sig: int) -> bool:
+    """Send `sig` to `pid` only if it carries the marker of `canary_id`; whether it was sent.
+
+    Through a pidfd where the kernel has them: the pidfd is opened before the marker is
+    checked, so the signal can only reach the process that was checked (if it exited and its
+    pid was reused in between, the signal goes nowhere), never an unrelated process."""
+    pidfd = None
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return False
+    except (AttributeError, OSError):  # no pidfds here: a plain kill, after the same check
+        pass
+    try:
+        if not carries_marker(pid, canary_id):
+            return False
+        if pidfd is not None:
+            signal.pidfd_send_signal(pidfd, sig)
+        else:
+            os.kill(pid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+def _sweep_wait(canary_id: str, timeout_s: float) -> list[int]:
+    """The marked processes still alive once none are left or `timeout_s` has passed."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = marked_processes(canary_id)
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(_POLL_S)
+
+
+def stop_marked(canary_id: str, grace_s: float) -> list[int]:
+    """Stop every live process that carries the marker of `canary_id`, in any process group or
+    session: SIGTERM, then SIGKILL for those left after `grace_s`. Returns the pids found.
+
+    This is what a canary's end must leave behind: nothing with its marker. A process that
+    left the canary's group (`setsid`, `setpgid`, a double fork) is out of `killpg`'s reach but
+    keeps the marker it inherited. Processes forked meanwhile by a marked one inherit the
+    marker too, so SIGKILL is repeated on a fresh scan until none is left. Raises RuntimeError
+    if marked processes survive SIGKILL (stuck in the kernel). A process that removed the
+    marker from its own environment (`env -i`) is not found: the limit of a marker, where a
+    cgroup would reach it (see RELIABILITY.md)."""
+    found = marked_processes(canary_id)
+    if not found:
+        return []
+    for pid in found:
+        _signal_marked(pid, canary_id, signal.SIGTERM)
+    left = _sweep_wait(canary_id, grace_s)
+    deadline = time.monotonic() + _KILL_WAIT_S
+    while left:
+        for pid in left:
+            _signal_marked(pid, canary_id, signal.SIGKILL)
+        found += [pid for pid in left if pid not in found]
+        left = _sweep_wait(canary_id, min(0.5, max(0.0, deadline - time.monotonic())))
+        if left and time.monotonic() >= deadline:
+            raise RuntimeError(f"processes marked {MARKER}={canary_id} survived SIGKILL: {left}")
+    return sorted(found)
 
 
 def reap_orphan(pid: int, pgid: int, canary_id: str, grace_s: float = 10.0) -> tuple[bool, str | None]:

@@ -22,7 +22,8 @@ from flags or the YAML (a VLLM_API_KEY key is no argument, so vLLM never printed
 FlexibleArgumentParser allows.
 
 Test knobs (env): FAKE_VLLM_IGNORE_SIGTERM=1, FAKE_VLLM_SPAWN_CHILD=1 (a grandchild in the same
-group), FAKE_VLLM_STARTUP_DELAY=s, FAKE_VLLM_CRASH_AFTER_REQUESTS=N (exit when request N+1
+group; =setsid: one in a session of its own, which leaves the group, as a daemonizing helper
+does), FAKE_VLLM_STARTUP_DELAY=s, FAKE_VLLM_CRASH_AFTER_REQUESTS=N (exit when request N+1
 arrives), FAKE_VLLM_TOKEN_DELAY=s per generated token, FAKE_VLLM_LINE_DELAY=s per log line,
 FAKE_VLLM_PREEMPTIONS_BASE=n (counter value at start), FAKE_VLLM_PREEMPT_EVERY=k (one
 preemption per k finished requests, on top of the simulated ones), FAKE_VLLM_LAUNCH_LOG=path
@@ -278,9 +279,11 @@ def main(argv: list[str]) -> int:
         # os.write, not print: a handler that prints while the main thread prints would be a reentrant call
         signal.signal(signal.SIGTERM, lambda *_: (os.write(1, f"{PREFIX} INFO:     Shutting down\n".encode()),
                                                   os._exit(0)))
-    if ENV("FAKE_VLLM_SPAWN_CHILD") == "1":
-        # an engine-core-like grandchild in the same process group, which outlives us unless the group is stopped
-        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+    if ENV("FAKE_VLLM_SPAWN_CHILD") in ("1", "setsid"):
+        # an engine-core-like grandchild in the same process group, which outlives us unless the group is
+        # stopped; with "setsid" it leaves the group and the session, so no killpg of ours reaches it
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"],
+                         start_new_session=ENV("FAKE_VLLM_SPAWN_CHILD") == "setsid")
     scenario = load_scenario(ENV("FAKE_VLLM_SCENARIO", "workstation-12gb-speech"))
     cur = scenario.current
     api_key, hf_token = args.api_key, args.hf_token
