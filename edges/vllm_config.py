@@ -324,19 +324,29 @@ def write_atomic(path: str | os.PathLike, text: str | bytes, *, keep_previous: b
     return WriteResult(target, digest, kept, len(data), changed=True)
 
 
-def clean_stale_temps(folder: str | os.PathLike, *, min_age_s: float = 0.0) -> list[Path]:
+def clean_stale_temps(folder: str | os.PathLike, *, name: str | None = None,
+                      min_age_s: float = 0.0) -> list[Path]:
     """Remove temporary files left by writes that were killed; returns what was removed.
 
-    `min_age_s` spares temps younger than that, for a folder another writer may be using now."""
+    `name` limits it to the temps of that file (its own and its `.previous`'s): what `commit`
+    and `restore_previous` clean before they write, since a killed write of a file is resumed
+    by the next write of that same file. `min_age_s` spares temps younger than that, for a
+    folder another writer may be using now. A temp that cannot be removed (another owner) is
+    left and not returned: cleaning never stops a write."""
+    pattern = _STALE if name is None else re.compile(
+        r"^\." + re.escape(name) + "(?:" + re.escape(PREVIOUS_SUFFIX) + ")?" + re.escape(TMP_MARK) + r"[A-Za-z0-9_]+$")
     removed = []
     now = time.time()
     with os.scandir(folder) as entries:
         for entry in entries:
-            if not _STALE.match(entry.name) or not entry.is_file(follow_symlinks=False):
+            if not pattern.match(entry.name) or not entry.is_file(follow_symlinks=False):
                 continue
             if min_age_s and now - entry.stat(follow_symlinks=False).st_mtime < min_age_s:
                 continue
-            _unlink(entry.path)
+            try:
+                _unlink(entry.path)
+            except OSError:
+                continue
             removed.append(Path(entry.path))
     return removed
 
@@ -362,6 +372,7 @@ def commit(path: str | os.PathLike, config: ServingConfig, bounds: ActuatorBound
     if problems:
         raise ConfigError(f"{path}: refused, outside the actuator bounds: {'; '.join(problems)}")
     target = _target(path)
+    clean_stale_temps(target.parent, name=target.name)  # a killed commit of this file left them
     existing = _read(target)
     if existing is not None:
         validate(existing, target)  # names the real file, line and column
@@ -378,6 +389,7 @@ def restore_previous(path: str | os.PathLike) -> WriteResult:
     rollback may, writes nothing the second time. The version rolled back from is not kept
     on disk; the caller's events record it."""
     target = _target(path)
+    clean_stale_temps(target.parent, name=target.name)  # a killed commit or restore of this file left them
     previous = target.parent / f"{target.name}{PREVIOUS_SUFFIX}"
     if os.path.islink(previous):
         raise ConfigError(f"{previous}: refused: the previous version is a symlink")
