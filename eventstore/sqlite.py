@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -48,6 +49,44 @@ APPEND_ONLY_TRIGGERS = {
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 
+def trigger_sql(name: str) -> str:
+    """The statement that creates append-only trigger `name`: what the migration runs, and what
+    `verify` expects to find in sqlite_master."""
+    action = APPEND_ONLY_TRIGGERS[name]
+    return (f"CREATE TRIGGER {name} BEFORE {action} ON events BEGIN "
+            f"SELECT RAISE(ABORT, 'selfheal: the events table is append-only: {action} is refused'); END")
+
+
+#: a string literal, a quoted identifier, a word, or one other character
+_SQL_TOKEN = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\w+|[^\w\s]")
+
+
+def normal_sql(sql: str) -> str:
+    """`sql` as tokens: spacing and the case of keywords and names do not count, string literals do."""
+    return " ".join(t if t[0] == "'" else t.strip('"').lower() for t in _SQL_TOKEN.findall(sql))
+
+
+def trigger_problems(stored: Iterable[tuple[str, str, str | None]]) -> list[str]:
+    """What is wrong with the triggers of a log, from its sqlite_master rows (name, table, sql):
+    an append-only trigger missing or not as the migration creates it (a `WHEN 0`, another
+    body), or a trigger selfheal did not create on the events table (one that drops inserts)."""
+    found = {name: (table, sql) for name, table, sql in stored}
+    missing = [name for name in APPEND_ONLY_TRIGGERS if name not in found]
+    replaced = [name for name in APPEND_ONLY_TRIGGERS
+                if name in found and normal_sql(found[name][1] or "") != normal_sql(trigger_sql(name))]
+    foreign = sorted(name for name, (table, _) in found.items()
+                     if table.lower() == "events" and name not in APPEND_ONLY_TRIGGERS)
+    problems = []
+    if missing:
+        problems.append(f"append-only triggers are missing: {', '.join(missing)}")
+    if replaced:
+        problems.append(f"append-only triggers were replaced (their SQL is not what selfheal creates): "
+                        f"{', '.join(replaced)}")
+    if foreign:
+        problems.append(f"triggers selfheal did not create are on the events table: {', '.join(foreign)}")
+    return problems
+
+
 #: the events table of format 1, as logs hold it: (column, type, may be NULL), in order.
 #: A migration records its format as it was; StoredEvent must match it (tests/eventstore/test_columns.py)
 FORMAT_1_COLUMNS = (
@@ -68,11 +107,8 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     db["events"].create_index(["type", "position"], index_name="events_type")
     db["events"].create_index(["correlation_id"], index_name="events_correlation")
     db["events"].create_index(["recorded_at"], index_name="events_recorded_at")
-    for name, action in APPEND_ONLY_TRIGGERS.items():
-        db.execute(
-            f"CREATE TRIGGER {name} BEFORE {action} ON events BEGIN "
-            f"SELECT RAISE(ABORT, 'selfheal: the events table is append-only: {action} is refused'); END"
-        )
+    for name in APPEND_ONLY_TRIGGERS:
+        db.execute(trigger_sql(name))
     db["handler_checkpoints"].create(
         {"handler": str, "position": int, "updated_at": str}, pk="handler", not_null={"position"}
     )
@@ -456,8 +492,8 @@ class SQLiteRecorder(Recorder):
         return row[0] or 0
 
     def verify(self) -> VerifyReport:
-        triggers = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
-        missing = sorted(set(APPEND_ONLY_TRIGGERS) - triggers)
+        problems = trigger_problems(self._conn.execute(
+            "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'trigger'"))
 
         def rows():
             after = 0
@@ -473,8 +509,8 @@ class SQLiteRecorder(Recorder):
                 after = page[-1][POSITION]
 
         count, head, head_hash, broken = verify_rows(rows())
-        if broken is None and missing:
-            broken = (None, f"append-only triggers are missing: {', '.join(missing)}")
+        if broken is None and problems:
+            broken = (None, "; ".join(problems))
         return VerifyReport(ok=broken is None, events=count, head_position=head, head_hash=head_hash,
                             first_break=Break(*broken) if broken else None)
 
