@@ -10,16 +10,8 @@ import pytest
 from selfheal.eventstore.sqlite import SQLiteRecorder
 from selfheal.eventstore.store import open_store
 from tests.conftest import archived
-from tests.eventstore.contract import ev
+from tests.eventstore.test_sqlite_file import log  # noqa: F401 - the fixture: a log of five events
 from tests.reliability.hostile import assert_one_line_error, selfheal
-
-
-@pytest.fixture
-def log(tmp_path, clock):
-    rec = SQLiteRecorder(tmp_path / "log.db", create=True, clock=clock)
-    rec.append("a", [ev(i) for i in range(1, 6)])
-    yield rec
-    rec.close()
 
 
 def _hand_typed(rec: SQLiteRecorder, script: str) -> None:
