@@ -64,3 +64,8 @@ class CorruptLog(StoreError):
 
 class BodyTooLarge(StoreError):
     """An event's body is longer than the log records (and reads back): nothing was appended."""
+
+
+class LogHasOtherNames(StoreError):
+    """The log file has more than one name (hard links): SQLite keeps a write-ahead log, and
+    selfheal a runner lock, beside each name, so two names would be two of each for one file."""

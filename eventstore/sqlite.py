@@ -25,8 +25,8 @@ import msgspec
 import sqlite_utils
 
 from selfheal.eventstore.errors import (
-    CheckpointConflict, ConcurrencyError, CorruptLog, DuplicateEventConflict, LogMissing, NewerFormat,
-    NotASelfhealLog, StoreBusy, StoreFull,
+    CheckpointConflict, ConcurrencyError, CorruptLog, DuplicateEventConflict, LogHasOtherNames, LogMissing,
+    NewerFormat, NotASelfhealLog, StoreBusy, StoreFull,
 )
 from selfheal.eventstore.hashing import GENESIS, HASH, POSITION, chain_rows, verify_rows
 from selfheal.eventstore.recorder import (
@@ -47,6 +47,24 @@ APPEND_ONLY_TRIGGERS = {
 }
 
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+def refuse_other_names(path: str | os.PathLike) -> None:
+    """LogHasOtherNames when the file at `path` has more than one hard link. SQLite finds its
+    -wal and -shm by the name it was opened with, and selfheal its runner lock: through a second
+    name a process would write a second write-ahead log into the same file (SQLite does not
+    support hard-linked databases) and take a second runner lock. Refusing is the only remedy
+    that covers both: a lock by (device, inode) would keep a second runner out, not a second
+    writer's write-ahead log."""
+    try:
+        links = os.stat(path).st_nlink
+    except OSError:
+        return  # no file: opening it says so
+    if links > 1:
+        raise LogHasOtherNames(
+            f"{path}: the log file has {links} names (hard links); SQLite keeps a write-ahead log and "
+            f"selfheal a runner lock beside each name, so two names can corrupt the log and let two runners "
+            f"in: remove the other names (find them with `find / -xdev -samefile {path}`) or use a copy")
 
 
 def trigger_sql(name: str) -> str:
@@ -185,6 +203,7 @@ class SQLiteRecorder(Recorder):
         if not existed and not create:
             what = "is empty (0 bytes)" if self.path.exists() else "does not exist"
             raise LogMissing(f"{self.path}: {what}; create a log with `selfheal init`")
+        refuse_other_names(self.path)
         if create and not self.path.parent.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
         if create and not self.path.exists():

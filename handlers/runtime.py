@@ -39,6 +39,7 @@ import msgspec
 
 from selfheal.eventstore.errors import CheckpointConflict
 from selfheal.eventstore.recorder import CheckpointAdvance
+from selfheal.eventstore.sqlite import refuse_other_names
 from selfheal.eventstore.store import EventStore, Pending, Recorded
 from selfheal.projections.base import Projection, View
 
@@ -132,11 +133,16 @@ _held: dict[str, int] = {}
 
 @contextlib.contextmanager
 def _exclusive(store: EventStore):
-    """An exclusive lock between processes; re-entrant within one (runners nested in a test)."""
+    """An exclusive lock between processes; re-entrant within one (runners nested in a test).
+
+    The lock sits beside the log's name, so a log with a second name (a hard link) is refused
+    here as it is when it is opened: a runner that opened it before the link appeared stops
+    too, instead of sharing the log with a runner that came in through the other name."""
     path = getattr(store.recorder, "path", None)
     if path is None:  # an in-memory log lives in one process
         yield
         return
+    refuse_other_names(path)
     key = f"{Path(path).resolve()}.runner-lock"
     if _held.get(key):
         _held[key] += 1
