@@ -62,6 +62,11 @@ class Tournament(Reactor):
         run = view["runs"].by_id.get(e.run_id)
         if run is None or run.status != "running":
             return ()
+        if run.deployment not in self.deployments:
+            # removed from the config while its run was open: close the run with the reason, so
+            # that it neither fails every `run` nor holds the deployment's rate limit forever
+            return self._escalate(event, run, view, f"deployment {run.deployment!r} is no longer configured; "
+                                                    "the run is closed without a promotion")
         if event.type == "RunStarted":
             intent = view["intents"].by_id[e.intent_id]
             seed = run.current.changed(**intent.seed_fix)

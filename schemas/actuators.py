@@ -1,14 +1,51 @@
 """Bounded actuators: the only values selfheal may give each tunable parameter.
 
 Defaults are MISSION's, for a 12 GB card; every deployment can override them.
+
+A grid is searched value by value (and pairs of actuators value by value pair), so its size
+is bounded: MAX_GRID_POINTS values per actuator. The config file refuses a wider one
+(schemas/config.py); an Actuator built in code (a scenario file, a library caller) refuses
+non-finite bounds, and its `grid()` samples a finer grid evenly down to the bound.
 """
 from __future__ import annotations
 
+import builtins
 import math
 
 import msgspec
 
 from selfheal.schemas.serving import ServingConfig
+
+#: the most values one actuator's grid may hold. The bundled scenarios use at most 125
+#: (max_model_len 4096..131072 step 1024) and 256 still takes a 128k context in steps of 512
+#: or max_num_seqs 1..256 in steps of 1; the tournament predicts each value and each pair of
+#: values (handlers/models/search.py), so a wider grid buys resolution nobody tunes by at a
+#: cost that grows with its square
+MAX_GRID_POINTS = 256
+
+
+def grid_problem(min: float, max: float, step: float) -> str | None:
+    """Why `min`, `max` and `step` do not make a searchable grid, or None when they do."""
+    for label, value in (("min", min), ("max", max), ("step", step)):
+        if not math.isfinite(value):
+            return f"{label} must be a finite number, got {value}"
+    if step <= 0:
+        return f"step must be above 0, got {step:g}"
+    points = grid_points(min, max, step)
+    if points > MAX_GRID_POINTS:
+        size = "more than 10^15" if points == math.inf else f"{points:,}"
+        return (f"{size} grid points from {min:g} to {max:g} in steps of {step:g}; allowed: at most "
+                f"{MAX_GRID_POINTS} (a wider step or a narrower range)")
+    return None
+
+
+def grid_points(min: float, max: float, step: float) -> float:
+    """How many values min, min+step, ... <= max holds (math.inf when too many to count)."""
+    steps = (max - min) / step
+    if not math.isfinite(steps) or steps > 1e15:
+        return math.inf
+    # floor, not round: a max off the grid must not put a value above it
+    return builtins.max(0, int(math.floor(steps + 1e-9)) + 1)
 
 
 class Actuator(msgspec.Struct, frozen=True, kw_only=True):
@@ -16,6 +53,14 @@ class Actuator(msgspec.Struct, frozen=True, kw_only=True):
     min: float
     max: float
     step: float
+
+    def __post_init__(self):
+        # NaN and infinity make every comparison and every snap meaningless: refused when built
+        for label in ("min", "max", "step"):
+            if not math.isfinite(getattr(self, label)):
+                raise ValueError(f"actuator {self.name}: {label} must be a finite number, got {getattr(self, label)}")
+        if self.step <= 0:
+            raise ValueError(f"actuator {self.name}: step must be above 0, got {self.step:g}")
 
     def contains(self, value: float) -> bool:
         return self.min - 1e-9 <= value <= self.max + 1e-9
@@ -39,9 +84,17 @@ class Actuator(msgspec.Struct, frozen=True, kw_only=True):
         return _tidy(min(self.max, max(self.min, value)), self.step)
 
     def grid(self) -> list[float]:
-        # floor, not round: a max off the grid must not put a value above it
-        n = int(math.floor((self.max - self.min) / self.step + 1e-9))
-        return [_tidy(self.min + i * self.step, self.step) for i in range(n + 1)]
+        """min, min+step, ... up to max; at most MAX_GRID_POINTS values, a finer grid sampled
+        evenly (both ends kept)."""
+        n = grid_points(self.min, self.max, self.step)
+        if n <= MAX_GRID_POINTS:
+            return [_tidy(self.min + i * self.step, self.step) for i in range(int(n))]
+        k = MAX_GRID_POINTS - 1
+        if n == math.inf:  # beyond float precision: a step that small means nothing, sample the range
+            return sorted({_tidy(min(self.max, self.min * (1 - i / k) + self.max * (i / k)), self.step)
+                           for i in range(k + 1)})
+        picks = sorted({(i * (int(n) - 1)) // k for i in range(k + 1)})
+        return [_tidy(self.min + i * self.step, self.step) for i in picks]
 
 
 def _tidy(value: float, step: float):

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from selfheal.schemas.actuators import Actuator, ActuatorBounds
+from selfheal.schemas.actuators import Actuator, ActuatorBounds, grid_problem
 from selfheal.schemas.redaction import check_pattern
 from selfheal.schemas.serving import ServingConfig
 
@@ -51,14 +51,20 @@ class PreflightSettings(_Strict):
 
 
 class ActuatorSettings(_Strict):
-    min: float
-    max: float
-    step: float = Field(gt=0)
+    """One actuator's bounds: finite, ordered, and a grid of at most MAX_GRID_POINTS values
+    (schemas/actuators.py says why), so what passes here can always be searched."""
+
+    min: float = Field(allow_inf_nan=False)
+    max: float = Field(allow_inf_nan=False)
+    step: float = Field(gt=0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _ordered(self):
         if self.min > self.max:
             raise ValueError(f"min ({self.min}) is above max ({self.max})")
+        problem = grid_problem(self.min, self.max, self.step)
+        if problem:
+            raise ValueError(problem)
         return self
 
 

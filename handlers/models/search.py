@@ -7,6 +7,7 @@ tournament reactor (handlers/tournament.py) decides with it and records what it 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 
 from selfheal.schemas.actuators import ActuatorBounds
@@ -35,6 +36,11 @@ REFINE_MARGIN = 1.05
 #: predictions a refinement may make: a simulated one costs milliseconds, and a passing seed
 #: should reach its promotion in well under a second; BRACKET values are tried per narrowing
 REFINE_BUDGET, BRACKET = 48, 6
+#: the most configs the tournament predicts to rank its pool: about 2 s of the simulator's
+#: predictions (0.1 ms each). Every bundled scenario's neighbourhood fits (at most about
+#: 16,000 with all four actuators searched); wider grids, or `max_changes` above 2 (four
+#: 256-value grids changed 4 at a time are 4e9 configs), are sampled more coarsely instead
+MAX_NEIGHBOURHOOD = 20_000
 
 
 def relevant_actuators(kinds: list[FailureKind]) -> list[str]:
@@ -52,10 +58,26 @@ def _values(name: str, current: ServingConfig, bounds: ActuatorBounds) -> list:
     return [v for v in bounds.numeric()[name].grid() if v != getattr(current, name)]
 
 
+def _size(lengths: list[int], max_changes: int) -> int:
+    """How many configs change 1..max_changes of actuators with these numbers of values."""
+    return sum(math.prod(combo) for k in range(1, max_changes + 1) for combo in itertools.combinations(lengths, k))
+
+
+def _thinned(values: list) -> list:
+    """About half of `values`, evenly spaced, both ends kept."""
+    k = (len(values) + 1) // 2
+    return [values[(i * (len(values) - 1)) // (k - 1)] for i in range(k)] if k > 1 else values[:1]
+
+
 def neighbourhood(current: ServingConfig, names: list[str], bounds: ActuatorBounds,
                   max_changes: int) -> list[ServingConfig]:
-    """Every config that changes 1..max_changes of `names` to other values inside the bounds."""
+    """Every config that changes 1..max_changes of `names` to other values inside the bounds,
+    at most MAX_NEIGHBOURHOOD of them: while there would be more, the longest list of values
+    is halved, evenly and keeping its ends, so the whole space is still covered, more coarsely."""
     values = {name: _values(name, current, bounds) for name in names}
+    while _size([len(v) for v in values.values()], max_changes) > MAX_NEIGHBOURHOOD:
+        longest = max(values, key=lambda name: len(values[name]))
+        values[longest] = _thinned(values[longest])
     out = []
     for k in range(1, max_changes + 1):
         for combo in itertools.combinations(names, k):
