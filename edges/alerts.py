@@ -4,15 +4,27 @@ An alert is plain data (a frozen msgspec Struct); its JSON (`to_json`) is what e
 delivers, byte for byte. Sinks never raise for a failed delivery: they return a
 `DeliveryResult` with every attempt, so the caller can record each attempt as an event and
 decide what to do next. Nothing here reads or writes the event log.
+
+Every attempt is bounded in time and memory whatever the other side does. `timeout_s` is a
+wall-clock deadline over the whole attempt (connect, send, status, headers and body of a
+webhook; a command from start to exit; the JSONL file's lock), not per socket read, so a
+server that drips a byte at a time cannot hold it longer. `max_output_bytes` caps what is
+read and kept of a webhook's response (the first bytes) and of a command's stdout and stderr
+(the last bytes; the rest is drained and discarded, so the command is not blocked on a full
+pipe). A result whose output was cut says so in its `detail`.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import fcntl
+import functools
 import http.client
+import io
 import ipaddress
 import math
 import os
+import selectors
 import signal
 import subprocess
 import time
@@ -26,6 +38,9 @@ from urllib.parse import urlsplit
 import msgspec
 
 _TAIL = 2000  # characters of a response body or of command output kept in `detail`
+MAX_OUTPUT_BYTES = 64 * 1024  # default cap on a response or on each output stream, read and kept
+_CHUNK = 64 * 1024
+_POLL_S = 0.01
 
 
 def _utcnow() -> datetime:
@@ -123,10 +138,24 @@ class JsonlSink:
 
     kind = "jsonl"
 
-    def __init__(self, path: str | os.PathLike, *, clock: Callable[[], datetime] = _utcnow):
+    def __init__(self, path: str | os.PathLike, *, timeout_s: float = 10,
+                 clock: Callable[[], datetime] = _utcnow):
         self.path = Path(path)
         self.target = str(self.path)
+        self.timeout_s = _number("timeout_s", timeout_s, 0.001)  # the wait for the file's lock
         self._clock = clock
+
+    def _lock(self, fd: int, deadline: float) -> None:
+        """The file's exclusive lock, waited for until `deadline` (another writer may hold it)."""
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"the file stayed locked by another writer past the "
+                                       f"{self.timeout_s:g}s deadline") from None
+                time.sleep(_POLL_S)
 
     def deliver(self, alert: Alert) -> DeliveryResult:
         started, t0 = self._clock(), time.monotonic()
@@ -142,7 +171,7 @@ class JsonlSink:
             try:
                 # O_APPEND alone keeps whole writes apart, but a short write (disk full, signal)
                 # could let another process's line land inside ours; the lock rules that out.
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                self._lock(fd, t0 + self.timeout_s)
                 size = os.fstat(fd).st_size
                 if size and os.pread(fd, 1, size - 1) != b"\n":
                     line = b"\n" + line  # a writer died mid-line: keep our line whole and apart
@@ -189,6 +218,110 @@ def _number(name: str, value: float, minimum: float) -> float:
     return value
 
 
+def _cap(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"key 'max_output_bytes' must be an integer >= 1, got {value!r}")
+    return value
+
+
+class _Deadline:
+    """A wall-clock deadline over a whole attempt: `left()` is what remains for the next
+    blocking step, and raises TimeoutError once nothing does."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.end = seconds, time.monotonic() + seconds
+
+    def left(self) -> float:
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("timed out")
+        return left
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The socket's reads, each allowed only what is left of the deadline (http.client sets
+    one timeout per read, which a server sending a byte at a time renews for ever)."""
+
+    def __init__(self, sock, deadline: _Deadline):
+        self._sock, self._raw, self._deadline = sock, sock.makefile("rb", buffering=0), deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int | None:
+        self._sock.settimeout(self._deadline.left())
+        return self._raw.readinto(buffer)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()  # the socket itself closes once its owner has closed it too
+        super().close()
+
+
+class _DeadlineResponse(http.client.HTTPResponse):
+    def __init__(self, sock, *args, deadline: _Deadline, **kwargs):
+        super().__init__(sock, *args, **kwargs)
+        self.fp.close()  # nothing read through it yet
+        self.fp = io.BufferedReader(_DeadlineReader(sock, deadline))
+
+
+class _DeadlineConnection:
+    """Connect, send and every read of an HTTP(S) connection within one `_Deadline`; a TLS
+    handshake is one call that the socket's timeout (what is left) bounds as a whole."""
+
+    def __init__(self, *args, deadline: _Deadline, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._deadline = deadline
+        self.response_class = functools.partial(_DeadlineResponse, deadline=deadline)
+
+    def connect(self) -> None:
+        self.timeout = self._deadline.left()
+        super().connect()
+
+    def send(self, data) -> None:
+        if self.sock is None:
+            self.connect()
+        self.sock.settimeout(self._deadline.left())  # sendall's timeout covers the whole call
+        super().send(data)
+
+
+class _DeadlineHTTP(_DeadlineConnection, http.client.HTTPConnection):
+    pass
+
+
+class _DeadlineHTTPS(_DeadlineConnection, http.client.HTTPSConnection):
+    pass
+
+
+class _DeadlineHTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req):
+        return self.do_open(_DeadlineHTTP, req, deadline=req.deadline)
+
+
+class _DeadlineHTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req):
+        return self.do_open(_DeadlineHTTPS, req, context=self._context, deadline=req.deadline)
+
+
+def _read_capped(response, cap: int, deadline: _Deadline) -> tuple[bytes, str]:
+    """At most `cap` bytes of a response body, read within the deadline; and why it was cut
+    ("" when it was read whole). What is past the cap is never read."""
+    kept = bytearray()
+    read1 = getattr(response, "read1", None) or response.read
+    try:
+        while len(kept) <= cap:  # one byte past the cap says there was more
+            chunk = read1(min(_CHUNK, cap + 1 - len(kept)))
+            if not chunk:
+                return bytes(kept), ""
+            kept += chunk
+    except TimeoutError:
+        return bytes(kept), (f"response cut at the {deadline.seconds:g}s deadline after "
+                             f"{len(kept):,} bytes")
+    except (OSError, http.client.HTTPException) as exc:
+        return bytes(kept), f"response cut after {len(kept):,} bytes: {_describe(exc)}"
+    return bytes(kept[:cap]), f"response cut: first {cap:,} bytes kept (max_output_bytes)"
+
+
 class WebhookSink:
     """HTTP POST of the alert JSON, retried with exponential backoff on transient failures."""
 
@@ -196,7 +329,7 @@ class WebhookSink:
 
     def __init__(self, url: str, *, retries: int = 4, backoff_s: float = 0.5,
                  backoff_factor: float = 2.0, max_backoff_s: float = 30, timeout_s: float = 5,
-                 headers: dict[str, str] | None = None,
+                 max_output_bytes: int = MAX_OUTPUT_BYTES, headers: dict[str, str] | None = None,
                  sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], datetime] = _utcnow):
         try:
@@ -215,10 +348,11 @@ class WebhookSink:
         self.backoff_s = _number("backoff_s", backoff_s, 0)
         self.backoff_factor = _number("backoff_factor", backoff_factor, 1)
         self.max_backoff_s = _number("max_backoff_s", max_backoff_s, 0)
-        self.timeout_s = _number("timeout_s", timeout_s, 0.001)
+        self.timeout_s = _number("timeout_s", timeout_s, 0.001)  # each attempt, as a whole
+        self.max_output_bytes = _cap(max_output_bytes)
         # Hook URLs often carry a token in the path or user part: events name scheme and host only.
         self.target = f"{parts.scheme}://{parts.hostname}{port}"
-        handlers: list = [_NoRedirect()]
+        handlers: list = [_NoRedirect(), _DeadlineHTTPHandler(), _DeadlineHTTPSHandler()]
         if _is_loopback(parts.hostname):  # a proxy cannot reach our loopback; never send it there
             handlers.append(urllib.request.ProxyHandler({}))
         self._opener = urllib.request.build_opener(*handlers)
@@ -246,23 +380,26 @@ class WebhookSink:
         for number in range(1, self.retries + 2):
             started, t0 = self._clock(), time.monotonic()
             status = error = retry_after = None
+            text, cut = b"", ""
             request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+            request.deadline = deadline = _Deadline(self.timeout_s)
             try:
                 with self._opener.open(request, timeout=self.timeout_s) as response:
-                    status, text = response.status, response.read(_TAIL)
+                    status = response.status
+                    text, cut = _read_capped(response, self.max_output_bytes, deadline)
             except urllib.error.HTTPError as exc:
                 status, retry_after = exc.code, exc.headers.get("Retry-After")
-                try:
-                    text = exc.read(_TAIL)
-                except (OSError, http.client.HTTPException):
-                    text = b""
+                if exc.fp is not None:
+                    text, cut = _read_capped(exc, self.max_output_bytes, deadline)
                 exc.close()
                 error = f"HTTP {status} {exc.reason}"
             except (OSError, http.client.HTTPException) as exc:  # refused, reset, timeout, bad reply
-                text, error = b"", _describe(exc)
+                error = _describe(exc)
+                if isinstance(getattr(exc, "reason", exc), TimeoutError):
+                    error += f": no complete answer within the {self.timeout_s:g}s deadline"
             attempts.append(Attempt(number=number, started_at=started, status=status, error=error,
                                     duration_s=time.monotonic() - t0))
-            detail = f"{self.target}: {error or f'HTTP {status}'}" + (
+            detail = f"{self.target}: {error or f'HTTP {status}'}" + (f"; {cut}" if cut else "") + (
                 f"; response: {_tail(text)}" if text else "")
             if status is not None and 200 <= status < 300:
                 return DeliveryResult(ok=True, attempts=attempts, detail=detail)
@@ -279,11 +416,12 @@ class CommandSink:
     kind = "command"
 
     def __init__(self, argv: list[str], *, timeout_s: float = 30,
-                 clock: Callable[[], datetime] = _utcnow):
+                 max_output_bytes: int = MAX_OUTPUT_BYTES, clock: Callable[[], datetime] = _utcnow):
         if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
             raise ValueError(f"key 'argv' must be a non-empty list of strings, got {argv!r}")
         self.argv = list(argv)
-        self.timeout_s = _number("timeout_s", timeout_s, 0.001)
+        self.timeout_s = _number("timeout_s", timeout_s, 0.001)  # from start to exit
+        self.max_output_bytes = _cap(max_output_bytes)  # of stdout and of stderr, each
         self.target = argv[0]  # later arguments may hold tokens
         self._clock = clock
 
@@ -292,7 +430,8 @@ class CommandSink:
         # The essentials in the environment too, so a one-line script need not parse JSON.
         env = {**os.environ, "SELFHEAL_ALERT_ID": alert.alert_id,
                "SELFHEAL_ALERT_KIND": alert.kind, "SELFHEAL_ALERT_DEPLOYMENT": alert.deployment}
-        status, error, out, err = None, None, b"", b""
+        status, error = None, None
+        out, err = _Tail(self.max_output_bytes), _Tail(self.max_output_bytes)
         try:
             # Its own session, so a timeout can kill everything it started, not just the leader.
             proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -301,36 +440,99 @@ class CommandSink:
             error = _describe(exc)
         else:
             try:
-                out, err = proc.communicate(to_json(alert), timeout=self.timeout_s)
-                status = proc.returncode
-                error = None if status == 0 else f"exit status {status}"
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                try:
-                    out, err = proc.communicate(timeout=2)
-                except subprocess.TimeoutExpired:  # a process that left the group holds the pipes
-                    proc.wait()
-                    for pipe in (proc.stdin, proc.stdout, proc.stderr):
-                        pipe.close()
-                error = f"timed out after {self.timeout_s:g}s; process group killed"
+                if _exchange(proc, to_json(alert), out, err, t0 + self.timeout_s):
+                    status = proc.returncode
+                    error = None if status == 0 else f"exit status {status}"
+                else:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        proc.wait(timeout=2)  # the leader dies at once; never hang on it
+                    error = f"timed out after {self.timeout_s:g}s; process group killed"
+            finally:  # a process that left the group may hold the pipes: we stop reading them
+                for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                    pipe.close()
         attempt = Attempt(number=1, started_at=started, status=status, error=error,
                           duration_s=time.monotonic() - t0)
         detail = f"{self.target}: {error or 'exit status 0'}"
-        if out:
-            detail += f"; stdout: {_tail(out)}"
-        if err:
-            detail += f"; stderr: {_tail(err)}"
+        for name, kept in (("stdout", out), ("stderr", err)):
+            detail += kept.describe(name)
         return DeliveryResult(ok=status == 0, attempts=[attempt], detail=detail)
+
+
+class _Tail:
+    """The last `cap` bytes of a stream (whole chunks until the end, then cut), and its size."""
+
+    def __init__(self, cap: int):
+        self.cap, self.total, self._held = cap, 0, 0
+        self._chunks: collections.deque[bytes] = collections.deque()
+
+    def add(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        self._chunks.append(chunk)
+        self._held += len(chunk)
+        while self._held - len(self._chunks[0]) >= self.cap:  # the rest still holds the cap
+            self._held -= len(self._chunks.popleft())
+
+    def describe(self, name: str) -> str:
+        """"; NAME: text" for `detail` ("" for no output), saying so when it was cut."""
+        if not self.total:
+            return ""
+        kept = b"".join(self._chunks)[-self.cap:]
+        if self.total <= self.cap:
+            return f"; {name}: {_tail(kept)}"
+        return f"; {name} cut ({self.total:,} bytes, last {self.cap:,} bytes kept): {_tail(kept)}"
+
+
+def _exchange(proc: subprocess.Popen, data: bytes, out: _Tail, err: _Tail, deadline: float) -> bool:
+    """Write `data` to the process's stdin and read its stdout and stderr into `out` and
+    `err` until it has exited with both closed; False if `deadline` (monotonic) came first.
+    Everything it prints is read, so a full pipe never blocks it, but only the tails are kept."""
+    streams = {proc.stdout: out, proc.stderr: err}
+    pending = memoryview(data)
+    with selectors.DefaultSelector() as selector:
+        if pending:
+            os.set_blocking(proc.stdin.fileno(), False)
+            selector.register(proc.stdin, selectors.EVENT_WRITE)
+        else:
+            proc.stdin.close()
+        for stream in streams:
+            selector.register(stream, selectors.EVENT_READ)
+        while selector.get_map():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            for key, _ in selector.select(left):
+                if key.fileobj is proc.stdin:
+                    try:
+                        pending = pending[os.write(key.fd, pending[:_CHUNK]):]
+                    except BlockingIOError:
+                        continue
+                    except BrokenPipeError:  # it does not read its input: that is its affair
+                        pending = pending[:0]
+                    if not pending:
+                        selector.unregister(proc.stdin)
+                        proc.stdin.close()
+                    continue
+                chunk = os.read(key.fd, _CHUNK)
+                if chunk:
+                    streams[key.fileobj].add(chunk)
+                else:
+                    selector.unregister(key.fileobj)
+    try:
+        proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        return False
+    return True
 
 
 # type -> (class, required keys, optional keys); a key's type is checked here, its range by the class
 _SPECS: dict[str, tuple[type, dict[str, type], dict[str, type]]] = {
-    "jsonl": (JsonlSink, {"path": str}, {}),
+    "jsonl": (JsonlSink, {"path": str}, {"timeout_s": float}),
     "webhook": (WebhookSink, {"url": str}, {
         "retries": int, "backoff_s": float, "backoff_factor": float, "max_backoff_s": float,
-        "timeout_s": float, "headers": dict}),
-    "command": (CommandSink, {"argv": list}, {"timeout_s": float}),
+        "timeout_s": float, "max_output_bytes": int, "headers": dict}),
+    "command": (CommandSink, {"argv": list}, {"timeout_s": float, "max_output_bytes": int}),
 }
 _WORDS = {str: "a string", int: "an integer", float: "a number", dict: "a table", list: "a list"}
 
@@ -348,7 +550,8 @@ def sink_from_config(spec: dict, *, base_dir: str | os.PathLike | None = None) -
     for key in spec:
         if key not in allowed:
             raise ValueError(f"alert sink {kind!r}: unknown key {key!r}; allowed keys: "
-                             f"{', '.join(sorted(allowed))}")
+                             f"{', '.join(sorted(['type', *required]))}"
+                             + (f", and optionally {', '.join(sorted(optional))}" if optional else ""))
     kwargs = {}
     for key, want in {**required, **optional}.items():
         if key not in spec:

@@ -112,17 +112,27 @@ class AlertSink(_Strict):
     url: str | None = None
     argv: list[str] = []
     retries: int = Field(4, ge=0, le=20)
+    timeout_s: float | None = Field(
+        None, gt=0, le=3600, description="wall-clock deadline of one whole delivery attempt (default: 5 s a "
+        "webhook attempt, 30 s a command, 10 s for the JSONL file's lock)")
+    max_output_bytes: int | None = Field(
+        None, ge=1, le=64 << 20, description="of a webhook's response, and of a command's stdout and stderr "
+        "each, what is read and kept; the rest is discarded and the result says it was cut (default 65536)")
 
     def spec(self) -> dict:
-        """The entry as `edges.alerts.sink_from_config` takes it: only this type's keys."""
-        keys = {"jsonl": ("path",), "webhook": ("url", "retries"), "command": ("argv",)}[self.type]
-        return {"type": self.type, **{k: getattr(self, k) for k in keys}}
+        """The entry as `edges.alerts.sink_from_config` takes it: only this type's keys (a deadline
+        or cap left unset is the sink's default)."""
+        keys = {"jsonl": ("path", "timeout_s"), "webhook": ("url", "retries", "timeout_s", "max_output_bytes"),
+                "command": ("argv", "timeout_s", "max_output_bytes")}[self.type]
+        return {"type": self.type, **{k: getattr(self, k) for k in keys if getattr(self, k) is not None}}
 
     @model_validator(mode="after")
     def _target(self):
         needed = {"jsonl": ("path", self.path), "webhook": ("url", self.url), "command": ("argv", self.argv)}[self.type]
         if not needed[1]:
             raise ValueError(f"{needed[0]} is required for an alert sink of type '{self.type}'")
+        if self.type == "jsonl" and self.max_output_bytes is not None:
+            raise ValueError("max_output_bytes does not apply to an alert sink of type 'jsonl' (it reads no output)")
         return self
 
 
