@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 from selfheal import projections
+from selfheal.eventstore.errors import ConcurrencyError
 from selfheal.eventstore.recorder import system_clock
 from selfheal.eventstore.store import EventStore, Pending, new_id
 from selfheal.handlers.escrow import lapse_expired
@@ -64,6 +65,9 @@ def capture(store: EventStore, edges: DeploymentEdges, text: str, source: Incide
 
     The first incident of a deployment also records the configuration it runs as baseline
     version 1, so that every later decision can be traced to a configuration in the log.
+    Captures race for that (several `observe` processes or watchers on a fresh log): the
+    baseline is appended only onto an empty stream (expected version 0), and a capture that
+    loses finds the stream no longer empty, which is what it checked for: it goes on.
     """
     now = clock()
     stream = f"deployment-{edges.name}"
@@ -71,7 +75,10 @@ def capture(store: EventStore, edges: DeploymentEdges, text: str, source: Incide
         imported = BaselineImported(deployment=edges.name, version=1, config=edges.current,
                                     source="config file" if edges.settings.current else f"scenario {edges.settings.scenario}",
                                     environment=edges.environment)
-        store.append(stream, [Pending(event=imported, event_id=new_id(), occurred_at=now)], expected_version=0)
+        try:
+            store.append(stream, [Pending(event=imported, event_id=new_id(), occurred_at=now)], expected_version=0)
+        except ConcurrencyError:
+            pass  # another capture recorded the deployment's first events meanwhile: the baseline is there
     incident = new_incident(new_id(), edges.name, source, text,
                             {"environment": edges.environment, "model": edges.model}, redact=store.redactor.text)
     store.append(f"incident-{incident.incident_id}",
