@@ -8,7 +8,7 @@ from pathlib import Path
 
 import msgspec
 
-from selfheal.eventstore.errors import CorruptEvent, UnknownEventType
+from selfheal.eventstore.errors import CorruptEvent, CorruptLog, UnknownEventType
 from selfheal.eventstore.recorder import Break, EventFilter, StoredEvent, VerifyReport, parse_utc, utc_iso
 from selfheal.eventstore.store import POSITION, Decoders, EventStore, open_store
 
@@ -76,7 +76,12 @@ def verify(store: EventStore) -> VerifyReport:
     report = store.recorder.verify()
     broken = report.first_break
     until = broken.position - 1 if broken is not None and broken.position is not None else report.head_position
-    body = _first_undecodable(store, until)
+    try:
+        body = _first_undecodable(store, until)
+    except CorruptLog:
+        if broken is None:
+            raise
+        return report  # a damaged page: the chain's walk has said where already
     if body is None:
         return report
     if broken is not None and broken.position is None:
