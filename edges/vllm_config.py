@@ -22,6 +22,7 @@ import yaml
 from selfheal.schemas.actuators import ActuatorBounds
 from selfheal.schemas.config import ConfigError
 from selfheal.schemas.serving import TUNABLE, ServingConfig
+from selfheal.schemas.vllm_yaml import compose_yaml, load_yaml, read_yaml_text
 
 TMP_MARK = ".selfheal-tmp-"
 PREVIOUS_SUFFIX = ".previous"
@@ -31,9 +32,9 @@ _STALE = re.compile(r"^\..+" + re.escape(TMP_MARK) + r"[A-Za-z0-9_]+$")
 #: its own anchor or tag (they are replaced with it; an anchor others refer to then fails the
 #: read-back check); an alias's span is its anchor's, elsewhere, so it does not match here
 _COLON = re.compile(r"[ \t]*:[ \t]+")
-#: the pure-Python loader: its marks are indices into the Python string, which the line
-#: edits rely on (libyaml counts differently around a BOM); config files are small
-_Loader = yaml.SafeLoader
+#: every load and compose goes through schemas.vllm_yaml's bounded loader: the pure-Python one
+#: (its marks are indices into the Python string, which the line edits rely on; libyaml counts
+#: differently around a BOM), with limits on size, depth and aliases (a "billion laughs")
 
 
 @dataclass(frozen=True)
@@ -72,14 +73,14 @@ def validate(text: str, path: str | os.PathLike) -> dict:
     refusing it would make a freshly created, empty config file impossible to commit to.
     """
     try:
-        data = yaml.load(text, Loader=_Loader)
+        data = load_yaml(text, path)
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or str(exc)
         raise ConfigError(f"{path}:{_where(exc, text)}: not valid YAML: {problem}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        node = yaml.compose(text, Loader=_Loader)
+        node = compose_yaml(text, path)
         mark = node.start_mark
         raise ConfigError(f"{path}:{mark.line + 1}:{mark.column + 1}: a vLLM config must be a mapping of "
                           f"flag names to values, got a {type(data).__name__}")
@@ -117,7 +118,7 @@ def _scalar(value: object) -> str:
 def _line_edits(text: str, values: dict[str, object]) -> str | None:
     """`text` with each top-level tunable's value replaced in place and missing ones appended,
     or None when the file is not simple enough for that (then the caller round-trips)."""
-    root = yaml.compose(text, Loader=_Loader)
+    root = compose_yaml(text, "<vLLM config>")
     if root is not None and (not isinstance(root, yaml.MappingNode) or root.flow_style):
         return None
     edits: list[tuple[int, int, str]] = []
@@ -355,7 +356,7 @@ def clean_stale_temps(folder: str | os.PathLike, *, name: str | None = None,
 
 def _read(path: Path) -> str | None:
     try:
-        return path.read_text(encoding="utf-8")
+        return read_yaml_text(path)
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as exc:
