@@ -55,7 +55,8 @@ class CorruptEvent(StoreError):
 
 
 class StoreFull(StoreError):
-    """The disk (or the log's size limit) is full: the append was rolled back whole."""
+    """The disk (or the log's size limit) is full: the write was rolled back whole (a log opened
+    where the disk is full is open for reading only, and refuses every write with this)."""
 
 
 class CorruptLog(StoreError):
@@ -69,3 +70,12 @@ class BodyTooLarge(StoreError):
 class LogHasOtherNames(StoreError):
     """The log file has more than one name (hard links): SQLite keeps a write-ahead log, and
     selfheal a runner lock, beside each name, so two names would be two of each for one file."""
+
+
+class CannotOpen(StoreError):
+    """The file cannot be opened at all (not readable, not creatable), as opposed to being no
+    database (NotASelfhealLog) or one that can only be read (StoreReadOnly, StoreFull)."""
+
+
+class StoreReadOnly(StoreError):
+    """The log can be read but not written (read-only media, file or folder): nothing was recorded."""

@@ -17,6 +17,7 @@ import os
 import re
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -25,8 +26,8 @@ import msgspec
 import sqlite_utils
 
 from selfheal.eventstore.errors import (
-    CheckpointConflict, ConcurrencyError, CorruptLog, DuplicateEventConflict, LogHasOtherNames, LogMissing,
-    NewerFormat, NotASelfhealLog, StoreBusy, StoreFull,
+    CannotOpen, CheckpointConflict, ConcurrencyError, CorruptLog, DuplicateEventConflict, LogHasOtherNames,
+    LogMissing, NewerFormat, NotASelfhealLog, StoreBusy, StoreError, StoreFull, StoreReadOnly,
 )
 from selfheal.eventstore.hashing import GENESIS, HASH, POSITION, chain_rows, verify_rows
 from selfheal.eventstore.recorder import (
@@ -47,6 +48,53 @@ APPEND_ONLY_TRIGGERS = {
 }
 
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+#: how a full disk is said, in every error that reports one
+DISK_FULL = "the disk is full"
+#: SQLite's result codes of a file that cannot be opened, read or written as asked
+_IO_CODES = ("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_FULL", "SQLITE_PERM")
+
+
+def _code(exc: sqlite3.Error) -> str:
+    return getattr(exc, "sqlite_errorname", None) or ""
+
+
+def why_unwritable(path: str | os.PathLike, *, disk: bool = False) -> str | None:
+    """Why the log at `path` cannot be written, as the file system says: read-only media, a file
+    or folder this user may not write (SQLite creates the -wal and -shm in the folder), and with
+    `disk` a full disk; None when nothing says so. A full disk is only ever an explanation of a
+    write SQLite could not make: some file systems report no free space (FUSE without statfs),
+    and a healthy log must not be opened read-only on their word."""
+    path = Path(path).absolute()
+    try:
+        fs = os.statvfs(path.parent)
+    except OSError:
+        fs = None
+    if fs is not None and fs.f_flag & os.ST_RDONLY:
+        return "the log is on a read-only file system"
+    if path.exists() and not os.access(path, os.W_OK):
+        return "the log file is read-only to this user"
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        return "the log's folder is read-only to this user, so SQLite cannot create its -wal and -shm"
+    if disk and fs is not None:
+        blocks = fs.f_bfree if os.geteuid() == 0 else fs.f_bavail  # root may use the reserved blocks
+        if (fs.f_blocks and not blocks) or (fs.f_files and not fs.f_favail):
+            return DISK_FULL
+    return None
+
+
+def _unwritable_reason(path: Path, exc: sqlite3.Error, default: str | None = None) -> str | None:
+    """Why SQLite's `exc` means the log cannot be written, or None when it means something else."""
+    code = _code(exc)
+    if not code.startswith(_IO_CODES):
+        return None
+    found = why_unwritable(path, disk=True)
+    if found is not None:
+        return found
+    if code.startswith("SQLITE_FULL"):
+        return f"{DISK_FULL} (or the log reached its size limit)"
+    return default
 
 
 def refuse_other_names(path: str | os.PathLike) -> None:
@@ -206,68 +254,202 @@ class SQLiteRecorder(Recorder):
         refuse_other_names(self.path)
         if create and not self.path.parent.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        if create and not self.path.exists():
-            # owner-only: the log holds log excerpts and configs of production servers
-            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=busy_timeout_s,
-                                     check_same_thread=False)
+        if existed and not os.access(self.path, os.R_OK):
+            raise CannotOpen(f"{self.path}: cannot open: the file is not readable by this user")
+        #: why the log is open for reading only (read-only media, a full disk); None: writable
+        self.read_only: str | None = None
+        self._timeout = busy_timeout_s
+        #: the secrets of a read-only log that has none stored: this process's, never recorded
+        self._unstored: dict[str, bytes] = {}
+        # what the file system says first, so that a log that cannot be written is not even tried
+        # (a try would create a -wal and -shm where it can)
+        reason = why_unwritable(self.path)
+        if not existed:
+            if reason is not None:
+                raise self._refusal(reason, "the log cannot be created here")
+            self._create(synchronous)
+            return
+        if reason is None:
+            reason = self._open_writable(existed, synchronous)
+            if reason is None:
+                return
+        if create:  # the command records: say so now, before it does anything
+            raise self._refusal(reason, "this command records, and the log can only be opened read-only")
+        self._open_read_only(reason)
+
+    def _create(self, synchronous: str) -> None:
+        """A new log at the path, owner-only (it holds log excerpts and configs of production
+        servers); a file this call created and could not make a log is removed again."""
+        created = not self.path.exists()
+        if created:
+            try:
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            except OSError as exc:
+                raise CannotOpen(f"{self.path}: cannot create the log ({exc.strerror})") from None
         try:
-            self._open(existed, synchronous)
-        except sqlite3.DatabaseError as exc:
-            self._conn.close()
-            raise NotASelfhealLog(f"{self.path}: not a SQLite database ({exc})") from None
-        except Exception:
-            self._conn.close()
+            reason = self._open_writable(False, synchronous)
+        except BaseException:
+            if created and self.path.stat().st_size == 0:
+                self.path.unlink()
             raise
+        if reason is not None:
+            if created and self.path.stat().st_size == 0:
+                self.path.unlink()
+            raise self._refusal(reason, "the log cannot be created here")
 
     # -- opening and migrating ---------------------------------------------------------
 
-    def _open(self, existed: bool, synchronous: str) -> None:
+    def _connect(self, target: str | Path, uri: bool = False) -> None:
+        self._conn = sqlite3.connect(target, uri=uri, isolation_level=None, timeout=self._timeout,
+                                     check_same_thread=False)
+
+    def _open_writable(self, existed: bool, synchronous: str) -> str | None:
+        """Open the log for reading and writing; None when it is, else why it cannot be written
+        (what the read-only open reports on every write). Anything else is one StoreError."""
+        self._connect(self.path)
+        try:
+            self._open(existed, synchronous)
+            return None
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            reason = _unwritable_reason(self.path, exc)
+            if reason is None:
+                raise self._unopenable(exc) from None
+            return reason
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _open_read_only(self, reason: str) -> None:
+        """Open the log for queries only (SQLite `mode=ro`). Where SQLite cannot even create the
+        -shm it reads through, open it as `immutable` (no -wal, -shm or locks), unless a -wal
+        holds events not yet in the file: those would be skipped, so that is refused instead.
+        With no -shm there is no writer, and where none can be created (a read-only folder, a
+        full disk) `immutable` is taken at once: the try would leave files behind."""
+        uri = f"file:{urllib.parse.quote(str(self.path.absolute()))}?mode=ro"
+        wal, shm = Path(f"{self.path}-wal"), Path(f"{self.path}-shm")
+        nothing_in_wal = not wal.exists() or wal.stat().st_size == 0
+        creatable = os.access(self.path.absolute().parent, os.W_OK | os.X_OK) and not reason.startswith(DISK_FULL)
+        for immutable in (False, True) if shm.exists() or creatable or not nothing_in_wal else (True,):
+            self._connect(f"{uri}&immutable=1" if immutable else uri, uri=True)
+            try:
+                version = self._format(existed=True)
+                if version < FORMAT_VERSION:
+                    raise self._refusal(reason, f"log format {version} must be migrated to format {FORMAT_VERSION} "
+                                                "before this build reads it, and migrating writes")
+                self.read_only = reason
+                return
+            except sqlite3.DatabaseError as exc:
+                self._conn.close()
+                if immutable or _unwritable_reason(self.path, exc, reason) is None:
+                    raise self._unopenable(exc) from None
+                if not nothing_in_wal:
+                    raise CannotOpen(
+                        f"{self.path}: {reason}, and its {wal.name} holds events not yet in the file, which "
+                        f"SQLite cannot read without writing beside the log ({exc}); copy the log and its -wal "
+                        "to writable storage to read them") from None
+            except BaseException:
+                self._conn.close()
+                raise
+
+    def _unopenable(self, exc: sqlite3.DatabaseError) -> StoreError:
+        """The one error of a log that opens neither way: cannot open, or not a database."""
+        if _code(exc).startswith(_IO_CODES):
+            return CannotOpen(f"{self.path}: cannot open ({exc})")
+        return NotASelfhealLog(f"{self.path}: not a SQLite database ({exc})")
+
+    def _refusal(self, reason: str, what: str = "the log is open read-only, and nothing was recorded") -> StoreError:
+        """What a write on a log that cannot be written raises: the file, the reason, and what
+        it means. A full disk is a StoreFull, anything else a StoreReadOnly."""
+        kind = StoreFull if reason.startswith(DISK_FULL) else StoreReadOnly
+        return kind(f"{self.path}: {reason}: {what}")
+
+    def check_writable(self) -> None:
+        """Raise what a write would, before anything is done that only a write could record."""
+        if self.read_only is not None:
+            raise self._refusal(self.read_only)
+
+    def _format(self, existed: bool) -> int:
+        """The log's format version, once the file is known to be a selfheal log this build reads."""
         conn = self._conn
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
         if existed and app_id != APPLICATION_ID:
             raise NotASelfhealLog(
                 f"{self.path}: a SQLite database, but not a selfheal log (application_id {app_id:#x})"
             )
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={synchronous}")
-        conn.execute("PRAGMA foreign_keys=ON")
-        # a forgotten key is overwritten with zeros where it stood, not just unlinked
-        conn.execute("PRAGMA secure_delete=ON")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > FORMAT_VERSION:
             raise NewerFormat(
                 f"{self.path}: log format {version} was written by a newer selfheal; "
                 f"this build reads formats up to {FORMAT_VERSION}"
             )
-        if version < FORMAT_VERSION:
-            self._migrate(version)
+        return version
 
-    def _migrate(self, version: int) -> None:
+    def _open(self, existed: bool, synchronous: str) -> None:
+        version = self._format(existed)
+        conn = self._conn
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        # a forgotten key is overwritten with zeros where it stood, not just unlinked
+        conn.execute("PRAGMA secure_delete=ON")
+        if version < FORMAT_VERSION:
+            self._migrate()
+
+    def _migrate(self) -> None:
         db = sqlite_utils.Database(self._conn)
-        self._begin()
-        try:
-            # re-read under the write lock: another process may have migrated meanwhile
+        with self._transaction():
+            # read under the write lock: another process may have migrated meanwhile
             version = self._conn.execute("PRAGMA user_version").fetchone()[0]
             for step in MIGRATIONS[version:]:
                 step(db)
             self._conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
             self._conn.execute(f"PRAGMA user_version={FORMAT_VERSION}")
+
+    # -- transactions ------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _transaction(self):
+        """BEGIN IMMEDIATE ... COMMIT, rolled back whole on any error; a write the file refuses
+        (a full disk, read-only media) is one StoreError naming the file and the reason."""
+        self._begin()
+        try:
+            yield
             self._conn.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            self._rollback()
+            failure = self._failed_write(exc)
+            if failure is None:
+                raise
+            raise failure from None
         except BaseException:
             self._rollback()
             raise
 
-    # -- transactions ------------------------------------------------------------------
+    def _failed_write(self, exc: sqlite3.DatabaseError) -> StoreError | None:
+        code = _code(exc)
+        if code.startswith("SQLITE_FULL"):
+            return StoreFull(f"{self.path}: {DISK_FULL} (or the log reached its size limit): nothing of this "
+                             "write was recorded")
+        if code.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+            return CorruptLog(f"{self.path}: the log is damaged ({exc}); nothing of this write was recorded; "
+                              "`selfheal verify` tells where")
+        reason = _unwritable_reason(self.path, exc)
+        if reason is not None:
+            return self._refusal(reason, "nothing of this write was recorded")
+        if code.startswith(_IO_CODES):
+            return StoreError(f"{self.path}: cannot write ({exc}): nothing of this write was recorded")
+        return None
 
     def _begin(self) -> None:
+        self.check_writable()
         for attempt in range(self._max_busy_retries + 1):
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
                 return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) and "busy" not in str(exc):
-                    raise
+                    raise self._failed_write(exc) or exc from None
                 if attempt == self._max_busy_retries:
                     raise StoreBusy(f"{self.path}: still locked by other writers after "
                                     f"{self._max_busy_retries} retries") from None
@@ -361,8 +543,7 @@ class SQLiteRecorder(Recorder):
     def append_many(
         self, requests: Sequence[AppendRequest], checkpoints: Sequence[CheckpointAdvance] = ()
     ) -> list[list[int]]:
-        self._begin()
-        try:
+        with self._transaction():
             if checkpoints:
                 # one read for every move: a runner's commit carries the moves of all its handlers
                 stored = dict(self._conn.execute(
@@ -381,17 +562,7 @@ class SQLiteRecorder(Recorder):
                     "ON CONFLICT(handler) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
                     [(move.handler, move.position, now) for move in checkpoints],
                 )
-            self._conn.execute("COMMIT")
-            return positions
-        except sqlite3.OperationalError as exc:
-            self._rollback()
-            if "full" in str(exc):
-                raise StoreFull(f"{self.path}: the disk is full (or the log reached its size limit): "
-                                "nothing of this append was recorded") from None
-            raise
-        except BaseException:
-            self._rollback()
-            raise
+        return positions
 
     # -- reading -------------------------------------------------------------------------
 
@@ -466,15 +637,10 @@ class SQLiteRecorder(Recorder):
         return row[0] if row else None
 
     def forget(self, event_id: str, record: AppendRequest) -> list[int]:
-        self._begin()
-        try:
+        with self._transaction():
             self._conn.execute("DELETE FROM keys WHERE name = ?", (f"event:{event_id}",))
             head = list(self._head())
             positions = self._append_locked(record, head)
-            self._conn.execute("COMMIT")
-        except BaseException:
-            self._rollback()
-            raise
         # the WAL still holds the page images the key was written in: fold them into the file
         # (where secure_delete zeroed the key) and truncate it; a reader holding the WAL open
         # delays this, which is retried on the next forget
@@ -486,15 +652,13 @@ class SQLiteRecorder(Recorder):
         row = self._conn.execute("SELECT key FROM keys WHERE name = ?", (f"secret:{name}",)).fetchone()
         if row:
             return row[0]
-        self._begin()
-        try:
+        if self.read_only is not None:
+            # a log that cannot be written keeps no new secret, and records nothing made with one
+            return self._unstored.setdefault(name, os.urandom(32))
+        with self._transaction():
             self._conn.execute("INSERT OR IGNORE INTO keys (name, key) VALUES (?, ?)",
                                (f"secret:{name}", os.urandom(32)))
             row = self._conn.execute("SELECT key FROM keys WHERE name = ?", (f"secret:{name}",)).fetchone()
-            self._conn.execute("COMMIT")
-        except BaseException:
-            self._rollback()
-            raise
         return row[0]
 
     def checkpoint(self, handler: str) -> int:

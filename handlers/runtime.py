@@ -37,7 +37,7 @@ from typing import ClassVar
 
 import msgspec
 
-from selfheal.eventstore.errors import CheckpointConflict
+from selfheal.eventstore.errors import CheckpointConflict, StoreError
 from selfheal.eventstore.recorder import CheckpointAdvance
 from selfheal.eventstore.sqlite import refuse_other_names
 from selfheal.eventstore.store import EventStore, Pending, Recorded
@@ -143,6 +143,8 @@ def _exclusive(store: EventStore):
         yield
         return
     refuse_other_names(path)
+    # a runner records what it does: a log that cannot be written stops it before any effect
+    getattr(store.recorder, "check_writable", lambda: None)()
     key = f"{Path(path).resolve()}.runner-lock"
     if _held.get(key):
         _held[key] += 1
@@ -151,7 +153,12 @@ def _exclusive(store: EventStore):
         finally:
             _held[key] -= 1
         return
-    with open(key, "a") as lock:
+    try:
+        lock = open(key, "a")
+    except OSError as exc:
+        raise StoreError(f"{key}: cannot create the runner lock beside the log ({exc.strerror}); "
+                         "a runner needs to write there") from None
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         _held[key] = 1
         try:
