@@ -112,8 +112,19 @@ def test_a_read_only_log_can_be_audited_and_refuses_writes_with_the_reason(tmp_p
         assert_one_line_error(refused)
         assert str(db) in refused.err and "read-only" in refused.err, refused.err
         assert "unexpected" not in refused.err and "not a SQLite database" not in refused.err
+    # a library runner on a store opened for reading stops before it handles anything
+    runner = subprocess.run(_as_a_user(sys.executable, "-c", RUNNER, str(db)), cwd=ROOT, env=ENV,
+                            capture_output=True, text=True, timeout=60)
+    assert runner.stdout.startswith("StoreReadOnly ") and str(db) in runner.stdout, (runner.stdout, runner.stderr)
     if folder_too:
         assert sorted(p.name for p in db.parent.iterdir()) == before
+
+
+#: a runner over a store opened by the library, which prints the error's class and words
+RUNNER = ("import sys\nfrom selfheal.eventstore import open_store\nfrom selfheal.handlers.runtime import Runner\n"
+          "from tests.reliability.procs import Stamp\nstore = open_store(sys.argv[1])\n"
+          "try:\n    Runner(store, [Stamp()]).run_until_idle()\nexcept Exception as exc:\n"
+          "    print(type(exc).__name__, exc)\n")
 
 
 @pytest.mark.usefixtures("restore_modes")
