@@ -35,6 +35,18 @@ class Promotions(msgspec.Struct):
         return [p for p in self.by_id.values() if p.status == "waiting"]
 
 
+#: the status each event settles a promotion in
+_STATUS = {"PromotionApproved": "approved", "PromotionRejected": "rejected", "PromotionLapsed": "lapsed",
+           "PromotionNotCommitted": "not committed", "BaselineCommitStarted": "committing"}
+#: what each status may become. A rejected, lapsed or not committed promotion is settled for
+#: good, and so is an approved one but for its commit (or its lapse before the commit ran): a
+#: decision the log holds after the one that settled it (approve and reject recorded at once,
+#: before escrow serialised them on the promotion's stream) changes nothing
+_NEXT = {"waiting": frozenset(_STATUS.values()),
+         "approved": frozenset({"lapsed", "not committed", "committing"}),
+         "committing": frozenset({"not committed"})}
+
+
 class PromotionsProjection(Projection[Promotions]):
     name = "promotions"
     types = frozenset({"PromotionProposed", "PromotionApproved", "PromotionRejected", "PromotionLapsed",
@@ -53,7 +65,7 @@ class PromotionsProjection(Projection[Promotions]):
                 requires_approval=e.requires_approval, proposed_at=event.occurred)
             return state
         promotion = state.by_id.get(getattr(e, "promotion_id", None) or "")
-        if promotion is None:
+        if promotion is None or _STATUS[event.type] not in _NEXT.get(promotion.status, ()):
             return state
         if event.type == "PromotionApproved":
             promotion.status, promotion.by, promotion.note = "approved", shared[e.by], shared[e.note]

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 from selfheal.eventstore import derived_id
 from selfheal.handlers.baseline import CommitPromotion, ReloadAndVerify, RollBackUnhealthy, WriteConfig
 from selfheal.schemas.config import ConfigError
@@ -94,10 +92,6 @@ def test_a_promotion_already_committing_is_not_committed_twice():
     assert given.when(commit(), given.events("PromotionProposed")[0]).emitted == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a rejection is not final: the promotions projection turns a PromotionApproved recorded after a "
-    "PromotionRejected (approve and reject racing: escrow checks 'waiting' on a view, then appends without "
-    "an expected version) back into 'approved', and commit writes the rejected promotion"))
 def test_a_rejected_promotion_is_never_committed_even_if_an_approval_follows():
     given = Given(imported(), ("promotion-p1", promotion(requires_approval=True)),
                   ("promotion-p1", PromotionRejected(promotion_id="p1", by="alice", note="too risky")))
