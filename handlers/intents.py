@@ -3,7 +3,8 @@
 The seed fix is bounded here: values are clamped to the actuators only on the side of
 safety; a fix that needs a value outside the bounds is an escalation with the evidence,
 never a run. The same failure of the same configuration inside the window folds into the
-intent already raised for it.
+intent already raised for it; one dated after the observation (a clock that jumped) is
+expired, not fresh, and the new intent's reason says so (projections/intents.py).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from datetime import timedelta
 from selfheal.eventstore.store import Recorded, derived_id
 from selfheal.handlers.runtime import Emitted, Reactor
 from selfheal.projections.base import View
+from selfheal.projections.intents import future_dated
 from selfheal.schemas.actuators import ActuatorBounds
 from selfheal.schemas.events import (
     EscalationRaised, IntentArchived, IntentDeduplicated, IntentRaised, ObservationMade,
@@ -101,6 +103,10 @@ class RaiseIntent(Reactor):
 
         intent_id = derived_id(event.event_id, "intent")
         action, reason, seed = finding.action, finding.note, {}
+        latest, clock = view["intents"].latest_for(obs.deployment, fp), ""
+        if latest is not None and future_dated(latest, event.occurred):  # a clock that jumped: say why not folded
+            clock = (f"the intent {latest.intent_id[:8]} raised for this failure is dated "
+                     f"{latest.raised_at.isoformat()}, after this observation: expired, not a repeat")
         if edges is None:
             action, reason = "alert", f"deployment {obs.deployment!r} is not configured"
         elif action == "tune":
@@ -112,6 +118,7 @@ class RaiseIntent(Reactor):
                 seed = {k: new for k, (_, new) in current.diff(config).items()}
         elif not reason:
             reason = f"{finding.kind}: no bounded fix applies"
+        reason = "; ".join(part for part in (reason, clock) if part)
         raised = IntentRaised(intent_id=intent_id, deployment=obs.deployment, incident_id=obs.incident_id,
                               observation_id=obs.observation_id, kind=finding.kind, action=action,
                               fingerprint=fp, seed_fix=seed, current=current, environment=obs.environment,

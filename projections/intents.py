@@ -1,4 +1,10 @@
-"""Intents: what selfheal meant to do about each observation, and how each one ended."""
+"""Intents: what selfheal meant to do about each observation, and how each one ended.
+
+Dedupe reads event times only, and a clock can jump: an intent dated after the observation
+that follows it in the log (by more than FUTURE_TOLERANCE) is not taken as fresh; it is
+treated as expired, so the failure raises an intent of its own (which the gate's rate limit
+still governs) instead of folding into one whose window nobody can place.
+"""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -7,6 +13,11 @@ import msgspec
 
 from selfheal.eventstore.store import Recorded
 from selfheal.projections.base import Projection
+
+
+#: how far an intent may be dated after a later observation and still count as raised at it:
+#: two watchers that each read the clock, then append, can land a moment out of order
+FUTURE_TOLERANCE = timedelta(seconds=60)
 
 
 class IntentSummary(msgspec.Struct, gc=False):  # a read model holds no cycles: not tracked
@@ -30,13 +41,22 @@ class Intents(msgspec.Struct):
     #: (deployment, fingerprint) -> the intent most recently raised for it
     latest: dict[str, str] = {}
 
-    def recent(self, deployment: str, fingerprint: str, now: datetime, window: timedelta) -> IntentSummary | None:
-        """The intent already raised for this fingerprint inside the window, if any."""
+    def latest_for(self, deployment: str, fingerprint: str) -> IntentSummary | None:
+        """The intent most recently raised for this fingerprint, whenever."""
         intent_id = self.latest.get(f"{deployment}\x1f{fingerprint}")
-        if intent_id is None:
+        return None if intent_id is None else self.by_id[intent_id]
+
+    def recent(self, deployment: str, fingerprint: str, now: datetime, window: timedelta) -> IntentSummary | None:
+        """The intent already raised for this fingerprint inside the window, if any; one dated
+        after `now` beyond FUTURE_TOLERANCE is expired, one dated a moment after is of age 0."""
+        intent = self.latest_for(deployment, fingerprint)
+        if intent is None or future_dated(intent, now):
             return None
-        intent = self.by_id[intent_id]
-        return intent if now - intent.raised_at < window else None
+        return intent if max(now - intent.raised_at, timedelta(0)) < window else None
+
+
+def future_dated(intent: IntentSummary, now: datetime) -> bool:
+    return intent.raised_at - now > FUTURE_TOLERANCE
 
 
 class IntentsProjection(Projection[Intents]):

@@ -2,6 +2,13 @@
 
 Everything here is a function of event times, never the wall clock: the earliest time the
 next run is allowed follows from the runs already started and the failures already seen.
+
+Log order is the truth of what came first; a clock can jump. So a time recorded before an
+event but dated after it (a run started while the clock said 2031, then the clock set right)
+is counted as that event's time: the latest time it can really have happened, so the budget
+is never overspent, and a jump costs one cooldown from the first sane event, not years. The
+fold pins such times at each event of the deployment (RunRequested included: the gate's
+first record after the jump), and a decision reads them the same way up to its own time.
 """
 from __future__ import annotations
 
@@ -31,7 +38,7 @@ class RateLimitState(msgspec.Struct):
 
 class RateLimitProjection(Projection[RateLimitState]):
     name = "rate_limit"
-    types = frozenset({"RunStarted", "RunFinished"})
+    types = frozenset({"RunRequested", "RunStarted", "RunFinished"})
 
     def initial(self) -> RateLimitState:
         return RateLimitState()
@@ -40,8 +47,13 @@ class RateLimitProjection(Projection[RateLimitState]):
         # in place: a copied budget per run made the fold quadratic in the runs of a deployment
         e = event.event
         budget = state.deployments.get(e.deployment)
+        if event.type == "RunRequested":
+            if budget is not None:
+                _pin(budget, event.occurred)
+            return state
         if budget is None:
             budget = state.deployments[e.deployment] = DeploymentBudget()
+        _pin(budget, event.occurred)
         if event.type == "RunStarted":
             budget.run_starts.append(event.occurred)
             budget.open_runs.append(e.run_id)
@@ -53,6 +65,30 @@ class RateLimitProjection(Projection[RateLimitState]):
                 budget.last_failure_at = event.occurred
             budget.open_runs[:] = [r for r in budget.open_runs if r != e.run_id]
         return state
+
+
+def _pin(budget: DeploymentBudget, now: datetime) -> None:
+    """Nothing recorded before `now`'s event is later than it. Starts stay in order (each was
+    pinned to the event after it), so only the tail can be later."""
+    starts = budget.run_starts
+    i = len(starts)
+    while i and starts[i - 1] > now:
+        i -= 1
+    starts[i:] = [now] * (len(starts) - i)
+    if budget.last_failure_at is not None and budget.last_failure_at > now:
+        budget.last_failure_at = now
+
+
+def as_decided_at(budget: DeploymentBudget, now: datetime) -> tuple[DeploymentBudget, datetime | None]:
+    """The budget as a decision at `now` reads it (times later than `now` counted as `now`),
+    and the latest time it had to move, if any. `budget` itself is left as it is."""
+    later = [t for t in (*budget.run_starts[-1:], budget.last_failure_at) if t is not None and t > now]
+    if not later:
+        return budget, None
+    pinned = DeploymentBudget(run_starts=list(budget.run_starts), consecutive_failures=budget.consecutive_failures,
+                              last_failure_at=budget.last_failure_at, open_runs=list(budget.open_runs))
+    _pin(pinned, now)
+    return pinned, max(later)
 
 
 class GateDecision(msgspec.Struct, frozen=True):
@@ -71,8 +107,12 @@ def backoff(budget: DeploymentBudget, limits: RateLimitSettings) -> timedelta | 
     return timedelta(hours=hours)
 
 
-def next_allowed(budget: DeploymentBudget, limits: RateLimitSettings) -> datetime | None:
-    """The earliest time a run may start: every rule is a lower bound, so take the latest."""
+def next_allowed(budget: DeploymentBudget, limits: RateLimitSettings, now: datetime | None = None
+                 ) -> datetime | None:
+    """The earliest time a run may start: every rule is a lower bound, so take the latest.
+    With `now`, times recorded later than it count as `now` (see the module's docstring)."""
+    if now is not None:
+        budget = as_decided_at(budget, now)[0]
     bounds: list[datetime] = []
     starts = budget.run_starts
     if starts:
@@ -87,6 +127,7 @@ def next_allowed(budget: DeploymentBudget, limits: RateLimitSettings) -> datetim
 
 
 def decide(budget: DeploymentBudget, limits: RateLimitSettings, now: datetime) -> GateDecision:
+    budget, later = as_decided_at(budget, now)
     window_start = now - timedelta(hours=limits.window_hours)
     in_window = sum(1 for t in budget.run_starts if t > window_start)
     if budget.open_runs:
@@ -94,6 +135,8 @@ def decide(budget: DeploymentBudget, limits: RateLimitSettings, now: datetime) -
     reasons = _blocking(budget, limits, now)
     if not reasons:
         return GateDecision(True, "within budget", None, in_window)
+    if later is not None:
+        reasons.append(f"clock: a time recorded at {later.isoformat()}, later than this decision, counts as at it")
     return GateDecision(False, "; ".join(reasons), next_allowed(budget, limits), in_window)
 
 
