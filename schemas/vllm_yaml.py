@@ -1,5 +1,6 @@
-"""Reading a vLLM config YAML (`vllm serve --config FILE`): the one bounded loader every read
-of such a file goes through, and the serving parameters it sets.
+"""Reading a vLLM config YAML (`vllm serve --config FILE`): one bounded loader for such files
+(the commits and rollbacks of edges/vllm_config.py, `baseline import`, `diagnose --config`),
+and the serving parameters a file sets.
 
 vLLM accepts both spellings of a key (`max-model-len` and `max_model_len`); so does this.
 
