@@ -32,9 +32,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 
 import yaml
+
+from selfheal.schemas.config import ConfigError
+from selfheal.schemas.vllm_yaml import load_yaml, read_yaml_text
 
 API_KEY_ENV = "VLLM_API_KEY"
 HF_TOKEN_ENV = "HF_TOKEN"
@@ -115,8 +117,8 @@ def config_file_api_key(argv: Iterable[str]) -> str | None:
     if not path:
         return None
     try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        raw = load_yaml(read_yaml_text(path), path)  # bounded: the file is the operator's, not trusted
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ConfigError):
         return None
     if not isinstance(raw, dict):
         return None
