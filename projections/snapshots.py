@@ -12,23 +12,35 @@ all of these hold, and otherwise ignored (the view folds from scratch, the same 
   having to remember to bump a version;
 - it belongs to this log, as it stands: the hash-chain value of the event at its position
   must equal the log's, so a log copied, cut or rewritten under it does not match;
+- it was written by selfheal for this log: a MAC (HMAC-SHA256) under the log's own random
+  secret (`recorder.secret("snapshots")`, kept in the log's `keys` table beside the events,
+  outside the hash chain) covers its key, position, chain hash and states, so a row edited
+  or inserted without that secret (states emptied by hand, a row copied from another log, a
+  tool or a bug writing the table) is never restored, whatever else it gets right;
 - it decodes into the state types.
+
+What the MAC does not stop: whoever can write the log file can also read its `keys` table,
+and so sign a forged snapshot, as they can rewrite events and recompute the hash chain
+(eventstore/hashing.py). Against them the log is tamper-evident at best, and only through a
+head hash kept elsewhere; `selfheal rebuild` and `--as-of` fold from the events alone.
 
 Snapshots live in their own table in the log file, outside the hash chain and outside the
 append-only events table; `selfheal verify` does not cover them, and `selfheal rebuild`
 never reads them. Only the handler runner writes them, every SNAPSHOT_EVERY events; read
-commands never write to the log file.
+commands never write to the log file (restoring one reads the secret, never makes it).
 """
 from __future__ import annotations
 
 import functools
 import hashlib
+import hmac
 import inspect
 import sqlite3
 import sys
 
 import msgspec
 
+from selfheal.eventstore.errors import StoreError
 from selfheal.projections.base import View
 
 #: fold at most this many events past the newest snapshot before writing another one
@@ -36,6 +48,9 @@ SNAPSHOT_EVERY = 1000
 
 _TABLE = ("CREATE TABLE IF NOT EXISTS view_snapshots (key TEXT PRIMARY KEY, position INTEGER NOT NULL, "
           "hash TEXT NOT NULL, data BLOB NOT NULL)")
+#: the log secret that signs snapshots; `data` is its MAC (_MAC bytes) followed by the states
+SECRET = "snapshots"
+_MAC = hashlib.sha256().digest_size
 
 
 def snapshot_key(view: View) -> str | None:
@@ -67,22 +82,52 @@ def _hash_at(conn: sqlite3.Connection, position: int) -> str | None:
     return row[0] if row else None
 
 
+def _mac(secret: bytes, key: str, position: int, chain: str, states: bytes) -> bytes:
+    # the fields before the states hold no NUL, so the message has one reading
+    message = b"\0".join((key.encode(), str(position).encode(), chain.encode(), states))
+    return hmac.new(secret, message, hashlib.sha256).digest()
+
+
+def _stored_secret(conn: sqlite3.Connection) -> bytes | None:
+    """The snapshot secret if the log has one, read without making it (a read command never
+    writes): the row `recorder.secret(SECRET)` keeps in the keys table (eventstore/sqlite.py)."""
+    row = conn.execute("SELECT key FROM keys WHERE name = ?", (f"secret:{SECRET}",)).fetchone()
+    return row[0] if row else None
+
+
+def _verified(conn: sqlite3.Connection, key: str) -> tuple[int, bytes] | None:
+    """(position, states) of the snapshot stored for `key`, if its MAC verifies and its chain
+    hash is this log's at its position; None for anything else."""
+    row = conn.execute("SELECT position, hash, data FROM view_snapshots WHERE key = ?", (key,)).fetchone()
+    if row is None:
+        return None
+    position, chain, data = row
+    secret = _stored_secret(conn)
+    if secret is None or not isinstance(data, bytes) or not isinstance(position, int) or not isinstance(chain, str):
+        return None
+    mac, states = data[:_MAC], data[_MAC:]
+    if not hmac.compare_digest(mac, _mac(secret, key, position, chain, states)) or _hash_at(conn, position) != chain:
+        return None
+    return position, states
+
+
 def restore(view: View) -> int:
     """Load the newest valid snapshot into a fresh view; returns its position (0: none used)."""
     conn, key = _connection(view), snapshot_key(view)
     if conn is None or key is None or view.position != 0:
         return 0
     try:
-        row = conn.execute("SELECT position, hash, data FROM view_snapshots WHERE key = ?", (key,)).fetchone()
-        if row is None or _hash_at(conn, row[0]) != row[1]:
+        found = _verified(conn, key)
+        if found is None:
             return 0
-        parts = msgspec.msgpack.decode(row[2], type=dict[str, msgspec.Raw])
+        position, data = found
+        parts = msgspec.msgpack.decode(data, type=dict[str, msgspec.Raw])
         states = {name: msgspec.msgpack.decode(parts[name], type=type(view.states[name]))
                   for name in view.projections}
     except (sqlite3.Error, msgspec.DecodeError, KeyError):
         return 0
-    view.states, view.position = states, row[0]
-    return row[0]
+    view.states, view.position = states, position
+    return position
 
 
 def save(view: View, every: int = SNAPSHOT_EVERY) -> bool:
@@ -96,17 +141,19 @@ def save(view: View, every: int = SNAPSHOT_EVERY) -> bool:
     try:
         conn.execute(_TABLE)
         row = conn.execute("SELECT position FROM view_snapshots WHERE key = ?", (key,)).fetchone()
-        if view.position - (row[0] if row else 0) < every:
-            return False
+        due = view.position - (row[0] if row else 0) >= every
+        if not due and (row is None or _verified(conn, key) is not None):
+            return False  # a row that fails its checks holds nothing back: it is replaced
         chain = _hash_at(conn, view.position)
         if chain is None:
             return False
-        data = msgspec.msgpack.encode(view.states)  # read back per name as Raw, each into its own type
+        states = msgspec.msgpack.encode(view.states)  # read back per name as Raw, each into its own type
+        data = _mac(view.store.recorder.secret(SECRET), key, view.position, chain, states) + states
         with conn:  # sqlite3 opens and commits the transaction (the recorder runs in autocommit)
             conn.execute("BEGIN IMMEDIATE")
             conn.execute("DELETE FROM view_snapshots WHERE key != ?", (key,))  # retired fold code
             conn.execute("INSERT OR REPLACE INTO view_snapshots (key, position, hash, data) VALUES (?, ?, ?, ?)",
                          (key, view.position, chain, data))
-    except sqlite3.Error:
+    except (sqlite3.Error, StoreError):
         return False
     return True
