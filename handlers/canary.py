@@ -49,6 +49,7 @@ class RunCanary(Activity):
     replayable = True
     subscribes_to = (CanaryStarted,)
     emits = (IncidentCaptured, CanaryCompleted, CanaryLaunched, CanaryOrphanReaped)
+    facts = (CanaryLaunched, CanaryOrphanReaped)
 
     def __init__(self, deployments: dict):
         self.deployments = deployments

@@ -25,6 +25,14 @@ along with the next transaction (or one final one when the runner goes idle). Af
 such an event is offered again, with a view that may now hold later events: the loop's
 reactors answer it the same (their empty answers rest on facts that do not change back; see
 RELIABILITY.md), and an activity that records nothing did nothing.
+
+Checkpoints are not the only guard. A handler's answer to an event is found in the log itself:
+an event caused by it (causation and correlation, as `Recorded.follow` sets them; the runner
+fills in what a handler left out) of a type the handler answers with (`Handler.answers`: what
+it records, less the `facts` an activity records while it acts). A handler whose answer is
+there does not handle that event again, whatever its checkpoint says: a checkpoint moved back
+or lost (the table is outside the hash chain) repeats no effect and no decision. A request
+that has only facts (a CanaryLaunched, no CanaryCompleted) was cut short, and is acted on again.
 """
 from __future__ import annotations
 
@@ -38,7 +46,7 @@ from typing import ClassVar
 import msgspec
 
 from selfheal.eventstore.errors import CheckpointConflict, StoreError
-from selfheal.eventstore.recorder import CheckpointAdvance
+from selfheal.eventstore.recorder import CheckpointAdvance, EventFilter
 from selfheal.eventstore.sqlite import refuse_other_names
 from selfheal.eventstore.store import EventStore, Pending, Recorded
 from selfheal.projections.base import Projection, View
@@ -58,6 +66,12 @@ class Handler(abc.ABC):
     @classmethod
     def subscribed_names(cls) -> frozenset[str]:
         return frozenset(t.__name__ for t in cls.subscribes_to)
+
+    @classmethod
+    def answers(cls) -> tuple[type, ...]:
+        """The event classes that, caused by an event, are this handler's answer to it: once one
+        is in the log, the event has been handled (the runner never handles it again)."""
+        return cls.emits
 
     @abc.abstractmethod
     def __call__(self, event: Recorded, view: View, progress: "Progress") -> Emitted:
@@ -82,6 +96,13 @@ class Activity(Handler):
     port: ClassVar[str] = ""
     #: True: replay answers it from recorded results; False: it reaches production, never replayed
     replayable: ClassVar[bool] = False
+    #: the event classes it records through `Progress` while it acts: facts (a canary process
+    #: now exists), not its answer; a request with only these in the log was cut short
+    facts: ClassVar[tuple[type, ...]] = ()
+
+    @classmethod
+    def answers(cls) -> tuple[type, ...]:
+        return tuple(t for t in cls.emits if t not in cls.facts)
 
     @abc.abstractmethod
     def perform(self, event: Recorded, view: View, progress: "Progress") -> Emitted:
@@ -100,6 +121,10 @@ class Progress:
 
     def record(self, stream: str, pending: Pending) -> None:
         _check_declared(self._handler, [(stream, pending)])
+        facts = getattr(self._handler, "facts", ())
+        if facts and not isinstance(pending.event, facts):
+            raise UndeclaredEvent(f"handler {self._handler.name!r} recorded {type(pending.event).__name__} while it "
+                                  "acted, which its `facts` does not declare (it would read as its answer)")
         self._store.append_many([(stream, [pending])])
 
     def recorded(self, stream: str) -> Iterator[Recorded]:
@@ -168,6 +193,15 @@ def _exclusive(store: EventStore):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def _caused_by(event: Recorded, pending: Pending) -> Pending:
+    """`pending` linked to the event it answers, where its handler left the links out, so the
+    log can tell it is that event's answer (`Runner._answered`)."""
+    if pending.causation_id is not None and pending.correlation_id is not None:
+        return pending
+    return msgspec.structs.replace(pending, causation_id=pending.causation_id or event.event_id,
+                                   correlation_id=pending.correlation_id or event.correlation_id or event.event_id)
+
+
 def _group(emitted: Emitted) -> list[tuple[str, list[Pending]]]:
     batches: dict[str, list[Pending]] = {}
     for stream, pending in emitted:
@@ -209,6 +243,7 @@ class Runner:
         if len(set(names)) != len(names) or not all(names):
             raise ValueError(f"handler names must be unique and non-empty: {names}")
         self._subscribed = [(h, h.subscribed_names()) for h in self.handlers]
+        self._answers = {h.name: tuple(sorted(t.__name__ for t in h.answers())) for h in self.handlers}
         self._progress = {h.name: Progress(store, h) for h in self.handlers}
         self.view = View(store, projections)
         self.page = page
@@ -258,9 +293,21 @@ class Runner:
         self._commit((), marks, report)  # the moves of handlers that had nothing to record
         return report
 
+    def _answered(self, handler: Handler, event: Recorded) -> bool:
+        """Whether the log already holds `handler`'s answer to `event`: then it was handled,
+        wherever its checkpoint stands (one indexed read of the event's correlation)."""
+        names = self._answers[handler.name]
+        if not names:
+            return False
+        where = EventFilter(after=event.position, correlation_id=event.correlation_id or event.event_id, types=names)
+        return any(row.causation_id == event.event_id for row in self.store.recorder.query(where))
+
     def _handle(self, handler: Handler, event: Recorded, marks: _Checkpoints, report: RunReport) -> bool:
+        if self._answered(handler, event):
+            return True  # never act or decide twice: the checkpoint moves with a later transaction
         self.view.catch_up()
-        emitted = handler(event, self.view, self._progress[handler.name])
+        emitted = [(stream, _caused_by(event, pending))
+                   for stream, pending in handler(event, self.view, self._progress[handler.name])]
         _check_declared(handler, emitted)
         if not emitted:
             report.handled += 1
