@@ -373,7 +373,7 @@ class SQLiteRecorder(Recorder):
         """The log's format version, once the file is known to be a selfheal log this build reads."""
         conn = self._conn
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-        if existed and app_id != APPLICATION_ID:
+        if existed and app_id != APPLICATION_ID and not (app_id == 0 and self._being_created()):
             raise NotASelfhealLog(
                 f"{self.path}: a SQLite database, but not a selfheal log (application_id {app_id:#x})"
             )
@@ -384,6 +384,13 @@ class SQLiteRecorder(Recorder):
                 f"this build reads formats up to {FORMAT_VERSION}"
             )
         return version
+
+    def _being_created(self) -> bool:
+        """A database with nothing in it yet: a log another process has just created and is
+        still migrating (its first write makes the file before the tables exist). It is taken
+        as a new log; the migration re-reads the format under the write lock."""
+        return (self._conn.execute("PRAGMA user_version").fetchone()[0] == 0
+                and self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0)
 
     def _open(self, existed: bool, synchronous: str) -> None:
         version = self._format(existed)
