@@ -85,8 +85,12 @@ class WriteConfig(Activity):
 
     def perform(self, event: Recorded, view: View, progress: Progress) -> Emitted:
         e = event.event
-        edges = self.deployments[e.deployment]
+        edges = self.deployments.get(e.deployment)
         stream = f"deployment-{e.deployment}"
+        if edges is None:  # removed from the config after the commit began: say so, write nothing
+            gone = PromotionNotCommitted(promotion_id=getattr(e, "promotion_id", None) or "", deployment=e.deployment,
+                                         reason=f"deployment {e.deployment!r} is no longer configured")
+            return [(stream, event.follow(gone, "gone"))]
         method, target = _reload_target(edges.settings)
         if event.type == "BaselineCommitStarted":
             try:
@@ -128,7 +132,9 @@ class ReloadAndVerify(Activity):
 
     def perform(self, event: Recorded, view: View, progress: Progress) -> Emitted:
         e = event.event
-        healthy, detail = self.deployments[e.deployment].reloader.reload_and_verify(e.method)
+        edges = self.deployments.get(e.deployment)
+        healthy, detail = (edges.reloader.reload_and_verify(e.method) if edges is not None
+                           else (False, f"deployment {e.deployment!r} is no longer configured: nothing was reloaded"))
         finished = VerificationFinished(commit_id=e.commit_id, deployment=e.deployment, purpose=e.purpose,
                                         healthy=healthy, detail=detail)
         return [(f"deployment-{e.deployment}", event.follow(finished, self.name))]

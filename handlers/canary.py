@@ -34,6 +34,8 @@ class StartCanary(Reactor):
     def react(self, event: Recorded, view: View) -> Emitted:
         e = event.event
         run = view["runs"].by_id[e.run_id]
+        if run.deployment not in self.deployments:
+            return ()  # removed from the config while its run was open: no canary is started
         backend = self.deployments[run.deployment].backend
         started = CanaryStarted(run_id=e.run_id, candidate_id=e.candidate_id,
                                 canary_id=derived_id(e.candidate_id, "canary"), backend=backend.name,
@@ -58,7 +60,9 @@ class RunCanary(Activity):
         e = event.event
         run = view["runs"].by_id[e.run_id]
         candidate = run.candidate(e.candidate_id)
-        edges = self.deployments[run.deployment]
+        edges = self.deployments.get(run.deployment)
+        if edges is None:
+            return ()  # removed from the config while its run was open: nothing to run it on
         stream = f"run-{e.run_id}"
         earlier = [r.event for r in progress.recorded(stream)
                    if r.type == "CanaryLaunched" and r.event.canary_id == e.canary_id]

@@ -51,7 +51,10 @@ class Preflight(Activity):
         e = event.event
         stream = f"run-{e.run_id}"
         try:
-            snapshot = self.deployments[e.deployment].inventory.snapshot()
+            edges = self.deployments.get(e.deployment)
+            if edges is None:  # removed from the config while its run was open: the tournament closes it
+                raise InventoryUnavailable(f"deployment {e.deployment!r} is no longer configured", source="preflight")
+            snapshot = edges.inventory.snapshot()
             if not snapshot:  # the port promises devices or InventoryUnavailable; hold an adapter to it
                 raise InventoryUnavailable("the inventory read no device", source="preflight")
         except InventoryUnavailable as exc:
