@@ -45,7 +45,7 @@ def state(store: EventStore, limits: RateLimitSettings, now: datetime, *, as_of=
             deployment=name, runs_in_window=sum(1 for t in b.run_starts if t > now - timedelta(hours=limits.window_hours)),
             run_starts=list(b.run_starts), consecutive_failures=b.consecutive_failures,
             backoff_hours=None if wait is None else wait.total_seconds() / 3600,
-            next_allowed_at=next_allowed(b, limits), open_runs=list(b.open_runs)))
+            next_allowed_at=next_allowed(b, limits, now), open_runs=list(b.open_runs)))
     return out
 
 

@@ -31,6 +31,10 @@ def test_a_forward_clock_jump_does_not_suppress_the_next_healing(tmp_path, windo
     h.incident()  # one run with the clock in 2031
     assert [r.type for r in h.events("RunFinished", "IntentDeduplicated")] == ["RunFinished"]
 
+    # asked today, before anything else is recorded, `state` does not promise 2031 either
+    (row,) = [s for s in state(h.store, h.settings.rate_limit, T0) if s.deployment == h.scenario]
+    assert row.next_allowed_at == T0 + COOLDOWN, row.next_allowed_at
+
     h.clock = StepClock(T0)  # the clock is right again: the same failure, today
     h.incident()
     assert h.events("IntentDeduplicated") == [], "folded into the intent dated 2031"
