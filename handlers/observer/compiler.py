@@ -11,6 +11,7 @@ from selfheal.handlers.observer.expr import NUM
 from selfheal.handlers.observer.fixes import FixProgram, compile_candidates, compile_derived
 from selfheal.handlers.observer.spec import CONTEXT, DIRECTIONS, KINDS, RuleProblem, RuleSpec
 from selfheal.handlers.observer.units import SOURCE_UNITS, target_unit
+from selfheal.schemas.redaction import check_pattern
 from selfheal.schemas.serving import TUNABLE
 
 _MACROS = {
@@ -24,7 +25,9 @@ MAX_WINDOW = 32
 
 
 def expand_pattern(source: str) -> str:
-    """Apply the pattern conventions of spec.py: spaces outside classes, then macros."""
+    """Apply the pattern conventions of spec.py: spaces outside classes, then macros. A run of
+    spaces is one `\\s*`: it means the same, and `\\s*\\s*` only gives the regex engine more
+    ways to split a run of whitespace when a match fails (one more power of the length)."""
     out: list[str] = []
     escaped = in_class = False
     for ch in source:
@@ -37,7 +40,8 @@ def expand_pattern(source: str) -> str:
         elif ch == "[":
             in_class = True
         elif ch == " ":
-            out.append(r"\s*")
+            if not out or out[-1] != r"\s*":
+                out.append(r"\s*")
             continue
         out.append(ch)
     expanded = "".join(out)
@@ -133,13 +137,21 @@ def _compile(rule: RuleSpec) -> CompiledRule:
 
 
 def _regex(source: str, i: int) -> re.Pattern:
+    """A rule's pattern, compiled; refused when it is not a regex, or when the regex engine
+    could take exponential time on it (`check_pattern`: nested or ambiguous unbounded repeats,
+    as in `(a+)+` or `(a|aa)+`, in bounded time). What is accepted still runs on bounded text
+    only (engine.last_matches)."""
     expanded = expand_pattern(source)
     try:
-        return re.compile(expanded)
+        re.compile(expanded)
     except re.error as exc:
         near = expanded[max(0, (exc.pos or 0) - 15):(exc.pos or 0) + 15]
         raise RuleProblem(("patterns", i), f"pattern {i + 1}: bad regular expression: {exc.msg} "
                                            f"(near {near!r} of the expanded pattern)") from None
+    try:
+        return check_pattern(expanded)
+    except ValueError as exc:
+        raise RuleProblem(("patterns", i), f"pattern {i + 1}: {exc}: {source}") from None
 
 
 def _check_direction(direction: dict, path: tuple) -> None:

@@ -32,7 +32,7 @@ from selfheal.schemas.events import Finding  # the one Finding type: observation
 from selfheal.schemas.serving import ServingConfig
 
 __all__ = ["Diagnosis", "Hit", "LiteralSearch", "Matcher", "candidates", "choose_primary", "compile_rules", "excerpt", "expand_pattern",
-           "interpret", "read_and_scan", "scan"]
+           "interpret", "last_matches", "read_and_scan", "scan"]
 
 
 class Diagnosis(msgspec.Struct, frozen=True, kw_only=True):
@@ -219,6 +219,36 @@ def candidates(log: LogText, matchers: tuple[Matcher, ...], plan: Plan | None = 
     return search.found()
 
 
+#: a rule's regex is never run on more than MATCH_WINDOW + MATCH_REACH characters at once.
+#: Python's `re` cannot be stopped, and a pattern that `check_pattern` accepts (no nested or
+#: ambiguous repeat, so no exponential time) can still take time that grows with a power of the
+#: text's length: one `[^#]*` tried from 10,000 starts on a 1 MB line took 46 s. A longer text
+#: (a pathological line) is matched in windows: the matches that start in each stretch of
+#: MATCH_WINDOW characters, each seeing at most MATCH_REACH characters past its stretch, so its
+#: time is linear in its length. Results differ from one search of the whole text only where a
+#: match (or what a lookaround or `$` looks at) reaches more than MATCH_REACH characters past
+#: its stretch: real vLLM lines are under 1,000 characters, records at most MAX_JOIN_CHARS.
+MATCH_WINDOW = 4096
+MATCH_REACH = 4096
+
+
+def last_matches(regex: re.Pattern, text: str, keep: int = MAX_MATCHES_PER_RECORD) -> deque[re.Match]:
+    """The last `keep` matches of `regex` in `text`, searched in windows when it is long."""
+    n = len(text)
+    if n <= MATCH_WINDOW + MATCH_REACH:
+        return deque(regex.finditer(text), maxlen=keep)
+    kept: deque[re.Match] = deque(maxlen=keep)
+    pos = 0  # matches do not overlap, as in one search of the whole text
+    for start in range(0, n, MATCH_WINDOW):
+        stop = start + MATCH_WINDOW
+        for m in regex.finditer(text, max(pos, start), min(n, stop + MATCH_REACH)):
+            if m.start() >= stop:
+                break
+            kept.append(m)
+            pos = m.end()
+    return kept
+
+
 def read_and_scan(text, matchers: tuple[Matcher, ...]) -> list[Hit]:
     """`scan(LogText(text), matchers)`, searching for the literals while LogText reads the log."""
     searches: list[LiteralSearch] = []
@@ -250,14 +280,14 @@ def scan(log: LogText, matchers: tuple[Matcher, ...], plan: Plan | None = None,
             m = matchers[idx]
             if single is not None and m.rule.window == 1:
                 for regex in m.regexes:
-                    kept = deque(regex.finditer(single), maxlen=MAX_MATCHES_PER_RECORD)
+                    kept = last_matches(regex, single)
                     if kept:
                         hits.extend(Hit(m, x, first, [excerpt(single, x.start(), x.end())], first) for x in kept)
                         break
                 continue
             record = log.logical(start) if m.rule.window == 1 else _window(log, start, m.rule.window)
             for regex in m.regexes:
-                kept = deque(regex.finditer(record.text), maxlen=MAX_MATCHES_PER_RECORD)
+                kept = last_matches(regex, record.text)
                 if kept:
                     for x in kept:
                         line, cover = record.cover(x.start(), x.end())
