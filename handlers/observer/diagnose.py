@@ -41,13 +41,22 @@ def _describe(f: Finding, indent: str = "  ") -> list[str]:
     return out
 
 
+def _repeats(r) -> str:
+    return f"seen {r.count:,} times, lines {r.first_line}-{r.last_line}"
+
+
 def format_diagnosis(d: Diagnosis) -> str:
-    """A readable account for a person: the primary finding, its fix and evidence, then the rest."""
+    """A readable account for a person: the primary finding, its fix and evidence, then the rest
+    (a finding seen more often than listed says how often, at its latest occurrence)."""
     if d.primary is None:
         return "No configuration failure found."
+    repeats = {id(d.findings[r.index]): r for r in d.repeated}
     lines = ["Failure: " + _describe(d.primary)[0], *_describe(d.primary)[1:]]
+    if id(d.primary) in repeats:
+        lines.insert(1, "  " + _repeats(repeats[id(d.primary)]))
     others = [f for f in d.findings if f is not d.primary]
     if others:
         lines.append(f"Also seen ({len(others)}):")
-        lines.extend("  - " + _describe(f)[0] for f in others)
+        lines.extend("  - " + _describe(f)[0] + (f" ({_repeats(repeats[id(f)])})" if id(f) in repeats else "")
+                     for f in others)
     return "\n".join(lines)

@@ -7,21 +7,27 @@ Speed comes from doing almost nothing on healthy lines:
    record;
 2. records made of several physical lines (wrapped pastes, rare) are also compared with every
    literal in whitespace-free form, since a wrap may have split the literal;
-3. only those (record, rule) candidates run the rule's regexes.
+3. only those (record, rule) candidates run the rule's regexes, on at most 8 KiB at a time.
 
-Then one pass in log order folds context (numbers, open regions, engine restarts) and turns
-each failure match into a `Finding` with its seed fix (the rule's compiled fix program, fixes.py).
+All of it happens while the log is read, piece by piece (`read`, `Scan`): a candidate record is
+scanned as soon as the lines it needs have been read, and its matches are folded, in log order,
+into context (numbers, open regions, engine restarts) and findings, each with its seed fix (the
+rule's compiled fix program, fixes.py; `Interpretation`). A finding that recurs is counted, not
+kept, so memory depends on the distinct failures of a log, not on its length.
 """
 from __future__ import annotations
 
+import heapq
 import re
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Protocol, TypeVar
 
 import msgspec
 
 from selfheal.handlers.observer.compiler import compile_rule, expand_pattern
 from selfheal.handlers.observer.expr import Env
+from selfheal.handlers.observer.fixes import FixProgram
 from selfheal.handlers.observer.logtext import LogText
 from selfheal.handlers.observer.normalize import LogicalLine, squash
 from selfheal.handlers.observer.prefilter import Plan, encoded, prefilter_for
@@ -31,13 +37,26 @@ from selfheal.schemas.actuators import ActuatorBounds
 from selfheal.schemas.events import Finding  # the one Finding type: observations record it as is
 from selfheal.schemas.serving import ServingConfig
 
-__all__ = ["Diagnosis", "Hit", "LiteralSearch", "Matcher", "candidates", "choose_primary", "compile_rules", "excerpt", "expand_pattern",
-           "interpret", "last_matches", "read_and_scan", "scan"]
+__all__ = ["Diagnosis", "Hit", "Interpretation", "LiteralSearch", "Matcher", "Repeated", "Scan", "candidates",
+           "compile_rules", "excerpt", "expand_pattern", "interpret", "last_matches", "read", "read_and_scan", "scan"]
 
 
-class Diagnosis(msgspec.Struct, frozen=True, kw_only=True):
+class Repeated(msgspec.Struct, frozen=True, kw_only=True):
+    """A finding seen more often than `Diagnosis.findings` lists it: `findings[index]` is its
+    latest occurrence; `count` is how often it was seen in all, from `first_line` to `last_line`."""
+    index: int
+    count: int
+    first_line: int
+    last_line: int
+
+
+class Diagnosis(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """`findings`: every finding in log order, except that one seen more than MAX_LISTED times
+    is listed only at its first MAX_LISTED - 1 occurrences and its latest, and counted in
+    `repeated` (left out when empty). `primary` is one of `findings`."""
     primary: Finding | None
     findings: list[Finding]
+    repeated: list[Repeated] = []
 
 
 class Matcher:
@@ -138,7 +157,8 @@ class LiteralSearch:
     whose literal the record holds.
 
     Given to LogText as `on_piece`, it searches each piece while LogText reads it for line
-    structure: a log file is then read once.
+    structure: a log file is then read once (`read`, which also hands what was found on to a
+    `Scan` after each piece, through `take`).
     """
 
     def __init__(self, log: LogText, matchers: tuple[Matcher, ...], plan: Plan | None = None):
@@ -149,11 +169,14 @@ class LiteralSearch:
             # line's bytes exactly where the literal is in its decoded text
             plan = encoded(plan)
         self.nl = b"\n" if log.binary else "\n"
-        # a literal with a newline in it may span pieces: searched over the whole text in found()
+        # a literal with a newline in it may span pieces: each piece is searched for it together
+        # with the end of the piece before (`margin` characters, one less than the longest)
         self.spanning, self.direct = plan.spanning, plan.direct
+        self.margin = max((len(literal) - 1 for literal, _ in self.spanning), default=0)
+        self._tail = self.nl[:0]
         self.dense = [g for g in plan.anchored if not g.sparse]
         self.sparse = [g for g in plan.anchored if g.sparse]
-        self.lines: dict[int, set[int]] = {}  # line start -> matchers, until found()
+        self.lines: dict[int, set[int]] = {}  # line start -> matchers, until taken
 
     def _line_holds(self, literals, buf, base: int, pos: int, b: int) -> int:
         """Note the literals that the line holding buf[pos] holds; returns the line's end in buf
@@ -190,24 +213,42 @@ class LiteralSearch:
                 if group.regex.match(buf, pos, b):
                     pos = holds(group.literals, buf, base, pos, b)
                 pos = buf.find(group.char, pos + 1, b)
+        if self.spanning:
+            self._spanning(buf, base, a, b)
 
-    def found(self) -> dict[int, set[int]]:
-        log, text = self.log, self.log.data
-        for literal, idxs in self.spanning:  # noted at the line where it starts
+    def _spanning(self, buf, base: int, a: int, b: int) -> None:
+        """Literals with a newline, noted at the line where they start."""
+        text = self._tail + bytes(buf[a:b]) if isinstance(buf, bytearray) else self._tail + buf[a:b]
+        at = base + a - len(self._tail)
+        for literal, idxs in self.spanning:
             pos = text.find(literal)
             while pos >= 0:
-                self.lines.setdefault(log.line_start(pos), set()).update(idxs)
-                pos = text.find(literal, log.line_end(pos) + 1)
+                self.lines.setdefault(self.log.line_start(at + pos), set()).update(idxs)
+                pos = text.find(literal, pos + 1)
+        self._tail = text[max(0, len(text) - self.margin):]
+
+    def take(self) -> dict[int, set[int]]:
+        """Record start -> matchers, for the lines found since the last call."""
         found: dict[int, set[int]] = {}
         for start, idxs in self.lines.items():
-            found.setdefault(log.record_start(start), set()).update(idxs)
-        # a wrap may have split a literal: compare wrapped records without whitespace
-        for start in log.multi_line_starts():
-            flat = squash(log.message(start))
-            for idx, m in enumerate(self.matchers):
-                if m.squashed in flat:
-                    found.setdefault(start, set()).add(idx)
+            found.setdefault(self.log.record_start(start), set()).update(idxs)
+        self.lines = {}
         return found
+
+    def found(self) -> dict[int, set[int]]:
+        found = self.take()
+        # a wrap may have split a literal: compare wrapped records without whitespace
+        for start in self.log.multi_line_starts():
+            idxs = squashed_literals(self.log, start, self.matchers)
+            if idxs:
+                found.setdefault(start, set()).update(idxs)
+        return found
+
+
+def squashed_literals(log: LogText, start: int, matchers: tuple[Matcher, ...]) -> set[int]:
+    """The matchers whose literal the wrapped record at `start` holds once whitespace is removed."""
+    flat = squash(log.message(start))
+    return {idx for idx, m in enumerate(matchers) if m.squashed in flat}
 
 
 def candidates(log: LogText, matchers: tuple[Matcher, ...], plan: Plan | None = None) -> dict[int, set[int]]:
@@ -249,33 +290,80 @@ def last_matches(regex: re.Pattern, text: str, keep: int = MAX_MATCHES_PER_RECOR
     return kept
 
 
-def read_and_scan(text, matchers: tuple[Matcher, ...]) -> list[Hit]:
-    """`scan(LogText(text), matchers)`, searching for the literals while LogText reads the log."""
-    searches: list[LiteralSearch] = []
+class Scan:
+    """Candidate records -> every match of every rule, handed to `on_hit` in log order (Hit.key;
+    the last MAX_MATCHES_PER_RECORD of a rule in a record), as soon as the log has been read
+    far enough: a log is scanned while it is read, and memory does not grow with its length.
 
-    def start(log: LogText) -> LiteralSearch:
-        searches.append(LiteralSearch(log, matchers))
-        return searches[-1]
+    `add` gives it records (start -> matchers; `wrapped`: records of several physical lines, to
+    be compared with every literal without whitespace once they are whole); `run(limit)` scans
+    the records whose lines, and those a window rule joins to them, start at or before `limit`
+    (what LogText has read: which lines continue others is known there), up to the first one
+    that is not ready; `run()` scans the rest. `margin`: a record is also left until the log
+    has been read that far past its end (a literal with a newline may start in it).
+    """
 
-    log = LogText(text, on_piece=start)
-    return scan(log, matchers, found=searches[-1].found())
+    def __init__(self, log: LogText, matchers: tuple[Matcher, ...], on_hit: Callable[[Hit], None], margin: int = 0):
+        self.log, self.matchers, self.on_hit, self.margin = log, matchers, on_hit, margin
+        self.pending: dict[int, set[int]] = {}
+        self.wrapped: set[int] = set()
+        self.held: list[tuple[tuple, int, Hit]] = []  # hits that a later record may precede
+        self.made = 0
 
+    def add(self, found: dict[int, set[int]], wrapped: Iterable[int] = ()) -> None:
+        for start, idxs in found.items():
+            self.pending.setdefault(start, set()).update(idxs)
+        for start in wrapped:
+            self.wrapped.add(start)
+            self.pending.setdefault(start, set())
 
-def scan(log: LogText, matchers: tuple[Matcher, ...], plan: Plan | None = None,
-         found: dict[int, set[int]] | None = None) -> list[Hit]:
-    """Every match of every rule, in log order (the last MAX_MATCHES_PER_RECORD of a rule in a
-    record), in the records `found` (by default, `candidates`)."""
-    hits: list[Hit] = []
-    if found is None:
-        found = candidates(log, matchers, plan)
-    # in log order: line numbers are counted on from the previous candidate
-    for start, idxs in sorted(found.items()):
-        if log.is_source_line(start):
-            continue
+    def run(self, limit: int | None = None) -> None:
+        log = self.log
+        for start in sorted(self.pending):
+            idxs = self.pending[start]
+            if limit is not None and not self._read(start, 1, limit, self.margin):
+                break
+            if start in self.wrapped:
+                idxs |= squashed_literals(log, start, self.matchers)
+            window = max((self.matchers[i].rule.window for i in idxs), default=1)
+            if limit is not None and window > 1 and not self._read(start, window, limit, self.margin):
+                break
+            del self.pending[start]
+            self.wrapped.discard(start)
+            if idxs and not log.is_source_line(start):
+                first = log.number(start)
+                self._release((first, first))  # every later hit has a key from here on
+                self._record(start, first, idxs)
+        if limit is None:
+            self._release(None)
+
+    def _read(self, start: int, records: int, limit: int, margin: int) -> bool:
+        """Whether the record at `start` and the `records - 1` after it end where it is known
+        that the next line does not continue them (`margin` past the first one's end)."""
+        log, at = self.log, start
+        for k in range(records):
+            below = log.next_line(at)
+            while 0 <= below <= limit and log.is_continuation(below):
+                below = log.next_line(below)
+            if below < 0:
+                return True
+            if below + (margin if k == 0 else 0) > limit:
+                return False
+            at = below
+        return True
+
+    def _release(self, before: tuple[int, int] | None) -> None:
+        held = self.held
+        while held and (before is None or held[0][0][:2] < before):
+            self.on_hit(heapq.heappop(held)[2])
+
+    def _record(self, start: int, first: int, idxs: set[int]) -> None:
+        log, matchers = self.log, self.matchers
         # most candidates are one physical line: match it as is (patterns search, so the header
         # in front does not matter) and skip building a LogicalLine
-        below, first = log.next_line(start), log.number(start)
+        below = log.next_line(start)
         single = log.line_text(start) if below < 0 or not log.is_continuation(below) else None
+        hits: list[Hit] = []
         for idx in idxs:
             m = matchers[idx]
             if single is not None and m.rule.window == 1:
@@ -293,48 +381,179 @@ def scan(log: LogText, matchers: tuple[Matcher, ...], plan: Plan | None = None,
                         line, cover = record.cover(x.start(), x.end())
                         hits.append(Hit(m, x, line, [excerpt(*c) for c in cover], record.first))
                     break
-    hits.sort(key=lambda h: h.key)
+        for hit in hits:  # in the order made: ties keep it, as a stable sort does
+            heapq.heappush(self.held, (hit.key, self.made, hit))
+            self.made += 1
+
+
+class Sink(Protocol):
+    def add(self, hit: Hit) -> None: ...
+
+
+S = TypeVar("S", bound=Sink)
+
+
+def read(text, matchers: tuple[Matcher, ...], sink: Callable[[], S]) -> S:
+    """Read a log (text, bytes or FileBytes) once, scanning it for every rule while it is read;
+    the hits go to `sink()`, in log order, and that sink is returned. When the log's bytes have
+    to be rewritten whole (logtext.LogText), a new sink is made and the hits start over."""
+    current: list = []
+
+    def start(log: LogText) -> Callable:
+        search, made = LiteralSearch(log, matchers), sink()
+        scan = Scan(log, matchers, made.add, search.margin)
+        current[:] = [search, scan, made]
+
+        def piece(buf, base: int, a: int, b: int) -> None:
+            search(buf, base, a, b)
+            scan.add(search.take(), log.take_continued())
+            scan.run(base + b)
+        return piece
+
+    log = LogText(text, on_piece=start)
+    search, scan, made = current
+    scan.add(search.take(), log.take_continued())
+    scan.run()
+    return made
+
+
+class _Hits(list):
+    add = list.append
+
+
+def read_and_scan(text, matchers: tuple[Matcher, ...]) -> list[Hit]:
+    """`scan(LogText(text), matchers)`, scanning while LogText reads the log."""
+    return read(text, matchers, _Hits)
+
+
+def scan(log: LogText, matchers: tuple[Matcher, ...], plan: Plan | None = None,
+         found: dict[int, set[int]] | None = None) -> list[Hit]:
+    """Every match of every rule in a log already read, in log order (the last
+    MAX_MATCHES_PER_RECORD of a rule in a record), in the records `found` (by default, `candidates`)."""
+    hits: list[Hit] = []
+    records = Scan(log, matchers, hits.append)
+    records.add(candidates(log, matchers, plan) if found is None else found)
+    records.run()
     return hits
 
 
-class Outcome(msgspec.Struct, kw_only=True):
-    """What interpret() saw: (priority, finding) pairs per engine start attempt, and whether
-    the server reported itself ready after the last finding."""
-    segments: list[list[tuple[int, Finding]]]
-    ready_after_last_finding: bool = False
+#: a distinct finding seen more often than this is listed this many times: its first
+#: occurrences and its latest; the rest are counted (Diagnosis.repeated). A log that repeats
+#: one failure on every line then needs memory for the failure, not for every line
+MAX_LISTED = 16
+#: fixes remembered by an Interpretation (it starts over when full)
+REMEMBERED_FIXES = 256
 
 
-def interpret(hits: list[Hit], current: ServingConfig | None, bounds: ActuatorBounds,
-              buffer: float) -> Outcome:
-    """Fold the hits in log order into findings."""
-    out = Outcome(segments=[[]])
-    context: dict[str, tuple[float | int, Hit]] = {}
-    regions: dict[str, Hit] = {}
-    for hit in hits:
+class _Seen:
+    __slots__ = ("count", "listed", "first_line", "latest", "latest_at")
+
+    def __init__(self, first_line: int):
+        self.count = self.listed = self.latest_at = 0
+        self.first_line = first_line
+        self.latest: Finding | None = None
+
+
+def _identity(f: Finding) -> str:
+    """What makes findings the same failure: all but where it was seen (line, evidence). As a
+    repr, so that 1 and 1.0, or 0.0 and -0.0, are told apart as the JSON of the findings would."""
+    return repr((f.kind, f.rule, f.rule_version, f.numbers, f.fix_direction, f.fix, f.action, f.note))
+
+
+class Interpretation:
+    """The hits of a log folded, in log order, into findings (`add` each hit, then `diagnosis()`).
+
+    A finding that recurs is counted, not kept: memory grows with the distinct failures of a
+    log, not with its length. The diagnosis is that of every occurrence kept: the primary
+    finding is the most specific one (the latest on a tie) of the last start attempt that
+    failed, or None when the server reported itself ready after every finding.
+    """
+
+    def __init__(self, current: ServingConfig | None, bounds: ActuatorBounds, buffer: float):
+        self.settings = (current, bounds, buffer)
+        self.context: dict[str, tuple[float | int, Hit]] = {}
+        self.regions: dict[str, Hit] = {}
+        self.ready_after_last_finding = False
+        self.seen: dict[str, _Seen] = {}
+        self.listed: dict[int, Finding] = {}  # occurrence number -> finding, in log order
+        # identity -> (priority, occurrence number of its latest) in the current start attempt,
+        # and in the last one that had findings
+        self.attempt: dict[str, tuple[int, int]] = {}
+        self.failed: dict[str, tuple[int, int]] = {}
+        self.occurrences = 0
+        self.fixes: dict[tuple, tuple[dict, str]] = {}
+
+    def add(self, hit: Hit) -> None:
         rule = hit.matcher.rule
         if rule.kind == CONTEXT:
             for mark in rule.marks:
                 if mark == "reset":
-                    context.clear()
-                    regions.clear()
-                    if out.segments[-1]:
-                        out.segments.append([])
+                    self.context.clear()
+                    self.regions.clear()
+                    if self.attempt:
+                        self.failed, self.attempt = self.attempt, {}
                 elif mark == "ready":
-                    out.ready_after_last_finding = True
+                    self.ready_after_last_finding = True
                 elif mark.startswith("open:"):
-                    regions[mark[5:]] = hit
+                    self.regions[mark[5:]] = hit
                 else:
-                    regions.pop(mark[6:], None)
+                    self.regions.pop(mark[6:], None)
             for key, value in hit.numbers.items():
-                context[key] = (value, hit)
-            continue
-        out.segments[-1].append(_finding(hit, context, regions, current, bounds, buffer))
-        out.ready_after_last_finding = False
-        regions.clear()  # whatever phase was running ended with this failure
-    return out
+                self.context[key] = (value, hit)
+            return
+        priority, finding = _finding(hit, self.context, self.regions, self._fix)
+        self.ready_after_last_finding = False
+        self.regions.clear()  # whatever phase was running ended with this failure
+        self._count(priority, finding)
+
+    def _fix(self, program: FixProgram, numbers: dict, groups: dict) -> tuple[dict, str]:
+        """The fix `program` gives for these numbers and captures; the last ones are remembered
+        (a repeated failure repeats them), as running a program is most of a finding's cost."""
+        key = (program, repr(numbers), repr(groups))  # repr: 0.0 is not -0.0, 1 is not 1.0 here
+        done = self.fixes.get(key)
+        if done is None:
+            if len(self.fixes) >= REMEMBERED_FIXES:
+                self.fixes.clear()
+            current, bounds, buffer = self.settings
+            done = self.fixes[key] = program.run(Env.build(numbers, current, bounds, buffer, groups))
+        return dict(done[0]), done[1]
+
+    def _count(self, priority: int, finding: Finding) -> None:
+        self.occurrences += 1
+        at, identity = self.occurrences, _identity(finding)
+        seen = self.seen.get(identity)
+        if seen is None:
+            seen = self.seen[identity] = _Seen(finding.line)
+        seen.count += 1
+        if seen.listed < MAX_LISTED:
+            seen.listed += 1
+        else:  # the latest occurrence listed so far makes room for this one
+            del self.listed[seen.latest_at]
+        self.listed[at] = seen.latest = finding
+        seen.latest_at = at
+        self.attempt[identity] = (priority, at)
+
+    def diagnosis(self) -> Diagnosis:
+        attempt = self.attempt or self.failed
+        primary = None
+        if attempt and not self.ready_after_last_finding:
+            primary = self.seen[max(attempt, key=attempt.__getitem__)].latest
+        index = {at: i for i, at in enumerate(self.listed)}
+        repeated = [Repeated(index=index[s.latest_at], count=s.count, first_line=s.first_line, last_line=s.latest.line)
+                    for s in self.seen.values() if s.count > s.listed]
+        return Diagnosis(primary=primary, findings=list(self.listed.values()),
+                         repeated=sorted(repeated, key=lambda r: r.index))
 
 
-def _finding(hit: Hit, context, regions, current, bounds, buffer) -> tuple[int, Finding]:
+def interpret(hits: Iterable[Hit], current: ServingConfig | None, bounds: ActuatorBounds, buffer: float) -> Diagnosis:
+    """Fold hits, in log order, into a diagnosis (Interpretation)."""
+    fold = Interpretation(current, bounds, buffer)
+    for hit in hits:
+        fold.add(hit)
+    return fold.diagnosis()
+
+
+def _finding(hit: Hit, context, regions, fix_of: Callable[[FixProgram, dict, dict], tuple[dict, str]]) -> tuple[int, Finding]:
     rule = hit.matcher.rule
     kind, program, direction, notes = rule.kind, hit.matcher.program, rule.direction, [rule.note]
     priority = rule.priority
@@ -353,7 +572,7 @@ def _finding(hit: Hit, context, regions, current, bounds, buffer) -> tuple[int, 
             numbers[key] = value
             support.append(source)
             notes.append(f"{key} from line {source.line}")
-    fix, fix_note = program.run(Env.build(numbers, current, bounds, buffer, hit.groups))
+    fix, fix_note = fix_of(program, numbers, hit.groups)
     notes.insert(0, fix_note)
     evidence = list(hit.evidence)
     for s in sorted(set(support), key=lambda h: h.key):
@@ -362,14 +581,3 @@ def _finding(hit: Hit, context, regions, current, bounds, buffer) -> tuple[int, 
                       fix_direction=dict(direction), fix=fix, action="tune" if fix else "alert",
                       evidence=evidence, line=hit.line, note="; ".join(n for n in notes if n))
     return priority, finding
-
-
-def choose_primary(outcome: Outcome) -> Finding | None:
-    """The most specific finding (the last one on a tie) of the last start attempt that failed,
-    or None when the server reported itself ready after every finding."""
-    if outcome.ready_after_last_finding:
-        return None
-    for segment in reversed(outcome.segments):
-        if segment:
-            return max(reversed(segment), key=lambda pf: pf[0])[1]
-    return None

@@ -24,6 +24,9 @@ SAMPLE_PIECES, PIECE_CHARS = 16, 1024
 LEARNED_HEADERS = 8
 #: a log is walked in pieces of about this size (`LogText.chunks`)
 CHUNK_CHARS = 1 << 16
+#: records kept once joined (a window rule joins the same ones again); the cache starts over
+#: when full, so that a long log does not keep every record it looked at
+CACHED_RECORDS = 256
 
 _NEWLINE_B = re.compile(b"\n")
 
@@ -117,9 +120,14 @@ class LogText:
         self._text: str | None = data if isinstance(data, str) else None
         self._cache: dict[int, LogicalLine] = {}
         # (position, number of "\n" before it), sorted: counting resumes from the nearest one
-        self._counted: list[tuple[int, int]] = [(0, 0)]
+        self._counted: list[tuple[int, int]] = [(0, 0)]  # at each piece's end
+        self._asked = (0, 0)  # the position `number` was last asked about
+        # the lines that continue the line above, known up to where the log has been read; with
+        # `on_piece`, also those found since `take_continued` was last called
+        self._cont: set[int] = set()
+        self._continued: list[int] = []
         self._visit = on_piece(self) if on_piece else None
-        self._cont = self._continuations()
+        self._continuations()
 
     @property
     def text(self) -> str:
@@ -154,8 +162,8 @@ class LogText:
             yield data, 0, a, b
             a = b
 
-    def _continuations(self) -> set[int]:
-        cont: set[int] = set()
+    def _continuations(self) -> None:
+        cont, continued = self._cont, self._continued if self._visit else None
         run = chars = 0
         last = -1
         for newline, above, prev, line in self._breaks():
@@ -174,8 +182,16 @@ class LogText:
             if run > MAX_JOIN_LINES or chars > MAX_JOIN_CHARS:
                 continue
             cont.add(start)
+            if continued is not None:
+                continued.append(start)
             last = start
-        return cont
+
+    def take_continued(self) -> list[int]:
+        """The records made of several physical lines whose continuations were found since the
+        last call (their starts; with `on_piece` only): what the log's reader learnt meanwhile."""
+        starts = sorted({self.record_start(s) for s in self._continued})
+        self._continued.clear()  # in place: the reader appends to this list
+        return starts
 
     def _breaks(self) -> Iterator[tuple[int, int, str, str]]:
         """In order, every "\\n" after which a non-blank line does not start like a record, as
@@ -261,12 +277,15 @@ class LogText:
         return self.data.count(self._nl) + 1
 
     def number(self, pos: int) -> int:
-        """1-based number of the physical line holding position `pos`."""
-        i = bisect.bisect_right(self._counted, (pos, float("inf"))) - 1
-        at, newlines = self._counted[i]
+        """1-based number of the physical line holding position `pos`: the "\\n" before it are
+        counted from the nearest piece's end, or from the position asked about last (positions
+        are mostly asked about in order). Nothing is kept per position asked about."""
+        at, newlines = self._counted[bisect.bisect_right(self._counted, (pos, float("inf"))) - 1]
+        if at < self._asked[0] <= pos:
+            at, newlines = self._asked
         if at != pos:
             newlines += self.data.count(self._nl, at, pos)
-            self._counted.insert(i + 1, (pos, newlines))
+        self._asked = (pos, newlines)
         return newlines + 1
 
     def line_start(self, pos: int) -> int:
@@ -324,6 +343,8 @@ class LogText:
         """The record that starts at position `start`."""
         cached = self._cache.get(start)
         if cached is None:
+            if len(self._cache) >= CACHED_RECORDS:
+                self._cache.clear()
             message, starts, raw, info = self._join(start)
             cached = self._cache[start] = LogicalLine(message, self.number(start), starts, raw, **info)
         return cached

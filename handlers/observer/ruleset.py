@@ -13,7 +13,7 @@ import json
 import os
 from collections.abc import Iterable
 
-from selfheal.handlers.observer.engine import Diagnosis, Matcher, choose_primary, compile_rules, interpret, read_and_scan
+from selfheal.handlers.observer.engine import Diagnosis, Interpretation, Matcher, compile_rules, read
 from selfheal.handlers.observer.logfile import FileBytes, open_log
 from selfheal.handlers.observer.prefilter import prefilter_for
 from selfheal.handlers.observer.spec import RuleSpec
@@ -70,9 +70,7 @@ class RuleSet:
 
     def _diagnose(self, text: str | bytes | FileBytes, current: ServingConfig | None, bounds: ActuatorBounds,
                   safety_buffer: float) -> Diagnosis:
-        outcome = interpret(read_and_scan(text, self.matchers), current, bounds, safety_buffer)
-        findings = [f for segment in outcome.segments for _, f in segment]
-        return Diagnosis(primary=choose_primary(outcome), findings=findings)
+        return read(text, self.matchers, lambda: Interpretation(current, bounds, safety_buffer)).diagnosis()
 
     def rule(self, rule_id: str) -> RuleSpec:
         for rule in self.rules:

@@ -17,6 +17,7 @@ Units, all 1024-based:
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 from decimal import Decimal, InvalidOperation
@@ -75,11 +76,13 @@ def split_size(text: str) -> tuple[str, str] | None:
     return None
 
 
+@functools.lru_cache(maxsize=1024)
 def convert(text: str, unit: str, to: str) -> float | int | None:
     """Convert the printed number `text`, given in `unit`, to `to`.
 
     `unit` is one of SOURCE_UNITS; `to` is "GiB", "MiB", "count" or "ratio". Returns None when
-    the text is not a number or the conversion makes no sense (a size read as a count).
+    the text is not a number or the conversion makes no sense (a size read as a count). The
+    last conversions are remembered: a failure a log repeats prints the same numbers each time.
     """
     if unit == "size":
         parts = split_size(text)
