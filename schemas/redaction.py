@@ -606,13 +606,14 @@ def _scan(seq) -> tuple[bool, bool]:
         if op in _REPEATS:
             _low, high, body = av
             inner_unbounded, inner_ambiguous = _scan(body)
-            endless = high == _sre.MAXREPEAT
-            if (endless or high > LARGE_REPEAT) and inner_unbounded:
+            # a repeat bounded above LARGE_REPEAT backtracks like an endless one: `(?:a{1,50})+b`
+            large = high == _sre.MAXREPEAT or high > LARGE_REPEAT
+            if large and inner_unbounded:
                 raise _Hostile("a repeated group contains another unbounded repeat, as in (a+)+")
-            if endless and inner_ambiguous:
+            if large and inner_ambiguous:
                 raise _Hostile("an unbounded repeat goes over alternatives that can match the same "
                                "text, as in (a|aa)+")
-            unbounded = unbounded or endless or inner_unbounded
+            unbounded = unbounded or large or inner_unbounded
             ambiguous = ambiguous or inner_ambiguous
         elif op is _sre.BRANCH:
             alternatives = av[1]
