@@ -261,6 +261,9 @@ class Runner:
 
     def _run(self, max_events: int | None) -> RunReport:
         report = RunReport()
+        # answers come only from runners, which take turns: an event recorded after this one
+        # started (under its lock) cannot have been answered by another, so it is not looked up
+        self._answerable_until = self.store.last_position()
         marks = _Checkpoints(self.store.recorder.checkpoints(), (h.name for h in self.handlers))
         cursor = min(marks.done.values(), default=0)
         examined = 0
@@ -287,6 +290,7 @@ class Runner:
                 # another runner's checkpoint stands elsewhere: go back to the lowest, so no
                 # event between the two is skipped
                 cursor = min(marks.done.values())
+                self._answerable_until = self.store.last_position()  # another runner was at work
                 continue
             if max_events is not None and examined >= max_events:
                 break
@@ -297,7 +301,7 @@ class Runner:
         """Whether the log already holds `handler`'s answer to `event`: then it was handled,
         wherever its checkpoint stands (one indexed read of the event's correlation)."""
         names = self._answers[handler.name]
-        if not names:
+        if not names or event.position > self._answerable_until:
             return False
         where = EventFilter(after=event.position, correlation_id=event.correlation_id or event.event_id, types=names)
         return any(row.causation_id == event.event_id for row in self.store.recorder.query(where))
