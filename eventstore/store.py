@@ -163,6 +163,7 @@ class EventStore:
     def __init__(self, recorder: Recorder, redactor: Redactor | None = None):
         self.recorder = recorder
         self._redactor = redactor
+        self._redaction: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
         #: sealed events opened lately, by event id: a runner reads an incident several times
         self._opened_events: dict[str, Event] = {}
 
@@ -171,12 +172,13 @@ class EventStore:
         """The built-in credential patterns, keyed with this log's own secret, until
         `redact_with` adds the operator's patterns and the secrets the settings hold."""
         if self._redactor is None:
-            self._redactor = Redactor(self.recorder.secret("redaction"))
+            # built on first use: a command that records nothing never reads (or makes) the key
+            self._redactor = Redactor(self.recorder.secret("redaction"), *self._redaction)
         return self._redactor
 
-    def redact_with(self, patterns: Sequence[str] = (), known: Iterable[str] = ()) -> Redactor:
-        self._redactor = Redactor(self.recorder.secret("redaction"), patterns, known)
-        return self._redactor
+    def redact_with(self, patterns: Sequence[str] = (), known: Iterable[str] = ()) -> None:
+        """Redact with the operator's `patterns` and the `known` secret values too, from now on."""
+        self._redaction, self._redactor = (tuple(patterns), tuple(known)), None
 
     def _redacted(self, event: Event) -> Event:
         keep = type(event).VERBATIM
