@@ -254,6 +254,28 @@ class Recorder(abc.ABC):
         """A random 32-byte key of this log, made on first use and kept beside the log (the
         redaction fingerprint key): the same log always answers the same key."""
 
+    # -- a cache beside the log (projections/snapshots.py); a backend without one keeps none -----
+
+    #: whether this backend stores view snapshots (an in-process log has no use for them)
+    keeps_snapshots: bool = False
+
+    def hash_at(self, position: int) -> str | None:
+        """The chain hash of the row at `position`; None where there is none."""
+        return next((row.hash for row in self.read(position - 1, until=position)), None)
+
+    def stored_secret(self, name: str) -> bytes | None:
+        """`secret(name)` if the log has it, read without making it (a read never writes)."""
+        return None
+
+    def snapshot(self, key: str) -> tuple[int, str, bytes] | None:
+        """(position, chain hash, data) of the snapshot stored under `key`, as stored."""
+        return None
+
+    def save_snapshot(self, key: str, position: int, chain: str, data: bytes) -> None:
+        """Store the snapshot under `key` and drop those under any other key, in one
+        transaction; a failure is a StoreError (the caller skips the cache write)."""
+        raise NotImplementedError
+
     def close(self) -> None:  # noqa: B027 - optional for backends without resources
         pass
 

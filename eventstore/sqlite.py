@@ -704,6 +704,36 @@ class SQLiteRecorder(Recorder):
         return VerifyReport(ok=broken is None, events=count, head_position=head, head_hash=head_hash,
                             first_break=Break(*broken) if broken else None)
 
+    # -- view snapshots: a cache beside the log (projections/snapshots.py) -------------------
+
+    keeps_snapshots = True
+
+    def hash_at(self, position: int) -> str | None:
+        row = self._conn.execute("SELECT hash FROM events WHERE position = ?", (position,)).fetchone()
+        return row[0] if row else None
+
+    def stored_secret(self, name: str) -> bytes | None:
+        row = self._conn.execute("SELECT key FROM keys WHERE name = ?", (f"secret:{name}",)).fetchone()
+        return row[0] if row else None
+
+    def snapshot(self, key: str) -> tuple[int, str, bytes] | None:
+        try:
+            row = self._conn.execute("SELECT position, hash, data FROM view_snapshots WHERE key = ?", (key,)).fetchone()
+        except sqlite3.OperationalError:
+            return None  # no snapshot was ever saved: the table is made by the first save
+        return tuple(row) if row else None
+
+    def save_snapshot(self, key: str, position: int, chain: str, data: bytes) -> None:
+        try:
+            with self._transaction():
+                self._conn.execute("CREATE TABLE IF NOT EXISTS view_snapshots (key TEXT PRIMARY KEY, "
+                                   "position INTEGER NOT NULL, hash TEXT NOT NULL, data BLOB NOT NULL)")
+                self._conn.execute("DELETE FROM view_snapshots WHERE key != ?", (key,))  # retired fold code
+                self._conn.execute("INSERT OR REPLACE INTO view_snapshots (key, position, hash, data) "
+                                   "VALUES (?, ?, ?, ?)", (key, position, chain, data))
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: the snapshot was not saved ({exc})") from None
+
     def close(self) -> None:
         self._conn.close()
 

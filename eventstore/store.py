@@ -9,7 +9,7 @@ from datetime import datetime
 
 import msgspec
 
-from selfheal.eventstore.errors import CorruptEvent
+from selfheal.eventstore.errors import CorruptEvent, StoreError
 from selfheal.eventstore.memory import InMemoryRecorder
 from selfheal.eventstore.recorder import (
     AppendRequest, CheckpointAdvance, NewEvent, Recorder, StoredEvent, parse_utc, utc_iso,
@@ -307,6 +307,15 @@ class EventStore:
 
 
 def open_store(path: str | os.PathLike, *, create: bool = False, synchronous: str = "FULL") -> EventStore:
+    """The log at `path`: a SQLite file, or a PostgreSQL database given as a postgresql:// URL
+    (eventstore/postgres.py; `synchronous` is SQLite's and does not apply there)."""
+    if isinstance(path, str) and path.startswith(("postgresql://", "postgres://")):
+        try:
+            from selfheal.eventstore.postgres import PostgresRecorder  # psycopg is an optional extra
+        except ModuleNotFoundError as exc:
+            raise StoreError(f"{exc.name} is not installed: a postgresql:// log needs it "
+                             "(pip install 'vllm-selfheal[postgres]')") from None
+        return EventStore(PostgresRecorder(path, create=create))
     return EventStore(SQLiteRecorder(path, create=create, synchronous=synchronous))
 
 

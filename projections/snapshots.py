@@ -46,8 +46,6 @@ from selfheal.projections.base import View
 #: fold at most this many events past the newest snapshot before writing another one
 SNAPSHOT_EVERY = 1000
 
-_TABLE = ("CREATE TABLE IF NOT EXISTS view_snapshots (key TEXT PRIMARY KEY, position INTEGER NOT NULL, "
-          "hash TEXT NOT NULL, data BLOB NOT NULL)")
 #: the log secret that signs snapshots; `data` is its MAC (_MAC bytes) followed by the states
 SECRET = "snapshots"
 _MAC = hashlib.sha256().digest_size
@@ -73,13 +71,11 @@ def _digest(modules: tuple[tuple[str, str], ...]) -> str | None:
     return digest.hexdigest()[:32]
 
 
-def _connection(view: View) -> sqlite3.Connection | None:
-    return getattr(view.store.recorder, "connection", None)
-
-
-def _hash_at(conn: sqlite3.Connection, position: int) -> str | None:
-    row = conn.execute("SELECT hash FROM events WHERE position = ?", (position,)).fetchone()
-    return row[0] if row else None
+def _recorder(view: View):
+    """The view's recorder, if its backend keeps snapshots (SQLite, PostgreSQL: the recorder
+    interface, so no backend switches them off by being another database)."""
+    recorder = view.store.recorder
+    return recorder if recorder.keeps_snapshots else None
 
 
 def _mac(secret: bytes, key: str, position: int, chain: str, states: bytes) -> bytes:
@@ -88,43 +84,37 @@ def _mac(secret: bytes, key: str, position: int, chain: str, states: bytes) -> b
     return hmac.new(secret, message, hashlib.sha256).digest()
 
 
-def _stored_secret(conn: sqlite3.Connection) -> bytes | None:
-    """The snapshot secret if the log has one, read without making it (a read command never
-    writes): the row `recorder.secret(SECRET)` keeps in the keys table (eventstore/sqlite.py)."""
-    row = conn.execute("SELECT key FROM keys WHERE name = ?", (f"secret:{SECRET}",)).fetchone()
-    return row[0] if row else None
-
-
-def _verified(conn: sqlite3.Connection, key: str) -> tuple[int, bytes] | None:
+def _verified(recorder, key: str) -> tuple[int, bytes] | None:
     """(position, states) of the snapshot stored for `key`, if its MAC verifies and its chain
-    hash is this log's at its position; None for anything else."""
-    row = conn.execute("SELECT position, hash, data FROM view_snapshots WHERE key = ?", (key,)).fetchone()
+    hash is this log's at its position; None for anything else. The snapshot secret is read
+    without being made (`stored_secret`): a read command never writes."""
+    row = recorder.snapshot(key)
     if row is None:
         return None
     position, chain, data = row
-    secret = _stored_secret(conn)
+    secret = recorder.stored_secret(SECRET)
     if secret is None or not isinstance(data, bytes) or not isinstance(position, int) or not isinstance(chain, str):
         return None
     mac, states = data[:_MAC], data[_MAC:]
-    if not hmac.compare_digest(mac, _mac(secret, key, position, chain, states)) or _hash_at(conn, position) != chain:
+    if not hmac.compare_digest(mac, _mac(secret, key, position, chain, states)) or recorder.hash_at(position) != chain:
         return None
     return position, states
 
 
 def restore(view: View) -> int:
     """Load the newest valid snapshot into a fresh view; returns its position (0: none used)."""
-    conn, key = _connection(view), snapshot_key(view)
-    if conn is None or key is None or view.position != 0:
+    recorder, key = _recorder(view), snapshot_key(view)
+    if recorder is None or key is None or view.position != 0:
         return 0
     try:
-        found = _verified(conn, key)
+        found = _verified(recorder, key)
         if found is None:
             return 0
         position, data = found
         parts = msgspec.msgpack.decode(data, type=dict[str, msgspec.Raw])
         states = {name: msgspec.msgpack.decode(parts[name], type=type(view.states[name]))
                   for name in view.projections}
-    except (sqlite3.Error, msgspec.DecodeError, KeyError):
+    except (sqlite3.Error, StoreError, msgspec.DecodeError, KeyError):
         return 0
     view.states, view.position = states, position
     return position
@@ -135,25 +125,20 @@ def save(view: View, every: int = SNAPSHOT_EVERY) -> bool:
 
     A cache write that fails (a read-only file, a busy or full disk) is skipped, never raised:
     nothing depends on it."""
-    conn, key = _connection(view), snapshot_key(view)
-    if conn is None or key is None or view.position == 0:
+    recorder, key = _recorder(view), snapshot_key(view)
+    if recorder is None or key is None or view.position == 0:
         return False
     try:
-        conn.execute(_TABLE)
-        row = conn.execute("SELECT position FROM view_snapshots WHERE key = ?", (key,)).fetchone()
+        row = recorder.snapshot(key)
         due = view.position - (row[0] if row else 0) >= every
-        if not due and (row is None or _verified(conn, key) is not None):
+        if not due and (row is None or _verified(recorder, key) is not None):
             return False  # a row that fails its checks holds nothing back: it is replaced
-        chain = _hash_at(conn, view.position)
+        chain = recorder.hash_at(view.position)
         if chain is None:
             return False
         states = msgspec.msgpack.encode(view.states)  # read back per name as Raw, each into its own type
-        data = _mac(view.store.recorder.secret(SECRET), key, view.position, chain, states) + states
-        with conn:  # sqlite3 opens and commits the transaction (the recorder runs in autocommit)
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("DELETE FROM view_snapshots WHERE key != ?", (key,))  # retired fold code
-            conn.execute("INSERT OR REPLACE INTO view_snapshots (key, position, hash, data) VALUES (?, ?, ?, ?)",
-                         (key, view.position, chain, data))
+        data = _mac(recorder.secret(SECRET), key, view.position, chain, states) + states
+        recorder.save_snapshot(key, view.position, chain, data)
     except (sqlite3.Error, StoreError):
         return False
     return True

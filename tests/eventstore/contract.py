@@ -188,3 +188,77 @@ class RecorderContract:
         first = recorder.secret("redaction")
         assert len(first) == 32 and recorder.secret("redaction") == first
         assert recorder.secret("other") != first
+
+
+class SharedLogContract:
+    """What only a log shared by several processes shows: a backend's test module subclasses
+    this too and provides `make_spec` (what `open_store` opens in another process) and
+    `raw(spec, sql)` (a statement run behind selfheal's back, as a person with a client would)."""
+
+    WRITERS, PER_WRITER = 4, 150
+    #: statements that must be refused by the database itself
+    REFUSED = ("UPDATE events SET data = '{}'", "DELETE FROM events")
+
+    def make_spec(self, tmp_path) -> str:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def raw(self, spec: str, sql: str) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def test_writer_processes_and_a_tailing_reader_lose_and_skip_nothing(self, tmp_path):
+        import os
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        from selfheal.eventstore.store import open_store
+
+        spec = self.make_spec(tmp_path)
+        root = Path(__file__).resolve().parents[2]
+        env = dict(os.environ, PYTHONPATH=str(root))
+        procs = [subprocess.Popen([sys.executable, "-m", "tests.eventstore.shared_procs", "append", spec, str(n),
+                                   str(self.PER_WRITER)], cwd=root, env=env, stderr=subprocess.PIPE, text=True)
+                 for n in range(self.WRITERS)]
+        seen, total = [], self.WRITERS * self.PER_WRITER
+        with open_store(spec) as store:
+            # tail the log while it grows: every page must continue exactly where the last ended
+            while len(seen) < total and any(p.poll() is None for p in procs) or len(seen) < store.last_position():
+                for row in store.recorder.read(seen[-1] if seen else 0):
+                    assert row.position == len(seen) + 1, f"the reader skipped from {len(seen)} to {row.position}"
+                    seen.append(row.position)
+            for p in procs:
+                assert p.wait(timeout=120) == 0, p.stderr.read()[-2000:]
+            assert len(seen) == store.last_position() == total
+            for n in range(self.WRITERS):
+                rows = list(store.recorder.read_stream(f"w{n}"))
+                assert [r.version for r in rows] == list(range(1, self.PER_WRITER + 1))
+                assert [r.event_id for r in rows] == [f"w{n}-{i}" for i in range(self.PER_WRITER)]
+            recorded = [r.recorded_at for r in store.recorder.read()]
+            assert recorded == sorted(recorded)  # time order is position order, across processes
+            assert store.recorder.verify().ok
+
+    def test_the_database_refuses_changes_to_events(self, tmp_path):
+        from selfheal.eventstore.store import open_store
+
+        spec = self.make_spec(tmp_path)
+        with open_store(spec) as store:
+            store.recorder.append("a", [ev(1), ev(2)])
+        for sql in self.REFUSED:
+            with pytest.raises(Exception, match="append-only"):
+                self.raw(spec, sql)
+        with open_store(spec) as store:
+            assert store.recorder.last_position() == 2 and store.recorder.verify().ok
+
+    def test_an_edit_behind_the_triggers_is_found_by_verify(self, tmp_path):
+        from selfheal.eventstore.store import open_store
+
+        spec = self.make_spec(tmp_path)
+        with open_store(spec) as store:
+            store.recorder.append("a", [ev(i) for i in range(1, 6)])
+        self.tamper(spec, 3)
+        with open_store(spec) as store:
+            report = store.recorder.verify()
+        assert not report.ok and report.first_break.position == 3
+
+    def tamper(self, spec: str, position: int) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError

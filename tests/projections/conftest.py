@@ -21,6 +21,7 @@ def healed_log(tmp_path_factory):
         h.store.close()
     conn = sqlite3.connect(path)
     with conn:
-        conn.execute("DELETE FROM view_snapshots")
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'view_snapshots'").fetchone():
+            conn.execute("DELETE FROM view_snapshots")  # the table is made by the first save
     conn.close()
     return path

@@ -1,0 +1,405 @@
+"""The server recorder: one PostgreSQL database holds the log of a fleet of nodes.
+
+Design notes (why, not what):
+- Appends are serialised by a transaction-level advisory lock taken before the chain head is
+  read: every append needs the previous hash, and a sequence would leave gaps on rollback and
+  let a tailing reader skip a row committed late. The lock is released at commit, after the
+  rows are visible, so a reader never sees position n+1 without n. An advisory lock needs no
+  privilege on the table (LOCK TABLE ... EXCLUSIVE needs UPDATE, DELETE or TRUNCATE, which
+  the role selfheal runs as should not have) and, being transaction-scoped, survives a
+  transaction-mode connection pooler. bench/postgres.py measures it against a table lock.
+- `recorded_at` is the server's clock, read under that lock (never less than the head's), so
+  positions and recorded times agree across nodes whose clocks differ, and `--as-of` holds.
+- A runner's lease (handlers/runtime.py) fences its writes: while the recorder carries a
+  fence, every write checks under the append lock that each lease still has the token the
+  runner took; a runner whose lease passed to another node writes nothing more (LeaseLost).
+"""
+from __future__ import annotations
+
+import os
+import urllib.parse
+from collections.abc import Iterable, Iterator, Sequence
+
+import psycopg
+from psycopg import errors as pg_errors
+
+from selfheal.eventstore import postgres_schema as schema
+from selfheal.eventstore.errors import (
+    CannotOpen, CheckpointConflict, ConcurrencyError, DuplicateEventConflict, LogMissing, NewerFormat,
+    NotASelfhealLog, StoreError,
+)
+from selfheal.eventstore.hashing import GENESIS, HASH, POSITION, chain_rows, verify_rows
+from selfheal.eventstore.recorder import (
+    COLUMNS, AppendRequest, Break, CheckpointAdvance, EventFilter, Recorder, StoredEvent, VerifyReport, utc_iso,
+)
+
+SCHEMES = ("postgresql://", "postgres://")
+#: the advisory lock's first key: 'SHL1', as SQLite's application_id; the second is the table's oid
+_LOCK_CLASS = 0x53484C31
+_INSERT = f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))})"
+
+
+def is_url(db) -> bool:
+    return isinstance(db, str) and db.startswith(SCHEMES)
+
+
+def shown(url: str) -> str:
+    """The URL as errors show it: never its password."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+class LeaseLost(StoreError):
+    """A runner's lease passed to another holder: nothing of this write was recorded."""
+
+
+class PostgresRecorder(Recorder):
+    keeps_snapshots = True
+
+    def __init__(self, url: str, *, create: bool = False, clock=None):
+        self.url, self.where = url, shown(url)
+        #: None: recorded_at is the server's clock (tests of replay inject one)
+        self._clock = clock
+        #: lease name -> token, checked by every write while set (handlers/runtime.py)
+        self.fence: dict[str, int] = {}
+        self.read_only: str | None = None
+        try:
+            self._conn = psycopg.connect(url, autocommit=True)
+        except psycopg.Error as exc:
+            raise CannotOpen(f"{self.where}: cannot connect ({' '.join(str(exc).split())})") from None
+        try:
+            self._open(create)
+        except BaseException:
+            self._conn.close()
+            raise
+
+    # -- opening -------------------------------------------------------------------------
+
+    def _format(self) -> int | None:
+        """The log's format, None where the database holds no selfheal log yet."""
+        has_meta = self._conn.execute("SELECT to_regclass('selfheal_meta') IS NOT NULL").fetchone()[0]
+        if not has_meta:
+            if self._conn.execute("SELECT to_regclass('events') IS NOT NULL").fetchone()[0]:
+                raise NotASelfhealLog(f"{self.where}: an events table without selfheal's meta table: not a selfheal log")
+            return None
+        meta = dict(self._conn.execute("SELECT name, value FROM selfheal_meta").fetchall())
+        if meta.get("application") != schema.APPLICATION:
+            raise NotASelfhealLog(f"{self.where}: selfheal_meta names application {meta.get('application')!r}")
+        version = int(meta.get("format_version", "0"))
+        if version > schema.FORMAT_VERSION:
+            raise NewerFormat(f"{self.where}: log format {version} was written by a newer selfheal; this build "
+                              f"reads formats up to {schema.FORMAT_VERSION}")
+        return version
+
+    def _open(self, create: bool) -> None:
+        if self._format() is None:
+            if not create:
+                raise LogMissing(f"{self.where}: holds no selfheal log; create one with `selfheal --db URL init`")
+            with self._conn.transaction():
+                # several nodes may create the log at once: one does, under a lock, the others find it
+                self._conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (_LOCK_CLASS,))
+                if self._format() is None:
+                    for statement in schema.SCHEMA:
+                        self._conn.execute(statement)
+        self._lock_key = self._conn.execute("SELECT 'events'::regclass::oid::int").fetchone()[0]
+
+    # -- writing -------------------------------------------------------------------------
+
+    def _write(self):
+        return _Write(self)
+
+    def _locked_head(self) -> tuple[list, str]:
+        """Take the append lock, then read the head and the time (a statement of its own: its
+        snapshot must be taken after the lock is held, or it would miss the last writer's rows)."""
+        self._conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_CLASS, self._lock_key))
+        row = self._conn.execute(
+            "SELECT e.position, e.hash, e.recorded_at, clock_timestamp() FROM (SELECT 1) one "
+            "LEFT JOIN LATERAL (SELECT position, hash, recorded_at FROM events ORDER BY position DESC LIMIT 1) e "
+            "ON true").fetchone()
+        now = utc_iso(self._clock() if self._clock is not None else row[3])
+        if row[0] is None:
+            return [0, GENESIS], now
+        return [row[0], row[1]], max(now, row[2])  # never before the head: position_at relies on it
+
+    def _check_fence(self) -> None:
+        if not self.fence:
+            return
+        held = dict(self._conn.execute("SELECT name, token FROM leases WHERE name = ANY(%s)",
+                                       (list(self.fence),)).fetchall())
+        lost = sorted(name for name, token in self.fence.items() if held.get(name) != token)
+        if lost:
+            raise LeaseLost(f"{self.where}: the lease on {', '.join(lost)} passed to another runner: nothing of "
+                            "this write was recorded")
+
+    def _append_locked(self, request: AppendRequest, head: list, recorded_at: str) -> list[int]:
+        events = request.events
+        if not events:
+            return []
+        version = self.stream_version(request.stream)
+        if request.expected_version is not None and request.expected_version != version:
+            if self._stored_positions(events):
+                return self._replayed(request)  # a retry of a batch that already landed
+            raise ConcurrencyError(request.stream, request.expected_version, version)
+        rows = chain_rows(events, request.stream, position=head[0], version=version, previous=head[1],
+                          recorded_at=recorded_at)
+        try:
+            with self._conn.transaction():  # a savepoint: a stored id undoes this batch only
+                with self._conn.cursor() as cur:
+                    cur.executemany(_INSERT, rows)
+        except pg_errors.UniqueViolation:
+            return self._replayed(request)
+        keys = [(f"event:{e.event_id}", e.key) for e in events if e.key is not None]
+        if keys:
+            with self._conn.cursor() as cur:
+                cur.executemany("INSERT INTO keys (name, key) VALUES (%s, %s) ON CONFLICT DO NOTHING", keys)
+        head[0], head[1] = rows[-1][POSITION], rows[-1][HASH]
+        return [r[POSITION] for r in rows]
+
+    def _stored_positions(self, events) -> dict[str, int]:
+        return dict(self._conn.execute("SELECT event_id, position FROM events WHERE event_id = ANY(%s)",
+                                       ([e.event_id for e in events],)).fetchall())
+
+    def _replayed(self, request: AppendRequest) -> list[int]:
+        events = request.events
+        stored = self._stored_positions(events)
+        if len(stored) == len(events):
+            return [stored[e.event_id] for e in events]
+        if len({e.event_id for e in events}) != len(events):
+            raise DuplicateEventConflict(f"stream {request.stream!r}: the batch repeats an event id")
+        raise DuplicateEventConflict(
+            f"stream {request.stream!r}: {len(stored)} of {len(events)} event ids in the batch are stored "
+            f"already (e.g. {next(iter(stored))}); a retry must resend the same batch")
+
+    def append(self, stream, events, expected_version=None) -> list[int]:
+        return self.append_many([AppendRequest(stream, events, expected_version)])[0]
+
+    def append_many(self, requests: Sequence[AppendRequest],
+                    checkpoints: Sequence[CheckpointAdvance] = ()) -> list[list[int]]:
+        with self._write():
+            head, recorded_at = self._locked_head()
+            self._check_fence()
+            if checkpoints:
+                stored = dict(self._conn.execute(
+                    "SELECT handler, position FROM handler_checkpoints WHERE handler = ANY(%s)",
+                    ([m.handler for m in checkpoints],)).fetchall())
+                for move in checkpoints:
+                    if stored.get(move.handler, 0) != move.expected:
+                        raise CheckpointConflict(move.handler, move.expected, stored.get(move.handler, 0))
+            positions = [self._append_locked(r, head, recorded_at) for r in requests]
+            if checkpoints:
+                with self._conn.cursor() as cur:
+                    cur.executemany(
+                        "INSERT INTO handler_checkpoints (handler, position, updated_at) VALUES (%s, %s, %s) "
+                        "ON CONFLICT (handler) DO UPDATE SET position = excluded.position, "
+                        "updated_at = excluded.updated_at",
+                        [(m.handler, m.position, recorded_at) for m in checkpoints])
+        return positions
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _select(self, columns: Sequence[str], bodies: Iterable[str] | None) -> tuple[str, list]:
+        if "position" not in columns:
+            raise ValueError(f"{', '.join(columns)}: a read pages by position, so the columns must include it")
+        parts, params = [], []
+        for column in columns:
+            if column not in COLUMNS:
+                raise ValueError(f"{column!r} is not a column of the log (columns: {', '.join(COLUMNS)})")
+            if column == "data" and bodies is not None:
+                parts.append("CASE WHEN type = ANY(%s) THEN data END")
+                params.append(list(bodies))
+            else:
+                parts.append(column)
+        return ", ".join(parts), params
+
+    def _paged(self, columns, bodies, clauses: list[str], params: list, after: int, *,
+               limit: int | None = None, page: int = 1000) -> Iterator[list[tuple]]:
+        select, select_params = self._select(columns, bodies)
+        at = list(columns).index("position")
+        sql = (f"SELECT {select} FROM events WHERE position > %s{''.join(f' AND {c}' for c in clauses)} "
+               "ORDER BY position LIMIT %s")
+        remaining = limit
+        while remaining is None or remaining > 0:
+            size = page if remaining is None else min(page, remaining)
+            rows = self._conn.execute(sql, (*select_params, after, *params, size)).fetchall()
+            if rows:
+                yield rows
+            if len(rows) < size:
+                return
+            after = rows[-1][at]
+            if remaining is not None:
+                remaining -= len(rows)
+
+    def pages(self, columns, after=0, *, types=None, until=None, bodies=None, page=1000):
+        clauses, params = [], []
+        if types is not None:
+            clauses.append("type = ANY(%s)")
+            params.append(list(types))
+        if until is not None:
+            clauses.append("position <= %s")
+            params.append(until)
+        return self._paged(columns, bodies, clauses, params, after, page=page)
+
+    def read(self, after=0, *, types=None, until=None, page=1000) -> Iterator[StoredEvent]:
+        for rows in self.pages(COLUMNS, after, types=types, until=until, page=page):
+            for row in rows:
+                yield StoredEvent(*row)
+
+    def query(self, where: EventFilter, limit: int | None = None) -> Iterator[StoredEvent]:
+        clauses, params = [], []
+        for op, value in (("position <=", where.until), ("stream =", where.stream),
+                          ("correlation_id =", where.correlation_id),
+                          ("occurred_at >=", where.occurred_since), ("occurred_at <", where.occurred_until)):
+            if value is not None:
+                clauses.append(f"{op} %s")
+                params.append(value)
+        if where.types is not None:
+            clauses.append("type = ANY(%s)")
+            params.append(list(where.types))
+        for rows in self._paged(COLUMNS, None, clauses, params, where.after, limit=limit):
+            for row in rows:
+                yield StoredEvent(*row)
+
+    def _rows(self, rest: str, params) -> list[StoredEvent]:
+        return [StoredEvent(*row) for row in
+                self._conn.execute(f"SELECT {', '.join(COLUMNS)} FROM events {rest}", params).fetchall()]
+
+    def read_stream(self, stream: str, after_version: int = 0) -> Iterator[StoredEvent]:
+        return iter(self._rows("WHERE stream = %s AND version > %s ORDER BY version", (stream, after_version)))
+
+    def get(self, event_id: str) -> StoredEvent | None:
+        rows = self._rows("WHERE event_id = %s", (event_id,))
+        return rows[0] if rows else None
+
+    def last_position(self) -> int:
+        return self._conn.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()[0]
+
+    def stream_version(self, stream: str) -> int:
+        return self._conn.execute("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream = %s",
+                                  (stream,)).fetchone()[0]
+
+    def checkpoint(self, handler: str) -> int:
+        row = self._conn.execute("SELECT position FROM handler_checkpoints WHERE handler = %s", (handler,)).fetchone()
+        return row[0] if row else 0
+
+    def checkpoints(self) -> dict[str, int]:
+        return dict(self._conn.execute("SELECT handler, position FROM handler_checkpoints ORDER BY handler").fetchall())
+
+    def position_at(self, moment: str) -> int:
+        return self._conn.execute("SELECT COALESCE(MAX(position), 0) FROM events WHERE recorded_at <= %s",
+                                  (moment,)).fetchone()[0]
+
+    def hash_at(self, position: int) -> str | None:
+        row = self._conn.execute("SELECT hash FROM events WHERE position = %s", (position,)).fetchone()
+        return row[0] if row else None
+
+    def verify(self) -> VerifyReport:
+        problems = schema.problems(self._conn)
+
+        rows = (row for page in self.pages(COLUMNS, page=5000) for row in page)
+        count, head, head_hash, broken = verify_rows(rows)
+        if broken is None and problems:
+            broken = (None, "; ".join(problems))
+        return VerifyReport(ok=broken is None, events=count, head_position=head, head_hash=head_hash,
+                            first_break=Break(*broken) if broken else None)
+
+    # -- keys, secrets and snapshots beside the log ----------------------------------------
+
+    def event_key(self, event_id: str) -> bytes | None:
+        row = self._conn.execute("SELECT key FROM keys WHERE name = %s", (f"event:{event_id}",)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def forget(self, event_id: str, record: AppendRequest) -> list[int]:
+        with self._write():
+            head, recorded_at = self._locked_head()
+            self._check_fence()
+            # the key's row is dead once this commits; VACUUM reclaims its bytes (README)
+            self._conn.execute("DELETE FROM keys WHERE name = %s", (f"event:{event_id}",))
+            return self._append_locked(record, head, recorded_at)
+
+    def stored_secret(self, name: str) -> bytes | None:
+        row = self._conn.execute("SELECT key FROM keys WHERE name = %s", (f"secret:{name}",)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def secret(self, name: str) -> bytes:
+        found = self.stored_secret(name)
+        if found is None:
+            with self._write():  # nodes asking at once: the first key stored is everyone's
+                self._conn.execute("INSERT INTO keys (name, key) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                                   (f"secret:{name}", os.urandom(32)))
+            found = self.stored_secret(name)
+        return found
+
+    def snapshot(self, key: str) -> tuple[int, str, bytes] | None:
+        row = self._conn.execute("SELECT position, hash, data FROM view_snapshots WHERE key = %s", (key,)).fetchone()
+        return (row[0], row[1], bytes(row[2])) if row else None
+
+    def save_snapshot(self, key: str, position: int, chain: str, data: bytes) -> None:
+        try:
+            self._save_snapshot(key, position, chain, data)
+        except psycopg.Error as exc:
+            raise StoreError(f"{self.where}: the snapshot was not saved ({' '.join(str(exc).split())})") from None
+
+    def _save_snapshot(self, key: str, position: int, chain: str, data: bytes) -> None:
+        with self._write():
+            self._conn.execute("DELETE FROM view_snapshots WHERE key != %s", (key,))  # retired fold code
+            self._conn.execute("INSERT INTO view_snapshots (key, position, hash, data) VALUES (%s, %s, %s, %s) "
+                               "ON CONFLICT (key) DO UPDATE SET position = excluded.position, hash = excluded.hash, "
+                               "data = excluded.data", (key, position, chain, data))
+
+    # -- runner leases (handlers/runtime.py) -----------------------------------------------
+
+    def acquire_lease(self, name: str, holder: str, ttl_s: float) -> int | None:
+        """Take or renew lease `name` for `holder`; its token, or None while another holds it.
+
+        The token grows each time the lease changes holder, never on a renewal: a runner that
+        holds token t and finds another token has lost the lease, whatever its clock says."""
+        with self._write():
+            row = self._conn.execute(
+                "INSERT INTO leases AS l (name, holder, token, expires_at) "
+                "VALUES (%s, %s, 1, clock_timestamp() + make_interval(secs => %s)) "
+                "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at, "
+                "token = CASE WHEN l.holder = excluded.holder THEN l.token ELSE l.token + 1 END "
+                "WHERE l.holder = excluded.holder OR l.expires_at < clock_timestamp() RETURNING token",
+                (name, holder, ttl_s)).fetchone()
+        return row[0] if row else None
+
+    def release_lease(self, name: str, holder: str) -> None:
+        """Let the lease go at once (its token stays, so the next holder's is higher)."""
+        with self._write():
+            self._conn.execute("UPDATE leases SET expires_at = '-infinity' WHERE name = %s AND holder = %s",
+                               (name, holder))
+
+    def leases(self) -> dict[str, tuple[str, int, bool]]:
+        """name -> (holder, token, live), for `state` and the tests."""
+        return {name: (holder, token, live) for name, holder, token, live in self._conn.execute(
+            "SELECT name, holder, token, expires_at > clock_timestamp() FROM leases ORDER BY name").fetchall()}
+
+    def check_writable(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class _Write:
+    """One write transaction; a lost connection or a server error is one StoreError naming the log."""
+
+    def __init__(self, recorder: PostgresRecorder):
+        self.recorder = recorder
+        self.transaction = recorder._conn.transaction()
+
+    def __enter__(self):
+        try:
+            return self.transaction.__enter__()
+        except psycopg.OperationalError as exc:
+            raise StoreError(f"{self.recorder.where}: cannot write ({' '.join(str(exc).split())})") from None
+
+    def __exit__(self, kind, exc, tb):
+        try:
+            return self.transaction.__exit__(kind, exc, tb)
+        except psycopg.OperationalError as failure:
+            raise StoreError(f"{self.recorder.where}: cannot write ({' '.join(str(failure).split())}): nothing "
+                             "of this write was recorded") from None
