@@ -5,12 +5,14 @@ from pathlib import Path
 
 import selfheal
 from selfheal.eventstore.audit import default_db_path
+from selfheal.eventstore.store import is_server
 from selfheal.schemas.config import Settings
 
 
 class Context:
     def __init__(self, db_path: str | None, config_path: str | None, synchronous: str = "FULL"):
-        self.db_path = Path(db_path) if db_path else default_db_path()
+        # a postgresql:// URL stays a str (a Path would fold its '//')
+        self.db_path = (db_path if is_server(db_path) else Path(db_path)) if db_path else default_db_path()
         self.config_path = config_path
         self.synchronous = synchronous
         self._settings: Settings | None = None

@@ -10,7 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import click
 
-from selfheal.cli import baseline_commands, log_commands, loop_commands, rules_commands
+from selfheal.cli import baseline_commands, log_commands, loop_commands, migrate_commands, rules_commands
 from selfheal.cli.context import Context
 from selfheal.eventstore.errors import StoreError
 from selfheal.schemas.config import ConfigError
@@ -71,6 +71,7 @@ def _register() -> None:
     loop_commands.register(cli)
     baseline_commands.register(cli)
     rules_commands.register(cli)
+    migrate_commands.register(cli)
 
 
 _register()

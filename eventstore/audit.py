@@ -10,15 +10,16 @@ import msgspec
 
 from selfheal.eventstore.errors import CorruptEvent, CorruptLog, UnknownEventType
 from selfheal.eventstore.recorder import Break, EventFilter, StoredEvent, VerifyReport, parse_utc, utc_iso
-from selfheal.eventstore.store import POSITION, Decoders, EventStore, open_store
+from selfheal.eventstore.store import POSITION, Decoders, EventStore, is_server, open_store
 
 DB_ENV = "SELFHEAL_DB"
 
 
-def default_db_path(environ=os.environ) -> Path:
-    """$SELFHEAL_DB, else $XDG_STATE_HOME/selfheal/selfheal.db, else ~/.local/state/selfheal/selfheal.db."""
+def default_db_path(environ=os.environ) -> Path | str:
+    """$SELFHEAL_DB (a path, or a postgresql:// URL as it is), else
+    $XDG_STATE_HOME/selfheal/selfheal.db, else ~/.local/state/selfheal/selfheal.db."""
     if environ.get(DB_ENV):
-        return Path(environ[DB_ENV])
+        return environ[DB_ENV] if is_server(environ[DB_ENV]) else Path(environ[DB_ENV])
     state = environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
     return Path(state) / "selfheal" / "selfheal.db"
 
@@ -26,7 +27,8 @@ def default_db_path(environ=os.environ) -> Path:
 def init(path: str | os.PathLike, *, synchronous: str = "FULL") -> dict:
     """Create (or migrate) a log at `path`; returns what is there."""
     with open_store(path, create=True, synchronous=synchronous) as store:
-        return {"path": str(Path(path).resolve()), "events": store.last_position()}
+        where = store.recorder.where if is_server(path) else str(Path(path).resolve())  # no password shown
+        return {"path": where, "events": store.last_position()}
 
 
 def _time(value: str | datetime | None) -> str | None:

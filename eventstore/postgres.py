@@ -403,3 +403,32 @@ class _Write:
         except psycopg.OperationalError as failure:
             raise StoreError(f"{self.recorder.where}: cannot write ({' '.join(str(failure).split())}): nothing "
                              "of this write was recorded") from None
+
+
+def copy_into(recorder: PostgresRecorder, rows: Iterable[tuple], keys: Iterable[tuple[str, bytes]],
+              checkpoints: dict[str, int], batch: int = 5000) -> int:
+    """Copy another log's rows (COLUMNS order, hashes and recorded times as stored), its keys and
+    its checkpoints into `recorder`'s empty log, in one transaction; returns the rows copied.
+    A log that holds events already is refused: two chains cannot be joined."""
+    conn, count = recorder._conn, 0
+    with recorder._write():
+        recorder._locked_head()
+        if recorder.last_position():
+            raise StoreError(f"{recorder.where}: the log holds {recorder.last_position()} events already; "
+                             "migrate into an empty log")
+        chunk: list[tuple] = []
+        with conn.cursor() as cur:
+            for row in rows:
+                chunk.append(tuple(row))
+                if len(chunk) == batch:
+                    cur.executemany(_INSERT, chunk)
+                    count, chunk = count + len(chunk), []
+            if chunk:
+                cur.executemany(_INSERT, chunk)
+                count += len(chunk)
+            cur.executemany("INSERT INTO keys (name, key) VALUES (%s, %s) ON CONFLICT (name) DO UPDATE "
+                            "SET key = excluded.key", [(name, bytes(key)) for name, key in keys])
+            cur.executemany("INSERT INTO handler_checkpoints (handler, position) VALUES (%s, %s) "
+                            "ON CONFLICT (handler) DO UPDATE SET position = excluded.position",
+                            list(checkpoints.items()))
+    return count

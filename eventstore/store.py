@@ -306,10 +306,18 @@ class EventStore:
         self.close()
 
 
+SERVER_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_server(db) -> bool:
+    """Whether `db` names a log on a PostgreSQL server (a URL) rather than a SQLite file."""
+    return isinstance(db, str) and db.startswith(SERVER_SCHEMES)
+
+
 def open_store(path: str | os.PathLike, *, create: bool = False, synchronous: str = "FULL") -> EventStore:
     """The log at `path`: a SQLite file, or a PostgreSQL database given as a postgresql:// URL
     (eventstore/postgres.py; `synchronous` is SQLite's and does not apply there)."""
-    if isinstance(path, str) and path.startswith(("postgresql://", "postgres://")):
+    if is_server(path):
         try:
             from selfheal.eventstore.postgres import PostgresRecorder  # psycopg is an optional extra
         except ModuleNotFoundError as exc:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 
 from selfheal.eventstore.audit import default_db_path
-from selfheal.eventstore.store import EventStore, open_store
+from selfheal.eventstore.store import EventStore, is_server, open_store
 from selfheal.schemas.config import ConfigError, Settings, load_settings
 from selfheal.schemas.redaction import is_secret_name, known_secrets
 from selfheal.schemas.serving import TUNABLE, ServingConfig
@@ -29,7 +29,9 @@ def open_db(db: Db = None, *, create: bool = False, synchronous: str = "FULL") -
     """The event log `db` names, opened (a store is returned as it is); close it when done."""
     if isinstance(db, EventStore):
         return db
-    return open_store(default_db_path() if db is None else Path(db), create=create, synchronous=synchronous)
+    # a postgresql:// URL stays a str (a Path would fold its '//')
+    db = default_db_path() if db is None else db if is_server(db) else Path(db)
+    return open_store(db, create=create, synchronous=synchronous)
 
 
 def opened(db: Db, create: bool, synchronous: str,

@@ -1,0 +1,26 @@
+"""`selfheal migrate`: move an embedded log to a PostgreSQL server (eventstore/migration.py)."""
+from __future__ import annotations
+
+import click
+
+from selfheal.cli.output import emit_json
+from selfheal.eventstore.migration import migrate as migrate_log
+
+
+@click.command()
+@click.option("--from", "source", required=True, type=click.Path(dir_okay=False, exists=True),
+              help="The SQLite log to copy.")
+@click.option("--to", "target", required=True, help="The PostgreSQL log: postgresql://USER@HOST:PORT/DATABASE.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def migrate(source: str, target: str, as_json: bool) -> None:
+    """Copy an embedded log into an empty PostgreSQL log; the hash chain is verified on both sides."""
+    result = migrate_log(source, target)
+    if as_json:
+        emit_json(result)
+    else:
+        click.echo(f"copied {result.events} events, {result.keys} keys and {result.checkpoints} checkpoints to "
+                   f"{result.target}; both chains verify, head {result.head_position} {result.head_hash}")
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(migrate)
