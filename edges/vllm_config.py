@@ -22,7 +22,7 @@ import yaml
 from selfheal.schemas.actuators import ActuatorBounds
 from selfheal.schemas.config import ConfigError
 from selfheal.schemas.serving import TUNABLE, ServingConfig
-from selfheal.schemas.vllm_yaml import compose_yaml, load_yaml, read_yaml_text
+from selfheal.schemas.vllm_yaml import compose_yaml, load_yaml, read_yaml_text, rewrite_set, round_trip_set
 
 TMP_MARK = ".selfheal-tmp-"
 PREVIOUS_SUFFIX = ".previous"
@@ -44,13 +44,13 @@ class WriteResult:
     previous_path: Path | None  #: `NAME.previous`, the version before this one, when there is one
     bytes: int                  #: size of the content now at `path`
     changed: bool = True        #: False when the file already held exactly these bytes (nothing written)
-    method: str | None = None   #: how `commit` rendered: "new", "lines" or "round-trip"
+    method: str | None = None   #: how `commit` rendered: "new", "lines", "round-trip" or "rewrite" (see render)
 
 
 @dataclass(frozen=True)
 class Rendered:
     text: str
-    method: str  #: "new" (no file before), "lines" (in-place line edits) or "round-trip" (PyYAML)
+    method: str  #: "new" (no file before), "lines" (in-place line edits), "round-trip" (ruamel.yaml), "rewrite" (PyYAML)
 
 
 # --- parsing ------------------------------------------------------------------------------------
@@ -151,15 +151,6 @@ def _line_edits(text: str, values: dict[str, object]) -> str | None:
     return out
 
 
-def _round_trip(original: dict, values: dict[str, object]) -> str:
-    data = dict(original)
-    for name, value in values.items():
-        keys = [k for k in data if _norm(k) == name]
-        for k in keys or [_dashed(name)]:
-            data[k] = value
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True)
-
-
 def _same(a: object, b: object) -> bool:
     if a == b:
         return True
@@ -195,10 +186,13 @@ def render_plan(existing_text: str | None, config: ServingConfig) -> Rendered:
     text = _line_edits(existing_text, values)
     if text is not None and _faithful(text, original, values):
         return Rendered(text=text, method="lines")
-    text = _round_trip(original, values)
+    text = round_trip_set(existing_text, values, _norm)
+    if text is not None and _faithful(text, original, values):
+        return Rendered(text=text, method="round-trip")
+    text = rewrite_set(original, values, _norm)
     if not _faithful(text, original, values):  # should not happen; never write what we cannot read back
         raise ConfigError("cannot render the vLLM config: the result does not read back as written")
-    return Rendered(text=text, method="round-trip")
+    return Rendered(text=text, method="rewrite")
 
 
 def render(existing_text: str | None, config: ServingConfig) -> str:
@@ -210,9 +204,13 @@ def render(existing_text: str | None, config: ServingConfig) -> str:
     the file lacks are appended at the end in vLLM's dashed spelling. When the file is not
     that simple (a flow-style root `{...}`, a tunable whose value is an alias, an anchor other
     keys refer to, a multi-line or empty value, an indented document, an explicit `...`
-    document end), it falls back to a PyYAML round trip:
-    every key and value is kept, in order, but COMMENTS AND FORMATTING ARE LOST. Either way
-    the result is parsed back and must set exactly these values and keep every other key.
+    document end), it goes through ruamel.yaml's round trip (schemas.vllm_yaml.round_trip_set):
+    comments, anchors and aliases, flow style, block scalars, quoting and key order are kept;
+    blank lines between keys, indentation and a comment's column may be ruamel.yaml's. Either
+    way the result is parsed back with PyYAML, as vLLM reads it, and must set exactly these
+    values and keep every other key. Where ruamel.yaml reads the file otherwise than PyYAML
+    (a key given twice: ruamel.yaml keeps the first value, PyYAML and so vLLM the last), PyYAML
+    writes the mapping anew ("rewrite"): keys, values and order kept, COMMENTS LOST.
     """
     return render_plan(existing_text, config).text
 
