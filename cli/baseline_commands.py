@@ -4,8 +4,8 @@ from __future__ import annotations
 import click
 
 import selfheal
-from selfheal.cli.loop_commands import as_of_option, json_option
-from selfheal.cli.output import as_of as _as_of, emit_json, to_json
+from selfheal.cli.loop_commands import as_of_option, check_deployment, json_option
+from selfheal.cli.output import as_of as _as_of, emit_json, emit_rows, row_style, show_time, table_options, to_json
 
 
 @click.command()
@@ -30,6 +30,7 @@ def baseline(ctx, words, path, as_of, as_json) -> None:
     if len(words) > 1:
         raise click.UsageError("usage: selfheal baseline [DEPLOYMENT]")
     found = selfheal.baseline(words[0] if words else None, as_of=_as_of(as_of), **ctx.db)
+    check_deployment(ctx, words[0] if words else None, bool(found), "DEPLOYMENT")
     if as_json:
         emit_json(found)
         return
@@ -38,7 +39,7 @@ def baseline(ctx, words, path, as_of, as_json) -> None:
         click.echo(f"{name}: v{current.version} {to_json(current.config)}")
         for v in versions:
             verified = {True: "verified", False: "FAILED verification", None: ""}[v.verified]
-            click.echo(f"  v{v.version}  {v.at.isoformat()}  {v.source:<28} {verified}")
+            click.echo(f"  v{v.version}  {show_time(v.at)}  {v.source:<28} {verified}".rstrip())
 
 
 @click.command()
@@ -54,7 +55,7 @@ def approve(ctx, promotion_id, by, note, as_json) -> None:
         emit_json(approved)
     else:
         click.echo(f"approved {approved.promotion_id} by {by}; evidence {approved.evidence_hash}; "
-                   f"valid until {approved.expires_at.isoformat()}")
+                   f"valid until {show_time(approved.expires_at)}")
 
 
 @click.command()
@@ -76,16 +77,25 @@ def reject(ctx, promotion_id, by, note, as_json) -> None:
 @click.option("--deployment")
 @as_of_option
 @json_option
+@table_options
 @click.pass_obj
-def alerts(ctx, deployment, as_of, as_json) -> None:
+def alerts(ctx, deployment, as_of, as_json, as_table, as_csv) -> None:
     """Every alert raised, with its evidence and where it was delivered."""
+    style = row_style(as_json, as_table, as_csv)
     found = selfheal.alerts(deployment=deployment, as_of=_as_of(as_of), **ctx.db)
-    if as_json:
+    check_deployment(ctx, deployment, bool(found))
+    if style == "json":
         emit_json(found)
         return
-    for a in found:
-        sent = ", ".join(f"{d['sink']} {'ok' if d['ok'] else 'FAILED'} x{d['count']}" for d in a.deliveries) or "held"
-        click.echo(f"{a.raised_at.isoformat()}  {a.deployment:<20} {a.kind:<20} {a.summary}  [{sent}]")
+    rows = [{"raised_at": show_time(a.raised_at), "deployment": a.deployment, "kind": a.kind, "summary": a.summary,
+             "deliveries": ", ".join(f"{d['sink']} {'ok' if d['ok'] else 'FAILED'} x{d['count']}"
+                                     for d in a.deliveries) or "held"} for a in found]
+    if style:
+        emit_rows(rows, style)
+        return
+    for row in rows:
+        click.echo(f"{row['raised_at']}  {row['deployment']:<20} {row['kind']:<20} {row['summary']}  "
+                   f"[{row['deliveries']}]")
 
 
 @click.command()

@@ -1,10 +1,11 @@
 """What every command shares: where the log and the config are, as the global options say."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import selfheal
-from selfheal.eventstore.audit import default_db_path
+from selfheal.eventstore.audit import DB_ENV, default_db_path
 from selfheal.eventstore.store import is_server
 from selfheal.schemas.config import Settings
 
@@ -13,6 +14,9 @@ class Context:
     def __init__(self, db_path: str | None, config_path: str | None, synchronous: str = "FULL"):
         # a postgresql:// URL stays a str (a Path would fold its '//')
         self.db_path = (db_path if is_server(db_path) else Path(db_path)) if db_path else default_db_path()
+        # whether the person chose the log (--db or $SELFHEAL_DB), or it is the default:
+        # `demo` writes a chosen one, and a temp folder otherwise
+        self.db_chosen = bool(db_path or os.environ.get(DB_ENV))
         self.config_path = config_path
         self.synchronous = synchronous
         self._settings: Settings | None = None

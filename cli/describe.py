@@ -26,9 +26,12 @@ def describe(r: Recorded) -> str:
         nums = ", ".join(f"{k}={v:g}" for k, v in f.numbers.items())
         fix = ", ".join(f"{k}={v}" for k, v in f.fix.items()) or "none"
         who = "canary log" if e.canary_id else "incident"
-        return f"{who}: {f.kind} ({f.rule} v{f.rule_version}; {nums}); seed fix: {fix}"
+        return f"{who}: {f.kind} ({f.rule} v{f.rule_version}{'; ' + nums if nums else ''}); seed fix: {fix}"
     if t == "IncidentUnmatched":
-        return f"no rule explains incident {e.incident_id[:8]} (rules {e.rules_version})"
+        if r.correlation_id and e.incident_id != r.correlation_id:
+            # a canary's own log, captured in the incident's chain: a healthy one is no fault
+            return f"canary log {e.incident_id[:8]}: no failure found (rules {e.rules_version})"
+        return f"no rule explains incident {e.incident_id[:8]} (rules {e.rules_version}); kept for future rules"
     if t == "IntentRaised":
         what = f"tune: {', '.join(f'{k}={v}' for k, v in e.seed_fix.items())}" if e.action == "tune" else f"alert: {e.reason}"
         return f"intent {e.intent_id[:8]} for {e.kind}: {what}"
@@ -54,8 +57,8 @@ def describe(r: Recorded) -> str:
     if t == "CanaryCompleted":
         m = e.measurements
         if not m.started or not m.passed_load:
-            return f"canary failed at {m.failure_stage}: {m.failure_kind}"
-        return (f"canary ok: {m.kv_cache_tokens:,} KV tokens, {m.max_concurrency:.2f}x concurrency, "
+            return f"canary failed at {m.failure_stage} after {m.duration_s:.0f} s: {m.failure_kind}"
+        return (f"canary ok after {m.duration_s:.0f} s: {m.kv_cache_tokens:,} KV tokens, {m.max_concurrency:.2f}x concurrency, "
                 f"{m.throughput_tok_s:.0f} tok/s, p99 {m.latency_p99_ms:.0f} ms, {m.preemptions} preemptions, "
                 f"headroom {m.gpu_headroom_gib:.2f} GiB")
     if t == "CandidateScored":
@@ -67,7 +70,7 @@ def describe(r: Recorded) -> str:
     if t == "EscalationRaised":
         return f"ESCALATION: {e.reason}"
     if t == "RunFinished":
-        return f"run {e.run_id[:8]} finished: {e.outcome} after {e.canaries} canaries"
+        return f"run {e.run_id[:8]} finished: {e.outcome} after {e.canaries} canar{'y' if e.canaries == 1 else 'ies'}"
     if t == "IntentArchived":
         return f"intent {e.intent_id[:8]} archived: {e.outcome}"
     return _stage7(e, t)
@@ -114,4 +117,6 @@ def _stage7(e, t: str) -> str:
 
 
 def timeline_line(r: Recorded) -> str:
-    return f"{r.occurred_at[11:23]}  {r.type:<18} {describe(r)}"
+    """The event's time in the log's own spelling (ISO-8601 UTC, 'Z'): the value --as-of,
+    --since and --until take."""
+    return f"{r.occurred_at}  {r.type:<21} {describe(r)}"

@@ -6,8 +6,9 @@ import sys
 import click
 
 import selfheal
-from selfheal.cli.output import as_of as _as_of, emit_json, progress_printer, to_json
-from selfheal.eventstore.audit import row_json
+from selfheal.cli.inputs import MAX_POSITION, TIME_HELP, check_types, optional_time, resolve_prefix
+from selfheal.cli.output import (as_of as _as_of, emit_json, emit_rows, event_json, progress_printer, row_style,
+                                 table_options, to_json)
 
 
 @click.command()
@@ -23,25 +24,44 @@ def init(ctx, as_json: bool) -> None:
 
 
 @click.command()
-@click.option("--type", "types", multiple=True, help="Event type (repeatable).")
-@click.option("--stream", help="One stream, e.g. run-<id>.")
-@click.option("--correlation", help="Correlation id: every event of one incident's chain.")
-@click.option("--since", help="occurred_at >= this ISO-8601 time.")
-@click.option("--until", help="occurred_at < this ISO-8601 time.")
-@click.option("--after", type=int, default=0, help="Only positions after this one.")
-@click.option("--as-of", "as_of", help="What the log held at a position or ISO-8601 time.")
-@click.option("--limit", type=click.IntRange(min=0), default=None)
+@click.option("--type", "types", multiple=True, help="Event type (repeatable); an unknown one is refused.")
+@click.option("--stream", help="One stream, e.g. run-<id>; a prefix of it, or of the id in it, will do.")
+@click.option("--correlation", help="Correlation (incident) id, or a prefix of it: every event of one chain.")
+@click.option("--since", help=f"occurred_at >= this time ({TIME_HELP}).")
+@click.option("--until", help="occurred_at < this time (as --since).")
+@click.option("--after", type=click.IntRange(0, MAX_POSITION), default=0, help="Only positions after this one.")
+@click.option("--as-of", "as_of", help="What the log held at a position or a time (as --since).")
+@click.option("--limit", type=click.IntRange(0, MAX_POSITION), default=None)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line (JSON Lines).")
+@table_options
 @click.pass_obj
-def events(ctx, types, stream, correlation, since, until, after, as_of, limit, as_json) -> None:
+def events(ctx, types, stream, correlation, since, until, after, as_of, limit, as_json, as_table, as_csv) -> None:
     """List events, oldest first."""
-    rows = selfheal.events(types=types, stream=stream, correlation=correlation, since=since, until=until,
-                           after=after, as_of=_as_of(as_of), limit=limit, **ctx.db)
-    for row in rows:
-        if as_json:
-            click.echo(row_json(row))
-        else:
-            click.echo(f"{row.position:>7}  {row.occurred_at}  {row.type:<22} {row.stream}")
+    style = row_style(as_json, as_table, as_csv)
+    types = check_types(types)
+    query = dict(types=types, since=optional_time(since, "--since"), until=optional_time(until, "--until"),
+                 after=after, as_of=_as_of(as_of), limit=limit)
+    with selfheal.open_db(**ctx.db) as store:
+        stream = stream and _known_id(store, "stream", stream, "--stream")
+        correlation = correlation and _known_id(store, "correlation_id", correlation, "--correlation")
+        rows = selfheal.events(stream=stream, correlation=correlation, db=store, **query)
+        if style in ("table", "csv"):
+            emit_rows([{"position": r.position, "occurred_at": r.occurred_at, "type": r.type, "stream": r.stream,
+                        "correlation_id": r.correlation_id} for r in rows], style)
+            return
+        for row in rows:
+            click.echo(event_json(row) if as_json else f"{row.position:>7}  {row.occurred_at}  {row.type:<22} "
+                                                       f"{row.stream}")
+
+
+def _known_id(store, column: str, given: str, option: str) -> str:
+    """`given` as the log holds it: an exact stream or correlation id as it is, else the one
+    it is a prefix of (the rule `show` has); nothing, or several, is an error."""
+    where = {"stream": given} if column == "stream" else {"correlation": given}
+    if next(iter(selfheal.events(db=store, limit=1, **where)), None) is not None:
+        return given
+    seen = {value for page in store.recorder.pages(["position", column]) for (_position, value) in page if value}
+    return resolve_prefix("stream" if column == "stream" else "correlation id", given, seen, option)
 
 
 @click.command()

@@ -1,21 +1,43 @@
 """Commands of the healing loop: diagnose, observe, run, heal, demo, and the queries over it."""
 from __future__ import annotations
 
+import shutil
+import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 import click
 
 import selfheal
+from selfheal.cli import exits
 from selfheal.cli.describe import timeline_line
-from selfheal.cli.output import as_of as _as_of, emit_json, to_json
+from selfheal.cli.inputs import TIME_HELP, parse_time, unknown
+from selfheal.cli.output import as_of as _as_of, emit_json, emit_rows, row_style, show_time, table_options, to_json
 from selfheal.edges.live import stop_on_signals
 from selfheal.handlers.loop import InputError
 from selfheal.handlers.observer import format_diagnosis
+from selfheal.projections.queries import DeploymentState
+from selfheal.schemas.actuators import ActuatorBounds
 from selfheal.schemas.serving import TUNABLE
 
-as_of_option = click.option("--as-of", "as_of", help="What selfheal believed at a position or ISO-8601 time.")
+as_of_option = click.option("--as-of", "as_of", help=f"What selfheal believed at a position or a time ({TIME_HELP}).")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+def canaries(n: int) -> str:
+    return "1 canary" if n == 1 else f"{n} canaries"
+
+
+def check_deployment(ctx, deployment: str | None, found: bool, option: str = "--deployment") -> None:
+    """A --deployment filter that matched nothing must name something that exists: the
+    configured deployments and those the log knows."""
+    if deployment is None or found:
+        return
+    known = set(ctx.settings.deployments) | {r.deployment for r in selfheal.history(**ctx.db)} \
+        | set(selfheal.baseline(**ctx.db)) | {i.deployment for i in selfheal.intents(**ctx.db)}
+    if deployment not in known:
+        raise unknown("deployment", deployment, known, option)
 
 
 def _parse_current(pairs: tuple[str, ...]) -> dict:
@@ -26,8 +48,25 @@ def _parse_current(pairs: tuple[str, ...]) -> dict:
         if not sep or key not in TUNABLE:
             raise click.BadParameter(f"{pair!r}: expected KEY=VALUE with KEY one of {', '.join(TUNABLE)}",
                                      param_hint="--current")
-        values[key] = raw.strip().lower() in ("1", "true", "yes") if key == "enforce_eager" else float(raw)
+        if key == "enforce_eager":
+            values[key] = raw.strip().lower() in ("1", "true", "yes")
+            continue
+        try:
+            values[key] = float(raw)
+        except ValueError:
+            raise click.BadParameter(f"{pair!r}: {raw.strip()!r} is not a number", param_hint="--current") from None
     return values
+
+
+def _outside_bounds(diagnosis) -> list[str]:
+    """The fixes a deployment with the default actuator bounds could not run (the loop would
+    escalate them with the evidence)."""
+    if diagnosis.primary is None:
+        return []
+    bounds = ActuatorBounds().numeric()
+    return [f"{k}={v:g} is outside the actuator bounds [{bounds[k].min:g}, {bounds[k].max:g}]: the loop would "
+            "escalate, not run it (set other bounds in selfheal.toml's [deployments.NAME.actuators])"
+            for k, v in diagnosis.primary.fix.items() if k in bounds and not bounds[k].contains(v)]
 
 
 def log_argument(name: str) -> Path | bytes:
@@ -39,11 +78,19 @@ def log_argument(name: str) -> Path | bytes:
 @click.command()
 @click.argument("file", default="-")
 @click.option("--current", multiple=True, metavar="KEY=VALUE", help="The server's current value of a parameter.")
-@click.option("--config", "vllm_config", type=click.Path(dir_okay=False),
-              help="The server's vLLM config YAML (what `vllm serve --config` reads).")
+@click.option("--vllm-config", "vllm_config", type=click.Path(dir_okay=False),
+              help="The server's vLLM config YAML, the file vLLM serves from.")
+# the old spelling: `--config` means selfheal.toml everywhere else, so it is hidden and warned about
+@click.option("--config", "old_vllm_config", type=click.Path(dir_okay=False), hidden=True)
 @json_option
-def diagnose(file: str, current: tuple[str, ...], vllm_config: str | None, as_json: bool) -> None:
-    """Explain one vLLM log excerpt (FILE, or - for standard input)."""
+def diagnose(file: str, current: tuple[str, ...], vllm_config: str | None, old_vllm_config: str | None,
+             as_json: bool) -> None:
+    """Explain one vLLM log excerpt (FILE, or - for standard input). Exit 4 when it holds a
+    configuration failure, 0 when it does not."""
+    if old_vllm_config:
+        click.echo("selfheal: warning: `diagnose --config` is deprecated (--config is selfheal.toml): "
+                   "use --vllm-config", err=True)
+        vllm_config = vllm_config or old_vllm_config
     values = _parse_current(current)
     try:
         diagnosis = selfheal.diagnose(log_argument(file), current=values, config_file=vllm_config)
@@ -53,6 +100,10 @@ def diagnose(file: str, current: tuple[str, ...], vllm_config: str | None, as_js
         emit_json(diagnosis)
     else:
         click.echo(format_diagnosis(diagnosis))
+        for note in _outside_bounds(diagnosis):
+            click.echo(f"Note: {note}")
+    if diagnosis.primary is not None:
+        sys.exit(exits.FAILURE_FOUND)
 
 
 def logs_command(fn):
@@ -79,7 +130,14 @@ def observe(ctx, files: tuple[str, ...], follow: bool, unit: str | None, metrics
     live = sum(bool(x) for x in (follow, unit, metrics_url))
     if live > 1 or (live and (len(files) != (1 if follow else 0))) or (not live and not files):
         raise click.UsageError("give FILE... ; or --follow FILE ; or --journal UNIT ; or --metrics URL")
+    if metrics_url:
+        _check_url(metrics_url)
+    if unit:
+        _check_unit(unit)
     if not live:
+        files = _with_content(files)
+        if not files:
+            return
         observed = selfheal.observe(files, deployment=deployment, config=ctx.config_path, **ctx.db)
         if as_json:
             emit_json(observed)
@@ -96,110 +154,142 @@ def observe(ctx, files: tuple[str, ...], follow: bool, unit: str | None, metrics
         selfheal.observe(follow=files[0] if follow else None, journal=unit, metrics=metrics_url, interval=interval,
                          quiet_seconds=quiet_seconds, deployment=deployment, stop=stop, on_incident=report,
                          config=ctx.config_path, **ctx.db)
+    if stop.is_set():  # stopped by SIGINT or SIGTERM: the same exit code for both
+        click.echo("selfheal: interrupted", err=True)
+        sys.exit(exits.INTERRUPTED)
 
 
-@click.command("run")
-@click.option("--follow", is_flag=True, help="Keep handling new events until interrupted.")
-@click.option("--interval", type=float, default=2.0, show_default=True, help="Seconds between polls with --follow.")
-@json_option
-@click.pass_obj
-def run_command(ctx, follow: bool, interval: float, as_json: bool) -> None:
-    """Drive the handlers until no work is left."""
-    def report(done) -> None:
-        if as_json:
-            emit_json(done)
-        elif done.handled or not follow:
-            click.echo(f"handled {done.handled} events, recorded {done.emitted}, log at {done.head}")
-
-    selfheal.run(follow=follow, interval=interval, on_report=report, config=ctx.settings, **ctx.db)
-
-
-@click.command()
-@click.argument("files", nargs=-1, required=True)
-@logs_command
-def heal(ctx, files: tuple[str, ...], deployment: str | None, as_json: bool) -> None:
-    """Observe log files and run the loop to its outcome."""
-    for healed in selfheal.heal(files, deployment=deployment, config=ctx.config_path, **ctx.db):
-        for row in healed.events:
-            if as_json:
-                click.echo(to_json({"position": row.position, "type": row.type, "event": row.event}))
-            else:
-                click.echo(timeline_line(row))
+def _with_content(files: tuple[str, ...]) -> list[str]:
+    """The inputs that hold something: an empty one would be an empty incident, so it is
+    left out and said so."""
+    kept = []
+    for name in files:
+        if name == "-":
+            empty = not sys.stdin.buffer.peek(1) if hasattr(sys.stdin.buffer, "peek") else False
+        else:
+            try:
+                empty = Path(name).stat().st_size == 0 and Path(name).is_file()
+            except OSError:
+                empty = False  # observe names the missing file, with the reason
+        if empty:
+            click.echo(f"selfheal: nothing recorded from {'standard input' if name == '-' else name}: it is empty",
+                       err=True)
+        else:
+            kept.append(name)
+    return kept
 
 
-@click.command()
-@click.option("--scenario", default=None, help="A bundled scenario (see --list) or a scenario file.")
-@click.option("--list", "list_scenarios", is_flag=True, help="List the bundled scenarios.")
-@click.option("--out", type=click.Path(dir_okay=False), help="Where to write the fresh log (default: a new temp folder).")
-@json_option
-def demo(scenario: str | None, list_scenarios: bool, out: str | None, as_json: bool) -> None:
-    """Run one whole incident on the simulator and print its timeline."""
-    if list_scenarios:
-        for name, description in selfheal.scenarios().items():
-            click.echo(f"{name:<28} {description}")
+def _check_url(url: str) -> None:
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise click.BadParameter(f"{url!r} is not an http(s) URL: give vLLM's /metrics, e.g. "
+                                 "http://127.0.0.1:8000/metrics", param_hint="--metrics")
+
+
+def _check_unit(unit: str) -> None:
+    """A unit systemd does not know would be followed forever in silence."""
+    systemctl = shutil.which("systemctl")
+    if systemctl is None:
+        return  # journalctl names its own trouble; without systemctl there is nothing to ask
+    try:
+        state = subprocess.run([systemctl, "show", "--property=LoadState", "--value", unit], capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
         return
-    result = selfheal.demo(scenario or selfheal.DEFAULT_SCENARIO, db=out)
-    if as_json:
-        emit_json(result)
-        return
-    click.echo(f"scenario {result.scenario}; log at {result.db}\n")
-    for row in selfheal.events(db=result.db):
-        click.echo(timeline_line(selfheal.typed(row)))
-    explore = f"selfheal --db {result.db} show {result.run_id[:8]}" if result.run_id else \
-        f"selfheal --db {result.db} events"
-    click.echo(f"\noutcome: {result.outcome}. Explore it: {explore}")
+    if state == "not-found":
+        raise click.BadParameter(f"systemd knows no unit {unit!r} (systemctl show: LoadState=not-found)",
+                                 param_hint="--journal")
 
 
 @click.command()
-@click.option("--deployment")
+@click.option("--deployment", help="Only this deployment's runs.")
 @as_of_option
 @json_option
+@table_options
 @click.pass_obj
-def history(ctx, deployment, as_of, as_json) -> None:
+def history(ctx, deployment, as_of, as_json, as_table, as_csv) -> None:
     """Every run: refused, promoted or escalated."""
+    style = row_style(as_json, as_table, as_csv)
     runs = selfheal.history(deployment=deployment, as_of=_as_of(as_of), **ctx.db)
-    if as_json:
+    check_deployment(ctx, deployment, bool(runs))
+    if style == "json":
         emit_json(runs)
         return
-    for r in runs:
-        detail = r.reason if r.status in ("refused", "escalated") else (
-            f"promoted util={r.promoted.gpu_memory_utilization:g} max_model_len={r.promoted.max_model_len} "
-            f"max_num_seqs={r.promoted.max_num_seqs}" if r.promoted else "")
-        click.echo(f"{r.requested_at.isoformat()}  {r.run_id[:8]}  {r.deployment:<24} {r.status:<9} "
-                   f"{r.canaries} canaries  {detail}")
+    rows = [{"requested_at": show_time(r.requested_at), "run_id": r.run_id, "deployment": r.deployment,
+             "status": r.status, "canaries": r.canaries, "detail": _run_detail(r)} for r in runs]
+    if style:
+        emit_rows(rows, style)
+        return
+    for r, row in zip(runs, rows):
+        click.echo(f"{row['requested_at']}  {r.run_id[:8]}  {r.deployment:<24} {r.status:<9} "
+                   f"{canaries(r.canaries):<11} {row['detail']}".rstrip())
+
+
+def _run_detail(r) -> str:
+    if r.status in ("refused", "escalated"):
+        return r.reason
+    if r.promoted:
+        return (f"promoted util={r.promoted.gpu_memory_utilization:g} max_model_len={r.promoted.max_model_len} "
+                f"max_num_seqs={r.promoted.max_num_seqs}")
+    return ""
 
 
 @click.command()
-@click.option("--at", "at", help="Count runs in the window ending at this ISO-8601 time (default: now).")
+@click.option("--at", "at", help=f"Count the runs in the window ending at this time, as the log stood then "
+                                 f"(default: now; {TIME_HELP}).")
 @as_of_option
 @json_option
+@table_options
 @click.pass_obj
-def state(ctx, at, as_of, as_json) -> None:
-    """Rate-limit state per deployment: runs in the window, next allowed time, backoff."""
-    rows = selfheal.state(at=at or None, as_of=_as_of(as_of), config=ctx.settings, **ctx.db)
-    if as_json:
+def state(ctx, at, as_of, as_json, as_table, as_csv) -> None:
+    """Rate-limit state per deployment: runs in the window, next allowed time, backoff. Every
+    configured deployment is listed, with or without runs."""
+    style = row_style(as_json, as_table, as_csv)
+    moment = None if at is None else parse_time(at, "--at")
+    # --at asks about a moment: what happened after it cannot count, so the log is read as of it
+    position = _as_of(as_of)
+    found = selfheal.state(at=moment, as_of=moment if position is None else position, config=ctx.settings,
+                           **ctx.db)
+    listed = {s.deployment for s in found}
+    fresh = [DeploymentState(
+        deployment=name, runs_in_window=0, run_starts=[], consecutive_failures=0, backoff_hours=None,
+        next_allowed_at=None, open_runs=[]) for name in sorted(ctx.settings.deployments) if name not in listed]
+    rows = sorted([*found, *fresh], key=lambda s: s.deployment)
+    if style == "json":
         emit_json(rows)
         return
     limits = ctx.settings.rate_limit
-    for s in rows:
-        nxt = s.next_allowed_at.isoformat() if s.next_allowed_at else "now"
+    table = [{"deployment": s.deployment, "runs_in_window": s.runs_in_window, "window_hours": limits.window_hours,
+              "consecutive_failures": s.consecutive_failures, "backoff_hours": s.backoff_hours,
+              "next_allowed_at": show_time(s.next_allowed_at, "now")} for s in rows]
+    if style:
+        emit_rows(table, style)
+        return
+    for s, row in zip(rows, table):
         back = f", backoff {s.backoff_hours:g} h" if s.backoff_hours else ""
         click.echo(f"{s.deployment}: {s.runs_in_window}/{limits.runs} runs in {limits.window_hours:g} h, "
-                   f"{s.consecutive_failures} failed in a row{back}; next run allowed {nxt}")
+                   f"{s.consecutive_failures} failed in a row{back}; next run allowed {row['next_allowed_at']}")
 
 
 @click.command()
 @click.option("--all", "show_all", is_flag=True, help="Also settled promotions.")
 @as_of_option
 @json_option
+@table_options
 @click.pass_obj
-def promotions(ctx, show_all, as_of, as_json) -> None:
+def promotions(ctx, show_all, as_of, as_json, as_table, as_csv) -> None:
     """Promotions waiting for a commit or an approval."""
-    rows = selfheal.promotions(all=show_all, as_of=_as_of(as_of), **ctx.db)
-    if as_json:
-        emit_json(rows)
+    style = row_style(as_json, as_table, as_csv)
+    found = selfheal.promotions(all=show_all, as_of=_as_of(as_of), **ctx.db)
+    if style == "json":
+        emit_json(found)
         return
-    for p in rows:
+    rows = [{"promotion_id": p.promotion_id, "deployment": p.deployment, "status": p.status, "fitness": p.fitness,
+             "simulated": p.simulated, "config": p.config} for p in found]
+    if style:
+        emit_rows(rows, style)
+        return
+    for p in found:
         sim = " simulated" if p.simulated else ""
         click.echo(f"{p.promotion_id[:8]}  {p.deployment:<24} {p.status:<9} fitness {p.fitness:g}{sim}  "
                    f"{to_json(p.config)}")
@@ -209,16 +299,23 @@ def promotions(ctx, show_all, as_of, as_json) -> None:
 @click.option("--status", type=click.Choice(["open", "archived"]))
 @as_of_option
 @json_option
+@table_options
 @click.pass_obj
-def intents(ctx, status, as_of, as_json) -> None:
+def intents(ctx, status, as_of, as_json, as_table, as_csv) -> None:
     """Intents and how each ended."""
-    rows = selfheal.intents(status=status, as_of=_as_of(as_of), **ctx.db)
-    if as_json:
-        emit_json(rows)
+    style = row_style(as_json, as_table, as_csv)
+    found = selfheal.intents(status=status, as_of=_as_of(as_of), **ctx.db)
+    if style == "json":
+        emit_json(found)
         return
-    for i in rows:
-        click.echo(f"{i.raised_at.isoformat()}  {i.intent_id[:8]}  {i.deployment:<24} {i.kind:<38} {i.action:<5} "
-                   f"{i.outcome or i.status}" + (f" (+{i.repeats} repeats)" if i.repeats else ""))
+    rows = [{"raised_at": show_time(i.raised_at), "intent_id": i.intent_id, "deployment": i.deployment,
+             "kind": i.kind, "action": i.action, "outcome": i.outcome or i.status, "repeats": i.repeats} for i in found]
+    if style:
+        emit_rows(rows, style)
+        return
+    for i, row in zip(found, rows):
+        click.echo(f"{row['raised_at']}  {i.intent_id[:8]}  {i.deployment:<24} {i.kind:<38} {i.action:<5} "
+                   f"{row['outcome']}" + (f" (+{i.repeats} repeats)" if i.repeats else ""))
 
 
 @click.command()
@@ -227,17 +324,18 @@ def intents(ctx, status, as_of, as_json) -> None:
 @json_option
 @click.pass_obj
 def show(ctx, run_id, as_of, as_json) -> None:
-    """The causal chain of a run, from incident to outcome."""
+    """The causal chain of a run, from incident to outcome (RUN_ID: the id or a prefix of it)."""
     with selfheal.open_db(**ctx.db) as store:
         chain = selfheal.show(run_id, as_of=_as_of(as_of), db=store)
         if as_json:
             emit_json(chain)
             return
-        click.echo(f"run {chain.run.run_id} ({chain.run.deployment}): {chain.run.status}")
+        click.echo(f"run {chain.run.run_id} ({chain.run.deployment}): {chain.run.status}; "
+                   f"incident {chain.run.correlation_id}")
         for item in chain.chain:
             click.echo("  " * item.depth + timeline_line(store.get(item.event_id)))
 
 
 def register(group: click.Group) -> None:
-    for command in (diagnose, observe, run_command, heal, demo, history, state, promotions, intents, show):
+    for command in (diagnose, observe, history, state, promotions, intents, show):
         group.add_command(command)

@@ -4,18 +4,20 @@ of the same name; errors are one line on stderr and a non-zero exit, never a tra
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import traceback
 from importlib.metadata import PackageNotFoundError, version
 
 import click
 
-from selfheal.cli import baseline_commands, log_commands, loop_commands, migrate_commands, rules_commands
+from selfheal.cli import baseline_commands, live_commands, log_commands, loop_commands, migrate_commands, rules_commands
+from selfheal.cli import exits
 from selfheal.cli.context import Context
 from selfheal.eventstore.errors import StoreError
 from selfheal.schemas.config import ConfigError
 
-EXIT_FAILURE = 1
+EXIT_FAILURE = exits.ERROR
 
 
 def _version() -> str:
@@ -33,25 +35,45 @@ class SelfhealGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
+        except BrokenPipeError:
+            _closed_pipe()
         except (StoreError, ConfigError, OSError, ValueError, LookupError) as exc:
-            self._fail(exc)
+            # a bare LookupError is an id that names nothing (or more than one thing): usage
+            self._fail(exc, code=exits.USAGE if type(exc) is LookupError else exits.ERROR)
         except KeyboardInterrupt:
             click.echo("selfheal: interrupted", err=True)
-            sys.exit(130)
+            sys.exit(exits.INTERRUPTED)
         except Exception as exc:  # the promise is one line, whatever went wrong
             self._fail(exc, unexpected=True)
 
     @staticmethod
-    def _fail(exc: BaseException, unexpected: bool = False) -> None:
+    def _fail(exc: BaseException, unexpected: bool = False, code: int = EXIT_FAILURE) -> None:
         if os.environ.get("SELFHEAL_DEBUG"):
             traceback.print_exc()
         prefix = f"unexpected {type(exc).__name__}: " if unexpected else ""
         message = " ".join(str(exc).split()) or type(exc).__name__
         click.echo(f"selfheal: error: {prefix}{message}", err=True)
-        sys.exit(EXIT_FAILURE)
+        sys.exit(code)
 
 
-@click.group(cls=SelfhealGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def _closed_pipe() -> None:
+    """The reader went away (`| head -1`): end quietly. Standard output is pointed at
+    /dev/null so that the interpreter's last flush cannot complain either."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    sys.exit(exits.CLOSED_PIPE)
+
+
+def _terminate(signum, frame) -> None:
+    """SIGTERM ends a command as SIGINT does (exit 130); watches install their own handler
+    for both, so that they finish the step they are in."""
+    raise KeyboardInterrupt
+
+
+@click.group(cls=SelfhealGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=exits.TABLE)
 @click.option("--db", "db_path", type=click.Path(dir_okay=False), default=None,
               help="The event log. Default: $SELFHEAL_DB, else $XDG_STATE_HOME/selfheal/selfheal.db "
                    "(~/.local/state/selfheal/selfheal.db).")
@@ -69,6 +91,7 @@ def cli(ctx: click.Context, db_path: str | None, config_path: str | None, synchr
 def _register() -> None:
     log_commands.register(cli)
     loop_commands.register(cli)
+    live_commands.register(cli)
     baseline_commands.register(cli)
     rules_commands.register(cli)
     migrate_commands.register(cli)
@@ -78,7 +101,11 @@ _register()
 
 
 def main() -> None:
-    cli(prog_name="selfheal")
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        cli(prog_name="selfheal")
+    except BrokenPipeError:  # raised while click itself printed (help, usage errors)
+        _closed_pipe()
 
 
 if __name__ == "__main__":

@@ -2,10 +2,14 @@
 promote), verdict, forget, replay, export."""
 from __future__ import annotations
 
+import sys
+
 import click
 import msgspec
 
 import selfheal
+from selfheal.cli import exits
+from selfheal.cli.inputs import TIME_HELP, optional_time
 from selfheal.cli.loop_commands import as_of_option, json_option, log_argument
 from selfheal.cli.output import as_of as _as_of, emit_json, to_json
 from selfheal.handlers.loop import InputError
@@ -36,20 +40,22 @@ def rules_list(ctx, as_of, as_json) -> None:
 
 
 @rules.command("test")
-@click.argument("rules_file", type=click.Path(dir_okay=False, exists=True))
+@click.argument("rules_file", type=click.Path(dir_okay=False))
 @click.argument("log_file")
 @json_option
 def rules_test(rules_file, log_file, as_json) -> None:
     """What RULES_FILE finds in LOG_FILE (the log store is not touched)."""
     try:
         diagnosis = selfheal.rules_test(rules_file, log_argument(log_file))
-    except OSError as exc:
-        raise InputError.unreadable(log_file, exc) from None
+    except OSError as exc:  # name the file that could not be read: the rules or the log
+        raise InputError.unreadable(rules_file if exc.filename == rules_file else log_file, exc) from None
     emit_json(diagnosis) if as_json else click.echo(format_diagnosis(diagnosis))
+    if diagnosis.primary is not None:
+        sys.exit(exits.FAILURE_FOUND)
 
 
 @rules.command("propose")
-@click.argument("rules_file", type=click.Path(dir_okay=False, exists=True))
+@click.argument("rules_file", type=click.Path(dir_okay=False))
 @json_option
 @click.pass_obj
 def rules_propose(ctx, rules_file, as_json) -> None:
@@ -113,17 +119,17 @@ def verdict(ctx, incident_id, kind, by, note) -> None:
 
 
 @click.command()
-@click.option("--since", help="Incidents that occurred at or after this ISO-8601 time.")
-@click.option("--until", help="Incidents that occurred before this ISO-8601 time.")
+@click.option("--since", help=f"Incidents that occurred at or after this time ({TIME_HELP}).")
+@click.option("--until", help="Incidents that occurred before this time (as --since).")
 @click.option("--rules", "candidate", help="Replay through this proposed rule set instead of the active rules.")
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="What if: e.g. rate_limit.runs=5.")
 @click.option("--mode", type=click.Choice(["dev", "prod", "disabled"]))
-@click.option("--bundle", type=click.Path(dir_okay=False, exists=True), help="Replay an exported bundle instead.")
+@click.option("--bundle", type=click.Path(dir_okay=False), help="Replay an exported bundle instead.")
 @json_option
 @click.pass_obj
 def replay(ctx, since, until, candidate, assignments, mode, bundle, as_json) -> None:
     """Replay captured incidents through the loop in a scratch store; report what differs."""
-    report = selfheal.replay(since=since or None, until=until or None, rules=candidate, overrides=assignments,
+    report = selfheal.replay(since=optional_time(since, "--since"), until=optional_time(until, "--until"), rules=candidate, overrides=assignments,
                              mode=mode, bundle=bundle, config=ctx.config_path, **ctx.db)
     if as_json:
         emit_json(report)
@@ -136,7 +142,11 @@ def replay(ctx, since, until, candidate, assignments, mode, bundle, as_json) -> 
         mark = "DIFFERS" if r.differs else "same   "
         click.echo(f"{mark} {r.occurred_at}  {r.incident_id[:8]}  {r.deployment}: {r.replayed['outcome']}")
         for key in r.differs:
-            click.echo(f"          {key}: {r.original[key]}  ->  {r.replayed[key]}")
+            click.echo(f"          {key}: {_shown(r.original[key])}  ->  {_shown(r.replayed[key])}")
+
+
+def _shown(value) -> str:
+    return "nothing" if value in (None, [], {}) else value if isinstance(value, str) else to_json(value)
 
 
 @click.command()

@@ -6,6 +6,7 @@ ends in a promotion or an escalation.
 """
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Callable
 from datetime import datetime
@@ -37,13 +38,38 @@ def default_demo_path(scenario: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"selfheal-demo-{scenario}-")) / "selfheal.db"
 
 
+def demo_name(scenario: str) -> str:
+    """The deployment's (and temp folder's) name: a bundled scenario's name, or a scenario
+    file's stem (`./my.toml` is `my`): a path would mangle the folder name."""
+    return Path(scenario).stem if ("/" in scenario or scenario.endswith(".toml")) else scenario
+
+
 def demo(scenario: str = DEFAULT_SCENARIO, db: str | Path | None = None, *, mode: str = "dev",
          clock: Callable[[], datetime] = system_clock) -> DemoResult:
-    path = Path(db) if db else default_demo_path(scenario)
-    if path.exists() and path.stat().st_size > 0:
-        raise FileExistsError(f"{path}: the demo writes a fresh log; choose a path that does not exist")
-    settings = Settings(mode=mode, deployments={scenario: DeploymentSettings(scenario=scenario)})
-    edges = from_scenario(scenario, settings.deployments[scenario], settings.preflight.margin_gib)
+    name = demo_name(scenario)
+    settings = Settings(mode=mode, deployments={name: DeploymentSettings(scenario=scenario)})
+    # the scenario is read before any folder is made: a bad name leaves nothing behind
+    edges = from_scenario(name, settings.deployments[name], settings.preflight.margin_gib)
+    path = Path(db) if db else default_demo_path(name)
+    try:
+        return _run(path, name, edges, settings, mode, clock)
+    except BaseException:
+        if not db:  # the temp folder is the demo's own: a failed demo leaves no empty folder
+            shutil.rmtree(path.parent, ignore_errors=True)
+        raise
+
+
+def _holds_events(path: Path) -> bool:
+    if not path.exists() or path.stat().st_size == 0:
+        return False
+    with open_store(path) as store:
+        return store.last_position() > 0
+
+
+def _run(path: Path, scenario: str, edges, settings: Settings, mode: str, clock) -> DemoResult:
+    if _holds_events(path):
+        raise FileExistsError(f"{path}: already holds events, and the demo writes a fresh log; "
+                              "give --db (or $SELFHEAL_DB, or --out) a path that does not exist yet")
     production = simulate(edges.backend.scenario, edges.current)
     with open_store(path, create=True) as store:
         incident_id = loop.capture(store, edges, production.log_text, IncidentSource(kind="simulator"), clock)

@@ -8,7 +8,7 @@ is the other's too.
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from selfheal.handlers.ports import CanaryOutcome, Prediction, measurements_of
 from selfheal.edges.sim import simulate
@@ -31,7 +31,9 @@ class SimCanaryBackend:
         return CanaryOutcome(
             measurements=measurements_of(result), log_text=result.log_text,
             command=["simulate", self.scenario.name, *config.cli_args()],
-            finished_at=started_at + timedelta(seconds=result.duration_s),
+            # the simulated duration stays in the measurements (duration_s): added to the event's
+            # time it would date the canary's end after the moment it was recorded (issue 16.3)
+            finished_at=None,
         )
 
 

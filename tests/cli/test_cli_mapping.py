@@ -33,6 +33,13 @@ PRESENTATION = {
     ("selfheal.handlers.loop", "InputError"),           # "FILE: cannot read: ..."
     ("selfheal.handlers.observer", "format_diagnosis"),
     ("selfheal.edges.live", "stop_on_signals"),         # SIGINT/SIGTERM end a watch at its next step
+    ("selfheal.eventstore.audit", "DB_ENV"),            # whether --db or $SELFHEAL_DB chose the log (demo)
+    ("selfheal.eventstore.recorder", "utc_iso"),        # the log's one time spelling, for every time shown
+    ("selfheal.schemas.events", "EVENT_TYPES"),         # `--type` names one of them, or is refused
+    ("selfheal.schemas.actuators", "ActuatorBounds"),   # diagnose says when a fix is outside the bounds
+    ("selfheal.projections.queries", "DeploymentState"),  # state lists configured deployments with no runs
+    ("selfheal.edges.demo", "default_demo_path"),       # demo's temp folder, made before the live timeline
+    ("selfheal.edges.demo", "demo_name"),               # a scenario file's name, for the folder and header
 }
 
 

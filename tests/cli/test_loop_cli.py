@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import sqlite3
 import subprocess
@@ -48,11 +49,11 @@ def test_diagnose_healthy_text_has_no_primary(tmp_path):
 def test_diagnose_reads_a_vllm_yaml(tmp_path):
     cfg = tmp_path / "vllm.yaml"
     cfg.write_text("model: x\ngpu-memory-utilization: 0.9\nmax-model-len: 8192\n")
-    body = json.loads(run("diagnose", "-", "--json", "--config", cfg, input=STARTUP_0_14).output)
+    body = json.loads(run("diagnose", "-", "--json", "--vllm-config", cfg, input=STARTUP_0_14).output)
     assert body["primary"]["fix"] == {"gpu_memory_utilization": 0.6}
     bad = tmp_path / "bad.yaml"
     bad.write_text("max-model-len: [1, 2\n")
-    proc = subprocess.run([sys.executable, "-m", "selfheal", "diagnose", "-", "--config", str(bad)],
+    proc = subprocess.run([sys.executable, "-m", "selfheal", "diagnose", "-", "--vllm-config", str(bad)],
                           input=STARTUP_0_14, capture_output=True, text=True)
     assert proc.returncode == 1 and "bad.yaml: not valid YAML at line" in proc.stderr
 
@@ -67,7 +68,8 @@ def test_diagnose_reads_a_file_a_pipe_or_standard_input_alike(tmp_path):
     piped = subprocess.run(f"{sys.executable} -m cli.main diagnose --json <(cat {log})", shell=True,
                            executable="/bin/bash", capture_output=True, text=True)
     from_stdin = run("diagnose", "-", "--json", input=log.read_bytes())
-    assert from_file.returncode == 0 and piped.returncode == 0, (from_file.stderr, piped.stderr)
+    # exit 4: a configuration failure was found (cli/exits.py)
+    assert from_file.returncode == 4 and piped.returncode == 4, (from_file.stderr, piped.stderr)
     assert json.loads(from_file.stdout) == json.loads(piped.stdout) == json.loads(from_stdin.output)
     assert json.loads(from_file.stdout)["primary"]["line"] == 30_001
 
@@ -169,7 +171,8 @@ def test_observe_without_deployments_says_what_to_do(tmp_path):
 def test_show_unknown_run(healed):
     db, _, _ = healed
     proc = subprocess.run([sys.executable, "-m", "selfheal", "--db", str(db), "show", "nope"], capture_output=True, text=True)
-    assert proc.returncode == 1 and proc.stderr.strip() == "selfheal: error: run 'nope': no such run"
+    # exit 2: an id that names nothing is a usage error (cli/exits.py)
+    assert proc.returncode == 2 and proc.stderr.strip() == "selfheal: error: run 'nope': no such run"
 
 
 def test_run_writes_the_projection_snapshot_the_readme_promises(tmp_path):
@@ -185,7 +188,8 @@ def test_run_writes_the_projection_snapshot_the_readme_promises(tmp_path):
     conn.close()
 
 
-def test_run_follow_handles_what_is_recorded_while_it_runs(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_run_follow_handles_what_is_recorded_while_it_runs(tmp_path, sig):
     config, log, db = configured(tmp_path)
     proc = subprocess.Popen([sys.executable, "-m", "selfheal", "--db", str(db), "--config", str(config), "run",
                              "--follow", "--interval", "0.2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -200,7 +204,11 @@ def test_run_follow_handles_what_is_recorded_while_it_runs(tmp_path):
             time.sleep(0.2)
         assert [r.status for r in selfheal.history(db=db)] == ["promoted"]
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=20)
+    # SIGINT and SIGTERM alike: exit 130, one line (cli/exits.py)
     assert proc.returncode == 130 and err == "selfheal: interrupted\n", err
-    assert out.startswith("handled ") and ", log at " in out
+    # each event's line as it is recorded, with its time as --as-of takes it
+    lines = out.splitlines()
+    assert lines and all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z  ", line) for line in lines), out
+    assert any("RunFinished" in line and "promoted" in line for line in lines), out
