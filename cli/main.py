@@ -14,6 +14,8 @@ import click
 from selfheal.cli import baseline_commands, live_commands, log_commands, loop_commands, migrate_commands, rules_commands
 from selfheal.cli import exits
 from selfheal.cli.context import Context
+from selfheal.cli.logging_setup import logging_options
+from selfheal.cli.service import add_service_options
 from selfheal.eventstore.errors import StoreError
 from selfheal.schemas.config import ConfigError
 
@@ -82,6 +84,7 @@ def _terminate(signum, frame) -> None:
 @click.option("--synchronous", type=click.Choice(["FULL", "NORMAL", "EXTRA", "OFF"], case_sensitive=False),
               default="FULL", show_default=True, help="SQLite durability of each append.")
 @click.version_option(_version(), "--version", prog_name="selfheal")
+@logging_options
 @click.pass_context
 def cli(ctx: click.Context, db_path: str | None, config_path: str | None, synchronous: str) -> None:
     """selfheal: heals vLLM serving configurations, with every decision in an append-only log."""
@@ -98,6 +101,7 @@ def _register() -> None:
 
 
 _register()
+add_service_options(cli)  # --metrics-port and systemd notify for run, observe, supervise
 
 
 def main() -> None:

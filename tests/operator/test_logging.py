@@ -1,0 +1,97 @@
+"""Issue 18.2: selfheal's own log lines, configured once, and systemd's notify protocol."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+
+from tests.operator.conftest import SELFHEAL, free_port, json_lines, scrape, selfheal, until
+from tests.operator.test_metrics import configured
+
+
+def test_json_lines_carry_time_level_and_the_events_ids(tmp_path, service):
+    db = tmp_path / "s.db"
+    config, log = configured(tmp_path)
+    port = free_port()
+    s = service("--db", str(db), "--config", str(config), "--log-format", "json", "--log-level", "info",
+                "run", "--follow", "--interval", "0.2", "--metrics-port", str(port))
+    until(lambda: "selfheal_events_total" in scrape(port), "the service")
+    assert selfheal("--db", str(db), "--config", str(config), "observe", str(log)).returncode == 0
+    until(lambda: "IntentArchived" in s.err_path.read_text(), "the run's last event in the log lines")
+    code, err = s.stop()
+    lines = json_lines(err)
+    assert lines and all(set(line) >= {"time", "level", "logger", "message", "deployment", "run_id", "incident_id"}
+                         for line in lines), err
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["time"]) for line in lines)
+    captured = next(line for line in lines if line["message"].startswith("IncidentCaptured"))
+    assert captured["level"] == "info" and captured["deployment"] == "chat" and captured["incident_id"]
+    started = next(line for line in lines if line["message"].startswith("RunStarted"))
+    assert started["run_id"] and started["deployment"] == "chat"
+    # every line of stderr but click's own last word is a JSON object
+    assert [line for line in err.splitlines() if not line.startswith("{")] == ["selfheal: interrupted"]
+
+
+def test_the_default_is_warnings_only_as_text(tmp_path, service):
+    port = free_port()
+    s = service("--db", str(tmp_path / "s.db"), "run", "--follow", "--metrics-port", str(port))
+    until(lambda: "selfheal_events_total" in scrape(port), "the service")
+    _, err = s.stop()
+    lines = err.strip().splitlines()
+    assert lines[-1] == "selfheal: interrupted" and " INFO " not in err  # info lines are not shown by default
+    # the follower may have looked before `run` created the log: that warning, as a text line
+    for line in lines[:-1]:
+        assert re.fullmatch(r"\S+Z WARNING selfheal\.edges\.metrics_server: cannot read the log for metrics: .*"
+                            r"does not exist.*", line), line
+
+
+def test_under_journald_each_text_line_starts_with_its_priority(tmp_path):
+    # journald files a line by its `<N>` prefix when stderr is the stream $JOURNAL_STREAM names
+    port = free_port()
+    err = tmp_path / "stderr"
+    with err.open("w") as f:
+        st = os.fstat(f.fileno())
+        proc = subprocess.Popen([SELFHEAL, "--db", str(tmp_path / "s.db"), "--log-level", "info", "run", "--follow",
+                                 "--metrics-port", str(port)], stdout=subprocess.DEVNULL, stderr=f,
+                                env={**os.environ, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
+        try:
+            until(lambda: "serving metrics" in err.read_text(), "the service's first line")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=20)
+    first = err.read_text().splitlines()[0]
+    assert re.fullmatch(r"<6>\S+Z INFO selfheal\.edges\.metrics_server: serving metrics on http://127\.0\.0\.1:\d+/metrics",
+                        first), first
+
+
+def test_a_bad_log_format_in_the_environment_is_one_clear_error(tmp_path):
+    out = selfheal("--db", str(tmp_path / "s.db"), "history", env={"SELFHEAL_LOG_FORMAT": "xml"})
+    assert out.returncode == 2, out.stderr
+    assert "SELFHEAL_LOG_FORMAT" in out.stderr and "'xml' is not one of text, json" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_systemd_notify_ready_watchdog_and_stopping_over_a_real_socket(tmp_path, service):
+    path = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        sock.settimeout(20)
+        s = service("--db", str(tmp_path / "s.db"), "run", "--follow", "--interval", "0.1",
+                    env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000"})
+        ready = sock.recv(4096).decode().split("\n")
+        assert "READY=1" in ready and any(f.startswith("STATUS=selfheal run: watching") for f in ready), ready
+        assert f"MAINPID={s.proc.pid}" in ready
+        pings = [sock.recv(4096).decode() for _ in range(3)]  # every 0.2 s: half the watchdog period
+        assert pings == ["WATCHDOG=1"] * 3
+        code, err = s.stop()
+        rest = []
+        while True:
+            try:
+                rest.append(sock.recv(4096).decode())
+            except TimeoutError:
+                break
+            if rest[-1].startswith("STOPPING=1"):
+                break
+    assert code == 130, err
+    assert rest[-1].split("\n")[0] == "STOPPING=1"

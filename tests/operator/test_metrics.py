@@ -1,0 +1,103 @@
+"""Issue 18.1: `--metrics-port` serves selfheal's own metrics, computed from the log.
+
+A real log (the demo's heal, then an incident observed from a vLLM log) is served by the
+installed `selfheal` in a subprocess, scraped over loopback and parsed with prometheus_client's
+own parser; each number is checked against what `selfheal events --json` says the log holds.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from selfheal.edges.sim import load_scenario, simulate
+
+from tests.operator.conftest import free_port, scrape, selfheal, until
+
+
+def samples(text: str) -> dict[tuple[str, tuple], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def events(db) -> list[dict]:
+    out = selfheal("--db", str(db), "events", "--json")
+    assert out.returncode == 0, out.stderr
+    return [json.loads(line) for line in out.stdout.splitlines()]
+
+
+def configured(tmp_path):
+    """A configured deployment's selfheal.toml, and a vLLM log of its failure."""
+    config = tmp_path / "selfheal.toml"
+    config.write_text('[deployments.chat]\nscenario = "workstation-12gb-speech"\n')
+    log = tmp_path / "vllm.log"
+    log.write_text(simulate(load_scenario("workstation-12gb-speech")).log_text)
+    return config, log
+
+
+def test_run_follow_serves_the_logs_counts_as_it_handles_new_events(tmp_path, service):
+    db = tmp_path / "s.db"
+    config, log = configured(tmp_path)
+    port = free_port()
+    s = service("--db", str(db), "--config", str(config), "run", "--follow", "--interval", "0.2",
+                "--metrics-port", str(port))
+    until(lambda: "selfheal_events_total" in scrape(port), "the metrics endpoint")
+    # an incident recorded by another process while it runs: the runner heals it, the metrics follow
+    out = selfheal("--db", str(db), "--config", str(config), "observe", str(log))
+    assert out.returncode == 0, out.stderr
+    got = until(lambda: (m := samples(scrape(port))).get(("selfheal_runs_total", (("outcome", "promoted"),))) == 1
+                and not any(v for (name, _), v in m.items() if name == "selfheal_handler_lag_events") and m,
+                "the healed run in the metrics")
+    recorded = events(db)
+    got = until(lambda: (m := samples(scrape(port)))[("selfheal_events_total", ())] == len(recorded) and m,
+                "every event in the metrics")
+    types = Counter(e["type"] for e in recorded)
+    assert got[("selfheal_log_position", ())] == recorded[-1]["position"]
+    assert got[("selfheal_incidents_total", ())] == types["IncidentCaptured"] >= 1
+    assert got[("selfheal_runs_started_total", ())] == types["RunStarted"] == 1
+    results = Counter(("passed" if e["data"]["measurements"]["passed_load"] else "failed_startup"
+                       if not e["data"]["measurements"]["started"] else "failed_load")
+                      for e in recorded if e["type"] == "CanaryCompleted")
+    assert results
+    for result, n in results.items():
+        assert got[("selfheal_canaries_total", (("backend", "sim"), ("result", result)))] == n
+    kinds = Counter(e["data"]["finding"]["kind"] for e in recorded if e["type"] == "ObservationMade")
+    assert kinds
+    for kind, n in kinds.items():
+        assert got[("selfheal_incidents_classified_total", (("kind", kind),))] == n
+    waiting = types["PromotionProposed"] - types["PromotionNotCommitted"] - types["BaselineCommitStarted"]
+    assert got[("selfheal_promotions_waiting", ())] == waiting
+    assert 0 <= got[("selfheal_last_event_age_seconds", ())] < 60
+    code, err = s.stop()
+    assert code == 130, err
+
+
+def test_observe_serves_metrics_while_it_follows_a_file(tmp_path, service):
+    db, followed = tmp_path / "s.db", tmp_path / "followed.log"
+    config, log = configured(tmp_path)
+    followed.write_text("")
+    port = free_port()
+    service("--db", str(db), "--config", str(config), "observe", "--follow", str(followed), "--metrics-port", str(port))
+    until(lambda: "selfheal_events_total" in scrape(port), "the metrics endpoint")
+    with followed.open("a") as f:
+        f.write(log.read_text())
+    got = until(lambda: (m := samples(scrape(port))).get(("selfheal_incidents_total", ())) == 1 and m,
+                "the followed incident in the metrics")
+    assert got[("selfheal_runs_started_total", ())] == 0  # observe records; it runs no handler
+
+
+def test_metrics_port_on_run_without_follow_is_a_usage_error(tmp_path):
+    out = selfheal("--db", str(tmp_path / "s.db"), "run", "--metrics-port", "0")
+    assert out.returncode == 2 and "give --follow" in out.stderr, out.stderr
+
+
+def test_a_port_in_use_is_one_clear_error(tmp_path):
+    import socket
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = selfheal("--db", str(tmp_path / "s.db"), "run", "--follow", "--metrics-port", str(port))
+    assert out.returncode == 1, out.stderr
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in out.stderr and "Traceback" not in out.stderr
