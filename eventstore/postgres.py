@@ -369,7 +369,7 @@ class PostgresRecorder(Recorder):
     def release_lease(self, name: str, holder: str) -> None:
         """Let the lease go at once (its token stays, so the next holder's is higher)."""
         with self._write():
-            self._conn.execute("UPDATE leases SET expires_at = '-infinity' WHERE name = %s AND holder = %s",
+            self._conn.execute("UPDATE leases SET expires_at = clock_timestamp() - interval '1 second' WHERE name = %s AND holder = %s",
                                (name, holder))
 
     def leases(self) -> dict[str, tuple[str, int, bool]]:

@@ -39,7 +39,7 @@ def runner(store: EventStore, settings: Settings, deployments: dict[str, Deploym
            mode: str | None = None) -> Runner:
     """A runner whose view starts from the newest valid snapshot, if there is one."""
     driver = Runner(store, handlers(settings, deployments, mode or settings.effective_mode()),
-                    projections.registered())
+                    projections.registered(), scope=deployments)  # the scope counts on a fleet's log only
     snapshots.restore(driver.view)
     return driver
 

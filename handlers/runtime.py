@@ -49,6 +49,7 @@ from selfheal.eventstore.errors import CheckpointConflict, StoreError
 from selfheal.eventstore.recorder import CheckpointAdvance, EventFilter
 from selfheal.eventstore.sqlite import refuse_other_names
 from selfheal.eventstore.store import EventStore, Pending, Recorded
+from selfheal.handlers.leases import leased
 from selfheal.projections.base import Projection, View
 
 #: what a handler returns: events to append, each with its stream
@@ -236,9 +237,17 @@ class _Checkpoints:
 
 class Runner:
     def __init__(self, store: EventStore, handlers: Iterable[Handler], projections: Iterable[Projection] = (),
-                 page: int = 500):
+                 page: int = 500, scope: Iterable[str] | None = None):
         self.store = store
+        #: on a server log shared by a fleet: the deployments this runner heals. It takes their
+        #: leases, handles only their events, and keeps checkpoints of its own for them, so
+        #: nodes heal different deployments at once (on a file log runners take turns instead)
+        self.scope = (tuple(sorted(scope)) if scope is not None and hasattr(store.recorder, "acquire_lease")
+                      else None)
+        self._deployments: dict[str, str | None] = {}
         self.handlers = list(handlers)
+        #: handler name -> the name of its checkpoint (scoped on a fleet's log)
+        self._marks = {h.name: self._checkpoint_name(h) for h in self.handlers}
         names = [h.name for h in self.handlers]
         if len(set(names)) != len(names) or not all(names):
             raise ValueError(f"handler names must be unique and non-empty: {names}")
@@ -256,15 +265,36 @@ class Runner:
         compare-and-set keeps the log exact on its own, but an effect (a canary) happens
         before its commit, so two runners must never work on the same event at once.
         """
+        if hasattr(self.store.recorder, "acquire_lease"):
+            names = [f"deployment:{d}" for d in self.scope] if self.scope is not None else ["log"]
+            with leased(self.store, names):
+                return self._run(max_events)
         with _exclusive(self.store):
             return self._run(max_events)
+
+    def _checkpoint_name(self, handler: Handler) -> str:
+        return handler.name if self.scope is None else f"{handler.name}@{','.join(self.scope)}"
+
+    def _in_scope(self, event: Recorded) -> bool:
+        """Whether this runner handles `event`: its deployment's, or its chain's first event's
+        (a canary or a promotion names its run, not its deployment). An event of no deployment
+        (none in the loop today) is every runner's: the answer check keeps it handled once."""
+        if self.scope is None:
+            return True
+        deployment = getattr(event.event, "deployment", None)
+        if deployment is None and event.correlation_id:
+            if event.correlation_id not in self._deployments:
+                root = self.store.get(event.correlation_id)
+                self._deployments[event.correlation_id] = getattr(root.event, "deployment", None) if root else None
+            deployment = self._deployments[event.correlation_id]
+        return deployment is None or deployment in self.scope
 
     def _run(self, max_events: int | None) -> RunReport:
         report = RunReport()
         # answers come only from runners, which take turns: an event recorded after this one
         # started (under its lock) cannot have been answered by another, so it is not looked up
         self._answerable_until = self.store.last_position()
-        marks = _Checkpoints(self.store.recorder.checkpoints(), (h.name for h in self.handlers))
+        marks = _Checkpoints(self.store.recorder.checkpoints(), self._marks.values())
         cursor = min(marks.done.values(), default=0)
         examined = 0
         while True:
@@ -274,12 +304,14 @@ class Runner:
             restart = False
             for event in page:
                 for handler, names in self._subscribed:
-                    if marks.done[handler.name] >= event.position:
+                    mark = self._marks[handler.name]
+                    if marks.done[mark] >= event.position:
                         continue
-                    if event.type in names and not self._handle(handler, event, marks, report):
+                    if (event.type in names and self._in_scope(event)
+                            and not self._handle(handler, event, marks, report)):
                         restart = True
                         break
-                    marks.done[handler.name] = event.position
+                    marks.done[mark] = event.position
                 if restart:
                     break
                 cursor = report.position = event.position
@@ -301,7 +333,8 @@ class Runner:
         """Whether the log already holds `handler`'s answer to `event`: then it was handled,
         wherever its checkpoint stands (one indexed read of the event's correlation)."""
         names = self._answers[handler.name]
-        if not names or event.position > self._answerable_until:
+        # a fleet's runners of other deployments work meanwhile: the shortcut holds for turns only
+        if not names or (self.scope is None and event.position > self._answerable_until):
             return False
         where = EventFilter(after=event.position, correlation_id=event.correlation_id or event.event_id, types=names)
         return any(row.causation_id == event.event_id for row in self.store.recorder.query(where))
@@ -316,8 +349,8 @@ class Runner:
         if not emitted:
             report.handled += 1
             return True  # nothing to record: the checkpoint moves with a later transaction
-        marks.done[handler.name] = event.position
-        if not self._commit(emitted, marks, report, owner=handler.name):
+        marks.done[self._marks[handler.name]] = event.position
+        if not self._commit(emitted, marks, report, owner=self._marks[handler.name]):
             return False
         report.handled += 1
         report.emitted += len(emitted)

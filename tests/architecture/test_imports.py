@@ -25,6 +25,9 @@ PURE = {"handlers/observer": {"schemas", "handlers.observer"}, "handlers/models"
 #: imports that stay inside a function on purpose, and why
 DEFERRED = {
     ("edges/nvml.py", "pynvml"): "a missing nvidia-ml-py becomes InventoryUnavailable, not a broken CLI",
+    # selfheal.eventstore.postgres imports psycopg, an optional extra: a file log never needs it
+    ("eventstore/store.py", "selfheal"): "a missing psycopg is one StoreError for a postgresql:// log only",
+    ("eventstore/migration.py", "selfheal"): "`migrate` is the only command that needs psycopg on a file log",
 }
 
 
