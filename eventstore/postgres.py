@@ -36,6 +36,7 @@ from selfheal.eventstore.recorder import (
 SCHEMES = ("postgresql://", "postgres://")
 #: the advisory lock's first key: 'SHL1', as SQLite's application_id; the second is the table's oid
 _LOCK_CLASS = 0x53484C31
+_COPY = f"COPY events ({', '.join(COLUMNS)}) FROM STDIN"
 _INSERT = f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))})"
 
 
@@ -58,6 +59,8 @@ class LeaseLost(StoreError):
 
 class PostgresRecorder(Recorder):
     keeps_snapshots = True
+    #: what serialises appends (bench/postgres.py measures LOCK TABLE ... IN EXCLUSIVE MODE too)
+    APPEND_LOCK = "SELECT pg_advisory_xact_lock(%s, %s)"
 
     def __init__(self, url: str, *, create: bool = False, clock=None):
         self.url, self.where = url, shown(url)
@@ -114,7 +117,7 @@ class PostgresRecorder(Recorder):
     def _locked_head(self) -> tuple[list, str]:
         """Take the append lock, then read the head and the time (a statement of its own: its
         snapshot must be taken after the lock is held, or it would miss the last writer's rows)."""
-        self._conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_CLASS, self._lock_key))
+        self._conn.execute(self.APPEND_LOCK, (_LOCK_CLASS, self._lock_key) if "%s" in self.APPEND_LOCK else ())
         row = self._conn.execute(
             "SELECT e.position, e.hash, e.recorded_at, clock_timestamp() FROM (SELECT 1) one "
             "LEFT JOIN LATERAL (SELECT position, hash, recorded_at FROM events ORDER BY position DESC LIMIT 1) e "
@@ -148,7 +151,12 @@ class PostgresRecorder(Recorder):
         try:
             with self._conn.transaction():  # a savepoint: a stored id undoes this batch only
                 with self._conn.cursor() as cur:
-                    cur.executemany(_INSERT, rows)
+                    if len(rows) == 1:
+                        cur.execute(_INSERT, rows[0])
+                    else:  # COPY: one message for the whole batch, not one INSERT per row
+                        with cur.copy(_COPY) as copy:
+                            for row in rows:
+                                copy.write_row(row)
         except pg_errors.UniqueViolation:
             return self._replayed(request)
         keys = [(f"event:{e.event_id}", e.key) for e in events if e.key is not None]
