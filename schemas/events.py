@@ -53,6 +53,10 @@ class Finding(msgspec.Struct, frozen=True, kw_only=True):
     evidence: list[str] = []
     line: int = 0
     note: str = ""
+    # how the finding knows the failure: the error "stated" it; vLLM's accounting lines or a
+    # traceback's raise site imply it ("inferred"); the log was cut where it would have shown
+    # ("truncated"). handlers/intents.py: what the loop may do at each level
+    confidence: Literal["stated", "inferred", "truncated"] = "stated"
 
 
 class GpuProcess(msgspec.Struct, frozen=True, kw_only=True):

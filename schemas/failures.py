@@ -21,11 +21,11 @@ FindingKind = Literal[
     "preemption_storm",                       # requests preempted again and again for want of KV blocks
     "kv_cache_pressure",                      # the KV cache stays close to full
     "queue_growth",                           # the queue of waiting requests keeps growing
+    "requests_rejected",                      # prompts longer than max_model_len refused again and again
 ]
 
 OutcomeKind = Literal[
     "cotenant_oom",        # a co-tenant grew past what vLLM left on its GPU (simulator, load phase)
-    "requests_rejected",   # requests longer than max_model_len refused with HTTP 400 (simulator)
     "health_timeout",      # /health did not answer 200 in time, and no rule explains why
     "server_exited",       # the server exited before it was healthy, and no rule explains why
     "load_errors",         # requests failed under load, and no rule explains why

@@ -9,7 +9,8 @@ import re
 
 from selfheal.handlers.observer.expr import NUM
 from selfheal.handlers.observer.fixes import FixProgram, compile_candidates, compile_derived
-from selfheal.handlers.observer.spec import CONTEXT, DIRECTIONS, KINDS, RuleProblem, RuleSpec
+from selfheal.handlers.observer.fixes import compile_guard
+from selfheal.handlers.observer.spec import CONFIDENCES, CONTEXT, DIRECTIONS, KINDS, RuleProblem, RuleSpec
 from selfheal.handlers.observer.units import SOURCE_UNITS, target_unit
 from selfheal.schemas.redaction import check_pattern
 from selfheal.schemas.serving import TUNABLE
@@ -22,6 +23,7 @@ _MACROS = {
 }
 _KEY = re.compile(r"[a-z][a-z0-9_]*")
 MAX_WINDOW = 32
+MAX_SUSTAIN = 1000
 
 
 def expand_pattern(source: str) -> str:
@@ -82,6 +84,15 @@ def _compile(rule: RuleSpec) -> CompiledRule:
         raise RuleProblem(("window",), f"window must be from 1 to {MAX_WINDOW}")
     if rule.version < 1:
         raise RuleProblem(("version",), "version must be >= 1")
+    if rule.confidence not in CONFIDENCES[:2]:
+        raise RuleProblem(("confidence",), f"confidence must be 'stated' or 'inferred', got {rule.confidence!r} "
+                                           "('truncated' is what a cut_in rule's findings say)")
+    if not 1 <= rule.sustain <= MAX_SUSTAIN:
+        raise RuleProblem(("sustain",), f"sustain must be from 1 to {MAX_SUSTAIN}")
+    if rule.cut_in and not re.fullmatch(r"\w+", rule.cut_in):
+        raise RuleProblem(("cut_in",), f"cut_in names a region (open:NAME), got {rule.cut_in!r}")
+    if not failure and (rule.confidence != "stated" or rule.when or rule.sustain != 1 or rule.cut_in):
+        raise RuleProblem(("kind",), "a context rule has no confidence, when, sustain or cut_in")
     regexes = tuple(_regex(p, i) for i, p in enumerate(rule.patterns))
     captures = frozenset(name for r in regexes for name in r.groupindex)
     numbers = []
@@ -95,9 +106,12 @@ def _compile(rule: RuleSpec) -> CompiledRule:
                                   f"(defined: {', '.join(sorted(captures)) or 'none'})")
         if not _KEY.fullmatch(num.key):
             raise RuleProblem((*at, "key"), f"numbers.{num.capture}: key {num.key!r} is not a lower-case name")
-        if (num.unit not in ("count", "ratio")) != (target_unit(num.key) in ("GiB", "MiB")):
+        if (num.unit not in ("count", "ratio", "percent")) != (target_unit(num.key) in ("GiB", "MiB")):
             raise RuleProblem((*at, "key"), f"numbers.{num.capture}: key {num.key!r} and unit {num.unit!r} disagree "
                                             "(a size needs a key ending in _gib or _mib)")
+        if num.unit == "percent" and target_unit(num.key) != "ratio":
+            raise RuleProblem((*at, "key"), f"numbers.{num.capture}: a percentage is read to a ratio: its key "
+                                            "ends in _utilization")
         numbers.append((num.capture, num.key, num.unit, target_unit(num.key)))
     for i, key in enumerate(rule.uses):
         if not _KEY.fullmatch(key):
@@ -111,7 +125,8 @@ def _compile(rule: RuleSpec) -> CompiledRule:
 
     names = {key: NUM for _, key, _, _ in numbers} | {key: NUM for key in rule.uses}
     derived = compile_derived(rule.derived, names, captures)
-    program = FixProgram(derived, compile_candidates(rule.fix, names, captures, ("fix",)))
+    guard = compile_guard(rule.when, names, captures, ("when",))
+    program = FixProgram(derived, compile_candidates(rule.fix, names, captures, ("fix",)), guard)
     refine_programs, refine_canon = [], []
     for i, ref in enumerate(rule.refine):
         at = ("refine", i)
@@ -121,7 +136,7 @@ def _compile(rule: RuleSpec) -> CompiledRule:
             raise RuleProblem((*at, "when"), f"refine[{i}]: 'when' names a region (open:NAME), got {ref.when!r}")
         _check_direction(ref.direction, (*at, "direction"))
         cands = compile_candidates(ref.fix, names, captures, (*at, "fix"))
-        refine_programs.append(FixProgram(derived, cands))
+        refine_programs.append(FixProgram(derived, cands, guard))
         refine_canon.append({"when": ref.when, "kind": ref.kind, "priority": ref.priority,
                              "direction": dict(ref.direction), "note": ref.note,
                              "fix": [c.canonical() for c in cands]})
@@ -133,6 +148,13 @@ def _compile(rule: RuleSpec) -> CompiledRule:
         "priority": rule.priority, "window": rule.window, "uses": list(rule.uses), "marks": list(rule.marks),
         "refine": refine_canon, "note": rule.note, "versions": rule.versions,
     }
+    # fields added later appear only where used: the digest of a rule set without them is unchanged
+    for key, value, default in (("confidence", rule.confidence, "stated"), ("sustain", rule.sustain, 1),
+                                ("cut_in", rule.cut_in, "")):
+        if value != default:
+            canonical[key] = value
+    if guard is not None:
+        canonical["when"] = guard.canonical
     return CompiledRule(regexes, tuple(numbers), program, tuple(refine_programs), canonical)
 
 

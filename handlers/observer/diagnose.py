@@ -24,7 +24,9 @@ def _value(v) -> str:
 
 
 def _describe(f: Finding, indent: str = "  ") -> list[str]:
-    out = [f"{f.kind} (rule {f.rule} v{f.rule_version}, line {f.line}) -> {f.action}"]
+    # a finding the error did not state says how it knows (inferred, or a log cut short)
+    known = "" if f.confidence == "stated" else f", {f.confidence}"
+    out = [f"{f.kind} (rule {f.rule} v{f.rule_version}, line {f.line}{known}) -> {f.action}"]
     if f.numbers:
         out.append(indent + "numbers: " + ", ".join(f"{k}={_value(v)}" for k, v in f.numbers.items()))
     ordered = sorted(f.fix_direction, key=lambda p: TUNABLE.index(p) if p in TUNABLE else len(TUNABLE))

@@ -31,6 +31,7 @@ from selfheal.handlers.observer.fixes import FixProgram
 from selfheal.handlers.observer.logtext import LogText
 from selfheal.handlers.observer.normalize import LogicalLine, squash
 from selfheal.handlers.observer.prefilter import Plan, encoded, prefilter_for
+from selfheal.handlers.observer.prefixes import without_collectors
 from selfheal.handlers.observer.spec import CONTEXT, RuleProblem, RuleSpec
 from selfheal.handlers.observer.units import convert
 from selfheal.schemas.actuators import ActuatorBounds
@@ -67,8 +68,8 @@ class Matcher:
         compiled = compile_rule(rule)  # raises RuleProblem (a ValueError) for a malformed rule
         self.rule = rule
         self.order = order
-        self.literal = rule.prefilter
-        self.squashed = squash(rule.prefilter)
+        self.literal = core(rule.prefilter)
+        self.squashed = squash(self.literal)
         self.regexes = compiled.regexes
         self.numbers = compiled.numbers
         self.program = compiled.program
@@ -101,15 +102,31 @@ EVIDENCE_CONTEXT = 240
 EVIDENCE_MATCH_CHARS = 2048
 
 
+#: the punctuation a paste loses (markdown eats backticks, a retyped or re-flowed message drops
+#: periods and commas): a rule's literal is searched for by its longest run without any
+_LOSSY = re.compile(r"[`.,;:'\"()]+")
+#: ... when that run is at least this long (a shorter one would select too many lines)
+MIN_CORE = 12
+
+
+def core(literal: str) -> str:
+    """The part of a rule's prefilter literal that a record must hold: its longest stretch
+    between punctuation that pastes lose, or the literal itself when that is short."""
+    longest = max((p.strip() for p in _LOSSY.split(literal)), key=len, default="")
+    return longest if len(longest) >= MIN_CORE and longest != literal.strip() else literal
+
+
 class Hit:
     """One regex match: what it says, and where (`line`: 1-based, `evidence`: the physical lines,
-    cut down when very long)."""
+    cut down when very long). A hit at a raise site (`site`) has no match: the traceback shows
+    the source line that raises the rule's error, not the error."""
 
-    __slots__ = ("matcher", "groups", "numbers", "line", "evidence", "key")
+    __slots__ = ("matcher", "groups", "numbers", "line", "evidence", "key", "site")
 
-    def __init__(self, matcher: Matcher, m: re.Match, line: int, evidence: list[str], record_first: int):
+    def __init__(self, matcher: Matcher, m: re.Match | None, line: int, evidence: list[str], record_first: int):
         self.matcher = matcher
-        self.groups = {k: v for k, v in m.groupdict().items() if v is not None}
+        self.site = m is None
+        self.groups = {} if m is None else {k: v for k, v in m.groupdict().items() if v is not None}
         self.numbers: dict[str, float | int] = {}
         for capture, key, unit, target in matcher.numbers:
             text = self.groups.get(capture)
@@ -118,7 +135,7 @@ class Hit:
                 self.numbers[key] = value
         self.line = line
         self.evidence = [_printable(x) for x in evidence]
-        self.key = (line, record_first, m.start(), matcher.order)
+        self.key = (line, record_first, 0 if m is None else m.start(), matcher.order)
 
 
 def _printable(line: str) -> str:
@@ -290,6 +307,25 @@ def last_matches(regex: re.Pattern, text: str, keep: int = MAX_MATCHES_PER_RECOR
     return kept
 
 
+#: a raise statement is read over at most this many source lines
+SITE_LINES = 12
+_RAISE = re.compile(r"raise\s+[\w.]+\(")
+# a line of Python source in a traceback: a raise, or a string literal continuing one
+_CODE = re.compile(r"\s*(?:raise\s+[\w.]+\(|[rRbBfFuU]{0,2}[\"'])")
+_STRING = re.compile(r"""[rRbBfFuU]{0,2}("(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')""")
+_PLACEHOLDER = re.compile(r"\{[^{}\n]*\}")
+
+
+def _is_code(message: str) -> bool:
+    return _CODE.match(message) is not None
+
+
+def _literals(source: str) -> str:
+    """The text of the string literals on a line of source, joined; an f-string's placeholders
+    become a space (the value is not known)."""
+    return "".join(_PLACEHOLDER.sub(" ", m.group(1)[1:-1]) for m in _STRING.finditer(source))
+
+
 class Scan:
     """Candidate records -> every match of every rule, handed to `on_hit` in log order (Hit.key;
     the last MAX_MATCHES_PER_RECORD of a rule in a record), as soon as the log has been read
@@ -309,6 +345,7 @@ class Scan:
         self.wrapped: set[int] = set()
         self.held: list[tuple[tuple, int, Hit]] = []  # hits that a later record may precede
         self.made = 0
+        self.sites: set[int] = set()  # raise statements read
 
     def add(self, found: dict[int, set[int]], wrapped: Iterable[int] = ()) -> None:
         for start, idxs in found.items():
@@ -330,10 +367,17 @@ class Scan:
                 break
             del self.pending[start]
             self.wrapped.discard(start)
-            if idxs and not log.is_source_line(start):
+            if idxs:
                 first = log.number(start)
                 self._release((first, first))  # every later hit has a key from here on
-                self._record(start, first, idxs)
+                if log.is_source_line(start) or _is_code(log.message(start)):
+                    # source lines tell the phase (a call of the capture) but state no failure
+                    phases = {i for i in idxs if self.matchers[i].rule.kind == CONTEXT}
+                    if phases:
+                        self._record(start, first, phases)
+                    self._site(start)
+                else:
+                    self._record(start, first, idxs)
         if limit is None:
             self._release(None)
 
@@ -356,6 +400,41 @@ class Scan:
         held = self.held
         while held and (before is None or held[0][0][:2] < before):
             self.on_hit(heapq.heappop(held)[2])
+
+    def _site(self, start: int) -> None:
+        """A source line in a traceback that holds a rule's literal (`raise ValueError("No
+        available memory for the cache blocks. "`, or one of the string literals below it): the
+        statement's literals, joined as Python joins them, name the error it raises. The
+        statement is read once, from its `raise` line; its hits are kept apart from stated ones
+        (Interpretation): the message itself, when it follows, says more."""
+        log = self.log
+        at = start
+        for _ in range(SITE_LINES):  # up to the raise line
+            if log.is_source_line(at) and _RAISE.match(log.message(at).lstrip()):
+                break
+            at = log.line_start(at - 1) if at else -1
+            if at < 0 or not _is_code(log.message(at)):
+                return
+        else:
+            return
+        if at in self.sites:
+            return
+        self.sites.add(at)
+        lines, below = [at], log.next_line(at)
+        while below >= 0 and len(lines) < SITE_LINES and _is_code(log.message(below)) \
+                and not _RAISE.match(log.message(below).lstrip()):
+            lines.append(below)
+            below = log.next_line(below)
+        said = squash("".join(_literals(log.message(x)) for x in lines))
+        named = [m for m in self.matchers if m.rule.kind != CONTEXT and not m.rule.cut_in and m.squashed in said]
+        if not named:
+            return
+        # rules that share a literal: the one whose whole literal the statement holds, the first
+        m = min(named, key=lambda m: (squash(m.rule.prefilter) not in said, m.order))
+        first = log.number(at)
+        evidence = [excerpt(log.line_text(x), 0, 0) for x in lines]
+        heapq.heappush(self.held, ((first, first, 0, m.order), self.made, Hit(m, None, first, evidence, first)))
+        self.made += 1
 
     def _record(self, start: int, first: int, idxs: set[int]) -> None:
         log, matchers = self.log, self.matchers
@@ -410,7 +489,7 @@ def read(text, matchers: tuple[Matcher, ...], sink: Callable[[], S]) -> S:
             scan.run(base + b)
         return piece
 
-    log = LogText(text, on_piece=start)
+    log = LogText(without_collectors(text), on_piece=start)
     search, scan, made = current
     scan.add(search.take(), log.take_continued())
     scan.run()
@@ -469,8 +548,14 @@ class Interpretation:
     failed, or None when the server reported itself ready after every finding.
     """
 
-    def __init__(self, current: ServingConfig | None, bounds: ActuatorBounds, buffer: float):
+    def __init__(self, current: ServingConfig | None, bounds: ActuatorBounds, buffer: float,
+                 matchers: tuple[Matcher, ...] = ()):
         self.settings = (current, bounds, buffer)
+        # rules that speak when the log ends inside a region (`cut_in`): the failure was not seen
+        self.cut_rules = [m for m in matchers if m.rule.cut_in]
+        self.streaks: dict[str, int] = {}  # rule id -> matches in a row (rules with `sustain`)
+        self.sites: list[tuple[int, Finding]] = []  # raise-site findings of this attempt, held back
+        self.context_hits = 0  # context lines read: a log cut in a phase shows more than its opener
         self.context: dict[str, tuple[float | int, Hit]] = {}
         self.regions: dict[str, Hit] = {}
         self.ready_after_last_finding = False
@@ -486,14 +571,19 @@ class Interpretation:
     def add(self, hit: Hit) -> None:
         rule = hit.matcher.rule
         if rule.kind == CONTEXT:
+            self.context_hits += 1
             for mark in rule.marks:
                 if mark == "reset":
+                    self._flush_sites()
                     self.context.clear()
                     self.regions.clear()
+                    self.streaks.clear()
                     if self.attempt:
                         self.failed, self.attempt = self.attempt, {}
                 elif mark == "ready":
+                    self._flush_sites()
                     self.ready_after_last_finding = True
+                    self.regions.clear()  # serving: every startup phase is over
                 elif mark.startswith("open:"):
                     self.regions[mark[5:]] = hit
                 else:
@@ -501,12 +591,56 @@ class Interpretation:
             for key, value in hit.numbers.items():
                 self.context[key] = (value, hit)
             return
-        priority, finding = _finding(hit, self.context, self.regions, self._fix)
+        if rule.cut_in and rule.cut_in not in self.regions:
+            return  # the process died, but not in the phase this rule reads it in
+        made = _finding(hit, self.context, self.regions, self._fix, self._confidence(hit))
+        if made is None:  # the rule's `when` is false here: a calm match ends a streak
+            self.streaks.pop(rule.id, None)
+            return
+        if rule.sustain > 1:
+            streak = self.streaks[rule.id] = self.streaks.get(rule.id, 0) + _times(hit)
+            if streak < rule.sustain:
+                return
+        priority, finding = made
+        if hit.site:  # the message itself may follow, and says more: held back until it does not
+            self.sites.append((priority, finding))
+            return
+        # an error stated after raise sites is what they raised: they said less
+        self.sites = []
+        self._found(priority, finding)
+
+    def _found(self, priority: int, finding: Finding) -> None:
         self.ready_after_last_finding = False
         self.regions.clear()  # whatever phase was running ended with this failure
         self._count(priority, finding)
 
-    def _fix(self, program: FixProgram, numbers: dict, groups: dict) -> tuple[dict, str]:
+    def _flush_sites(self) -> None:
+        sites, self.sites = self.sites, []
+        for priority, finding in sites:
+            self._found(priority, finding)
+
+    def _confidence(self, hit: Hit) -> str:
+        rule = hit.matcher.rule
+        if rule.cut_in:
+            return "truncated"
+        return "inferred" if hit.site else rule.confidence
+
+    def _cut_short(self) -> None:
+        """The log ends inside a region a `cut_in` rule names, with no failure since it opened:
+        the process died there, or the paste stops there. A finding of lower confidence."""
+        if self.context_hits < 2:  # the opening line alone: a quoted line, not a startup that stopped
+            return
+        if self.failed and not self.attempt:  # an earlier attempt's stated failure says more
+            return
+        for m in self.cut_rules:
+            opener = self.regions.get(m.rule.cut_in)
+            if opener is not None:
+                made = _finding(Hit(m, None, opener.line, list(opener.evidence), opener.line), self.context, self.regions,
+                                self._fix, "truncated")
+                if made is not None:
+                    self._found(*made)
+
+    def _fix(self, program: FixProgram, numbers: dict, groups: dict) -> tuple[dict, str] | None:
         """The fix `program` gives for these numbers and captures; the last ones are remembered
         (a repeated failure repeats them), as running a program is most of a finding's cost."""
         key = (program, repr(numbers), repr(groups))  # repr: 0.0 is not -0.0, 1 is not 1.0 here
@@ -516,7 +650,7 @@ class Interpretation:
                 self.fixes.clear()
             current, bounds, buffer = self.settings
             done = self.fixes[key] = program.run(Env.build(numbers, current, bounds, buffer, groups))
-        return dict(done[0]), done[1]
+        return None if done is None else (dict(done[0]), done[1])
 
     def _count(self, priority: int, finding: Finding) -> None:
         self.occurrences += 1
@@ -534,6 +668,10 @@ class Interpretation:
         self.attempt[identity] = (priority, at)
 
     def diagnosis(self) -> Diagnosis:
+        """The diagnosis of the log read so far. Call it once, at the end: what the end of the
+        log means (raise sites with no message after them, a log cut inside a phase) is added."""
+        self._flush_sites()
+        self._cut_short()
         attempt = self.attempt or self.failed
         primary = None
         if attempt and not self.ready_after_last_finding:
@@ -545,15 +683,17 @@ class Interpretation:
                          repeated=sorted(repeated, key=lambda r: r.index))
 
 
-def interpret(hits: Iterable[Hit], current: ServingConfig | None, bounds: ActuatorBounds, buffer: float) -> Diagnosis:
+def interpret(hits: Iterable[Hit], current: ServingConfig | None, bounds: ActuatorBounds, buffer: float,
+              matchers: tuple[Matcher, ...] = ()) -> Diagnosis:
     """Fold hits, in log order, into a diagnosis (Interpretation)."""
-    fold = Interpretation(current, bounds, buffer)
+    fold = Interpretation(current, bounds, buffer, matchers)
     for hit in hits:
         fold.add(hit)
     return fold.diagnosis()
 
 
-def _finding(hit: Hit, context, regions, fix_of: Callable[[FixProgram, dict, dict], tuple[dict, str]]) -> tuple[int, Finding]:
+def _finding(hit: Hit, context, regions, fix_of: Callable[[FixProgram, dict, dict], tuple[dict, str] | None],
+             confidence: str = "stated") -> tuple[int, Finding] | None:
     rule = hit.matcher.rule
     kind, program, direction, notes = rule.kind, hit.matcher.program, rule.direction, [rule.note]
     priority = rule.priority
@@ -572,12 +712,43 @@ def _finding(hit: Hit, context, regions, fix_of: Callable[[FixProgram, dict, dic
             numbers[key] = value
             support.append(source)
             notes.append(f"{key} from line {source.line}")
-    fix, fix_note = fix_of(program, numbers, hit.groups)
+    made = fix_of(program, numbers, hit.groups)
+    if made is None:
+        return None
+    fix, fix_note = made
     notes.insert(0, fix_note)
+    if confidence != "stated":
+        notes.append(f"inferred from the raise site at line {hit.line}: the message itself was cut off"
+                     if hit.site and confidence == "inferred" else _CONFIDENCE_NOTES[confidence])
     evidence = list(hit.evidence)
     for s in sorted(set(support), key=lambda h: h.key):
         evidence.extend(x for x in s.evidence if x not in evidence)
+    # a log cut short shows no failure: what it would have been is only told (the note), never tuned
+    if confidence == "truncated":
+        notes[0] = f"what would be tried: {notes[0]} {_value_list(fix)}".rstrip() if fix else notes[0]
+        fix = {}
+    action = "tune" if fix else "alert"
     finding = Finding(kind=kind, rule=rule.id, rule_version=rule.version, numbers=numbers,
-                      fix_direction=dict(direction), fix=fix, action="tune" if fix else "alert",
+                      fix_direction=dict(direction), fix=fix, action=action, confidence=confidence,
                       evidence=evidence, line=hit.line, note="; ".join(n for n in notes if n))
     return priority, finding
+
+
+def _value_list(fix: dict) -> str:
+    return "(" + ", ".join(f"{k}={v}" for k, v in fix.items()) + ")"
+
+
+_RAY_REPEATED = re.compile(r"\[repeated (\d{1,6})x across cluster\]")
+
+
+def _times(hit: Hit) -> int:
+    """How many records one match stands for: Ray folds the same line from many workers into
+    one, ending "[repeated 30x across cluster]" (31 in all)."""
+    m = _RAY_REPEATED.search(hit.evidence[-1]) if hit.evidence else None
+    return 1 + int(m.group(1)) if m else 1
+
+
+_CONFIDENCE_NOTES = {
+    "inferred": "inferred from vLLM's accounting, not stated by an error",
+    "truncated": "the log ends here without the error: lower confidence, alert only",
+}

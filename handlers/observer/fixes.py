@@ -129,18 +129,27 @@ class Candidate:
 class FixProgram:
     """Derived values plus candidates; `run` gives (fix, note) for one finding."""
 
-    __slots__ = ("derived", "candidates")
+    __slots__ = ("derived", "candidates", "guard")
 
-    def __init__(self, derived: tuple[tuple[str, Expr], ...], candidates: tuple[Candidate, ...]):
-        self.derived, self.candidates = derived, candidates
+    def __init__(self, derived: tuple[tuple[str, Expr], ...], candidates: tuple[Candidate, ...],
+                 guard: Expr | None = None):
+        self.derived, self.candidates, self.guard = derived, candidates, guard
 
-    def run(self, env: Env) -> tuple[dict[str, float | int | bool], str]:
+    def run(self, env: Env) -> tuple[dict[str, float | int | bool], str] | None:
+        """(fix, note); None when the rule's guard (`when`) is false or cannot be computed:
+        then the match is no finding."""
         for name, expr in self.derived:
             try:
                 env.values[name] = expr(env)
             except ExprError as exc:
                 if not exc.missing:  # kept, so that what uses it fails for the same reason
                     env.values[name] = Failed(exc)
+        if self.guard is not None:
+            try:
+                if not self.guard(env):
+                    return None
+            except ExprError:
+                return None
         first: ExprError | None = None
         for cand in self.candidates:
             try:
@@ -173,6 +182,16 @@ def compile_derived(derived: Mapping[str, str], names: dict[str, str],
         names[name] = expr.type
         out.append((name, expr))
     return tuple(out)
+
+
+def compile_guard(source: str, names: Mapping[str, str], captures: Collection[str], path: tuple) -> Expr | None:
+    """A rule's `when`: a condition on its numbers and derived values, or None when empty."""
+    if not source.strip():
+        return None
+    guard = _expr(source, names, captures, path)
+    if guard.type != BOOL:
+        raise RuleProblem(path, f"{_label(path)}: 'when' must be a condition, not a {guard.type}")
+    return guard
 
 
 def compile_candidates(fixes: Sequence[FixSpec], names: Mapping[str, str], captures: Collection[str],

@@ -66,6 +66,10 @@ class _Rule(msgspec.Struct, forbid_unknown_fields=True):
     refine: list[Any] = []
     note: str = ""
     versions: str = ""
+    confidence: str = "stated"
+    when: str = ""
+    sustain: int = 1
+    cut_in: str = ""
 
 
 _FIX_KEYS = ("when", "note", "action")
@@ -183,7 +187,8 @@ def _rule(table: dict) -> RuleSpec:
                     patterns=tuple(p if isinstance(p, str) else "".join(p) for p in raw.patterns),
                     numbers=tuple(numbers), derived=raw.derived, fix=_fixes(raw.fix, ["fix"]),
                     direction=raw.direction, priority=raw.priority, window=raw.window, uses=tuple(raw.uses),
-                    marks=tuple(raw.marks), refine=tuple(refine), note=raw.note, versions=raw.versions)
+                    marks=tuple(raw.marks), refine=tuple(refine), note=raw.note, versions=raw.versions,
+                    confidence=raw.confidence, when=raw.when, sustain=raw.sustain, cut_in=raw.cut_in)
 
 
 def _fixes(value, path: list) -> tuple[FixSpec, ...]:

@@ -70,7 +70,7 @@ class RuleSet:
 
     def _diagnose(self, text: str | bytes | FileBytes, current: ServingConfig | None, bounds: ActuatorBounds,
                   safety_buffer: float) -> Diagnosis:
-        return read(text, self.matchers, lambda: Interpretation(current, bounds, safety_buffer)).diagnosis()
+        return read(text, self.matchers, lambda: Interpretation(current, bounds, safety_buffer, self.matchers)).diagnosis()
 
     def rule(self, rule_id: str) -> RuleSpec:
         for rule in self.rules:

@@ -29,11 +29,19 @@ Two roles:
   failure inside an open region can be re-read through `refine` (a PyTorch OOM while CUDA
   graphs are captured is a `cuda_graph_oom`). Any failure closes every open region.
 
-Deliberately NOT rules: the scheduler warnings "Input prompt (N tokens) is too long and exceeds
-the capacity of block_manager" (V0) and "... exceeds limit of N" (0.1-0.2). vLLM drops that one
-request and keeps serving; it is a client/request matter, not a configuration that failed, and
-turning it into a finding would make every over-long prompt an incident. Runtime symptoms such
-as KV-cache pressure come from /metrics (rules/40_metrics.toml), not from these lines.
+One line is never a runtime failure: a single over-long prompt refused ("Input prompt (N
+tokens) is too long ...", "This model's maximum context length is ...") or one preemption is a
+client matter, and vLLM keeps serving. Rules for such lines say `sustain = N`: a finding comes
+only from the N-th match in a row, and a match whose `when` is false (a stats line with a calm
+KV cache) starts the count again, as the /metrics rules (rules/40_metrics.toml) wait for
+sustained symptoms.
+
+How a finding knows (`confidence`): "stated" when vLLM's error says it; "inferred" when a rule
+reads vLLM's accounting (a negative "Available KV cache memory", "# GPU blocks: 0", a maximum
+concurrency below 1) or the raise site of a traceback whose message was cut off (engine.py:
+the source line's string literals hold the rule's literal); "truncated" when the log ends
+inside a region that a `cut_in` rule names (CUDA-graph capture: the process died there, or the
+paste stops there). The loop's policy for each is in handlers/intents.py.
 
 `priority` is specificity: the primary finding of a start attempt is the one with the highest
 priority (the last one on a tie). `direction` lists every parameter whose move would address
@@ -64,6 +72,9 @@ from selfheal.schemas.failures import FINDING_KINDS
 KINDS = FINDING_KINDS
 CONTEXT = "context"
 DIRECTIONS = ("increase", "decrease", "enable")
+#: how a finding knows its failure (Finding.confidence): the error stated it; vLLM's accounting
+#: lines or the raise site in a traceback imply it; the log was cut where it would have been
+CONFIDENCES = ("stated", "inferred", "truncated")
 ACTIONS = ("tune", "alert")
 
 
@@ -108,6 +119,12 @@ class RuleSpec(msgspec.Struct, frozen=True, kw_only=True):
     refine: tuple[Refinement, ...] = ()
     note: str = ""
     versions: str = ""              # where in vLLM / PyTorch the text comes from
+    # how the finding knows the failure: "stated" (the error says so) or "inferred" (vLLM's
+    # accounting lines, or the source line of the raise, say the config cannot work)
+    confidence: str = "stated"
+    when: str = ""                  # a condition on the numbers: no finding where it is false
+    sustain: int = 1                # a finding only from the sustain-th match in a row (when: false breaks it)
+    cut_in: str = ""                # a region: the finding is made when the log ends inside it
 
 
 class RuleProblem(ValueError):

@@ -34,8 +34,9 @@ UNIT_BYTES: dict[str, int] = {
 
 #: the source units a rule may declare for a capture
 #: ("size": the capture carries its own unit, e.g. "605.88 MiB"; "count": an integer,
-#: thousands separators allowed; "ratio": a plain decimal such as a utilization)
-SOURCE_UNITS = frozenset(UNIT_BYTES) | {"size", "count", "ratio"}
+#: thousands separators allowed; "ratio": a plain decimal such as a utilization; "percent": a
+#: ratio printed as a percentage, to a key ending in _utilization)
+SOURCE_UNITS = frozenset(UNIT_BYTES) | {"size", "count", "ratio", "percent"}
 
 #: numbers with more digits than this are not real measurements; refusing them keeps
 #: int() and str() below Python's 4300-digit conversion limit on hostile input
@@ -92,6 +93,8 @@ def convert(text: str, unit: str, to: str) -> float | int | None:
     value = decimal_of(text)
     if value is None:
         return None
+    if unit == "percent":  # "GPU KV cache usage: 99.5%": a ratio printed as a percentage
+        return _finite(float(value / 100)) if to == "ratio" else None
     if unit in ("count", "ratio"):
         if to == "count":
             return int(value) if value == value.to_integral_value() else _finite(float(value))

@@ -150,7 +150,9 @@ def test_no_kv_v0_log_takes_its_numbers_from_the_profiling_lines():
     # 0.80 + 2.33 * 1.1 / 15.57 = 0.9646 -> 1.00: above the 0.90 bound, left visible for escalation
     assert d.primary.numbers == {"available_kv_gib": -2.33, "total_gib": 15.57, "requested_utilization": 0.8}
     # the traceback's source line `raise ValueError("No available memory ...` is not a second finding
-    assert len(d.findings) == 1
+    # (the message follows it); what the accounting lines implied before it is, inferred
+    assert [f.rule for f in d.findings if f.confidence == "stated"] == ["vllm.no_kv_cache_memory"]
+    assert d.primary.rule == "vllm.no_kv_cache_memory" and d.primary.confidence == "stated"
     assert len(d.primary.evidence) == 3
 
 

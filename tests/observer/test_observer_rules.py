@@ -372,9 +372,13 @@ def test_variant(case):
 
 
 def test_every_failure_rule_has_a_case():
+    # rules added with issue 14 have their cases beside their tests
+    from tests.observer import test_log_inference, test_source_checks
     seen = set()
     for _, text, current, *_ in CASES:
         seen.update(f.rule for f in diagnose(text, current=current).findings)
+    for text in [c[1] for c in test_log_inference.CASES] + [c[1] for c in test_source_checks.CASES]:
+        seen.update(f.rule for f in diagnose(text).findings)
     assert seen == {r.id for r in RULES if r.kind != CONTEXT}
 
 

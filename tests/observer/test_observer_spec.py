@@ -33,7 +33,9 @@ def test_rule_ids_are_unique_and_versioned():
 
 def test_every_rule_fires_on_some_sample():
     # proves each pre-filter is consistent with its patterns (else the rule could never fire)
+    from tests.observer import test_log_inference, test_source_checks
     texts = [c[1] for c in CASES] + HEALTHY + [p.read_text() for p in SAMPLES.glob("*.log")]
+    texts += [c[1] for c in test_log_inference.CASES] + test_log_inference.SILENT + [c[1] for c in test_source_checks.CASES]
     fired = {h.matcher.rule.id for text in texts for h in scan(LogText(text), MATCHERS)}
     assert fired == {r.id for r in RULES}
 

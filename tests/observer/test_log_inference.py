@@ -1,0 +1,146 @@
+"""Issue 14's mechanisms, one by one, on the shapes real pastes take (tests/observer/samples/wild
+holds the real excerpts; bench/wild.py scores them): collector prefixes learnt per log,
+findings inferred from vLLM's accounting lines or from a traceback's raise site, a log cut
+inside CUDA-graph capture, runtime symptoms that must be sustained, and the confidence each
+finding states."""
+from __future__ import annotations
+
+import pytest
+
+from selfheal.handlers.observer import diagnose
+from selfheal.handlers.observer.prefixes import learn, without_collectors
+
+H = "INFO 04-27 10:13:05 llm_engine.py:275] "
+V1 = "(EngineCore_DP0 pid=563) INFO 12-23 23:34:23 [gpu_worker.py:298] "
+CONFIG = H + "Initializing an LLM engine with config: model='m', max_seq_len=4096, block_size=16, seed=0"
+STATS = ("(APIServer pid=1) INFO 05-19 10:13:{s:02d} [loggers.py:271] Engine 000: Avg prompt throughput: 0.0 tokens/s, "
+         "Avg generation throughput: 1055.3 tokens/s, Running: 18 reqs, Waiting: {w} reqs, GPU KV cache usage: {kv}%, "
+         "Prefix cache hit rate: 0.0%")
+PREEMPT = ("WARNING 04-14 20:04:53 scheduler.py:1484] Sequence group {g} is preempted by PreemptionMode.RECOMPUTE mode "
+           "because there is not enough KV cache space. This can affect the end-to-end performance. Increase "
+           "gpu_memory_utilization or tensor_parallel_size to provide more KV cache memory.{tail}")
+CAPTURE = [V1 + "Model loading took 15.59 GiB and 12.3 seconds",
+           V1 + "Available KV cache memory: 20.1 GiB",
+           V1 + "Capturing CUDA graph shapes:  40%|####      | 27/67"]
+REJECT = ("ERROR 02-13 07:19:1{s} serving_chat.py:200] Error in preprocessing prompt inputs: This model's maximum "
+          "context length is 4096 tokens. However, you requested 5{s}00 tokens (5000 in the messages). Please reduce")
+
+# (name, log, rule, kind, confidence, numbers it must state, a direction it must have)
+CASES = [
+    ("V0 '# GPU blocks: 0'", H + "# GPU blocks: 0, # CPU blocks: 256",
+     "vllm.acct.no_gpu_blocks", "no_kv_cache_memory", "inferred", {"num_blocks": 0}, ("gpu_memory_utilization", "increase")),
+    ("V0 0.1 '# GPU blocks: -1'", H + "# GPU blocks: -1, # CPU blocks: 512",
+     "vllm.acct.no_gpu_blocks", "no_kv_cache_memory", "inferred", {"num_blocks": -1}, ("gpu_memory_utilization", "increase")),
+    ("V0 blocks x 16 below max_seq_len", CONFIG + "\n" + H + "# GPU blocks: 229, # CPU blocks: 512",
+     "vllm.acct.blocks_below_max_model_len", "max_model_len_exceeds_kv_cache", "inferred",
+     {"num_blocks": 229}, ("max_model_len", "decrease")),
+    ("V1 negative KV budget", V1 + "Available KV cache memory: -2.77 GiB",
+     "vllm.acct.negative_kv", "no_kv_cache_memory", "inferred", {"available_kv_gib": -2.77},
+     ("gpu_memory_utilization", "increase")),
+    ("V0 negative KV rest", H + "model weights take 5.20GiB; non_torch_memory takes 0.03GiB; PyTorch activation peak "
+     "memory takes 1.42GiB; the rest of the memory reserved for KV Cache is -1.05GiB.",
+     "vllm.acct.negative_kv_v0", "no_kv_cache_memory", "inferred", {"available_kv_gib": -1.05},
+     ("gpu_memory_utilization", "increase")),
+    ("concurrency below one", H + "Maximum concurrency for 29000 tokens per request: 0.82x",
+     "vllm.acct.concurrency_below_one", "max_model_len_exceeds_kv_cache", "inferred",
+     {"max_model_len": 29000, "max_concurrency": 0.82}, ("max_model_len", "decrease")),
+    ("concurrency zero", H + "Maximum concurrency for 4096 tokens per request: 0.00x",
+     "vllm.acct.concurrency_zero", "no_kv_cache_memory", "inferred", {"max_model_len": 4096},
+     ("gpu_memory_utilization", "increase")),
+    ("V1 KV tokens below max_seq_len", CONFIG + "\n" + V1 + "GPU KV cache size: 3,648 tokens",
+     "vllm.acct.kv_tokens_below_max_model_len", "max_model_len_exceeds_kv_cache", "inferred",
+     {"kv_cache_tokens": 3648}, ("max_model_len", "decrease")),
+    ("cut inside CUDA-graph capture", "\n".join(CAPTURE),
+     "vllm.cut.cudagraph_capture", "cuda_graph_oom", "truncated", {}, ("enforce_eager", "enable")),
+    ("engine dead during capture", "\n".join(CAPTURE + ["RuntimeError: Engine core initialization failed. "
+                                                        "See root cause above. Failed core proc(s): {}"]),
+     "vllm.cut.cudagraph_capture", "cuda_graph_oom", "truncated", {}, ("enforce_eager", "enable")),
+    ("raise site, message cut", "Traceback (most recent call last):\n"
+     '  File "/usr/lib/python3/site-packages/vllm/worker/worker.py", line 493, in raise_if_cache_size_invalid\n'
+     '    raise ValueError("No available memory for the cache blocks. "',
+     "vllm.no_kv_cache_memory", "no_kv_cache_memory", "inferred", {}, ("gpu_memory_utilization", "increase")),
+    ("KV cache full on two stats lines", "\n".join(STATS.format(s=s, w=43, kv=kv) for s, kv in ((1, 95.9), (11, 96.5))),
+     "vllm.log.kv_cache_pressure", "kv_cache_pressure", "stated",
+     {"kv_cache_utilization": 0.965, "requests_running": 18, "requests_waiting": 43}, ("max_num_seqs", "decrease")),
+    ("preemption warnings, again and again", "\n".join(PREEMPT.format(g=g, tail="") for g in (1, 2, 3)),
+     "vllm.log.preemptions", "preemption_storm", "stated", {}, ("max_num_seqs", "decrease")),
+    ("one warning with a high count", PREEMPT.format(g=7, tail=" total_num_cumulative_preemption=51"),
+     "vllm.log.preemptions_counted", "preemption_storm", "stated", {"preemptions": 51}, ("max_num_seqs", "decrease")),
+    ("Ray folds three workers' warnings", PREEMPT.format(g=63, tail=" [repeated 2x across cluster]"),
+     "vllm.log.preemptions", "preemption_storm", "stated", {}, ("max_num_seqs", "decrease")),
+    ("over-long prompts refused again and again", "\n".join(REJECT.format(s=s) for s in (1, 2, 3)),
+     "vllm.log.requests_rejected", "requests_rejected", "stated", {"max_model_len": 4096}, ("max_model_len", "increase")),
+    ("V0 prompt limit below the config's max_seq_len", CONFIG + "\n" + "WARNING 07-12 15:03:35 scheduler.py:194] Input "
+     "prompt (3622 tokens) is too long and exceeds limit of 2560",
+     "vllm.log.prompt_over_batched_tokens", "batched_tokens_below_model_len", "inferred",
+     {"max_num_batched_tokens": 2560}, ("max_num_batched_tokens", "increase")),
+    ("V0 prompt limit, again and again", "\n".join("WARNING 07-12 15:03:3{s} scheduler.py:194] Input prompt (5{s}00 "
+                                                  "tokens) is too long and exceeds limit of 4096".format(s=s)
+                                                  for s in (1, 2, 3)),
+     "vllm.log.prompt_over_limit", "requests_rejected", "stated", {"prompt_limit": 4096}, ("max_model_len", "increase")),
+]
+
+
+@pytest.mark.parametrize("name, log, rule, kind, confidence, numbers, direction", CASES, ids=[c[0] for c in CASES])
+def test_each_mechanism_names_the_failure_with_its_confidence(name, log, rule, kind, confidence, numbers, direction):
+    f = diagnose(log).primary
+    assert f is not None, name
+    assert (f.rule, f.kind, f.confidence) == (rule, kind, confidence)
+    assert {k: f.numbers.get(k) for k in numbers} == pytest.approx(numbers)
+    assert f.fix_direction.get(direction[0]) == direction[1]
+    if confidence == "truncated":  # the policy: told, never tuned
+        assert f.action == "alert" and f.fix == {} and "lower confidence" in f.note
+
+
+SILENT = [
+    H + "# GPU blocks: 2575, # CPU blocks: 2048",                                # healthy block count
+    H + "Maximum concurrency for 4096 tokens per request: 12.50x",
+    V1 + "Available KV cache memory: 20.1 GiB",
+    STATS.format(s=1, w=43, kv=99.0),                                           # one full stats line
+    "\n".join(STATS.format(s=s, w=0, kv=kv) for s, kv in ((1, 95.9), (11, 40.0), (21, 96.0))),  # not in a row
+    PREEMPT.format(g=1, tail=" total_num_cumulative_preemption=1"),              # one preemption
+    REJECT.format(s=1),                                                          # one refused prompt
+    CAPTURE[2],                                                                  # a capture line quoted alone
+    "\n".join(CAPTURE + [V1 + "Graph capturing finished in 12 secs, took 0.45 GiB"]),
+    "\n".join(CAPTURE + [V1 + "Registering 4 cuda graph addresses"]),        # all-reduce after capture
+]
+
+
+@pytest.mark.parametrize("log", SILENT)
+def test_look_alikes_stay_silent(log):
+    assert diagnose(log).findings == []
+
+
+def test_a_stated_error_after_its_raise_site_is_the_finding():
+    log = ("Traceback (most recent call last):\n"
+           '  File "/x/vllm/worker/worker.py", line 493, in raise_if_cache_size_invalid\n'
+           '    raise ValueError("No available memory for the cache blocks. "\n'
+           "ValueError: No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when "
+           "initializing the engine.")
+    d = diagnose(log)
+    assert [(f.rule, f.confidence) for f in d.findings] == [("vllm.no_kv_cache_memory", "stated")]
+
+
+@pytest.mark.parametrize("prefix", ["vllm-1  | ", "  | ", "[pod/vllm-7d9f/vllm] ",
+                                    "2024-04-27 10:13:05 | ERROR | stderr | ",
+                                    "Dec 05 10:00:00 gpu1 vllm[1234]: ", "> ",
+                                    "2025-03-10T15:07:20Z vllm-api-1  | "])
+def test_collector_prefixes_are_learnt_and_removed(prefix):
+    body = [V1 + "Model loading took 15.59 GiB and 12.3 seconds",
+            "(EngineCore_DP0 pid=563) ERROR 12-23 23:34:23 [core.py:708] Traceback (most recent call last):",
+            '(EngineCore_DP0 pid=563) ERROR 12-23 23:34:23 [core.py:708]   File "/x/vllm/v1/core/kv_cache_utils.py", '
+            "line 540, in check_enough_kv_cache_memory",
+            "(EngineCore_DP0 pid=563) ERROR 12-23 23:34:23 [core.py:708]     raise ValueError(",
+            "(EngineCore_DP0 pid=563) ERROR 12-23 23:34:23 [core.py:708] ValueError: To serve at least one request "
+            "with the models's max seq len (32768), (4.0 GiB KV cache is needed, which is larger than the available "
+            "KV cache memory (2.1 GiB). Based on the available memory, the estimated maximum model length is 17200."]
+    log = "\n".join(prefix + line for line in body)
+    assert learn(log)
+    assert without_collectors(log) == "\n".join(body)
+    f = diagnose(log).primary
+    assert (f.kind, f.numbers["estimated_max_model_len"], f.line) == ("max_model_len_exceeds_kv_cache", 17200, 5)
+
+
+def test_a_plain_log_is_given_back_as_it_was():
+    log = "\n".join(CAPTURE).encode()
+    assert without_collectors(log) is log
