@@ -9,7 +9,12 @@ Prints one JSON object: events/s of each, and ratios ours / plain and ours / eve
   by the same msgspec decoder;
 - fleet: 4 processes appending one event per transaction at once.
 The plain loop has the same columns and indexes but no hash chain, no lock, no version check,
-no idempotency. Commits are durable (fsync on) in every variant.
+no idempotency. Commits are durable (fsync on) in every variant; `append_single_no_flush` is
+the same race with synchronous_commit off in every variant: the work of an append without the
+WAL flush, which on a slow or busy disk is most of a commit and hides everything else.
+The variants of one figure run interleaved, in rounds that rotate their order, each on its own
+connection and fresh database, so a disk or a neighbour that slows down mid-run slows them all
+alike and the ratios stay fair.
 
     python bench/postgres.py            # 5,000 events per figure
     python bench/postgres.py --quick    # 500, for CI smoke runs
@@ -17,6 +22,7 @@ no idempotency. Commits are durable (fsync on) in every variant.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -56,39 +62,39 @@ def rate(count: int, seconds: float) -> float:
     return round(count / seconds, 1)
 
 
-def ours_single(url: str, n: int, cls=PostgresRecorder) -> float:
-    with cls(url, create=True) as rec:
-        started = time.perf_counter()
-        for i in range(n):
-            rec.append(f"s{i % 50}", [new_event()])
-        return rate(n, time.perf_counter() - started)
+def interleaved(variants: dict, n: int, per_call: int = 1, rounds: int = 10) -> dict[str, float]:
+    """events/s of each variant, `variant(i)` appending call i (`per_call` events); the calls run
+    in rounds, each round every variant in turn, the order rotating from round to round."""
+    spent, names, chunk = dict.fromkeys(variants, 0.0), list(variants), max(1, n // per_call // rounds)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            call = variants[name]
+            started = time.perf_counter()
+            for i in range(r * chunk, (r + 1) * chunk):
+                call(i)
+            spent[name] += time.perf_counter() - started
+    return {name: rate(chunk * rounds * per_call, seconds) for name, seconds in spent.items()}
 
 
-def ours_batched(url: str, n: int, size: int = 100) -> float:
-    with PostgresRecorder(url, create=True) as rec:
-        started = time.perf_counter()
-        for i in range(0, n, size):
-            rec.append(f"b{i % 50}", [new_event() for _ in range(size)])
-        return rate(n, time.perf_counter() - started)
+def ours(stack, url: str, size: int = 1, cls=PostgresRecorder, flush: bool = True):
+    rec = stack.enter_context(cls(url, create=True))
+    if not flush:
+        rec._conn.execute("SET synchronous_commit = off")
+    return lambda i: rec.append(f"s{i % 50}", [new_event() for _ in range(size)])
 
 
-def plain_single(url: str, n: int) -> float:
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(PLAIN)
-        started = time.perf_counter()
-        for i in range(n):
-            conn.execute(PLAIN_INSERT, (str(uuid.uuid4()), f"s{i % 50}", i, NOW, NOW, BODY))
-        return rate(n, time.perf_counter() - started)
+def plain(stack, url: str, size: int = 1, flush: bool = True):
+    conn = stack.enter_context(psycopg.connect(url, autocommit=True))
+    conn.execute(PLAIN)
+    if not flush:
+        conn.execute("SET synchronous_commit = off")
+    if size == 1:
+        return lambda i: conn.execute(PLAIN_INSERT, (str(uuid.uuid4()), f"s{i % 50}", i, NOW, NOW, BODY))
 
-
-def plain_batched(url: str, n: int, size: int = 100) -> float:
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(PLAIN)
-        started = time.perf_counter()
-        for i in range(0, n, size):
-            with conn.transaction(), conn.cursor() as cur:
-                cur.executemany(PLAIN_INSERT, [(str(uuid.uuid4()), f"b{i}", j, NOW, NOW, BODY) for j in range(size)])
-        return rate(n, time.perf_counter() - started)
+    def batch(i: int) -> None:
+        with conn.transaction(), conn.cursor() as cur:
+            cur.executemany(PLAIN_INSERT, [(str(uuid.uuid4()), f"b{i}", j, NOW, NOW, BODY) for j in range(size)])
+    return batch
 
 
 def eventsourcing_recorder(url: str):
@@ -102,22 +108,37 @@ def eventsourcing_recorder(url: str):
     return recorder, StoredEvent, datastore
 
 
-def es_appends(url: str, n: int, size: int) -> float:
+def eventsourcing(stack, url: str, size: int = 1):
     recorder, StoredEvent, datastore = eventsourcing_recorder(url)
+    stack.callback(datastore.close)
     streams = [uuid.uuid4() for _ in range(50)]
     versions = dict.fromkeys(streams, 0)
     state = BODY.encode()
-    started = time.perf_counter()
-    for i in range(0, n, size):
-        stream = streams[(i // size) % 50]
+
+    def call(i: int) -> None:
+        stream = streams[i % 50]
         batch = []
         for _ in range(size):
             versions[stream] += 1
             batch.append(StoredEvent(stream, versions[stream], "IntentArchived", state))
         recorder.insert_events(batch)
-    elapsed = time.perf_counter() - started
-    datastore.close()
-    return rate(n, elapsed)
+    return call
+
+
+def race(db, n: int, size: int = 1, flush: bool = True, lock: bool = False) -> dict[str, float]:
+    """ours, plain (and eventsourcing where installed) interleaved: events/s of each."""
+    with contextlib.ExitStack() as stack:
+        variants = {"ours": ours(stack, db(), size, flush=flush)}
+        if lock:
+            variants["table_lock"] = ours(stack, db(), size, cls=TableLocked)
+            return interleaved(variants, n, per_call=size)
+        variants["plain"] = plain(stack, db(), size, flush=flush)
+        if flush:  # eventsourcing's pool opens connections of its own: no session setting reaches them
+            try:
+                variants["eventsourcing"] = eventsourcing(stack, db(), size)
+            except ImportError:
+                pass
+        return interleaved(variants, n, per_call=size)
 
 
 def typed_reads(url: str, n: int) -> dict:
@@ -182,25 +203,32 @@ def main() -> None:
         db = cluster.new_database
         out: dict = {"events": n, "postgres": psycopg.connect(cluster.url()).info.server_version,
                      "fsync": "on, synchronous_commit on"}
-        ours, plain = ours_single(db(), n), plain_single(db(), n)
-        out["append_single"] = {"ours_events_per_s": ours, "plain_psycopg_events_per_s": plain,
-                                "ratio_ours_plain": round(ours / plain, 3)}
-        ours_b, plain_b = ours_batched(db(), n), plain_batched(db(), n)
-        out["append_batched_100"] = {"ours_events_per_s": ours_b, "plain_psycopg_events_per_s": plain_b,
-                                     "ratio_ours_plain": round(ours_b / plain_b, 3)}
-        table = ours_single(db(), n, TableLocked)
-        out["append_lock"] = {"advisory_xact_lock_events_per_s": ours, "lock_table_exclusive_events_per_s": table,
-                              "ratio_advisory_table": round(ours / table, 3)}
-        try:
-            es_single, es_batched = es_appends(db(), n, 1), es_appends(db(), n, 100)
-        except ImportError as exc:
-            out["eventsourcing"] = f"not installed ({exc}): pip install 'eventsourcing[postgres]' to compare"
-        else:
+        single, batched = race(db, n), race(db, n, size=100)
+        out["append_single"] = {"ours_events_per_s": single["ours"], "plain_psycopg_events_per_s": single["plain"],
+                                "ratio_ours_plain": round(single["ours"] / single["plain"], 3)}
+        out["append_batched_100"] = {"ours_events_per_s": batched["ours"],
+                                     "plain_psycopg_events_per_s": batched["plain"],
+                                     "ratio_ours_plain": round(batched["ours"] / batched["plain"], 3)}
+        unflushed = race(db, n, flush=False)
+        out["append_single_no_flush"] = {
+            "ours_events_per_s": unflushed["ours"], "plain_psycopg_events_per_s": unflushed["plain"],
+            "ratio_ours_plain": round(unflushed["ours"] / unflushed["plain"], 3)}
+        locks = race(db, n, lock=True)
+        out["append_lock"] = {"advisory_xact_lock_events_per_s": locks["ours"],
+                              "lock_table_exclusive_events_per_s": locks["table_lock"],
+                              "ratio_advisory_table": round(locks["ours"] / locks["table_lock"], 3)}
+        if "eventsourcing" in single:
             out["eventsourcing"] = {
-                "single_events_per_s": es_single, "batched_100_events_per_s": es_batched,
-                "ratio_ours_single": round(ours / es_single, 3), "ratio_ours_batched": round(ours_b / es_batched, 3)}
+                "single_events_per_s": single["eventsourcing"], "batched_100_events_per_s": batched["eventsourcing"],
+                "ratio_ours_single": round(single["ours"] / single["eventsourcing"], 3),
+                "ratio_ours_batched": round(batched["ours"] / batched["eventsourcing"], 3)}
+        else:
+            out["eventsourcing"] = "not installed: pip install 'eventsourcing[postgres]' to compare"
         out["typed_reads"] = typed_reads(db(), n)
-        fleet_ours, fleet_plain = fleet(db(), n, plain=False), fleet(db(), n, plain=True)
+        # ours, plain, plain, ours: a disk slowing down mid-run weighs on both alike
+        runs = [fleet(db(), n // 2, plain=kind) for kind in (False, True, True, False)]
+        fleet_ours, fleet_plain = (round(2 / (1 / runs[0] + 1 / runs[3]), 1),
+                                   round(2 / (1 / runs[1] + 1 / runs[2]), 1))
         out["fleet_4_nodes"] = {"ours_events_per_s": fleet_ours, "plain_psycopg_events_per_s": fleet_plain,
                                 "ratio_ours_plain": round(fleet_ours / fleet_plain, 3)}
     finally:

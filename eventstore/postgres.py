@@ -1,6 +1,12 @@
 """The server recorder: one PostgreSQL database holds the log of a fleet of nodes.
 
 Design notes (why, not what):
+- An append is one round trip: one call of the server-side function `selfheal_append_v1`
+  (postgres_schema.py) that takes the append lock, reads the head, checks the fence, the
+  checkpoint moves, the expected versions and stored ids, computes the rows' hashes as
+  eventstore/hashing.py does, and inserts them, as one statement and so one implicit
+  transaction; a conflict raises in it and nothing is written. The client computes nothing
+  the server must know first (the head, recorded_at), so no round trip waits on another.
 - Appends are serialised by a transaction-level advisory lock taken before the chain head is
   read: every append needs the previous hash, and a sequence would leave gaps on rollback and
   let a tailing reader skip a row committed late. The lock is released at commit, after the
@@ -16,10 +22,12 @@ Design notes (why, not what):
 """
 from __future__ import annotations
 
+import json
 import os
 import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 
+import msgspec
 import psycopg
 from psycopg import errors as pg_errors
 
@@ -28,15 +36,16 @@ from selfheal.eventstore.errors import (
     CannotOpen, CheckpointConflict, ConcurrencyError, DuplicateEventConflict, LogMissing, NewerFormat,
     NotASelfhealLog, StoreError,
 )
-from selfheal.eventstore.hashing import GENESIS, HASH, POSITION, chain_rows, verify_rows
+from selfheal.eventstore.hashing import verify_rows
 from selfheal.eventstore.recorder import (
     COLUMNS, AppendRequest, Break, CheckpointAdvance, EventFilter, Recorder, StoredEvent, VerifyReport, utc_iso,
 )
 
 SCHEMES = ("postgresql://", "postgres://")
 #: the advisory lock's first key: 'SHL1', as SQLite's application_id; the second is the table's oid
-_LOCK_CLASS = 0x53484C31
-_COPY = f"COPY events ({', '.join(COLUMNS)}) FROM STDIN"
+_LOCK_CLASS = schema.LOCK_CLASS
+_CALL = f"SELECT {schema.APPEND}(%s::jsonb, %s::jsonb, %s::jsonb, %s::text, %s::text)"
+_encode = msgspec.json.Encoder().encode
 _INSERT = f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))})"
 
 
@@ -57,10 +66,14 @@ class LeaseLost(StoreError):
     """A runner's lease passed to another holder: nothing of this write was recorded."""
 
 
+_CONFLICTS = (schema.VERSION_CONFLICT, schema.CHECKPOINT_CONFLICT, schema.LEASE_LOST, schema.DUPLICATE)
+
+
 class PostgresRecorder(Recorder):
     keeps_snapshots = True
-    #: what serialises appends (bench/postgres.py measures LOCK TABLE ... IN EXCLUSIVE MODE too)
-    APPEND_LOCK = "SELECT pg_advisory_xact_lock(%s, %s)"
+    #: what serialises appends, a statement of the append function (bench/postgres.py measures
+    #: LOCK TABLE ... IN EXCLUSIVE MODE too)
+    APPEND_LOCK = schema.ADVISORY_LOCK
 
     def __init__(self, url: str, *, create: bool = False, clock=None):
         self.url, self.where = url, shown(url)
@@ -105,106 +118,92 @@ class PostgresRecorder(Recorder):
                 # several nodes may create the log at once: one does, under a lock, the others find it
                 self._conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (_LOCK_CLASS,))
                 if self._format() is None:
+                    encoding = self._conn.execute("SHOW server_encoding").fetchone()[0]
+                    if encoding != "UTF8":  # the append function hashes text as UTF-8, as Python does
+                        raise CannotOpen(f"{self.where}: the database's encoding is {encoding}; selfheal's log "
+                                         "needs UTF8 (CREATE DATABASE ... ENCODING 'UTF8')")
                     for statement in schema.SCHEMA:
                         self._conn.execute(statement)
-        self._lock_key = self._conn.execute("SELECT 'events'::regclass::oid::int").fetchone()[0]
+        self._install_append()
+
+    def _install_append(self) -> None:
+        """The append function, made where a log lacks it (one made before it existed); a body
+        that is not this build's is refused rather than written through."""
+        body = schema.append_body(self.APPEND_LOCK)
+        found = self._conn.execute("SELECT prosrc FROM pg_proc WHERE oid = to_regproc(%s)", (schema.APPEND,)).fetchone()
+        if found is not None and found[0] == body:
+            return
+        if found is not None:
+            raise NotASelfhealLog(f"{self.where}: the append function {schema.APPEND} is not the one selfheal "
+                                  "creates; `selfheal verify` as the table owner says more")
+        try:
+            with self._conn.transaction():
+                self._conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (_LOCK_CLASS,))
+                self._conn.execute(schema.append_function_sql(self.APPEND_LOCK))
+        except pg_errors.InsufficientPrivilege:
+            raise CannotOpen(f"{self.where}: the log has no append function {schema.APPEND} yet and this role may "
+                             "not create it: open the log once as the table's owner (e.g. `selfheal --db URL "
+                             "verify`)") from None
 
     # -- writing -------------------------------------------------------------------------
 
     def _write(self):
         return _Write(self)
 
-    def _locked_head(self) -> tuple[list, str]:
-        """Take the append lock, then read the head and the time (a statement of its own: its
-        snapshot must be taken after the lock is held, or it would miss the last writer's rows)."""
-        self._conn.execute(self.APPEND_LOCK, (_LOCK_CLASS, self._lock_key) if "%s" in self.APPEND_LOCK else ())
-        row = self._conn.execute(
-            "SELECT e.position, e.hash, e.recorded_at, clock_timestamp() FROM (SELECT 1) one "
-            "LEFT JOIN LATERAL (SELECT position, hash, recorded_at FROM events ORDER BY position DESC LIMIT 1) e "
-            "ON true").fetchone()
-        now = utc_iso(self._clock() if self._clock is not None else row[3])
-        if row[0] is None:
-            return [0, GENESIS], now
-        return [row[0], row[1]], max(now, row[2])  # never before the head: position_at relies on it
+    def _lock(self) -> None:
+        """Take the append lock in this transaction (copy_into; appends take it in the function)."""
+        self._conn.execute("SELECT pg_advisory_xact_lock(%s, 'events'::regclass::oid::int)", (_LOCK_CLASS,))
 
-    def _check_fence(self) -> None:
-        if not self.fence:
-            return
-        held = dict(self._conn.execute("SELECT name, token FROM leases WHERE name = ANY(%s)",
-                                       (list(self.fence),)).fetchall())
-        lost = sorted(name for name, token in self.fence.items() if held.get(name) != token)
-        if lost:
-            raise LeaseLost(f"{self.where}: the lease on {', '.join(lost)} passed to another runner: nothing of "
-                            "this write was recorded")
-
-    def _append_locked(self, request: AppendRequest, head: list, recorded_at: str) -> list[int]:
-        events = request.events
-        if not events:
-            return []
-        version = self.stream_version(request.stream)
-        if request.expected_version is not None and request.expected_version != version:
-            if self._stored_positions(events):
-                return self._replayed(request)  # a retry of a batch that already landed
-            raise ConcurrencyError(request.stream, request.expected_version, version)
-        rows = chain_rows(events, request.stream, position=head[0], version=version, previous=head[1],
-                          recorded_at=recorded_at)
+    def _call(self, requests: Sequence[AppendRequest], checkpoints: Sequence[CheckpointAdvance] = (),
+              forgotten: str | None = None) -> list[list[int]]:
+        """One call of the append function: every request, the checkpoint moves and the fence in
+        one statement (one round trip, one implicit transaction)."""
+        payload = _encode([[r.stream, r.expected_version,
+                             [(e.event_id, e.type, e.schema_version, e.occurred_at, e.correlation_id, e.causation_id,
+                               e.data, e.key.hex() if e.key is not None else None) for e in r.events]]
+                            for r in requests]).decode()
+        params = (payload, _encode(self.fence).decode() if self.fence else None,
+                  _encode([(m.handler, m.expected, m.position) for m in checkpoints]).decode() if checkpoints else None,
+                  forgotten, utc_iso(self._clock()) if self._clock is not None else None)
         try:
-            with self._conn.transaction():  # a savepoint: a stored id undoes this batch only
-                with self._conn.cursor() as cur:
-                    if len(rows) == 1:
-                        cur.execute(_INSERT, rows[0])
-                    else:  # COPY: one message for the whole batch, not one INSERT per row
-                        with cur.copy(_COPY) as copy:
-                            for row in rows:
-                                copy.write_row(row)
-        except pg_errors.UniqueViolation:
-            return self._replayed(request)
-        keys = [(f"event:{e.event_id}", e.key) for e in events if e.key is not None]
-        if keys:
-            with self._conn.cursor() as cur:
-                cur.executemany("INSERT INTO keys (name, key) VALUES (%s, %s) ON CONFLICT DO NOTHING", keys)
-        head[0], head[1] = rows[-1][POSITION], rows[-1][HASH]
-        return [r[POSITION] for r in rows]
+            flat = self._conn.execute(_CALL, params).fetchone()[0]
+        except psycopg.Error as exc:
+            raise self._conflict(exc) from None
+        out, at = [], 0
+        for r in requests:
+            out.append(flat[at:at + len(r.events)])
+            at += len(r.events)
+        return out
 
-    def _stored_positions(self, events) -> dict[str, int]:
-        return dict(self._conn.execute("SELECT event_id, position FROM events WHERE event_id = ANY(%s)",
-                                       ([e.event_id for e in events],)).fetchall())
-
-    def _replayed(self, request: AppendRequest) -> list[int]:
-        events = request.events
-        stored = self._stored_positions(events)
-        if len(stored) == len(events):
-            return [stored[e.event_id] for e in events]
-        if len({e.event_id for e in events}) != len(events):
-            raise DuplicateEventConflict(f"stream {request.stream!r}: the batch repeats an event id")
-        raise DuplicateEventConflict(
-            f"stream {request.stream!r}: {len(stored)} of {len(events)} event ids in the batch are stored "
-            f"already (e.g. {next(iter(stored))}); a retry must resend the same batch")
+    def _conflict(self, exc: psycopg.Error) -> Exception:
+        """The append function's refusal as the recorder's error (its detail is JSON)."""
+        state = exc.sqlstate
+        detail = json.loads(exc.diag.message_detail) if state in _CONFLICTS else None
+        if state == schema.VERSION_CONFLICT:
+            return ConcurrencyError(*detail)
+        if state == schema.CHECKPOINT_CONFLICT:
+            return CheckpointConflict(*detail)
+        if state == schema.LEASE_LOST:
+            return LeaseLost(f"{self.where}: the lease on {', '.join(detail)} passed to another runner: nothing of "
+                             "this write was recorded")
+        if state == schema.DUPLICATE:
+            stream, repeats, stored, count, example = detail
+            if repeats:
+                return DuplicateEventConflict(f"stream {stream!r}: the batch repeats an event id")
+            return DuplicateEventConflict(
+                f"stream {stream!r}: {stored} of {count} event ids in the batch are stored already (e.g. {example}); "
+                "a retry must resend the same batch")
+        if isinstance(exc, psycopg.OperationalError):
+            return StoreError(f"{self.where}: cannot write ({' '.join(str(exc).split())}): nothing of this write "
+                              "was recorded")
+        return exc
 
     def append(self, stream, events, expected_version=None) -> list[int]:
-        return self.append_many([AppendRequest(stream, events, expected_version)])[0]
+        return self._call([AppendRequest(stream, events, expected_version)])[0]
 
     def append_many(self, requests: Sequence[AppendRequest],
                     checkpoints: Sequence[CheckpointAdvance] = ()) -> list[list[int]]:
-        with self._write():
-            head, recorded_at = self._locked_head()
-            self._check_fence()
-            if checkpoints:
-                stored = dict(self._conn.execute(
-                    "SELECT handler, position FROM handler_checkpoints WHERE handler = ANY(%s)",
-                    ([m.handler for m in checkpoints],)).fetchall())
-                for move in checkpoints:
-                    if stored.get(move.handler, 0) != move.expected:
-                        raise CheckpointConflict(move.handler, move.expected, stored.get(move.handler, 0))
-            positions = [self._append_locked(r, head, recorded_at) for r in requests]
-            if checkpoints:
-                with self._conn.cursor() as cur:
-                    cur.executemany(
-                        "INSERT INTO handler_checkpoints (handler, position, updated_at) VALUES (%s, %s, %s) "
-                        "ON CONFLICT (handler) DO UPDATE SET position = excluded.position, "
-                        "updated_at = excluded.updated_at",
-                        [(m.handler, m.position, recorded_at) for m in checkpoints])
-        return positions
+        return self._call(requests, checkpoints)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -320,12 +319,8 @@ class PostgresRecorder(Recorder):
         return bytes(row[0]) if row else None
 
     def forget(self, event_id: str, record: AppendRequest) -> list[int]:
-        with self._write():
-            head, recorded_at = self._locked_head()
-            self._check_fence()
-            # the key's row is dead once this commits; VACUUM reclaims its bytes (README)
-            self._conn.execute("DELETE FROM keys WHERE name = %s", (f"event:{event_id}",))
-            return self._append_locked(record, head, recorded_at)
+        # the key's row is dead once this commits; VACUUM reclaims its bytes (README)
+        return self._call([record], forgotten=event_id)[0]
 
     def stored_secret(self, name: str) -> bytes | None:
         row = self._conn.execute("SELECT key FROM keys WHERE name = %s", (f"secret:{name}",)).fetchone()
@@ -420,7 +415,7 @@ def copy_into(recorder: PostgresRecorder, rows: Iterable[tuple], keys: Iterable[
     A log that holds events already is refused: two chains cannot be joined."""
     conn, count = recorder._conn, 0
     with recorder._write():
-        recorder._locked_head()
+        recorder._lock()
         if recorder.last_position():
             raise StoreError(f"{recorder.where}: the log holds {recorder.last_position()} events already; "
                              "migrate into an empty log")

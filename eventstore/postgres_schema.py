@@ -58,6 +58,147 @@ SCHEMA = [
 ]
 
 
+#: what serialises appends: a transaction-level advisory lock, 'SHL1' and the events table's oid
+#: (bench/postgres.py measures LOCK TABLE ... IN EXCLUSIVE MODE in its place)
+LOCK_CLASS = 0x53484C31
+ADVISORY_LOCK = f"PERFORM pg_advisory_xact_lock({LOCK_CLASS}, 'events'::regclass::oid::int)"
+#: the append function's name carries its version: nodes running two builds of selfheal during an
+#: upgrade each call their own, and a body that is not the one this build creates is refused
+APPEND = "selfheal_append_v1"
+#: the conflicts the function raises (class 'SH' is not one of PostgreSQL's); the detail is JSON
+VERSION_CONFLICT, CHECKPOINT_CONFLICT, LEASE_LOST, DUPLICATE = "SH001", "SH002", "SH003", "SH004"
+
+# One append in one round trip. Under the lock it reads the head, takes recorded_at from the
+# server's clock (never before the head's), checks the fence, the checkpoint moves, each
+# request's expected version and stored ids, then computes each row's hash exactly as
+# eventstore/hashing.py does: sha256 of the msgspec JSON of (previous hash, columns...).
+# to_json(text) escapes strings as msgspec does (tests/eventstore/test_postgres_hashing.py
+# holds the two equal over every code point), integers print alike, and the text is hashed as
+# UTF-8; `verify` recomputes every hash in Python, so a difference could not go unseen.
+# A conflict raises: the statement's implicit transaction writes nothing.
+_APPEND_BODY = """
+DECLARE
+    head bigint; chain text; last_at text; at text; lost text[]; n int; req jsonb; evs jsonb; e jsonb;
+    stream_name text; expected bigint; version bigint; ids text[]; stored_count int; repeats boolean; got bigint;
+    out bigint[] := '{}'; hashes text[]; m jsonb; i int; r int;
+BEGIN
+    {lock};
+    SELECT h.position, h.hash, h.recorded_at INTO head, chain, last_at FROM events h ORDER BY h.position DESC LIMIT 1;
+    head := coalesce(head, 0);
+    chain := coalesce(chain, repeat('0', 64));
+    at := coalesce(clock, to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'));
+    IF last_at COLLATE "C" > at COLLATE "C" THEN
+        at := last_at;
+    END IF;
+    IF fence IS NOT NULL THEN
+        SELECT array_agg(f.key ORDER BY f.key) INTO lost FROM jsonb_each(fence) f
+            WHERE NOT EXISTS (SELECT 1 FROM leases l WHERE l.name = f.key AND l.token = f.value::bigint);
+        IF lost IS NOT NULL THEN
+            RAISE EXCEPTION USING ERRCODE = 'SH003', MESSAGE = 'lease lost', DETAIL = to_json(lost)::text;
+        END IF;
+    END IF;
+    FOR i IN 0 .. coalesce(jsonb_array_length(moves), 0) - 1 LOOP
+        m := moves->i;
+        got := coalesce((SELECT c.position FROM handler_checkpoints c WHERE c.handler = m->>0), 0);
+        IF got <> (m->>1)::bigint THEN
+            RAISE EXCEPTION USING ERRCODE = 'SH002', MESSAGE = 'checkpoint conflict',
+                DETAIL = json_build_array(m->>0, (m->>1)::bigint, got)::text;
+        END IF;
+    END LOOP;
+    IF forgotten IS NOT NULL THEN
+        DELETE FROM keys WHERE name = 'event:' || forgotten;
+    END IF;
+    -- Loops run over indexes and branches are IFs, not CASEs: an expression without a query skips
+    -- the executor, and a statement whose plan does not depend on the batch's size keeps one
+    -- generic plan instead of being planned again on every call.
+    -- A request: [stream, expected version or null, [[event_id, type, schema_version,
+    -- occurred_at, correlation_id, causation_id, data, key as hex or null], ...]].
+    FOR r IN 0 .. jsonb_array_length(requests) - 1 LOOP
+        req := requests->r;
+        stream_name := req->>0;
+        expected := (req->>1)::bigint;
+        evs := req->2;
+        n := jsonb_array_length(evs);
+        IF n = 1 THEN
+            ids := ARRAY[evs->0->>0];
+            SELECT coalesce((SELECT max(v.version) FROM events v WHERE v.stream = stream_name), 0),
+                (SELECT count(*) FROM events s WHERE s.event_id = ids[1]) INTO version, stored_count;
+            repeats := false;
+        ELSE
+            ids := ARRAY(SELECT x->>0 FROM jsonb_array_elements(evs) x);
+            version := coalesce((SELECT max(v.version) FROM events v WHERE v.stream = stream_name), 0);
+            -- one index probe per id (a join or `= ANY` may be planned as a hash join over the table)
+            stored_count := (SELECT count(*) FROM unnest(ids) k(id),
+                LATERAL (SELECT 1 FROM events s WHERE s.event_id = k.id LIMIT 1) s);
+            repeats := (SELECT count(DISTINCT x) FROM unnest(ids) x) < n;
+        END IF;
+        IF stored_count = n AND NOT repeats THEN  -- a retry of a batch that landed: its positions
+            out := out || ARRAY(SELECT s.position FROM unnest(ids) WITH ORDINALITY k(id, o),
+                LATERAL (SELECT s.position FROM events s WHERE s.event_id = k.id LIMIT 1) s ORDER BY k.o);
+            CONTINUE;
+        END IF;
+        IF stored_count > 0 OR (repeats AND (expected IS NULL OR expected = version)) THEN
+            RAISE EXCEPTION USING ERRCODE = 'SH004', MESSAGE = 'duplicate event ids',
+                DETAIL = json_build_array(stream_name, repeats, stored_count, n,
+                    (SELECT k.id FROM unnest(ids) k(id) WHERE EXISTS (SELECT 1 FROM events s WHERE s.event_id = k.id)
+                        LIMIT 1))::text;
+        END IF;
+        IF expected IS NOT NULL AND expected <> version THEN
+            RAISE EXCEPTION USING ERRCODE = 'SH001', MESSAGE = 'version conflict',
+                DETAIL = json_build_array(stream_name, expected, version)::text;
+        END IF;
+        hashes := '{}';
+        FOR i IN 0 .. n - 1 LOOP
+            e := evs->i;
+            chain := encode(sha256(convert_to(concat('["', chain, '",', head + 1 + i, ',', to_json(e->>0), ',',
+                to_json(stream_name), ',', version + 1 + i, ',', to_json(e->>1), ',', (e->>2)::int, ',',
+                to_json(e->>3), ',', to_json(at), ',', coalesce(to_json(e->>4)::text, 'null'), ',',
+                coalesce(to_json(e->>5)::text, 'null'), ',', to_json(e->>6), ']'), 'UTF8')), 'hex');
+            hashes := hashes || chain;
+        END LOOP;
+        IF n = 1 THEN
+            INSERT INTO events VALUES (head + 1, e->>0, stream_name, version + 1, e->>1, (e->>2)::int, e->>3, at, e->>4,
+                e->>5, e->>6, chain);
+        ELSE
+            INSERT INTO events SELECT head + k.o, k.e->>0, stream_name, version + k.o, k.e->>1, (k.e->>2)::int, k.e->>3,
+                    at, k.e->>4, k.e->>5, k.e->>6, hashes[k.o]
+                FROM jsonb_array_elements(evs) WITH ORDINALITY k(e, o);
+        END IF;
+        IF jsonb_path_exists(evs, '$[*][7] ? (@ != null)') THEN
+            INSERT INTO keys (name, key) SELECT 'event:' || (k->>0), decode(k->>7, 'hex')
+                FROM jsonb_array_elements(evs) k WHERE k->>7 IS NOT NULL ON CONFLICT DO NOTHING;
+        END IF;
+        FOR i IN 1 .. n LOOP
+            out := out || (head + i);
+        END LOOP;
+        head := head + n;
+    END LOOP;
+    IF moves IS NOT NULL THEN  -- [[handler, expected, position], ...]
+        INSERT INTO handler_checkpoints (handler, position, updated_at)
+            SELECT k->>0, (k->>2)::bigint, at FROM jsonb_array_elements(moves) k
+            ON CONFLICT (handler) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at;
+    END IF;
+    RETURN out;
+END;
+"""
+#: the parameters: the requests, the fence ({lease: token}) and the checkpoint moves
+#: ([[handler, expected, position], ...]) as JSON (one text each, no array to build per column),
+#: the event whose key is forgotten, and recorded_at from an injected clock (NULL: the server's)
+APPEND_PARAMETERS = "requests jsonb, fence jsonb, moves jsonb, forgotten text, clock text"
+
+
+def append_body(lock: str = ADVISORY_LOCK) -> str:
+    return _APPEND_BODY.replace("{lock}", lock)
+
+
+def append_function_sql(lock: str = ADVISORY_LOCK) -> str:
+    # enable_seqscan off: PL/pgSQL keeps a statement's plan for the session, and a plan made while
+    # the table was small (a scan of it) would stay one as the log grows; every lookup here is a
+    # probe of a unique index, so forbidding the scan costs nothing when the table is small
+    return (f"CREATE OR REPLACE FUNCTION {APPEND}({APPEND_PARAMETERS}) RETURNS bigint[] LANGUAGE plpgsql "
+            f"SET enable_seqscan = off AS $body${append_body(lock)}$body$")
+
+
 def grant_sql(role: str) -> list[str]:
     """What the table owner runs so that `role` can run selfheal and nothing more: rows of
     `events` can be added and read, never changed (the other tables are state beside the log:
@@ -94,6 +235,9 @@ def problems(conn) -> list[str]:
         out.append(f"append-only triggers were replaced (their SQL is not what selfheal creates): {', '.join(replaced)}")
     if foreign:
         out.append(f"triggers selfheal did not create are on the events table: {', '.join(foreign)}")
+    body = conn.execute("SELECT prosrc FROM pg_proc WHERE oid = to_regproc(%s)", (APPEND,)).fetchone()
+    if body is not None and body[0] != append_body():
+        out.append(f"the append function {APPEND} was replaced (its SQL is not what selfheal creates)")
     role, owner, rewrite = conn.execute(
         "SELECT current_user, pg_get_userbyid(c.relowner), "
         "has_table_privilege('events', 'UPDATE') OR has_table_privilege('events', 'DELETE') "

@@ -1,0 +1,117 @@
+"""The append function (eventstore/postgres_schema.py): one statement per append, and hashes
+computed on the server that are exactly the ones eventstore/hashing.py computes."""
+import msgspec
+import pytest
+
+psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed: pip install -e '.[test]' brings it")
+
+from selfheal.eventstore.hashing import GENESIS, chain_rows  # noqa: E402
+from selfheal.eventstore.recorder import AppendRequest, CheckpointAdvance, NewEvent  # noqa: E402
+
+from tests.eventstore.contract import ev  # noqa: E402
+
+#: text the JSON form must escape, or must not: quotes, backslashes, every control character,
+#: DEL, Latin-1, the JavaScript line separators, a BOM, an astral character
+NASTY = '"\\/' + "".join(map(chr, range(1, 32))) + "\x7f\xe9\u2028\u2029\ufeff\U0001f600"
+
+
+def _open(url, **kw):
+    from selfheal.eventstore.postgres import PostgresRecorder
+
+    return PostgresRecorder(url, **kw)
+
+
+def test_the_servers_json_strings_are_msgspecs_for_every_code_point(pg_url):
+    """The server hashes to_json(text); Python hashes msgspec's JSON. Equal for every character
+    (NUL aside: PostgreSQL text cannot hold it), or a row would not verify."""
+    chunks = ["".join(chr(c) for c in range(start, min(start + 4096, 0x110000)) if not 0xD800 <= c < 0xE000 and c)
+              for start in range(0, 0x110000, 4096)]
+    with psycopg.connect(pg_url) as conn:
+        served = [row[0] for row in conn.execute(
+            "SELECT to_json(x)::text FROM unnest(%s::text[]) WITH ORDINALITY AS t(x, o) ORDER BY o", (chunks,))]
+    encode = msgspec.json.encode
+    assert served == [encode(chunk).decode() for chunk in chunks]
+
+
+def test_rows_with_every_awkward_character_hash_as_python_hashes_them(pg_url):
+    with _open(pg_url, create=True) as rec:
+        tricky = NewEvent(event_id=f"id{NASTY}", type=f"T{NASTY}", schema_version=2, occurred_at=NASTY,
+                          data=msgspec.json.encode({"text": NASTY}).decode(), correlation_id=NASTY,
+                          causation_id=None)
+        rec.append(f"s{NASTY}", [ev(1)])
+        rec.append_many([AppendRequest(f"s{NASTY}", [tricky, ev(2)]), AppendRequest("b", [ev(3)])])
+        rows = list(rec.read())
+        assert rec.verify().ok
+        # the rows the server wrote are the rows chain_rows makes from the same head and time
+        again = chain_rows([tricky, ev(2)], f"s{NASTY}", position=1, version=1, previous=rows[0].hash,
+                           recorded_at=rows[1].recorded_at)
+        assert [tuple(msgspec.structs.astuple(r)) for r in rows[1:3]] == again
+        first = chain_rows([ev(1)], f"s{NASTY}", position=0, version=0, previous=GENESIS,
+                           recorded_at=rows[0].recorded_at)
+        assert tuple(msgspec.structs.astuple(rows[0])) == first[0]
+
+
+def test_an_append_is_one_statement_fence_and_checkpoints_included(pg_url):
+    """One round trip: the lock, the head, the checks and the rows in one call."""
+    with _open(pg_url, create=True) as rec:
+        assert rec.acquire_lease("deployment:a", "me", 30) == 1
+        rec.fence["deployment:a"] = 1
+        sent = []
+        execute = rec._conn.execute
+        rec._conn.execute = lambda *a, **kw: sent.append(a[0]) or execute(*a, **kw)
+        rec.append("a", [ev(1)])
+        rec.append_many([AppendRequest("a", [ev(2), ev(3)]), AppendRequest("b", [ev(4)])],
+                        [CheckpointAdvance("h", 0, 4)])
+        assert len(sent) == 2 and all("selfheal_append_v1" in sql for sql in sent)
+        assert rec.checkpoints() == {"h": 4} and rec.verify().ok
+
+
+def test_a_lost_lease_writes_nothing(pg_url):
+    from selfheal.eventstore.postgres import LeaseLost
+
+    with _open(pg_url, create=True) as rec, _open(pg_url) as other:
+        assert rec.acquire_lease("deployment:a", "me", 0.01) == 1
+        rec.fence["deployment:a"] = 1
+        other._conn.execute("SELECT pg_sleep(0.05)")
+        assert other.acquire_lease("deployment:a", "them", 30) == 2
+        with pytest.raises(LeaseLost, match="deployment:a"):
+            rec.append_many([AppendRequest("a", [ev(1)])], [CheckpointAdvance("h", 0, 1)])
+        assert rec.last_position() == 0 and rec.checkpoints() == {}
+
+
+def test_a_log_made_before_the_function_gets_it_from_its_owner_and_a_replaced_one_is_refused(pg_url):
+    from selfheal.eventstore.errors import CannotOpen, NotASelfhealLog
+    from selfheal.eventstore.postgres_schema import APPEND, grant_sql
+
+    _open(pg_url, create=True).close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"DROP FUNCTION {APPEND}")
+        conn.execute("CREATE ROLE node_b LOGIN")
+        for sql in grant_sql("node_b"):
+            conn.execute(sql)
+    with pytest.raises(CannotOpen, match="open the log once as the table's owner"):
+        _open(pg_url.replace("postgres@", "node_b@"))
+    with _open(pg_url) as rec:  # the owner makes it
+        assert rec.append("a", [ev(1)]) == [1]
+    with _open(pg_url.replace("postgres@", "node_b@")) as rec:
+        assert rec.append("a", [ev(2)]) == [2] and rec.verify().ok
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        body = conn.execute("SELECT prosrc FROM pg_proc WHERE oid = to_regproc(%s)", (APPEND,)).fetchone()[0]
+        conn.execute(f"CREATE OR REPLACE FUNCTION {APPEND}(requests jsonb, fence jsonb, moves jsonb, forgotten text, "
+                     f"clock text) RETURNS bigint[] LANGUAGE plpgsql AS $b${body.replace('IF fence', 'IF false AND fence')}$b$")
+    with pytest.raises(NotASelfhealLog, match="not the one selfheal creates"):
+        _open(pg_url)
+
+
+def test_the_function_looks_rows_up_by_index_whatever_the_table_held_when_it_was_planned(pg_url):
+    """PL/pgSQL keeps a statement's plan for the session: a lookup planned while the table was
+    empty must not stay a scan of it (`= ANY(ids)` did: every append read the whole table)."""
+    with _open(pg_url, create=True) as rec:
+        for i in range(300):
+            rec.append(f"s{i % 7}", [ev(i)])
+        for i in range(300, 1300, 100):
+            rec.append(f"s{i}", [ev(n) for n in range(i, i + 100)])
+        rec._conn.execute("SELECT pg_stat_force_next_flush()")
+    with psycopg.connect(pg_url) as conn:
+        read = conn.execute("SELECT seq_tup_read FROM pg_stat_user_tables WHERE relname = 'events'").fetchone()[0]
+    assert read == 0, f"appends scanned the events table ({read} rows read)"
