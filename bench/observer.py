@@ -56,7 +56,8 @@ def samples() -> tuple[list[list[str]], list[tuple[str, list[str]]]]:
     return healthy, failing
 
 
-# steady-state traffic, in the wording of the samples' own access-log and stats lines
+# steady-state traffic, in the wording of the samples' own access-log and stats lines (a healthy
+# server's KV cache usage, here below 80%: a cache full on stats line after stats line is a symptom)
 # (samples/healthy_startup_v1.log, samples/real/healthy-startup.log); the numbers vary per line
 _ACCESS = ('(APIServer pid=99) INFO:     127.0.0.1:{port} - "{route}" 200 OK')
 _ROUTES = ("POST /v1/chat/completions HTTP/1.1", "POST /v1/chat/completions HTTP/1.1",
@@ -71,7 +72,7 @@ def traffic_line(i: int) -> str:
     if i % 10 == 9:  # the stats line, every 10 s on a server handling a request or so per second
         t = i // 10
         return _STATS.format(hh=(6 + t // 3600) % 24, mm=t // 60 % 60, ss=t % 60, pt=50 + i % 700 * 0.7,
-                             gt=20 + i % 300 * 0.5, run=i % 17, wait=i % 3, kv=i % 997 / 10, hit=i % 50 / 2)
+                             gt=20 + i % 300 * 0.5, run=i % 17, wait=i % 3, kv=i % 997 / 10 * 0.8, hit=i % 50 / 2)
     return _ACCESS.format(port=30000 + i * 7919 % 30000, route=_ROUTES[i % len(_ROUTES)])
 
 

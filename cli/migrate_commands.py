@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import click
 
+import selfheal
 from selfheal.cli.output import emit_json
-from selfheal.eventstore.migration import migrate as migrate_log
 
 
 @click.command()
@@ -14,7 +14,7 @@ from selfheal.eventstore.migration import migrate as migrate_log
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def migrate(source: str, target: str, as_json: bool) -> None:
     """Copy an embedded log into an empty PostgreSQL log; the hash chain is verified on both sides."""
-    result = migrate_log(source, target)
+    result = selfheal.migrate(source, target)
     if as_json:
         emit_json(result)
     else:

@@ -15,7 +15,7 @@ import click
 from selfheal.edges.operator_service import serving
 
 #: the commands that run until stopped, and whether they run the loop's handlers
-SERVICES = {"run": True, "observe": False, "supervise": True}
+SERVICES = {"run": True, "observe": False, "supervise": False}
 
 
 def _wrap(name: str, callback):

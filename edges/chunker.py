@@ -46,7 +46,12 @@ def _literals() -> tuple[tuple[str, ...], tuple[str, ...]]:
     the context rules that reset the observer's segments: an engine (re)start). Worked out on
     first use, so importing a watcher does not compile the rules."""
     rules = builtin_ruleset().rules
-    return (tuple(sorted({r.prefilter for r in rules if r.kind != CONTEXT})),
+    # only errors: accounting lines, stats lines and a log cut short are failures only once a
+    # rule's condition, a streak or the end of the log says so, which a line alone cannot tell
+    # (a watcher reads runtime symptoms from /metrics; the error an accounting line implies follows it)
+    stated = [r for r in rules if r.kind != CONTEXT and r.confidence == "stated" and r.sustain == 1 and not r.cut_in
+              and not r.when]
+    return (tuple(sorted({r.prefilter for r in stated})),
             tuple(sorted({r.prefilter for r in rules if r.kind == CONTEXT and "reset" in r.marks})))
 
 # a level token in the header part of a line: "ERROR 11-24 ...", "(EngineCore pid=1) ERROR ...",

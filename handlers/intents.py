@@ -109,6 +109,10 @@ class RaiseIntent(Reactor):
                      f"{latest.raised_at.isoformat()}, after this observation: expired, not a repeat")
         if edges is None:
             action, reason = "alert", f"deployment {obs.deployment!r} is not configured"
+        elif finding.confidence == "truncated":
+            # the policy for a log cut short: what the failure was is not seen, so it is told and
+            # never tuned; stated and inferred findings (vLLM's own error or accounting) may tune
+            action = "alert"
         elif action == "tune":
             config, problems = bound_seed(current, finding.fix, finding.fix_direction, edges.bounds,
                                           self.max_changes)

@@ -16,13 +16,13 @@ from __future__ import annotations
 from importlib import import_module
 
 #: the functions named after the CLI's commands, in the order of `selfheal --help`'s groups
-COMMANDS = ["init", "events", "verify", "rebuild", "diagnose", "observe", "run", "heal", "demo", "history", "state",
+COMMANDS = ["init", "events", "verify", "rebuild", "migrate", "diagnose", "observe", "run", "heal", "demo", "history", "state",
             "promotions", "intents", "show", "baseline", "baseline_import", "approve", "reject", "alerts",
             "supervise", "rules_list", "rules_test", "rules_propose", "rules_shadow", "rules_approve",
             "rules_promote", "verdict", "forget", "replay", "export"]
 
 #: the commands of the log and the loop (selfheal/api.py); the others review it (selfheal/review.py)
-_LOOP_COMMANDS = ("init", "events", "verify", "rebuild", "diagnose", "observe", "run", "heal", "demo")
+_LOOP_COMMANDS = ("init", "events", "verify", "rebuild", "migrate", "diagnose", "observe", "run", "heal", "demo")
 
 #: where each public name is defined
 _HOMES = {

@@ -43,7 +43,7 @@ from selfheal.edges import live
 from selfheal.edges.follow import follow as follow_file
 from selfheal.edges.journal import journal as journal_lines
 from selfheal.edges.sim import bundled_scenarios, load_scenario
-from selfheal.eventstore import audit
+from selfheal.eventstore import audit, migration
 from selfheal.eventstore.audit import default_db_path
 from selfheal.eventstore.recorder import StoredEvent, VerifyReport, system_clock
 from selfheal.eventstore.store import EventStore, Recorded, typed
@@ -113,6 +113,12 @@ def rebuild(*, as_of: int | str | datetime | None = None, progress: Callable[[in
         total = limit or store.last_position()
         update = None if progress is None else (lambda position: progress(position, total))
         return projections.rebuild(store, as_of=limit, progress=update)
+
+
+def migrate(source: str | os.PathLike, target: str):
+    """Copy an embedded (SQLite) log into an empty PostgreSQL log at `target` (a postgresql://
+    URL), keys and checkpoints with it; both hash chains are verified (eventstore/migration.py)."""
+    return migration.migrate(source, target)
 
 
 # -- the loop: diagnose, observe, run, heal, demo ---------------------------------------------

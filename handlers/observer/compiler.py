@@ -23,24 +23,40 @@ _MACROS = {
 }
 _KEY = re.compile(r"[a-z][a-z0-9_]*")
 MAX_WINDOW = 32
+_QUANTIFIERS = ("?", "*", "+", "{")
 MAX_SUSTAIN = 1000
 
 
 def expand_pattern(source: str) -> str:
     """Apply the pattern conventions of spec.py: spaces outside classes, then macros. A run of
     spaces is one `\\s*`: it means the same, and `\\s*\\s*` only gives the regex engine more
-    ways to split a run of whitespace when a match fails (one more power of the length)."""
+    ways to split a run of whitespace when a match fails (one more power of the length). The
+    punctuation pastes lose is optional: a backtick, a comma, a parenthesis, a period that ends
+    a sentence (`\\.` before a space, a group's end or the pattern's end)."""
     out: list[str] = []
     escaped = in_class = False
-    for ch in source:
+    depth = 0  # inside a {m,n} repeat or a {macro}: a comma there is not text
+    for i, ch in enumerate(source):
+        after = source[i + 1:i + 2]
         if escaped:
             escaped = False
+            ends = after in ("", " ", ")", "'") or source[i + 1:i + 4] == "(?:"  # a sentence, then maybe more
+            if ch in ".()" and after not in _QUANTIFIERS and (ch != "." or ends):
+                # a paste that lost the period or a parenthesis still matches; a lost ")" only
+                # where no word goes on (so "(0.5)" is not read as "(0")
+                out[-1] = r"(?:\)|(?![\w.]))" if ch == ")" else "\\" + ch + "?"  # out[-1] was the "\\"
+                continue
         elif ch == "\\":
             escaped = True
         elif in_class:
             in_class = ch != "]"
         elif ch == "[":
             in_class = True
+        elif ch in "{}":
+            depth += 1 if ch == "{" else -1
+        elif ch in "`," and not depth and after not in _QUANTIFIERS:
+            out.append(ch + "?")  # markdown eats backticks; a retyped message drops commas
+            continue
         elif ch == " ":
             if not out or out[-1] != r"\s*":
                 out.append(r"\s*")
@@ -89,9 +105,11 @@ def _compile(rule: RuleSpec) -> CompiledRule:
                                            "('truncated' is what a cut_in rule's findings say)")
     if not 1 <= rule.sustain <= MAX_SUSTAIN:
         raise RuleProblem(("sustain",), f"sustain must be from 1 to {MAX_SUSTAIN}")
+    if rule.gap < 0 or (rule.gap and rule.sustain == 1):
+        raise RuleProblem(("gap",), "gap is the most lines between the matches a `sustain` counts: >= 0, with sustain > 1")
     if rule.cut_in and not re.fullmatch(r"\w+", rule.cut_in):
         raise RuleProblem(("cut_in",), f"cut_in names a region (open:NAME), got {rule.cut_in!r}")
-    if not failure and (rule.confidence != "stated" or rule.when or rule.sustain != 1 or rule.cut_in):
+    if not failure and (rule.confidence != "stated" or rule.when or rule.sustain != 1 or rule.gap or rule.cut_in):
         raise RuleProblem(("kind",), "a context rule has no confidence, when, sustain or cut_in")
     regexes = tuple(_regex(p, i) for i, p in enumerate(rule.patterns))
     captures = frozenset(name for r in regexes for name in r.groupindex)
@@ -150,7 +168,7 @@ def _compile(rule: RuleSpec) -> CompiledRule:
     }
     # fields added later appear only where used: the digest of a rule set without them is unchanged
     for key, value, default in (("confidence", rule.confidence, "stated"), ("sustain", rule.sustain, 1),
-                                ("cut_in", rule.cut_in, "")):
+                                ("gap", rule.gap, 0), ("cut_in", rule.cut_in, "")):
         if value != default:
             canonical[key] = value
     if guard is not None:

@@ -104,7 +104,7 @@ EVIDENCE_MATCH_CHARS = 2048
 
 #: the punctuation a paste loses (markdown eats backticks, a retyped or re-flowed message drops
 #: periods and commas): a rule's literal is searched for by its longest run without any
-_LOSSY = re.compile(r"[`.,;:'\"()]+")
+_LOSSY = re.compile(r"[`.,'\"()]+")  # not ":": "usage: 9" keeps its value, and pastes keep colons
 #: ... when that run is at least this long (a shorter one would select too many lines)
 MIN_CORE = 12
 
@@ -316,6 +316,11 @@ _STRING = re.compile(r"""[rRbBfFuU]{0,2}("(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'
 _PLACEHOLDER = re.compile(r"\{[^{}\n]*\}")
 
 
+def _maybe_code(line: str) -> bool:
+    """A cheap look before a record is built: source lines hold a quote or a raise."""
+    return '"' in line or "'" in line or "raise" in line
+
+
 def _is_code(message: str) -> bool:
     return _CODE.match(message) is not None
 
@@ -370,12 +375,13 @@ class Scan:
             if idxs:
                 first = log.number(start)
                 self._release((first, first))  # every later hit has a key from here on
-                if log.is_source_line(start) or _is_code(log.message(start)):
+                if log.is_source_line(start) or _maybe_code(log.line_text(start)) and _is_code(log.message(start)):
                     # source lines tell the phase (a call of the capture) but state no failure
                     phases = {i for i in idxs if self.matchers[i].rule.kind == CONTEXT}
                     if phases:
                         self._record(start, first, phases)
-                    self._site(start)
+                    if not self._site(start):  # a quoted message, not a raise statement
+                        self._record(start, first, idxs - phases)
                 else:
                     self._record(start, first, idxs)
         if limit is None:
@@ -401,7 +407,7 @@ class Scan:
         while held and (before is None or held[0][0][:2] < before):
             self.on_hit(heapq.heappop(held)[2])
 
-    def _site(self, start: int) -> None:
+    def _site(self, start: int) -> bool:
         """A source line in a traceback that holds a rule's literal (`raise ValueError("No
         available memory for the cache blocks. "`, or one of the string literals below it): the
         statement's literals, joined as Python joins them, name the error it raises. The
@@ -414,11 +420,11 @@ class Scan:
                 break
             at = log.line_start(at - 1) if at else -1
             if at < 0 or not _is_code(log.message(at)):
-                return
+                return False
         else:
-            return
+            return False
         if at in self.sites:
-            return
+            return True
         self.sites.add(at)
         lines, below = [at], log.next_line(at)
         while below >= 0 and len(lines) < SITE_LINES and _is_code(log.message(below)) \
@@ -428,13 +434,14 @@ class Scan:
         said = squash("".join(_literals(log.message(x)) for x in lines))
         named = [m for m in self.matchers if m.rule.kind != CONTEXT and not m.rule.cut_in and m.squashed in said]
         if not named:
-            return
+            return True
         # rules that share a literal: the one whose whole literal the statement holds, the first
         m = min(named, key=lambda m: (squash(m.rule.prefilter) not in said, m.order))
         first = log.number(at)
         evidence = [excerpt(log.line_text(x), 0, 0) for x in lines]
         heapq.heappush(self.held, ((first, first, 0, m.order), self.made, Hit(m, None, first, evidence, first)))
         self.made += 1
+        return True
 
     def _record(self, start: int, first: int, idxs: set[int]) -> None:
         log, matchers = self.log, self.matchers
@@ -520,6 +527,8 @@ def scan(log: LogText, matchers: tuple[Matcher, ...], plan: Plan | None = None,
 #: occurrences and its latest; the rest are counted (Diagnosis.repeated). A log that repeats
 #: one failure on every line then needs memory for the failure, not for every line
 MAX_LISTED = 16
+#: findings of one kind this many lines apart in one attempt tell of one failure (Interpretation._with_cause)
+CAUSE_LINES = 60
 #: fixes remembered by an Interpretation (it starts over when full)
 REMEMBERED_FIXES = 256
 
@@ -553,7 +562,7 @@ class Interpretation:
         self.settings = (current, bounds, buffer)
         # rules that speak when the log ends inside a region (`cut_in`): the failure was not seen
         self.cut_rules = [m for m in matchers if m.rule.cut_in]
-        self.streaks: dict[str, int] = {}  # rule id -> matches in a row (rules with `sustain`)
+        self.streaks: dict[str, tuple[int, int]] = {}  # rule id -> (matches in a row, line of the last)
         self.sites: list[tuple[int, Finding]] = []  # raise-site findings of this attempt, held back
         self.context_hits = 0  # context lines read: a log cut in a phase shows more than its opener
         self.context: dict[str, tuple[float | int, Hit]] = {}
@@ -598,8 +607,12 @@ class Interpretation:
             self.streaks.pop(rule.id, None)
             return
         if rule.sustain > 1:
-            streak = self.streaks[rule.id] = self.streaks.get(rule.id, 0) + _times(hit)
-            if streak < rule.sustain:
+            count, last = self.streaks.get(rule.id, (0, hit.line))
+            if rule.gap and hit.line - last > rule.gap:  # too far from the last: a new streak
+                count = 0
+            count += _times(hit)
+            self.streaks[rule.id] = (count, hit.line)
+            if count < rule.sustain:
                 return
         priority, finding = made
         if hit.site:  # the message itself may follow, and says more: held back until it does not
@@ -625,10 +638,31 @@ class Interpretation:
             return "truncated"
         return "inferred" if hit.site else rule.confidence
 
+    def _with_cause(self, primary: Finding, attempt: dict) -> Finding:
+        """The primary finding with the numbers of the same failure told twice: a vLLM wrapper's
+        message and the PyTorch OOM it wraps (or re-raises) are findings of one kind a few lines
+        apart in one attempt; what the primary does not state itself is taken from the nearest."""
+        ats = {at for _, at in attempt.values()}
+        near = sorted((f for at, f in self.listed.items() if at in ats and f is not primary and f.kind == primary.kind
+                       and abs(f.line - primary.line) <= CAUSE_LINES), key=lambda f: abs(f.line - primary.line))
+        extra: dict = {}
+        for f in near:
+            for key, value in f.numbers.items():
+                extra.setdefault(key, value)
+        extra = {k: v for k, v in extra.items() if k not in primary.numbers}
+        if not extra:
+            return primary
+        merged = msgspec.structs.replace(primary, numbers={**primary.numbers, **extra})
+        for at, f in list(self.listed.items()):
+            if f is primary:
+                self.listed[at] = merged
+        return merged
+
     def _cut_short(self) -> None:
         """The log ends inside a region a `cut_in` rule names, with no failure since it opened:
         the process died there, or the paste stops there. A finding of lower confidence."""
-        if self.context_hits < 2:  # the opening line alone: a quoted line, not a startup that stopped
+        # the opening line alone is a quoted line, not a startup that stopped
+        if self.context_hits < 2 and all(r.line <= 1 for r in self.regions.values()):
             return
         if self.failed and not self.attempt:  # an earlier attempt's stated failure says more
             return
@@ -675,7 +709,7 @@ class Interpretation:
         attempt = self.attempt or self.failed
         primary = None
         if attempt and not self.ready_after_last_finding:
-            primary = self.seen[max(attempt, key=attempt.__getitem__)].latest
+            primary = self._with_cause(self.seen[max(attempt, key=attempt.__getitem__)].latest, attempt)
         index = {at: i for i, at in enumerate(self.listed)}
         repeated = [Repeated(index=index[s.latest_at], count=s.count, first_line=s.first_line, last_line=s.latest.line)
                     for s in self.seen.values() if s.count > s.listed]

@@ -69,6 +69,7 @@ class _Rule(msgspec.Struct, forbid_unknown_fields=True):
     confidence: str = "stated"
     when: str = ""
     sustain: int = 1
+    gap: int = 0
     cut_in: str = ""
 
 
@@ -188,7 +189,7 @@ def _rule(table: dict) -> RuleSpec:
                     numbers=tuple(numbers), derived=raw.derived, fix=_fixes(raw.fix, ["fix"]),
                     direction=raw.direction, priority=raw.priority, window=raw.window, uses=tuple(raw.uses),
                     marks=tuple(raw.marks), refine=tuple(refine), note=raw.note, versions=raw.versions,
-                    confidence=raw.confidence, when=raw.when, sustain=raw.sustain, cut_in=raw.cut_in)
+                    confidence=raw.confidence, when=raw.when, sustain=raw.sustain, gap=raw.gap, cut_in=raw.cut_in)
 
 
 def _fixes(value, path: list) -> tuple[FixSpec, ...]:

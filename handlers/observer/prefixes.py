@@ -73,9 +73,13 @@ def learn(probe: str) -> list[str]:
     need = max(AT_LEAST, int(SHARE * len(lines)))
     shapes = []
     for s, _ in sorted(counts.items(), key=lambda kv: -kv[1])[:SHAPES]:
-        # a shape counts every line it begins, whether or not a vLLM record follows it there
+        # a shape counts every line it begins, whether or not a vLLM record follows it there. A
+        # collector prefixes every line, the first too; a shape that does not begin the first
+        # line must begin most of them (what a hard wrap at a fixed width leaves at the start of
+        # some lines is a piece of vLLM's header, not a prefix)
         regex = re.compile(s)
-        if sum(1 for line in lines if regex.match(line)) >= need:
+        begun = sum(1 for line in lines if regex.match(line))
+        if begun >= need and (regex.match(lines[0]) or begun * 2 >= len(lines)):
             shapes.append(s)
     return shapes
 

@@ -124,6 +124,7 @@ class RuleSpec(msgspec.Struct, frozen=True, kw_only=True):
     confidence: str = "stated"
     when: str = ""                  # a condition on the numbers: no finding where it is false
     sustain: int = 1                # a finding only from the sustain-th match in a row (when: false breaks it)
+    gap: int = 0                    # ... in a row: at most this many lines apart (0: anywhere in the attempt)
     cut_in: str = ""                # a region: the finding is made when the log ends inside it
 
 

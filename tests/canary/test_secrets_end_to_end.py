@@ -85,9 +85,9 @@ def test_no_secret_anywhere_after_a_heal_an_export_and_every_command(tmp_path):
     types = [e["type"] for e in chain]
     assert "CanaryCompleted" in types, types  # a canary ran, with the key (the fake refuses /v1 without it)
     assert watch.seen, "no canary process was seen"
-    incident_id = chain[0]["event"]["incident_id"]
-    run_id = next(e["event"]["run_id"] for e in chain if e["type"] == "RunStarted")
-    loads = [e["event"]["measurements"]["passed_load"] for e in chain if e["type"] == "CanaryCompleted"]
+    incident_id = next(e["data"]["incident_id"] for e in chain if e["type"] == "IncidentCaptured")
+    run_id = next(e["data"]["run_id"] for e in chain if e["type"] == "RunStarted")
+    loads = [e["data"]["measurements"]["passed_load"] for e in chain if e["type"] == "CanaryCompleted"]
     assert any(loads), loads  # a load phase passed: it authenticated (the fake answers 401 without the key)
 
     outputs = [healed.stdout, healed.stderr]
@@ -95,7 +95,7 @@ def test_no_secret_anywhere_after_a_heal_an_export_and_every_command(tmp_path):
                  ["show", run_id], ["state"], ["alerts"], ["verify"], ["replay"], ["diagnose", str(log)],
                  ["export", incident_id, "-o", str(tmp_path / "bundle.jsonl")], ["export", incident_id]):
         done = selfheal(tmp_path, *args)
-        assert done.returncode in (0, 1), (args, done.stderr)
+        assert done.returncode in (0, 1, 4), (args, done.stderr)
         outputs += [done.stdout, done.stderr]
     bundle = (tmp_path / "bundle.jsonl").read_text()
     assert "fake-model" in bundle and "IncidentCaptured" in bundle  # a real bundle, its text open

@@ -24,6 +24,7 @@ ALSO = {"baseline": {"baseline_import"}}
 #: what cli/ may import from the library besides the API (`import selfheal`): presentation only
 PRESENTATION = {
     ("selfheal.eventstore.audit", "default_db_path"),   # the default --db, for the context
+    ("selfheal.eventstore.store", "is_server"),         # a --db URL stays a URL, never a Path
     ("selfheal.eventstore.audit", "row_json"),          # `events --json`'s line format
     ("selfheal.eventstore.errors", "StoreError"),       # errors become one line on stderr
     ("selfheal.eventstore.store", "Recorded"),          # what a timeline line describes

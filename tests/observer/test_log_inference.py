@@ -55,6 +55,9 @@ CASES = [
     ("engine dead during capture", "\n".join(CAPTURE + ["RuntimeError: Engine core initialization failed. "
                                                         "See root cause above. Failed core proc(s): {}"]),
      "vllm.cut.cudagraph_capture", "cuda_graph_oom", "truncated", {}, ("enforce_eager", "enable")),
+    ("V0 engine dead during capture", "\n".join(CAPTURE + ["RuntimeError: Engine process failed to start. See stack "
+                                                           "trace for the root cause."]),
+     "vllm.cut.cudagraph_capture_v0", "cuda_graph_oom", "truncated", {}, ("enforce_eager", "enable")),
     ("raise site, message cut", "Traceback (most recent call last):\n"
      '  File "/usr/lib/python3/site-packages/vllm/worker/worker.py", line 493, in raise_if_cache_size_invalid\n'
      '    raise ValueError("No available memory for the cache blocks. "',
@@ -97,12 +100,14 @@ SILENT = [
     H + "Maximum concurrency for 4096 tokens per request: 12.50x",
     V1 + "Available KV cache memory: 20.1 GiB",
     STATS.format(s=1, w=43, kv=99.0),                                           # one full stats line
-    "\n".join(STATS.format(s=s, w=0, kv=kv) for s, kv in ((1, 95.9), (11, 40.0), (21, 96.0))),  # not in a row
+    "\n".join([STATS.format(s=1, w=0, kv=95.9)] + [V1 + "GET /health 200"] * 45 + [STATS.format(s=21, w=0, kv=96.0)]),
+    V1 + "Add 3 padding layers, may waste at most 6.25% KV cache memory",      # KV sizing, healthy
     PREEMPT.format(g=1, tail=" total_num_cumulative_preemption=1"),              # one preemption
     REJECT.format(s=1),                                                          # one refused prompt
     CAPTURE[2],                                                                  # a capture line quoted alone
     "\n".join(CAPTURE + [V1 + "Graph capturing finished in 12 secs, took 0.45 GiB"]),
-    "\n".join(CAPTURE + [V1 + "Registering 4 cuda graph addresses"]),        # all-reduce after capture
+    "\n".join(CAPTURE + ["(EngineCore_DP0 pid=563) INFO 12-23 23:34:40 [custom_all_reduce.py:211] Registering 4 "
+                          "cuda graph addresses"]),                      # all-reduce after capture
 ]
 
 

@@ -148,7 +148,9 @@ def test_weights_oom_without_the_wrapper_is_an_alert():
 def test_no_kv_v0_log_takes_its_numbers_from_the_profiling_lines():
     d = diagnose((SAMPLES / "failing_no_kv_v0.log").read_text())
     # 0.80 + 2.33 * 1.1 / 15.57 = 0.9646 -> 1.00: above the 0.90 bound, left visible for escalation
-    assert d.primary.numbers == {"available_kv_gib": -2.33, "total_gib": 15.57, "requested_utilization": 0.8}
+    # ... and the block count that vLLM printed before it raised (an inferred finding of the same failure)
+    assert d.primary.numbers == {"available_kv_gib": -2.33, "total_gib": 15.57, "requested_utilization": 0.8,
+                                 "num_blocks": 0}
     # the traceback's source line `raise ValueError("No available memory ...` is not a second finding
     # (the message follows it); what the accounting lines implied before it is, inferred
     assert [f.rule for f in d.findings if f.confidence == "stated"] == ["vllm.no_kv_cache_memory"]
@@ -160,7 +162,9 @@ def test_sampler_wrapper_wins_over_the_torch_oom_it_wraps():
     d = diagnose((SAMPLES / "failing_sampler_oom_v1.log").read_text())
     assert [f.rule for f in d.findings] == ["torch.cuda_oom", "vllm.warmup_oom"]
     assert d.findings[0].kind == "cuda_oom_allocation"  # capture had finished: not a graph OOM
-    assert d.primary.numbers == {"max_num_seqs": 256}
+    # the wrapper states the request count; the OOM it wraps, the allocation (engine._with_cause)
+    assert d.primary.numbers == {"max_num_seqs": 256, **d.findings[0].numbers}
+    assert d.findings[0].numbers.keys() == {"tried_to_allocate_mib", "gpu_total_gib", "gpu_free_mib"}
 
 
 def test_capture_oom_cites_the_capture_context():

@@ -224,7 +224,9 @@ CASES = [
      "(original error: CUDA out of memory. Tried to allocate 500.00 MiB. GPU 0 has a total capacity of 11.60 GiB "
      "of which 120.50 MiB is free. Of the allocated memory 10.9 GiB is allocated by PyTorch, and 1.00 MiB is "
      "reserved by PyTorch but unallocated.)",
-     UTIL_09, "cuda_oom_allocation", {}, {}, {}),
+     # the numbers are the wrapped OOM's (engine._with_cause); weights that do not fit: no fix
+     UTIL_09, "cuda_oom_allocation", {"tried_to_allocate_mib": 500.0, "gpu_total_gib": 11.6, "gpu_free_mib": 120.5},
+     {}, {}),
     # --- 6. CUDA graph capture ---------------------------------------------------------------
     ("capture V0 0.6+ INFO then torch OOM",
      "INFO 10-01 12:00:00 model_runner.py:1072] Capturing cudagraphs for decoding. This may lead to unexpected "

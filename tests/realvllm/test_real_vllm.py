@@ -170,10 +170,10 @@ def test_a_real_server_heals_with_keys_that_never_reach_the_log_argv_or_bundle(r
         watcher.join()
     assert healed.returncode == 0, healed.stderr[-3000:]
     chain = [json.loads(line) for line in healed.stdout.splitlines() if line.strip()]
-    assert any(e["type"] == "CanaryCompleted" and e["event"]["measurements"]["passed_load"] for e in chain), \
+    assert any(e["type"] == "CanaryCompleted" and e["data"]["measurements"]["passed_load"] for e in chain), \
         [e["type"] for e in chain]
     assert seen, "no canary process was seen"
-    incident = chain[0]["event"]["incident_id"]
+    incident = next(e["data"]["incident_id"] for e in chain if e["type"] == "IncidentCaptured")
     outputs = [healed.stdout, healed.stderr]
     for args in (["events", "--json"], ["history", "--json"], ["export", incident, "-o", str(tmp_path / "b.jsonl")],
                  ["verify"]):

@@ -230,12 +230,13 @@ def test_cli_diagnose_and_observe_hostile_files(name, tmp_path, deployment):
     log = tmp_path / "hostile.log"
     log.write_bytes(HOSTILE[name])
     diag = selfheal(tmp_path, "diagnose", str(log))
-    assert diag.rc == 0 and diag.err == "", diag.err[-2000:]
+    found = diag.out.startswith("Failure: ")  # exit 4 says a failure was found (cli/exits.py), 0 none
+    assert diag.rc == (4 if found else 0) and diag.err == "", diag.err[-2000:]
     assert diag.out.splitlines()[0].startswith(("Failure: ", "No configuration failure found."))
     assert diag.seconds < TIME_BOUND_S and diag.max_rss_mib < MEMORY_BOUND_MIB, (diag.seconds, diag.max_rss_mib)
     # standard input takes the same path
     piped = selfheal(tmp_path, "diagnose", "-", stdin=HOSTILE[name])
-    assert (piped.rc, piped.out) == (0, diag.out)
+    assert (piped.rc, piped.out) == (diag.rc, diag.out)
 
     seen = selfheal(tmp_path, "--db", str(db), "--config", str(toml), "observe", str(log))
     assert seen.rc == 0 and seen.err == "", seen.err[-2000:]
@@ -473,7 +474,7 @@ def test_diagnose_with_a_config_that_does_not_parse_or_holds_wrong_values(tmp_pa
     log.write_text(STARTUP + "\n")
     config = tmp_path / "vllm.yaml"
     config.write_bytes(content)
-    result = selfheal(tmp_path, "diagnose", str(log), "--config", str(config))
+    result = selfheal(tmp_path, "diagnose", str(log), "--vllm-config", str(config))
     assert_one_line_error(result)
     assert str(config) in result.err and expect in result.err, result.err
     assert "error: unexpected" not in result.err, result.err  # what an unhandled exception prints

@@ -1,0 +1,95 @@
+"""The observer on real vLLM logs from public threads (samples/wild, labelled from the threads,
+never from what the observer prints), scored by bench/wild.py, and the loop's policy for each
+confidence a finding states.
+
+Floors: the ones this code meets are asserted (a change that loses excerpts fails here); the
+issue's own floors (kind 0.97, numbers and direction 0.95) are one strict xfail until met."""
+from __future__ import annotations
+
+import importlib.util
+import tomllib
+from pathlib import Path
+
+import pytest
+
+import selfheal
+
+ROOT = Path(__file__).resolve().parents[2]
+WILD = ROOT / "tests" / "observer" / "samples" / "wild"
+_spec = importlib.util.spec_from_file_location("wild_bench", ROOT / "bench" / "wild.py")
+wild = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(wild)
+
+CATEGORIES = {"prefix", "abridged", "raise_site", "accounting", "truncated", "runtime", "wording", "plain"}
+# what this code reaches on the corpus (bench/wild.py); raise them as the observer improves
+FLOORS = {"kind": 0.82, "numbers": 0.79, "direction": 0.79}
+
+
+@pytest.fixture(scope="module")
+def score():
+    return wild.score()
+
+
+def test_the_corpus_is_real_labelled_and_large_enough():
+    rows = wild.excerpts()
+    failures = [lab for _, _, lab in rows if lab["kind"] != "none"]
+    negatives = [lab for _, _, lab in rows if lab["kind"] == "none"]
+    assert len(failures) >= 150 and len(negatives) >= 40, (len(failures), len(negatives))
+    assert all(lab["source"].startswith("https://") for _, _, lab in rows)
+    assert all(set(lab["categories"]) <= CATEGORIES and lab["categories"] for _, _, lab in rows)
+    kinds = {lab["kind"] for lab in failures}
+    assert {"startup_free_memory_below_utilization", "no_kv_cache_memory", "max_model_len_exceeds_kv_cache",
+            "cuda_oom_allocation", "batched_tokens_below_model_len", "cuda_graph_oom", "other_config_error"} <= kinds
+    assert {c for lab in failures for c in lab["categories"]} >= CATEGORIES - {"plain"}
+
+
+def test_a_label_file_that_is_wrong_is_named(tmp_path):
+    bad = tmp_path / "none"
+    bad.mkdir()
+    (bad / "001-x.log").write_text("INFO ok\n")
+    (bad / "001-x.toml").write_text('kind = "none"\n')
+    with pytest.raises(wild.LabelError, match="001-x.toml: missing source"):
+        wild.excerpts(tmp_path)
+
+
+def test_no_false_alarm_no_wrong_way_fix_no_crash(score):
+    assert score["negatives_silent"] == 1.0, [m for m in score["misses"] if m.get("want") == "none"]
+    assert score["wrong_way"] == 0 and score["crashes"] == 0, score["misses"]
+
+
+def test_the_floors_this_code_reaches(score):
+    for key, floor in FLOORS.items():
+        assert score[key] >= floor, (key, score[key], score["misses"])
+
+
+@pytest.mark.xfail(strict=True, reason="issue 14's floors are not met yet: kind 0.97, numbers and direction 0.95 "
+                                       "(bench/wild.py lists every miss)")
+def test_the_issues_floors(score):
+    assert score["kind"] >= 0.97 and score["numbers"] >= 0.95 and score["direction"] >= 0.95
+
+
+CUT = ("(EngineCore_DP0 pid=5) INFO 11-24 06:55:14 [gpu_model_runner.py:2392] Model loading took 14.99 GiB\n"
+       "(EngineCore_DP0 pid=5) INFO 11-24 06:55:30 [gpu_worker.py:298] Available KV cache memory: 2.92 GiB\n"
+       "(EngineCore_DP0 pid=5) INFO 11-24 06:55:31 [gpu_model_runner.py:3480] Capturing CUDA graphs (mixed "
+       "prefill-decode, PIECEWISE):  40%|####      | 27/67\n")
+# the scenario's server runs max_model_len 8192: 300 blocks of 16 tokens hold 4800
+BLOCKS = ("INFO 04-27 10:13:04 llm_engine.py:70] Initializing an LLM engine with config: model='m', max_seq_len=8192, "
+          "seed=0\n"
+          "INFO 04-27 10:13:05 llm_engine.py:275] # GPU blocks: 300, # CPU blocks: 256\n")
+
+
+@pytest.mark.parametrize("log, action, confidence", [(CUT, "alert", "truncated"), (BLOCKS, "tune", "inferred")])
+def test_the_loops_policy_for_each_confidence(tmp_path, log, action, confidence):
+    # a log cut short is told, never tuned; a failure inferred from vLLM's accounting is tuned
+    # like a stated one (its canary proves it before anything is promoted)
+    config = tmp_path / "selfheal.toml"
+    config.write_text('[deployments.chat]\nscenario = "workstation-12gb-speech"\n')
+    path = tmp_path / "vllm.log"
+    path.write_text(log)
+    db = tmp_path / "ops.db"
+    selfheal.observe([path], deployment="chat", db=db, config=config)
+    selfheal.run(db=db, config=config)
+    (raised,) = [selfheal.typed(r) for r in selfheal.events(db=db, types=["IntentRaised"])]
+    (observed,) = [selfheal.typed(r) for r in selfheal.events(db=db, types=["ObservationMade"])]
+    assert observed.event.finding.confidence == confidence
+    assert raised.event.action == action, raised.event.reason
