@@ -20,6 +20,7 @@ from selfheal.cli import exits
 from selfheal.cli.describe import timeline_line
 from selfheal.cli.output import event_json
 from selfheal.eventstore.errors import StoreError
+from selfheal.eventstore.store import is_server
 
 POLL_S = 0.1
 _LONG_PHASES = {"CanaryStarted": "canary starting", "CanaryLaunched": "canary loading"}
@@ -78,8 +79,13 @@ def follow_log(db: Path, work: Callable[[], object], *, as_json: bool, after: in
     return done.get("result"), timeline
 
 
+def _exists(db: Path | str) -> bool:
+    """A file log that is there yet, or a server log (a postgresql:// URL is never a path)."""
+    return is_server(db) or Path(db).exists()
+
+
 def _last_position(db: Path, synchronous: str) -> int:
-    if not db.exists():
+    if not _exists(db):
         return 0
     try:
         with selfheal.open_db(db, synchronous=synchronous) as store:
@@ -89,7 +95,7 @@ def _last_position(db: Path, synchronous: str) -> int:
 
 
 def _print_new(db: Path, timeline: Timeline, as_json: bool, synchronous: str, spinner: "_Spinner") -> None:
-    if not db.exists():
+    if not _exists(db):
         return
     try:
         store = selfheal.open_db(db, synchronous=synchronous)

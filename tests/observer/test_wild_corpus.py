@@ -7,7 +7,9 @@ issue's own floors (kind 0.97, numbers and direction 0.95) are one strict xfail 
 from __future__ import annotations
 
 import importlib.util
-import tomllib
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -93,3 +95,14 @@ def test_the_loops_policy_for_each_confidence(tmp_path, log, action, confidence)
     (observed,) = [selfheal.typed(r) for r in selfheal.events(db=db, types=["ObservationMade"])]
     assert observed.event.finding.confidence == confidence
     assert raised.event.action == action, raised.event.reason
+
+
+def test_the_readmes_truncated_example_is_real_output(tmp_path):
+    section = (ROOT / "README.md").read_text().split("### Logs as people paste them", 1)[1]
+    block = re.search(r"```\n\$ cat cut\.log\n(.*?)\$ selfheal diagnose cut\.log\n(.*?)```", section, re.S)
+    assert block, "README lost its truncated-log example"
+    (tmp_path / "cut.log").write_text(block.group(1))
+    done = subprocess.run([sys.executable, "-m", "selfheal", "diagnose", "cut.log"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 4, done.stderr  # a failure found (cli/exits.py)
+    assert done.stdout == block.group(2)
