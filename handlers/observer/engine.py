@@ -664,7 +664,7 @@ class Interpretation:
         # the opening line alone is a quoted line, not a startup that stopped
         if self.context_hits < 2 and all(r.line <= 1 for r in self.regions.values()):
             return
-        if self.failed and not self.attempt:  # an earlier attempt's stated failure says more
+        if self.attempt or self.failed:  # a failure the log shows says more than where it stops
             return
         for m in self.cut_rules:
             opener = self.regions.get(m.rule.cut_in)
