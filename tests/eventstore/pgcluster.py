@@ -40,15 +40,16 @@ class Cluster:
         self.root = Path(tempfile.mkdtemp(prefix="selfheal-pg-"))
         self.data = self.root / "data"
         self.port = _free_port()
-        self._as: list[str] = []
+        self._as: dict = {}
         if os.geteuid() == 0:  # initdb refuses root: the cluster runs as `postgres`
             user = pwd.getpwnam("postgres")
             os.chown(self.root, user.pw_uid, user.pw_gid)
-            self._as = ["runuser", "-u", "postgres", "--"]
+            # the process switches user itself: runuser/su live in sbin, which a CI PATH may lack
+            self._as = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
         self._names = itertools.count(1)
 
     def _run(self, *args: str) -> None:
-        done = subprocess.run([*self._as, *args], capture_output=True, text=True, timeout=120)
+        done = subprocess.run(list(args), capture_output=True, text=True, timeout=120, **self._as)
         if done.returncode:
             raise RuntimeError(f"{' '.join(args)} failed ({done.returncode}): {done.stderr or done.stdout}")
 
