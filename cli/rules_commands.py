@@ -140,13 +140,29 @@ def replay(ctx, since, until, candidate, assignments, mode, bundle, as_json) -> 
         click.echo(f"not replayed, their text forgotten: {', '.join(i[:8] for i in report.forgotten)}")
     for r in report.results:
         mark = "DIFFERS" if r.differs else "same   "
-        click.echo(f"{mark} {r.occurred_at}  {r.incident_id[:8]}  {r.deployment}: {r.replayed['outcome']}")
+        click.echo(f"{mark} {r.occurred_at}  {r.incident_id[:8]}  {r.deployment}: "
+                   f"{_in_words('outcome', r.replayed['outcome'])}")
         for key in r.differs:
-            click.echo(f"          {key}: {_shown(r.original[key])}  ->  {_shown(r.replayed[key])}")
+            click.echo(f"          {key}: {_in_words(key, r.original[key])}  ->  {_in_words(key, r.replayed[key])}")
 
 
-def _shown(value) -> str:
-    return "nothing" if value in (None, [], {}) else value if isinstance(value, str) else to_json(value)
+def _in_words(key: str, value) -> str:
+    """One field of a replay's decisions (handlers/replay.py `decisions`) as the text report
+    has always spelled it."""
+    if value is None or value == []:
+        return "nothing"
+    if key == "observation":
+        return "no finding" if value["kind"] is None else f"{value['kind']} ({value['rule']} v{value['rule_version']})"
+    if key == "intent":
+        return f"tune {value['seed_fix']}" if value["action"] == "tune" else value["action"]
+    if key == "gate":
+        return value["decision"] + (f": {value['reason']}" if "reason" in value else "")
+    if key == "outcome":
+        if value["outcome"] == "promoted":
+            # in the configuration's field order, as the log spells it (to_json sorts the keys)
+            return f"promoted {msgspec.json.encode(value['config']).decode()}"
+        return value["outcome"] + (f": {value['reason']}" if "reason" in value else "")
+    return to_json(value)
 
 
 @click.command()

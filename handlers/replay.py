@@ -125,30 +125,35 @@ def replayed_handlers(loop: list) -> list:
 
 
 def decisions(events: list[Recorded]) -> dict:
-    """What was decided about one incident, in words that compare across logs."""
+    """What was decided about one incident, in fields that compare across logs: each a JSON
+    object (or None where nothing was decided), never a sentence holding JSON or a repr, so
+    that `replay --json` is one document a tool reads without parsing strings."""
     out: dict = {"observation": None, "intent": None, "gate": None, "candidates": [], "outcome": None}
     for r in events:
         e, t = r.event, r.type
         if t == "ObservationMade" and not e.canary_id:
-            out["observation"] = f"{e.finding.kind} ({e.finding.rule} v{e.finding.rule_version})"
+            out["observation"] = {"kind": e.finding.kind, "rule": e.finding.rule,
+                                  "rule_version": e.finding.rule_version}
         elif t == "IncidentUnmatched" and out["observation"] is None:
-            out["observation"] = "no finding"
+            out["observation"] = {"kind": None}
         elif t == "IntentRaised":
-            out["intent"] = f"{e.action} {dict(sorted(e.seed_fix.items()))}" if e.action == "tune" else "alert"
+            out["intent"] = ({"action": "tune", "seed_fix": dict(sorted(e.seed_fix.items()))}
+                             if e.action == "tune" else {"action": "alert"})
         elif t == "IntentDeduplicated":
-            out["intent"] = "deduplicated"
+            out["intent"] = {"action": "deduplicated"}
         elif t == "RunStarted":
-            out["gate"] = "started"
+            out["gate"] = {"decision": "started"}
         elif t == "RunRefused":
-            out["gate"] = f"refused: {e.reason}"
+            out["gate"] = {"decision": "refused", "reason": e.reason}
         elif t == "CandidateProposed":
             out["candidates"].append(dict(sorted(e.changes.items())))
         elif t == "PromotionProposed":
-            out["outcome"] = f"promoted {msgspec.json.encode(e.config).decode()}"
+            out["outcome"] = {"outcome": "promoted", "config": msgspec.to_builtins(e.config)}
         elif t == "EscalationRaised":
-            out["outcome"] = f"escalated: {e.reason.split(' (')[0]}"
+            # the reason up to its parenthesis: the numbers after it vary between logs
+            out["outcome"] = {"outcome": "escalated", "reason": e.reason.split(" (")[0]}
         elif t == "IntentArchived" and out["outcome"] is None:
-            out["outcome"] = e.outcome
+            out["outcome"] = {"outcome": e.outcome}
     return out
 
 
@@ -239,6 +244,8 @@ def replay(store: EventStore, settings: Settings, deployments: dict[str, Deploym
 
 
 BUNDLE_FORMAT = 1
+#: the type of a bundle's first line (its header, in the events envelope)
+BUNDLE_TYPE = "SelfhealBundle"
 
 
 def find_incident(store: EventStore, incident_id: str) -> Recorded:
@@ -268,21 +275,44 @@ def export_bundle(store: EventStore, settings: Settings, incident_id: str) -> li
                              *((sink, "argv") for sink in d.get("alerts") or [])]:
             if holder.get(name):
                 holder[name] = redactor.argv(holder[name])
-    lines = [msgspec.json.encode(redactor.value(header)).decode()]
+    lines = [msgspec.json.encode(_header_row(incident, redactor.value(header))).decode()]
     lines += [row_json(row) for row in events(store, stream=f"deployment-{deployment}", types=["BaselineImported"])]
     lines += [row_json(row) for row in events(store, correlation=incident.correlation_id or incident.event_id)]
     return lines
 
 
+def _header_row(incident: Recorded, header: dict) -> dict:
+    """The bundle's header in the `events --json` envelope, so that every line of a bundle has
+    one shape: type `SelfhealBundle`, position 0 and no hash (it is no row of any log), its
+    times and correlation the incident's (an export of the same incident is the same bytes)."""
+    return {"position": 0, "event_id": f"bundle-{header['incident_id']}", "stream": "bundle", "version": 0,
+            "type": BUNDLE_TYPE, "schema_version": header.pop("selfheal_bundle"), "occurred_at": incident.occurred_at,
+            "recorded_at": incident.occurred_at, "correlation_id": incident.correlation_id or incident.event_id,
+            "causation_id": None, "data": header, "hash": ""}
+
+
+def _read_header(line: str, source: str) -> dict:
+    """The header's fields, from an envelope (`SelfhealBundle`) or the bare object bundles held
+    before the envelope (`{"selfheal_bundle": 1, ...}`)."""
+    try:
+        row = msgspec.json.decode(line)
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"{source}: line 1: not JSON: {exc}") from None
+    if isinstance(row, dict) and row.get("type") == BUNDLE_TYPE and isinstance(row.get("data"), dict):
+        row = {**row["data"], "selfheal_bundle": row.get("schema_version")}
+    if not isinstance(row, dict) or row.get("selfheal_bundle") != BUNDLE_FORMAT:
+        raise ValueError(f"{source}: line 1: not a selfheal bundle (format {BUNDLE_FORMAT})")
+    if not isinstance(row.get("settings"), dict):
+        raise ValueError(f"{source}: line 1: the bundle header has no settings object")
+    return row
+
+
 def import_bundle(lines: Iterable[str], source: str = "bundle") -> tuple[Settings, EventStore]:
     """A scratch store holding a bundle's events exactly (ids, streams, times), and its settings."""
     lines = [line for line in lines if line.strip()]
-    try:
-        header = msgspec.json.decode(lines[0]) if lines else {}
-    except msgspec.DecodeError as exc:
-        raise ValueError(f"{source}: line 1: not JSON: {exc}") from None
-    if not isinstance(header, dict) or header.get("selfheal_bundle") != BUNDLE_FORMAT:
-        raise ValueError(f"{source}: line 1: not a selfheal bundle (format {BUNDLE_FORMAT})")
+    if not lines:
+        raise ValueError(f"{source}: empty: not a selfheal bundle (format {BUNDLE_FORMAT})")
+    header = _read_header(lines[0], source)
     settings = Settings.model_validate(header["settings"])
     store = memory_store()
     for number, line in enumerate(lines[1:], start=2):

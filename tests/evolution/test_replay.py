@@ -49,7 +49,8 @@ def test_replay_of_a_recorded_history_reproduces_every_decision(history):
     report = replay(store, settings, edges)
     assert report.incidents == 4 and report.differing == 0
     assert set(report.canary_answers) == {"recorded"}  # nothing was executed again
-    assert [r.replayed["gate"] for r in report.results][-1].startswith("refused: rate limit: 3 runs")
+    last = [r.replayed["gate"] for r in report.results][-1]
+    assert last["decision"] == "refused" and last["reason"].startswith("rate limit: 3 runs")
 
 
 def test_replay_of_the_log_through_the_cli(history):
@@ -67,7 +68,7 @@ def test_replay_with_another_setting_shows_the_difference(history):
     report = replay(store, what_if, edges)
     assert report.differing == 1
     (changed,) = [r for r in report.results if r.differs]
-    assert changed.original["gate"].startswith("refused") and changed.replayed["gate"] == "started"
+    assert changed.original["gate"]["decision"] == "refused" and changed.replayed["gate"] == {"decision": "started"}
     assert "gate" in changed.differs
     with pytest.raises(ConfigError, match="--set: rate_limit.runs"):
         apply_overrides(settings, ["rate_limit.runs=0"], None)
@@ -76,14 +77,15 @@ def test_replay_with_another_setting_shows_the_difference(history):
 def test_replay_in_another_mode(history):
     _, settings, edges, store, _ = history
     report = replay(store, settings, edges, mode="disabled")
-    assert all(r.replayed["gate"] is None and r.replayed["outcome"] == "recorded_only" for r in report.results[:1])
+    assert all(r.replayed["gate"] is None and r.replayed["outcome"] == {"outcome": "recorded_only"} for r in report.results[:1])
 
 
 def test_a_bundle_replays_identically_in_an_empty_log(history, tmp_path):
     _, settings, edges, store, _ = history
     first = next(store.read(types=["IncidentCaptured"])).event.incident_id
     lines = export_bundle(store, settings, first)
-    assert json.loads(lines[0])["selfheal_bundle"] == 1
+    header = json.loads(lines[0])
+    assert (header["type"], header["schema_version"], header["data"]["incident_id"]) == ("SelfhealBundle", 1, first)
     bundle_settings, scratch = import_bundle(lines)
     a = replay(scratch, bundle_settings, deployments.build(bundle_settings))
     b = replay(scratch, bundle_settings, deployments.build(bundle_settings))
