@@ -11,7 +11,8 @@ from selfheal.schemas.config import Settings
 
 
 class Context:
-    def __init__(self, db_path: str | None, config_path: str | None, synchronous: str = "FULL"):
+    def __init__(self, db_path: str | None, config_path: str | None, synchronous: str = "FULL",
+                 node: str | None = None):
         # a postgresql:// URL stays a str (a Path would fold its '//')
         self.db_path = (db_path if is_server(db_path) else Path(db_path)) if db_path else default_db_path()
         # whether the person chose the log (--db or $SELFHEAL_DB), or it is the default:
@@ -19,6 +20,8 @@ class Context:
         self.db_chosen = bool(db_path or os.environ.get(DB_ENV))
         self.config_path = config_path
         self.synchronous = synchronous
+        #: --node; None leaves the choice to the API ($SELFHEAL_NODE, else the hostname)
+        self.node = node
         self._settings: Settings | None = None
 
     @property

@@ -33,7 +33,7 @@ def run_command(ctx, follow: bool, interval: float, as_json: bool) -> None:
     settings = ctx.settings
     with stop_on_signals() as stop:
         work = lambda: selfheal.run(follow=follow, interval=interval, on_report=report, stop=stop,  # noqa: E731
-                                    config=settings, **ctx.db)
+                                    node=ctx.node, config=settings, **ctx.db)
         if as_json:
             work()
         else:
@@ -50,7 +50,8 @@ def heal(ctx, files: tuple[str, ...], deployment: str | None, as_json: bool) -> 
     """Observe log files and run the loop to its outcome, printing each event as it is
     recorded (--json: the events as `events --json` prints them). Exit 0 when healed (or
     nothing was wrong), 3 when not healed."""
-    work = lambda: selfheal.heal(files, deployment=deployment, config=ctx.config_path, **ctx.db)  # noqa: E731
+    work = lambda: selfheal.heal(files, deployment=deployment, node=ctx.node,  # noqa: E731
+                                 config=ctx.config_path, **ctx.db)
     healed, timeline = follow_log(ctx.db_path, work, as_json=as_json, synchronous=ctx.synchronous)
     outcomes = [timeline.outcomes.get(h.incident_id, "no failure found") for h in healed]
     if not as_json:
@@ -99,7 +100,8 @@ def demo(ctx, scenario: str | None, list_scenarios: bool, out: str | None, as_js
     if not as_json:
         click.echo(f"scenario {demo_name(scenario)}; log at {path}\n")
     try:
-        result, timeline = follow_log(path, lambda: selfheal.demo(scenario, db=path), as_json=as_json, after=0)
+        result, timeline = follow_log(path, lambda: selfheal.demo(scenario, db=path, node=ctx.node), as_json=as_json,
+                                      after=0)
     except BaseException:
         if made is not None:  # a failed demo leaves no empty temp folder behind
             shutil.rmtree(made.parent, ignore_errors=True)

@@ -203,14 +203,15 @@ def _check_unit(unit: str) -> None:
 
 @click.command()
 @click.option("--deployment", help="Only this deployment's runs.")
+@click.option("--node", "node", metavar="NAME", help="Only the runs this fleet node started or refused.")
 @as_of_option
 @json_option
 @table_options
 @click.pass_obj
-def history(ctx, deployment, as_of, as_json, as_table, as_csv) -> None:
-    """Every run: refused, promoted or escalated."""
+def history(ctx, deployment, node, as_of, as_json, as_table, as_csv) -> None:
+    """Every run: refused, promoted or escalated; the fleet's, or one node's (--node)."""
     style = row_style(as_json, as_table, as_csv)
-    runs = selfheal.history(deployment=deployment, as_of=_as_of(as_of), **ctx.db)
+    runs = selfheal.history(deployment=deployment, node=node, as_of=_as_of(as_of), **ctx.db)
     check_deployment(ctx, deployment, bool(runs))
     if style == "json":
         emit_json(runs)
@@ -237,23 +238,26 @@ def _run_detail(r) -> str:
 @click.command()
 @click.option("--at", "at", help=f"Count the runs in the window ending at this time, as the log stood then "
                                  f"(default: now; {TIME_HELP}).")
+@click.option("--node", "node", metavar="NAME",
+              help="Only the deployments with runs this fleet node recorded (each budget stays the fleet's).")
 @as_of_option
 @json_option
 @table_options
 @click.pass_obj
-def state(ctx, at, as_of, as_json, as_table, as_csv) -> None:
+def state(ctx, at, node, as_of, as_json, as_table, as_csv) -> None:
     """Rate-limit state per deployment: runs in the window, next allowed time, backoff. Every
-    configured deployment is listed, with or without runs."""
+    configured deployment is listed, with or without runs (with --node: those the node ran)."""
     style = row_style(as_json, as_table, as_csv)
     moment = None if at is None else parse_time(at, "--at")
     # --at asks about a moment: what happened after it cannot count, so the log is read as of it
     position = _as_of(as_of)
-    found = selfheal.state(at=moment, as_of=moment if position is None else position, config=ctx.settings,
-                           **ctx.db)
+    found = selfheal.state(at=moment, as_of=moment if position is None else position, node=node,
+                           config=ctx.settings, **ctx.db)
     listed = {s.deployment for s in found}
     fresh = [DeploymentState(
         deployment=name, runs_in_window=0, run_starts=[], consecutive_failures=0, backoff_hours=None,
-        next_allowed_at=None, open_runs=[]) for name in sorted(ctx.settings.deployments) if name not in listed]
+        next_allowed_at=None, open_runs=[]) for name in sorted(ctx.settings.deployments)
+        if name not in listed and node is None]  # a node's view lists only what it ran
     rows = sorted([*found, *fresh], key=lambda s: s.deployment)
     if style == "json":
         emit_json(rows)
@@ -330,7 +334,8 @@ def show(ctx, run_id, as_of, as_json) -> None:
         if as_json:
             emit_json(chain)
             return
-        click.echo(f"run {chain.run.run_id} ({chain.run.deployment}): {chain.run.status}; "
+        by = f" on node {chain.run.node}" if chain.run.node else ""
+        click.echo(f"run {chain.run.run_id} ({chain.run.deployment}){by}: {chain.run.status}; "
                    f"incident {chain.run.correlation_id}")
         for item in chain.chain:
             click.echo("  " * item.depth + timeline_line(store.get(item.event_id)))

@@ -83,12 +83,15 @@ def _terminate(signum, frame) -> None:
               help="selfheal.toml. Default: $SELFHEAL_CONFIG, else ./selfheal.toml if present, else built-in defaults.")
 @click.option("--synchronous", type=click.Choice(["FULL", "NORMAL", "EXTRA", "OFF"], case_sensitive=False),
               default="FULL", show_default=True, help="SQLite durability of each append.")
+@click.option("--node", default=None, metavar="NAME",
+              help="This fleet member's name, recorded in the runs that run, heal and demo start or refuse. "
+                   "Default: $SELFHEAL_NODE, else the hostname.")
 @click.version_option(_version(), "--version", prog_name="selfheal")
 @logging_options
 @click.pass_context
-def cli(ctx: click.Context, db_path: str | None, config_path: str | None, synchronous: str) -> None:
+def cli(ctx: click.Context, db_path: str | None, config_path: str | None, synchronous: str, node: str | None) -> None:
     """selfheal: heals vLLM serving configurations, with every decision in an append-only log."""
-    ctx.obj = Context(db_path=db_path, config_path=config_path, synchronous=synchronous.upper())
+    ctx.obj = Context(db_path=db_path, config_path=config_path, synchronous=synchronous.upper(), node=node)
 
 
 def _register() -> None:

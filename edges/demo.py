@@ -44,7 +44,7 @@ def demo_name(scenario: str) -> str:
     return Path(scenario).stem if ("/" in scenario or scenario.endswith(".toml")) else scenario
 
 
-def demo(scenario: str = DEFAULT_SCENARIO, db: str | Path | None = None, *, mode: str = "dev",
+def demo(scenario: str = DEFAULT_SCENARIO, db: str | Path | None = None, *, mode: str = "dev", node: str = "",
          clock: Callable[[], datetime] = system_clock) -> DemoResult:
     name = demo_name(scenario)
     settings = Settings(mode=mode, deployments={name: DeploymentSettings(scenario=scenario)})
@@ -52,7 +52,7 @@ def demo(scenario: str = DEFAULT_SCENARIO, db: str | Path | None = None, *, mode
     edges = from_scenario(name, settings.deployments[name], settings.preflight.margin_gib)
     path = Path(db) if db else default_demo_path(name)
     try:
-        return _run(path, name, edges, settings, mode, clock)
+        return _run(path, name, edges, settings, mode, clock, node)
     except BaseException:
         if not db:  # the temp folder is the demo's own: a failed demo leaves no empty folder
             shutil.rmtree(path.parent, ignore_errors=True)
@@ -66,14 +66,14 @@ def _holds_events(path: Path) -> bool:
         return store.last_position() > 0
 
 
-def _run(path: Path, scenario: str, edges, settings: Settings, mode: str, clock) -> DemoResult:
+def _run(path: Path, scenario: str, edges, settings: Settings, mode: str, clock, node: str) -> DemoResult:
     if _holds_events(path):
         raise FileExistsError(f"{path}: already holds events, and the demo writes a fresh log; "
                               "give --db (or $SELFHEAL_DB, or --out) a path that does not exist yet")
     production = simulate(edges.backend.scenario, edges.current)
     with open_store(path, create=True) as store:
         incident_id = loop.capture(store, edges, production.log_text, IncidentSource(kind="simulator"), clock)
-        loop.run(store, settings, {scenario: edges}, mode)
+        loop.run(store, settings, {scenario: edges}, mode, node=node)
         outcome, run_id = "no failure found", None
         for row in store.read(types=["RunFinished", "RunRefused", "EscalationRaised", "IncidentUnmatched",
                                      "IntentArchived"]):

@@ -60,12 +60,14 @@ TERMINAL: dict[type, str] = {
 }
 
 
-def handlers(settings: Settings, deployments: dict[str, DeploymentEdges], mode: str) -> list[Handler]:
-    """The loop's handlers, configured, in LOOP's order."""
+def handlers(settings: Settings, deployments: dict[str, DeploymentEdges], mode: str,
+             node: str = "") -> list[Handler]:
+    """The loop's handlers, configured, in LOOP's order; `node` names this fleet member in the
+    runs its gate records."""
     made: dict[type, Handler] = {
         ObserveIncident: ObserveIncident(deployments, settings.observer.safety_buffer),
         RaiseIntent: RaiseIntent(deployments, settings.observer.dedupe_window_minutes, settings.tournament.max_changes),
-        Gate: Gate(mode, settings.rate_limit),
+        Gate: Gate(mode, settings.rate_limit, node),
         Tournament: Tournament(deployments, settings.tournament.max_candidates, settings.tournament.max_changes),
         Preflight: Preflight(deployments, settings.preflight.margin_gib),
         StartCanary: StartCanary(deployments),

@@ -36,9 +36,10 @@ class InputError(ValueError):
 
 
 def runner(store: EventStore, settings: Settings, deployments: dict[str, DeploymentEdges],
-           mode: str | None = None) -> Runner:
-    """A runner whose view starts from the newest valid snapshot, if there is one."""
-    driver = Runner(store, handlers(settings, deployments, mode or settings.effective_mode()),
+           mode: str | None = None, node: str = "") -> Runner:
+    """A runner whose view starts from the newest valid snapshot, if there is one; `node`
+    (chosen at the edge) is recorded in the runs it starts or refuses."""
+    driver = Runner(store, handlers(settings, deployments, mode or settings.effective_mode(), node),
                     projections.registered(), scope=deployments)  # the scope counts on a fleet's log only
     snapshots.restore(driver.view)
     return driver
@@ -46,12 +47,12 @@ def runner(store: EventStore, settings: Settings, deployments: dict[str, Deploym
 
 def run(store: EventStore, settings: Settings, deployments: dict[str, DeploymentEdges],
         mode: str | None = None, clock: Callable[[], datetime] = system_clock, *,
-        driver: Runner | None = None) -> RunReport:
+        driver: Runner | None = None, node: str = "") -> RunReport:
     """Record the lapse of promotions past their TTL (the one fact only a clock can tell),
     then drive every handler until no work is left, and save a projection snapshot when
     1,000 events were folded since the last. `driver`: a runner to reuse (a follow loop
     keeps one, and its view, across polls)."""
-    driver = driver or runner(store, settings, deployments, mode)
+    driver = driver or runner(store, settings, deployments, mode, node)
     lapse_expired(store, settings, clock(), driver.view)
     report = driver.run_until_idle()
     snapshots.save(driver.view.catch_up())
@@ -115,10 +116,10 @@ def observe(store: EventStore, deployment: DeploymentEdges, paths: list[str],
 
 
 def heal(store: EventStore, settings: Settings, deployments: dict[str, DeploymentEdges], name: str,
-         paths: list[str], clock: Callable[[], datetime] = system_clock) -> list[str]:
+         paths: list[str], clock: Callable[[], datetime] = system_clock, node: str = "") -> list[str]:
     """Observe the files as incidents of deployment `name`, then run the loop to its outcome."""
     ids = observe(store, deployments[name], paths, clock)
-    run(store, settings, deployments, clock=clock)
+    run(store, settings, deployments, clock=clock, node=node)
     return ids
 
 

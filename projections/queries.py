@@ -19,9 +19,10 @@ def _view(store: EventStore, as_of):
     return view_as_of(store, None if as_of is None else store.as_of(as_of))
 
 
-def history(store: EventStore, *, as_of=None, deployment: str | None = None) -> list:
+def history(store: EventStore, *, as_of=None, deployment: str | None = None, node: str | None = None) -> list:
     runs = _view(store, as_of)["runs"]
-    return [r for r in (runs.by_id[i] for i in runs.order) if deployment in (None, r.deployment)]
+    return [r for r in (runs.by_id[i] for i in runs.order)
+            if deployment in (None, r.deployment) and node in (None, r.node)]
 
 
 class DeploymentState(msgspec.Struct):
@@ -34,11 +35,16 @@ class DeploymentState(msgspec.Struct):
     open_runs: list[str]
 
 
-def state(store: EventStore, limits: RateLimitSettings, now: datetime, *, as_of=None) -> list[DeploymentState]:
-    """Rate-limit state per deployment; `now` only decides which runs are inside the window."""
-    budgets = _view(store, as_of)["rate_limit"].deployments
+def state(store: EventStore, limits: RateLimitSettings, now: datetime, *, as_of=None,
+          node: str | None = None) -> list[DeploymentState]:
+    """Rate-limit state per deployment; `now` only decides which runs are inside the window.
+    `node`: only the deployments with a run that node recorded (a budget is the fleet's, whole)."""
+    view = _view(store, as_of)
+    budgets = view["rate_limit"].deployments
+    runs = view["runs"].by_id.values()
+    names = sorted(budgets) if node is None else sorted(set(budgets) & {r.deployment for r in runs if r.node == node})
     out = []
-    for name in sorted(budgets):
+    for name in names:
         b = budgets[name]
         wait = backoff(b, limits)
         out.append(DeploymentState(

@@ -57,6 +57,8 @@ class RunSummary(msgspec.Struct, gc=False):  # a read model holds no cycles: not
     finished_at: datetime | None = None
     promotion_id: str | None = None
     promoted: ServingConfig | None = None
+    #: the fleet node whose runner started or refused the run ("" before nodes were recorded)
+    node: str = ""
 
     def candidate(self, candidate_id: str) -> CandidateSummary | None:
         for c in self.candidates:
@@ -95,7 +97,7 @@ class RunsProjection(Projection[Runs]):
         if kind in ("RunStarted", "RunRefused"):
             run = RunSummary(run_id=e.run_id, intent_id=e.intent_id, deployment=shared[e.deployment],
                              correlation_id=event.correlation_id, requested_at=event.occurred,
-                             status="running" if kind == "RunStarted" else "refused")
+                             status="running" if kind == "RunStarted" else "refused", node=shared[e.node])
             if kind == "RunStarted":
                 run.mode, run.environment, run.current = shared[e.mode], shared[e.environment], shared[e.current]
             else:

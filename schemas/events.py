@@ -190,6 +190,9 @@ class RunRefused(Event, frozen=True, kw_only=True):
     deployment: str
     reason: str
     next_allowed_at: datetime | None = None
+    #: the fleet node whose runner decided (`--node`, $SELFHEAL_NODE, else the hostname);
+    #: "" in events recorded before nodes were named
+    node: str = ""
 
 
 class RunStarted(Event, frozen=True, kw_only=True):
@@ -199,6 +202,8 @@ class RunStarted(Event, frozen=True, kw_only=True):
     mode: Literal["dev", "prod"]
     current: ServingConfig
     environment: str
+    #: the fleet node whose runner started the run; "" in events recorded before nodes were named
+    node: str = ""
 
 
 class RunFinished(Event, frozen=True, kw_only=True):

@@ -56,7 +56,8 @@ from selfheal.schemas.events import IncidentSource
 from selfheal.schemas.serving import ServingConfig
 
 from selfheal.conventions import (
-    Clock, Config, Db, LogContent, as_config, chosen_deployment, load_config, log_content, open_db, opened, paths_of,
+    Clock, Config, Db, LogContent, as_config, chosen_deployment, chosen_node, load_config, log_content, open_db, opened,
+    paths_of,
 )
 
 
@@ -190,19 +191,21 @@ def observe(files: str | os.PathLike | Iterable[str | os.PathLike] = (), *, foll
 
 
 def run(*, follow: bool = False, interval: float = 2.0, on_report: Callable[[RunReport], None] | None = None,
-        stop: threading.Event | None = None, mode: str | None = None, db: Db = None, config: Config = None,
-        synchronous: str = "FULL", clock: Clock = system_clock) -> RunReport:
+        stop: threading.Event | None = None, mode: str | None = None, node: str | None = None, db: Db = None,
+        config: Config = None, synchronous: str = "FULL", clock: Clock = system_clock) -> RunReport:
     """Drive the handlers until no work is left: record the lapse of promotions past their
     TTL, handle every pending event, save a projection snapshot (every 1,000 events).
 
     `follow=True` goes on handling what is recorded meanwhile, every `interval` seconds,
     until `stop` is set (or the process is interrupted), with one runner and one wiring of
     the deployments for the whole watch; `on_report` gets each poll's report. Returns the
-    last report."""
+    last report. `node`: this fleet member's name, recorded in the runs it starts or refuses
+    (default $SELFHEAL_NODE, else the hostname)."""
     settings = load_config(config)
+    node = chosen_node(node)
     with opened(db, True, synchronous, settings) as store:
         edges = deployment_edges.build(settings)
-        driver = loop.runner(store, settings, edges, mode)
+        driver = loop.runner(store, settings, edges, mode, node)
         while True:
             report = loop.run(store, settings, edges, mode, clock, driver=driver)
             if on_report is not None:
@@ -222,14 +225,18 @@ class Healed(msgspec.Struct):
     events: list[Recorded]
 
 
-def heal(files: str | os.PathLike | Iterable[str | os.PathLike], *, deployment: str | None = None, db: Db = None,
-         config: Config = None, synchronous: str = "FULL", clock: Clock = system_clock) -> list[Healed]:
+def heal(files: str | os.PathLike | Iterable[str | os.PathLike], *, deployment: str | None = None,
+         node: str | None = None, db: Db = None, config: Config = None, synchronous: str = "FULL",
+         clock: Clock = system_clock) -> list[Healed]:
     """Observe log files ('-': standard input) as incidents of a deployment and run the loop
-    to its outcome; returns each incident's whole chain. `files`: one path or a list."""
+    to its outcome; returns each incident's whole chain. `files`: one path or a list. `node`:
+    as for `run`."""
     settings = load_config(config)
     name = chosen_deployment(settings, deployment)
+    node = chosen_node(node)
     with opened(db, True, synchronous, settings) as store:
-        ids = loop.heal(store, settings, deployment_edges.build(settings), name, paths_of(files), clock=clock)
+        ids = loop.heal(store, settings, deployment_edges.build(settings), name, paths_of(files), clock=clock,
+                        node=node)
         return [Healed(incident_id=i, events=[typed(row) for row in audit.events(store, correlation=i)])
                 for i in ids]
 
@@ -239,11 +246,13 @@ DEFAULT_SCENARIO = demo_edge.DEFAULT_SCENARIO
 
 
 def demo(scenario: str = DEFAULT_SCENARIO, *, db: str | os.PathLike | None = None, mode: str | None = None,
-         clock: Clock = system_clock) -> DemoResult:
+         node: str | None = None, clock: Clock = system_clock) -> DemoResult:
     """One whole incident of a bundled scenario (or a scenario file) on the simulator, in a
     fresh log at `db` (default: a new temp folder; an existing log is refused). `mode`:
-    default $SELFHEAL_MODE, else dev. Read the log after with `events(db=result.db)`."""
-    return demo_edge.demo(scenario, db, mode=mode or Settings().effective_mode(), clock=clock)
+    default $SELFHEAL_MODE, else dev; `node`: as for `run`. Read the log after with
+    `events(db=result.db)`."""
+    return demo_edge.demo(scenario, db, mode=mode or Settings().effective_mode(), node=chosen_node(node),
+                          clock=clock)
 
 
 def scenarios() -> dict[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +19,7 @@ from selfheal.schemas.vllm_yaml import read_serving_values
 
 
 CONFIG_ENV = "SELFHEAL_CONFIG"
+NODE_ENV = "SELFHEAL_NODE"
 
 Db = str | os.PathLike | EventStore | None
 Config = str | os.PathLike | Settings | None
@@ -59,6 +61,19 @@ def load_config(config: Config = None) -> Settings:
     if path is None and Path("selfheal.toml").is_file():
         path = "selfheal.toml"
     return load_settings(path)
+
+
+def chosen_node(node: str | None = None) -> str:
+    """This fleet member's name, decided once at the edge and recorded in the runs its gate
+    starts or refuses: `node`, else $SELFHEAL_NODE, else the hostname. Several `run --follow`
+    processes on one log tell their runs apart by it (`history --node`)."""
+    where = "node" if node is not None else f"${NODE_ENV}" if os.environ.get(NODE_ENV) is not None else "hostname"
+    name = node if node is not None else os.environ.get(NODE_ENV)
+    if name is None:
+        name = socket.gethostname()
+    if not name or not name.isprintable() or any(c.isspace() for c in name):
+        raise ValueError(f"{where} {name!r}: a node name is one word of printable characters, e.g. gpu-node-1")
+    return name
 
 
 def chosen_deployment(settings: Settings, name: str | None) -> str:

@@ -27,21 +27,24 @@ from selfheal.conventions import Clock, Config, Db, LogContent, chosen_deploymen
 
 # -- queries ------------------------------------------------------------------------------------
 
-def history(*, deployment: str | None = None, as_of: int | str | datetime | None = None, db: Db = None,
-            synchronous: str = "FULL") -> list:
-    """Every run (refused, promoted, escalated), oldest first."""
+def history(*, deployment: str | None = None, node: str | None = None, as_of: int | str | datetime | None = None,
+            db: Db = None, synchronous: str = "FULL") -> list:
+    """Every run (refused, promoted, escalated), oldest first; `node`: only the runs that fleet
+    node started or refused."""
     with opened(db, False, synchronous) as store:
-        return queries.history(store, as_of=as_of, deployment=deployment)
+        return queries.history(store, as_of=as_of, deployment=deployment, node=node)
 
 
-def state(*, at: str | datetime | None = None, as_of: int | str | datetime | None = None, db: Db = None,
-          config: Config = None, synchronous: str = "FULL", clock: Clock = system_clock) -> list[queries.DeploymentState]:
+def state(*, at: str | datetime | None = None, as_of: int | str | datetime | None = None, node: str | None = None,
+          db: Db = None, config: Config = None, synchronous: str = "FULL",
+          clock: Clock = system_clock) -> list[queries.DeploymentState]:
     """Rate-limit state per deployment; `at` (default: the clock's now) decides which runs are
-    inside the window."""
+    inside the window. `node`: only the deployments with runs that fleet node recorded (each
+    budget stays the whole fleet's)."""
     limits = load_config(config).rate_limit
     now = parse_utc(at) if isinstance(at, str) else (at or clock())
     with opened(db, False, synchronous) as store:
-        return queries.state(store, limits, now, as_of=as_of)
+        return queries.state(store, limits, now, as_of=as_of, node=node)
 
 
 def promotions(*, all: bool = False, as_of: int | str | datetime | None = None, db: Db = None,
