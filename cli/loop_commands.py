@@ -15,6 +15,7 @@ from selfheal.cli.describe import timeline_line
 from selfheal.cli.inputs import TIME_HELP, parse_time, unknown
 from selfheal.cli.output import as_of as _as_of, emit_json, emit_rows, row_style, show_time, table_options, to_json
 from selfheal.edges.live import stop_on_signals
+from selfheal.eventstore.store import is_server
 from selfheal.handlers.loop import InputError
 from selfheal.handlers.observer import format_diagnosis
 from selfheal.projections.queries import DeploymentState
@@ -83,17 +84,21 @@ def log_argument(name: str) -> Path | bytes:
 # the old spelling: `--config` means selfheal.toml everywhere else, so it is hidden and warned about
 @click.option("--config", "old_vllm_config", type=click.Path(dir_okay=False), hidden=True)
 @json_option
-def diagnose(file: str, current: tuple[str, ...], vllm_config: str | None, old_vllm_config: str | None,
+@click.pass_obj
+def diagnose(ctx, file: str, current: tuple[str, ...], vllm_config: str | None, old_vllm_config: str | None,
              as_json: bool) -> None:
-    """Explain one vLLM log excerpt (FILE, or - for standard input). Exit 4 when it holds a
-    configuration failure, 0 when it does not."""
+    """Explain one vLLM log excerpt (FILE, or - for standard input). With --db (or $SELFHEAL_DB)
+    it reads with the rule set active in that log, else with the built-in rules. Exit 4 when it
+    holds a configuration failure, 0 when it does not."""
     if old_vllm_config:
         click.echo("selfheal: warning: `diagnose --config` is deprecated (--config is selfheal.toml): "
                    "use --vllm-config", err=True)
         vllm_config = vllm_config or old_vllm_config
     values = _parse_current(current)
     try:
-        diagnosis = selfheal.diagnose(log_argument(file), current=values, config_file=vllm_config)
+        # a log chosen but not made yet has no rule set of its own: the built-in rules, nothing created
+        db = ctx.db_path if ctx.db_chosen and (is_server(ctx.db_path) or Path(ctx.db_path).exists()) else None
+        diagnosis = selfheal.diagnose(log_argument(file), current=values, config_file=vllm_config, db=db)
     except OSError as exc:
         raise InputError.unreadable(file, exc) from None
     if as_json:

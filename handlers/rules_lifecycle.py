@@ -126,6 +126,12 @@ def listing(store: EventStore, as_of: int | None = None) -> RulesListing:
         history=history)
 
 
+def active_ruleset(store: EventStore) -> RuleSet:
+    """The rule set the log's observer reads with now: the promoted one, else the built-in."""
+    active = view_as_of(store, None)["rulesets"].active
+    return load_ruleset(active.text if active else None)
+
+
 def try_rules(rules_file: str | os.PathLike, log: str | bytes | os.PathLike, safety_buffer: float = 0.10) -> Diagnosis:
     """What the rules in `rules_file` find in `log` (text, bytes, or a log file's path); no
     store is touched. A broken rules file is refused with file, rule, line and problem."""

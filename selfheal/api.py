@@ -47,8 +47,7 @@ from selfheal.eventstore import audit, migration
 from selfheal.eventstore.audit import default_db_path
 from selfheal.eventstore.recorder import StoredEvent, VerifyReport, system_clock
 from selfheal.eventstore.store import EventStore, Recorded, typed
-from selfheal.handlers import loop
-from selfheal.handlers import observer
+from selfheal.handlers import loop, observer, rules_lifecycle
 from selfheal.handlers.observer import Diagnosis
 from selfheal.handlers.runtime import RunReport
 from selfheal.schemas.config import Settings
@@ -126,8 +125,9 @@ def migrate(source: str | os.PathLike, target: str):
 
 def diagnose(log: LogContent | None = None, *, text: str | None = None,
              current: ServingConfig | Mapping[str, float | bool] | None = None,
-             config_file: str | os.PathLike | None = None) -> Diagnosis:
-    """Explain one vLLM log excerpt with the built-in rules; no log store is touched.
+             config_file: str | os.PathLike | None = None, db: Db = None) -> Diagnosis:
+    """Explain one vLLM log excerpt with the built-in rules, or, given `db`, with the rule set
+    active in that log (promoted there; the built-in rules until one is); the log is only read.
 
     `log` is a log file as a `pathlib.Path` (read in pieces, so any size), or the log's bytes;
     log text goes through `text=`. A plain str is refused (TypeError): pass Path(name) for a
@@ -135,7 +135,11 @@ def diagnose(log: LogContent | None = None, *, text: str | None = None,
     some tunables, e.g. {"gpu_memory_utilization": 0.9}); `config_file` its vLLM YAML, whose
     tunables `current` overrides. Raises OSError when the file cannot be read."""
     content = log_content("diagnose", log, text)
-    return observer.diagnose(content, as_config(current, config_file))
+    if db is None:
+        return observer.diagnose(content, as_config(current, config_file))
+    with opened(db, False, "FULL") as store:
+        ruleset = rules_lifecycle.active_ruleset(store)
+    return ruleset.diagnose(content, as_config(current, config_file))
 
 
 class Observed(msgspec.Struct):

@@ -3,6 +3,7 @@ evaluation, the approval gate in prod, promotion, and the observer using the new
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -68,6 +69,16 @@ def test_planted_disagreement_is_found_and_promotion_is_gated(history, tmp_path)
     runner.invoke(cli, [*base, "heal", str(log)], catch_exceptions=False)
     last = [r.event for r in store.read(types=["ObservationMade"]) if not r.event.canary_id][-1]
     assert last.finding.fix == {"gpu_memory_utilization": 0.55}
+
+    # diagnose, given the log, reads with its active rules too; without a log, the built-in ones
+    def diagnosed(*db: str) -> dict:
+        done = subprocess.run([sys.executable, "-m", "selfheal", *db, "diagnose", str(log), "--json"],
+                              capture_output=True, text=True, cwd=tmp_path, timeout=60,
+                              env={k: v for k, v in os.environ.items() if k != "SELFHEAL_DB"})
+        assert done.returncode == 4, done.stderr  # a failure found
+        return json.loads(done.stdout)["primary"]["fix"]
+    assert diagnosed("--db", str(folder / "log.db")) == {"gpu_memory_utilization": 0.55}
+    assert diagnosed() == {"gpu_memory_utilization": 0.6}
 
 
 def test_rules_test_reads_a_file_without_a_store(tmp_path):
