@@ -38,7 +38,8 @@ from selfheal.eventstore.errors import (
 )
 from selfheal.eventstore.hashing import verify_rows
 from selfheal.eventstore.recorder import (
-    COLUMNS, AppendRequest, Break, CheckpointAdvance, EventFilter, Recorder, StoredEvent, VerifyReport, utc_iso,
+    COLUMNS, AppendRequest, Break, CheckpointAdvance, EventFilter, Recorder, StoredEvent, VerifyReport, check_columns,
+    utc_iso,
 )
 
 SCHEMES = ("postgresql://", "postgres://")
@@ -208,12 +209,9 @@ class PostgresRecorder(Recorder):
     # -- reading -------------------------------------------------------------------------
 
     def _select(self, columns: Sequence[str], bodies: Iterable[str] | None) -> tuple[str, list]:
-        if "position" not in columns:
-            raise ValueError(f"{', '.join(columns)}: a read pages by position, so the columns must include it")
+        check_columns(columns)
         parts, params = [], []
         for column in columns:
-            if column not in COLUMNS:
-                raise ValueError(f"{column!r} is not a column of the log (columns: {', '.join(COLUMNS)})")
             if column == "data" and bodies is not None:
                 parts.append("CASE WHEN type = ANY(%s) THEN data END")
                 params.append(list(bodies))

@@ -78,6 +78,15 @@ class StoredEvent(msgspec.Struct, frozen=True):
 
 #: the columns of the `events` table, in order
 COLUMNS: tuple[str, ...] = StoredEvent.__struct_fields__
+def check_columns(columns) -> None:
+    """Refuse a read's column list that no recorder can page: unknown names, or no position."""
+    if "position" not in columns:
+        raise ValueError(f"{', '.join(columns)}: a read pages by position, so the columns must include it")
+    for column in columns:
+        if column not in COLUMNS:
+            raise ValueError(f"{column!r} is not a column of the log (columns: {', '.join(COLUMNS)})")
+
+
 #: the columns no row may leave empty (NOT NULL in the table)
 REQUIRED: tuple[str, ...] = tuple(
     f.name for f in msgspec.structs.fields(StoredEvent) if type(None) not in typing.get_args(f.type)

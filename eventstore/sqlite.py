@@ -32,7 +32,7 @@ from selfheal.eventstore.errors import (
 from selfheal.eventstore.hashing import GENESIS, HASH, POSITION, chain_rows, verify_rows
 from selfheal.eventstore.recorder import (
     COLUMNS, REQUIRED, AppendRequest, Break, CheckpointAdvance, EventFilter, NewEvent, Recorder, StoredEvent,
-    VerifyReport, system_clock, utc_iso,
+    VerifyReport, check_columns, system_clock, utc_iso,
 )
 
 #: 'SHL1': marks a SQLite file as a selfheal log (PRAGMA application_id)
@@ -213,12 +213,9 @@ def _select(columns: Sequence[str], bodies: Iterable[str] | None = None) -> _Sel
 
     Elsewhere `data` is NULL, and SQLite does not even visit the pages that hold the body; a
     body that is missing where it is read is the decoder's to report (`store.Decoders`)."""
-    if "position" not in columns:
-        raise ValueError(f"{', '.join(columns)}: a read pages by position, so the columns must include it")
+    check_columns(columns)
     parts, params = [], []
     for column in columns:
-        if column not in COLUMNS:
-            raise ValueError(f"{column!r} is not a column of the log (columns: {', '.join(COLUMNS)})")
         if column == "data" and bodies is not None:
             parts.append(f"CASE WHEN {_among('type', bodies, params)} THEN data END")
         else:

@@ -8,6 +8,7 @@ imports from a folder that is not the checkout.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -70,3 +71,11 @@ def test_a_real_install_holds_only_selfheal_and_runs_from_elsewhere(tmp_path):
     where, rules = ran.stdout.split()
     assert where.startswith(str(target)), where
     assert int(rules) > 10
+
+
+def test_ci_runs_exactly_the_readmes_test_command():
+    # CI must meet what a person meets: the README's command, nothing installed beside it
+    readme = re.findall(r"```sh\n(.*?)\n```", (ROOT / "README.md").read_text(), re.S)
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines()
+          if line.strip() and not line.startswith(("#", "set ", "cd "))]
+    assert ci == [readme[1]], (ci, readme[:2])

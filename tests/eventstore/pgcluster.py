@@ -4,7 +4,7 @@ loopback port, stopped and removed at the end of the session.
 Real over fake: the PostgreSQL recorder is tested against the server it runs on in a fleet.
 initdb refuses to run as root, so as root the cluster belongs to the `postgres` user (the
 Debian packages create it), in a folder that user owns. Where no binaries are installed the
-tests that need them are skipped with that reason (`.ci/run` installs them on a fresh machine).
+tests that need them are skipped with that reason (`.ci/test-env`, in the README's test command, installs them on a fresh machine).
 """
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ class Cluster:
 def pg_cluster():
     bin_dir = binaries()
     if bin_dir is None:
-        pytest.skip("PostgreSQL binaries are absent (/usr/lib/postgresql/*/bin/initdb): .ci/run installs them")
+        pytest.skip("PostgreSQL binaries are absent (/usr/lib/postgresql/*/bin/initdb): .ci/test-env installs them")
     pytest.importorskip("psycopg", reason="psycopg is not installed: pip install -e '.[test]' brings it")
     cluster = Cluster(bin_dir)
     try:

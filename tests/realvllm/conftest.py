@@ -1,6 +1,6 @@
 """The real-vLLM tier: a real vLLM CPU server on the tiny generated model.
 
-Built by `.ci/realvllm-env` (which `.ci/run` runs first). Where the environment is missing,
+Built by `.ci/realvllm-env` (which `.ci/test-env` runs before the suite). Where the environment is missing,
 every test of the tier fails and says how to build it, rather than passing silently; set
 SELFHEAL_SKIP_REALVLLM=1 to skip the tier on purpose (it is then reported as skipped).
 """
