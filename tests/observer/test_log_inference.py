@@ -50,6 +50,15 @@ CASES = [
     ("V1 KV tokens below max_seq_len", CONFIG + "\n" + V1 + "GPU KV cache size: 3,648 tokens",
      "vllm.acct.kv_tokens_below_max_model_len", "max_model_len_exceeds_kv_cache", "inferred",
      {"kv_cache_tokens": 3648}, ("max_model_len", "decrease")),
+    ("V1 KV tokens below the length the model config settled on",
+     "(APIServer pid=7) INFO 04-15 09:33:52 [model.py:1685] Using max model len 262144\n" + V1
+     + "GPU KV cache size: 37,392 tokens", "vllm.acct.kv_tokens_below_max_model_len", "max_model_len_exceeds_kv_cache",
+     "inferred", {"kv_cache_tokens": 37392, "max_model_len": 262144}, ("max_model_len", "decrease")),
+    ("abridged torch OOM, cut after its size", "torch.cuda.OutOfMemoryError: CUDA out of memory. Tried to allocate "
+     "9.25 GiB. GPU", "torch.cuda_oom", "cuda_oom_allocation", "stated", {"tried_to_allocate_mib": 9472.0},
+     ("gpu_memory_utilization", "decrease")),
+    ("driver OOM retyped in another case", "Cuda Error: out of memory at /workspace/csrc/cumem_allocator.cpp: 62",
+     "torch.cuda_driver_oom", "cuda_oom_allocation", "stated", {}, ("gpu_memory_utilization", "decrease")),
     ("cut inside CUDA-graph capture", "\n".join(CAPTURE),
      "vllm.cut.cudagraph_capture", "cuda_graph_oom", "truncated", {}, ("enforce_eager", "enable")),
     ("engine dead during capture", "\n".join(CAPTURE + ["RuntimeError: Engine core initialization failed. "
