@@ -562,7 +562,7 @@ class Interpretation:
         self.settings = (current, bounds, buffer)
         # rules that speak when the log ends inside a region (`cut_in`): the failure was not seen
         self.cut_rules = [m for m in matchers if m.rule.cut_in]
-        self.streaks: dict[str, tuple[int, int]] = {}  # rule id -> (matches in a row, line of the last)
+        self.streaks: dict[str, tuple[int, int]] = {}  # kind -> (matches in a row, line of the last)
         self.sites: list[tuple[int, Finding]] = []  # raise-site findings of this attempt, held back
         self.context_hits = 0  # context lines read: a log cut in a phase shows more than its opener
         self.context: dict[str, tuple[float | int, Hit]] = {}
@@ -603,15 +603,18 @@ class Interpretation:
         if rule.cut_in and rule.cut_in not in self.regions:
             return  # the process died, but not in the phase this rule reads it in
         made = _finding(hit, self.context, self.regions, self._fix, self._confidence(hit))
+        # a streak is of a symptom, not of one rule: the rules of a kind that differ only in
+        # the literal that selects their lines (a cache at 9x% and at 100%) count together
         if made is None:  # the rule's `when` is false here: a calm match ends a streak
-            self.streaks.pop(rule.id, None)
+            if rule.sustain > 1:
+                self.streaks.pop(rule.kind, None)
             return
         if rule.sustain > 1:
-            count, last = self.streaks.get(rule.id, (0, hit.line))
+            count, last = self.streaks.get(rule.kind, (0, hit.line))
             if rule.gap and hit.line - last > rule.gap:  # too far from the last: a new streak
                 count = 0
             count += _times(hit)
-            self.streaks[rule.id] = (count, hit.line)
+            self.streaks[rule.kind] = (count, hit.line)
             if count < rule.sustain:
                 return
         priority, finding = made

@@ -74,6 +74,9 @@ CASES = [
     ("KV cache full on two stats lines", "\n".join(STATS.format(s=s, w=43, kv=kv) for s, kv in ((1, 95.9), (11, 96.5))),
      "vllm.log.kv_cache_pressure", "kv_cache_pressure", "stated",
      {"kv_cache_utilization": 0.965, "requests_running": 18, "requests_waiting": 43}, ("max_num_seqs", "decrease")),
+    ("KV cache at 9x% then full: one streak", "\n".join(STATS.format(s=s, w=5, kv=kv) for s, kv in ((1, 92.9), (11, 100.0))),
+     "vllm.log.kv_cache_full", "kv_cache_pressure", "stated", {"kv_cache_utilization": 1.0, "requests_waiting": 5},
+     ("max_num_seqs", "decrease")),
     ("preemption warnings, again and again", "\n".join(PREEMPT.format(g=g, tail="") for g in (1, 2, 3)),
      "vllm.log.preemptions", "preemption_storm", "stated", {}, ("max_num_seqs", "decrease")),
     ("one warning with a high count", PREEMPT.format(g=7, tail=" total_num_cumulative_preemption=51"),
@@ -109,6 +112,7 @@ SILENT = [
     H + "Maximum concurrency for 4096 tokens per request: 12.50x",
     V1 + "Available KV cache memory: 20.1 GiB",
     STATS.format(s=1, w=43, kv=99.0),                                           # one full stats line
+    STATS.format(s=1, w=43, kv=100.0),                                          # one line, cache full
     "\n".join([STATS.format(s=1, w=0, kv=95.9)] + [V1 + "GET /health 200"] * 45 + [STATS.format(s=21, w=0, kv=96.0)]),
     V1 + "Add 3 padding layers, may waste at most 6.25% KV cache memory",      # KV sizing, healthy
     PREEMPT.format(g=1, tail=" total_num_cumulative_preemption=1"),              # one preemption
