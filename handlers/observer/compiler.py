@@ -109,8 +109,11 @@ def _compile(rule: RuleSpec) -> CompiledRule:
         raise RuleProblem(("gap",), "gap is the most lines between the matches a `sustain` counts: >= 0, with sustain > 1")
     if rule.cut_in and not re.fullmatch(r"\w+", rule.cut_in):
         raise RuleProblem(("cut_in",), f"cut_in names a region (open:NAME), got {rule.cut_in!r}")
-    if not failure and (rule.confidence != "stated" or rule.when or rule.sustain != 1 or rule.gap or rule.cut_in):
-        raise RuleProblem(("kind",), "a context rule has no confidence, when, sustain or cut_in")
+    if not failure and (rule.confidence != "stated" or rule.when or rule.sustain != 1 or rule.gap or rule.cut_in
+                        or rule.raise_frame):
+        raise RuleProblem(("kind",), "a context rule has no confidence, when, sustain, cut_in or raise_frame")
+    if rule.raise_frame and (rule.sustain != 1 or rule.cut_in or rule.window != 1):
+        raise RuleProblem(("raise_frame",), "a raise_frame rule reads one frame line: no sustain, cut_in or window")
     regexes = tuple(_regex(p, i) for i, p in enumerate(rule.patterns))
     captures = frozenset(name for r in regexes for name in r.groupindex)
     numbers = []
@@ -168,7 +171,8 @@ def _compile(rule: RuleSpec) -> CompiledRule:
     }
     # fields added later appear only where used: the digest of a rule set without them is unchanged
     for key, value, default in (("confidence", rule.confidence, "stated"), ("sustain", rule.sustain, 1),
-                                ("gap", rule.gap, 0), ("cut_in", rule.cut_in, "")):
+                                ("gap", rule.gap, 0), ("cut_in", rule.cut_in, ""),
+                                ("raise_frame", rule.raise_frame, False)):
         if value != default:
             canonical[key] = value
     if guard is not None:

@@ -443,6 +443,23 @@ class Scan:
         self.made += 1
         return True
 
+    def _frame(self, m: Matcher, start: int, first: int) -> Hit | None:
+        """A `raise_frame` rule: its frame line, then a `raise` whose message is not shown (the
+        traceback ends there, or Python 3.13 elides the arguments): a raise site of the rule."""
+        log = self.log
+        frame = log.line_text(start)
+        if not any(regex.search(frame) for regex in m.regexes):
+            return None
+        below = log.next_line(start)
+        if below < 0 or not _RAISE.match(log.message(below).lstrip()):
+            return None
+        # a statement that shows its message's literals is read by them (`_site`), not by its frame
+        after = log.next_line(below)
+        if _STRING.search(log.message(below)) or after >= 0 and _is_code(log.message(after)) \
+                and not _RAISE.match(log.message(after).lstrip()):
+            return None
+        return Hit(m, None, first, [excerpt(frame, 0, 0), excerpt(log.line_text(below), 0, 0)], first)
+
     def _record(self, start: int, first: int, idxs: set[int]) -> None:
         log, matchers = self.log, self.matchers
         # most candidates are one physical line: match it as is (patterns search, so the header
@@ -452,6 +469,11 @@ class Scan:
         hits: list[Hit] = []
         for idx in idxs:
             m = matchers[idx]
+            if m.rule.raise_frame:
+                hit = self._frame(m, start, first)
+                if hit is not None:
+                    hits.append(hit)
+                continue
             if single is not None and m.rule.window == 1:
                 for regex in m.regexes:
                     kept = last_matches(regex, single)

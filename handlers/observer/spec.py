@@ -126,6 +126,10 @@ class RuleSpec(msgspec.Struct, frozen=True, kw_only=True):
     sustain: int = 1                # a finding only from the sustain-th match in a row (when: false breaks it)
     gap: int = 0                    # ... in a row: at most this many lines apart (0: anywhere in the attempt)
     cut_in: str = ""                # a region: the finding is made when the log ends inside it
+    # the patterns read a traceback's frame line ('File ".../vllm/...", line N, in FUNC') of a
+    # function whose raise statements all raise this rule's failure: a match speaks only where
+    # the frame's next line is a `raise` (the message not shown), as a raise site (engine.py)
+    raise_frame: bool = False
 
 
 class RuleProblem(ValueError):

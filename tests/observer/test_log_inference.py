@@ -25,6 +25,13 @@ CAPTURE = [V1 + "Model loading took 15.59 GiB and 12.3 seconds",
 REJECT = ("ERROR 02-13 07:19:1{s} serving_chat.py:200] Error in preprocessing prompt inputs: This model's maximum "
           "context length is 4096 tokens. However, you requested 5{s}00 tokens (5000 in the messages). Please reduce")
 
+W = "(EngineCore pid=79) "
+FRAME = W + '  File "/usr/lib/python3.12/site-packages/vllm/{path}", line {n}, in {fn}'
+KV_CHECK = [W + "INFO 06-09 14:01:50 [gpu_worker.py:298] Available KV cache memory: {kv} GiB",
+            W + "Traceback (most recent call last):",
+            FRAME.format(path="v1/core/kv_cache_utils.py", n=714, fn="_check_enough_kv_cache_memory"),
+            W + "    raise ValueError("]
+
 # (name, log, rule, kind, confidence, numbers it must state, a direction it must have)
 CASES = [
     ("V0 '# GPU blocks: 0'", H + "# GPU blocks: 0, # CPU blocks: 256",
@@ -59,6 +66,21 @@ CASES = [
      ("gpu_memory_utilization", "decrease")),
     ("driver OOM retyped in another case", "Cuda Error: out of memory at /workspace/csrc/cumem_allocator.cpp: 62",
      "torch.cuda_driver_oom", "cuda_oom_allocation", "stated", {}, ("gpu_memory_utilization", "decrease")),
+    ("traceback cut at the raise of a one-failure function", "\n".join([
+        W + "Traceback (most recent call last):", FRAME.format(path="v1/worker/utils.py", n=413, fn="request_memory"),
+        W + "    raise ValueError("]),
+     "vllm.frame.request_memory", "startup_free_memory_below_utilization", "inferred", {},
+     ("gpu_memory_utilization", "decrease")),
+    ("python 3.13 elides the raise's arguments", "\n".join([
+        FRAME.format(path="v1/worker/gpu_model_runner.py", n=3221, fn="_dummy_sampler_run"),
+        W + "    raise RuntimeError(", W + "    ...<3 lines>...", W + '        "initializing the engine.") from e']),
+     "vllm.frame.sampler_warmup", "cuda_oom_allocation", "inferred", {}, ("max_num_seqs", "decrease")),
+    ("KV check raised with a budget left", "\n".join(KV_CHECK).format(kv=4.0),
+     "vllm.frame.kv_check_max_len", "max_model_len_exceeds_kv_cache", "inferred", {"available_kv_gib": 4.0},
+     ("max_model_len", "decrease")),
+    ("KV check raised with no budget", "\n".join(KV_CHECK).format(kv=-0.5),
+     "vllm.frame.kv_check_no_memory", "no_kv_cache_memory", "inferred", {"available_kv_gib": -0.5},
+     ("gpu_memory_utilization", "increase")),
     ("cut inside CUDA-graph capture", "\n".join(CAPTURE),
      "vllm.cut.cudagraph_capture", "cuda_graph_oom", "truncated", {}, ("enforce_eager", "enable")),
     ("engine dead during capture", "\n".join(CAPTURE + ["RuntimeError: Engine core initialization failed. "
@@ -121,7 +143,24 @@ SILENT = [
     "\n".join(CAPTURE + [V1 + "Graph capturing finished in 12 secs, took 0.45 GiB"]),
     "\n".join(CAPTURE + ["(EngineCore_DP0 pid=563) INFO 12-23 23:34:40 [custom_all_reduce.py:211] Registering 4 "
                           "cuda graph addresses"]),                      # all-reduce after capture
+    "\n".join(KV_CHECK[1:]),                                    # a two-way raise, nothing says which
+    "\n".join(KV_CHECK[:3] + [W + "    return check(spec)"]).format(kv=4.0),   # the frame, no raise
+    "\n".join([W + '  File "/srv/app/quota.py", line 9, in request_memory', W + "    raise ValueError("]),  # not vLLM
 ]
+
+
+def test_a_frame_hit_gives_way_to_the_error_that_follows():
+    log = "\n".join(KV_CHECK).format(kv=4.0) + "\n" + W + ("ValueError: No available memory for the cache blocks. "
+                                                           "Try increasing `gpu_memory_utilization` when initializing the engine.")
+    d = diagnose(log)
+    assert (d.primary.rule, d.primary.confidence) == ("vllm.no_kv_cache_memory", "stated")
+    assert [f.rule for f in d.findings if f.rule.startswith("vllm.frame.")] == []
+
+
+def test_a_raise_that_shows_its_message_is_read_by_it_not_by_its_frame():
+    log = "\n".join(KV_CHECK[:3]).format(kv=4.0) + "\n" + W + '    raise ValueError("No available memory for the cache blocks. "'
+    d = diagnose(log)
+    assert [(f.rule, f.confidence) for f in d.findings] == [("vllm.no_kv_cache_memory", "inferred")]
 
 
 @pytest.mark.parametrize("log", SILENT)

@@ -58,6 +58,7 @@ def test_space_means_optional_whitespace_outside_classes_only():
     ({"numbers": (Number(capture="free", key="free_gib", unit="parsec"),)}, "unknown unit"),
     ({"direction": {"gpu_memory_utilization": "sideways"}}, "direction"),
     ({"marks": ("flip:x",)}, "unknown mark"),
+    ({"raise_frame": True, "sustain": 2}, "reads one frame line"),
 ])
 def test_malformed_rules_are_refused(change, message):
     base = next(r for r in RULES if r.id == "vllm.startup_free_memory")
