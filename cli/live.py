@@ -4,7 +4,8 @@ not when the whole run is over (a real canary takes minutes).
 The work runs in a thread with its own connection to the log; this thread reads the log
 after the last position printed, a few times a second, and prints what is new. On a
 terminal, a canary's long phases (start, load) show how long they have been running on
-standard error; piped output gets the lines only."""
+standard error; output that goes anywhere else (a pipe, a file) or is JSON gets the lines
+only, even while standard error is still the terminal."""
 from __future__ import annotations
 
 import sys
@@ -65,7 +66,7 @@ def follow_log(db: Path, work: Callable[[], object], *, as_json: bool, after: in
 
     worker = threading.Thread(target=target, name="selfheal-work", daemon=True)
     worker.start()
-    spinner = _Spinner()
+    spinner = _Spinner(as_json)
     try:
         while worker.is_alive():
             worker.join(POLL_S)
@@ -111,10 +112,12 @@ def _print_new(db: Path, timeline: Timeline, as_json: bool, synchronous: str, sp
 
 
 class _Spinner:
-    """`canary loading 42 s` on standard error, rewritten in place; only on a terminal."""
+    """`canary loading 42 s` on standard error, rewritten in place; only when both standard
+    output and standard error are a terminal and the lines are text: `heal | grep`, `heal >
+    file` and `--json` get no carriage returns or escapes mixed in."""
 
-    def __init__(self):
-        self.enabled = sys.stderr.isatty()
+    def __init__(self, as_json: bool = False):
+        self.enabled = not as_json and sys.stdout.isatty() and sys.stderr.isatty()
         self.shown = False
 
     def show(self, phase: tuple[str, float] | None) -> None:

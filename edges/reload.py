@@ -28,10 +28,12 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from selfheal.edges import credentials
 from selfheal.edges.processes import stop_group
+from selfheal.handlers.ports import Verification
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 #: what a restart command may print that is worth keeping (its tail)
@@ -264,12 +266,22 @@ def production_launch(settings, base: dict[str, str] | None = None) -> tuple[lis
 
 class ServerReloader:
     """The Reloader port (handlers.ports): reload production as the deployment says, then
-    wait for health within the deadline and run a short completions probe."""
+    wait for health within the deadline and run a short completions probe.
+
+    It reports when it finished: `started_at` (the request's time) plus the seconds it worked
+    on a monotonic clock, as the canary backend does, so the verification's result is dated
+    after the 30-90 s a restart and its checks take, not at the canary's end."""
 
     def __init__(self, settings):
         self.settings = settings
 
-    def reload_and_verify(self, method: str) -> tuple[bool, str]:
+    def reload_and_verify(self, method: str, started_at: datetime) -> Verification:
+        t0 = time.monotonic()
+        healthy, detail = self._reload_and_verify(method)
+        return Verification(healthy=healthy, detail=detail,
+                            finished_at=started_at + timedelta(seconds=time.monotonic() - t0))
+
+    def _reload_and_verify(self, method: str) -> tuple[bool, str]:
         settings = self.settings
         healthy, detail = True, "no reload configured: nothing to verify"
         try:

@@ -8,7 +8,8 @@ was in:
     -> BaselineCommitStarted          (commit: decides the version; nothing written yet)
     -> BaselineCommitted + ReloadRequested   (write: atomic; skipped if the file already
                                               holds exactly these bytes, so never twice)
-    -> VerificationFinished           (reload, health within a deadline, a short probe)
+    -> VerificationFinished           (reload, health within a deadline, a short probe;
+                                       dated when they ended, as the reloader reports)
     -> RollbackStarted                (verification failed)
     -> RolledBack + ReloadRequested   (the previous file is back) -> VerificationFinished
 Simulated results never reach this far: they end in PromotionNotCommitted.
@@ -16,6 +17,7 @@ Simulated results never reach this far: they end in PromotionNotCommitted.
 from __future__ import annotations
 
 from selfheal.eventstore.store import Recorded, derived_id
+from selfheal.handlers.ports import Verification
 from selfheal.handlers.runtime import Activity, Emitted, Progress, Reactor
 from selfheal.projections.base import View
 from selfheal.schemas.config import ConfigError
@@ -133,11 +135,14 @@ class ReloadAndVerify(Activity):
     def perform(self, event: Recorded, view: View, progress: Progress) -> Emitted:
         e = event.event
         edges = self.deployments.get(e.deployment)
-        healthy, detail = (edges.reloader.reload_and_verify(e.method) if edges is not None
-                           else (False, f"deployment {e.deployment!r} is no longer configured: nothing was reloaded"))
+        result = (edges.reloader.reload_and_verify(e.method, event.occurred) if edges is not None
+                  else Verification(healthy=False, detail=f"deployment {e.deployment!r} is no longer configured: "
+                                    "nothing was reloaded"))
         finished = VerificationFinished(commit_id=e.commit_id, deployment=e.deployment, purpose=e.purpose,
-                                        healthy=healthy, detail=detail)
-        return [(f"deployment-{e.deployment}", event.follow(finished, self.name))]
+                                        healthy=result.healthy, detail=result.detail)
+        # dated when the port says it finished: the request's time plus the restart, health wait
+        # and probe (often a minute), not the canary's end that the request inherited
+        return [(f"deployment-{e.deployment}", event.follow(finished, self.name, occurred_at=result.finished_at))]
 
 
 class RollBackUnhealthy(Reactor):

@@ -123,11 +123,20 @@ class ConfigFile(Protocol):
         ...
 
 
+class Verification(msgspec.Struct, frozen=True, kw_only=True):
+    healthy: bool
+    detail: str
+    #: when the reload and its verification ended (`started_at` plus what they took, often a
+    #: minute); None where the adapter cannot say, and the result carries its request's time
+    finished_at: datetime | None = None
+
+
 class Reloader(Protocol):
     """Reload the production server (restart command or signal), then verify it is healthy."""
 
-    def reload_and_verify(self, method: str) -> tuple[bool, str]:
-        """(healthy, detail); never raises for a server that does not come back."""
+    def reload_and_verify(self, method: str, started_at: datetime) -> Verification:
+        """Never raises for a server that does not come back. `started_at` is the request's
+        time: the adapter measures how long it worked, as a canary backend does."""
         ...
 
 

@@ -9,6 +9,7 @@ import re
 import sys
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -88,7 +89,7 @@ def test_supervised_production_runs_with_the_env_and_verifies_with_the_key(tmp_p
             seen["environ"] = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
             seen["keyless"] = request(port, "POST", "/v1/completions")
             # a real reload: SIGHUP to this process (the pidfile's), supervise restarts the server
-            seen["verify"] = ServerReloader(settings).reload_and_verify("signal")
+            seen["verify"] = ServerReloader(settings).reload_and_verify("signal", datetime.now(timezone.utc))
         except BaseException as exc:   # noqa: BLE001 -- reported by the test below
             seen["error"] = exc
         finally:
@@ -105,7 +106,7 @@ def test_supervised_production_runs_with_the_env_and_verifies_with_the_key(tmp_p
     assert b"SELFHEAL_TEST_MARK=production" in seen["environ"]            # the deployment's env reached it
     assert f"VLLM_API_KEY={key}".encode() in seen["environ"] and f"HF_TOKEN={TOKEN}".encode() in seen["environ"]
     assert seen["keyless"] == (401, b'{"error":"Unauthorized"}')
-    healthy, detail = seen["verify"]
+    healthy, detail = seen["verify"].healthy, seen["verify"].detail
     assert healthy, detail
     assert detail.startswith("2/2 completions ok") and _no_secret(detail)
     assert len(started_pids()) == 2                                        # restarted by the SIGHUP

@@ -3,10 +3,12 @@ fake ConfigFile, reload-verify reloads through a fake Reloader, rollback decides
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from selfheal.eventstore import derived_id
 from selfheal.handlers.baseline import CommitPromotion, ReloadAndVerify, RollBackUnhealthy, WriteConfig
+from selfheal.handlers.ports import Verification
 from selfheal.schemas.config import ConfigError
 from selfheal.schemas.events import (
     BaselineCommitStarted, BaselineCommitted, BaselineImported, PromotionApproved, PromotionLapsed,
@@ -197,12 +199,15 @@ def test_a_rollback_that_cannot_restore_is_an_unhealthy_verification():
 # -- reload-verify -----------------------------------------------------------------------------
 
 class Reloader:
+    """Answers as a server that took 45 s to restart and pass its checks."""
+
     def __init__(self, healthy: bool, detail: str):
         self.answer, self.methods = (healthy, detail), []
 
-    def reload_and_verify(self, method: str) -> tuple[bool, str]:
+    def reload_and_verify(self, method: str, started_at: datetime) -> Verification:
         self.methods.append(method)
-        return self.answer
+        return Verification(healthy=self.answer[0], detail=self.answer[1],
+                            finished_at=started_at + timedelta(seconds=45))
 
 
 def reload_requested(purpose: str = "commit") -> Given:
@@ -217,7 +222,7 @@ def test_reload_verify_records_a_healthy_server():
     assert then.types == ["VerificationFinished"] and then.streams == [STREAM]
     assert then.events[0] == VerificationFinished(commit_id="k1", deployment=DEPLOYMENT, purpose="commit",
                                                   healthy=True, detail="healthy after 12 s; 3/3 probe requests")
-    then.caused(at(minutes=1))
+    then.caused(at(minutes=1, seconds=45))  # dated when the reloader finished, not at its request
 
 
 def test_reload_verify_records_an_unhealthy_server():

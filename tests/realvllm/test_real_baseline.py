@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from selfheal.edges import deployments
 from selfheal.edges.processes import free_loopback_port
 from selfheal.edges.reload import wait_healthy
 from selfheal.eventstore import open_store
+from selfheal.eventstore.recorder import parse_utc
 from selfheal.handlers import loop
 from selfheal.projections import view_as_of
 from selfheal.schemas.config import parse_settings
@@ -80,6 +82,13 @@ step = 1
         loop.run(store, settings, edges)
         (verified,) = [r.event for r in store.read(types=["VerificationFinished"])]
         assert verified.healthy, verified.detail
+        # dated when it ended (issue 16): a real restart, health wait and probe take many seconds
+        # after the request, as the recorder's clock (recorded_at) saw them pass
+        (requested,) = store.read(types=["ReloadRequested"])
+        (done,) = store.read(types=["VerificationFinished"])
+        took, between_appends = done.occurred - requested.occurred, (parse_utc(done.recorded_at)
+                                                                    - parse_utc(requested.recorded_at))
+        assert timedelta(seconds=5) <= took <= between_appends, (took, between_appends)
         assert yaml.safe_load(config_file.read_text())["max-num-seqs"] == 2
         assert "# the tiny model's production config" in config_file.read_text()
 
