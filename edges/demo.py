@@ -1,7 +1,8 @@
 """`selfheal demo`: one whole incident on the simulator, in a fresh log.
 
 The production server of a scenario is started on the simulator with its current config;
-its output (vLLM's own wording) is captured as an incident, and the loop runs until it
+its output (vLLM's own wording) and what its /metrics show production's watcher (preemption
+storms, KV cache pressure, refused over-long prompts, queue growth) are captured as an incident, and the loop runs until it
 ends in a promotion or an escalation.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ import msgspec
 
 from selfheal.edges.deployments import from_scenario
 from selfheal.edges.sim import simulate
+from selfheal.edges.sim_backend import with_symptoms
 from selfheal.eventstore.recorder import system_clock
 from selfheal.eventstore.store import open_store
 from selfheal.handlers import loop
@@ -72,7 +74,9 @@ def _run(path: Path, scenario: str, edges, settings: Settings, mode: str, clock,
                               "give --db (or $SELFHEAL_DB, or --out) a path that does not exist yet")
     production = simulate(edges.backend.scenario, edges.current)
     with open_store(path, create=True) as store:
-        incident_id = loop.capture(store, edges, production.log_text, IncidentSource(kind="simulator"), clock)
+        # the server's log and, when it served, the symptoms its /metrics show a watcher
+        # (edges/sim/metrics.py): one incident, read by the observer like any other
+        incident_id = loop.capture(store, edges, with_symptoms(production), IncidentSource(kind="simulator"), clock)
         loop.run(store, settings, {scenario: edges}, mode, node=node)
         outcome, run_id = "no failure found", None
         for row in store.read(types=["RunFinished", "RunRefused", "EscalationRaised", "IncidentUnmatched",

@@ -18,6 +18,14 @@ from selfheal.handlers.models.serving import LoadMemo
 from selfheal.schemas.serving import ServingConfig
 
 
+def with_symptoms(result) -> str:
+    """The server's log, then what the /metrics watcher reported of it: the output the observer
+    reads of a simulated server, in production (the demo) and in a canary alike."""
+    if not result.metrics_symptoms:
+        return result.log_text
+    return result.log_text + "".join(f"{line}\n" for line in result.metrics_symptoms)
+
+
 class SimCanaryBackend:
     name = "sim"
     simulated = True
@@ -29,7 +37,7 @@ class SimCanaryBackend:
     def run(self, config: ServingConfig, started_at: datetime, on_launch=None, *, canary_id=None) -> CanaryOutcome:
         result = simulate(self.scenario, config, loads=self.loads)
         return CanaryOutcome(
-            measurements=measurements_of(result), log_text=result.log_text,
+            measurements=measurements_of(result), log_text=with_symptoms(result),
             command=["simulate", self.scenario.name, *config.cli_args()],
             # the simulated duration stays in the measurements (duration_s): added to the event's
             # time it would date the canary's end after the moment it was recorded (issue 16.3)

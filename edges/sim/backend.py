@@ -17,12 +17,22 @@ Failure kinds (`failure_kind`) and the stage they belong to:
                                          or one request cannot fit the KV cache at all)
            F8  cotenant_oom             (a co-tenant grows past what vLLM left on its GPU)
            --  requests_rejected        (a workload request is longer than max_model_len: HTTP 400)
+           F7  kv_cache_pressure / preemption_storm / requests_rejected / queue_growth
+                                        (production's /metrics watcher, at its default thresholds,
+                                         would report the symptom: edges/sim/metrics.py)
+
+A load phase that passes the scheduler's own checks is then judged as production is: its
+/metrics, repeated for as long as the watcher needs, go through MetricsWatch; a symptom it
+reports fails the canary (`metrics_symptoms` holds the lines, which edges/sim_backend.py adds to
+the canary's output as its harness's), so that a candidate is never promoted with the symptom
+that production was healed of.
 """
 from __future__ import annotations
 
 import msgspec
 
 from selfheal.edges.sim import logtext as lt
+from selfheal.edges.sim import metrics as sim_metrics
 from selfheal.edges.sim.logtext import API, ENGINE, Log, QuietLog
 from selfheal.edges.sim.scenario import load_scenario
 from selfheal.handlers.models.memory import CUDA_CTX, FULL_GRAPH_CAP, GIB, Startup, account, capture_sizes
@@ -86,6 +96,8 @@ class SimResult(msgspec.Struct, frozen=True, kw_only=True):
     cudagraph_gib: float          # captured graph memory (0 with enforce_eager)
     duration_s: float             # simulated wall time of the canary
     metrics_text: str             # a /metrics scrape after the load phase ("" if it never served)
+    #: what production's /metrics watcher reports of this config serving the workload (edges/sim/metrics.py)
+    metrics_symptoms: list[str] = []
 
 
 def simulate(scenario: Scenario | str, config: ServingConfig | None = None, *, render: bool = True,
@@ -101,17 +113,26 @@ def simulate(scenario: Scenario | str, config: ServingConfig | None = None, *, r
     log = Log() if render else QuietLog()
     excerpt = _startup_log(log, scenario, config, st)
     load: Load | None = None
+    symptoms: list[str] = []
     if st.ok:
         load = run_load(scenario, config, st, memo=loads)
         excerpt = _load_log(log, scenario, config, load)
-    return _result(scenario, config, st, load, log, excerpt if render else [])
+        symptoms = sim_metrics.symptoms(load, model=scenario.model.name if render else None)
+        if load.passed and symptoms:
+            # the server's log holds none of this: the watcher's line is the evidence (the canary
+            # harness and the demo add the lines to what the observer reads)
+            excerpt = symptoms[:1]
+            load = msgspec.structs.replace(load, passed=False,
+                                           failure_kind=sim_metrics.symptom_kind(symptoms[0]))
+    return _result(scenario, config, st, load, log, excerpt if render else [], symptoms)
 
 
 def _g(b: int) -> float:
     return round(b / GIB, 4)
 
 
-def _result(s: Scenario, c: ServingConfig, st: Startup, load: Load | None, log: Log, excerpt: list[str]) -> SimResult:
+def _result(s: Scenario, c: ServingConfig, st: Startup, load: Load | None, log: Log, excerpt: list[str],
+            symptoms: list[str]) -> SimResult:
     ws = st.workers
     f = st.failure
     kv_sized = st.reached in ("kv", "capture", "ready")
@@ -125,7 +146,8 @@ def _result(s: Scenario, c: ServingConfig, st: Startup, load: Load | None, log: 
         peak = CUDA_CTX + w.nccl + (w.weights + w.activation + w.non_torch + w.cg_estimate if kv_sized else 0)
     else:
         peak = 0
-    mode = f.mode if f else ({"preemption_storm": "F7", "cotenant_oom": "F8"}.get(load.failure_kind) if load else None)
+    mode = f.mode if f else ({"preemption_storm": "F7", "kv_cache_pressure": "F7", "queue_growth": "F7",
+                              "cotenant_oom": "F8"}.get(load.failure_kind) if load else None)
     measured = {name: (round(getattr(load, name), digits) if load else 0.0) for name, digits in (
         ("throughput_tok_s", 3), ("requests_per_s", 4), ("latency_p50_ms", 3), ("latency_p99_ms", 3),
         ("ttft_p50_ms", 3), ("ttft_p99_ms", 3), ("itl_p50_ms", 3), ("peak_kv_usage", 4))}
@@ -151,6 +173,7 @@ def _result(s: Scenario, c: ServingConfig, st: Startup, load: Load | None, log: 
         metrics_text=lt.metrics_text(s.model.name, preemptions=load.preemptions, prompt_tokens=load.prompt_tokens,
                                      generation_tokens=load.generation_tokens, completed=load.completed)
         if load and log.renders else "",
+        metrics_symptoms=symptoms,
     )
 
 

@@ -382,11 +382,16 @@ def worker_rpc_failed(error: str) -> str:
     return f"RuntimeError: Worker failed with error '{error}', please check the stack trace above for the root cause"
 
 
-def metrics_text(model: str, *, preemptions: int, prompt_tokens: int, generation_tokens: int, completed: int) -> str:
-    """A /metrics scrape after the load phase (Prometheus text; V1 metric names)."""
+def metrics_text(model: str, *, preemptions: int, prompt_tokens: int, generation_tokens: int, completed: int,
+                 running: float = 0, waiting: float = 0, kv_usage: float = 0.0, refused: int = 0,
+                 routes: tuple[str, ...] = ("/v1/completions",)) -> str:
+    """A /metrics scrape (Prometheus text; V1 metric names). The HTTP counters are those of
+    prometheus-fastapi-instrumentator, which vLLM's API server mounts beside its own, with
+    status codes grouped ("2xx", "4xx") as vLLM leaves them; the workload's requests go to the
+    first route, refusals (HTTP 400) included."""
     labels = f'engine="0",model_name="{model}"'
-    rows = [("vllm:num_requests_running", "gauge", 0), ("vllm:num_requests_waiting", "gauge", 0),
-            ("vllm:kv_cache_usage_perc", "gauge", 0), ("vllm:num_preemptions_total", "counter", preemptions),
+    rows = [("vllm:num_requests_running", "gauge", running), ("vllm:num_requests_waiting", "gauge", waiting),
+            ("vllm:kv_cache_usage_perc", "gauge", kv_usage), ("vllm:num_preemptions_total", "counter", preemptions),
             ("vllm:prompt_tokens_total", "counter", prompt_tokens),
             ("vllm:generation_tokens_total", "counter", generation_tokens)]
     out = []
@@ -394,5 +399,9 @@ def metrics_text(model: str, *, preemptions: int, prompt_tokens: int, generation
         out += [f"# TYPE {name} {kind}", f"{name}{{{labels}}} {float(value)}"]
     out += ["# TYPE vllm:request_success_total counter",
             f'vllm:request_success_total{{engine="0",finished_reason="length",model_name="{model}"}} '
-            f"{float(completed)}"]
+            f"{float(completed)}",
+            "# TYPE http_requests_total counter"]
+    for status, count in (("2xx", completed), ("4xx", refused)):
+        if count or status == "2xx":
+            out.append(f'http_requests_total{{handler="{routes[0]}",method="POST",status="{status}"}} {float(count)}')
     return "\n".join(out) + "\n"

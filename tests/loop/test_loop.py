@@ -5,6 +5,7 @@ import msgspec
 import pytest
 
 from selfheal.edges.sim import bundled_scenarios, simulate
+from selfheal.edges.sim_backend import with_symptoms
 from selfheal.handlers.intents import bound_seed
 from selfheal.handlers.models.search import neighbourhood
 from selfheal.schemas.actuators import ActuatorBounds
@@ -20,7 +21,7 @@ def outcome(h) -> str:
 def test_every_bundled_scenario_ends_in_a_decision(harness, scenario):
     h = harness(scenario)
     production = simulate(h.edges[scenario].backend.scenario, h.edges[scenario].current)
-    h.incident(production.log_text)
+    h.incident(with_symptoms(production))  # the log, and what its /metrics show the watcher (as the demo)
     if production.started and production.passed_load:
         assert h.events("IncidentUnmatched") and not h.events("IntentRaised")
         return

@@ -352,6 +352,14 @@ CASES = [
      {"scrapes": 6, "requests_waiting_before": 0, "requests_waiting": 18, "window_s": 60,
       "requests_running": 16, "kv_cache_utilization": 0.45},
      {"max_num_seqs": "increase"}, {"max_num_seqs": 18}),
+    ("metrics request refusals",   # issue 15.8: the count carries no length; one step or 10% up
+     'selfheal metrics: sustained request refusals: http_requests_total{status="4xx"} of /v1/completions and '
+     "/v1/chat/completions rose by 47 in 300 s (0.157/s, threshold 0.01/s); state: running=6 waiting=2 "
+     "kv_cache_usage=0.196",
+     ServingConfig(max_model_len=4096), "requests_rejected",
+     {"requests_refused": 47, "window_s": 300, "refusals_per_s": 0.157, "requests_waiting": 2,
+      "requests_running": 6, "kv_cache_utilization": 0.196},
+     {"max_model_len": "increase"}, {"max_model_len": 4608}),  # max(4096 + 512, 4505.6) -> 4608
 ]
 
 

@@ -22,6 +22,8 @@ EXPECTED = {
     "d-llama70b-awq-tp2-a6000": (None, {}),
     "d-llama70b-awq-tp2-l40s": ("F5", {"gpu_memory_utilization": 0.9}),
     "no-safe-fix": ("F2", None),
+    "rt-preemption-storm-l4": ("F7", {"max_num_seqs": 8}),
+    "rt-refused-long-prompts-a10g": (None, {"max_model_len": 5120}),   # starts; refuses requests under load
     "workstation-12gb-speech": ("F1", {"gpu_memory_utilization": 0.65}),
 }
 
