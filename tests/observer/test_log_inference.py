@@ -81,6 +81,9 @@ CASES = [
     ("KV check raised with no budget", "\n".join(KV_CHECK).format(kv=-0.5),
      "vllm.frame.kv_check_no_memory", "no_kv_cache_memory", "inferred", {"available_kv_gib": -0.5},
      ("gpu_memory_utilization", "increase")),
+    ("V1 KV check message cut mid-word", W + "ValueError: To serve at least one request with the model's max seq len "
+     "(100000), (4.26 GiB KV cach", "vllm.kv_cache_max_model_len", "max_model_len_exceeds_kv_cache", "stated",
+     {"max_model_len": 100000, "needed_kv_gib": 4.26}, ("max_model_len", "decrease")),
     ("cut inside CUDA-graph capture", "\n".join(CAPTURE),
      "vllm.cut.cudagraph_capture", "cuda_graph_oom", "truncated", {}, ("enforce_eager", "enable")),
     ("engine dead during capture", "\n".join(CAPTURE + ["RuntimeError: Engine core initialization failed. "
