@@ -331,9 +331,17 @@ def intents(ctx, status, as_of, as_json, as_table, as_csv) -> None:
 @click.argument("run_id")
 @as_of_option
 @json_option
+@click.option("--svg", "svg_file", type=click.Path(dir_okay=False, writable=True), default=None, metavar="FILE",
+              help="Also draw the run as a timeline into FILE (SVG; `-`: standard output, instead of the chain).")
 @click.pass_obj
-def show(ctx, run_id, as_of, as_json) -> None:
+def show(ctx, run_id, as_of, as_json, svg_file) -> None:
     """The causal chain of a run, from incident to outcome (RUN_ID: the id or a prefix of it)."""
+    if svg_file is not None:
+        picture = selfheal.run_picture(run_id, as_of=_as_of(as_of), **ctx.db)
+        with click.open_file(svg_file, "w", encoding="utf-8", atomic=svg_file != "-") as out:
+            out.write(picture)
+        if svg_file == "-":
+            return
     with selfheal.open_db(**ctx.db) as store:
         chain = selfheal.show(run_id, as_of=_as_of(as_of), db=store)
         if as_json:

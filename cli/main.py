@@ -12,6 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 import click
 
 from selfheal.cli import baseline_commands, live_commands, log_commands, loop_commands, migrate_commands, rules_commands
+from selfheal.cli import ui_commands
 from selfheal.cli import exits
 from selfheal.cli.context import Context
 from selfheal.cli.logging_setup import logging_options
@@ -101,6 +102,7 @@ def _register() -> None:
     baseline_commands.register(cli)
     rules_commands.register(cli)
     migrate_commands.register(cli)
+    ui_commands.register(cli)
 
 
 _register()

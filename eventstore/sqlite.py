@@ -34,6 +34,7 @@ from selfheal.eventstore.recorder import (
     COLUMNS, REQUIRED, AppendRequest, Break, CheckpointAdvance, EventFilter, NewEvent, Recorder, StoredEvent,
     VerifyReport, check_columns, system_clock, utc_iso,
 )
+from selfheal.eventstore.sqlite_views import replace_views, stale_views
 
 #: 'SHL1': marks a SQLite file as a selfheal log (PRAGMA application_id)
 APPLICATION_ID = 0x53484C31
@@ -407,8 +408,19 @@ class SQLiteRecorder(Recorder):
             version = self._conn.execute("PRAGMA user_version").fetchone()[0]
             for step in MIGRATIONS[version:]:
                 step(db)
+            replace_views(self._conn)  # derived, outside the format number (eventstore/sqlite_views.py)
             self._conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
             self._conn.execute(f"PRAGMA user_version={FORMAT_VERSION}")
+
+    def ensure_views(self) -> bool:
+        """Create the browsing views (eventstore/sqlite_views.py) where the log lacks them or holds
+        other definitions; True when it changed the file. Writes, so a read-only log raises."""
+        stored = dict(self._conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'view'"))
+        if not stale_views(stored, normal_sql):
+            return False
+        with self._transaction():
+            replace_views(self._conn)
+        return True
 
     # -- transactions ------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from importlib import import_module
 COMMANDS = ["init", "events", "verify", "rebuild", "migrate", "diagnose", "observe", "run", "heal", "demo", "history", "state",
             "promotions", "intents", "show", "baseline", "baseline_import", "approve", "reject", "alerts",
             "supervise", "rules_list", "rules_test", "rules_propose", "rules_shadow", "rules_approve",
-            "rules_promote", "verdict", "forget", "replay", "export"]
+            "rules_promote", "verdict", "forget", "replay", "export", "ui"]
 
 #: the commands of the log and the loop (selfheal/api.py); the others review it (selfheal/review.py)
 _LOOP_COMMANDS = ("init", "events", "verify", "rebuild", "migrate", "diagnose", "observe", "run", "heal", "demo")
@@ -28,13 +28,14 @@ _LOOP_COMMANDS = ("init", "events", "verify", "rebuild", "migrate", "diagnose", 
 _HOMES = {
     **{name: "selfheal.api" for name in (*_LOOP_COMMANDS, "scenarios", "Observed", "Healed", "DEFAULT_SCENARIO")},
     **{name: "selfheal.review" for name in COMMANDS if name not in _LOOP_COMMANDS},
+    "ui": "selfheal.browse", "run_picture": "selfheal.browse",
     "open_db": "selfheal.conventions", "load_config": "selfheal.conventions",
     "DemoResult": "selfheal.edges.demo", "RulesListing": "selfheal.handlers.rules_lifecycle",
     "typed": "selfheal.eventstore.store", "StoreError": "selfheal.eventstore.errors",
     "InputError": "selfheal.handlers.loop", "ConfigError": "selfheal.schemas.config",
 }
 
-__all__ = [*COMMANDS, "COMMANDS", "open_db", "load_config", "scenarios", "typed", "Observed", "Healed", "DemoResult",
+__all__ = [*COMMANDS, "COMMANDS", "run_picture", "open_db", "load_config", "scenarios", "typed", "Observed", "Healed", "DemoResult",
            "RulesListing", "DEFAULT_SCENARIO", "ConfigError", "InputError", "StoreError"]
 
 
