@@ -1,12 +1,19 @@
 """The server recorder: one PostgreSQL database holds the log of a fleet of nodes.
 
 Design notes (why, not what):
-- An append is one round trip: one call of the server-side function `selfheal_append_v1`
+- An append is one round trip: one call of the server-side function `selfheal_append_v2`
   (postgres_schema.py) that takes the append lock, reads the head, checks the fence, the
   checkpoint moves, the expected versions and stored ids, computes the rows' hashes as
   eventstore/hashing.py does, and inserts them, as one statement and so one implicit
   transaction; a conflict raises in it and nothing is written. The client computes nothing
   the server must know first (the head, recorded_at), so no round trip waits on another.
+  v2 runs one INSERT for one event where v1 ran a dozen statements; it is a new name so that
+  nodes on the older build keep calling theirs during an upgrade (same lock, same hashes).
+- One event with no fence and no key (an observation; the common single append) skips the
+  function: one prepared INSERT (postgres_schema.ONE_EVENT) that takes the same lock, and that
+  inserts nothing where its head went stale, the id is stored or the version does not hold;
+  then, and only then, the function is called (a second round trip) and tells these apart.
+  PL/pgSQL's own cost per call was most of an append's server time (bench/postgres.py).
 - Appends are serialised by a transaction-level advisory lock taken before the chain head is
   read: every append needs the previous hash, and a sequence would leave gaps on rollback and
   let a tailing reader skip a row committed late. The lock is released at commit, after the
@@ -75,6 +82,8 @@ class PostgresRecorder(Recorder):
     #: what serialises appends, a statement of the append function (bench/postgres.py measures
     #: LOCK TABLE ... IN EXCLUSIVE MODE too)
     APPEND_LOCK = schema.ADVISORY_LOCK
+    #: one event with no fence and no key: one INSERT (postgres_schema.ONE_EVENT), not the function
+    ONE_STATEMENT = True
 
     def __init__(self, url: str, *, create: bool = False, clock=None):
         self.url, self.where = url, shown(url)
@@ -200,6 +209,18 @@ class PostgresRecorder(Recorder):
         return exc
 
     def append(self, stream, events, expected_version=None) -> list[int]:
+        if self.ONE_STATEMENT and len(events) == 1 and not self.fence and events[0].key is None:
+            e = events[0]
+            try:
+                row = self._conn.execute(schema.ONE_EVENT, {
+                    "id": e.event_id, "stream": stream, "type": e.type, "sv": e.schema_version, "occ": e.occurred_at,
+                    "corr": e.correlation_id, "caus": e.causation_id, "data": e.data, "expected": expected_version,
+                    "clock": utc_iso(self._clock()) if self._clock is not None else None}).fetchone()
+            except psycopg.Error as exc:
+                raise self._conflict(exc) from None
+            if row is not None:
+                return [row[0]]
+            # nothing inserted: a conflict, a retry, an empty log, or a head moved meanwhile
         return self._call([AppendRequest(stream, events, expected_version)])[0]
 
     def append_many(self, requests: Sequence[AppendRequest],

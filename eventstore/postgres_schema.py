@@ -64,9 +64,24 @@ LOCK_CLASS = 0x53484C31
 ADVISORY_LOCK = f"PERFORM pg_advisory_xact_lock({LOCK_CLASS}, 'events'::regclass::oid::int)"
 #: the append function's name carries its version: nodes running two builds of selfheal during an
 #: upgrade each call their own, and a body that is not the one this build creates is refused
-APPEND = "selfheal_append_v1"
+APPEND = "selfheal_append_v2"
 #: the conflicts the function raises (class 'SH' is not one of PostgreSQL's); the detail is JSON
 VERSION_CONFLICT, CHECKPOINT_CONFLICT, LEASE_LOST, DUPLICATE = "SH001", "SH002", "SH003", "SH004"
+
+#: a row's hash in SQL, as eventstore/hashing.py computes it: sha256 of the msgspec JSON of
+#: [previous hash, position, event_id, stream, version, type, schema_version, occurred_at,
+#: recorded_at, correlation_id, causation_id, data]. to_json(text) escapes strings as msgspec does
+#: (a test holds the two equal over every code point), integers print alike, the text is hashed
+#: as UTF-8. One template for every place the server hashes a row.
+_ROW_HASH = ("encode(sha256(convert_to(concat('[\"', {prev}, '\",', {pos}, ',', to_json({id}), ',', to_json({stream}), ',', "
+             "{ver}, ',', to_json({type}), ',', {sv}, ',', to_json({occ}), ',', to_json({rec}), ',', "
+             "coalesce(to_json({corr})::text, 'null'), ',', coalesce(to_json({caus})::text, 'null'), ',', "
+             "to_json({data}), ']'), 'UTF8')), 'hex')")
+
+
+def row_hash(**sql: str) -> str:
+    return _ROW_HASH.format(**sql)
+
 
 # One append in one round trip. Under the lock it reads the head, takes recorded_at from the
 # server's clock (never before the head's), checks the fence, the checkpoint moves, each
@@ -80,16 +95,9 @@ _APPEND_BODY = """
 DECLARE
     head bigint; chain text; last_at text; at text; lost text[]; n int; req jsonb; evs jsonb; e jsonb;
     stream_name text; expected bigint; version bigint; ids text[]; stored_count int; repeats boolean; got bigint;
-    out bigint[] := '{}'; hashes text[]; m jsonb; i int; r int;
+    out bigint[] := '{}'; hashes text[]; m jsonb; i int; r int; done bigint;
 BEGIN
     {lock};
-    SELECT h.position, h.hash, h.recorded_at INTO head, chain, last_at FROM events h ORDER BY h.position DESC LIMIT 1;
-    head := coalesce(head, 0);
-    chain := coalesce(chain, repeat('0', 64));
-    at := coalesce(clock, to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'));
-    IF last_at COLLATE "C" > at COLLATE "C" THEN
-        at := last_at;
-    END IF;
     IF fence IS NOT NULL THEN
         SELECT array_agg(f.key ORDER BY f.key) INTO lost FROM jsonb_each(fence) f
             WHERE NOT EXISTS (SELECT 1 FROM leases l WHERE l.name = f.key AND l.token = f.value::bigint);
@@ -108,71 +116,104 @@ BEGIN
     IF forgotten IS NOT NULL THEN
         DELETE FROM keys WHERE name = 'event:' || forgotten;
     END IF;
-    -- Loops run over indexes and branches are IFs, not CASEs: an expression without a query skips
-    -- the executor, and a statement whose plan does not depend on the batch's size keeps one
-    -- generic plan instead of being planned again on every call.
-    -- A request: [stream, expected version or null, [[event_id, type, schema_version,
-    -- occurred_at, correlation_id, causation_id, data, key as hex or null], ...]].
-    FOR r IN 0 .. jsonb_array_length(requests) - 1 LOOP
-        req := requests->r;
-        stream_name := req->>0;
-        expected := (req->>1)::bigint;
-        evs := req->2;
-        n := jsonb_array_length(evs);
-        IF n = 1 THEN
-            ids := ARRAY[evs->0->>0];
-            SELECT coalesce((SELECT max(v.version) FROM events v WHERE v.stream = stream_name), 0),
-                (SELECT count(*) FROM events s WHERE s.event_id = ids[1]) INTO version, stored_count;
-            repeats := false;
-        ELSE
-            ids := ARRAY(SELECT x->>0 FROM jsonb_array_elements(evs) x);
-            version := coalesce((SELECT max(v.version) FROM events v WHERE v.stream = stream_name), 0);
-            -- one index probe per id (a join or `= ANY` may be planned as a hash join over the table)
-            stored_count := (SELECT count(*) FROM unnest(ids) k(id),
-                LATERAL (SELECT 1 FROM events s WHERE s.event_id = k.id LIMIT 1) s);
-            repeats := (SELECT count(DISTINCT x) FROM unnest(ids) x) < n;
+    -- One event (a runner's commit, an observation): one statement reads the head and the
+    -- stream's version, checks the id and the expected version, hashes and inserts. PL/pgSQL
+    -- sets each of its expressions up again in every transaction, so the fewer statements an
+    -- append runs, the cheaper it is. A version conflict, a retry, a stored id or an empty log
+    -- (no head row) inserts nothing here and is told apart by the general path below, under the
+    -- same lock.
+    IF jsonb_array_length(requests) = 1 AND jsonb_array_length(requests->0->2) = 1 THEN
+        INSERT INTO events
+        SELECT h.position + 1, x.e->>0, x.q->>0, v.version + 1, x.e->>1, (x.e->>2)::int, x.e->>3, h.at, x.e->>4,
+            x.e->>5, x.e->>6,
+            @HASH_ONE@
+        FROM (SELECT requests->0 AS q, requests->0->2->0 AS e) x
+        CROSS JOIN LATERAL (SELECT coalesce(max(s.version), 0) AS version FROM events s WHERE s.stream = x.q->>0) v
+        CROSS JOIN LATERAL (SELECT t.position, t.hash, greatest(t.recorded_at COLLATE "C", coalesce(clock,
+                to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))) AS at
+            FROM (SELECT l.position, l.hash, l.recorded_at FROM events l ORDER BY l.position DESC LIMIT 1) t) h
+        WHERE (x.q->>1 IS NULL OR (x.q->>1)::bigint = v.version)
+            AND NOT EXISTS (SELECT 1 FROM events d WHERE d.event_id = x.e->>0)
+        RETURNING events.position, events.recorded_at INTO done, at;
+        IF done IS NOT NULL THEN
+            IF requests->0->2->0->>7 IS NOT NULL THEN
+                INSERT INTO keys (name, key) VALUES ('event:' || (requests->0->2->0->>0),
+                    decode(requests->0->2->0->>7, 'hex')) ON CONFLICT DO NOTHING;
+            END IF;
+            out := ARRAY[done];
         END IF;
-        IF stored_count = n AND NOT repeats THEN  -- a retry of a batch that landed: its positions
-            out := out || ARRAY(SELECT s.position FROM unnest(ids) WITH ORDINALITY k(id, o),
-                LATERAL (SELECT s.position FROM events s WHERE s.event_id = k.id LIMIT 1) s ORDER BY k.o);
-            CONTINUE;
+    END IF;
+    IF done IS NULL THEN
+        SELECT h.position, h.hash, h.recorded_at INTO head, chain, last_at FROM events h ORDER BY h.position DESC LIMIT 1;
+        head := coalesce(head, 0);
+        chain := coalesce(chain, repeat('0', 64));
+        at := coalesce(clock, to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'));
+        IF last_at COLLATE "C" > at COLLATE "C" THEN
+            at := last_at;
         END IF;
-        IF stored_count > 0 OR (repeats AND (expected IS NULL OR expected = version)) THEN
-            RAISE EXCEPTION USING ERRCODE = 'SH004', MESSAGE = 'duplicate event ids',
-                DETAIL = json_build_array(stream_name, repeats, stored_count, n,
-                    (SELECT k.id FROM unnest(ids) k(id) WHERE EXISTS (SELECT 1 FROM events s WHERE s.event_id = k.id)
-                        LIMIT 1))::text;
-        END IF;
-        IF expected IS NOT NULL AND expected <> version THEN
-            RAISE EXCEPTION USING ERRCODE = 'SH001', MESSAGE = 'version conflict',
-                DETAIL = json_build_array(stream_name, expected, version)::text;
-        END IF;
-        hashes := '{}';
-        FOR i IN 0 .. n - 1 LOOP
-            e := evs->i;
-            chain := encode(sha256(convert_to(concat('["', chain, '",', head + 1 + i, ',', to_json(e->>0), ',',
-                to_json(stream_name), ',', version + 1 + i, ',', to_json(e->>1), ',', (e->>2)::int, ',',
-                to_json(e->>3), ',', to_json(at), ',', coalesce(to_json(e->>4)::text, 'null'), ',',
-                coalesce(to_json(e->>5)::text, 'null'), ',', to_json(e->>6), ']'), 'UTF8')), 'hex');
-            hashes := hashes || chain;
+        -- Loops run over indexes and branches are IFs, not CASEs: an expression without a query skips
+        -- the executor, and a statement whose plan does not depend on the batch's size keeps one
+        -- generic plan instead of being planned again on every call.
+        -- A request: [stream, expected version or null, [[event_id, type, schema_version,
+        -- occurred_at, correlation_id, causation_id, data, key as hex or null], ...]].
+        FOR r IN 0 .. jsonb_array_length(requests) - 1 LOOP
+            req := requests->r;
+            stream_name := req->>0;
+            expected := (req->>1)::bigint;
+            evs := req->2;
+            n := jsonb_array_length(evs);
+            IF n = 1 THEN
+                ids := ARRAY[evs->0->>0];
+                SELECT coalesce((SELECT max(v.version) FROM events v WHERE v.stream = stream_name), 0),
+                    (SELECT count(*) FROM events s WHERE s.event_id = ids[1]) INTO version, stored_count;
+                repeats := false;
+            ELSE
+                ids := ARRAY(SELECT x->>0 FROM jsonb_array_elements(evs) x);
+                version := coalesce((SELECT max(v.version) FROM events v WHERE v.stream = stream_name), 0);
+                -- one index probe per id (a join or `= ANY` may be planned as a hash join over the table)
+                stored_count := (SELECT count(*) FROM unnest(ids) k(id),
+                    LATERAL (SELECT 1 FROM events s WHERE s.event_id = k.id LIMIT 1) s);
+                repeats := (SELECT count(DISTINCT x) FROM unnest(ids) x) < n;
+            END IF;
+            IF stored_count = n AND NOT repeats THEN  -- a retry of a batch that landed: its positions
+                out := out || ARRAY(SELECT s.position FROM unnest(ids) WITH ORDINALITY k(id, o),
+                    LATERAL (SELECT s.position FROM events s WHERE s.event_id = k.id LIMIT 1) s ORDER BY k.o);
+                CONTINUE;
+            END IF;
+            IF stored_count > 0 OR (repeats AND (expected IS NULL OR expected = version)) THEN
+                RAISE EXCEPTION USING ERRCODE = 'SH004', MESSAGE = 'duplicate event ids',
+                    DETAIL = json_build_array(stream_name, repeats, stored_count, n,
+                        (SELECT k.id FROM unnest(ids) k(id) WHERE EXISTS (SELECT 1 FROM events s WHERE s.event_id = k.id)
+                            LIMIT 1))::text;
+            END IF;
+            IF expected IS NOT NULL AND expected <> version THEN
+                RAISE EXCEPTION USING ERRCODE = 'SH001', MESSAGE = 'version conflict',
+                    DETAIL = json_build_array(stream_name, expected, version)::text;
+            END IF;
+            hashes := '{}';
+            FOR i IN 0 .. n - 1 LOOP
+                e := evs->i;
+                chain := @HASH_LOOP@;
+                hashes := hashes || chain;
+            END LOOP;
+            IF n = 1 THEN
+                INSERT INTO events VALUES (head + 1, e->>0, stream_name, version + 1, e->>1, (e->>2)::int, e->>3, at, e->>4,
+                    e->>5, e->>6, chain);
+            ELSE
+                INSERT INTO events SELECT head + k.o, k.e->>0, stream_name, version + k.o, k.e->>1, (k.e->>2)::int, k.e->>3,
+                        at, k.e->>4, k.e->>5, k.e->>6, hashes[k.o]
+                    FROM jsonb_array_elements(evs) WITH ORDINALITY k(e, o);
+            END IF;
+            IF jsonb_path_exists(evs, '$[*][7] ? (@ != null)') THEN
+                INSERT INTO keys (name, key) SELECT 'event:' || (k->>0), decode(k->>7, 'hex')
+                    FROM jsonb_array_elements(evs) k WHERE k->>7 IS NOT NULL ON CONFLICT DO NOTHING;
+            END IF;
+            FOR i IN 1 .. n LOOP
+                out := out || (head + i);
+            END LOOP;
+            head := head + n;
         END LOOP;
-        IF n = 1 THEN
-            INSERT INTO events VALUES (head + 1, e->>0, stream_name, version + 1, e->>1, (e->>2)::int, e->>3, at, e->>4,
-                e->>5, e->>6, chain);
-        ELSE
-            INSERT INTO events SELECT head + k.o, k.e->>0, stream_name, version + k.o, k.e->>1, (k.e->>2)::int, k.e->>3,
-                    at, k.e->>4, k.e->>5, k.e->>6, hashes[k.o]
-                FROM jsonb_array_elements(evs) WITH ORDINALITY k(e, o);
-        END IF;
-        IF jsonb_path_exists(evs, '$[*][7] ? (@ != null)') THEN
-            INSERT INTO keys (name, key) SELECT 'event:' || (k->>0), decode(k->>7, 'hex')
-                FROM jsonb_array_elements(evs) k WHERE k->>7 IS NOT NULL ON CONFLICT DO NOTHING;
-        END IF;
-        FOR i IN 1 .. n LOOP
-            out := out || (head + i);
-        END LOOP;
-        head := head + n;
-    END LOOP;
+    END IF;
     IF moves IS NOT NULL THEN  -- [[handler, expected, position], ...]
         INSERT INTO handler_checkpoints (handler, position, updated_at)
             SELECT k->>0, (k->>2)::bigint, at FROM jsonb_array_elements(moves) k
@@ -181,6 +222,38 @@ BEGIN
     RETURN out;
 END;
 """
+#: One event with no fence and no key, appended by one prepared INSERT and no function call:
+#: PL/pgSQL's own cost (setting up its expressions in every transaction, one executor start per
+#: statement) was most of an append's server time. It takes the same advisory lock, in the head's
+#: subquery, so before its row is inserted; the lock is held to commit, as the function's is, so
+#: appends are serialised alike and a tailing reader never skips. Its snapshot was taken before
+#: the lock: if another append committed meanwhile, its position, id or stream version is taken
+#: and ON CONFLICT DO NOTHING inserts nothing; so does an expected version that does not hold, a
+#: stored id (a retry) or an empty log (no head row). Whatever inserts nothing is sent again to
+#: the append function, which reads a fresh head under the lock and tells these apart. The hash
+#: is the function's expression: sha256 of the JSON form Python hashes.
+ONE_EVENT = """INSERT INTO events
+SELECT h.position + 1, %(id)s::text, %(stream)s::text, v.version + 1, %(type)s::text, %(sv)s::int, %(occ)s::text, h.at,
+    %(corr)s::text, %(caus)s::text, %(data)s::text,
+    @HASH@
+FROM (SELECT l.position, l.hash, greatest(l.recorded_at COLLATE "C", coalesce(%(clock)s::text,
+        to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))) AS at,
+        pg_advisory_xact_lock({lock_class}, 'events'::regclass::oid::int) AS locked
+    FROM events l ORDER BY l.position DESC LIMIT 1) h,
+    (SELECT coalesce((SELECT s.version FROM events s WHERE s.stream = %(stream)s::text ORDER BY s.version DESC
+        LIMIT 1), 0) AS version) v
+WHERE %(expected)s::bigint IS NULL OR %(expected)s::bigint = v.version
+ON CONFLICT DO NOTHING RETURNING position""".replace("{lock_class}", str(LOCK_CLASS)).replace("@HASH@", row_hash(
+    prev="h.hash", pos="h.position + 1", id="%(id)s::text", stream="%(stream)s::text", ver="v.version + 1",
+    type="%(type)s::text", sv="%(sv)s::int", occ="%(occ)s::text", rec="h.at", corr="%(corr)s::text",
+    caus="%(caus)s::text", data="%(data)s::text"))
+
+_APPEND_BODY = _APPEND_BODY.replace("@HASH_ONE@", row_hash(
+    prev="h.hash", pos="h.position + 1", id="x.e->>0", stream="x.q->>0", ver="v.version + 1", type="x.e->>1",
+    sv="(x.e->>2)::int", occ="x.e->>3", rec="h.at", corr="x.e->>4", caus="x.e->>5", data="x.e->>6")).replace(
+    "@HASH_LOOP@", row_hash(
+        prev="chain", pos="head + 1 + i", id="e->>0", stream="stream_name", ver="version + 1 + i", type="e->>1",
+        sv="(e->>2)::int", occ="e->>3", rec="at", corr="e->>4", caus="e->>5", data="e->>6"))
 #: the parameters: the requests, the fence ({lease: token}) and the checkpoint moves
 #: ([[handler, expected, position], ...]) as JSON (one text each, no array to build per column),
 #: the event whose key is forgotten, and recorded_at from an injected clock (NULL: the server's)

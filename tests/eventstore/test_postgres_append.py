@@ -53,6 +53,8 @@ def test_rows_with_every_awkward_character_hash_as_python_hashes_them(pg_url):
 
 def test_an_append_is_one_statement_fence_and_checkpoints_included(pg_url):
     """One round trip: the lock, the head, the checks and the rows in one call."""
+    from selfheal.eventstore.postgres_schema import APPEND
+
     with _open(pg_url, create=True) as rec:
         assert rec.acquire_lease("deployment:a", "me", 30) == 1
         rec.fence["deployment:a"] = 1
@@ -62,8 +64,31 @@ def test_an_append_is_one_statement_fence_and_checkpoints_included(pg_url):
         rec.append("a", [ev(1)])
         rec.append_many([AppendRequest("a", [ev(2), ev(3)]), AppendRequest("b", [ev(4)])],
                         [CheckpointAdvance("h", 0, 4)])
-        assert len(sent) == 2 and all("selfheal_append_v1" in sql for sql in sent)
+        assert len(sent) == 2 and all(APPEND in sql for sql in sent)
         assert rec.checkpoints() == {"h": 4} and rec.verify().ok
+
+
+def test_one_event_without_a_fence_is_one_insert_and_the_function_tells_the_rest_apart(pg_url):
+    """A single event is one INSERT (postgres_schema.ONE_EVENT), no function call; what it does
+    not insert (an empty log, a retry, a stale version) goes to the function, which answers."""
+    from selfheal.eventstore.errors import ConcurrencyError
+    from selfheal.eventstore.postgres_schema import APPEND, ONE_EVENT
+
+    with _open(pg_url, create=True) as rec:
+        sent = []
+        execute = rec._conn.execute
+        rec._conn.execute = lambda *a, **kw: sent.append(a[0]) or execute(*a, **kw)
+        assert rec.append("a", [ev(1)]) == [1]  # an empty log has no head row: the function starts it
+        assert sent == [ONE_EVENT, sent[1]] and APPEND in sent[1]
+        sent.clear()
+        assert rec.append("a", [ev(2)]) == [2] and rec.append("b", [ev(3)], expected_version=0) == [3]
+        assert sent == [ONE_EVENT, ONE_EVENT]
+        sent.clear()
+        assert rec.append("a", [ev(2)]) == [2]  # a retry: the stored position, nothing written
+        with pytest.raises(ConcurrencyError):
+            rec.append("a", [ev(4)], expected_version=1)
+        assert len(sent) == 4 and [APPEND in sql for sql in sent] == [False, True, False, True]
+        assert rec.last_position() == 3 and rec.verify().ok
 
 
 def test_a_lost_lease_writes_nothing(pg_url):
