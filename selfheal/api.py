@@ -47,7 +47,7 @@ from selfheal.eventstore import audit, migration
 from selfheal.eventstore.audit import default_db_path
 from selfheal.eventstore.recorder import StoredEvent, VerifyReport, system_clock
 from selfheal.eventstore.store import EventStore, Recorded, typed
-from selfheal.handlers import loop, observer, rules_lifecycle
+from selfheal.handlers import leases, loop, observer, rules_lifecycle
 from selfheal.handlers.observer import Diagnosis
 from selfheal.handlers.runtime import RunReport
 from selfheal.schemas.config import Settings
@@ -207,7 +207,8 @@ def run(*, follow: bool = False, interval: float = 2.0, on_report: Callable[[Run
     (default $SELFHEAL_NODE, else the hostname)."""
     settings = load_config(config)
     node = chosen_node(node)
-    with opened(db, True, synchronous, settings) as store:
+    # on a server log one live runner per node name, or `history --node` would mix two
+    with opened(db, True, synchronous, settings) as store, leases.node_claimed(store, node):
         edges = deployment_edges.build(settings)
         driver = loop.runner(store, settings, edges, mode, node)
         while True:

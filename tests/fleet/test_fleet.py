@@ -22,7 +22,8 @@ def _finished(url: str, deployment: str) -> list:
 
 
 def test_four_nodes_heal_four_deployments_at_once_and_share_what_failed(tmp_path, pg_url):
-    nodes = {name: Node(tmp_path / name, pg_url, f'mode = "dev"\n[deployments.{d}]\nscenario = "{s}"\n')
+    nodes = {name: Node(tmp_path / name, pg_url, f'mode = "dev"\n[deployments.{d}]\nscenario = "{s}"\n',
+                        env={"SELFHEAL_NODE": name})  # one host plays four nodes: each its own name
              for name, (d, s) in NODES.items()}
     assert nodes["n0"].selfheal("init").returncode == 0
     try:
@@ -31,7 +32,8 @@ def test_four_nodes_heal_four_deployments_at_once_and_share_what_failed(tmp_path
         for name in ("n0", "n2", "n3"):
             nodes[name].observe(*NODES[name])
         # every runner leases its own deployment (a lease is held while a poll works, released after)
-        wait_for(lambda: len(rows(pg_url, "SELECT name FROM leases")) == 4, timeout=60)
+        wait_for(lambda: len(rows(pg_url, "SELECT name FROM leases WHERE name LIKE 'deployment:%%'")) == 4,
+                 timeout=60)
         wait_for(lambda: _finished(pg_url, "a0"))
         nodes["n1"].observe(*NODES["n1"])  # the same failure on the twin node, after a0's run
         for deployment, _ in NODES.values():

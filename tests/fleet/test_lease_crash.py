@@ -23,7 +23,7 @@ def test_a_runner_killed_mid_canary_hands_over_without_a_second_canary_or_run(tm
     toml = fake_vllm_deployment("speech", env={"FAKE_VLLM_LINE_DELAY": "0", "FAKE_VLLM_TOKEN_DELAY": "0",
                                                "FAKE_VLLM_STARTUP_DELAY": "4", "FAKE_VLLM_LAUNCH_LOG": launches})
     env = {"SELFHEAL_LEASE_TTL_S": TTL}
-    a, b = Node(tmp_path / "a", pg_url, toml, env), Node(tmp_path / "b", pg_url, toml, env)
+    a, b = (Node(tmp_path / name, pg_url, toml, dict(env, SELFHEAL_NODE=name)) for name in "ab")
     assert a.selfheal("init").returncode == 0
     try:
         a.start(), b.start()
