@@ -35,6 +35,8 @@ def describe(r: Recorded) -> str:
     if t == "IntentRaised":
         what = f"tune: {', '.join(f'{k}={v}' for k, v in e.seed_fix.items())}" if e.action == "tune" else f"alert: {e.reason}"
         return f"intent {e.intent_id[:8]} for {e.kind}: {what}"
+    if t == "RetryForced":
+        return f"{e.deployment}: retry forced (heal --force): incident {e.incident_id[:8]} is not folded into an earlier intent"
     if t == "IntentDeduplicated":
         return f"same incident again within {e.window_s} s: folded into intent {e.intent_id[:8]}"
     if t == "RunRequested":
@@ -68,7 +70,7 @@ def describe(r: Recorded) -> str:
         gate = "waits for approval" if e.requires_approval else "no approval needed"
         return f"PROMOTION {e.promotion_id[:8]} ({gate}): {_config(e.config)}{sim}"
     if t == "EscalationRaised":
-        return f"ESCALATION: {e.reason}"
+        return f"ESCALATION: {e.reason}" + (f" (retry: {e.retry})" if e.retry else "")
     if t == "RunFinished":
         return f"run {e.run_id[:8]} finished: {e.outcome} after {e.canaries} canar{'y' if e.canaries == 1 else 'ies'}"
     if t == "IntentArchived":

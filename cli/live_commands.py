@@ -45,12 +45,15 @@ def run_command(ctx, follow: bool, interval: float, as_json: bool) -> None:
 
 @click.command()
 @click.argument("files", nargs=-1, required=True)
+@click.option("--force", is_flag=True,
+              help="Raise an intent even if the same failure's intent (one that alerted or escalated) is inside "
+                   "the dedupe window; recorded, so replay does the same. The rate limit still applies.")
 @logs_command
-def heal(ctx, files: tuple[str, ...], deployment: str | None, as_json: bool) -> None:
+def heal(ctx, files: tuple[str, ...], force: bool, deployment: str | None, as_json: bool) -> None:
     """Observe log files and run the loop to its outcome, printing each event as it is
     recorded (--json: the events as `events --json` prints them). Exit 0 when healed (or
     nothing was wrong), 3 when not healed."""
-    work = lambda: selfheal.heal(files, deployment=deployment, node=ctx.node,  # noqa: E731
+    work = lambda: selfheal.heal(files, deployment=deployment, node=ctx.node, force=force,  # noqa: E731
                                  config=ctx.config_path, **ctx.db)
     healed, timeline = follow_log(ctx.db_path, work, as_json=as_json, synchronous=ctx.synchronous)
     outcomes = [timeline.outcomes.get(h.incident_id, "no failure found") for h in healed]

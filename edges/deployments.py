@@ -1,7 +1,14 @@
 """What each deployment is wired to at the edges: an adapter for every port of
 handlers.ports (canary backend, inventory, predictor, config file, reloader, alert sinks,
 process reaper), and the fingerprint of the environment it runs in. The composition root of
-the loop: handlers never import edges; they receive these objects."""
+the loop: handlers never import edges; they receive these objects.
+
+Bounds are checked against the config production runs as each deployment is wired (issue
+15.6): bounds that do not hold it are a config error naming the deployment, the actuator, the
+value and the bounds, and where each came from, never a search in a 12 GB card's defaults for
+a deployment they do not fit (schemas/config.py `check_bounds_fit`). A sim deployment's
+actuators table overrides its scenario's bounds one actuator at a time; the others keep the
+scenario's."""
 from __future__ import annotations
 
 from selfheal.edges.alerts import ConfiguredSinks
@@ -17,7 +24,9 @@ from selfheal.edges.vllm_backend import LoadSettings, VllmCanaryBackend
 from selfheal.edges.vllm_config import VllmYaml
 from selfheal.handlers.models.serving import LoadMemo
 from selfheal.handlers.ports import DeploymentEdges, InventoryUnavailable, NoPredictor
-from selfheal.schemas.config import ConfigError, DeploymentSettings, Settings
+from selfheal.schemas.actuators import ActuatorBounds
+from selfheal.schemas.config import ConfigError, DeploymentSettings, Settings, check_bounds_fit
+from selfheal.schemas.serving import ServingConfig
 from selfheal.schemas.fingerprints import parts_fingerprint
 
 
@@ -39,10 +48,30 @@ def _production_ports(settings: DeploymentSettings) -> dict:
             "alerts": ConfiguredSinks([a.spec() for a in settings.alerts])}
 
 
+#: where an actuator's bounds come from when nothing names them
+DEFAULT_BOUNDS = "the default bounds, for a 12 GB card"
+
+
+def check_fit(name: str, settings: DeploymentSettings, bounds: ActuatorBounds, current: ServingConfig,
+              scenario: str | None = None) -> None:
+    """ConfigError unless `bounds` hold `current`; the message says where each value came from."""
+    defaults = ActuatorBounds().numeric()
+    bounds_from, current_from = {}, {}
+    for actuator, limits in bounds.numeric().items():
+        if actuator not in settings.actuators:
+            bounds_from[actuator] = (f"scenario {scenario}'s [actuators]" if scenario and limits != defaults[actuator]
+                                     else DEFAULT_BOUNDS + ("" if not scenario else f": scenario {scenario} sets none"))
+        if actuator not in settings.current:
+            current_from[actuator] = (f"scenario {scenario}'s [current]" if scenario and not settings.current
+                                      else f"vLLM's default: deployments.{name}.current does not set it")
+    check_bounds_fit(name, bounds, current, bounds_from, current_from)
+
+
 def from_scenario(name: str, settings: DeploymentSettings, margin_gib: float) -> DeploymentEdges:
     scenario = load_scenario(settings.scenario)
-    bounds = settings.bounds() if settings.actuators else scenario.actuators
+    bounds = settings.bounds(scenario.actuators) if settings.actuators else scenario.actuators
     current = settings.current_config() if settings.current else scenario.current
+    check_fit(name, settings, bounds, current, settings.scenario)
     env = environment_fingerprint(scenario.gpu.name, scenario.gpu.total_gib, scenario.gpu.count,
                                   scenario.model.name, [(c.name, c.used_gib) for c in scenario.cotenants])
     loads = LoadMemo(scenario)
@@ -69,6 +98,7 @@ def from_vllm(name: str, settings: DeploymentSettings) -> DeploymentEdges:
                               deadline_s=load.timeout_s))
     except CredentialError as exc:
         raise ConfigError(f"deployments.{name}.command: {exc}") from None
+    check_fit(name, settings, settings.bounds(), settings.current_config())
     inventory = HostMemoryInventory() if settings.inventory == "host" else NvmlInventory()
     try:
         devices = inventory.snapshot()

@@ -27,7 +27,8 @@ class RaiseAlert(Reactor):
     def react(self, event: Recorded, view: View) -> Emitted:
         e, t = event.event, event.type
         if t == "EscalationRaised":
-            kind, deployment, summary = "escalation", e.deployment, e.reason
+            # the retry hint (when a repeat folds in, how to force a retry) rides along, outside the key
+            kind, deployment, summary = "escalation", e.deployment, e.reason + (f"; {e.retry}" if e.retry else "")
             evidence = {"intent_id": e.intent_id, "run_id": e.run_id or "",
                         "candidates": "; ".join(f"{c.candidate_id[:8]}: {c.outcome}" for c in e.candidates)}
             key = e.reason.split("(")[0]

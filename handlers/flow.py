@@ -42,6 +42,7 @@ INPUTS: dict[type, str] = {
     ev.RuleSetActivated: "`rules promote`",
     ev.VerdictRecorded: "`verdict` (a person labels an incident)",
     ev.IncidentForgotten: "`forget` (a person destroys the key of an incident's sealed text)",
+    ev.RetryForced: "`heal --force` (a person retries a failure the dedupe window would fold)",
 }
 
 #: recorded by the loop and read only by projections and people: the chain ends there

@@ -2,9 +2,12 @@
 
 The seed fix is bounded here: values are clamped to the actuators only on the side of
 safety; a fix that needs a value outside the bounds is an escalation with the evidence,
-never a run. The same failure of the same configuration inside the window folds into the
-intent already raised for it; one dated after the observation (a clock that jumped) is
-expired, not fresh, and the new intent's reason says so (projections/intents.py).
+never a run. The same failure of the same configuration, with the same numbers (within 10%),
+inside the window folds into the intent already raised for it; different numbers, or an
+incident recorded with `heal --force`, raise an intent of their own, whose reason says why; one
+dated after the observation (a clock that jumped) is expired, not fresh, and the new intent's
+reason says so (projections/intents.py). An intent that ends in an alert says until when a
+repeat folds into it and how to retry sooner.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from datetime import timedelta
 from selfheal.eventstore.store import Recorded, derived_id
 from selfheal.handlers.runtime import Emitted, Reactor
 from selfheal.projections.base import View
-from selfheal.projections.intents import future_dated
+from selfheal.projections.intents import future_dated, retry_hint
 from selfheal.schemas.actuators import ActuatorBounds
 from selfheal.schemas.events import (
     EscalationRaised, IntentArchived, IntentDeduplicated, IntentRaised, ObservationMade,
@@ -95,7 +98,8 @@ class RaiseIntent(Reactor):
         current = baseline.config if baseline else (edges.current if edges else ServingConfig())
         finding = obs.finding
         fp = fingerprint(obs.deployment, finding.kind, finding.rule, current)
-        recent = view["intents"].recent(obs.deployment, fp, event.occurred, self.window)
+        intents, forced = view["intents"], view["intents"].is_forced(obs.incident_id)
+        recent = None if forced else intents.recent(obs.deployment, fp, event.occurred, self.window, finding.numbers)
         if recent is not None:
             dup = IntentDeduplicated(intent_id=recent.intent_id, incident_id=obs.incident_id, fingerprint=fp,
                                      window_s=int(self.window.total_seconds()))
@@ -122,16 +126,18 @@ class RaiseIntent(Reactor):
                 seed = {k: new for k, (_, new) in current.diff(config).items()}
         elif not reason:
             reason = f"{finding.kind}: no bounded fix applies"
-        reason = "; ".join(part for part in (reason, clock) if part)
+        apart = intents.apart(obs.deployment, fp, event.occurred, self.window, finding.numbers, forced)
+        reason = "; ".join(part for part in (reason, clock, apart) if part)
+        until = event.occurred + self.window
         raised = IntentRaised(intent_id=intent_id, deployment=obs.deployment, incident_id=obs.incident_id,
                               observation_id=obs.observation_id, kind=finding.kind, action=action,
                               fingerprint=fp, seed_fix=seed, current=current, environment=obs.environment,
-                              reason=reason)
+                              reason=reason, numbers=finding.numbers, dedupe_until=until)
         stream = f"intent-{intent_id}"
         out = [(stream, event.follow(raised, "intent"))]
         if action == "alert":
             escalation = EscalationRaised(run_id=None, intent_id=intent_id, deployment=obs.deployment,
-                                          reason=reason)
+                                          reason=reason, retry=retry_hint(intent_id, until))
             archived = IntentArchived(intent_id=intent_id, deployment=obs.deployment, outcome="alerted")
             out += [(stream, event.follow(escalation, "escalation")), (stream, event.follow(archived, "archived"))]
         return out

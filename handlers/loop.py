@@ -23,7 +23,7 @@ from selfheal.handlers.ports import DeploymentEdges
 from selfheal.handlers.runtime import Runner, RunReport
 from selfheal.projections import snapshots
 from selfheal.schemas.config import Settings
-from selfheal.schemas.events import BaselineImported, IncidentSource
+from selfheal.schemas.events import BaselineImported, IncidentSource, RetryForced
 from selfheal.schemas.vllm_yaml import read_serving_values
 
 
@@ -61,7 +61,7 @@ def run(store: EventStore, settings: Settings, deployments: dict[str, Deployment
 
 
 def capture(store: EventStore, edges: DeploymentEdges, text: str, source: IncidentSource,
-            clock: Callable[[], datetime] = system_clock) -> str:
+            clock: Callable[[], datetime] = system_clock, force: bool = False) -> str:
     """Record raw text as an incident of a deployment (an edge: it reads the clock).
 
     The first incident of a deployment also records the configuration it runs as baseline
@@ -82,9 +82,13 @@ def capture(store: EventStore, edges: DeploymentEdges, text: str, source: Incide
             pass  # another capture recorded the deployment's first events meanwhile: the baseline is there
     incident = new_incident(new_id(), edges.name, source, text,
                             {"environment": edges.environment, "model": edges.model}, redact=store.redactor.text)
-    store.append(f"incident-{incident.incident_id}",
-                 [Pending(event=incident, event_id=incident.incident_id, occurred_at=now,
-                          correlation_id=incident.incident_id)])
+    captured = Pending(event=incident, event_id=incident.incident_id, occurred_at=now,
+                       correlation_id=incident.incident_id)
+    # `force`: a person's retry, recorded before the incident so that the loop (and a replay)
+    # raises an intent for it even where the window would fold it (projections/intents.py)
+    forced = [Pending(event=RetryForced(incident_id=incident.incident_id, deployment=edges.name), event_id=new_id(),
+                      occurred_at=now, correlation_id=incident.incident_id)] if force else []
+    store.append(f"incident-{incident.incident_id}", [*forced, captured])
     return incident.incident_id
 
 
@@ -107,18 +111,21 @@ def read_input(path: str) -> tuple[str, IncidentSource]:
 
 
 def observe(store: EventStore, deployment: DeploymentEdges, paths: list[str],
-            clock: Callable[[], datetime] = system_clock) -> list[str]:
-    """Record each file (or '-') as an incident; returns the incident ids.
+            clock: Callable[[], datetime] = system_clock, force: bool = False) -> list[str]:
+    """Record each file (or '-') as an incident; returns the incident ids. `force`: each raises
+    an intent of its own, never folded into an earlier one (`heal --force`).
 
     Every input is read before any is recorded, so a missing file leaves the log untouched."""
     inputs = [read_input(p) for p in paths]
-    return [capture(store, deployment, text, source, clock=clock) for text, source in inputs]
+    return [capture(store, deployment, text, source, clock=clock, force=force) for text, source in inputs]
 
 
 def heal(store: EventStore, settings: Settings, deployments: dict[str, DeploymentEdges], name: str,
-         paths: list[str], clock: Callable[[], datetime] = system_clock, node: str = "") -> list[str]:
-    """Observe the files as incidents of deployment `name`, then run the loop to its outcome."""
-    ids = observe(store, deployments[name], paths, clock)
+         paths: list[str], clock: Callable[[], datetime] = system_clock, node: str = "",
+         force: bool = False) -> list[str]:
+    """Observe the files as incidents of deployment `name`, then run the loop to its outcome;
+    `force`: not folded into an intent raised for the same failure inside the window."""
+    ids = observe(store, deployments[name], paths, clock, force)
     run(store, settings, deployments, clock=clock, node=node)
     return ids
 

@@ -218,7 +218,7 @@ def replay(store: EventStore, settings: Settings, deployments: dict[str, Deploym
     runner = Runner(scratch, handlers, projections.registered())
     results, forgotten = [], []
     for r in originals:
-        if r.type == "BaselineImported":
+        if r.type in ("BaselineImported", "RetryForced"):  # a forced retry is a person's input, like the baseline
             scratch.append(r.stream, [Pending(event=r.event, event_id=r.event_id, occurred_at=r.occurred)])
             continue
         if r.type != "IncidentCaptured" or r.event.source.kind == "canary" or r.event.deployment not in edges:

@@ -9,6 +9,12 @@ is counted as that event's time: the latest time it can really have happened, so
 is never overspent, and a jump costs one cooldown from the first sane event, not years. The
 fold pins such times at each event of the deployment (RunRequested included: the gate's
 first record after the jump), and a decision reads them the same way up to its own time.
+
+A run that ended because pre-flight could not read the GPU inventory (RunFinished
+`inventory_unavailable`, handlers/preflight.py) counts for nothing: not as a failure (the
+backoff is for configurations that failed, and none was tried) and not as a run (its start
+leaves the window and the cooldown): it touched neither the GPU nor production, and the person
+who fixes the driver or installs NVML should not wait hours to heal.
 """
 from __future__ import annotations
 
@@ -57,6 +63,8 @@ class RateLimitProjection(Projection[RateLimitState]):
         if event.type == "RunStarted":
             budget.run_starts.append(event.occurred)
             budget.open_runs.append(e.run_id)
+        elif e.inventory_unavailable:
+            _forget_start(budget, e.run_id)
         else:
             if e.succeeded:
                 budget.consecutive_failures = 0
@@ -65,6 +73,18 @@ class RateLimitProjection(Projection[RateLimitState]):
                 budget.last_failure_at = event.occurred
             budget.open_runs[:] = [r for r in budget.open_runs if r != e.run_id]
         return state
+
+
+def _forget_start(budget: DeploymentBudget, run_id: str) -> None:
+    """A blind run leaves the budget as if it never started. The open runs' starts are the
+    last entries of `run_starts`, in the same order (a run starts only when none is open, so
+    normally there is one); a run not open (a repeated finish) changes nothing."""
+    if run_id not in budget.open_runs:
+        return
+    index = len(budget.run_starts) - len(budget.open_runs) + budget.open_runs.index(run_id)
+    if 0 <= index < len(budget.run_starts):
+        del budget.run_starts[index]
+    budget.open_runs.remove(run_id)
 
 
 def _pin(budget: DeploymentBudget, now: datetime) -> None:

@@ -166,13 +166,43 @@ class DeploymentSettings(_Strict):
             raise ValueError("actuators.gpu_memory_utilization must lie in (0, 1]")
         return self
 
-    def bounds(self) -> ActuatorBounds:
+    def bounds(self, base: ActuatorBounds | None = None) -> ActuatorBounds:
+        """The actuators this table sets, over `base` (a scenario's bounds; MISSION's defaults,
+        for a 12 GB card, when None) for those it does not."""
+        base = base or ActuatorBounds()
         overrides = {name: Actuator(name=name, min=a.min, max=a.max, step=a.step)
                      for name, a in self.actuators.items()}
-        return ActuatorBounds(**overrides, enforce_eager_allowed=self.enforce_eager_allowed)
+        return ActuatorBounds(**{**base.numeric(), **overrides}, enforce_eager_allowed=self.enforce_eager_allowed)
 
     def current_config(self) -> ServingConfig:
         return ServingConfig(**self.current)
+
+
+def check_bounds_fit(deployment: str, bounds: ActuatorBounds, current: ServingConfig,
+                     bounds_from: dict[str, str], current_from: dict[str, str]) -> None:
+    """Refuse bounds that do not hold the config production runs (issue 15.6): a search inside
+    them could only move every actuator it touches far from production (a 32768-token deployment
+    given the 12 GB card's [1024, 8192] was offered max_model_len 1024), and every candidate
+    would keep the values outside them. One line names the deployment, each actuator, the
+    value and where it came from, and the bounds and where they came from.
+
+    `bounds_from` / `current_from`: actuator -> where its bounds / its current value were
+    found, for the actuators not set in the deployment's own table (their default wording is
+    the config key)."""
+    problems, tables = [], []
+    for name, actuator in bounds.numeric().items():
+        value = getattr(current, name)
+        if actuator.contains(value):
+            continue
+        where = current_from.get(name, f"deployments.{deployment}.current")
+        limits = bounds_from.get(name, f"deployments.{deployment}.actuators.{name}")
+        problems.append(f"{name} {value:g} (from {where}) lies outside [{actuator.min:g}, {actuator.max:g}] "
+                        f"(from {limits})")
+        tables.append(f"[deployments.{deployment}.actuators.{name}]")
+    if problems:
+        raise ConfigError(f"deployment {deployment!r}: its bounds do not hold the config it runs: "
+                          + "; ".join(problems) + f"; set {' and '.join(tables)} (min, max, step) to bounds that "
+                          "hold it, or correct the current value")
 
 
 class ApprovalSettings(_Strict):

@@ -166,6 +166,21 @@ class IntentRaised(Event, frozen=True, kw_only=True):
     current: ServingConfig
     environment: str = ""
     reason: str = ""
+    #: the finding's numbers: a repeat folds into this intent only when its numbers agree
+    #: (projections/intents.py `same_numbers`); {} in intents recorded before numbers were kept
+    numbers: dict[str, Number] = {}
+    #: until when a repeat of this failure folds into this intent (the dedupe window from its
+    #: time); `heal --force` raises a new one sooner. None in intents recorded before it was kept
+    dedupe_until: datetime | None = None
+
+
+class RetryForced(Event, frozen=True, kw_only=True):
+    """`heal --force`: the incident recorded next in this stream raises an intent of its own,
+    even where the same failure's intent is inside the dedupe window (a person retrying after
+    an alert or an escalation). Recorded, so replay folds or raises exactly as the loop did."""
+
+    incident_id: str
+    deployment: str
 
 
 class IntentDeduplicated(Event, frozen=True, kw_only=True):
@@ -212,6 +227,9 @@ class RunFinished(Event, frozen=True, kw_only=True):
     outcome: Literal["promoted", "escalated"]
     succeeded: bool
     canaries: int
+    #: pre-flight could not read the GPU inventory: the run ended before any canary, and the
+    #: rate limit counts it neither as a run nor as a failure (projections/rate_limit.py)
+    inventory_unavailable: bool = False
 
 
 class IntentArchived(Event, frozen=True, kw_only=True):
@@ -252,6 +270,9 @@ class PreflightRejected(Event, frozen=True, kw_only=True):
     free_bytes: int
     margin_bytes: int
     snapshot: list[GpuSnapshot]
+    #: the inventory could not be read (no NVML, no driver): no candidate can be judged, so
+    #: the run ends with this rejection (handlers/preflight.py)
+    inventory_unavailable: bool = False
 
 
 class CanaryStarted(Event, frozen=True, kw_only=True):
@@ -326,6 +347,9 @@ class EscalationRaised(Event, frozen=True, kw_only=True):
     deployment: str
     reason: str
     candidates: list[CandidateEvidence] = []
+    #: until when a repeat of the failure folds into the intent, and how to retry sooner
+    #: (projections/intents.py `retry_hint`); "" where not said
+    retry: str = ""
 
 
 # -- 7. baseline ----------------------------------------------------------------------------
@@ -508,7 +532,7 @@ class RuleSetActivated(Event, frozen=True, kw_only=True):
 #: every event type, by tag; the one place that lists what the log can hold
 AnyEvent = Union[
     IncidentCaptured, IncidentForgotten, ObservationMade, IncidentUnmatched,
-    IntentRaised, IntentDeduplicated, RunRequested, RunRefused, RunStarted, RunFinished, IntentArchived,
+    IntentRaised, RetryForced, IntentDeduplicated, RunRequested, RunRefused, RunStarted, RunFinished, IntentArchived,
     CandidateProposed, PreflightPassed, PreflightRejected, CanaryStarted, CanaryLaunched, CanaryOrphanReaped,
     CanaryCompleted,
     CandidateScored, PromotionProposed, EscalationRaised,

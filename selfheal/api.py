@@ -232,16 +232,18 @@ class Healed(msgspec.Struct):
 
 def heal(files: str | os.PathLike | Iterable[str | os.PathLike], *, deployment: str | None = None,
          node: str | None = None, db: Db = None, config: Config = None, synchronous: str = "FULL",
-         clock: Clock = system_clock) -> list[Healed]:
+         clock: Clock = system_clock, force: bool = False) -> list[Healed]:
     """Observe log files ('-': standard input) as incidents of a deployment and run the loop
     to its outcome; returns each incident's whole chain. `files`: one path or a list. `node`:
-    as for `run`."""
+    as for `run`. `force`: each incident raises an intent of its own even where the same
+    failure's intent is inside the dedupe window (a retry after an alert; recorded as
+    RetryForced; the rate limit still applies)."""
     settings = load_config(config)
     name = chosen_deployment(settings, deployment)
     node = chosen_node(node)
     with opened(db, True, synchronous, settings) as store:
         ids = loop.heal(store, settings, deployment_edges.build(settings), name, paths_of(files), clock=clock,
-                        node=node)
+                        node=node, force=force)
         return [Healed(incident_id=i, events=[typed(row) for row in audit.events(store, correlation=i)])
                 for i in ids]
 
