@@ -112,18 +112,24 @@ class ActuatorBounds(msgspec.Struct, frozen=True, kw_only=True):
     max_num_batched_tokens: Actuator = Actuator(name="max_num_batched_tokens", min=512, max=16384, step=512)
     #: enforce_eager is a switch; False means selfheal may not turn it on
     enforce_eager_allowed: bool = True
+    #: vLLM's kv_cache_memory_bytes (bytes per GPU); None: selfheal never sets it. Off by
+    #: default: a size set outright survives every change of utilization, so only a deployment
+    #: that names its range hands it to selfheal
+    kv_cache_memory_bytes: Actuator | None = None
 
     def numeric(self) -> dict[str, Actuator]:
-        return {
-            a.name: a
-            for a in (self.gpu_memory_utilization, self.max_num_seqs, self.max_model_len, self.max_num_batched_tokens)
-        }
+        acts = [self.gpu_memory_utilization, self.max_num_seqs, self.max_model_len, self.max_num_batched_tokens]
+        if self.kv_cache_memory_bytes is not None:
+            acts.append(self.kv_cache_memory_bytes)
+        return {a.name: a for a in acts}
 
     def violations(self, config: ServingConfig) -> list[str]:
         """Human-readable reasons why `config` lies outside these bounds (empty when inside)."""
         out = []
         for name, act in self.numeric().items():
             value = getattr(config, name)
+            if value is None:
+                continue  # kv_cache_memory_bytes unset: vLLM sizes the cache itself, always allowed
             if not act.contains(value):
                 out.append(f"{name}={value} outside [{act.min:g}, {act.max:g}]")
         if config.enforce_eager and not self.enforce_eager_allowed:

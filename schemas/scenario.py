@@ -6,7 +6,7 @@ card. edges/sim/scenario.py reads them from TOML files; handlers/models computes
 """
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -31,6 +31,17 @@ class GpuSpec(Strict, kw_only=True):
     #: memory bandwidth and effective dense bf16 throughput for the roofline of memory_model.md §4
     bandwidth_tbs: Positive
     tflops: Positive
+    #: CUDA compute capability, e.g. "7.5" (T4), "8.6" (A10G, RTX 3090), "8.9" (L4, L40S), "9.0" (H100);
+    #: None: not checked. vLLM refuses bfloat16 below 8.0 and each quantization below its minimum
+    compute_capability: str | None = None
+
+    @property
+    def capability(self) -> int | None:
+        """As vLLM compares it: "8.6" -> 86 (DeviceCapability.to_int)."""
+        if self.compute_capability is None:
+            return None
+        major, _, minor = self.compute_capability.partition(".")
+        return int(major) * 10 + int(minor or 0)
 
 
 class Cotenant(Strict, kw_only=True):
@@ -65,6 +76,20 @@ class ModelSpec(Strict, kw_only=True):
     weights_gib: Positive
     #: bytes per KV / activation element (2 for bf16/fp16, memory_model.md §1.4)
     dtype_bytes: PositiveInt = 2
+    #: the dtype vLLM runs the model in ("auto" resolves to the checkpoint's, usually bfloat16)
+    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    #: sliding-window attention (Mistral v0.1: 4096 on every layer; Gemma-2: 4096 on every other
+    #: layer; Phi-3-mini: 2047): a sliding layer keeps at most window - 1 + max_num_batched_tokens
+    #: tokens of a request, plus one block (memory_model.md §1.4)
+    sliding_window: PositiveInt | None = None
+    #: how many of `layers` use the window (all of them when only `sliding_window` is given)
+    sliding_layers: Annotated[int, msgspec.Meta(ge=0)] | None = None
+
+    @property
+    def window_layers(self) -> int:
+        if self.sliding_window is None:
+            return 0
+        return self.layers if self.sliding_layers is None else self.sliding_layers
     #: CUDA-graph memory estimate at vLLM's default 51 piecewise + 35 full graphs (memory_model.md §3)
     cudagraph_gib: NonNegative
 
@@ -74,6 +99,13 @@ class EngineSpec(Strict, kw_only=True):
     estimate_cudagraphs: bool = True
     #: chunked prefill is the V1 default; off re-enables the mnbt >= max_model_len check (§1.8)
     chunked_prefill: bool = True
+    #: --kv-cache-dtype: "auto" stores KV in the model's dtype; fp8 stores 1 byte an element,
+    #: halving KV bytes per token (memory_model.md §1.4)
+    kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"] = "auto"
+
+    @property
+    def kv_fp8(self) -> bool:
+        return self.kv_cache_dtype.startswith("fp8")
 
 
 class Workload(Strict, kw_only=True):

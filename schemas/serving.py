@@ -15,6 +15,10 @@ TUNABLE = (
     "max_num_batched_tokens",
     "enforce_eager",
 )
+#: tunables a config may leave unset (None: vLLM's own default), after TUNABLE in every listing;
+#: apart from TUNABLE, whose names every config holds a value for (a YAML writes each of them)
+OPTIONAL_TUNABLE = ("kv_cache_memory_bytes",)
+ALL_TUNABLE = TUNABLE + OPTIONAL_TUNABLE
 
 
 class ServingConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -23,6 +27,10 @@ class ServingConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     max_num_seqs: int = 256
     max_num_batched_tokens: int = 2048
     enforce_eager: bool = False
+    #: vLLM's --kv-cache-memory-bytes: the KV cache's size per GPU, set outright. None (the
+    #: default) lets vLLM size it from gpu_memory_utilization; set, utilization no longer
+    #: sizes the cache (it still gates the start on free memory, memory_model.md §1.1, §1.3)
+    kv_cache_memory_bytes: int | None = None
 
     def changed(self, **values) -> "ServingConfig":
         return msgspec.structs.replace(self, **values)
@@ -31,12 +39,13 @@ class ServingConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         """Parameters whose value differs: name -> (self's value, other's value)."""
         return {
             name: (getattr(self, name), getattr(other, name))
-            for name in TUNABLE
+            for name in ALL_TUNABLE
             if getattr(self, name) != getattr(other, name)
         }
 
     def as_dict(self) -> dict[str, object]:
-        return {name: getattr(self, name) for name in TUNABLE}
+        """The tunables; an unset kv_cache_memory_bytes is left out (vLLM's own sizing)."""
+        return {name: getattr(self, name) for name in ALL_TUNABLE if getattr(self, name) is not None}
 
     def cli_args(self) -> list[str]:
         """The `vllm serve` flags for this config, as an argument list."""
@@ -48,4 +57,6 @@ class ServingConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         ]
         if self.enforce_eager:
             args.append("--enforce-eager")
+        if self.kv_cache_memory_bytes is not None:
+            args += ["--kv-cache-memory-bytes", str(self.kv_cache_memory_bytes)]
         return args

@@ -6,7 +6,9 @@ logtext.py. Nothing reads a clock or a random generator: the same scenario and c
 the same SimResult, byte for byte.
 
 Failure kinds (`failure_kind`) and the stage they belong to:
-  config   F0  other_config_error, batched_tokens_below_model_len
+  config   F0  other_config_error, batched_tokens_below_model_len (a quantization the GPU's
+                                         compute capability refuses is one: VllmConfig's check)
+  startup  F0  other_config_error       (bfloat16 on a GPU below compute capability 8.0: init_device)
   startup  F1  startup_free_memory_below_utilization
            F2  cuda_oom_allocation      (weights do not fit)
            F3  cuda_oom_allocation      (profile forward, or sampler warm-up)
@@ -35,7 +37,9 @@ from selfheal.edges.sim import logtext as lt
 from selfheal.edges.sim import metrics as sim_metrics
 from selfheal.edges.sim.logtext import API, ENGINE, Log, QuietLog
 from selfheal.edges.sim.scenario import load_scenario
-from selfheal.handlers.models.memory import CUDA_CTX, FULL_GRAPH_CAP, GIB, Startup, account, capture_sizes
+from selfheal.handlers.models.memory import (
+    CUDA_CTX, FULL_GRAPH_CAP, GIB, QUANT_MIN_CAPABILITY, Startup, account, capture_sizes,
+)
 from selfheal.handlers.models.serving import Load, LoadMemo, run_load
 from selfheal.schemas.failures import FailureKind
 from selfheal.schemas.scenario import Scenario
@@ -201,13 +205,17 @@ def _startup_log(log: Log, s: Scenario, c: ServingConfig, st: Startup) -> list[s
                     max_num_batched_tokens=c.max_num_batched_tokens, max_num_seqs=c.max_num_seqs)
         if eager:
             args["enforce_eager"] = True
+        if s.engine.kv_cache_dtype != "auto":
+            args["kv_cache_dtype"] = s.engine.kv_cache_dtype
+        if c.kv_cache_memory_bytes is not None:
+            args["kv_cache_memory_bytes"] = c.kv_cache_memory_bytes
         log.info(API, "utils.py:238", f"non-default args: {args}")
     log.advance(4.0)
     log.info(API, "model.py:601", f"Resolved architecture: {m.architecture}")
     if f and f.mode == "F0" and f.check == "max_model_len_above_derived":
         return _config_error(log, s, c, f.check)
     log.info(API, "model.py:1727", f"Using max model len {c.max_model_len}")
-    if f and f.mode == "F0":
+    if f and f.mode == "F0" and f.stage == "config":
         return _config_error(log, s, c, f.check)
     if s.engine.chunked_prefill and log.renders:
         log.info(API, "scheduler.py:252",
@@ -222,12 +230,17 @@ def _startup_log(log: Log, s: Scenario, c: ServingConfig, st: Startup) -> list[s
     if log.renders:
         log.info(ENGINE, "core.py:114", lt.engine_config(
             m.name, max_model_len=c.max_model_len, tp=tp, quantization=m.quantization, eager=eager,
-            chunked=s.engine.chunked_prefill, capture_sizes=sizes))
+            chunked=s.engine.chunked_prefill, capture_sizes=sizes, dtype=m.dtype, kv_cache_dtype=s.engine.kv_cache_dtype))
     procs = _procs(s)
     log.advance(_DIST_INIT_S + (2.0 if tp > 1 else 0.0))
     for r, p in enumerate(procs):
         log.info(p, "parallel_state.py:1923", f"rank {r} in world size {tp} is assigned as DP rank 0, PP rank 0, "
                  f"PCP rank 0, TP rank {r}, EP rank N/A, EPLB rank N/A")
+    if f and f.check == "dtype_capability":
+        msg = lt.bf16_unsupported(s.gpu.name, s.gpu.compute_capability or "")
+        return _engine_failure(log, s, f.rank, "init", [("vllm/v1/executor/uniproc_executor.py", 47, "_init_executor",
+                               "self.driver_worker.init_device()")], lt.INIT_DEVICE[:1] + lt.DTYPE_CHECK,
+                               f"ValueError: {msg}")
     if f and f.mode == "F1":
         w = st.workers[f.rank]
         msg = lt.free_memory_below_utilization(f"cuda:{f.rank}", w.free_at_init, w.total,
@@ -271,6 +284,9 @@ def _startup_log(log: Log, s: Scenario, c: ServingConfig, st: Startup) -> list[s
             log.info(p, "gpu_model_runner.py:6588",
                      f"Estimated CUDA graph memory: {w0.cg_estimate / GIB:.2f} GiB total")
     kv_lines = []
+    if c.kv_cache_memory_bytes is not None and log.renders:
+        for p in procs:
+            log.info(p, "gpu_worker.py:318", lt.kv_cache_memory_reserved(c.kv_cache_memory_bytes))
     for w, p in zip(st.workers, procs) if log.renders else ():
         kv_lines += log.info(p, "gpu_worker.py:515", f"Available KV cache memory: {lt.format_gib(w.available_kv)} GiB")
     if graphs and s.engine.estimate_cudagraphs and log.renders:
@@ -324,9 +340,12 @@ def _config_error(log: Log, s: Scenario, c: ServingConfig, check: str) -> list[s
     """F0: pydantic rejects the config in the API server, before any GPU work (§1.8)."""
     if not log.renders:
         return []
+    quant = s.model.quantization or ""
     cls, call, err = lt.config_error(check, model=s.model.name, derived=s.model.max_position_embeddings,
                                      util=c.gpu_memory_utilization, mnbt=c.max_num_batched_tokens,
-                                     seqs=c.max_num_seqs, mml=c.max_model_len, chunked=s.engine.chunked_prefill)
+                                     seqs=c.max_num_seqs, mml=c.max_model_len, chunked=s.engine.chunked_prefill,
+                                     quant=quant, quant_min=QUANT_MIN_CAPABILITY.get(quant, 0),
+                                     capability=s.gpu.capability or 0)
     frames = lt.API_CONFIG + [
         ("vllm/engine/arg_utils.py", 1305, "create_engine_config", call),
         ("pydantic/_internal/_dataclasses.py", 121, "__init__",

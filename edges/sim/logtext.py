@@ -198,8 +198,32 @@ def args_kwargs(fields: dict[str, object]) -> str:
     return text if len(text) <= 50 else f"{text[:25]}...{text[-24:]}"
 
 
+def bf16_unsupported(gpu_name: str, capability: str) -> str:
+    """worker init_device (_check_if_gpu_supports_dtype; platforms/cuda.py check_if_supports_dtype
+    in V1), vLLM's wording, its missing space included."""
+    return ("Bfloat16 is only supported on GPUs with compute capability of at least 8.0. "
+            f"Your {gpu_name} GPU has compute capability {capability}. You can use float16 instead by explicitly "
+            "setting the`dtype` flag in CLI, for example: --dtype=half.")
+
+
+def quantization_unsupported(method: str, minimum: int, capability: int) -> str:
+    """VllmConfig's check of the quantization against the GPU (config/vllm.py), vLLM's wording."""
+    return (f"The quantization method {method} is not supported for the current GPU. Minimum capability: "
+            f"{minimum}. Current capability: {capability}.")
+
+
+def kv_cache_memory_reserved(size: int) -> str:
+    """gpu_worker.py when kv_cache_memory_bytes is set: the profile's budget is skipped [recalled
+    wording of PR #21489's log line]."""
+    return (f"Reserved {format_gib(size)} GiB for KV cache as specified by kv_cache_memory_bytes config and skipped "
+            "memory profiling. This does not respect the gpu_memory_utilization config. Only use "
+            "kv_cache_memory_bytes config when you want manual control of KV cache memory size. If OOM'ed, check "
+            "the difference of initial free memory between the current run and the previous run where "
+            "kv_cache_memory_bytes is suggested and update it correspondingly.")
+
+
 def config_error(check: str, *, model: str, derived: int, util: float, mnbt: int, seqs: int, mml: int,
-                 chunked: bool) -> tuple[str, str, str]:
+                 chunked: bool, quant: str = "", quant_min: int = 0, capability: int = 0) -> tuple[str, str, str]:
     """F0 as the API server raises it: (config class, the engine-args call, pydantic's text)."""
     sched = args_kwargs({"runner_type": "generate", "max_num_batched_tokens": mnbt, "max_num_seqs": seqs,
                          "max_model_len": mml, "enable_chunked_prefill": chunked})
@@ -208,6 +232,10 @@ def config_error(check: str, *, model: str, derived: int, util: float, mnbt: int
         cls, call = "ModelConfig", "model_config = self.create_model_config()"
         msg = "Value error, " + max_model_len_above_derived(mml, derived)
         value = args_kwargs({"model": model, "max_model_len": mml, "renderer_num_workers": 1})
+    elif check == "quantization_capability":
+        cls, call = "VllmConfig", "config = VllmConfig("
+        msg = "Value error, " + quantization_unsupported(quant, quant_min, capability)
+        value = args_kwargs({"model_config": model, "quantization": quant})
     elif check in ("util_above_1", "util_not_positive"):
         cls, call, field, value, vtype = "CacheConfig", "cache_config = CacheConfig(", "gpu_memory_utilization", \
             repr(util), "float"
@@ -243,7 +271,7 @@ def cudagraph_disabled_warning(util: float, estimate: int, total: int) -> str:
 
 
 def engine_config(model: str, *, max_model_len: int, tp: int, quantization: str | None, eager: bool, chunked: bool,
-                  capture_sizes: list[int]) -> str:
+                  capture_sizes: list[int], dtype: str = "bfloat16", kv_cache_dtype: str = "auto") -> str:
     """core.py's "Initializing a V1 LLM engine" line, with the fields that matter here."""
     compilation = ("{'mode': <CompilationMode.NONE: 0>, 'cudagraph_mode': <CUDAGraphMode.NONE: 0>}" if eager else
                    "{'mode': <CompilationMode.VLLM_COMPILE: 3>, 'cudagraph_mode': <CUDAGraphMode.FULL_AND_PIECEWISE: "
@@ -251,10 +279,10 @@ def engine_config(model: str, *, max_model_len: int, tp: int, quantization: str 
                    f"'max_cudagraph_capture_size': {max(capture_sizes)}}}")
     return (f"Initializing a V1 LLM engine (v{VLLM_VERSION}) with config: model='{model}', speculative_config=None, "
             f"tokenizer='{model}', skip_tokenizer_init=False, tokenizer_mode=auto, revision=None, "
-            f"tokenizer_revision=None, trust_remote_code=False, dtype=torch.bfloat16, max_seq_len={max_model_len}, "
+            f"tokenizer_revision=None, trust_remote_code=False, dtype=torch.{dtype}, max_seq_len={max_model_len}, "
             f"download_dir=None, load_format=auto, tensor_parallel_size={tp}, pipeline_parallel_size=1, "
             f"data_parallel_size=1, disable_custom_all_reduce=False, quantization={quantization}, "
-            f"enforce_eager={eager}, kv_cache_dtype=auto, device_config=cuda, seed=0, served_model_name={model}, "
+            f"enforce_eager={eager}, kv_cache_dtype={kv_cache_dtype}, device_config=cuda, seed=0, served_model_name={model}, "
             f"enable_prefix_caching=True, enable_chunked_prefill={chunked}, pooler_config=None, "
             f"compilation_config={compilation}")
 
@@ -311,6 +339,11 @@ INIT_DEVICE: list[Frame] = [
     ("vllm/v1/worker/gpu_worker.py", 389, "init_device",
      "self.requested_memory = request_memory(init_snapshot, self.cache_config)"),
     ("vllm/v1/worker/utils.py", 435, "request_memory", "raise ValueError("),
+]
+#: init_device's dtype check, before the memory snapshot (V1 gpu_worker.py, platforms/cuda.py)
+DTYPE_CHECK: list[Frame] = [
+    ("vllm/v1/worker/gpu_worker.py", 214, "init_device", "current_platform.check_if_supports_dtype(self.model_config.dtype)"),
+    ("vllm/platforms/cuda.py", 584, "check_if_supports_dtype", "raise ValueError("),
 ]
 LOAD_MODEL: list[Frame] = [
     ("vllm/v1/worker/gpu_worker.py", 412, "load_model", "self.model_runner.load_model(eep_scale_up=eep_scale_up)"),

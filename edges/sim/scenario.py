@@ -42,6 +42,8 @@ class _ActuatorsSpec(Strict, kw_only=True):
     max_num_seqs: _ActuatorSpec | None = None
     max_model_len: _ActuatorSpec | None = None
     max_num_batched_tokens: _ActuatorSpec | None = None
+    #: off unless given, with all of min, max and step (there is no default range for it)
+    kv_cache_memory_bytes: _ActuatorSpec | None = None
     enforce_eager_allowed: bool = True
 
 
@@ -137,6 +139,16 @@ def _check_semantics(spec: _ScenarioFile, source: str) -> None:
             raise ScenarioError(source, f"cotenants[{i}].peak_gib", "must be >= used_gib")
     if len({c.pid for c in spec.cotenants}) != len(spec.cotenants):
         raise ScenarioError(source, "cotenants", "two co-tenants share a pid")
+    if m.sliding_layers is not None and m.sliding_window is None:
+        raise ScenarioError(source, "model.sliding_layers", "given without model.sliding_window")
+    if m.sliding_layers is not None and m.sliding_layers > m.layers:
+        raise ScenarioError(source, "model.sliding_layers", f"{m.sliding_layers} exceeds layers ({m.layers})")
+    cc = spec.gpu.compute_capability
+    if cc is not None and not re.fullmatch(r"\d{1,2}\.\d", cc):
+        raise ScenarioError(source, "gpu.compute_capability", f"{cc!r} is not major.minor, e.g. \"8.6\"")
+    kv = spec.current.kv_cache_memory_bytes
+    if kv is not None and kv < 1:
+        raise ScenarioError(source, "current.kv_cache_memory_bytes", f"must be a positive byte count, got {kv}")
 
 
 def _bounds(spec: _ActuatorsSpec, source: str) -> ActuatorBounds:
@@ -155,4 +167,11 @@ def _bounds(spec: _ActuatorsSpec, source: str) -> ActuatorBounds:
         if act.min > act.max:
             raise ScenarioError(source, f"actuators.{name}", f"min {act.min:g} exceeds max {act.max:g}")
         values[name] = act
+    kv = spec.kv_cache_memory_bytes
+    if kv is not None:
+        if None in (kv.min, kv.max, kv.step):
+            raise ScenarioError(source, "actuators.kv_cache_memory_bytes", "give min, max and step (no default range)")
+        if kv.min > kv.max:
+            raise ScenarioError(source, "actuators.kv_cache_memory_bytes", f"min {kv.min:g} exceeds max {kv.max:g}")
+        values["kv_cache_memory_bytes"] = Actuator(name="kv_cache_memory_bytes", min=kv.min, max=kv.max, step=kv.step)
     return ActuatorBounds(**values, enforce_eager_allowed=spec.enforce_eager_allowed)

@@ -123,8 +123,9 @@ class Startup(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def max_concurrency(self) -> float:
-        """num_blocks / cdiv(max_model_len, block_size) (§1.7)."""
-        return self.num_blocks / _cdiv(self.config.max_model_len, BLOCK_SIZE)
+        """num_blocks / the blocks of one max_model_len request (§1.7: cdiv(max_model_len, block_size)
+        for full attention)."""
+        return self.num_blocks * self.block_bytes / self.needed_kv
 
     @property
     def marginal(self) -> bool:
@@ -161,14 +162,77 @@ def graph_counts(config: ServingConfig) -> tuple[int, int]:
 
 
 def kv_bytes_per_token(scenario: Scenario) -> int:
-    """2 × layers × max(1, kv_heads // TP) × head_dim × dtype bytes, per GPU (§1.4)."""
+    """2 × layers × max(1, kv_heads // TP) × head_dim × dtype bytes, per GPU (§1.4); an fp8 KV
+    cache stores one byte an element, whatever the model's dtype."""
     m, tp = scenario.model, scenario.tensor_parallel_size
-    return 2 * m.layers * max(1, m.kv_heads // tp) * m.head_dim * m.dtype_bytes
+    dtype = 1 if scenario.engine.kv_fp8 else m.dtype_bytes
+    return 2 * m.layers * max(1, m.kv_heads // tp) * m.head_dim * dtype
+
+
+def window_blocks(scenario: Scenario, config: ServingConfig) -> int | None:
+    """The most blocks a sliding layer holds of one request: window − 1 + max_num_batched_tokens
+    tokens, plus one block (§1.4); None for a model without sliding layers."""
+    window = scenario.model.sliding_window
+    if window is None or scenario.model.window_layers == 0:
+        return None
+    return _cdiv(window - 1 + config.max_num_batched_tokens, BLOCK_SIZE) + 1
+
+
+def request_blocks(scenario: Scenario, config: ServingConfig, tokens: int) -> int:
+    """KV blocks (of all layers) that one request of `tokens` tokens holds. A block is one
+    block_size page of every layer; a sliding layer stops growing at `window_blocks`, so a
+    hybrid model's request holds the full layers' pages plus the capped sliding ones, in whole
+    blocks (vLLM groups the two kinds of layer apart, §1.5; the cache's bytes are the same)."""
+    full = _cdiv(tokens, BLOCK_SIZE)
+    cap = window_blocks(scenario, config)
+    if cap is None or full <= cap:
+        return full
+    layers, sliding = scenario.model.layers, scenario.model.window_layers
+    return _cdiv((layers - sliding) * full + sliding * cap, layers)
+
+
+def estimate_max_len(scenario: Scenario, config: ServingConfig, num_blocks: int) -> int:
+    """vLLM's estimate on F5: the largest length whose one request fits the cache (§1.6), a
+    whole number of blocks; with sliding layers a request grows more slowly past the window."""
+    if window_blocks(scenario, config) is None:
+        return num_blocks * BLOCK_SIZE
+    lo, hi = 0, config.max_model_len
+    while lo < hi:     # request_blocks grows with the length: binary search, as vLLM does
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if request_blocks(scenario, config, mid) <= num_blocks else (lo, mid - 1)
+    return lo
+
+
+#: vLLM's minimum compute capability per quantization method (get_min_capability of each
+#: QuantizationConfig, vllm/model_executor/layers/quantization/*, 0.2x): AWQ, GPTQ-Marlin, FP8 75;
+#: GPTQ 60; compressed-tensors and bitsandbytes 70; ModelOpt FP8 and MXFP4 80
+QUANT_MIN_CAPABILITY = {
+    "awq": 75, "awq_marlin": 75, "gptq": 60, "gptq_marlin": 75, "marlin": 75, "fp8": 75,
+    "compressed-tensors": 70, "bitsandbytes": 70, "modelopt": 80, "mxfp4": 80,
+}
+#: bfloat16 needs Ampere (worker init_device, _check_if_gpu_supports_dtype / check_if_supports_dtype)
+BF16_MIN_CAPABILITY = 80
+
+
+def capability_error(scenario: Scenario) -> str:
+    """What the GPU's compute capability refuses, in vLLM's order: the quantization method when
+    the engine config is built, then bfloat16 when the worker starts; "" when nothing (or when
+    the scenario gives no capability)."""
+    cap = scenario.gpu.capability
+    if cap is None:
+        return ""
+    quant = scenario.model.quantization
+    if quant is not None and cap < QUANT_MIN_CAPABILITY.get(quant, 0):
+        return "quantization_capability"
+    if scenario.model.dtype == "bfloat16" and cap < BF16_MIN_CAPABILITY:
+        return "dtype_capability"
+    return ""
 
 
 def config_error(scenario: Scenario, config: ServingConfig) -> str:
     """The first F0 check that fails, in vLLM's order (§1.8, error_formats.md §7), or ""."""
-    # ModelConfig is built first, then CacheConfig, then SchedulerConfig (engine/arg_utils.py)
+    # ModelConfig is built first, then CacheConfig, then SchedulerConfig (engine/arg_utils.py),
+    # then VllmConfig, which checks the quantization against the GPU
     if config.max_model_len > scenario.model.max_position_embeddings:
         return "max_model_len_above_derived"
     util = config.gpu_memory_utilization
@@ -180,6 +244,8 @@ def config_error(scenario: Scenario, config: ServingConfig) -> str:
         return "batched_below_model_len"
     if config.max_num_batched_tokens < config.max_num_seqs:
         return "batched_below_seqs"
+    if capability_error(scenario) == "quantization_capability":
+        return "quantization_capability"
     return ""
 
 
@@ -189,9 +255,11 @@ def account(scenario: Scenario, config: ServingConfig) -> Startup:
         if getattr(config, name) < 1:
             # -1 ("auto") and other non-positive values are not modelled (§1.6 auto-fit)
             raise ValueError(f"{name}={getattr(config, name)} is not supported by the simulator (must be >= 1)")
+    if config.kv_cache_memory_bytes is not None and config.kv_cache_memory_bytes < 1:
+        raise ValueError(f"kv_cache_memory_bytes={config.kv_cache_memory_bytes} must be a positive byte count")
     kvbpt = kv_bytes_per_token(scenario)
     block_bytes = kvbpt * BLOCK_SIZE
-    needed = _cdiv(config.max_model_len, BLOCK_SIZE) * block_bytes
+    needed = request_blocks(scenario, config, config.max_model_len) * block_bytes
     pw, full = graph_counts(config)
 
     def done(workers, failure, reached, num_blocks=0, est=0):
@@ -205,6 +273,11 @@ def account(scenario: Scenario, config: ServingConfig) -> Startup:
         return done([], Failure(mode="F0", kind=kind, stage="config", check=check), "config")
 
     workers = [_worker(scenario, config, rank, kvbpt, pw + full) for rank in range(scenario.tensor_parallel_size)]
+
+    # the worker's init_device refuses a dtype the GPU cannot run, before its memory gate
+    if capability_error(scenario) == "dtype_capability":
+        return done(workers, Failure(mode="F0", kind="other_config_error", stage="startup",
+                                     check="dtype_capability"), "init")
 
     # F1: init_device's free-memory gate, per worker (§1.1 step 4)
     for w in workers:
@@ -239,7 +312,7 @@ def account(scenario: Scenario, config: ServingConfig) -> Startup:
     if needed > min(w.available_kv for w in workers):
         # vLLM binary-searches the largest L whose one-request bytes fit: whole blocks (§1.6)
         return done(workers, Failure(mode="F5", kind="max_model_len_exceeds_kv_cache", stage="startup"),
-                    "kv", num_blocks=num_blocks, est=num_blocks * BLOCK_SIZE)
+                    "kv", num_blocks=num_blocks, est=estimate_max_len(scenario, config, num_blocks))
     # F6: graph capture after the KV cache is allocated needs memory outside `requested` (§1.10)
     for w in workers:
         if w.unreserved > w.headroom:
@@ -273,12 +346,19 @@ def _worker(scenario: Scenario, config: ServingConfig, rank: int, kvbpt: int, gr
     cg_actual = math.ceil(cg_estimate * CG_ACTUAL_OVER_ESTIMATE)
     cg_applied = cg_estimate if scenario.engine.estimate_cudagraphs else 0
     available = requested - (weights + act_forward + act_sampler + non_torch) - cg_applied
+    unreserved = cg_actual - cg_applied
+    if config.kv_cache_memory_bytes is not None:
+        # §1.3: the size given replaces the profile's budget; what vLLM then holds is no longer
+        # bounded by `requested`, so all of it counts against the memory outside the budget
+        available = config.kv_cache_memory_bytes
+        cg_applied = 0
+        unreserved = weights + act_forward + act_sampler + non_torch + available + cg_actual - requested
     num_blocks = max(0, available // (kvbpt * BLOCK_SIZE))
     return WorkerMemory(
         rank=rank, total=total, others=others, nccl=nccl, free_at_init=free, requested=requested,
         weights=weights, act_forward=act_forward, act_sampler=act_sampler, non_torch=non_torch,
         cg_estimate=cg_estimate, cg_applied=cg_applied, cg_actual=cg_actual, available_kv=available,
-        num_blocks=num_blocks, unreserved=cg_actual - cg_applied,
+        num_blocks=num_blocks, unreserved=unreserved,
     )
 
 

@@ -27,7 +27,7 @@ from collections import deque
 
 import msgspec
 
-from selfheal.handlers.models.memory import BLOCK_SIZE, Startup, gib
+from selfheal.handlers.models.memory import BLOCK_SIZE, Startup, gib, request_blocks, window_blocks
 from selfheal.handlers.models.roofline import PerfModel, perf_model
 from selfheal.schemas.failures import FailureKind
 from selfheal.schemas.scenario import Cotenant, Scenario
@@ -260,6 +260,16 @@ def _schedule(scenario: Scenario, config: ServingConfig, startup: Startup, strid
     is what LoadMemo keys on; keep the two in step."""
     perf = perf_model(scenario, config, startup.kv_bytes_per_token)
     usable = startup.num_blocks - 1          # block 0 is the null block (§1.5)
+    if window_blocks(scenario, config) is None:
+        def blocks(tokens: int) -> int:
+            return _cdiv(tokens, BLOCK_SIZE)
+    else:
+        # sliding layers stop growing at the window: a request's blocks are no longer one per
+        # BLOCK_SIZE tokens, which the decode stride's arithmetic assumes, so it steps plainly
+        stride = False
+
+        def blocks(tokens: int) -> int:
+            return request_blocks(scenario, config, tokens)
     lengths = prompt_lengths(scenario)
     wl = scenario.workload
     total = len(lengths)
@@ -307,7 +317,7 @@ def _schedule(scenario: Scenario, config: ServingConfig, startup: Startup, strid
         while i < len(running) and budget > 0:
             r = running[i]
             ntok = min(r.prompt + r.generated - r.computed, budget)
-            need = _cdiv(r.computed + ntok, BLOCK_SIZE) - r.blocks
+            need = blocks(r.computed + ntok) - r.blocks
             self_preempted = False
             while need > free:
                 constrained = True
@@ -332,7 +342,7 @@ def _schedule(scenario: Scenario, config: ServingConfig, startup: Startup, strid
             while waiting and len(running) < config.max_num_seqs and budget > 0:
                 r = waiting[0]
                 ntok = min(r.prompt + r.generated - r.computed, budget)
-                need = _cdiv(ntok, BLOCK_SIZE)
+                need = blocks(ntok)
                 if need > free:
                     constrained = True
                     break

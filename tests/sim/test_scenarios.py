@@ -24,6 +24,8 @@ EXPECTED = {
     "no-safe-fix": ("F2", None),
     "rt-preemption-storm-l4": ("F7", {"max_num_seqs": 8}),
     "rt-refused-long-prompts-a10g": (None, {"max_model_len": 5120}),   # starts; refuses requests under load
+    "sw-mistral7b-v01-rtx3090-comfyui": ("F1", {"gpu_memory_utilization": 0.77}),
+    "fp8kv-llama8b-l4-64k": ("F5", {"gpu_memory_utilization": 0.95}),
     "workstation-12gb-speech": ("F1", {"gpu_memory_utilization": 0.65}),
 }
 

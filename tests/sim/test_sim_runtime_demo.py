@@ -70,3 +70,19 @@ def test_the_demos_incident_holds_the_watchers_line(tmp_path):
     incident = _of(events, "IncidentCaptured")[0]["data"]
     text = json.dumps(incident)
     assert "selfheal metrics: sustained request refusals:" in text
+
+
+@pytest.mark.parametrize("scenario, feature", [
+    ("sw-mistral7b-v01-rtx3090-comfyui", "sliding_window"),
+    ("fp8kv-llama8b-l4-64k", "kv_cache_dtype=fp8"),
+])
+def test_demo_heals_the_scenarios_of_the_more_faithful_simulator(tmp_path, scenario, feature):
+    done, events = demo(tmp_path, scenario)
+    assert done.returncode == 0, done.stdout + done.stderr
+    config = _promoted(events)
+    s = load_scenario(scenario)
+    healed = simulate(s, s.current.changed(**config))
+    assert healed.passed_load and healed.metrics_symptoms == []
+    # the promotion serves the whole context production asked for, which only the feature makes fit
+    assert config["max_model_len"] == s.current.max_model_len
+    assert (s.model.sliding_window is not None) if feature == "sliding_window" else s.engine.kv_fp8
