@@ -34,6 +34,8 @@ def describe(r: Recorded) -> str:
         return f"no rule explains incident {e.incident_id[:8]} (rules {e.rules_version}); kept for future rules"
     if t == "IntentRaised":
         what = f"tune: {', '.join(f'{k}={v}' for k, v in e.seed_fix.items())}" if e.action == "tune" else f"alert: {e.reason}"
+        if e.action == "tune" and not e.seed_fix:  # the fix lay outside the bounds: the reason says what is searched
+            what = f"tune, no seed: {e.reason}"
         return f"intent {e.intent_id[:8]} for {e.kind}: {what}"
     if t == "RetryForced":
         return f"{e.deployment}: retry forced (heal --force): incident {e.incident_id[:8]} is not folded into an earlier intent"

@@ -14,6 +14,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from selfheal.eventstore.store import Recorded, derived_id
+from selfheal.handlers.models.directed import deployment_kv_size, inside_bounds, powerless
 from selfheal.handlers.runtime import Emitted, Reactor
 from selfheal.projections.base import View
 from selfheal.projections.intents import future_dated, retry_hint
@@ -26,17 +27,24 @@ from selfheal.schemas.serving import TUNABLE, ServingConfig
 
 
 def bound_seed(current: ServingConfig, fix: dict, direction: dict, bounds: ActuatorBounds,
-               max_changes: int) -> tuple[ServingConfig | None, list[str]]:
-    """The seed configuration inside the bounds, or None and why it cannot be."""
+               max_changes: int, lost: dict[str, str] | None = None) -> tuple[ServingConfig | None, list[str]]:
+    """The seed configuration inside the bounds, or None and why it cannot be; `lost` names
+    the actuators a setting of the deployment makes powerless, and why (models/directed.py)."""
     problems: list[str] = []
     values: dict = {}
     for name, target in fix.items():
         if name not in TUNABLE:
             continue
+        if lost and name in lost:
+            problems.append(lost[name])
+            continue
         if name == "enforce_eager":
             if target and not bounds.enforce_eager_allowed:
                 problems.append("needs enforce_eager=true, which this deployment does not allow")
             values[name] = bool(target)
+            continue
+        if name not in bounds.numeric() or target is None or getattr(current, name) is None:
+            problems.append(f"needs {name}={target}, which this deployment does not hand to selfheal")
             continue
         actuator = bounds.numeric()[name]
         way = direction.get(name) or ("decrease" if target < getattr(current, name) else "increase")
@@ -118,10 +126,15 @@ class RaiseIntent(Reactor):
             # never tuned; stated and inferred findings (vLLM's own error or accounting) may tune
             action = "alert"
         elif action == "tune":
+            lost = powerless([finding.kind], deployment_kv_size(edges))
             config, problems = bound_seed(current, finding.fix, finding.fix_direction, edges.bounds,
-                                          self.max_changes)
+                                          self.max_changes, lost)
             if config is None:
-                action, reason = "alert", "seed fix outside the bounds: " + "; ".join(problems)
+                # search inside the bounds before escalating (issue 15.1): never a value outside them
+                found, why = inside_bounds(current, finding.fix, finding.fix_direction, finding.kind, edges.bounds,
+                                           self.max_changes, lambda c: edges.predictor.predict(c, current), lost)
+                reason = "seed fix outside the bounds: " + "; ".join(problems) + "; " + why
+                action, seed = ("alert", {}) if found is None else ("tune", found)
             else:
                 seed = {k: new for k, (_, new) in current.diff(config).items()}
         elif not reason:

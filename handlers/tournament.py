@@ -23,6 +23,11 @@ import hashlib
 import msgspec
 
 from selfheal.eventstore.store import Recorded, derived_id
+from selfheal.handlers.intents import bound_seed
+from selfheal.handlers.models.directed import (
+    beyond, deployment_kv_size, describe, directed, directions_of, order_key, powerless, stuck, ways_of,
+)
+from selfheal.handlers.observe import load_ruleset
 from selfheal.handlers.models.search import REFINE_MARGIN, climb, neighbourhood, relevant_actuators
 from selfheal.handlers.runtime import Emitted, Reactor
 from selfheal.projections.base import View
@@ -31,7 +36,7 @@ from selfheal.schemas.events import (
     CandidateEvidence, CandidateProposed, CandidateScored, EscalationRaised, IntentArchived, PreflightRejected,
     PromotionProposed, RunFinished, RunStarted,
 )
-from selfheal.schemas.serving import ServingConfig
+from selfheal.schemas.serving import TUNABLE, ServingConfig
 
 def evidence(run: RunSummary) -> list[CandidateEvidence]:
     return [CandidateEvidence(candidate_id=c.candidate_id, config=c.config, outcome=c.outcome,
@@ -51,11 +56,13 @@ class Tournament(Reactor):
     subscribes_to = (RunStarted, PreflightRejected, CandidateScored)
     emits = (CandidateProposed, PromotionProposed, EscalationRaised, RunFinished, IntentArchived)
 
-    def __init__(self, deployments: dict, max_candidates: int, max_changes: int):
+    def __init__(self, deployments: dict, max_candidates: int, max_changes: int, safety_buffer: float = 0.10):
         self.deployments = deployments
         self.max_candidates = max_candidates
         self.max_changes = max_changes
+        self.safety_buffer = safety_buffer
         self._predictions: dict[tuple, object] = {}
+        self._rulesets: dict[str, object] = {}
 
     def react(self, event: Recorded, view: View) -> Emitted:
         e = event.event
@@ -70,7 +77,9 @@ class Tournament(Reactor):
         if event.type == "RunStarted":
             intent = view["intents"].by_id[e.intent_id]
             seed = run.current.changed(**intent.seed_fix)
-            if not view["runs"].known_failure(run.environment, seed):
+            # no seed: the fix lay outside the bounds and the intent found something inside
+            # them predicted to work (handlers/intents.py); the tournament searches from here
+            if intent.seed_fix and not view["runs"].known_failure(run.environment, seed):
                 return [self._propose(event, run, seed, "seed", 0, "the observer's seed fix")]
             return self._next(event, run, view)
         candidate = run.candidate(e.candidate_id)
@@ -108,13 +117,25 @@ class Tournament(Reactor):
         return [intent.kind] + [c.canary.failure_kind for c in run.candidates
                                 if c.canary is not None and c.canary.failure_kind]
 
+    def _lost(self, run: RunSummary, kinds: list[str]) -> dict[str, str]:
+        """The actuators a setting of the deployment makes powerless against `kinds`, and why."""
+        return powerless(kinds, deployment_kv_size(self.deployments[run.deployment]))
+
+    def _anchor(self, run: RunSummary) -> ServingConfig:
+        """What the search starts nearest to: the seed that was tried, else production."""
+        seeds = [c.config for c in run.candidates if c.origin == "seed"]
+        return seeds[0] if seeds else run.current
+
     def _pool(self, run: RunSummary, view: View, kinds: list[str]) -> list[tuple[ServingConfig, float | None]]:
         """Untried configs around `kinds`, neither known nor predicted to fail, with their
-        predicted fitness: best predicted first, then fewest changes, then a stable order."""
+        predicted fitness: best predicted first, then fewest changes, then nearest the seed
+        and TUNABLE's order (models/directed.order_key), never the JSON's byte order."""
         edges = self.deployments[run.deployment]
         tried = {c.config for c in run.candidates}
+        lost, anchor = self._lost(run, kinds), self._anchor(run)
+        names = [n for n in relevant_actuators(kinds) if n not in lost]
         ranked = []
-        for config in neighbourhood(run.current, relevant_actuators(kinds), edges.bounds, self.max_changes):
+        for config in neighbourhood(run.current, names, edges.bounds, self.max_changes):
             if config in tried or view["runs"].known_failure(run.environment, config):
                 continue
             prediction = self._predict(run, config)
@@ -122,9 +143,70 @@ class Tournament(Reactor):
                 continue
             fitness = prediction.fitness if prediction.fitness is not None else float("-inf")
             changed = len(run.current.diff(config))
-            ranked.append((-fitness, changed, msgspec.json.encode(config), config, prediction.fitness))
+            ranked.append((-fitness, changed, order_key(config, anchor, run.current, edges.bounds), config,
+                           prediction.fitness))
         ranked.sort(key=lambda item: item[:3])
         return [(item[3], item[4]) for item in ranked]
+
+    def _blind(self, run: RunSummary) -> bool:
+        """The predictor cannot say (a real deployment): the search follows the failure instead."""
+        prediction = self._predict(run, run.current)
+        return prediction.passes is None and prediction.fitness is None
+
+    def _canary_finding(self, run: RunSummary, view: View, candidate: CandidateSummary):
+        """What the active rules read in a failed canary's recorded error, as if it were an
+        incident of that config: vLLM's own numbers for the next step (its estimated length)."""
+        if candidate.canary is None or not candidate.canary.excerpt:
+            return None
+        active = view["rulesets"].active if "rulesets" in view.states else None
+        key = active.ruleset_id if active else "builtin"
+        if key not in self._rulesets:
+            self._rulesets[key] = load_ruleset(active.text if active else None, f"ruleset {key}")
+        diagnosis = self._rulesets[key].diagnose(candidate.canary.excerpt, current=candidate.config,
+                                                 bounds=self.deployments[run.deployment].bounds,
+                                                 safety_buffer=self.safety_buffer)
+        return diagnosis.primary
+
+    def _follow(self, event: Recorded, run: RunSummary, view: View, kinds: list[str]) -> Emitted:
+        """Without a prediction: follow what failed (models/directed.py). Every failure, production's
+        and each canary's, names ways to move from the config that failed; a candidate moves none
+        of them back and goes further along one of each. First the last canary's own finding
+        (vLLM's numbers, bounded as a seed is), else the config nearest the seed; none left
+        escalates, naming what holds each actuator."""
+        edges = self.deployments[run.deployment]
+        intent = view["intents"].by_id[run.intent_id]
+        lost, anchor = self._lost(run, kinds), self._anchor(run)
+        failures = [(run.current, ways_of(intent.kind, intent.seed_fix, run.current, lost))]
+        latest = None
+        for c in run.candidates:
+            if c.passed is False and c.canary is not None:
+                finding = self._canary_finding(run, view, c)
+                direction = finding.fix_direction if finding is not None else {}
+                failures.append((c.config, ways_of(c.canary.failure_kind or "", {}, c.config, lost, direction)))
+                latest = (c, finding)
+        tried = {c.config for c in run.candidates}
+
+        def skip(config: ServingConfig) -> bool:
+            return config in tried or view["runs"].known_failure(run.environment, config)
+
+        named = ", ".join(dict.fromkeys(kinds))
+        if latest is not None and latest[1] is not None and latest[1].action == "tune":
+            failed, finding = latest
+            config, _ = bound_seed(failed.config, finding.fix, finding.fix_direction, edges.bounds, len(TUNABLE), lost)
+            if (config is not None and len(run.current.diff(config)) <= self.max_changes and not skip(config)
+                    and all(beyond(config, f) for f in failures)):
+                reason = (f"no prediction: the last canary's own failure ({finding.kind}, {finding.rule}) names "
+                          f"{describe(config, failed.config)}" + "".join(f"; {why}" for why in lost.values()))
+                return [self._propose(event, run, config, "tournament", len(run.candidates), reason)]
+        pool = directed(run.current, anchor, failures, edges.bounds, self.max_changes, skip)
+        if not pool:
+            ways = directions_of(run.current, intent.seed_fix, kinds)
+            why = stuck(anchor, {n: w for n, w in ways.items() if n not in lost}, edges.bounds, lost)
+            return self._escalate(event, run, view, f"nothing untried inside the bounds moves the way {named} "
+                                                    f"names further than what failed" + (f": {why}" if why else ""))
+        reason = (f"no prediction: the nearest of {len(pool)} untried configurations that move the way {named} "
+                  f"names ({describe(pool[0], run.current)})" + "".join(f"; {why}" for why in lost.values()))
+        return [self._propose(event, run, pool[0], "tournament", len(run.candidates), reason)]
 
     @staticmethod
     def _survey(pool: list, kinds: list[str]) -> str:
@@ -135,6 +217,8 @@ class Tournament(Reactor):
         if len(played) >= self.max_candidates:
             return self._escalate(event, run, view, f"tournament budget of {self.max_candidates} candidates spent")
         kinds = self._kinds(run, view)
+        if self._blind(run):
+            return self._follow(event, run, view, kinds)
         pool = self._pool(run, view, kinds)
         if not pool:
             return self._escalate(event, run, view, "no untried configuration inside the bounds is predicted to work")
@@ -145,11 +229,13 @@ class Tournament(Reactor):
         if seed.predicted is None:
             return ()
         kinds = self._kinds(run, view)
-        config, predicted, spent = self._climb(run, view, seed.config, seed.predicted, relevant_actuators(kinds))
+        lost = self._lost(run, kinds)
+        names = [n for n in relevant_actuators(kinds) if n not in lost]
+        config, predicted, spent = self._climb(run, view, seed.config, seed.predicted, names)
         if config == seed.config or predicted < seed.predicted * REFINE_MARGIN:
             return ()
         reason = (f"the seed passed, but this is predicted at {predicted:g} against the seed's {seed.predicted:g}; "
-                  f"best of {spent} predictions climbing from the seed along {', '.join(relevant_actuators(kinds))}")
+                  f"best of {spent} predictions climbing from the seed along {', '.join(names)}, one and two at a time")
         return [self._propose(event, run, config, "refine", len(run.candidates), reason)]
 
     def _climb(self, run: RunSummary, view: View, start: ServingConfig, start_fitness: float,

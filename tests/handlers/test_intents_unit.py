@@ -44,14 +44,17 @@ def test_a_seed_fix_off_the_grid_is_snapped_on_the_side_of_safety():
 
 
 def test_a_seed_fix_outside_the_bounds_escalates_with_the_evidence():
-    given = Given(("incident-inc-1", observation({"gpu_memory_utilization": 0.95})))
+    # the finding names no alternative to utilization, and nothing predicts (test_search_directed.py tests the rest)
+    given = Given(("incident-inc-1", observation({"gpu_memory_utilization": 0.95},
+                                                 direction={"gpu_memory_utilization": "increase"})))
     then = given.when(intents())
     intent_id = derived_id(given.last.event_id, "intent")
     assert then.types == ["IntentRaised", "EscalationRaised", "IntentArchived"]
     assert then.streams == [f"intent-{intent_id}"] * 3
     raised, escalation, archived = then.events
     assert raised.action == "alert" and raised.seed_fix == {}
-    reason = "seed fix outside the bounds: needs gpu_memory_utilization=0.95, above the maximum 0.9"
+    reason = ("seed fix outside the bounds: needs gpu_memory_utilization=0.95, above the maximum 0.9; "
+              "nothing else the finding names can move inside the bounds")
     assert raised.reason == reason and escalation.reason == reason
     assert (escalation.run_id, escalation.intent_id, escalation.deployment) == (None, intent_id, DEPLOYMENT)
     assert (archived.intent_id, archived.outcome) == (intent_id, "alerted")
@@ -59,9 +62,11 @@ def test_a_seed_fix_outside_the_bounds_escalates_with_the_evidence():
 
 
 def test_a_fix_that_changes_nothing_escalates():
-    then = Given(("incident-inc-1", observation({"gpu_memory_utilization": 0.8}))).when(intents())
+    then = Given(("incident-inc-1", observation({"max_num_seqs": 16}, direction={"max_num_seqs": "increase"}))
+                 ).when(intents())
     assert then.types == ["IntentRaised", "EscalationRaised", "IntentArchived"]
-    reason = "seed fix outside the bounds: the fix changes nothing inside the bounds"
+    reason = ("seed fix outside the bounds: the fix changes nothing inside the bounds; nothing else the finding "
+              "names can move inside the bounds: max_num_seqs cannot increase from 16 inside the bounds")
     assert then.one("EscalationRaised").reason == reason
 
 
