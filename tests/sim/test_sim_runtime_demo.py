@@ -86,3 +86,18 @@ def test_demo_heals_the_scenarios_of_the_more_faithful_simulator(tmp_path, scena
     # the promotion serves the whole context production asked for, which only the feature makes fit
     assert config["max_model_len"] == s.current.max_model_len
     assert (s.model.sliding_window is not None) if feature == "sliding_window" else s.engine.kv_fp8
+
+
+def test_heal_of_a_sim_deployment_reads_the_watchers_line_like_a_log(tmp_path):
+    """`selfheal heal` on what production's watcher wrote of the simulated server (its symptom
+    line, as `observe --metrics` records it) heals the deployment like the demo does."""
+    scenario = "rt-preemption-storm-l4"
+    (tmp_path / "selfheal.toml").write_text(f'mode = "dev"\n[deployments.chat]\nscenario = "{scenario}"\n')
+    production = simulate(load_scenario(scenario))
+    symptom = tmp_path / "metrics.txt"
+    symptom.write_text(production.metrics_symptoms[-1] + "\n")
+    assert "sustained preemptions" in symptom.read_text()
+    done = subprocess.run([SELFHEAL, "--db", str(tmp_path / "log.db"), "--config", str(tmp_path / "selfheal.toml"),
+                           "heal", "--deployment", "chat", str(symptom)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "promoted" in done.stdout and "max_num_seqs" in done.stdout
