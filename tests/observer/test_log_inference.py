@@ -85,7 +85,11 @@ CASES = [
      "(100000), (4.26 GiB KV cach", "vllm.kv_cache_max_model_len", "max_model_len_exceeds_kv_cache", "stated",
      {"max_model_len": 100000, "needed_kv_gib": 4.26}, ("max_model_len", "decrease")),
     ("cut inside CUDA-graph capture", "\n".join(CAPTURE),
-     "vllm.cut.cudagraph_capture", "cuda_graph_oom", "truncated", {}, ("enforce_eager", "enable")),
+     "vllm.cut.cudagraph_capture", "cuda_graph_oom", "truncated", {"available_kv_gib": 20.1}, ("enforce_eager", "enable")),
+    ("V0 KV check with the block count printed before", H + "# GPU blocks: 1478, # CPU blocks: 2048\n" + H + "ValueError: "
+     "The model's max seq len (29000) is larger than the maximum number of tokens that can be stored in KV cache (23648).",
+     "vllm.kv_cache_max_model_len_v0", "max_model_len_exceeds_kv_cache", "stated",
+     {"num_blocks": 1478, "kv_cache_tokens": 23648}, ("max_model_len", "decrease")),
     ("engine dead during capture", "\n".join(CAPTURE + ["RuntimeError: Engine core initialization failed. "
                                                         "See root cause above. Failed core proc(s): {}"]),
      "vllm.cut.cudagraph_capture", "cuda_graph_oom", "truncated", {}, ("enforce_eager", "enable")),
