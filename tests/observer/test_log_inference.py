@@ -84,6 +84,10 @@ CASES = [
     ("V1 KV check message cut mid-word", W + "ValueError: To serve at least one request with the model's max seq len "
      "(100000), (4.26 GiB KV cach", "vllm.kv_cache_max_model_len", "max_model_len_exceeds_kv_cache", "stated",
      {"max_model_len": 100000, "needed_kv_gib": 4.26}, ("max_model_len", "decrease")),
+    ("vLLM 0.2's derived-length wording", "ValueError: User-specified max_model_len (4096) is greater than the derived "
+     "max_model_len (None=2048 in model's config.json). This may lead to incorrect model outputs or CUDA errors.",
+     "vllm.max_model_len_above_derived", "other_config_error", "stated",
+     {"max_model_len": 4096, "derived_max_model_len": 2048}, ("max_model_len", "decrease")),
     ("cut inside CUDA-graph capture", "\n".join(CAPTURE),
      "vllm.cut.cudagraph_capture", "cuda_graph_oom", "truncated", {"available_kv_gib": 20.1}, ("enforce_eager", "enable")),
     ("V0 KV check with the block count printed before", H + "# GPU blocks: 1478, # CPU blocks: 2048\n" + H + "ValueError: "
