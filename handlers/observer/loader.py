@@ -72,6 +72,7 @@ class _Rule(msgspec.Struct, forbid_unknown_fields=True):
     gap: int = 0
     cut_in: str = ""
     raise_frame: bool = False
+    fix_like: str = ""  # resolved by _read: the derived values and fixes of a rule above it
 
 
 _FIX_KEYS = ("when", "note", "action")
@@ -153,6 +154,15 @@ def _read(text: str, source: str) -> tuple[_Header, list[RuleSpec]]:
         if spec.id in first_line:
             raise RuleFileError(source, where.find(i, ["id"]), where.label(i, spec.id),
                                 f"duplicate rule id {spec.id!r} (first defined at line {first_line[spec.id]})", i + 1)
+        like = table.get("fix_like")
+        if like:  # one seed fix for several wordings: written once, copied here (the digest sees the copy)
+            base = next((s for s in specs if s.id == like), None)
+            problem = (f"fix_like names {like!r}, which is not a rule above it in this file" if base is None else
+                       "fix_like takes another rule's derived values and fixes: give neither here"
+                       if spec.fix or spec.derived else "")
+            if problem:
+                raise RuleFileError(source, where.find(i, ["fix_like"]), where.label(i, spec.id), problem, i + 1)
+            spec = msgspec.structs.replace(spec, derived=base.derived, fix=base.fix)
         first_line[spec.id] = where.find(i, ["id"])
         specs.append(spec)
     return header, specs

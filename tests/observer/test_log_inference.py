@@ -88,6 +88,9 @@ CASES = [
      "max_model_len (None=2048 in model's config.json). This may lead to incorrect model outputs or CUDA errors.",
      "vllm.max_model_len_above_derived", "other_config_error", "stated",
      {"max_model_len": 4096, "derived_max_model_len": 2048}, ("max_model_len", "decrease")),
+    ("vllm-ascend's KV budget of 0 bytes", "(Worker_TP0 pid=552) INFO 10-28 21:14:49 [worker_v1.py:259] Available "
+     "memory: 0, total memory: 65452113920", "vllm.acct.ascend_no_memory", "no_kv_cache_memory", "inferred",
+     {"available_kv_gib": 0.0}, ("gpu_memory_utilization", "increase")),
     ("cut inside CUDA-graph capture", "\n".join(CAPTURE),
      "vllm.cut.cudagraph_capture", "cuda_graph_oom", "truncated", {"available_kv_gib": 20.1}, ("enforce_eager", "enable")),
     ("V0 KV check with the block count printed before", H + "# GPU blocks: 1478, # CPU blocks: 2048\n" + H + "ValueError: "
@@ -146,6 +149,8 @@ SILENT = [
     V1 + "Available KV cache memory: 20.1 GiB",
     STATS.format(s=1, w=43, kv=99.0),                                           # one full stats line
     STATS.format(s=1, w=43, kv=100.0),                                          # one line, cache full
+    "(Worker_TP0 pid=552) INFO 10-28 21:14:49 [worker_v1.py:259] Available memory: 21474836480, total memory: "
+    "65452113920",                                                               # an NPU with KV room
     "\n".join([STATS.format(s=1, w=0, kv=95.9)] + [V1 + "GET /health 200"] * 45 + [STATS.format(s=21, w=0, kv=96.0)]),
     V1 + "Add 3 padding layers, may waste at most 6.25% KV cache memory",      # KV sizing, healthy
     PREEMPT.format(g=1, tail=" total_num_cumulative_preemption=1"),              # one preemption

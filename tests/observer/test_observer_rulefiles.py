@@ -157,6 +157,39 @@ def test_a_duplicate_rule_id_names_both_lines():
     assert e.problem == f"duplicate rule id 't.free' (first defined at line {first})"
 
 
+SECOND = """
+[[rule]]
+id = "t.free2"
+kind = "startup_free_memory_below_utilization"
+priority = 60
+prefilter = "memory free is"
+patterns = ['memory free is (?P<free>{num}) of (?P<total>{num}) GiB']
+direction = { gpu_memory_utilization = "decrease" }
+fix_like = "t.free"
+numbers.free = { key = "free_gib", unit = "GiB" }
+numbers.total = { key = "total_gib", unit = "GiB" }
+"""
+
+
+def test_fix_like_takes_the_fix_of_a_rule_above():
+    rs = parse_rules(MINIMAL + SECOND, "like.toml")
+    assert rs.rules[1].fix == rs.rules[0].fix and rs.rules[1].derived == rs.rules[0].derived
+    written = MINIMAL + SECOND.replace('fix_like = "t.free"\n', "") + MINIMAL[MINIMAL.index("[[rule.fix]]"):]
+    assert parse_rules(written, "written.toml").digest == rs.digest  # the same rules, written out
+    p = rs.diagnose("ERROR x ValueError: memory free is 6 of 12 GiB").primary
+    assert (p.rule, p.fix, p.note) == ("t.free2", {"gpu_memory_utilization": 0.45}, "6 of 12 GiB free, 10% kept")
+
+
+@pytest.mark.parametrize("second, problem", [
+    (SECOND.replace('"t.free"', '"t.nowhere"'), "fix_like names 't.nowhere', which is not a rule above it in this file"),
+    (SECOND + "[[rule.fix]]\nnote = 'own'\n", "fix_like takes another rule's derived values and fixes: give neither here"),
+])
+def test_fix_like_errors_name_the_rule_and_line(second, problem):
+    text = MINIMAL + second
+    e = _error(text)
+    assert (e.problem, e.rule, e.line) == (problem, "'t.free2'", _line_of(text, "fix_like = "))
+
+
 def test_a_rule_without_an_id_is_named_by_its_index():
     second = MINIMAL[MINIMAL.index("[[rule]]"):].replace('id = "t.free"\n', "")
     e = _error(MINIMAL + "\n" + second)
