@@ -117,6 +117,11 @@ CASES = [
      "vllm.log.preemptions", "preemption_storm", "stated", {}, ("max_num_seqs", "decrease")),
     ("one warning with a high count", PREEMPT.format(g=7, tail=" total_num_cumulative_preemption=51"),
      "vllm.log.preemptions_counted", "preemption_storm", "stated", {"preemptions": 51}, ("max_num_seqs", "decrease")),
+    ("the count a paragraph below the warning (a blog's reflow)", "WARNING 01-21 05:05:14 engine.py:205] Sequence group\n"
+     "cmpl-d5-0 is preempted by\nPreemptionMode.RECOMPUTE mode because there is not enough KV cache\nspace.\n\nThis can "
+     "affect the end-to-end performance. Increase\ngpu_memory_utilization or tensor_parallel_size to provide more KV\n"
+     "cache memory. total_num_cumulative_preemption=101", "vllm.log.preemptions_counted", "preemption_storm", "stated",
+     {"preemptions": 101}, ("max_num_seqs", "decrease")),
     ("Ray folds three workers' warnings", PREEMPT.format(g=63, tail=" [repeated 2x across cluster]"),
      "vllm.log.preemptions", "preemption_storm", "stated", {}, ("max_num_seqs", "decrease")),
     ("over-long prompts refused again and again", "\n".join(REJECT.format(s=s) for s in (1, 2, 3)),
