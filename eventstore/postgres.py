@@ -9,7 +9,7 @@ Design notes (why, not what):
   the server must know first (the head, recorded_at), so no round trip waits on another.
   v2 runs one INSERT for one event where v1 ran a dozen statements; it is a new name so that
   nodes on the older build keep calling theirs during an upgrade (same lock, same hashes).
-- One event with no fence and no key (an observation; the common single append) skips the
+- One event with no fence (an observation, an approval; the common single append) skips the
   function: one prepared INSERT (postgres_schema.ONE_EVENT) that takes the same lock, and that
   inserts nothing where its head went stale, the id is stored or the version does not hold;
   then, and only then, the function is called (a second round trip) and tells these apart.
@@ -82,7 +82,7 @@ class PostgresRecorder(Recorder):
     #: what serialises appends, a statement of the append function (bench/postgres.py measures
     #: LOCK TABLE ... IN EXCLUSIVE MODE too)
     APPEND_LOCK = schema.ADVISORY_LOCK
-    #: one event with no fence and no key: one INSERT (postgres_schema.ONE_EVENT), not the function
+    #: one event with no fence: one INSERT (postgres_schema.ONE_EVENT), not the function
     ONE_STATEMENT = True
 
     def __init__(self, url: str, *, create: bool = False, clock=None):
@@ -209,13 +209,13 @@ class PostgresRecorder(Recorder):
         return exc
 
     def append(self, stream, events, expected_version=None) -> list[int]:
-        if self.ONE_STATEMENT and len(events) == 1 and not self.fence and events[0].key is None:
+        if self.ONE_STATEMENT and len(events) == 1 and not self.fence:
             e = events[0]
             try:
-                row = self._conn.execute(schema.ONE_EVENT, {
+                row = self._conn.execute(schema.ONE_EVENT if e.key is None else schema.ONE_EVENT_KEYED, {
                     "id": e.event_id, "stream": stream, "type": e.type, "sv": e.schema_version, "occ": e.occurred_at,
                     "corr": e.correlation_id, "caus": e.causation_id, "data": e.data, "expected": expected_version,
-                    "clock": utc_iso(self._clock()) if self._clock is not None else None}).fetchone()
+                    "clock": utc_iso(self._clock()) if self._clock is not None else None, "key": e.key}).fetchone()
             except psycopg.Error as exc:
                 raise self._conflict(exc) from None
             if row is not None:

@@ -222,7 +222,7 @@ BEGIN
     RETURN out;
 END;
 """
-#: One event with no fence and no key, appended by one prepared INSERT and no function call:
+#: One event with no fence, appended by one prepared INSERT and no function call:
 #: PL/pgSQL's own cost (setting up its expressions in every transaction, one executor start per
 #: statement) was most of an append's server time. It takes the same advisory lock, in the head's
 #: subquery, so before its row is inserted; the lock is held to commit, as the function's is, so
@@ -248,6 +248,9 @@ ON CONFLICT DO NOTHING RETURNING position""".replace("{lock_class}", str(LOCK_CL
     type="%(type)s::text", sv="%(sv)s::int", occ="%(occ)s::text", rec="h.at", corr="%(corr)s::text",
     caus="%(caus)s::text", data="%(data)s::text"))
 
+#: the same for a sealed event: its key is written in the same statement, only where the row was
+ONE_EVENT_KEYED = (f"WITH added AS ({ONE_EVENT}), sealed AS (INSERT INTO keys (name, key) SELECT 'event:' || %(id)s::text, "
+                   "%(key)s::bytea FROM added ON CONFLICT DO NOTHING) SELECT position FROM added")
 _APPEND_BODY = _APPEND_BODY.replace("@HASH_ONE@", row_hash(
     prev="h.hash", pos="h.position + 1", id="x.e->>0", stream="x.q->>0", ver="v.version + 1", type="x.e->>1",
     sv="(x.e->>2)::int", occ="x.e->>3", rec="h.at", corr="x.e->>4", caus="x.e->>5", data="x.e->>6")).replace(

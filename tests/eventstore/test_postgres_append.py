@@ -72,7 +72,7 @@ def test_one_event_without_a_fence_is_one_insert_and_the_function_tells_the_rest
     """A single event is one INSERT (postgres_schema.ONE_EVENT), no function call; what it does
     not insert (an empty log, a retry, a stale version) goes to the function, which answers."""
     from selfheal.eventstore.errors import ConcurrencyError
-    from selfheal.eventstore.postgres_schema import APPEND, ONE_EVENT
+    from selfheal.eventstore.postgres_schema import APPEND, ONE_EVENT, ONE_EVENT_KEYED
 
     with _open(pg_url, create=True) as rec:
         sent = []
@@ -89,6 +89,15 @@ def test_one_event_without_a_fence_is_one_insert_and_the_function_tells_the_rest
             rec.append("a", [ev(4)], expected_version=1)
         assert len(sent) == 4 and [APPEND in sql for sql in sent] == [False, True, False, True]
         assert rec.last_position() == 3 and rec.verify().ok
+        # a sealed event's key is written by the same statement, and only with its row
+        sealed = msgspec.structs.replace(ev(5), key=b"k" * 32)
+        sent.clear()
+        assert rec.append("a", [sealed]) == [4] and rec.event_key(sealed.event_id) == b"k" * 32
+        assert sent[0] == ONE_EVENT_KEYED and len(sent) == 2  # the insert, then event_key's read
+        stale = msgspec.structs.replace(ev(6), key=b"j" * 32)
+        with pytest.raises(ConcurrencyError):
+            rec.append("a", [stale], expected_version=0)
+        assert rec.event_key(stale.event_id) is None and rec.last_position() == 4 and rec.verify().ok
 
 
 def test_a_lost_lease_writes_nothing(pg_url):
