@@ -135,7 +135,9 @@ def test_a_real_server_heals_with_keys_that_never_reach_the_log_argv_or_bundle(r
         "max_num_batched_tokens = 2048, enforce_eager = true}\n"
         "[deployments.tiny.env]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in env.items()) +
         "[deployments.tiny.load]\nrequests = 8\nmax_concurrency = 4\nprompt_fraction = 0.25\nmax_tokens = 16\n"
-        "[deployments.tiny.actuators.max_model_len]\nmin = 512\nmax = 16384\nstep = 512\n")
+        "[deployments.tiny.actuators.max_model_len]\nmin = 512\nmax = 16384\nstep = 512\n"
+        # bounds must hold what production runs (issue 15.6): 0.15 is far below the 12 GB card's 0.60
+        "[deployments.tiny.actuators.gpu_memory_utilization]\nmin = 0.05\nmax = 0.5\nstep = 0.05\n")
     failure = backend(real_env, tiny_model).run(production, datetime.now(timezone.utc))
     assert not failure.measurements.started
     log = tmp_path / "vllm.log"
