@@ -253,6 +253,14 @@ CASES = [
      "vllm.spec_max_model_len_above_target", "other_config_error",
      {"speculative_max_model_len": 8192, "max_model_len": 4096}, {"max_model_len": "increase"},
      {"max_model_len": 8192}, []),
+    # --- GPU capability ----------------------------------------------------------------------
+    ("bfloat16 on a T4", "ValueError: Bfloat16 is only supported on GPUs with compute capability of at least 8.0. "
+     "Your Tesla T4 GPU has compute capability 7.5. You can use float16 instead by explicitly setting the `dtype` "
+     "flag in CLI, for example: --dtype=half.", None, None, "vllm.capability.bfloat16", "other_config_error", {}, {},
+     {}, ["--dtype=half"]),
+    ("quantization above the GPU's capability", "ValueError: The quantization method awq is not supported for the "
+     "current GPU. Minimum capability: 75. Current capability: 70.", None, None, "vllm.capability.quantization",
+     "other_config_error", {"minimum_capability": 75, "compute_capability": 70}, {}, {}, ["capability 75"]),
     # --- TPU --------------------------------------------------------------------------------
     ("tpu weights above HBM",
      "RuntimeError: Unable to load model, a likely reason is the model is too large for the current device's HBM "
