@@ -10,9 +10,11 @@ One canary, in order (MISSION stage 5):
    environment (edges/credentials.py), so the argv seen by `ps` and recorded is free of them;
 2. `GET /health` until 200 within the deadline, while watching for the process to exit (a
    startup failure: the log says why, and the observer's `diagnose` names it);
-3. `/metrics` scraped, then a load phase through the OpenAI completions API, then `/metrics`
-   again once nothing runs or waits (preemptions are the difference); a load phase fails on
-   more failed requests than `max_error_ratio` allows, or when the server dies. With an API key
+3. a load phase through the OpenAI completions API, short and long prompts mixed, while `/metrics`
+   is scraped all through it, until nothing runs or waits (edges/vllm_measure.py `LoadWatch`); a
+   load phase fails on more failed requests than `max_error_ratio` allows, when the server dies,
+   or when production's /metrics watcher would report a symptom of this load served back to back
+   (preemptions, KV cache pressure, refusals, queue growth, at its own thresholds: `watch`). With an API key
    (moved from the template, VLLM_API_KEY in the deployment's env, or a `--config` YAML), each
    `/v1/...` request carries `Authorization: Bearer <key>`; `/health` and `/metrics` do not,
    since vLLM's AuthenticationMiddleware guards only /v1, /v2, /inference and /cohere
@@ -24,13 +26,20 @@ Measurement conventions (where vLLM gives no number directly):
 - prompt length is counted in words, one word taken as one token: a prompt is a request number
   followed by a repeated common word (default "the"), which common tokenizers encode as one
   token each; the request number keeps prompts apart so prefix caching cannot share their KV
-  blocks. Prompts go up to `prompt_fraction` of max_model_len (default 0.5), never closer
-  than max_tokens + 8 tokens to it, so the approximation has room for BOS and odd tokens;
+  blocks. Prompts cycle through long (up to `prompt_fraction` of max_model_len, default all of
+  it, never closer than max_tokens + 8 tokens to it, so the approximation has room for BOS and
+  odd tokens), short (a sixteenth of that), half and short again; `longest_prompt_tokens` sets
+  the long ones whatever the candidate's max_model_len, so one that refuses them shows it;
 - TTFT is the time to the first streamed chunk (`stream: true`; 0 with stream off); throughput is completion
   tokens (from `usage`, else one per streamed chunk) over the load phase's wall time;
 - peak memory is the summed RSS of the canary's process group, sampled from /proc: on a GPU
-  host this is host memory, not GPU memory (GPU peak comes from NVML, a later step), and
-  gpu_headroom_gib is left 0 here for the same reason;
+  host this is host memory, not GPU memory (GPU peak comes from NVML, a later step);
+- gpu_headroom_gib is what the server's startup lines say it left of its device (GPU: free at
+  startup less requested; CPU build: the node's available memory less the worker's request or
+  KV space): edges/vllm_measure.py `read_headroom`, its source recorded as headroom_source;
+- warm_start: whether the server loaded its compiled graphs from a compile cache shared with
+  production (`compile_cache`, VLLM_CACHE_ROOT), from its log (vllm_measure.compile_cache_state);
+  startup_s is the time from the start to /health answering 200;
 - KV cache tokens, maximum concurrency and available KV memory are read from vLLM's startup
   log; with several lines (workers, DP engines) the smallest is kept, as the simulator does.
 """
@@ -38,7 +47,6 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import json
 import os
 import re
 import subprocess
@@ -53,7 +61,14 @@ import msgspec
 
 from selfheal.handlers.ports import CanaryOutcome, Launch
 from selfheal.edges import credentials
+from selfheal.edges.metrics_watch import MetricsWatch
 from selfheal.edges.processes import Child, PeakRss, free_loopback_port, spawn
+from selfheal.edges.sim.metrics import symptom_kind
+from selfheal.edges.vllm_http import one_request as _one_request, plain_request as _http
+from selfheal.edges.vllm_measure import (  # noqa: F401  (parse_metrics ... are this module's API too)
+    LoadWatch, compile_cache_state, host_available_gib, parse_metrics, percentile, read_capacity, read_headroom,
+    summary, vllm_metrics, watcher_symptoms,
+)
 from selfheal.handlers.observer import diagnose
 from selfheal.schemas.events import CanaryMeasurements
 from selfheal.schemas.failures import CONFIG_KINDS
@@ -70,7 +85,9 @@ class LoadSettings(msgspec.Struct, frozen=True, kw_only=True):
     requests: int = 32                  # completions sent in all
     max_concurrency: int = 16           # worker threads, further capped by the candidate's max_num_seqs
     max_tokens: int = 64                # completion tokens per request (ignore_eos, so each gets them all)
-    prompt_fraction: float = 0.5        # longest prompt, as a fraction of max_model_len
+    prompt_fraction: float = 1.0        # longest prompt, as a fraction of max_model_len (less max_tokens + 8)
+    #: the longest prompt production must serve, in tokens: the long prompts, whatever max_model_len
+    longest_prompt_tokens: int | None = None
     max_error_ratio: float = 0.0        # failed requests tolerated, as a fraction of `requests`
     request_timeout_s: float = 120.0
     deadline_s: float = 600.0           # the whole load phase
@@ -78,6 +95,9 @@ class LoadSettings(msgspec.Struct, frozen=True, kw_only=True):
     word: str = "the"
     #: fail the load phase on more preemptions than this per request (None: preemptions are only measured)
     max_preemptions_per_request: float | None = None
+    #: judge the load as production's /metrics watcher does (at its default thresholds); False: only measure
+    watch: bool = True
+    scrape_period_s: float = 0.5        # /metrics during the load phase
 
     def __post_init__(self) -> None:
         checks = [(1 <= self.requests <= MAX_REQUESTS, f"requests must be 1..{MAX_REQUESTS}"),
@@ -85,7 +105,10 @@ class LoadSettings(msgspec.Struct, frozen=True, kw_only=True):
                   (0 < self.prompt_fraction <= 1, "prompt_fraction must be in (0, 1]"),
                   (0 <= self.max_error_ratio <= 1, "max_error_ratio must be in [0, 1]"),
                   (self.request_timeout_s > 0 and self.deadline_s > 0, "timeouts must be positive"),
-                  (len(self.word.split()) == 1, "word must be one word")]
+                  (len(self.word.split()) == 1, "word must be one word"),
+                  (self.longest_prompt_tokens is None or self.longest_prompt_tokens >= 2,
+                   "longest_prompt_tokens must be >= 2"),
+                  (self.scrape_period_s > 0, "scrape_period_s must be positive")]
         wrong = [why for ok, why in checks if not ok]
         if wrong:
             raise ValueError(f"invalid load settings ({self}): " + "; ".join(wrong))
@@ -100,6 +123,7 @@ class LoadResult(msgspec.Struct, kw_only=True):
     completion_tokens: int
     wall_s: float
     errors: list[str]                   # the first few distinct ones, for the excerpt
+    refused: int = 0                    # HTTP 400s: vLLM refusing a prompt (too long for max_model_len)
     server_died: bool = False
 
 
@@ -116,62 +140,10 @@ class RunDetails(msgspec.Struct, kw_only=True):
     metrics_after: dict[str, float] = {}
     load: LoadResult | None = None
     log_path: str = ""
-
-
-# --- parsing what vLLM prints and serves --------------------------------------------------------
-
-_SAMPLE = re.compile(r'^([a-zA-Z_:][\w:]*)(\{(?:[^"}]|"(?:[^"\\]|\\.)*")*\})?\s+(\S+)')
-_KV_TOKENS = re.compile(r"\b\w+ KV cache size: ([\d,]+) tokens")   # GPU / CPU / XPU ..., also 0.33's merged line
-_CONCURRENCY = re.compile(r"Maximum concurrency for [\d,]+ tokens per request: ([\d.]+)x")
-# GPU workers; the CPU worker (0.32) says "Auto set (0.63/8.34) GiB for KV cache on node 0"
-_AVAILABLE_KV = re.compile(r"Available KV cache memory: ([\d.]+) ?GiB|Auto set \(([\d.]+)/[\d.]+\) GiB for KV cache")
-
-
-def parse_metrics(text: str) -> dict[str, float]:
-    """Prometheus text -> {metric name: value}, label sets combined: summed, except `*_perc`
-    gauges (a usage fraction per engine), where the highest is kept."""
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        m = _SAMPLE.match(line)
-        if m is None:          # comments, blank lines
-            continue
-        try:
-            value = float(m.group(3))
-        except ValueError:
-            continue
-        name = m.group(1)
-        out[name] = max(out.get(name, value), value) if name.endswith("_perc") else out.get(name, 0.0) + value
-    return out
-
-
-def vllm_metrics(parsed: dict[str, float]) -> dict[str, float]:
-    """The vLLM counters selfheal reads, under stable names, across metric renames."""
-    def first(*names: str) -> float:
-        return next((parsed[n] for n in names if n in parsed), 0.0)
-    return {"preemptions": first("vllm:num_preemptions_total", "vllm:num_preemptions"),
-            "kv_cache_usage": first("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
-            "waiting": first("vllm:num_requests_waiting"), "running": first("vllm:num_requests_running"),
-            "prompt_tokens": first("vllm:prompt_tokens_total"),
-            "generation_tokens": first("vllm:generation_tokens_total")}
-
-
-def read_capacity(log_text: str) -> tuple[int, float, float]:
-    """(KV cache tokens, maximum concurrency, available KV GiB) from vLLM's startup log; 0 where absent."""
-    kv = [int(x.replace(",", "")) for x in _KV_TOKENS.findall(log_text)]
-    conc = [float(x) for x in _CONCURRENCY.findall(log_text)]
-    avail = [float(gpu or cpu) for gpu, cpu in _AVAILABLE_KV.findall(log_text)]
-    return min(kv, default=0), min(conc, default=0.0), min(avail, default=0.0)
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default); 0 for no values."""
-    if not values:
-        return 0.0
-    s = sorted(values)
-    k = (len(s) - 1) * q / 100
-    lo = int(k)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+    startup_s: float = 0.0              # from the start to /health answering 200
+    available_before_gib: float | None = None   # the host's MemAvailable just before the start
+    timeline: list = []                 # the load phase's /metrics, as metrics_watch.Scrape
+    symptoms: list[str] = []            # what production's watcher would report of this load
 
 
 # --- the load phase -----------------------------------------------------------------------------
@@ -181,76 +153,14 @@ def max_tokens_for(config: ServingConfig, load: LoadSettings) -> int:
 
 
 def build_prompts(config: ServingConfig, load: LoadSettings) -> list[str]:
-    """`load.requests` prompts cycling through the cap, 3/4, 1/2 and 1/4 of it, in words (see module doc)."""
-    cap = min(int(load.prompt_fraction * config.max_model_len),
-              config.max_model_len - max_tokens_for(config, load) - PROMPT_RESERVE)
+    """`load.requests` prompts cycling through long (the cap), short, half and short, in words
+    (see module doc): long ones find a KV cache too small for full-length requests, short ones
+    keep many sequences running at once, as production's mix does."""
+    cap = load.longest_prompt_tokens or min(int(load.prompt_fraction * config.max_model_len),
+                                            config.max_model_len - max_tokens_for(config, load) - PROMPT_RESERVE)
     cap = max(2, cap)
-    return [" ".join([str(i)] + [load.word] * (max(2, cap * (4 - i % 4) // 4) - 1)) for i in range(load.requests)]
-
-
-def _http(host: str, port: int, method: str, path: str, timeout: float) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        conn.request(method, path)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
-
-
-def _error_text(raw: bytes) -> str:
-    try:
-        body = json.loads(raw)
-        error = body.get("error")
-        msg = body.get("message") or (error.get("message") if isinstance(error, dict) else error) or raw.decode()
-    except (ValueError, AttributeError):
-        msg = raw.decode("utf-8", "replace")
-    return str(msg).strip()[:500]
-
-
-def _one_request(host: str, port: int, model: str, prompt: str, max_tokens: int, stream: bool,
-                 timeout: float, api_key: str | None = None) -> tuple[float, float | None, int] | str:
-    """One completion: (latency ms, TTFT ms or None, completion tokens), or an error string."""
-    body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True}
-    if stream:
-        body |= {"stream": True, "stream_options": {"include_usage": True}}
-    t0 = time.monotonic()
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        conn.request("POST", "/v1/completions", body=json.dumps(body),
-                     headers={"Content-Type": "application/json", **credentials.bearer(api_key)})
-        resp = conn.getresponse()
-        if resp.status == 401:   # vLLM's body is {"error": "Unauthorized"}: say so, and nothing of the key
-            resp.read()
-            return "HTTP 401: unauthorized (the server wants another API key)"
-        if resp.status != 200:
-            return f"HTTP {resp.status}: {_error_text(resp.read())}"
-        if not stream:
-            usage = json.loads(resp.read()).get("usage") or {}
-            return (time.monotonic() - t0) * 1000, None, int(usage.get("completion_tokens", 0))
-        ttft, usage, chunks = None, None, 0
-        for raw in resp:       # server-sent events: `data: {...}` lines, ending with `data: [DONE]`
-            if time.monotonic() - t0 > timeout:
-                return f"timed out after {timeout:.0f} s"
-            line = raw.strip()
-            if not line.startswith(b"data:"):
-                continue
-            payload = line[5:].strip()
-            if payload == b"[DONE]":
-                tokens = int(usage["completion_tokens"]) if usage else chunks
-                return (time.monotonic() - t0) * 1000, ttft, tokens
-            chunk = json.loads(payload)
-            if "error" in chunk or chunk.get("object") == "error":
-                return f"stream error: {_error_text(payload)}"
-            if chunk.get("choices"):
-                chunks += 1
-                ttft = ttft if ttft is not None else (time.monotonic() - t0) * 1000
-            usage = chunk.get("usage") or usage
-        return "stream ended before [DONE]"
-    except (OSError, http.client.HTTPException, ValueError, KeyError) as e:
-        return f"{type(e).__name__}: {e}"
-    finally:
-        conn.close()
+    sizes = (cap, max(2, cap // 16), max(2, cap // 2), max(2, cap // 16))
+    return [" ".join([str(i)] + [load.word] * (sizes[i % 4] - 1)) for i in range(load.requests)]
 
 
 def run_load(host: str, port: int, model: str, config: ServingConfig, load: LoadSettings,
@@ -294,6 +204,7 @@ def run_load(host: str, port: int, model: str, config: ServingConfig, load: Load
     return LoadResult(sent=sum(r is not None for r in results), ok=len(done), failed=len(errors),
                       latencies_ms=[r[0] for r in done], ttfts_ms=[r[1] for r in done if r[1] is not None],
                       completion_tokens=sum(r[2] for r in done), wall_s=wall, errors=list(dict.fromkeys(errors))[:5],
+                      refused=sum(e.startswith("HTTP 400") for e in errors),
                       server_died=not alive())
 
 
@@ -308,7 +219,12 @@ class VllmCanaryBackend:
 
     def __init__(self, command: list[str] | None, model: str, *, host: str = "127.0.0.1",
                  health_timeout_s: float = 600, load: LoadSettings | None = None, env: dict | None = None,
-                 grace_s: float = 10, workdir: str | os.PathLike | None = None, health_poll_s: float = 0.1):
+                 grace_s: float = 10, workdir: str | os.PathLike | None = None, health_poll_s: float = 0.1,
+                 compile_cache: str | os.PathLike | None = None, watch: MetricsWatch | None = None):
+        """`compile_cache`: production's VLLM_CACHE_ROOT, so a canary of the same model and vLLM
+        version starts from production's compiled graphs (edges/vllm_measure.py); None leaves the
+        environment's (vLLM's default ~/.cache/vllm is shared already by the same user on the same
+        host). `watch`: production's /metrics watcher, whose thresholds judge the load phase."""
         if isinstance(command, str):
             raise TypeError("command must be an argument list, never a shell string")
         # the template's credentials move to the environment here, once: a bad flag is a config
@@ -319,6 +235,9 @@ class VllmCanaryBackend:
         self.load = load or LoadSettings()
         self.env = dict(env or {})
         self.workdir = Path(workdir) if workdir is not None else None
+        if compile_cache is not None:   # an explicit VLLM_CACHE_ROOT in `env` wins: the deployment said so
+            self.env.setdefault("VLLM_CACHE_ROOT", str(compile_cache))
+        self.watch = watch
         self.last_run: RunDetails | None = None
         self._api_key: str | None = None
 
@@ -343,6 +262,8 @@ class VllmCanaryBackend:
             folder = self.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="selfheal-canary-")))
             folder.mkdir(parents=True, exist_ok=True)
             log_path = folder / f"canary-{canary_id or 'run'}-{port}.log"
+            # what the host had free before the canary: the CPU build prints no free memory on success
+            available_before = host_available_gib()
             try:
                 child = spawn(argv, env, log_path, canary_id=canary_id, cwd=self.workdir)
             except FileNotFoundError as e:   # the host's problem, not the candidate's: no failed canary to record
@@ -351,11 +272,13 @@ class VllmCanaryBackend:
             sampler = None
             try:   # from here on, whatever happens, the group is stopped
                 details = self.last_run = RunDetails(canary_id=child.canary_id, argv=argv, port=port, pid=child.pid,
-                                                     pgid=child.pgid, log_path=str(log_path))
+                                                     pgid=child.pgid, log_path=str(log_path),
+                                                     available_before_gib=available_before)
                 sampler = PeakRss(child.pgid)
                 if on_launch is not None:
                     on_launch(Launch(pid=child.pid, pgid=child.pgid, port=port, command=argv))
                 health = self._wait_healthy(child, port, t0 + self.health_timeout_s)
+                details.startup_s = round(time.monotonic() - t0, 3)
                 if health == "healthy":
                     self._measure_load(child, config, details)
             finally:
@@ -368,6 +291,9 @@ class VllmCanaryBackend:
             log_text = credentials.redact(raw, credentials.secrets_in(env, api_key))
             if log_text != raw:
                 log_path.write_text(log_text, encoding="utf-8")
+        # what production's watcher would report follows the server's own output, as the simulator's
+        # harness adds it (edges/sim_backend.with_symptoms): the observer reads the canary's incident
+        log_text += "".join(f"{line}\n" for line in details.symptoms)
         duration = time.monotonic() - t0
         m = self._measurements(health, config, log_text, details, peak, duration)
         return CanaryOutcome(measurements=m, log_text=log_text, command=argv,
@@ -388,15 +314,34 @@ class VllmCanaryBackend:
                 pass          # not listening yet
             time.sleep(min(self.health_poll_s, max(0.0, deadline - time.monotonic())))
 
-    def _scrape(self, port: int) -> dict[str, float]:
+    def _scrape_text(self, port: int) -> str | None:
         try:
             status, body = _http(self.host, port, "GET", "/metrics", 10.0)
         except (OSError, http.client.HTTPException):
-            return {}
-        return vllm_metrics(parse_metrics(body.decode("utf-8", "replace"))) if status == 200 else {}
+            return None
+        return body.decode("utf-8", "replace") if status == 200 else None
+
+    def _scrape(self, port: int) -> dict[str, float]:
+        text = self._scrape_text(port)
+        return vllm_metrics(parse_metrics(text)) if text is not None else {}
 
     def _measure_load(self, child: Child, config: ServingConfig, details: RunDetails) -> None:
         details.metrics_before = self._scrape(details.port)
+        timeline = LoadWatch(lambda: self._scrape_text(details.port), self.load.scrape_period_s)
+        try:
+            self._load_and_settle(child, config, details)
+        finally:
+            details.timeline = timeline.stop()
+        if self.load.watch:
+            details.symptoms = watcher_symptoms(details.timeline, MetricsWatch(**self._watch_settings()))
+
+    def _watch_settings(self) -> dict:
+        """Production's watcher's thresholds (a fresh watch per canary: it keeps history)."""
+        w = self.watch or MetricsWatch()
+        return dict(window_s=w.window_s, preemption_rate=w.preemption_rate, kv_usage_threshold=w.kv_usage_threshold,
+                    sustain_scrapes=w.sustain_scrapes, queue_growth=w.queue_growth, refusal_rate=w.refusal_rate)
+
+    def _load_and_settle(self, child: Child, config: ServingConfig, details: RunDetails) -> None:
         load = details.load = run_load(self.host, details.port, self.model, config, self.load,
                                        alive=lambda: child.poll() is None, api_key=self._api_key)
         if not load.server_died and any(not e.startswith("HTTP ") for e in load.errors):
@@ -417,8 +362,11 @@ class VllmCanaryBackend:
     def _measurements(self, health: str, config: ServingConfig, log_text: str, d: RunDetails, peak: int,
                       duration: float) -> CanaryMeasurements:
         kv_tokens, concurrency, available = read_capacity(log_text)
+        headroom, source = read_headroom(log_text, d.available_before_gib, peak / _GIB)
         common = dict(kv_cache_tokens=kv_tokens, max_concurrency=concurrency, available_kv_gib=available,
-                      peak_memory_gib=round(peak / _GIB, 4), duration_s=round(duration, 3))
+                      peak_memory_gib=round(peak / _GIB, 4), duration_s=round(duration, 3),
+                      gpu_headroom_gib=headroom, headroom_source=source, warm_start=compile_cache_state(log_text),
+                      startup_s=d.startup_s)
         if health != "healthy":
             primary = diagnose(log_text, current=config).primary
             if primary is not None:
@@ -438,10 +386,19 @@ class VllmCanaryBackend:
         if tokens == 0 and d.metrics_after:   # a server that sent no usage: its counters still know
             tokens = round(d.metrics_after["generation_tokens"] - d.metrics_before.get("generation_tokens", 0.0))
         wall = max(load.wall_s, 1e-9)
+        seen = summary(d.timeline, self._watch_settings()["kv_usage_threshold"])
+        # a refusal is seen twice: the 4xx the load got back, and vLLM's http_requests_total
+        refused = max(round(seen["refused"]), load.refused)
+        words = [len(p.split()) for p in build_prompts(config, self.load)]
         measured = dict(throughput_tok_s=round(tokens / wall, 3), requests_per_s=round(load.ok / wall, 4),
                         latency_p50_ms=round(percentile(load.latencies_ms, 50), 3),
                         latency_p99_ms=round(percentile(load.latencies_ms, 99), 3),
-                        ttft_p50_ms=round(percentile(load.ttfts_ms, 50), 3), preemptions=preemptions)
+                        ttft_p50_ms=round(percentile(load.ttfts_ms, 50), 3), preemptions=preemptions,
+                        load_s=round(load.wall_s, 3), preemptions_per_s=round(preemptions / wall, 4),
+                        peak_kv_usage=seen["peak_kv_usage"], kv_full_share=seen["kv_full_share"],
+                        peak_waiting=seen["peak_waiting"], rejected_requests=refused,
+                        refusals_per_s=round(refused / wall, 4), prompt_tokens_min=min(words, default=0),
+                        prompt_tokens_max=max(words, default=0), metrics_symptoms=tuple(d.symptoms))
         problems = []
         if load.server_died:
             problems.append(f"the server exited (code {d.exit_code}) during the load phase")
@@ -451,10 +408,16 @@ class VllmCanaryBackend:
         storm = limit is not None and preemptions > limit * self.load.requests
         if storm:
             problems.append(f"{preemptions} preemptions for {self.load.requests} requests")
+        problems += d.symptoms[:1]
         if not problems:
             return CanaryMeasurements(started=True, passed_load=True, **common, **measured)
         primary = diagnose(log_text, current=config).primary
         kind = primary.kind if primary else ("preemption_storm" if storm and not load.failed else "load_errors")
+        if d.symptoms and not load.failed and not load.server_died and not storm:
+            # the requests all came back: what fails the candidate is production's symptom itself
+            kind, primary = symptom_kind(d.symptoms[0]) or kind, None
+        elif primary is None and load.failed and load.refused == load.failed and not load.server_died:
+            kind = "requests_rejected"   # every failure a refusal (too long): production's refusal symptom
         excerpt = "\n".join(primary.evidence) if primary else "\n".join(problems)
         return CanaryMeasurements(started=True, passed_load=False, failure_kind=kind, failure_stage="load",
                                   excerpt=excerpt, **common, **measured)

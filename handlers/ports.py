@@ -80,8 +80,11 @@ MEASURED = tuple(f for f in CanaryMeasurements.__struct_fields__)
 
 
 def measurements_of(result) -> CanaryMeasurements:
-    """The measurement fields of a backend's result object, as the event records them."""
-    return CanaryMeasurements(**{name: getattr(result, name) for name in MEASURED})
+    """The measurement fields of a backend's result object, as the event records them; a field the
+    result does not have (the simulator has no warm start) keeps its default; a list becomes a
+    tuple, since measurements are hashed (frozen) and a Struct does not convert on construction."""
+    values = {name: getattr(result, name) for name in MEASURED if hasattr(result, name)}
+    return CanaryMeasurements(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
 class InventoryUnavailable(RuntimeError):

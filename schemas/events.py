@@ -95,6 +95,21 @@ class CanaryMeasurements(msgspec.Struct, frozen=True, kw_only=True):
     peak_memory_gib: float = 0.0
     gpu_headroom_gib: float = 0.0
     duration_s: float = 0.0
+    # issue 15.4/15.9 (defaulted: older logs decode). What the load phase showed of production's
+    # symptoms, for judging at the watcher's thresholds (edges/vllm_measure.py, edges/sim/metrics.py):
+    load_s: float = 0.0                  # the load phase's wall time
+    preemptions_per_s: float = 0.0       # preemptions / load_s (the watcher's preemption rate)
+    peak_kv_usage: float = 0.0           # highest KV cache usage (0..1) seen on /metrics under load
+    kv_full_share: float = 0.0           # share of the load's scrapes at or above the watcher's KV threshold
+    peak_waiting: int = 0                # longest queue (vllm:num_requests_waiting) under load
+    rejected_requests: int = 0           # prompts refused (HTTP 400: longer than max_model_len)
+    refusals_per_s: float = 0.0          # rejected_requests / load_s (the watcher's refusal rate)
+    prompt_tokens_min: int = 0           # the shortest and longest prompt the load sent
+    prompt_tokens_max: int = 0
+    metrics_symptoms: tuple[str, ...] = ()  # what production's watcher would report of this load (fails it)
+    headroom_source: str = ""            # where gpu_headroom_gib was read ("" : not measured)
+    warm_start: bool | None = None       # compiled graphs loaded from a shared cache; None: nothing compiled
+    startup_s: float = 0.0               # from the start to /health answering 200
 
 
 class CandidateEvidence(msgspec.Struct, frozen=True, kw_only=True):

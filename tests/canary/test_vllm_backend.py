@@ -9,6 +9,7 @@ import http.client
 import os
 from datetime import datetime, timezone
 
+import msgspec
 import pytest
 
 from selfheal.handlers.ports import CanaryBackend, Launch
@@ -31,7 +32,9 @@ def test_is_a_canary_backend(backend_for):
 
 def test_passing_candidate_is_measured(backend_for, canary_ids):
     # the counter starts at 5 and the fake preempts once per 2 finished requests: 8 requests -> 4
-    b = backend_for(env={"FAKE_VLLM_PREEMPTIONS_BASE": "5", "FAKE_VLLM_PREEMPT_EVERY": "2"})
+    # (a storm by the watcher's rate, which fails the candidate: test_vllm_backend_load.py; here, measured only)
+    b = backend_for(env={"FAKE_VLLM_PREEMPTIONS_BASE": "5", "FAKE_VLLM_PREEMPT_EVERY": "2"},
+                    load=msgspec.structs.replace(FAST_LOAD, watch=False))
     cid = canary_ids()
     out = b.run(GOOD, T0, canary_id=cid)
     m, sim = out.measurements, simulate(load_scenario("workstation-12gb-speech"), GOOD)
@@ -109,7 +112,8 @@ def test_overlong_prompts_fail_with_vllms_wording(backend_for, canary_ids, monke
     monkeypatch.setattr(vb, "build_prompts", lambda config, load: ["x " * 1100] * load.requests)
     b = backend_for(load=LoadSettings(requests=4, max_concurrency=4, max_tokens=8, max_error_ratio=0.5))
     m = b.run(GOOD.changed(max_model_len=1024), T0, canary_id=canary_ids()).measurements
-    assert m.started and not m.passed_load and m.failure_kind == "load_errors"
+    # every failure a refusal for length: production's refusal symptom (test_vllm_backend_load.py)
+    assert m.started and not m.passed_load and m.failure_kind == "requests_rejected" and m.rejected_requests == 4
     assert "4 of 4 requests failed" in m.excerpt
     assert "HTTP 400: This model's maximum context length is 1024 tokens. However, you requested 1108 tokens" \
         in m.excerpt

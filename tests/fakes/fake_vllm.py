@@ -127,6 +127,7 @@ class State:
         self.lock = threading.Lock()
         self.slots = threading.BoundedSemaphore(cfg.max_num_seqs)   # the scheduler's running batch
         self.arrived = self.finished = self.running = self.waiting = 0
+        self.held = 0                    # KV tokens the running requests hold (prompt + completion)
         self.prompt_tokens = self.generation_tokens = 0
         self.base = int(ENV("FAKE_VLLM_PREEMPTIONS_BASE", "0"))
         self.every = int(ENV("FAKE_VLLM_PREEMPT_EVERY", "0"))
@@ -141,7 +142,8 @@ class State:
     def metrics(self) -> str:
         labels = f'engine="0",model_name="{self.model}"'
         with self.lock:
-            kv = min(1.0, self.running * self.cfg.max_model_len / max(1, self.sim.kv_cache_tokens))
+            # as vLLM's gauge: the blocks the running requests hold over all blocks, in tokens here
+            kv = min(1.0, self.held / max(1, self.sim.kv_cache_tokens))
             rows = [("vllm:num_requests_running", "gauge", self.running),
                     ("vllm:num_requests_waiting", "gauge", self.waiting),
                     ("vllm:kv_cache_usage_perc", "gauge", kv),
@@ -227,11 +229,13 @@ class Handler(BaseHTTPRequestHandler):
             with st.lock:
                 st.waiting -= 1
                 st.running += 1
+                st.held += n_prompt + max_tokens
             try:
                 self._generate(body, n_prompt, max_tokens)
             finally:
                 with st.lock:
                     st.running -= 1
+                    st.held -= n_prompt + max_tokens
                     st.finished += 1
                     st.prompt_tokens += n_prompt
                     st.generation_tokens += max_tokens
