@@ -25,8 +25,19 @@ Prints one JSON object. For each scenario:
   2 x 4 = 8 pairs, so `canaries_default_lists` = phase 1 + 8 is also given, and selfheal is
   compared with the smaller of the two.
 
-    python bench/tuning.py            # axis sample of 8 points
+Each scenario's expected outcome is decided by the exhaustive search, not declared in its file:
+`healthy` where the production config itself passes, `heal` where a config inside the bounds
+passes (the exhaustive search found one: "feasible" means exactly that), `escalate` where none
+does (the sampled-and-refined search found none; tests/sim/test_scenarios_issue15.py holds a
+declared outcome and a passing witness config for each scenario, so the two are checked against
+each other). The targets are issue 15's: every feasible incident healed, every infeasible one
+escalated with its reason, promoted fitness >= 0.95 of the best inside the bounds, a median of
+at most 1.5 canaries per heal and never more than 3 canaries in any run.
+
+    python bench/tuning.py            # axis sample of 8 points, every bundled scenario
+    python bench/tuning.py --jobs 2   # scenarios in 2 processes (same figures, less wall time)
     python bench/tuning.py --quick    # 3 points, two scenarios (one heals, one escalates)
+    python bench/tuning.py --outcomes-only   # selfheal's outcome and canaries only: no search, no auto_tune
 """
 from __future__ import annotations
 
@@ -38,6 +49,7 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from itertools import combinations, product
 from pathlib import Path
 
@@ -54,6 +66,7 @@ from selfheal.handlers.models.scoring import score  # noqa: E402
 from selfheal.schemas.config import parse_settings  # noqa: E402
 from selfheal.schemas.events import IncidentSource  # noqa: E402
 
+MEDIAN_CANARIES, MAX_CANARIES, FITNESS_FRACTION = 1.5, 3, 0.95   # issue 15's "Done when"
 AXES = ("gpu_memory_utilization", "max_num_seqs", "max_model_len", "max_num_batched_tokens")
 DEFAULT_LIST_PAIRS = 2 * 4  # auto_tune.sh: NUM_SEQS_LIST "128 256" x NUM_BATCHED_TOKENS_LIST "512 1024 2048 4096"
 
@@ -195,11 +208,14 @@ def bench_scenario(name: str, tmp: Path, points: int, margin: float, max_changes
     best = exhaustive(oracle, scenario, points, seeds)
     within = best_within(oracle, scenario, points, seeds, max_changes)
     top = best["fitness"]
+    expected = ("healthy" if oracle.result(scenario.current)[1] is not None
+                else "heal" if top > 0 else "escalate")
 
     def fraction(config):
         return round(oracle.fitness(config) / top, 4) if config is not None and top else None
 
     row = {
+        "expected": expected, "as_expected": as_expected(expected, ours),
         "selfheal": {"outcome": ours["outcome"], "canaries": ours["canaries"], "seconds": ours["seconds"],
                      "changes": changes(ours.get("config"), scenario.current),
                      "fitness": oracle.fitness(ours["config"]) if "config" in ours else None,
@@ -224,37 +240,90 @@ def bench_scenario(name: str, tmp: Path, points: int, margin: float, max_changes
     return row
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 points per axis, two scenarios")
-    parser.add_argument("--axis-points", type=int, help="grid values sampled per numeric axis (default 8)")
-    parser.add_argument("--scenario", action="append", help="only this bundled scenario (repeatable)")
-    args = parser.parse_args()
-    points = args.axis_points or (3 if args.quick else 8)
-    names = args.scenario or (["workstation-12gb-speech", "no-safe-fix"] if args.quick else bundled_scenarios())
-    defaults = parse_settings("")
-    margin, max_changes = defaults.preflight.margin_gib, defaults.tournament.max_changes
+def as_expected(expected: str, ours: dict) -> bool:
+    """healthy: nothing raised; heal: a promotion; escalate: an escalation that says why."""
+    if expected == "escalate":
+        return ours["outcome"] == "escalated" and bool(ours.get("reason", "").strip())
+    return ours["outcome"] == {"healthy": "healthy", "heal": "promoted"}[expected]
+
+
+def outcome_only(name: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="selfheal-bench-") as tmp:
-        rows = {name: bench_scenario(name, Path(tmp), points, margin, max_changes) for name in names}
+        ours = run_selfheal(name, Path(tmp))
+    return {k: v for k, v in ours.items() if k != "config"} | {
+        "changes": changes(ours.get("config"), load_scenario(name).current)}
+
+
+def _bench_one(job) -> tuple[str, dict]:
+    name, points, margin, max_changes = job
+    with tempfile.TemporaryDirectory(prefix="selfheal-bench-") as tmp:
+        return name, bench_scenario(name, Path(tmp), points, margin, max_changes)
+
+
+def targets(rows: dict) -> dict:
     promoted = {n: r for n, r in rows.items() if r["selfheal"]["outcome"] == "promoted"}
     canaries = [r["selfheal"]["canaries"] for r in promoted.values()]
+    every_run = {n: r["selfheal"]["canaries"] for n, r in rows.items()}
     fractions = {n: r["selfheal"]["fraction_of_best"] for n, r in promoted.items()}
     median = statistics.median(canaries) if canaries else None
-    result = {
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
-        "axis_points": points, "scenarios": rows,
-        "not_tuned": {n: r["selfheal"]["outcome"] for n, r in rows.items() if n not in promoted},
-        "promoted": sorted(promoted),
-    }
-    result["targets"] = {
-        "median_canaries<=2": {"value": median, "met": median is not None and median <= 2},
-        "fitness>=0.95_of_best": {"value": fractions,
-                                  "met": bool(fractions) and all(f is not None and f >= 0.95 for f in fractions.values())},
+    feasible = {n: r["selfheal"]["outcome"] for n, r in rows.items() if r["expected"] == "heal"}
+    infeasible = {n: [r["selfheal"]["outcome"], r["selfheal"].get("reason")] for n, r in rows.items()
+                  if r["expected"] == "escalate"}
+    healthy = {n: r["selfheal"]["outcome"] for n, r in rows.items() if r["expected"] == "healthy"}
+    return {
+        "every_feasible_incident_healed": {
+            "value": feasible, "met": all(rows[n]["as_expected"] for n in feasible)},
+        "every_infeasible_incident_escalated_with_reason": {
+            "value": infeasible, "met": all(rows[n]["as_expected"] for n in infeasible)},
+        "every_healthy_deployment_left_alone": {
+            "value": healthy, "met": all(rows[n]["as_expected"] for n in healthy)},
+        f"fitness>={FITNESS_FRACTION}_of_best": {
+            "value": fractions,
+            "met": bool(fractions) and all(f is not None and f >= FITNESS_FRACTION for f in fractions.values())},
+        f"median_canaries_per_heal<={MEDIAN_CANARIES}": {
+            "value": median, "met": median is not None and median <= MEDIAN_CANARIES},
+        f"max_canaries_per_run<={MAX_CANARIES}": {
+            "value": max(every_run.values()) if every_run else None,
+            "met": all(c <= MAX_CANARIES for c in every_run.values())},
         "fewer_canaries_than_auto_tune_everywhere": {
             "value": {n: [r["selfheal"]["canaries"], min(r["auto_tune"]["canaries"], r["auto_tune"]["canaries_default_lists"])]
                       for n, r in promoted.items()},
             "met": bool(promoted) and all(r["fewer_canaries_than_auto_tune"] for r in promoted.values())},
     }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="3 points per axis, two scenarios")
+    parser.add_argument("--axis-points", type=int, help="grid values sampled per numeric axis (default 8)")
+    parser.add_argument("--scenario", action="append", help="only this bundled scenario (repeatable)")
+    parser.add_argument("--jobs", type=int, default=1, help="scenarios benchmarked in this many processes")
+    parser.add_argument("--outcomes-only", action="store_true",
+                        help="selfheal's outcome and canaries per scenario only (no exhaustive search, no auto_tune)")
+    args = parser.parse_args()
+    points = args.axis_points or (3 if args.quick else 8)
+    names = args.scenario or (["workstation-12gb-speech", "no-safe-fix"] if args.quick else bundled_scenarios())
+    if args.outcomes_only:
+        print(json.dumps({"scenarios": {name: outcome_only(name) for name in names}}, indent=2, default=str))
+        return
+    defaults = parse_settings("")
+    margin, max_changes = defaults.preflight.margin_gib, defaults.tournament.max_changes
+    jobs = [(name, points, margin, max_changes) for name in names]
+    start = time.perf_counter()
+    if args.jobs > 1:
+        with ProcessPoolExecutor(args.jobs) as pool:
+            rows = dict(pool.map(_bench_one, jobs))
+    else:
+        rows = dict(map(_bench_one, jobs))
+    promoted = sorted(n for n, r in rows.items() if r["selfheal"]["outcome"] == "promoted")
+    result = {
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "axis_points": points, "seconds": round(time.perf_counter() - start, 1), "scenarios": rows,
+        "not_tuned": {n: r["selfheal"]["outcome"] for n, r in rows.items() if n not in promoted},
+        "not_as_expected": {n: [r["expected"], r["selfheal"]["outcome"]] for n, r in rows.items() if not r["as_expected"]},
+        "promoted": promoted,
+    }
+    result["targets"] = targets(rows)
     print(json.dumps(result, indent=2, default=str))
 
 

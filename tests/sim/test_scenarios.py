@@ -31,7 +31,8 @@ EXPECTED = {
 
 
 def test_bundled_names():
-    assert bundled_scenarios() == sorted(EXPECTED)
+    # issue 15's scenarios are declared in test_scenarios_issue15.py, which checks every bundled name
+    assert set(EXPECTED) <= set(bundled_scenarios())
     for name in bundled_scenarios():
         s = load_scenario(name)
         assert s.name == name == Path(s.source).stem
