@@ -95,7 +95,7 @@ def from_vllm(name: str, settings: DeploymentSettings) -> DeploymentEdges:
             settings.command, settings.model, health_timeout_s=settings.health_timeout_s, env=settings.env or None,
             load=LoadSettings(requests=load.requests, max_concurrency=load.max_concurrency,
                               prompt_fraction=load.prompt_fraction, max_tokens=load.max_tokens,
-                              deadline_s=load.timeout_s))
+                              deadline_s=load.timeout_s, longest_prompt_tokens=load.longest_prompt_tokens))
     except CredentialError as exc:
         raise ConfigError(f"deployments.{name}.command: {exc}") from None
     check_fit(name, settings, settings.bounds(), settings.current_config())

@@ -73,7 +73,9 @@ class LoadPhaseSettings(_Strict):
 
     requests: int = Field(16, ge=1, le=10_000)
     max_concurrency: int = Field(8, ge=1, le=1024, description="never above the candidate's max_num_seqs")
-    prompt_fraction: float = Field(0.5, gt=0, le=1, description="longest prompt, as a fraction of max_model_len")
+    prompt_fraction: float = Field(1.0, gt=0, le=1, description="longest prompt, as a fraction of max_model_len")
+    longest_prompt_tokens: int | None = Field(None, ge=2, description="the longest prompt production serves, in tokens "
+                                              "(a candidate that refuses it fails); default: from prompt_fraction")
     max_tokens: int = Field(32, ge=1, le=4096)
     timeout_s: float = Field(120, gt=0, description="the whole load phase")
 
