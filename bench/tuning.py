@@ -257,7 +257,10 @@ def outcome_only(name: str) -> dict:
 def _bench_one(job) -> tuple[str, dict]:
     name, points, margin, max_changes = job
     with tempfile.TemporaryDirectory(prefix="selfheal-bench-") as tmp:
-        return name, bench_scenario(name, Path(tmp), points, margin, max_changes)
+        row = bench_scenario(name, Path(tmp), points, margin, max_changes)
+    # progress on stderr: the full run takes many minutes, its JSON comes at the end
+    print(f"{name}: {row['selfheal']['outcome']}, {row['seconds']} s", file=sys.stderr, flush=True)
+    return name, row
 
 
 def targets(rows: dict) -> dict:
