@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from selfheal.eventstore.store import Recorded, derived_id
 from selfheal.handlers.incidents import new_incident
+from selfheal.handlers.observer.accounting import read_start
 from selfheal.handlers.runtime import Activity, Emitted, Progress, Reactor
 from selfheal.projections.base import View
 from selfheal.schemas.events import (
@@ -89,7 +90,8 @@ class RunCanary(Activity):
                                 redact=view.store.redactor.text)
         completed = CanaryCompleted(run_id=e.run_id, candidate_id=e.candidate_id, canary_id=e.canary_id,
                                     backend=e.backend, simulated=e.simulated, measurements=outcome.measurements,
-                                    log_incident_id=incident.incident_id)
+                                    log_incident_id=incident.incident_id,
+                                    accounting=read_start(incident.raw_text))  # the predictor's facts (15.5)
         return [(f"incident-{incident.incident_id}", event.follow(incident, "canary-log", occurred_at=finished_at)),
                 (stream, event.follow(completed, self.name, occurred_at=finished_at))]
 

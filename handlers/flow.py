@@ -17,6 +17,7 @@ from selfheal.handlers.gate import Gate
 from selfheal.handlers.intents import RaiseIntent
 from selfheal.handlers.observe import ObserveIncident
 from selfheal.handlers.ports import DeploymentEdges
+from selfheal.handlers.predict import PredictCanary
 from selfheal.handlers.preflight import Preflight
 from selfheal.handlers.runtime import Activity, Handler
 from selfheal.handlers.scoring import ScoreCanary
@@ -25,7 +26,7 @@ from selfheal.schemas import events as ev
 from selfheal.schemas.config import Settings
 
 LOOP: tuple[type[Handler], ...] = (
-    ObserveIncident, RaiseIntent, Gate, Tournament, Preflight, StartCanary, RunCanary, ScoreCanary,
+    ObserveIncident, RaiseIntent, Gate, Tournament, Preflight, StartCanary, PredictCanary, RunCanary, ScoreCanary,
     CommitPromotion, WriteConfig, ReloadAndVerify, RollBackUnhealthy, RaiseAlert, DeliverAlert,
 )
 
@@ -54,6 +55,7 @@ TERMINAL: dict[type, str] = {
     ev.RunRefused: "the rate limit's answer, with the next allowed time",
     ev.RunFinished: "the run's outcome (history, rate limit)",
     ev.CanaryLaunched: "the canary's process, recorded while it runs, so a restart can reap it",
+    ev.CanaryPredicted: "the calibrated predictor's expectation, beside the canary's measurement",
     ev.CanaryOrphanReaped: "a process a crashed selfheal left behind, stopped",
     ev.PromotionNotCommitted: "simulated, or no config file: the promotion stays a proposal",
     ev.BaselineCommitted: "the new baseline version (its reload is requested beside it)",
@@ -73,6 +75,7 @@ def handlers(settings: Settings, deployments: dict[str, DeploymentEdges], mode: 
                                settings.observer.safety_buffer),
         Preflight: Preflight(deployments, settings.preflight.margin_gib),
         StartCanary: StartCanary(deployments),
+        PredictCanary: PredictCanary(deployments),
         RunCanary: RunCanary(deployments),
         ScoreCanary: ScoreCanary(settings.preflight.margin_gib),
         CommitPromotion: CommitPromotion(deployments),

@@ -145,7 +145,8 @@ class RaiseIntent(Reactor):
         raised = IntentRaised(intent_id=intent_id, deployment=obs.deployment, incident_id=obs.incident_id,
                               observation_id=obs.observation_id, kind=finding.kind, action=action,
                               fingerprint=fp, seed_fix=seed, current=current, environment=obs.environment,
-                              reason=reason, numbers=finding.numbers, dedupe_until=until)
+                              reason=reason, numbers=finding.numbers, dedupe_until=until,
+                              accounting=obs.accounting)
         stream = f"intent-{intent_id}"
         out = [(stream, event.follow(raised, "intent"))]
         if action == "alert":

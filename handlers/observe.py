@@ -10,6 +10,7 @@ import msgspec
 
 from selfheal.eventstore.store import Recorded, derived_id
 from selfheal.handlers.observer import rules
+from selfheal.handlers.observer.accounting import diagnose_and_account
 from selfheal.handlers.runtime import Emitted, Reactor
 from selfheal.projections.base import View
 from selfheal.schemas.events import IncidentCaptured, IncidentUnmatched, ObservationMade
@@ -60,8 +61,10 @@ class ObserveIncident(Reactor):
         baseline = view["baselines"].current(incident.deployment)
         current = baseline.config if baseline else (edges.current if edges else None)
         ruleset = self._ruleset(view)
-        diagnosis = ruleset.diagnose(incident.raw_text, current=current, bounds=edges.bounds if edges else None,
-                                     safety_buffer=self.safety_buffer)
+        # the start's memory figures too, in the same scan: the calibrated predictor's first fact,
+        # which the intent carries on (issue 15.5)
+        diagnosis, accounting = diagnose_and_account(ruleset, incident.raw_text, current,
+                                                     edges.bounds if edges else None, self.safety_buffer)
         stream = f"incident-{incident.incident_id}"
         if diagnosis.primary is None:
             out = IncidentUnmatched(incident_id=incident.incident_id, deployment=incident.deployment,
@@ -72,5 +75,6 @@ class ObserveIncident(Reactor):
             observation_id=derived_id(event.event_id, self.name), incident_id=incident.incident_id,
             deployment=incident.deployment, finding=_bounded(diagnosis.primary), others=others,
             environment=incident.context.get("environment", ""), canary_id=incident.source.canary_id,
+            accounting=accounting,
         )
         return [(stream, event.follow(out, self.name))]

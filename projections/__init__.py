@@ -10,6 +10,7 @@ from selfheal.projections.base import Projection, View, catch_up, rebuild as reb
 from selfheal.projections.baselines import BaselinesProjection
 from selfheal.projections.event_counts import EventCountsProjection
 from selfheal.projections.intents import IntentsProjection
+from selfheal.projections.predictions import PredictionsProjection
 from selfheal.projections.promotions import PromotionsProjection
 from selfheal.projections.rate_limit import RateLimitProjection
 from selfheal.projections.rulesets import RuleSetsProjection
@@ -19,7 +20,8 @@ from selfheal.projections.runs import RunsProjection
 def registered() -> list[Projection]:
     """Every projection selfheal maintains (handlers read them; `rebuild` rebuilds them)."""
     return [EventCountsProjection(), BaselinesProjection(), IntentsProjection(), RateLimitProjection(),
-            RunsProjection(), PromotionsProjection(), AlertsProjection(), RuleSetsProjection()]
+            RunsProjection(), PromotionsProjection(), AlertsProjection(), RuleSetsProjection(),
+            PredictionsProjection()]
 
 
 def rebuild(store: EventStore, *, as_of: int | None = None,

@@ -157,6 +157,9 @@ class ObservationMade(Event, frozen=True, kw_only=True):
     environment: str = ""
     #: set when the incident is a canary's own output: evidence for the run, not a new intent
     canary_id: str | None = None
+    #: the memory figures its last start attempt printed (observer/accounting.read_start): the
+    #: calibrated predictor's facts, kept as numbers so no projection holds the sealed text
+    accounting: dict[str, float] = {}
 
 
 class IncidentUnmatched(Event, frozen=True, kw_only=True):
@@ -187,6 +190,9 @@ class IntentRaised(Event, frozen=True, kw_only=True):
     #: until when a repeat of this failure folds into this intent (the dedupe window from its
     #: time); `heal --force` raises a new one sooner. None in intents recorded before it was kept
     dedupe_until: datetime | None = None
+    #: the failing start's memory figures (its ObservationMade's `accounting`): the calibrated
+    #: predictor's first fact (projections/predictions.py)
+    accounting: dict[str, float] = {}
 
 
 class RetryForced(Event, frozen=True, kw_only=True):
@@ -332,6 +338,33 @@ class CanaryCompleted(Event, frozen=True, kw_only=True):
     simulated: bool
     measurements: CanaryMeasurements
     log_incident_id: str | None = None
+    #: the memory figures the canary's log printed (observer/accounting.read_start of its
+    #: recorded log): the calibrated predictor's facts of this start
+    accounting: dict[str, float] = {}
+
+
+class CanaryPredicted(Event, frozen=True, kw_only=True):
+    """What the calibrated model (handlers/models/calibration.py) expected of a canary's
+    candidate, recorded before the canary runs, beside what it will measure (CanaryCompleted):
+    the KV cache in memory and tokens, the band it claimed, and whether the candidate starts.
+    Decided from earlier events only (handlers/predict.py), so a replay records the same."""
+
+    run_id: str
+    candidate_id: str
+    deployment: str
+    config: ServingConfig
+    kv_cache_tokens: int | None = None
+    low_tokens: int | None = None
+    high_tokens: int | None = None
+    available_kv_gib: float | None = None
+    #: relative half-width of the band, from the errors of earlier predictions of this deployment
+    band: float = 0.0
+    starts: bool | None = None
+    failure_kind: FailureKind | None = None
+    reason: str = ""
+    #: the incidents (production's failing start, earlier canaries' logs) it was calibrated from
+    calibrated_from: list[str] = []
+    model: str = ""
 
 
 class CandidateScored(Event, frozen=True, kw_only=True):
@@ -549,7 +582,7 @@ AnyEvent = Union[
     IncidentCaptured, IncidentForgotten, ObservationMade, IncidentUnmatched,
     IntentRaised, RetryForced, IntentDeduplicated, RunRequested, RunRefused, RunStarted, RunFinished, IntentArchived,
     CandidateProposed, PreflightPassed, PreflightRejected, CanaryStarted, CanaryLaunched, CanaryOrphanReaped,
-    CanaryCompleted,
+    CanaryCompleted, CanaryPredicted,
     CandidateScored, PromotionProposed, EscalationRaised,
     PromotionApproved, PromotionRejected, PromotionLapsed, PromotionNotCommitted,
     BaselineImported, BaselineCommitStarted, BaselineCommitted, ReloadRequested, VerificationFinished,
