@@ -21,6 +21,8 @@ def describe(r: Recorded) -> str:
     if t == "IncidentCaptured":
         lines = e.raw_text.count("\n") + 1
         return f"{e.deployment}: {lines} lines from {e.source.kind}" + (f" {e.source.path}" if e.source.path else "")
+    if t == "IncidentForgotten":
+        return f"incident {e.incident_id[:8]}'s text forgotten by {e.by}" + (f": {e.reason}" if e.reason else "")
     if t == "ObservationMade":
         f = e.finding
         nums = ", ".join(f"{k}={v:g}" for k, v in f.numbers.items())
@@ -58,6 +60,13 @@ def describe(r: Recorded) -> str:
         return f"pre-flight rejected: {e.reason}"
     if t == "CanaryStarted":
         return f"canary {e.canary_id[:8]} started ({e.backend}{', simulated' if e.simulated else ''})"
+    if t == "CanaryPredicted":
+        if e.kv_cache_tokens is None:
+            return f"predicted: nothing ({e.reason})" if e.reason else "predicted: nothing"
+        verdict = "starts" if e.starts else f"fails: {e.failure_kind}" if e.starts is False else "start unknown"
+        return (f"predicted: {e.kv_cache_tokens:,} KV tokens (band {e.low_tokens:,}-{e.high_tokens:,}), {verdict}"
+                if e.low_tokens is not None and e.high_tokens is not None
+                else f"predicted: {e.kv_cache_tokens:,} KV tokens, {verdict}")
     if t == "CanaryCompleted":
         m = e.measurements
         if not m.started or not m.passed_load:
