@@ -14,17 +14,21 @@ from selfheal.schemas.actuators import ActuatorBounds
 from selfheal.schemas.failures import FailureKind
 from selfheal.schemas.serving import ServingConfig
 
-#: the actuators worth searching for each failure kind, most relevant first
+#: the actuators worth searching for each failure kind, most relevant first. No KV memory at
+#: all: more utilization usually leaves too little for one max_model_len request (F5), so the
+#: context comes with it. A KV cache too small for the admitted load: the batch budget sets how
+#: many steps a prompt's prefill takes, i.e. how long each request holds its KV blocks
 RELEVANT: dict[FailureKind, tuple[str, ...]] = {
     "startup_free_memory_below_utilization": ("gpu_memory_utilization", "max_model_len", "max_num_seqs"),
-    "no_kv_cache_memory": ("gpu_memory_utilization", "max_num_seqs", "max_num_batched_tokens", "enforce_eager"),
+    "no_kv_cache_memory": ("gpu_memory_utilization", "max_num_seqs", "max_num_batched_tokens", "max_model_len",
+                           "enforce_eager"),
     "max_model_len_exceeds_kv_cache": ("max_model_len", "gpu_memory_utilization", "enforce_eager"),
     "cuda_oom_allocation": ("max_num_seqs", "gpu_memory_utilization", "max_num_batched_tokens"),
     "cuda_graph_oom": ("enforce_eager", "gpu_memory_utilization", "max_num_seqs"),
     "batched_tokens_below_model_len": ("max_num_batched_tokens", "max_model_len"),
     "other_config_error": ("max_model_len", "max_num_batched_tokens", "max_num_seqs"),
-    "preemption_storm": ("max_num_seqs", "gpu_memory_utilization", "max_model_len"),
-    "kv_cache_pressure": ("max_num_seqs", "gpu_memory_utilization", "max_model_len"),
+    "preemption_storm": ("max_num_seqs", "gpu_memory_utilization", "max_model_len", "max_num_batched_tokens"),
+    "kv_cache_pressure": ("max_num_seqs", "gpu_memory_utilization", "max_model_len", "max_num_batched_tokens"),
     "queue_growth": ("max_num_seqs", "max_num_batched_tokens", "gpu_memory_utilization"),
     "cotenant_oom": ("gpu_memory_utilization", "max_model_len", "max_num_seqs"),
 }

@@ -97,10 +97,7 @@ WITNESS = {
 
 #: misses of the targets whose cause lies outside the scenario (each says where); strict, so
 #: the test fails the day the gap is closed and the entry must go
-KNOWN_MISSES = {
-    "rtx4090-qwen32b-awq-f4": "handlers/models/search.py: no_kv_cache_memory's actuators leave out max_model_len, "
-                              "so after the seed fails no config that also shortens the context is predicted",
-}
+KNOWN_MISSES: dict[str, str] = {}
 
 #: the fittest config within selfheal's two changes that `bench/tuning.py` found for each
 #: scenario that heals (its best_within_2_changes; the exhaustive best may change more)
@@ -138,11 +135,7 @@ BEST_OF_TWO = {
 }
 
 #: promoted fitness below 0.95 of BEST_OF_TWO, and why
-FITNESS_MISSES = {
-    "rtx4090-qwen32b-awq-f4": "escalated: see KNOWN_MISSES",
-    "tp4-l40s-qwen72b-preemption": "handlers/models/search.py: preemption_storm's actuators leave out "
-                                   "max_num_batched_tokens, which sets how long a prompt holds its KV blocks",
-}
+FITNESS_MISSES: dict[str, str] = {}
 
 NEW = sorted(set(DECLARED) - {"a-llama8b-24gb", "b-qwen7b-16gb", "c-mistral7b-shared-24gb",
                                "d-llama70b-awq-tp2-a6000", "d-llama70b-awq-tp2-l40s", "no-safe-fix",
