@@ -43,8 +43,10 @@ def expand_pattern(source: str) -> str:
             ends = after in ("", " ", ")", "'") or source[i + 1:i + 4] == "(?:"  # a sentence, then maybe more
             if ch in ".()" and after not in _QUANTIFIERS and (ch != "." or ends):
                 # a paste that lost the period or a parenthesis still matches; a lost ")" only
-                # where no word goes on (so "(0.5)" is not read as "(0")
-                out[-1] = r"(?:\)|(?![\w.]))" if ch == ")" else "\\" + ch + "?"  # out[-1] was the "\\"
+                # where no word goes on (so "(0.5)" is not read as "(0"), a lost "(" only where no
+                # word came before (else a class before it that takes digits, `[^\s()]+\(?\d+`,
+                # tries every split of a long number: quadratic on a hostile 5,000-digit one)
+                out[-1] = {")": r"(?:\)|(?![\w.]))", "(": r"(?:\(|(?<![\w.]))"}.get(ch, "\\" + ch + "?")
                 continue
         elif ch == "\\":
             escaped = True

@@ -4,6 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import msgspec
+import re
+
 import pytest
 
 from selfheal.handlers.observer import Diagnosis, Finding, builtin_ruleset, diagnose
@@ -49,6 +51,17 @@ def test_failure_rules_name_known_kinds_and_fixes():
 def test_space_means_optional_whitespace_outside_classes_only():
     assert expand_pattern(r"a b[ x]c\ d") == r"a\s*b[ x]c\ d"
     assert expand_pattern("{int} {size}").startswith(r"(?:\d{1,3}")
+
+
+def test_a_lost_parenthesis_is_tolerated_only_at_a_word_s_edge():
+    # "(9.8/11.6 GiB)" pasted as "9.8/11.6 GiB" still matches; a "(" lost right after a word is
+    # not taken as lost, so a class before it cannot try every split of a long number (the
+    # hostile 5,000-digit device name of tests/reliability/hostile.py)
+    regex = re.compile(expand_pattern(r"device (?:[^\s()]+ )?\((?P<free>{num})/(?P<total>{num}) GiB\)"))
+    assert regex.search("device cuda:0 (9.8/11.6 GiB)")["free"] == "9.8"
+    assert regex.search("device cuda:0 9.8/11.6 GiB")["free"] == "9.8"
+    assert regex.search("device 9.8/11.6 GiB, then")["total"] == "11.6"
+    assert regex.search("device gpu09.8/11.6 GiB") is None      # "(" lost right after a word: not read
 
 
 @pytest.mark.parametrize("change, message", [
