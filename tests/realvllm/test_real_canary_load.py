@@ -1,6 +1,6 @@
 """A real vLLM server's load phase judged as production's /metrics watcher judges it (issue 15.4):
-with its KV cache sized explicitly small, eight sequences at once keep it full (vLLM 0.32 queues
-what does not fit, and preempts now and then), and the canary fails with the watcher's line; one
+with its KV cache sized explicitly small, eight sequences at once outgrow it (vLLM 0.32 queues
+what does not fit and preempts what no longer fits), and the canary fails with the watcher's line; one
 sequence at a time holds the watcher's thresholds under the same load. Both measure headroom for real (the CPU worker's request against the host's memory), so a
 passing canary's fitness is no longer cut to a tenth."""
 from __future__ import annotations
@@ -24,8 +24,10 @@ pytestmark = pytest.mark.realvllm
 KV = ("--kv-cache-memory-bytes", "1048576")     # 1 MiB: 1024 KV tokens of the tiny model (8 blocks of 128)
 STORM = ServingConfig(gpu_memory_utilization=0.15, max_model_len=768, max_num_seqs=8, max_num_batched_tokens=2048,
                       enforce_eager=True)
-# long prompts up to 768 - 64 - 8 = 696 tokens, short ones of 43: eight at once need far more than 1024 tokens
-LOAD = LoadSettings(requests=16, max_concurrency=8, max_tokens=64, scrape_period_s=0.1)
+# long prompts up to 768 - 256 - 8 = 504 tokens, short ones of 31, each growing by 256 tokens: eight at once
+# need far more than 1024 tokens, so vLLM preempts (6 preemptions in 4.8 s here; with 64-token answers the
+# cache only filled now and then, and the watcher's verdict on it was a coin toss)
+LOAD = LoadSettings(requests=16, max_concurrency=8, max_tokens=256, scrape_period_s=0.1)
 
 
 def _shown(m) -> str:
@@ -43,14 +45,15 @@ def test_a_full_kv_cache_fails_as_production_would_and_one_sequence_holds_the_th
     m = storm.measurements
     print(f"\nmax_num_seqs 8: {_shown(m)}\n  timeline: {backend.last_run.timeline}")
     assert m.started and m.kv_cache_tokens == 1024, storm.log_text[-2000:]
-    assert (m.prompt_tokens_min, m.prompt_tokens_max) == (43, 696)
-    # measured on this tier: 2 running, 6 waiting, the cache at 1.0 most of the load (a preemption on some runs,
-    # which the watcher reports first): whichever line it gives is the failure, and the observer reads it
+    assert (m.prompt_tokens_min, m.prompt_tokens_max) == (31, 504)
+    # measured on this tier: preemptions while 7 wait (the watcher reports them first; a full cache where they
+    # do not come): whichever line it gives is the failure, and the observer reads it
     assert not m.passed_load and m.failure_stage == "load" and m.failure_kind in ("kv_cache_pressure",
                                                                                   "preemption_storm")
-    assert m.failure_kind == symptom_kind(m.metrics_symptoms[0]) and m.excerpt == m.metrics_symptoms[0]
-    # how many scrapes land while the cache is full depends on timing (0.3 on one run here): some do
-    assert m.peak_kv_usage == 1.0 and m.kv_full_share > 0 and m.peak_waiting >= 1
+    # the watcher's first line names a symptom; where vLLM's own lines name the failure too (preemption
+    # warnings, full-cache stats), the backend's kind is the observer's reading of the log
+    assert m.metrics_symptoms and symptom_kind(m.metrics_symptoms[0]) in ("kv_cache_pressure", "preemption_storm")
+    assert (m.preemptions > 0 or m.peak_kv_usage == 1.0) and m.peak_waiting >= 1
     assert diagnose(storm.log_text, current=STORM).primary.kind == m.failure_kind
     assert m.gpu_headroom_gib > 0 and "explicit KV space" in m.headroom_source
 
