@@ -6,16 +6,9 @@ it, keeping `margin` back for vLLM's own CUDA context and for jitter. The read i
 activity (CandidateProposed is its request); its snapshot goes into the event with the
 decision, a pure function of it (`check`), so replay answers from the recorded snapshot.
 
-No blind runs (issue 15.6). An inventory that cannot be read (no NVML, no driver) would refuse
-every candidate of the run for the same reason, each one a proposal, a read and a rejection
-spent on nothing. So the first such rejection ends the run at once: the escalation carries the
-reason, and the run finishes marked `inventory_unavailable`, which the rate limit counts
-neither as a run nor as a failure (projections/rate_limit.py): nothing was tried, so nothing
-about the deployment's configuration was learnt, and the person who installs NVML may heal at
-once. The ending is recorded here, beside the reading that decides it, as the rejection is:
-`end_blind` is a pure function of the rejection and the run, so replay (which reads the recorded
-snapshot, or none) ends it the same way. A deployment removed from the config while its run
-was open is not this case: the tournament closes that run.
+An inventory that cannot be read is a rejection marked `inventory_unavailable`: the tournament
+ends the run on it (no blind runs, issue 15.6). A deployment removed from the config while its
+run was open is not that case: the tournament closes that run too, with its own reason.
 """
 from __future__ import annotations
 
@@ -23,12 +16,7 @@ from selfheal.eventstore.store import Recorded
 from selfheal.handlers.ports import InventoryUnavailable
 from selfheal.handlers.runtime import Activity, Emitted, Progress
 from selfheal.projections.base import View
-from selfheal.projections.intents import retry_hint
-from selfheal.projections.runs import RunSummary
-from selfheal.schemas.events import (
-    CandidateEvidence, CandidateProposed, EscalationRaised, IntentArchived, PreflightPassed, PreflightRejected,
-    RunFinished,
-)
+from selfheal.schemas.events import CandidateProposed, PreflightPassed, PreflightRejected
 
 GIB = 1 << 30
 
@@ -50,41 +38,14 @@ def check(snapshot, utilization: float, margin_bytes: int) -> tuple[bool, int, i
         f"{margin_bytes / GIB:.2f} GiB is kept as margin")
 
 
-def end_blind(event: Recorded, run: RunSummary | None, rejected: PreflightRejected, view: View) -> list:
-    """The run's end when its inventory cannot be read: escalated with the reason, finished
-    without counting against the rate limit, its intent archived. Nothing when the run is
-    unknown or already over (a repeat of the request after a crash)."""
-    if run is None or run.status != "running":
-        return []
-    proposed = event.event
-    tried = [CandidateEvidence(candidate_id=c.candidate_id, config=c.config, outcome=c.outcome,
-                               failure_kind=c.canary.failure_kind if c.canary else None, fitness=c.fitness)
-             for c in run.candidates if c.candidate_id != proposed.candidate_id]
-    tried.append(CandidateEvidence(candidate_id=proposed.candidate_id, config=proposed.config,
-                                   outcome="rejected in pre-flight"))
-    reason = (f"pre-flight cannot read the GPU inventory, so no candidate can be checked; the run ends "
-              f"without trying the others (not counted by the rate limit): {rejected.reason}")
-    stream, intent_stream = f"run-{run.run_id}", f"intent-{run.intent_id}"
-    intent = view["intents"].by_id.get(run.intent_id)
-    retry = retry_hint(run.intent_id, intent.dedupe_until if intent else None)
-    escalation = EscalationRaised(run_id=run.run_id, intent_id=run.intent_id, deployment=run.deployment,
-                                  reason=reason, candidates=tried, retry=f"once the inventory reads: {retry}")
-    finished = RunFinished(run_id=run.run_id, deployment=run.deployment, outcome="escalated", succeeded=False,
-                           canaries=run.canaries, inventory_unavailable=True)
-    archived = IntentArchived(intent_id=run.intent_id, deployment=run.deployment, outcome="escalated",
-                              run_id=run.run_id)
-    return [(stream, event.follow(escalation, "escalation")), (stream, event.follow(finished, "finished")),
-            (intent_stream, event.follow(archived, "archived"))]
-
-
 class Preflight(Activity):
-    """Reads the GPU inventory and rejects a candidate that cannot fit now (the snapshot goes into the event); an unreadable inventory ends the run."""
+    """Reads the GPU inventory and rejects a candidate that cannot fit now; the snapshot goes into the event."""
 
     name = "preflight"
     port = "inventory"
     replayable = True
     subscribes_to = (CandidateProposed,)
-    emits = (PreflightPassed, PreflightRejected, EscalationRaised, RunFinished, IntentArchived)
+    emits = (PreflightPassed, PreflightRejected)
 
     def __init__(self, deployments: dict, margin_gib: float):
         self.deployments = deployments
@@ -107,8 +68,7 @@ class Preflight(Activity):
             rejected = PreflightRejected(run_id=e.run_id, candidate_id=e.candidate_id, reason=str(exc),
                                          required_bytes=0, free_bytes=0, margin_bytes=self.margin, snapshot=[],
                                          inventory_unavailable=True)
-            return [(stream, event.follow(rejected, self.name)),
-                    *end_blind(event, view["runs"].by_id.get(e.run_id), rejected, view)]
+            return [(stream, event.follow(rejected, self.name))]
         fits, required, free, reason = check(snapshot, e.config.gpu_memory_utilization, self.margin)
         cls = PreflightPassed if fits else PreflightRejected
         extra = {} if fits else {"reason": reason}

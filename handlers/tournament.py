@@ -31,6 +31,7 @@ from selfheal.handlers.observe import load_ruleset
 from selfheal.handlers.models.search import REFINE_MARGIN, climb, neighbourhood, relevant_actuators
 from selfheal.handlers.runtime import Emitted, Reactor
 from selfheal.projections.base import View
+from selfheal.projections.intents import retry_hint
 from selfheal.projections.runs import CandidateSummary, RunSummary
 from selfheal.schemas.events import (
     CandidateEvidence, CandidateProposed, CandidateScored, EscalationRaised, IntentArchived, PreflightRejected,
@@ -50,7 +51,7 @@ def evidence_hash(run: RunSummary) -> str:
 
 
 class Tournament(Reactor):
-    """The seed first, then the best predicted untried config (at most one refinement after a passing seed); promote the fittest or escalate."""
+    """The seed first, then the best predicted untried config (at most one refinement after a passing seed); promote the fittest or escalate; a rejection for an unreadable inventory ends the run."""
 
     name = "tournament"
     subscribes_to = (RunStarted, PreflightRejected, CandidateScored)
@@ -74,6 +75,8 @@ class Tournament(Reactor):
             # that it neither fails every `run` nor holds the deployment's rate limit forever
             return self._escalate(event, run, view, f"deployment {run.deployment!r} is no longer configured; "
                                                     "the run is closed without a promotion")
+        if event.type == "PreflightRejected" and e.inventory_unavailable:
+            return self._end_blind(event, run, view, e.reason)
         if event.type == "RunStarted":
             intent = view["intents"].by_id[e.intent_id]
             seed = run.current.changed(**intent.seed_fix)
@@ -257,21 +260,36 @@ class Tournament(Reactor):
                                    fitness, lambda: spent)
         return best, best_fitness, spent
 
-    def _finish(self, event: Recorded, run: RunSummary, outcome: str) -> list:
+    def _finish(self, event: Recorded, run: RunSummary, outcome: str, inventory_unavailable: bool = False) -> list:
         canaries = run.canaries
         finished = RunFinished(run_id=run.run_id, deployment=run.deployment, outcome=outcome,
-                               succeeded=outcome == "promoted", canaries=canaries)
+                               succeeded=outcome == "promoted", canaries=canaries,
+                               inventory_unavailable=inventory_unavailable)
         archived = IntentArchived(intent_id=run.intent_id, deployment=run.deployment, outcome=outcome,
                                   run_id=run.run_id)
         return [(f"run-{run.run_id}", event.follow(finished, "finished")),
                 (f"intent-{run.intent_id}", event.follow(archived, "archived"))]
 
-    def _escalate(self, event: Recorded, run: RunSummary, view: View, reason: str) -> Emitted:
+    def _escalate(self, event: Recorded, run: RunSummary, view: View, reason: str, retry: str = "",
+                  inventory_unavailable: bool = False) -> Emitted:
         failures = "; ".join(f"{c.candidate_id[:8]} {c.outcome}" for c in run.candidates)
         full = f"{reason} ({len(run.candidates)} candidates: {failures})" if run.candidates else reason
         escalation = EscalationRaised(run_id=run.run_id, intent_id=run.intent_id, deployment=run.deployment,
-                                      reason=full, candidates=evidence(run))
-        return [(f"run-{run.run_id}", event.follow(escalation, "escalation"))] + self._finish(event, run, "escalated")
+                                      reason=full, candidates=evidence(run), retry=retry)
+        return ([(f"run-{run.run_id}", event.follow(escalation, "escalation"))]
+                + self._finish(event, run, "escalated", inventory_unavailable))
+
+    def _end_blind(self, event: Recorded, run: RunSummary, view: View, why: str) -> Emitted:
+        """No blind runs (issue 15.6): an inventory that cannot be read (no NVML, no driver) would
+        refuse every candidate for the same reason, so its first rejection ends the run, marked so
+        that the rate limit counts it neither as a run nor as a failure (projections/rate_limit.py):
+        nothing was tried, and the person who installs NVML may heal at once."""
+        intent = view["intents"].by_id.get(run.intent_id)
+        retry = retry_hint(run.intent_id, intent.dedupe_until if intent else None)
+        reason = ("pre-flight cannot read the GPU inventory, so no candidate can be checked; the run ends "
+                  f"without trying the others (not counted by the rate limit): {why}")
+        return self._escalate(event, run, view, reason, retry=f"once the inventory reads: {retry}",
+                              inventory_unavailable=True)
 
     def _promote(self, event: Recorded, run: RunSummary, winner: CandidateSummary) -> Emitted:
         promotion_id = derived_id(run.run_id, "promotion")

@@ -12,6 +12,7 @@ from selfheal.eventstore import open_store
 from selfheal.handlers import loop
 from selfheal.handlers.ports import InventoryUnavailable
 from selfheal.handlers.preflight import Preflight
+from selfheal.handlers.tournament import Tournament
 from selfheal.projections.rate_limit import decide
 from selfheal.schemas.config import RateLimitSettings, parse_settings
 from selfheal.schemas.events import CandidateProposed, IncidentSource, IntentRaised, RunStarted
@@ -36,12 +37,22 @@ def proposed_run() -> list[tuple]:
     return [("intent-i1", raised), ("run-r1", start), ("run-r1", candidate)]
 
 
-def test_an_unreadable_inventory_ends_the_run_with_the_reason():
-    then = Given(*proposed_run()).when(Preflight(deployment(inventory=Inventory(unavailable=NVML_MISSING)), 0.5))
-    assert then.types == ["PreflightRejected", "EscalationRaised", "RunFinished", "IntentArchived"]
-    assert then.streams == ["run-r1", "run-r1", "run-r1", "intent-i1"]
-    rejected, escalation, finished, archived = then.events
+def _rejected_blind() -> Given:
+    given = Given(*proposed_run())
+    then = given.when(Preflight(deployment(inventory=Inventory(unavailable=NVML_MISSING)), 0.5))
+    assert then.types == ["PreflightRejected"] and then.streams == ["run-r1"]
+    rejected = then.events[0]
     assert rejected.inventory_unavailable and NVML_MISSING in rejected.reason
+    then.record()
+    return given
+
+
+def test_an_unreadable_inventory_ends_the_run_with_the_reason():
+    # pre-flight records the rejection, marked; the tournament, which ends runs, ends this one on it
+    then = _rejected_blind().when(Tournament(deployment(), max_candidates=5, max_changes=2))
+    assert then.types == ["EscalationRaised", "RunFinished", "IntentArchived"]
+    assert then.streams == ["run-r1", "run-r1", "intent-i1"]
+    escalation, finished, archived = then.events
     assert escalation.reason.startswith("pre-flight cannot read the GPU inventory, so no candidate can be checked")
     assert NVML_MISSING in escalation.reason and (escalation.run_id, escalation.intent_id) == ("r1", "i1")
     assert [(c.candidate_id, c.outcome) for c in escalation.candidates] == [("c1", "rejected in pre-flight")]
@@ -65,12 +76,12 @@ def test_a_deployment_removed_from_the_config_is_left_to_the_tournament():
 
 
 def test_a_run_already_over_is_not_ended_twice():
-    given = Given(*proposed_run())
-    given.when(Preflight(deployment(inventory=Inventory(unavailable=NVML_MISSING)), 0.5)).record()
-    # the request offered again (a runner that crashed after the commit): only the rejection
-    again = given.when(Preflight(deployment(inventory=Inventory(unavailable=NVML_MISSING)), 0.5),
-                       given.events("CandidateProposed")[0])
-    assert again.types == ["PreflightRejected"]
+    given = _rejected_blind()
+    tournament = Tournament(deployment(), max_candidates=5, max_changes=2)
+    given.when(tournament).record()
+    # the rejection offered again (a runner that crashed after the commit): nothing more
+    again = given.when(tournament, given.events("PreflightRejected")[0])
+    assert again.types == []
 
 
 class Blind:
@@ -111,8 +122,8 @@ def test_the_loop_spends_one_candidate_and_the_fixed_host_heals_at_once(tmp_path
 
 def test_decide_allows_a_run_at_once_after_a_blind_one():
     limits = RateLimitSettings()
-    given = Given(*proposed_run())
-    given.when(Preflight(deployment(inventory=Inventory(unavailable=NVML_MISSING)), 0.5)).record()
+    given = _rejected_blind()
+    given.when(Tournament(deployment(), max_candidates=5, max_changes=2)).record()
     budget = given.view()["rate_limit"].budget(DEPLOYMENT)
     assert budget.run_starts == [] and budget.open_runs == [] and budget.consecutive_failures == 0
     assert decide(budget, limits, T0).allowed
