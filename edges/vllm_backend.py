@@ -63,7 +63,7 @@ from selfheal.handlers.ports import CanaryOutcome, Launch
 from selfheal.edges import credentials
 from selfheal.edges.metrics_watch import MetricsWatch
 from selfheal.edges.processes import Child, PeakRss, free_loopback_port, spawn
-from selfheal.edges.sim.metrics import symptom_kind
+from selfheal.edges.sim.metrics import SYMPTOM_KINDS, symptom_kind
 from selfheal.edges.vllm_http import one_request as _one_request, plain_request as _http
 from selfheal.edges.vllm_measure import (  # noqa: F401  (parse_metrics ... are this module's API too)
     LoadWatch, compile_cache_state, host_available_gib, parse_metrics, percentile, read_capacity, read_headroom,
@@ -414,8 +414,11 @@ class VllmCanaryBackend:
         primary = diagnose(log_text, current=config).primary
         kind = primary.kind if primary else ("preemption_storm" if storm and not load.failed else "load_errors")
         if d.symptoms and not load.failed and not load.server_died and not storm:
-            # the requests all came back: what fails the candidate is production's symptom itself
-            kind, primary = symptom_kind(d.symptoms[0]) or kind, None
+            # the requests all came back: what fails the candidate is production's symptom itself, unless
+            # the observer reads a runtime failure of its own in the log (vLLM's preemption warnings beside
+            # the watcher's KV line): the canary's incident is that reading, so the kind must be too
+            if primary is None or primary.kind not in SYMPTOM_KINDS.values():
+                kind, primary = symptom_kind(d.symptoms[0]) or kind, None
         elif primary is None and load.failed and load.refused == load.failed and not load.server_died:
             kind = "requests_rejected"   # every failure a refusal (too long): production's refusal symptom
         excerpt = "\n".join(primary.evidence) if primary else "\n".join(problems)
