@@ -162,7 +162,9 @@ def _read(text: str, source: str) -> tuple[_Header, list[RuleSpec]]:
                        if spec.fix or spec.derived else "")
             if problem:
                 raise RuleFileError(source, where.find(i, ["fix_like"]), where.label(i, spec.id), problem, i + 1)
-            spec = msgspec.structs.replace(spec, derived=base.derived, fix=base.fix)
+            # its refinements too, unless it has its own: a wording of the same failure is re-read
+            # by the same phase (an OOM's head cut off is still raised during capture)
+            spec = msgspec.structs.replace(spec, derived=base.derived, fix=base.fix, refine=spec.refine or base.refine)
         first_line[spec.id] = where.find(i, ["id"])
         specs.append(spec)
     return header, specs

@@ -130,10 +130,29 @@ CASES = [
      "prompt (3622 tokens) is too long and exceeds limit of 2560",
      "vllm.log.prompt_over_batched_tokens", "batched_tokens_below_model_len", "inferred",
      {"max_num_batched_tokens": 2560}, ("max_num_batched_tokens", "increase")),
+    ("V0 0.1's default token budget, no config line", "WARNING 07-12 15:03:35 scheduler.py:194] Input "
+     "prompt (3622 tokens) is too long and exceeds limit of 2560",
+     "vllm.log.prompt_over_batched_tokens", "batched_tokens_below_model_len", "inferred",
+     {"max_num_batched_tokens": 2560}, ("max_num_batched_tokens", "increase")),
+    # PyTorch's OOM quoted from its second sentence on, reflowed: the body names it; in capture, the graphs
+    ("torch OOM, its head cut off", "    Tried to allocate 136.00 MiB. GPU 0 has a total capacity of 22.36 GiB of\n"
+     "    which 120.88 MiB is free.", "torch.cuda_oom_body", "cuda_oom_allocation", "stated",
+     {"tried_to_allocate_mib": 136.0, "gpu_total_gib": 22.36}, ("gpu_memory_utilization", "decrease")),
+    ("torch OOM, its head cut off, during capture", H + "Capturing the model for CUDA graphs.\nTried to allocate 2.00 "
+     "GiB. GPU 0 has a total capacity of 79.1 GiB of which 1.2 GiB is free.", "torch.cuda_oom_body", "cuda_graph_oom",
+     "stated", {"tried_to_allocate_mib": 2048.0}, ("enforce_eager", "enable")),
     ("V0 prompt limit, again and again", "\n".join("WARNING 07-12 15:03:3{s} scheduler.py:194] Input prompt (5{s}00 "
                                                   "tokens) is too long and exceeds limit of 4096".format(s=s)
                                                   for s in (1, 2, 3)),
      "vllm.log.prompt_over_limit", "requests_rejected", "stated", {"prompt_limit": 4096}, ("max_model_len", "increase")),
+    # a two-way raise with no budget before it: the likelier raise, and the remedy both share
+    ("V1 KV check frame, no budget printed", "\n".join(KV_CHECK[1:]), "vllm.frame.kv_check_unknown_budget",
+     "max_model_len_exceeds_kv_cache", "inferred", {}, ("gpu_memory_utilization", "increase")),
+    # V0's Ray worker: the cache check failed after a positive block count (its message cut)
+    ("V0 initialize_cache failed after 378 blocks", H + "# GPU blocks: 378, # CPU blocks: 1638\n(RayWorkerWrapper pid=9) "
+     "ERROR 06-28 06:11:45 worker_base.py:145] Error executing method initialize_cache. This might cause deadlock in "
+     "distributed execution.", "vllm.acct.cache_init_failed", "max_model_len_exceeds_kv_cache", "inferred",
+     {"num_blocks": 378}, ("max_model_len", "decrease")),
 ]
 
 
@@ -164,7 +183,6 @@ SILENT = [
     "\n".join(CAPTURE + [V1 + "Graph capturing finished in 12 secs, took 0.45 GiB"]),
     "\n".join(CAPTURE + ["(EngineCore_DP0 pid=563) INFO 12-23 23:34:40 [custom_all_reduce.py:211] Registering 4 "
                           "cuda graph addresses"]),                      # all-reduce after capture
-    "\n".join(KV_CHECK[1:]),                                    # a two-way raise, nothing says which
     "\n".join(KV_CHECK[:3] + [W + "    return check(spec)"]).format(kv=4.0),   # the frame, no raise
     "\n".join([W + '  File "/srv/app/quota.py", line 9, in request_memory', W + "    raise ValueError("]),  # not vLLM
 ]

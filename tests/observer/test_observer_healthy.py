@@ -79,7 +79,8 @@ HEALTHY = [
     # failure (see the rules.py docstring)
     "WARNING 05-01 10:00:00 scheduler.py:1089] Input prompt (9000 tokens) is too long and exceeds the capacity "
     "of block_manager",
-    "WARNING 01-24 10:02:20 scheduler.py:170] Input prompt (3000 tokens) is too long and exceeds limit of 2560",
+    # (a limit of 2560 is vLLM 0.1's token budget, a config failure: test_log_inference.py)
+    "WARNING 01-24 10:02:20 scheduler.py:170] Input prompt (5000 tokens) is too long and exceeds limit of 4096",
     # the word "error" and "out of memory" in ordinary text
     "INFO 11-24 06:55:08 [core.py:76] Initializing a V1 LLM engine (v0.10.2) with config: enforce_eager=False",
     "(APIServer pid=99) INFO:     127.0.0.1:51234 - \"POST /v1/chat/completions HTTP/1.1\" 400 Bad Request",
