@@ -15,6 +15,9 @@ from datetime import timedelta
 
 from selfheal.eventstore.store import Recorded, derived_id
 from selfheal.handlers.models.directed import deployment_kv_size, inside_bounds, powerless
+from selfheal.handlers.models.calibration import StartFacts
+from selfheal.handlers.ports import NoPredictor
+from selfheal.handlers.predict import CalibratedPredictor
 from selfheal.handlers.runtime import Emitted, Reactor
 from selfheal.projections.base import View
 from selfheal.projections.intents import future_dated, retry_hint
@@ -97,6 +100,16 @@ class RaiseIntent(Reactor):
         self.window = timedelta(minutes=window_minutes)
         self.max_changes = max_changes
 
+    @staticmethod
+    def _predictor(edges, obs, current: ServingConfig, view: View):
+        """The deployment's predictor (the simulator's for a sim deployment); a real deployment has
+        none, and gets the one calibrated from what vLLM printed in this failure and its earlier
+        canaries (issue 15.5), as the tournament does."""
+        if not isinstance(edges.predictor, NoPredictor) or "predictions" not in view.states:
+            return edges.predictor
+        production = StartFacts(source=obs.incident_id, config=current, numbers=dict(obs.accounting))
+        return CalibratedPredictor.for_failure(view, obs.deployment, obs.environment, production)
+
     def react(self, event: Recorded, view: View) -> Emitted:
         obs = event.event
         if obs.canary_id is not None:
@@ -131,8 +144,9 @@ class RaiseIntent(Reactor):
                                           self.max_changes, lost)
             if config is None:
                 # search inside the bounds before escalating (issue 15.1): never a value outside them
+                predictor = self._predictor(edges, obs, current, view)
                 found, why = inside_bounds(current, finding.fix, finding.fix_direction, finding.kind, edges.bounds,
-                                           self.max_changes, lambda c: edges.predictor.predict(c, current), lost)
+                                           self.max_changes, lambda c: predictor.predict(c, current), lost)
                 reason = "seed fix outside the bounds: " + "; ".join(problems) + "; " + why
                 action, seed = ("alert", {}) if found is None else ("tune", found)
             else:

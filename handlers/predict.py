@@ -21,10 +21,14 @@ from selfheal.schemas.events import CanaryPredicted, CanaryStarted
 from selfheal.schemas.serving import ServingConfig
 
 
+def _facts(starts) -> list[StartFacts]:
+    return [StartFacts(source=s.incident_id, config=s.config, numbers=dict(s.numbers),
+                       measured_tokens=s.measured_tokens) for s in starts if s.config is not None]
+
+
 def calibration_facts(state: PredictionsState, run_id: str) -> list[StartFacts]:
     """The starts a prediction in `run_id` is calibrated from (their figures: the observer's `accounting`)."""
-    return [StartFacts(source=s.incident_id, config=s.config, numbers=dict(s.numbers),
-                       measured_tokens=s.measured_tokens) for s in state.starts(run_id) if s.config is not None]
+    return _facts(state.starts(run_id))
 
 
 class PredictCanary(Reactor):
@@ -77,6 +81,15 @@ class CalibratedPredictor:
             return cls(Calibration())
         return cls(calibrate(calibration_facts(state, run_id), facts.device_total_gib),
                    state.errors(facts.deployment, facts.environment))
+
+    @classmethod
+    def for_failure(cls, view: View, deployment: str, environment: str, production: StartFacts
+                    ) -> "CalibratedPredictor":
+        """Before its run starts (the intent deciding on a seed): the failing start the observer
+        just read, then this deployment's canaries in this environment, as a run would see them."""
+        state: PredictionsState = view["predictions"]
+        canaries = _facts(state.canaries.get(f"{deployment}/{environment}", []))
+        return cls(calibrate([production, *canaries]), state.errors(deployment, environment))
 
     @property
     def key(self) -> tuple:

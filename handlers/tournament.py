@@ -15,6 +15,13 @@ ranked, and if its best beats the seed's predicted fitness by `REFINE_MARGIN`, t
 config gets a canary too. The run then promotes whichever of the two passed with the
 higher measured fitness; a refinement rejected in pre-flight or failing its canary leaves
 the seed to be promoted.
+
+A real deployment has no predictor of its own: its candidates are predicted by the calibration
+from what vLLM printed for it (handlers/predict.CalibratedPredictor), which says whether a config
+starts but gives no fitness. The search then follows the failure (models/directed.py), tries
+first what is predicted to start, never what is predicted not to, and spends no canary on a
+seed predicted not to start when something else is predicted to. A search that finds nothing
+escalates with the retry hint an intent's alert carries (projections/intents.retry_hint).
 """
 from __future__ import annotations
 
@@ -29,6 +36,8 @@ from selfheal.handlers.models.directed import (
 )
 from selfheal.handlers.observe import load_ruleset
 from selfheal.handlers.models.search import REFINE_MARGIN, climb, neighbourhood, relevant_actuators
+from selfheal.handlers.ports import NoPredictor
+from selfheal.handlers.predict import CalibratedPredictor
 from selfheal.handlers.runtime import Emitted, Reactor
 from selfheal.projections.base import View
 from selfheal.projections.intents import retry_hint
@@ -64,6 +73,7 @@ class Tournament(Reactor):
         self.safety_buffer = safety_buffer
         self._predictions: dict[tuple, object] = {}
         self._rulesets: dict[str, object] = {}
+        self._calibrated: tuple[tuple, object] | None = None
 
     def react(self, event: Recorded, view: View) -> Emitted:
         e = event.event
@@ -83,7 +93,8 @@ class Tournament(Reactor):
             # no seed: the fix lay outside the bounds and the intent found something inside
             # them predicted to work (handlers/intents.py); the tournament searches from here
             if intent.seed_fix and not view["runs"].known_failure(run.environment, seed):
-                return [self._propose(event, run, seed, "seed", 0, "the observer's seed fix")]
+                instead = self._instead_of_seed(event, run, view, seed)
+                return instead or [self._propose(event, run, view, seed, "seed", 0, "the observer's seed fix")]
             return self._next(event, run, view)
         candidate = run.candidate(e.candidate_id)
         if candidate is not None and candidate.origin == "refine":
@@ -99,15 +110,30 @@ class Tournament(Reactor):
             return self._promote(event, run, candidate)
         return self._next(event, run, view)
 
-    def _predict(self, run: RunSummary, config: ServingConfig):
+    def _predictor(self, run: RunSummary, view: View):
+        """The deployment's own predictor (the simulator for a sim deployment); a real deployment
+        has none (NoPredictor), and then the one calibrated from what vLLM printed for it so far
+        (issue 15.5), built once per decision: a canary measured since changes it."""
+        own = self.deployments[run.deployment].predictor
+        if not isinstance(own, NoPredictor) or "predictions" not in view.states:
+            return own
+        at = (run.run_id, id(view), view.position)
+        if self._calibrated is None or self._calibrated[0] != at:
+            self._calibrated = (at, CalibratedPredictor.from_view(view, run.run_id))
+        return self._calibrated[1]
+
+    def _predict(self, run: RunSummary, view: View, config: ServingConfig):
+        predictor = self._predictor(run, view)
+        if isinstance(predictor, CalibratedPredictor):
+            return predictor.predict(config, run.current)  # a few sums: not worth keeping
         key = (run.deployment, config, run.current)
         if key not in self._predictions:
-            self._predictions[key] = self.deployments[run.deployment].predictor.predict(config, run.current)
+            self._predictions[key] = predictor.predict(config, run.current)
         return self._predictions[key]
 
-    def _propose(self, event: Recorded, run: RunSummary, config: ServingConfig, origin: str, rank: int,
+    def _propose(self, event: Recorded, run: RunSummary, view: View, config: ServingConfig, origin: str, rank: int,
                  reason: str) -> tuple:
-        prediction = self._predict(run, config)
+        prediction = self._predict(run, view, config)
         changes = {k: [old, new] for k, (old, new) in run.current.diff(config).items()}
         proposed = CandidateProposed(run_id=run.run_id, candidate_id=derived_id(run.run_id, "candidate", str(rank)),
                                      deployment=run.deployment, config=config, changes=changes, origin=origin,
@@ -141,7 +167,7 @@ class Tournament(Reactor):
         for config in neighbourhood(run.current, names, edges.bounds, self.max_changes):
             if config in tried or view["runs"].known_failure(run.environment, config):
                 continue
-            prediction = self._predict(run, config)
+            prediction = self._predict(run, view, config)
             if prediction.passes is False:
                 continue
             fitness = prediction.fitness if prediction.fitness is not None else float("-inf")
@@ -151,9 +177,13 @@ class Tournament(Reactor):
         ranked.sort(key=lambda item: item[:3])
         return [(item[3], item[4]) for item in ranked]
 
-    def _blind(self, run: RunSummary) -> bool:
-        """The predictor cannot say (a real deployment): the search follows the failure instead."""
-        prediction = self._predict(run, run.current)
+    def _blind(self, run: RunSummary, view: View) -> bool:
+        """No fitness to rank by (a real deployment, whose own predictor is NoPredictor): the search
+        follows the failure, ranked by the calibrated prediction where it says whether a config
+        starts. A predictor that says a failing production fails (the simulator) is not blind."""
+        if isinstance(self.deployments[run.deployment].predictor, NoPredictor):
+            return True
+        prediction = self._predict(run, view, run.current)
         return prediction.passes is None and prediction.fitness is None
 
     def _canary_finding(self, run: RunSummary, view: View, candidate: CandidateSummary):
@@ -170,12 +200,15 @@ class Tournament(Reactor):
                                                  safety_buffer=self.safety_buffer)
         return diagnosis.primary
 
-    def _follow(self, event: Recorded, run: RunSummary, view: View, kinds: list[str]) -> Emitted:
-        """Without a prediction: follow what failed (models/directed.py). Every failure, production's
-        and each canary's, names ways to move from the config that failed; a candidate moves none
-        of them back and goes further along one of each. First the last canary's own finding
-        (vLLM's numbers, bounded as a seed is), else the config nearest the seed; none left
-        escalates, naming what holds each actuator."""
+    def _options(self, run: RunSummary, view: View, kinds: list[str]) -> tuple[tuple | None, list]:
+        """What following the failure offers (models/directed.py): the best, and what the
+        calibrated prediction says each will not start. Every failure, production's and each
+        canary's, names ways to move from the config that failed; a candidate moves none of them
+        back and goes further along one of each. First the last canary's own finding (vLLM's
+        numbers, bounded as a seed is), then the configs nearest the seed. Where the calibration
+        says whether a config starts (a real deployment, issue 15.5), those predicted to start go
+        first and those predicted not to are left out. Returns the best (config, why, predicted to
+        start), None where nothing is left, and [(config, failure kind)] of those left out."""
         edges = self.deployments[run.deployment]
         intent = view["intents"].by_id[run.intent_id]
         lost, anchor = self._lost(run, kinds), self._anchor(run)
@@ -192,24 +225,69 @@ class Tournament(Reactor):
         def skip(config: ServingConfig) -> bool:
             return config in tried or view["runs"].known_failure(run.environment, config)
 
-        named = ", ".join(dict.fromkeys(kinds))
+        named, held = ", ".join(dict.fromkeys(kinds)), "".join(f"; {why}" for why in lost.values())
+        options = []
         if latest is not None and latest[1] is not None and latest[1].action == "tune":
             failed, finding = latest
             config, _ = bound_seed(failed.config, finding.fix, finding.fix_direction, edges.bounds, len(TUNABLE), lost)
             if (config is not None and len(run.current.diff(config)) <= self.max_changes and not skip(config)
                     and all(beyond(config, f) for f in failures)):
-                reason = (f"no prediction: the last canary's own failure ({finding.kind}, {finding.rule}) names "
-                          f"{describe(config, failed.config)}" + "".join(f"; {why}" for why in lost.values()))
-                return [self._propose(event, run, config, "tournament", len(run.candidates), reason)]
-        pool = directed(run.current, anchor, failures, edges.bounds, self.max_changes, skip)
-        if not pool:
-            ways = directions_of(run.current, intent.seed_fix, kinds)
-            why = stuck(anchor, {n: w for n, w in ways.items() if n not in lost}, edges.bounds, lost)
-            return self._escalate(event, run, view, f"nothing untried inside the bounds moves the way {named} "
-                                                    f"names further than what failed" + (f": {why}" if why else ""))
-        reason = (f"no prediction: the nearest of {len(pool)} untried configurations that move the way {named} "
-                  f"names ({describe(pool[0], run.current)})" + "".join(f"; {why}" for why in lost.values()))
-        return [self._propose(event, run, pool[0], "tournament", len(run.candidates), reason)]
+                options.append((config, f"the last canary's own failure ({finding.kind}, {finding.rule}) names "
+                                        f"{describe(config, failed.config)}{held}"))
+        pool = [c for c in directed(run.current, anchor, failures, edges.bounds, self.max_changes, skip)
+                if not options or c != options[0][0]]
+        options += [(c, None) for c in pool]
+        predicted = [(config, why, self._predict(run, view, config)) for config, why in options]
+        # a stable sort: nearest first among those predicted to start, then among the undecided
+        ranked = sorted(((c, w, p) for c, w, p in predicted if p.passes is not False),
+                        key=lambda x: x[2].passes is not True)
+        doomed = [(c, p.failure_kind or "a failed start") for c, _, p in predicted if p.passes is False]
+        if not ranked:
+            return None, doomed
+        config, why, prediction = ranked[0]
+        why = ("predicted to start (calibrated from vLLM's printed numbers): " if prediction.passes
+               else "no prediction: ") + (why or f"the nearest of {len(pool)} untried configurations that move the "
+                                                 f"way {named} names ({describe(config, run.current)}){held}")
+        if doomed:
+            why += f"; {len(doomed)} predicted not to start were left out"
+        return (config, why, prediction.passes), doomed
+
+    def _follow(self, event: Recorded, run: RunSummary, view: View, kinds: list[str]) -> Emitted:
+        """Without a fitness to rank by: the first of `_options`; none left escalates, naming
+        what holds each actuator, or what each config was predicted to fail with."""
+        best, doomed = self._options(run, view, kinds)
+        if best is not None:
+            config, reason, _ = best
+            return [self._propose(event, run, view, config, "tournament", len(run.candidates), reason)]
+        named = ", ".join(dict.fromkeys(kinds))
+        if doomed:
+            first = "; ".join(f"{describe(c, run.current)} predicted {kind}" for c, kind in doomed[:3])
+            return self._give_up(event, run, view, f"every one of the {len(doomed)} untried configurations inside "
+                                                   f"the bounds that move the way {named} names is predicted not "
+                                                   f"to start, from vLLM's printed numbers: {first}")
+        intent = view["intents"].by_id[run.intent_id]
+        lost = self._lost(run, kinds)
+        ways = directions_of(run.current, intent.seed_fix, kinds)
+        why = stuck(self._anchor(run), {n: w for n, w in ways.items() if n not in lost},
+                    self.deployments[run.deployment].bounds, lost)
+        return self._give_up(event, run, view, f"nothing untried inside the bounds moves the way {named} "
+                                               f"names further than what failed" + (f": {why}" if why else ""))
+
+    def _instead_of_seed(self, event: Recorded, run: RunSummary, view: View, seed: ServingConfig) -> Emitted:
+        """A real deployment's seed that the calibration says cannot start is not run where a
+        config the failure names is predicted to start: the tournament starts with that one, and
+        its reason says why (each canary is a cold vLLM start). Else nothing: the seed runs."""
+        prediction = self._predict(run, view, seed)
+        if prediction.passes is not False or not self._blind(run, view):
+            return ()
+        best, _ = self._options(run, view, self._kinds(run, view))
+        if best is None or best[2] is not True:
+            return ()
+        config, reason, _ = best
+        reason = (f"the seed fix ({describe(seed, run.current)}) is predicted not to start "
+                  f"({prediction.failure_kind or 'a failed start'}), from vLLM's printed numbers, so it is not run; "
+                  + reason)
+        return [self._propose(event, run, view, config, "tournament", 0, reason)]
 
     @staticmethod
     def _survey(pool: list, kinds: list[str]) -> str:
@@ -218,14 +296,15 @@ class Tournament(Reactor):
     def _next(self, event: Recorded, run: RunSummary, view: View) -> Emitted:
         played = [c for c in run.candidates if c.origin == "tournament"]
         if len(played) >= self.max_candidates:
-            return self._escalate(event, run, view, f"tournament budget of {self.max_candidates} candidates spent")
+            return self._give_up(event, run, view, f"tournament budget of {self.max_candidates} candidates spent")
         kinds = self._kinds(run, view)
-        if self._blind(run):
+        if self._blind(run, view):
             return self._follow(event, run, view, kinds)
         pool = self._pool(run, view, kinds)
         if not pool:
-            return self._escalate(event, run, view, "no untried configuration inside the bounds is predicted to work")
-        return [self._propose(event, run, pool[0][0], "tournament", len(run.candidates), self._survey(pool, kinds))]
+            return self._give_up(event, run, view, "no untried configuration inside the bounds is predicted to work")
+        return [self._propose(event, run, view, pool[0][0], "tournament", len(run.candidates),
+                              self._survey(pool, kinds))]
 
     def _refine(self, event: Recorded, run: RunSummary, view: View, seed: CandidateSummary) -> Emitted:
         """One more candidate after a passing seed, when the predictor expects clearly better; else nothing."""
@@ -239,7 +318,7 @@ class Tournament(Reactor):
             return ()
         reason = (f"the seed passed, but this is predicted at {predicted:g} against the seed's {seed.predicted:g}; "
                   f"best of {spent} predictions climbing from the seed along {', '.join(names)}, one and two at a time")
-        return [self._propose(event, run, config, "refine", len(run.candidates), reason)]
+        return [self._propose(event, run, view, config, "refine", len(run.candidates), reason)]
 
     def _climb(self, run: RunSummary, view: View, start: ServingConfig, start_fitness: float,
                names: list[str]) -> tuple[ServingConfig, float, int]:
@@ -252,7 +331,7 @@ class Tournament(Reactor):
             if config in tried or view["runs"].known_failure(run.environment, config):
                 return float("-inf")
             spent += (run.deployment, config, run.current) not in self._predictions
-            prediction = self._predict(run, config)
+            prediction = self._predict(run, view, config)
             ok = prediction.passes is not False and prediction.fitness is not None
             return prediction.fitness if ok else float("-inf")
 
@@ -278,6 +357,13 @@ class Tournament(Reactor):
                                       reason=full, candidates=evidence(run), retry=retry)
         return ([(f"run-{run.run_id}", event.follow(escalation, "escalation"))]
                 + self._finish(event, run, "escalated", inventory_unavailable))
+
+    def _give_up(self, event: Recorded, run: RunSummary, view: View, reason: str) -> Emitted:
+        """The search found nothing (nothing passed, nothing inside the bounds): the escalation says,
+        as an intent's alert does, until when a repeat folds into it and how to force a retry."""
+        intent = view["intents"].by_id.get(run.intent_id)
+        until = intent.dedupe_until if intent else None
+        return self._escalate(event, run, view, reason, retry=retry_hint(run.intent_id, until))
 
     def _end_blind(self, event: Recorded, run: RunSummary, view: View, why: str) -> Emitted:
         """No blind runs (issue 15.6): an inventory that cannot be read (no NVML, no driver) would
