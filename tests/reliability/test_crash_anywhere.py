@@ -57,9 +57,9 @@ def reference(tmp_path_factory):
     assert done.returncode == 0, done.stderr
     recorded = json.loads(counts.read_text())
     outcome = world.outcome()
-    assert outcome["runs"][0]["status"] == "promoted" and outcome["runs"][0]["canaries"] == 3
+    assert outcome["runs"][0]["status"] == "promoted" and outcome["runs"][0]["canaries"] == 2
     effects = world.effects()
-    assert (effects["canary_servers"], effects["config_writes"], effects["reloads"]) == (3, 1, 1)
+    assert (effects["canary_servers"], effects["config_writes"], effects["reloads"]) == (2, 1, 1)
     return {"outcome": outcome, "effects": effects, **recorded, "root": world.folder.parent}
 
 
