@@ -107,10 +107,12 @@ CASES = [
      '  File "/usr/lib/python3/site-packages/vllm/worker/worker.py", line 493, in raise_if_cache_size_invalid\n'
      '    raise ValueError("No available memory for the cache blocks. "',
      "vllm.no_kv_cache_memory", "no_kv_cache_memory", "inferred", {}, ("gpu_memory_utilization", "increase")),
-    ("KV cache full on two stats lines", "\n".join(STATS.format(s=s, w=43, kv=kv) for s, kv in ((1, 95.9), (11, 96.5))),
+    ("KV cache full on three stats lines", "\n".join(STATS.format(s=s, w=43, kv=kv) for s, kv in ((1, 95.9), (11, 97.0),
+                                                                                                  (21, 96.5))),
      "vllm.log.kv_cache_pressure", "kv_cache_pressure", "stated",
      {"kv_cache_utilization": 0.965, "requests_running": 18, "requests_waiting": 43}, ("max_num_seqs", "decrease")),
-    ("KV cache at 9x% then full: one streak", "\n".join(STATS.format(s=s, w=5, kv=kv) for s, kv in ((1, 92.9), (11, 100.0))),
+    ("KV cache at 9x% then full: one streak", "\n".join(STATS.format(s=s, w=5, kv=kv) for s, kv in ((1, 92.9), (11, 99.1),
+                                                                                                      (21, 100.0))),
      "vllm.log.kv_cache_full", "kv_cache_pressure", "stated", {"kv_cache_utilization": 1.0, "requests_waiting": 5},
      ("max_num_seqs", "decrease")),
     ("preemption warnings, again and again", "\n".join(PREEMPT.format(g=g, tail="") for g in (1, 2, 3)),
@@ -135,12 +137,20 @@ CASES = [
      "vllm.log.prompt_over_batched_tokens", "batched_tokens_below_model_len", "inferred",
      {"max_num_batched_tokens": 2560}, ("max_num_batched_tokens", "increase")),
     # PyTorch's OOM quoted from its second sentence on, reflowed: the body names it; in capture, the graphs
+    ("ROCm's OOM", "torch.OutOfMemoryError: HIP out of memory. Tried to allocate 816.00 MiB. GPU 0 has a total "
+     "capacity of 61.35 GiB of which 655.29 MiB is free.", "torch.cuda_oom", "cuda_oom_allocation", "stated",
+     {"tried_to_allocate_mib": 816.0, "gpu_total_gib": 61.35}, ("gpu_memory_utilization", "decrease")),
     ("torch OOM, its head cut off", "    Tried to allocate 136.00 MiB. GPU 0 has a total capacity of 22.36 GiB of\n"
      "    which 120.88 MiB is free.", "torch.cuda_oom_body", "cuda_oom_allocation", "stated",
      {"tried_to_allocate_mib": 136.0, "gpu_total_gib": 22.36}, ("gpu_memory_utilization", "decrease")),
     ("torch OOM, its head cut off, during capture", H + "Capturing the model for CUDA graphs.\nTried to allocate 2.00 "
      "GiB. GPU 0 has a total capacity of 79.1 GiB of which 1.2 GiB is free.", "torch.cuda_oom_body", "cuda_graph_oom",
      "stated", {"tried_to_allocate_mib": 2048.0}, ("enforce_eager", "enable")),
+    ("V1's own refusal, again and again", "\n".join("(EngineCore pid=7) ERROR 01-02 03:04:0{s} [core.py:1] ValueError: The "
+                                                  "decoder prompt (length 90{s}0) is longer than the maximum model length "
+                                                  "of 4096.".format(s=s) for s in (1, 2, 3)),
+     "vllm.log.prompt_over_max_model_len", "requests_rejected", "stated", {"max_model_len": 4096},
+     ("max_model_len", "increase")),
     ("V0 prompt limit, again and again", "\n".join("WARNING 07-12 15:03:3{s} scheduler.py:194] Input prompt (5{s}00 "
                                                   "tokens) is too long and exceeds limit of 4096".format(s=s)
                                                   for s in (1, 2, 3)),
@@ -168,6 +178,10 @@ def test_each_mechanism_names_the_failure_with_its_confidence(name, log, rule, k
 
 
 SILENT = [
+    # one refusal is a client's over-long prompt; a full cache on two lines only, nothing held back
+    "(EngineCore pid=7) ERROR 01-02 03:04:05 [core.py:1] ValueError: The decoder prompt (length 9040) is longer than "
+    "the maximum model length of 4096.",
+    "\n".join(STATS.format(s=s, w=0, kv=kv) for s, kv in ((1, 94.9), (11, 99.3))),
     H + "# GPU blocks: 2575, # CPU blocks: 2048",                                # healthy block count
     H + "Maximum concurrency for 4096 tokens per request: 12.50x",
     V1 + "Available KV cache memory: 20.1 GiB",
