@@ -10,9 +10,9 @@ Design notes (why, not what):
   v2 runs one INSERT for one event where v1 ran a dozen statements; it is a new name so that
   nodes on the older build keep calling theirs during an upgrade (same lock, same hashes).
 - One event with no fence (an observation, an approval; the common single append) skips the
-  function: one prepared INSERT (postgres_schema.ONE_EVENT) that takes the same lock, and that
-  inserts nothing where its head went stale, the id is stored or the version does not hold;
-  then, and only then, the function is called (a second round trip) and tells these apart.
+  function: one prepared INSERT that takes the same lock (postgres_single.py), and that inserts
+  nothing where its head went stale or the version does not hold, or meets a stored id; then,
+  and only then, the function is called (a second round trip) and tells these apart.
   PL/pgSQL's own cost per call was most of an append's server time (bench/postgres.py).
 - Appends are serialised by a transaction-level advisory lock taken before the chain head is
   read: every append needs the previous hash, and a sequence would leave gaps on rollback and
@@ -44,6 +44,7 @@ from selfheal.eventstore.errors import (
     NotASelfhealLog, StoreError,
 )
 from selfheal.eventstore.hashing import verify_rows
+from selfheal.eventstore.postgres_single import SingleAppends
 from selfheal.eventstore.recorder import (
     COLUMNS, AppendRequest, Break, CheckpointAdvance, EventFilter, Recorder, StoredEvent, VerifyReport, check_columns,
     utc_iso,
@@ -92,6 +93,8 @@ class PostgresRecorder(Recorder):
         #: lease name -> token, checked by every write while set (handlers/runtime.py)
         self.fence: dict[str, int] = {}
         self.read_only: str | None = None
+        #: the single append's kept head and versions (postgres_single.py)
+        self._single = SingleAppends()
         try:
             self._conn = psycopg.connect(url, autocommit=True)
         except psycopg.Error as exc:
@@ -168,6 +171,7 @@ class PostgresRecorder(Recorder):
               forgotten: str | None = None) -> list[list[int]]:
         """One call of the append function: every request, the checkpoint moves and the fence in
         one statement (one round trip, one implicit transaction)."""
+        self._single.forget()  # the rows it writes are not kept: the next single append looks the head up
         payload = _encode([[r.stream, r.expected_version,
                              [(e.event_id, e.type, e.schema_version, e.occurred_at, e.correlation_id, e.causation_id,
                                e.data, e.key.hex() if e.key is not None else None) for e in r.events]]
@@ -210,16 +214,13 @@ class PostgresRecorder(Recorder):
 
     def append(self, stream, events, expected_version=None) -> list[int]:
         if self.ONE_STATEMENT and len(events) == 1 and not self.fence:
-            e = events[0]
             try:
-                row = self._conn.execute(schema.ONE_EVENT if e.key is None else schema.ONE_EVENT_KEYED, {
-                    "id": e.event_id, "stream": stream, "type": e.type, "sv": e.schema_version, "occ": e.occurred_at,
-                    "corr": e.correlation_id, "caus": e.causation_id, "data": e.data, "expected": expected_version,
-                    "clock": utc_iso(self._clock()) if self._clock is not None else None, "key": e.key}).fetchone()
+                position = self._single.append(self, stream, events[0], expected_version)
             except psycopg.Error as exc:
+                self._single.forget()
                 raise self._conflict(exc) from None
-            if row is not None:
-                return [row[0]]
+            if position is not None:
+                return [position]
             # nothing inserted: a conflict, a retry, an empty log, or a head moved meanwhile
         return self._call([AppendRequest(stream, events, expected_version)])[0]
 
@@ -433,6 +434,7 @@ def copy_into(recorder: PostgresRecorder, rows: Iterable[tuple], keys: Iterable[
     its checkpoints into `recorder`'s empty log, in one transaction; returns the rows copied.
     A log that holds events already is refused: two chains cannot be joined."""
     conn, count = recorder._conn, 0
+    recorder._single.forget()
     with recorder._write():
         recorder._lock()
         if recorder.last_position():

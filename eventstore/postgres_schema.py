@@ -222,35 +222,76 @@ BEGIN
     RETURN out;
 END;
 """
-#: One event with no fence, appended by one prepared INSERT and no function call:
-#: PL/pgSQL's own cost (setting up its expressions in every transaction, one executor start per
-#: statement) was most of an append's server time. It takes the same advisory lock, in the head's
-#: subquery, so before its row is inserted; the lock is held to commit, as the function's is, so
-#: appends are serialised alike and a tailing reader never skips. Its snapshot was taken before
-#: the lock: if another append committed meanwhile, its position, id or stream version is taken
-#: and ON CONFLICT DO NOTHING inserts nothing; so does an expected version that does not hold, a
-#: stored id (a retry) or an empty log (no head row). Whatever inserts nothing is sent again to
-#: the append function, which reads a fresh head under the lock and tells these apart. The hash
-#: is the function's expression: sha256 of the JSON form Python hashes.
-ONE_EVENT = """INSERT INTO events
-SELECT h.position + 1, %(id)s::text, %(stream)s::text, v.version + 1, %(type)s::text, %(sv)s::int, %(occ)s::text, h.at,
+# One event with no fence (postgres_single.py sends these): one prepared INSERT and no function
+# call, PL/pgSQL's own cost (setting up its expressions in every transaction) being most of an
+# append's server time. Each takes the append lock before its row is inserted and holds it to
+# commit, as the function does, so appends are serialised alike and a tailing reader never skips.
+# A statement's snapshot is taken before its lock: if another append committed meanwhile, it took
+# the position this one computes and ON CONFLICT (position) DO NOTHING inserts nothing (one
+# arbiter: the other unique indexes cost a probe each, and a stale head always shows there). A
+# stored id (a retry) raises unique_violation on event_id. Whatever inserts nothing or raises goes
+# to the append function, which reads a fresh head under the lock and tells the cases apart.
+# Both return the row's position, version, recorded_at and hash: the next append's head.
+#
+# ONE_EVENT looks the head and the stream's version up (an index probe each) and hashes the row
+# with the function's expression. The version is read once, in the head's subquery: where it
+# was both inserted and compared, the planner ran it twice (two InitPlans).
+_ONE_EVENT = """INSERT INTO events
+SELECT h.position + 1, %(id)s::text, %(stream)s::text, h.version + 1, %(type)s::text, %(sv)s::int, %(occ)s::text, h.at,
     %(corr)s::text, %(caus)s::text, %(data)s::text,
     @HASH@
-FROM (SELECT l.position, l.hash, greatest(l.recorded_at COLLATE "C", coalesce(%(clock)s::text,
-        to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))) AS at,
-        pg_advisory_xact_lock({lock_class}, 'events'::regclass::oid::int) AS locked
-    FROM events l ORDER BY l.position DESC LIMIT 1) h,
-    (SELECT coalesce((SELECT s.version FROM events s WHERE s.stream = %(stream)s::text ORDER BY s.version DESC
-        LIMIT 1), 0) AS version) v
-WHERE %(expected)s::bigint IS NULL OR %(expected)s::bigint = v.version
-ON CONFLICT DO NOTHING RETURNING position""".replace("{lock_class}", str(LOCK_CLASS)).replace("@HASH@", row_hash(
-    prev="h.hash", pos="h.position + 1", id="%(id)s::text", stream="%(stream)s::text", ver="v.version + 1",
-    type="%(type)s::text", sv="%(sv)s::int", occ="%(occ)s::text", rec="h.at", corr="%(corr)s::text",
-    caus="%(caus)s::text", data="%(data)s::text"))
+FROM (SELECT l.position, l.hash, pg_advisory_xact_lock({lock_class}, 'events'::regclass::oid::int) AS locked,
+        greatest(l.recorded_at COLLATE "C", @NOW@) AS at,
+        coalesce((SELECT s.version FROM events s WHERE s.stream = %(stream)s::text ORDER BY s.version DESC LIMIT 1), 0)
+            AS version
+    FROM events l ORDER BY l.position DESC LIMIT 1) h
+@WHERE@ON CONFLICT (position) DO NOTHING RETURNING position, version, recorded_at, hash""".replace(
+    "{lock_class}", str(LOCK_CLASS)).replace(
+    "@HASH@", row_hash(prev="h.hash", pos="h.position + 1", id="%(id)s::text", stream="%(stream)s::text",
+                       ver="h.version + 1", type="%(type)s::text", sv="%(sv)s::int", occ="%(occ)s::text", rec="h.at",
+                       corr="%(corr)s::text", caus="%(caus)s::text", data="%(data)s::text"))
+# NEXT_EVENT is sent where the client knows the head and the stream's version: the row its own
+# last append wrote, while no other writer has appended since (postgres_single.py). It looks
+# nothing up: the position, version and the hashed text around recorded_at come as parameters,
+# the text made by msgspec from the parameters' own values, as eventstore/hashing.py makes it;
+# the server adds recorded_at (its clock, under the lock, never before the head's) and hashes.
+# A head that moved shows as the position taken (nothing inserted, see above); `verify` hashes
+# every row again in Python. It costs about half of ONE_EVENT's server time (bench/postgres.py).
+_NEXT_EVENT = """INSERT INTO events
+SELECT %(pos)s::bigint, %(id)s::text, %(stream)s::text, %(ver)s::int, %(type)s::text, %(sv)s::int, %(occ)s::text, h.at,
+    %(corr)s::text, %(caus)s::text, %(data)s::text,
+    encode(sha256(convert_to(%(before)s::text || to_json(h.at)::text || %(after)s::text, 'UTF8')), 'hex')
+FROM (SELECT pg_advisory_xact_lock({lock_class}, 'events'::regclass::oid::int) AS locked,
+        greatest(%(last)s::text COLLATE "C", @NOW@) AS at OFFSET 0) h
+ON CONFLICT (position) DO NOTHING RETURNING position, version, recorded_at, hash""".replace(
+    "{lock_class}", str(LOCK_CLASS))
+_SERVER_NOW = """to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
 
-#: the same for a sealed event: its key is written in the same statement, only where the row was
-ONE_EVENT_KEYED = (f"WITH added AS ({ONE_EVENT}), sealed AS (INSERT INTO keys (name, key) SELECT 'event:' || %(id)s::text, "
-                   "%(key)s::bytea FROM added ON CONFLICT DO NOTHING) SELECT position FROM added")
+
+def _sealed(sql: str, keyed: bool) -> str:
+    """A sealed event's %(key)s is written by the same statement, only where the row was."""
+    if not keyed:
+        return sql
+    return (f"WITH added AS ({sql}), sealed AS (INSERT INTO keys (name, key) SELECT 'event:' || %(id)s::text, "
+            "%(key)s::bytea FROM added ON CONFLICT DO NOTHING) SELECT position, version, recorded_at, hash FROM added")
+
+
+def one_event(expected: bool = False, clock: bool = False, keyed: bool = False) -> str:
+    """ONE_EVENT, with a check of %(expected)s, recorded_at from %(clock)s rather than the
+    server's clock, a sealed event's key: built for what the append carries, so that no NULL
+    parameter is sent and tested per append."""
+    return _sealed(_ONE_EVENT.replace("@NOW@", "%(clock)s::text" if clock else _SERVER_NOW).replace(
+        "@WHERE@", "WHERE h.version = %(expected)s::bigint\n" if expected else ""), keyed)
+
+
+def next_event(clock: bool = False, keyed: bool = False) -> str:
+    return _sealed(_NEXT_EVENT.replace("@NOW@", "%(clock)s::text" if clock else _SERVER_NOW), keyed)
+
+
+#: (expected, clock, keyed) -> the statement, and (clock, keyed) -> the statement
+ONE_EVENT = {(expected, clock, keyed): one_event(expected, clock, keyed)
+             for expected in (False, True) for clock in (False, True) for keyed in (False, True)}
+NEXT_EVENT = {(clock, keyed): next_event(clock, keyed) for clock in (False, True) for keyed in (False, True)}
 _APPEND_BODY = _APPEND_BODY.replace("@HASH_ONE@", row_hash(
     prev="h.hash", pos="h.position + 1", id="x.e->>0", stream="x.q->>0", ver="v.version + 1", type="x.e->>1",
     sv="(x.e->>2)::int", occ="x.e->>3", rec="h.at", corr="x.e->>4", caus="x.e->>5", data="x.e->>6")).replace(

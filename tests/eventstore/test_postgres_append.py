@@ -68,36 +68,123 @@ def test_an_append_is_one_statement_fence_and_checkpoints_included(pg_url):
         assert rec.checkpoints() == {"h": 4} and rec.verify().ok
 
 
+def _sent(rec) -> list[str]:
+    sent = []
+    execute = rec._conn.execute
+    rec._conn.execute = lambda *a, **kw: sent.append(a[0]) or execute(*a, **kw)
+    return sent
+
+
 def test_one_event_without_a_fence_is_one_insert_and_the_function_tells_the_rest_apart(pg_url):
-    """A single event is one INSERT (postgres_schema.ONE_EVENT), no function call; what it does
-    not insert (an empty log, a retry, a stale version) goes to the function, which answers."""
+    """A single event is one INSERT, no function call: ONE_EVENT looks the head up, NEXT_EVENT
+    continues from the row this recorder wrote last; what neither inserts (an empty log, a
+    retry, a stale version) goes to the function, which answers."""
     from selfheal.eventstore.errors import ConcurrencyError
-    from selfheal.eventstore.postgres_schema import APPEND, ONE_EVENT, ONE_EVENT_KEYED
+    from selfheal.eventstore.postgres_schema import APPEND, NEXT_EVENT, ONE_EVENT
 
     with _open(pg_url, create=True) as rec:
-        sent = []
-        execute = rec._conn.execute
-        rec._conn.execute = lambda *a, **kw: sent.append(a[0]) or execute(*a, **kw)
+        sent = _sent(rec)
         assert rec.append("a", [ev(1)]) == [1]  # an empty log has no head row: the function starts it
-        assert sent == [ONE_EVENT, sent[1]] and APPEND in sent[1]
+        assert sent == [ONE_EVENT[False, False, False], sent[1]] and APPEND in sent[1]
         sent.clear()
         assert rec.append("a", [ev(2)]) == [2] and rec.append("b", [ev(3)], expected_version=0) == [3]
-        assert sent == [ONE_EVENT, ONE_EVENT]
+        assert sent == [ONE_EVENT[False, False, False], ONE_EVENT[True, False, False]]
+        sent.clear()
+        assert rec.append("a", [ev(7)]) == [4] and rec.append("b", [ev(8)], expected_version=1) == [5]
+        assert sent == [NEXT_EVENT[False, False]] * 2  # the head and both versions are this recorder's
         sent.clear()
         assert rec.append("a", [ev(2)]) == [2]  # a retry: the stored position, nothing written
         with pytest.raises(ConcurrencyError):
             rec.append("a", [ev(4)], expected_version=1)
         assert len(sent) == 4 and [APPEND in sql for sql in sent] == [False, True, False, True]
-        assert rec.last_position() == 3 and rec.verify().ok
+        assert rec.last_position() == 5 and rec.verify().ok
         # a sealed event's key is written by the same statement, and only with its row
         sealed = msgspec.structs.replace(ev(5), key=b"k" * 32)
         sent.clear()
-        assert rec.append("a", [sealed]) == [4] and rec.event_key(sealed.event_id) == b"k" * 32
-        assert sent[0] == ONE_EVENT_KEYED and len(sent) == 2  # the insert, then event_key's read
+        assert rec.append("a", [sealed]) == [6] and rec.event_key(sealed.event_id) == b"k" * 32
+        assert sent[0] == ONE_EVENT[False, False, True] and len(sent) == 2  # the insert, then event_key's read
+        resealed = msgspec.structs.replace(ev(9), key=b"m" * 32)
+        assert rec.append("a", [resealed]) == [7] and rec.event_key(resealed.event_id) == b"m" * 32
+        assert sent[2] == NEXT_EVENT[False, True]
         stale = msgspec.structs.replace(ev(6), key=b"j" * 32)
         with pytest.raises(ConcurrencyError):
             rec.append("a", [stale], expected_version=0)
-        assert rec.event_key(stale.event_id) is None and rec.last_position() == 4 and rec.verify().ok
+        assert rec.event_key(stale.event_id) is None and rec.last_position() == 7 and rec.verify().ok
+
+
+def test_a_kept_head_another_writer_moved_inserts_nothing_and_the_append_looks_it_up(pg_url):
+    """Two recorders taking turns on one log: each one's kept head goes stale at every turn, the
+    position is found taken, and the append is made from the head looked up; positions, stream
+    versions and the chain come out as if one writer had made them all."""
+    from selfheal.eventstore.postgres_schema import NEXT_EVENT, ONE_EVENT
+
+    with _open(pg_url, create=True) as a, _open(pg_url) as b:
+        a.append("s", [ev(0)])
+        for rec in (a, b):  # each keeps its head and the version of s
+            rec.append("s", [ev(1 if rec is a else 2)])
+        sent = _sent(a)
+        assert a.append("s", [ev(3)]) == [4]
+        assert sent == [NEXT_EVENT[False, False], ONE_EVENT[False, False, False]]  # stale, then looked up
+        for n in range(4, 40):
+            (a if n % 3 else b).append(f"s{n % 2}", [ev(n)])
+        assert [(r.stream, r.version) for r in a.read() if r.stream == "s1"] == [("s1", v) for v in range(1, 19)]
+        # b appends to x between two appends of a: a's next position shows it, and a keeps no
+        # version of any stream written before (x's would be stale though a's head is not)
+        a.append("x", [ev(40)])
+        b.append("x", [ev(41)])
+        sent.clear()
+        assert a.append("y", [ev(42)]) == [43] and a.append("x", [ev(43)]) == [44]
+        assert sent == [ONE_EVENT[False, False, False]] * 2
+        assert [r.version for r in a.read() if r.stream == "x"] == [1, 2, 3]
+        assert a.last_position() == 44 and a.verify().ok
+
+
+def test_a_function_write_drops_the_kept_head(pg_url):
+    """A batch (the function) writes rows the recorder does not keep: the next single append
+    looks the head up rather than continue from a head that is no longer the last row."""
+    from selfheal.eventstore.postgres_schema import NEXT_EVENT, ONE_EVENT
+
+    with _open(pg_url, create=True) as rec:
+        rec.append("a", [ev(0)])
+        rec.append("a", [ev(1)])
+        rec.append_many([AppendRequest("a", [ev(2), ev(3)])])
+        sent = _sent(rec)
+        assert rec.append("a", [ev(4)]) == [5] and rec.append("a", [ev(5)]) == [6]
+        assert sent == [ONE_EVENT[False, False, False], NEXT_EVENT[False, False]]
+        assert [r.version for r in rec.read()] == [1, 2, 3, 4, 5, 6] and rec.verify().ok
+
+
+def test_rows_continued_from_the_kept_head_hash_as_python_hashes_them(pg_url):
+    """NEXT_EVENT hashes the text msgspec made around recorded_at: equal to what
+    eventstore/hashing.py computes from the stored row, for every awkward character, and with an
+    injected clock too."""
+    from selfheal.eventstore.postgres_schema import NEXT_EVENT
+
+    with _open(pg_url, create=True) as rec:
+        rec.append(f"s{NASTY}", [ev(0)])
+        rec.append(f"s{NASTY}", [ev(1)])
+        sent = _sent(rec)
+        for n in range(2, 5):
+            rec.append(f"s{NASTY}", [NewEvent(event_id=f"id{n}{NASTY}", type=f"T{NASTY}", schema_version=2,
+                                              occurred_at=NASTY, data=msgspec.json.encode({"t": NASTY}).decode(),
+                                              correlation_id=NASTY if n % 2 else None, causation_id=NASTY)])
+        assert sent == [NEXT_EVENT[False, False]] * 3
+        rows = list(rec.read())
+        for previous, row in zip(rows[1:], rows[2:]):
+            again = chain_rows([NewEvent(event_id=row.event_id, type=row.type, schema_version=row.schema_version,
+                                         occurred_at=row.occurred_at, data=row.data, correlation_id=row.correlation_id,
+                                         causation_id=row.causation_id)], row.stream, position=previous.position,
+                               version=previous.version, previous=previous.hash, recorded_at=row.recorded_at)
+            assert tuple(msgspec.structs.astuple(row)) == again[0]
+        assert rec.verify().ok
+    from datetime import datetime, timezone
+
+    with _open(pg_url, clock=lambda: datetime(2030, 1, 2, 3, 4, 5, 600, tzinfo=timezone.utc)) as rec:
+        sent = _sent(rec)
+        rec.append("c", [ev(10)])
+        rec.append("c", [ev(11)])
+        assert sent[-1] == NEXT_EVENT[True, False]
+        assert [r.recorded_at for r in rec.read()][-2:] == ["2030-01-02T03:04:05.000600Z"] * 2 and rec.verify().ok
 
 
 def test_a_lost_lease_writes_nothing(pg_url):

@@ -1,0 +1,85 @@
+"""A single event with no fence: the common append (an observation, an approval), in one round trip.
+
+Why it is its own path (bench/postgres.py measures it beside a plain psycopg insert loop):
+- The append function (postgres_schema.APPEND) is PL/pgSQL, whose own cost per call was most
+  of an append's server time; one event goes as one prepared INSERT instead
+  (postgres_schema.ONE_EVENT / NEXT_EVENT), and only what that inserts nothing for goes to the
+  function, which tells the cases apart (a conflict, a retry, an empty log).
+- Looking the head and the stream's version up is two index probes, and hashing the row with
+  SQL's to_json and concat is as many expression nodes as the rest of the statement: together
+  about half of the server's time. A recorder appending alone needs neither: the head is the row
+  its own last append wrote, and a stream's version the one it wrote last. So it keeps them
+  (`tail`, `versions`) and sends NEXT_EVENT, which looks nothing up and hashes the text msgspec
+  made around recorded_at. Kept values are trusted only while nobody else appends: each append
+  returns its row, and a position that does not follow the kept one shows another writer, which
+  drops every kept version; a kept head that went stale shows as its position taken (nothing
+  inserted), which drops the lot, and the same append goes the ONE_EVENT way. Every other write
+  of this recorder (the function, copy_into) drops them too.
+"""
+from __future__ import annotations
+
+import msgspec
+from psycopg import errors as pg_errors
+
+from selfheal.eventstore import postgres_schema as schema
+from selfheal.eventstore.recorder import NewEvent, utc_iso
+
+_encode = msgspec.json.Encoder().encode
+#: streams whose version is kept, at most: a log has many streams, a writer appends to a few at once
+KEPT_VERSIONS = 4096
+
+
+class SingleAppends:
+    def __init__(self):
+        #: (position, recorded_at, hash) of the row this recorder wrote last; None: not known
+        self.tail: tuple[int, str, str] | None = None
+        #: stream -> its version, for streams this recorder wrote to since another writer last did
+        self.versions: dict[str, int] = {}
+
+    def forget(self) -> None:
+        self.tail = None
+        self.versions.clear()
+
+    def append(self, recorder, stream: str, e: NewEvent, expected: int | None) -> int | None:
+        """The event's position, or None where the append function must decide (nothing
+        inserted: a version conflict, a stored id, an empty log, a head that moved)."""
+        params = {"id": e.event_id, "stream": stream, "type": e.type, "sv": e.schema_version, "occ": e.occurred_at,
+                  "corr": e.correlation_id, "caus": e.causation_id, "data": e.data}
+        clock = recorder._clock is not None
+        if clock:
+            params["clock"] = utc_iso(recorder._clock())
+        if e.key is not None:
+            params["key"] = e.key
+        tail, version = self.tail, self.versions.get(stream)
+        try:
+            if tail is not None and version is not None and expected in (None, version):
+                position, last, previous = tail
+                # the hashed text (eventstore/hashing.py) around recorded_at, which the server adds
+                before = _encode((previous, position + 1, e.event_id, stream, version + 1, e.type, e.schema_version,
+                                  e.occurred_at))
+                after = _encode((e.correlation_id, e.causation_id, e.data))
+                row = recorder._conn.execute(schema.NEXT_EVENT[clock, e.key is not None], {
+                    **params, "pos": position + 1, "ver": version + 1, "last": last,
+                    "before": before[:-1].decode() + ",", "after": "," + after[1:].decode()}).fetchone()
+                if row is not None:
+                    return self._keep(row, stream, tail)
+                self.forget()  # another writer appended: look the head up
+                tail = None
+            if expected is not None:
+                params["expected"] = expected
+            row = recorder._conn.execute(schema.ONE_EVENT[expected is not None, clock, e.key is not None],
+                                         params).fetchone()
+        except pg_errors.UniqueViolation:
+            row = None  # a stored id: the function returns its positions or names the conflict
+        if row is None:
+            self.forget()
+            return None
+        return self._keep(row, stream, tail)
+
+    def _keep(self, row: tuple, stream: str, tail: tuple | None) -> int:
+        position, version, recorded_at, chain = row
+        if tail is None or position != tail[0] + 1 or len(self.versions) >= KEPT_VERSIONS:
+            self.versions.clear()  # another writer may have appended to any stream meanwhile
+        self.tail, self.versions[stream] = (position, recorded_at, chain), version
+        return position
+
