@@ -23,8 +23,10 @@ wild = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(wild)
 
 CATEGORIES = {"prefix", "abridged", "raise_site", "accounting", "truncated", "runtime", "wording", "plain"}
-# what this code reaches on the corpus (bench/wild.py); raise them as the observer improves
-FLOORS = {"kind": 0.92, "numbers": 0.89, "direction": 0.88}
+# what this code reaches on the corpus (bench/wild.py); raise them as the observer improves. The
+# corpus grew by 46 excerpts mined blind (never tuned against before they were scored): kind
+# 0.9477 -> 0.9076 on them, 0.913 after the mechanisms they showed missing
+FLOORS = {"kind": 0.91, "numbers": 0.88, "direction": 0.90}
 
 
 @pytest.fixture(scope="module")
