@@ -12,6 +12,8 @@ Why these choices (the recorder's docstring says how appends use them):
 """
 from __future__ import annotations
 
+import functools
+
 FORMAT_VERSION = 1
 APPLICATION = "selfheal"
 
@@ -243,7 +245,7 @@ SELECT h.position + 1, %(id)s::text, %(stream)s::text, h.version + 1, %(type)s::
 FROM (SELECT l.position, l.hash, pg_advisory_xact_lock({lock_class}, 'events'::regclass::oid::int) AS locked,
         greatest(l.recorded_at COLLATE "C", @NOW@) AS at,
         coalesce((SELECT s.version FROM events s WHERE s.stream = %(stream)s::text ORDER BY s.version DESC LIMIT 1), 0)
-            AS version
+            AS version@CHECKS@
     FROM events l ORDER BY l.position DESC LIMIT 1) h
 @WHERE@ON CONFLICT (position) DO NOTHING RETURNING position, version, recorded_at, hash""".replace(
     "{lock_class}", str(LOCK_CLASS)).replace(
@@ -262,36 +264,63 @@ SELECT %(pos)s::bigint, %(id)s::text, %(stream)s::text, %(ver)s::int, %(type)s::
     %(corr)s::text, %(caus)s::text, %(data)s::text,
     encode(sha256(convert_to(%(before)s::text || to_json(h.at)::text || %(after)s::text, 'UTF8')), 'hex')
 FROM (SELECT pg_advisory_xact_lock({lock_class}, 'events'::regclass::oid::int) AS locked,
-        greatest(%(last)s::text COLLATE "C", @NOW@) AS at OFFSET 0) h
-ON CONFLICT (position) DO NOTHING RETURNING position, version, recorded_at, hash""".replace(
+        greatest(%(last)s::text COLLATE "C", @NOW@) AS at@CHECKS@ OFFSET 0) h
+@WHERE@ON CONFLICT (position) DO NOTHING RETURNING position, version, recorded_at, hash""".replace(
     "{lock_class}", str(LOCK_CLASS))
 _SERVER_NOW = """to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
 
 
-def _sealed(sql: str, keyed: bool) -> str:
-    """A sealed event's %(key)s is written by the same statement, only where the row was."""
-    if not keyed:
-        return sql
-    return (f"WITH added AS ({sql}), sealed AS (INSERT INTO keys (name, key) SELECT 'event:' || %(id)s::text, "
-            "%(key)s::bytea FROM added ON CONFLICT DO NOTHING) SELECT position, version, recorded_at, hash FROM added")
+# A runner's commit (one event, its fence, its checkpoint moves) is the same INSERT, which
+# inserts only where each lease %(lease<i>)s still has its token %(token<i>)s and each checkpoint
+# %(handler<i>)s stands at %(from<i>)s; a CTE then moves those to %(to<i>)s, only where the row
+# was inserted: all of it or nothing, as the function does it. The checks come after the append
+# lock in the head's subquery (so locks are taken in the function's order) and lock the rows they
+# read, the latest versions, whatever the statement's snapshot: a lease taken over while this
+# append waited for the lock is seen, and its taker waits until this commits. A checkpoint not
+# yet stored, a conflict or a lost lease inserts nothing: the function says which. One parameter
+# per lease and move (not arrays): an array's length is unknown to a generic plan, whose cost the
+# planner then puts above a custom plan's and plans the statement again at every append.
+def _checks(leases: int, moves: int) -> str:
+    fenced = [f"EXISTS (SELECT 1 FROM leases l WHERE l.name = %(lease{i})s::text AND l.token = %(token{i})s::bigint "
+              "FOR SHARE)" for i in range(leases)]
+    stand = [f"EXISTS (SELECT 1 FROM handler_checkpoints c WHERE c.handler = %(handler{i})s::text "
+             f"AND c.position = %(from{i})s::bigint FOR UPDATE)" for i in range(moves)]
+    return f",\n        {' AND '.join(fenced + stand)} AS checked" if fenced or stand else ""
 
 
-def one_event(expected: bool = False, clock: bool = False, keyed: bool = False) -> str:
-    """ONE_EVENT, with a check of %(expected)s, recorded_at from %(clock)s rather than the
-    server's clock, a sealed event's key: built for what the append carries, so that no NULL
-    parameter is sent and tested per append."""
-    return _sealed(_ONE_EVENT.replace("@NOW@", "%(clock)s::text" if clock else _SERVER_NOW).replace(
-        "@WHERE@", "WHERE h.version = %(expected)s::bigint\n" if expected else ""), keyed)
+def _moved(moves: int) -> str:
+    values = ", ".join(f"(%(handler{i})s::text, %(to{i})s::bigint)" for i in range(moves))
+    return (f"moved AS (UPDATE handler_checkpoints c SET position = m.position, updated_at = a.recorded_at "
+            f"FROM (VALUES {values}) m(handler, position), added a WHERE c.handler = m.handler)")
 
 
-def next_event(clock: bool = False, keyed: bool = False) -> str:
-    return _sealed(_NEXT_EVENT.replace("@NOW@", "%(clock)s::text" if clock else _SERVER_NOW), keyed)
+def _built(sql: str, *, clock: bool, keyed: bool, expected: bool = False, leases: int = 0, moves: int = 0) -> str:
+    checks = _checks(leases, moves)
+    where = ["h.version = %(expected)s::bigint"] * expected + ["h.checked"] * bool(checks)
+    sql = sql.replace("@NOW@", "%(clock)s::text" if clock else _SERVER_NOW).replace("@CHECKS@", checks).replace(
+        "@WHERE@", f"WHERE {' AND '.join(where)}\n" if where else "")
+    ctes = [f"added AS ({sql})"]
+    if keyed:  # a sealed event's key, written by the same statement, only where the row was
+        ctes.append("sealed AS (INSERT INTO keys (name, key) SELECT 'event:' || %(id)s::text, %(key)s::bytea FROM added "
+                    "ON CONFLICT DO NOTHING)")
+    if moves:
+        ctes.append(_moved(moves))
+    return sql if len(ctes) == 1 else f"WITH {', '.join(ctes)} SELECT position, version, recorded_at, hash FROM added"
 
 
-#: (expected, clock, keyed) -> the statement, and (clock, keyed) -> the statement
-ONE_EVENT = {(expected, clock, keyed): one_event(expected, clock, keyed)
-             for expected in (False, True) for clock in (False, True) for keyed in (False, True)}
-NEXT_EVENT = {(clock, keyed): next_event(clock, keyed) for clock in (False, True) for keyed in (False, True)}
+@functools.cache
+def one_event(expected: bool = False, clock: bool = False, keyed: bool = False, leases: int = 0, moves: int = 0) -> str:
+    """ONE_EVENT with a check of %(expected)s, recorded_at from %(clock)s rather than the
+    server's clock, a sealed event's %(key)s, a runner's commit: built for what the append
+    carries, so that no NULL parameter is sent and tested per append."""
+    return _built(_ONE_EVENT, clock=clock, keyed=keyed, expected=expected, leases=leases, moves=moves)
+
+
+@functools.cache
+def next_event(clock: bool = False, keyed: bool = False, leases: int = 0, moves: int = 0) -> str:
+    return _built(_NEXT_EVENT, clock=clock, keyed=keyed, leases=leases, moves=moves)
+
+
 _APPEND_BODY = _APPEND_BODY.replace("@HASH_ONE@", row_hash(
     prev="h.hash", pos="h.position + 1", id="x.e->>0", stream="x.q->>0", ver="v.version + 1", type="x.e->>1",
     sv="(x.e->>2)::int", occ="x.e->>3", rec="h.at", corr="x.e->>4", caus="x.e->>5", data="x.e->>6")).replace(

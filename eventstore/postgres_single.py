@@ -3,7 +3,7 @@
 Why it is its own path (bench/postgres.py measures it beside a plain psycopg insert loop):
 - The append function (postgres_schema.APPEND) is PL/pgSQL, whose own cost per call was most
   of an append's server time; one event goes as one prepared INSERT instead
-  (postgres_schema.ONE_EVENT / NEXT_EVENT), and only what that inserts nothing for goes to the
+  (postgres_schema.one_event / next_event), and only what that inserts nothing for goes to the
   function, which tells the cases apart (a conflict, a retry, an empty log).
 - Looking the head and the stream's version up is two index probes, and hashing the row with
   SQL's to_json and concat is as many expression nodes as the rest of the statement: together
@@ -18,11 +18,13 @@ Why it is its own path (bench/postgres.py measures it beside a plain psycopg ins
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import msgspec
 from psycopg import errors as pg_errors
 
 from selfheal.eventstore import postgres_schema as schema
-from selfheal.eventstore.recorder import NewEvent, utc_iso
+from selfheal.eventstore.recorder import CheckpointAdvance, NewEvent, utc_iso
 
 _encode = msgspec.json.Encoder().encode
 #: streams whose version is kept, at most: a log has many streams, a writer appends to a few at once
@@ -40,16 +42,23 @@ class SingleAppends:
         self.tail = None
         self.versions.clear()
 
-    def append(self, recorder, stream: str, e: NewEvent, expected: int | None) -> int | None:
+    def append(self, recorder, stream: str, e: NewEvent, expected: int | None,
+               moves: Sequence[CheckpointAdvance] = ()) -> int | None:
         """The event's position, or None where the append function must decide (nothing
-        inserted: a version conflict, a stored id, an empty log, a head that moved)."""
+        inserted: a version conflict, a stored id, an empty log, a head that moved, a lost
+        lease, a checkpoint conflict). With the recorder's fence or checkpoint moves it is a
+        runner's commit (postgres_schema._checks)."""
         params = {"id": e.event_id, "stream": stream, "type": e.type, "sv": e.schema_version, "occ": e.occurred_at,
                   "corr": e.correlation_id, "caus": e.causation_id, "data": e.data}
-        clock = recorder._clock is not None
+        clock, keyed, leases = recorder._clock is not None, e.key is not None, len(recorder.fence)
         if clock:
             params["clock"] = utc_iso(recorder._clock())
-        if e.key is not None:
+        if keyed:
             params["key"] = e.key
+        for i, (lease, token) in enumerate(recorder.fence.items()):
+            params[f"lease{i}"], params[f"token{i}"] = lease, token
+        for i, move in enumerate(moves):
+            params[f"handler{i}"], params[f"from{i}"], params[f"to{i}"] = move.handler, move.expected, move.position
         tail, version = self.tail, self.versions.get(stream)
         try:
             if tail is not None and version is not None and expected in (None, version):
@@ -58,7 +67,7 @@ class SingleAppends:
                 before = _encode((previous, position + 1, e.event_id, stream, version + 1, e.type, e.schema_version,
                                   e.occurred_at))
                 after = _encode((e.correlation_id, e.causation_id, e.data))
-                row = recorder._conn.execute(schema.NEXT_EVENT[clock, e.key is not None], {
+                row = recorder._conn.execute(schema.next_event(clock, keyed, leases, len(moves)), {
                     **params, "pos": position + 1, "ver": version + 1, "last": last,
                     "before": before[:-1].decode() + ",", "after": "," + after[1:].decode()}).fetchone()
                 if row is not None:
@@ -67,8 +76,7 @@ class SingleAppends:
                 tail = None
             if expected is not None:
                 params["expected"] = expected
-            row = recorder._conn.execute(schema.ONE_EVENT[expected is not None, clock, e.key is not None],
-                                         params).fetchone()
+            row = recorder._conn.execute(schema.one_event(expected is not None, clock, keyed, leases, len(moves)), params).fetchone()
         except pg_errors.UniqueViolation:
             row = None  # a stored id: the function returns its positions or names the conflict
         if row is None:

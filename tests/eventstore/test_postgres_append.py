@@ -52,20 +52,26 @@ def test_rows_with_every_awkward_character_hash_as_python_hashes_them(pg_url):
 
 
 def test_an_append_is_one_statement_fence_and_checkpoints_included(pg_url):
-    """One round trip: the lock, the head, the checks and the rows in one call."""
-    from selfheal.eventstore.postgres_schema import APPEND
+    """One round trip: the lock, the head, the checks and the rows in one statement; a runner's
+    commit of one event is one INSERT, several go to the function."""
+    from selfheal.eventstore.postgres_schema import APPEND, next_event, one_event
 
     with _open(pg_url, create=True) as rec:
+        rec.append("a", [ev(0)])
         assert rec.acquire_lease("deployment:a", "me", 30) == 1
         rec.fence["deployment:a"] = 1
-        sent = []
-        execute = rec._conn.execute
-        rec._conn.execute = lambda *a, **kw: sent.append(a[0]) or execute(*a, **kw)
+        sent = _sent(rec)
         rec.append("a", [ev(1)])
         rec.append_many([AppendRequest("a", [ev(2), ev(3)]), AppendRequest("b", [ev(4)])],
-                        [CheckpointAdvance("h", 0, 4)])
-        assert len(sent) == 2 and all(APPEND in sql for sql in sent)
-        assert rec.checkpoints() == {"h": 4} and rec.verify().ok
+                        [CheckpointAdvance("h", 0, 5)])
+        rec.append_many([AppendRequest("b", [ev(5)])], [CheckpointAdvance("h", 5, 6), CheckpointAdvance("g", 0, 6)])
+        rec.append_many([AppendRequest("b", [ev(6)])], [CheckpointAdvance("h", 6, 7)])
+        rec.append_many([AppendRequest("b", [ev(7)])], [CheckpointAdvance("h", 7, 8), CheckpointAdvance("g", 6, 8)])
+        # the second: several events; the third: g is not stored yet; the last: from the kept head
+        assert sent[:2] == [one_event(False, False, False, 1), sent[1]] and APPEND in sent[1]
+        assert sent[2:] == [one_event(False, False, False, 1, 2), sent[3], one_event(False, False, False, 1, 1),
+                            next_event(False, False, 1, 2)] and APPEND in sent[3]
+        assert rec.checkpoints() == {"g": 8, "h": 8} and rec.verify().ok
 
 
 def _sent(rec) -> list[str]:
@@ -80,18 +86,18 @@ def test_one_event_without_a_fence_is_one_insert_and_the_function_tells_the_rest
     continues from the row this recorder wrote last; what neither inserts (an empty log, a
     retry, a stale version) goes to the function, which answers."""
     from selfheal.eventstore.errors import ConcurrencyError
-    from selfheal.eventstore.postgres_schema import APPEND, NEXT_EVENT, ONE_EVENT
+    from selfheal.eventstore.postgres_schema import APPEND, next_event, one_event
 
     with _open(pg_url, create=True) as rec:
         sent = _sent(rec)
         assert rec.append("a", [ev(1)]) == [1]  # an empty log has no head row: the function starts it
-        assert sent == [ONE_EVENT[False, False, False], sent[1]] and APPEND in sent[1]
+        assert sent == [one_event(False, False, False), sent[1]] and APPEND in sent[1]
         sent.clear()
         assert rec.append("a", [ev(2)]) == [2] and rec.append("b", [ev(3)], expected_version=0) == [3]
-        assert sent == [ONE_EVENT[False, False, False], ONE_EVENT[True, False, False]]
+        assert sent == [one_event(False, False, False), one_event(True, False, False)]
         sent.clear()
         assert rec.append("a", [ev(7)]) == [4] and rec.append("b", [ev(8)], expected_version=1) == [5]
-        assert sent == [NEXT_EVENT[False, False]] * 2  # the head and both versions are this recorder's
+        assert sent == [next_event(False, False)] * 2  # the head and both versions are this recorder's
         sent.clear()
         assert rec.append("a", [ev(2)]) == [2]  # a retry: the stored position, nothing written
         with pytest.raises(ConcurrencyError):
@@ -102,10 +108,10 @@ def test_one_event_without_a_fence_is_one_insert_and_the_function_tells_the_rest
         sealed = msgspec.structs.replace(ev(5), key=b"k" * 32)
         sent.clear()
         assert rec.append("a", [sealed]) == [6] and rec.event_key(sealed.event_id) == b"k" * 32
-        assert sent[0] == ONE_EVENT[False, False, True] and len(sent) == 2  # the insert, then event_key's read
+        assert sent[0] == one_event(False, False, True) and len(sent) == 2  # the insert, then event_key's read
         resealed = msgspec.structs.replace(ev(9), key=b"m" * 32)
         assert rec.append("a", [resealed]) == [7] and rec.event_key(resealed.event_id) == b"m" * 32
-        assert sent[2] == NEXT_EVENT[False, True]
+        assert sent[2] == next_event(False, True)
         stale = msgspec.structs.replace(ev(6), key=b"j" * 32)
         with pytest.raises(ConcurrencyError):
             rec.append("a", [stale], expected_version=0)
@@ -116,7 +122,7 @@ def test_a_kept_head_another_writer_moved_inserts_nothing_and_the_append_looks_i
     """Two recorders taking turns on one log: each one's kept head goes stale at every turn, the
     position is found taken, and the append is made from the head looked up; positions, stream
     versions and the chain come out as if one writer had made them all."""
-    from selfheal.eventstore.postgres_schema import NEXT_EVENT, ONE_EVENT
+    from selfheal.eventstore.postgres_schema import next_event, one_event
 
     with _open(pg_url, create=True) as a, _open(pg_url) as b:
         a.append("s", [ev(0)])
@@ -124,7 +130,7 @@ def test_a_kept_head_another_writer_moved_inserts_nothing_and_the_append_looks_i
             rec.append("s", [ev(1 if rec is a else 2)])
         sent = _sent(a)
         assert a.append("s", [ev(3)]) == [4]
-        assert sent == [NEXT_EVENT[False, False], ONE_EVENT[False, False, False]]  # stale, then looked up
+        assert sent == [next_event(False, False), one_event(False, False, False)]  # stale, then looked up
         for n in range(4, 40):
             (a if n % 3 else b).append(f"s{n % 2}", [ev(n)])
         assert [(r.stream, r.version) for r in a.read() if r.stream == "s1"] == [("s1", v) for v in range(1, 19)]
@@ -134,7 +140,7 @@ def test_a_kept_head_another_writer_moved_inserts_nothing_and_the_append_looks_i
         b.append("x", [ev(41)])
         sent.clear()
         assert a.append("y", [ev(42)]) == [43] and a.append("x", [ev(43)]) == [44]
-        assert sent == [ONE_EVENT[False, False, False]] * 2
+        assert sent == [one_event(False, False, False)] * 2
         assert [r.version for r in a.read() if r.stream == "x"] == [1, 2, 3]
         assert a.last_position() == 44 and a.verify().ok
 
@@ -142,7 +148,7 @@ def test_a_kept_head_another_writer_moved_inserts_nothing_and_the_append_looks_i
 def test_a_function_write_drops_the_kept_head(pg_url):
     """A batch (the function) writes rows the recorder does not keep: the next single append
     looks the head up rather than continue from a head that is no longer the last row."""
-    from selfheal.eventstore.postgres_schema import NEXT_EVENT, ONE_EVENT
+    from selfheal.eventstore.postgres_schema import next_event, one_event
 
     with _open(pg_url, create=True) as rec:
         rec.append("a", [ev(0)])
@@ -150,7 +156,7 @@ def test_a_function_write_drops_the_kept_head(pg_url):
         rec.append_many([AppendRequest("a", [ev(2), ev(3)])])
         sent = _sent(rec)
         assert rec.append("a", [ev(4)]) == [5] and rec.append("a", [ev(5)]) == [6]
-        assert sent == [ONE_EVENT[False, False, False], NEXT_EVENT[False, False]]
+        assert sent == [one_event(False, False, False), next_event(False, False)]
         assert [r.version for r in rec.read()] == [1, 2, 3, 4, 5, 6] and rec.verify().ok
 
 
@@ -158,7 +164,7 @@ def test_rows_continued_from_the_kept_head_hash_as_python_hashes_them(pg_url):
     """NEXT_EVENT hashes the text msgspec made around recorded_at: equal to what
     eventstore/hashing.py computes from the stored row, for every awkward character, and with an
     injected clock too."""
-    from selfheal.eventstore.postgres_schema import NEXT_EVENT
+    from selfheal.eventstore.postgres_schema import next_event
 
     with _open(pg_url, create=True) as rec:
         rec.append(f"s{NASTY}", [ev(0)])
@@ -168,7 +174,7 @@ def test_rows_continued_from_the_kept_head_hash_as_python_hashes_them(pg_url):
             rec.append(f"s{NASTY}", [NewEvent(event_id=f"id{n}{NASTY}", type=f"T{NASTY}", schema_version=2,
                                               occurred_at=NASTY, data=msgspec.json.encode({"t": NASTY}).decode(),
                                               correlation_id=NASTY if n % 2 else None, causation_id=NASTY)])
-        assert sent == [NEXT_EVENT[False, False]] * 3
+        assert sent == [next_event(False, False)] * 3
         rows = list(rec.read())
         for previous, row in zip(rows[1:], rows[2:]):
             again = chain_rows([NewEvent(event_id=row.event_id, type=row.type, schema_version=row.schema_version,
@@ -183,21 +189,27 @@ def test_rows_continued_from_the_kept_head_hash_as_python_hashes_them(pg_url):
         sent = _sent(rec)
         rec.append("c", [ev(10)])
         rec.append("c", [ev(11)])
-        assert sent[-1] == NEXT_EVENT[True, False]
+        assert sent[-1] == next_event(True, False)
         assert [r.recorded_at for r in rec.read()][-2:] == ["2030-01-02T03:04:05.000600Z"] * 2 and rec.verify().ok
 
 
 def test_a_lost_lease_writes_nothing(pg_url):
+    """Whichever way the commit goes (the function, the INSERT from a looked-up head or from the
+    kept one), a lease that passed to another runner refuses it whole."""
     from selfheal.eventstore.postgres import LeaseLost
 
     with _open(pg_url, create=True) as rec, _open(pg_url) as other:
         assert rec.acquire_lease("deployment:a", "me", 0.01) == 1
         rec.fence["deployment:a"] = 1
+        for n in range(3):  # the function (an empty log), then the INSERT, looked up and kept
+            rec.append_many([AppendRequest("a", [ev(n)])], [CheckpointAdvance("h", n, n + 1)])
         other._conn.execute("SELECT pg_sleep(0.05)")
         assert other.acquire_lease("deployment:a", "them", 30) == 2
         with pytest.raises(LeaseLost, match="deployment:a"):
-            rec.append_many([AppendRequest("a", [ev(1)])], [CheckpointAdvance("h", 0, 1)])
-        assert rec.last_position() == 0 and rec.checkpoints() == {}
+            rec.append_many([AppendRequest("a", [ev(3)])], [CheckpointAdvance("h", 3, 4)])
+        with pytest.raises(LeaseLost, match="deployment:a"):
+            rec.append("b", [ev(4)])
+        assert rec.last_position() == 3 and rec.checkpoints() == {"h": 3}
 
 
 def test_a_log_made_before_the_function_gets_it_from_its_owner_and_a_replaced_one_is_refused(pg_url):
