@@ -280,7 +280,7 @@ def predict(cal: Calibration, config: ServingConfig, errors: Sequence[float] = (
         change = _overhead_change(cal, config)
         kv = cal.reference_kv_gib + (du * cal.total_gib if abs(du) > 1e-9 else 0.0) - change
         why = (f"{cal.reference_kv_gib:.2f} GiB at utilization {ref.gpu_memory_utilization:g}"
-               + (f", {du:+.2f} x {cal.total_gib:.2f} GiB total ({cal.total_from})" if abs(du) > 1e-9 else "")
+               + (f", {du:+.3g} x {cal.total_gib:.2f} GiB total ({cal.total_from})" if abs(du) > 1e-9 else "")
                + (f", {-change:+.2f} GiB beside the cache" if change else ""))
         resolution = cal.resolution * cal.reference_kv_gib / max(kv, 1e-9) if cal.reference_kv_gib > 0 else 0.0
         if abs(du) > 1e-9 and cal.total_from == "nvml":
