@@ -29,7 +29,7 @@ from selfheal.handlers.observer.compiler import compile_rule, expand_pattern
 from selfheal.handlers.observer.expr import Env
 from selfheal.handlers.observer.fixes import FixProgram
 from selfheal.handlers.observer.logtext import LogText
-from selfheal.handlers.observer.normalize import LogicalLine, squash
+from selfheal.handlers.observer.normalize import _FRAME, LogicalLine, squash, strip_prefix
 from selfheal.handlers.observer.prefilter import Plan, encoded, prefilter_for
 from selfheal.handlers.observer.prefixes import without_collectors
 from selfheal.handlers.observer.spec import CONTEXT, RuleProblem, RuleSpec
@@ -194,6 +194,7 @@ class LiteralSearch:
         self.dense = [g for g in plan.anchored if not g.sparse]
         self.sparse = [g for g in plan.anchored if g.sparse]
         self.lines: dict[int, set[int]] = {}  # line start -> matchers, until taken
+        self.simple = _simple(matchers)
 
     def _line_holds(self, literals, buf, base: int, pos: int, b: int) -> int:
         """Note the literals that the line holding buf[pos] holds; returns the line's end in buf
@@ -210,6 +211,7 @@ class LiteralSearch:
     def __call__(self, buf, base: int, a: int, b: int) -> None:
         """Search buf[a:b] (the log from base + a, whole lines): a literal without a newline lies
         whole in one piece."""
+        kept, self.lines = self.lines, {}
         holds, nl, lines = self._line_holds, self.nl, self.lines
         for literal, idxs in self.direct:
             pos = buf.find(literal, a, b)
@@ -232,6 +234,31 @@ class LiteralSearch:
                 pos = buf.find(group.char, pos + 1, b)
         if self.spanning:
             self._spanning(buf, base, a, b)
+        # a line where its rules certainly find nothing is left out here, while the piece is at
+        # hand (Scan._quiet would tell the same, through reads of the log)
+        found, self.lines = self.lines, kept
+        for start, idxs in found.items():
+            if start < base + a or not self._quiet(buf, base, start, b, idxs):
+                kept.setdefault(start, set()).update(idxs)
+
+    def _quiet(self, buf, base: int, start: int, b: int, idxs: set[int]) -> bool:
+        """Whether the line at `start` (in this piece) is a record of its own where the rules
+        `idxs` certainly find nothing (`_finds_nothing`)."""
+        if not idxs <= self.simple:
+            return False
+        log, nl, at = self.log, self.nl, start - base
+        end = buf.find(nl, at, b)
+        if end < 0:  # the piece's last line: whether the next line continues it is known later
+            if base + b < len(log.data):
+                return False
+            end = b
+        elif log.is_continuation(base + end + 1):
+            return False
+        if log.is_continuation(start) or start and not at:  # (a piece's buf holds the line above it)
+            return False
+        line = buf[at:end]
+        above = buf[buf.rfind(nl, 0, at - 1) + 1:at - 1] if start else None
+        return _finds_nothing(self.matchers, idxs, line.decode("utf-8", "replace") if log.binary else line, above)
 
     def _spanning(self, buf, base: int, a: int, b: int) -> None:
         """Literals with a newline, noted at the line where they start."""
@@ -331,6 +358,32 @@ def _literals(source: str) -> str:
     return "".join(_PLACEHOLDER.sub(" ", m.group(1)[1:-1]) for m in _STRING.finditer(source))
 
 
+def _simple(matchers: tuple[Matcher, ...]) -> frozenset[int]:
+    """The matchers that read one line at a time, each regex by itself (no window, no frame)."""
+    return frozenset(i for i, m in enumerate(matchers) if m.rule.window == 1 and not m.rule.raise_frame)
+
+
+def _finds_nothing(matchers: tuple[Matcher, ...], idxs: Iterable[int], line: str, above) -> bool:
+    """Whether the `_simple` rules `idxs` certainly find nothing in a record that is the one
+    physical line `line`: none of their regexes matches it, and it is no source code, neither by
+    its look nor by a traceback frame on the line above (`above`, as kept in the log, str or
+    bytes; None for the first line), which `Scan.run` reads another way. On a long log most
+    candidates are such lines: a literal selects more lines than its rule matches (a stats
+    line at 9.5% for a cache at 9x%), and this costs a regex search or two each."""
+    short = len(line) <= MATCH_WINDOW + MATCH_REACH  # else searched as `Scan._record` searches it
+    for i in idxs:
+        for regex in matchers[i].regexes:
+            if regex.search(line) if short else last_matches(regex, line, 1):
+                return False
+    if _maybe_code(line) and _is_code(strip_prefix(line)[1]):  # the message of a one-line record
+        return False
+    if above is not None and not isinstance(above, str):
+        if b'File "' not in above:
+            return True
+        above = above.decode("utf-8", "replace")
+    return above is None or not (_FRAME.search(above) and not _FRAME.search(line))  # LogText.is_source_line
+
+
 class Scan:
     """Candidate records -> every match of every rule, handed to `on_hit` in log order (Hit.key;
     the last MAX_MATCHES_PER_RECORD of a rule in a record), as soon as the log has been read
@@ -351,6 +404,7 @@ class Scan:
         self.held: list[tuple[tuple, int, Hit]] = []  # hits that a later record may precede
         self.made = 0
         self.sites: set[int] = set()  # raise statements read
+        self.simple = _simple(matchers)
 
     def add(self, found: dict[int, set[int]], wrapped: Iterable[int] = ()) -> None:
         for start, idxs in found.items():
@@ -372,7 +426,7 @@ class Scan:
                 break
             del self.pending[start]
             self.wrapped.discard(start)
-            if idxs:
+            if idxs and not self._quiet(start, idxs):
                 first = log.number(start)
                 self._release((first, first))  # every later hit has a key from here on
                 if log.is_source_line(start) or _maybe_code(log.line_text(start)) and _is_code(log.message(start)):
@@ -386,6 +440,19 @@ class Scan:
                     self._record(start, first, idxs)
         if limit is None:
             self._release(None)
+
+    def _quiet(self, start: int, idxs: set[int]) -> bool:
+        """Whether the record at `start` is one physical line where the rules `idxs` certainly
+        find nothing (`_finds_nothing`). `run` would read it with `_record` alone, which would
+        find nothing; skipping it skips only a `_release` that the next record does."""
+        if not idxs <= self.simple:
+            return False
+        log = self.log
+        end = log.line_end(start)
+        if end < len(log.data) and log.is_continuation(end + 1):
+            return False
+        above = log.data[log.line_start(start - 1):start - 1] if start else None
+        return _finds_nothing(self.matchers, idxs, log.line_text(start, end), above)
 
     def _read(self, start: int, records: int, limit: int, margin: int) -> bool:
         """Whether the record at `start` and the `records - 1` after it end where it is known

@@ -138,7 +138,9 @@ class FileBytes:
             raise TypeError("FileBytes supports slices with no step only")
         a, b = self._bounds(key.start, key.stop)
         held = self._buf is not None and self._base <= a and b <= self._base + self._filled
-        if not held and b - a > CACHED_BLOCKS // 2 * BLOCK_BYTES:  # a long range: read it once, past the cache
+        if held:  # the usual case while `chunks` runs: a line near the piece being read
+            return bytes(self._buf[a - self._base:b - self._base])
+        if b - a > CACHED_BLOCKS // 2 * BLOCK_BYTES:  # a long range: read it once, past the cache
             return self._pread(b - a, a)
         parts = [buf[lo:hi] for buf, lo, hi in self._held(a, b)]
         return bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
@@ -148,6 +150,14 @@ class FileBytes:
 
     def find(self, sub: bytes, start: int | None = None, end: int | None = None) -> int:
         start, end = self._bounds(start, end)
+        base, held = self._base, self._base + self._filled
+        if len(sub) == 1 and self._buf is not None and base <= start <= held:
+            # the usual case, as in __getitem__: first in the buffer, then past it
+            stop = min(end, held)
+            i = self._buf.find(sub, start - base, stop - base)
+            if i >= 0 or stop == end:
+                return i if i < 0 else base + i
+            start = stop
         if len(sub) != 1:
             at = start
             while at + len(sub) <= end:
@@ -168,6 +178,12 @@ class FileBytes:
     def rfind(self, sub: bytes, start: int | None = None, end: int | None = None) -> int:
         _one_byte(sub, "rfind")
         start, end = self._bounds(start, end)
+        base = self._base
+        if self._buf is not None and base <= end <= base + self._filled:  # the usual case, as in find
+            i = self._buf.rfind(sub, max(start, base) - base, end - base)
+            if i >= 0 or start >= base:
+                return i if i < 0 else base + i
+            end = base  # then before the buffer
         # backwards, one block (or the held buffer) at a time: a line's start is mostly near
         stop = end
         while stop > start:

@@ -25,19 +25,21 @@ import functools
 import re
 from typing import NamedTuple
 
-#: estimated costs in nanoseconds, measured with CPython 3.11 on a 100 MB log (only their
-#: ratios matter): per character of text, a `str.find` of one character (memchr) and the
-#: regex engine's scan for its first character (the former is cheap because engine.py does
-#: all of them a chunk at a time, each chunk read from memory once); per occurrence of the
-#: anchor, reached by `str.find` (a Python step) or by the regex engine, plus per literal
-#: tried there
-SCAN_NS, SRE_NS = 0.015, 0.23
-SPARSE_HIT_NS, SRE_HIT_NS, SRE_ALT_NS = 250.0, 5.0, 1.0
+#: estimated costs in nanoseconds, measured with CPython 3.11 on the 100 MB log of
+#: bench/observer.py searched 64 KiB at a time (only their ratios matter). Per character of
+#: text: a `find` of one character (memchr), and the regex engine's scan for its first
+#: character (a plain loop, seven times slower). Per occurrence of the anchor: reached by `find`
+#: (a Python step, then a regex match there), or inside the regex engine's scan (the test of
+#: the character after it); then per literal tried where that character is one that a literal
+#: of the group has after its anchor
+SCAN_NS, SRE_NS = 0.035, 0.26
+SPARSE_HIT_NS, SRE_HIT_NS, SRE_ALT_NS = 250.0, 20.0, 0.5
 #: a `str.find` of a string costs about FIND_NS / len(string) per character of text (it skips
 #: ahead by up to its length), and no less than FIND_MIN_NS
-FIND_NS, FIND_MIN_NS = 3.0, 0.15
-#: making a plan: counting one character in the sample, per character of the sample
-COUNT_NS = 0.3
+FIND_NS, FIND_MIN_NS = 5.0, 0.1
+#: making a plan: counting one character in the sample, per character of the sample; and the
+#: cover worked out from the counts, per anchor and literal (0.7 ms for the built-in rules)
+COUNT_NS, PLAN_NS = 0.3, 150.0
 
 
 def find_cost(literal: str, n: int) -> float:
@@ -74,6 +76,12 @@ class Prefilter:
                 for ch in dict.fromkeys(literal):
                     self.masks[ch] = self.masks.get(ch, 0) | 1 << k
         self.anchorable = functools.reduce(int.__or__, self.masks.values(), 0)
+        # the characters that follow each anchor in its literals ("" where one ends with it)
+        self.after: dict[str, set[str]] = {ch: set() for ch in self.masks}
+        for literal, _ in self.literals:
+            if "\n" not in literal:
+                for ch in dict.fromkeys(literal):
+                    self.after[ch].add(literal[literal.index(ch) + 1:][:1])
         # the plan of every short text, made once (nothing may change it): a text of a few lines
         # is diagnosed in about 100 us, and building this took several of them
         self.short = Plan([], [x for x in self.literals if "\n" not in x[0]],
@@ -90,35 +98,83 @@ class Prefilter:
         literal that has one (True) or none at all (False), for tests."""
         n = len(text)
         sample = text if sample is None else sample
-        if anchored is False or anchored is None and n * self.direct_ns < len(sample) * len(self.masks) * COUNT_NS:
+        planning = len(self.masks) * (len(sample) * COUNT_NS + len(self.literals) * PLAN_NS)
+        if anchored is False or anchored is None and n * self.direct_ns < planning:
             return self.short  # a short text: planning would cost more than it saves
-        direct = {k: find_cost(literal, n) for k, (literal, _) in enumerate(self.literals)}
+        direct = [find_cost(literal, n) for literal, _ in self.literals]
         scale = n / max(len(sample), 1)
-        occurrences = {ch: sample.count(ch) * scale for ch in self.masks}
-        groups, uncovered, covered = [], self.anchorable, 0
-        # greedy weighted set cover: the anchor, or a literal by itself, that costs least per
-        # literal it newly covers
+        costs = _Costs(self, n, {ch: sample.count(ch) * scale for ch in self.masks})
+        groups = costs.cover(self.masks, self.anchorable, {}, None if anchored is None else direct)
+        # the greedy cover is short-sighted: a common anchor taken for many literals at once may
+        # cost more than the rare ones it saved (four rare anchors at 3.5 ms for 100 MB, against one
+        # common one at 30 ms). Each anchor in turn, the dearest first: its literals covered
+        # again without it, kept when that costs less
+        for ch in sorted(groups, key=lambda c: -costs.group(c, groups[c])[0]):
+            if ch in groups and not costs.group(ch, groups[ch])[1]:
+                rest = {c: m for c, m in groups.items() if c != ch}
+                others = {c: m for c, m in self.masks.items() if c != ch}
+                trial = costs.cover(others, groups[ch], rest, None if anchored is None else direct)
+                if costs.total(trial) < costs.total(groups):
+                    groups = trial
+        covered, anchors = 0, []
+        for ch, mask in groups.items():
+            literals = [self.literals[k] for k in range(mask.bit_length()) if mask >> k & 1]
+            anchors.append(Group(ch, _anchor_regex(ch, tuple(lit for lit, _ in literals)), costs.group(ch, mask)[1],
+                                 literals))
+            covered |= mask
+        return Plan(anchors, [lit for k, lit in enumerate(self.literals) if not covered >> k & 1 and "\n" not in lit[0]],
+                    self.short.spanning)
+
+
+class _Costs:
+    """The estimated costs of searching one text through each anchor, for a plan."""
+
+    def __init__(self, prefilter: Prefilter, n: int, occurrences: dict[str, float]):
+        self.masks, self.direct = prefilter.masks, [find_cost(literal, n) for literal, _ in prefilter.literals]
+        # anchor -> (through `find`, through the regex engine: fixed, and per literal of the group)
+        self.rates: dict[str, tuple[float, float, float]] = {}
+        for ch, after in prefilter.after.items():
+            hits = occurrences[ch]
+            # the regex engine tests the character after each occurrence (_anchor_regex) and
+            # tries the literals only where it is one of theirs: how often, guessed from how
+            # common those characters are (a literal that ends with the anchor is tried everywhere)
+            share = 1.0 if "" in after else min(1.0, sum(occurrences.get(c, 0.0) for c in after) / max(n, 1))
+            self.rates[ch] = (n * SCAN_NS + hits * SPARSE_HIT_NS, n * SRE_NS + hits * SRE_HIT_NS,
+                              hits * share * SRE_ALT_NS)
+
+    def group(self, ch: str, mask: int) -> tuple[float, bool]:
+        """(cost, sparse) of searching the literals in `mask` through `ch`, the cheaper way."""
+        sparse, fixed, each = self.rates[ch]
+        dense = fixed + each * mask.bit_count()
+        return (sparse, True) if sparse <= dense else (dense, False)
+
+    def total(self, groups: dict[str, int]) -> float:
+        return sum(self.group(ch, mask)[0] for ch, mask in groups.items())
+
+    def cover(self, masks: dict[str, int], uncovered: int, groups: dict[str, int], forced: list | None) -> dict[str, int]:
+        """`groups` with the literals in `uncovered` added, by a greedy weighted set cover: the
+        anchor in `masks`, or a literal by itself, that costs least per literal it newly covers. An
+        anchor already in `groups` costs only what its new literals add: once a common character
+        is scanned for, more literals that hold it come cheap. `forced` (not None) anchors every
+        literal that has an anchor."""
+        groups = dict(groups)
         while uncovered:
             best = None
-            for ch, mask in self.masks.items():
+            for ch, mask in masks.items():
                 new = mask & uncovered
                 if new:
-                    k = new.bit_count()
-                    sparse = n * SCAN_NS + occurrences[ch] * SPARSE_HIT_NS
-                    dense = n * SRE_NS + occurrences[ch] * (SRE_HIT_NS + SRE_ALT_NS * k)
-                    if best is None or min(sparse, dense) / k < best[0]:
-                        best = (min(sparse, dense) / k, ch, new, sparse <= dense)
-            alone = min((k for k in direct if uncovered >> k & 1), key=direct.get)
-            if anchored is None and direct[alone] < best[0]:
-                uncovered &= ~(1 << alone)
+                    old = groups.get(ch, 0)
+                    extra = self.group(ch, old | new)[0] - (self.group(ch, old)[0] if old else 0.0)
+                    if best is None or extra / new.bit_count() < best[0]:
+                        best = (extra / new.bit_count(), ch, new)
+            alone = min((k for k in range(uncovered.bit_length()) if uncovered >> k & 1), key=self.direct.__getitem__)
+            if best is None or forced is None and self.direct[alone] < best[0]:
+                uncovered &= ~(1 << alone)  # searched by itself
                 continue
-            _, ch, new, sparse = best
-            literals = [self.literals[k] for k in range(new.bit_length()) if new >> k & 1]
-            groups.append(Group(ch, _anchor_regex(ch, tuple(lit for lit, _ in literals)), sparse, literals))
+            _, ch, new = best
+            groups[ch] = groups.get(ch, 0) | new
             uncovered &= ~new
-            covered |= new
-        return Plan(groups, [lit for k, lit in enumerate(self.literals) if not covered >> k & 1 and "\n" not in lit[0]],
-                    self.short.spanning)
+        return groups
 
 
 @functools.lru_cache(maxsize=256)
@@ -126,21 +182,31 @@ def _anchor_regex(char: str, literals: tuple[str, ...]) -> re.Pattern:
     """A regex that matches at an occurrence of `char` that is part of one of `literals`.
 
     It starts with the character, so that the regex engine's search jumps from one occurrence
-    to the next; the rest of each literal is checked with lookarounds, the character after the
-    anchor first (the engine skips an alternative whose first literal character differs
-    without entering it).
+    to the next. The rest of each literal after it follows as plain characters, merged into a
+    tree where literals share a beginning, so that at an occurrence the engine compares a
+    character or two and moves on: the regex engine skips an alternative whose first character
+    differs without entering it, while entering a lookaround costs tens of nanoseconds. Only
+    the part before the anchor is a lookbehind, checked once all the rest has matched.
     """
-    alternatives = []
+    tree: dict = {}
     for literal in literals:
         k = literal.index(char)
-        before, after = literal[:k], literal[k + 1:]
-        alt = re.escape(after[:1])
-        if len(after) > 1:
-            alt += f"(?={re.escape(after[1:])})"
-        if before:
-            alt += f"(?<={re.escape(literal[:k + 1 + len(after[:1])])})"
-        alternatives.append(alt)
-    return re.compile(re.escape(char) + "(?:" + "|".join(alternatives) + ")")
+        node = tree
+        for ch in literal[k + 1:]:
+            node = node.setdefault(ch, {})
+        node.setdefault("", set()).add(literal if k else "")
+    return re.compile(re.escape(char) + _tree_regex(tree))
+
+
+def _tree_regex(node: dict) -> str:
+    alternatives = []
+    ends = node.get("")
+    if ends is not None:  # a literal ends here: the part before its anchor, as a lookbehind
+        alternatives.append("" if "" in ends else "|".join(f"(?<={re.escape(x)})" for x in sorted(ends)))
+    alternatives.extend(re.escape(ch) + _tree_regex(child) for ch, child in node.items() if ch)
+    if len(alternatives) == 1 and (ends is None or len(ends) == 1 or "" in ends):
+        return alternatives[0]
+    return "(?:" + "|".join(alternatives) + ")"
 
 
 def bytes_safe(literal: str) -> bool:
