@@ -82,6 +82,19 @@ def test_fixes_follow_the_actuator_grid_and_are_not_clamped():
     assert p.fix == {"max_num_seqs": 282}               # 256 * 1.1 = 281.6 -> up to the grid
 
 
+@pytest.mark.parametrize("text", [PREEMPT, KV])
+def test_one_scrape_running_at_the_minimum_still_seeds_a_decrease_the_bounds_allow(text):
+    # a real CPU server's storm: the scrape caught running=1 between preemptions; one step below is 0,
+    # but the current config's 8 can still go down to the bounds' minimum: that is the seed, not an escalation
+    bounds = ActuatorBounds()
+    running_one = text.replace("running=16", "running=1").replace("running=12", "running=1")
+    assert diagnose(running_one, current=ServingConfig(max_num_seqs=8), bounds=bounds).primary.fix == {
+        "max_num_seqs": bounds.max_num_seqs.min}
+    # at the minimum already, nothing lower is allowed: the fix stays below it and the caller escalates
+    at_min = ServingConfig(max_num_seqs=bounds.max_num_seqs.min)
+    assert diagnose(running_one, current=at_min, bounds=bounds).primary.fix["max_num_seqs"] < bounds.max_num_seqs.min
+
+
 def test_a_startup_failure_outranks_a_symptom_in_the_same_text():
     text = PREEMPT + "\nValueError: No available memory for the cache blocks."
     d = diagnose(text, current=ServingConfig(gpu_memory_utilization=0.8))
