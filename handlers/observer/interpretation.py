@@ -1,0 +1,339 @@
+"""Hits folded into findings: one regex match (`Hit`), then, in log order, the context it sets
+(numbers, open regions, engine restarts) and the findings it makes, each with its seed fix (the
+rule's compiled fix program, fixes.py), into a `Diagnosis` (`Interpretation`).
+
+engine.py finds the hits while the log is read and hands them here in log order.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from selfheal.handlers.observer.expr import Env
+from selfheal.handlers.observer.fixes import FixProgram
+from selfheal.handlers.observer.spec import CONTEXT
+from selfheal.handlers.observer.units import convert
+from selfheal.schemas.actuators import ActuatorBounds
+from selfheal.schemas.events import Finding  # the one Finding type: observations record it as is
+from selfheal.schemas.serving import ServingConfig
+
+if TYPE_CHECKING:
+    from selfheal.handlers.observer.engine import Matcher
+
+__all__ = ["CAUSE_LINES", "MAX_LISTED", "Diagnosis", "Finding", "Hit", "Interpretation", "Repeated", "interpret"]
+
+
+class Repeated(msgspec.Struct, frozen=True, kw_only=True):
+    """A finding seen more often than `Diagnosis.findings` lists it: `findings[index]` is its
+    latest occurrence; `count` is how often it was seen in all, from `first_line` to `last_line`."""
+    index: int
+    count: int
+    first_line: int
+    last_line: int
+
+
+class Diagnosis(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """`findings`: every finding in log order, except that one seen more than MAX_LISTED times
+    is listed only at its first MAX_LISTED - 1 occurrences and its latest, and counted in
+    `repeated` (left out when empty). `primary` is one of `findings`."""
+    primary: Finding | None
+    findings: list[Finding]
+    repeated: list[Repeated] = []
+
+
+class Hit:
+    """One regex match: what it says, and where (`line`: 1-based, `evidence`: the physical lines,
+    cut down when very long). A hit at a raise site (`site`) has no match: the traceback shows
+    the source line that raises the rule's error, not the error."""
+
+    __slots__ = ("matcher", "groups", "numbers", "line", "evidence", "key", "site")
+
+    def __init__(self, matcher: Matcher, m: re.Match | None, line: int, evidence: list[str], record_first: int):
+        self.matcher = matcher
+        self.site = m is None
+        self.groups = {} if m is None else {k: v for k, v in m.groupdict().items() if v is not None}
+        self.numbers: dict[str, float | int] = {}
+        for capture, key, unit, target in matcher.numbers:
+            text = self.groups.get(capture)
+            value = None if text is None else convert(text, unit, target)
+            if value is not None:
+                self.numbers[key] = value
+        self.line = line
+        self.evidence = [_printable(x) for x in evidence]
+        self.key = (line, record_first, 0 if m is None else m.start(), matcher.order)
+
+
+def _printable(line: str) -> str:
+    # lone surrogates (text decoded with surrogateescape) cannot be encoded to JSON later
+    return line if line.isascii() else line.encode("utf-8", "replace").decode("utf-8")
+
+
+#: a distinct finding seen more often than this is listed this many times: its first
+#: occurrences and its latest; the rest are counted (Diagnosis.repeated). A log that repeats
+#: one failure on every line then needs memory for the failure, not for every line
+MAX_LISTED = 16
+#: findings of one kind this many lines apart in one attempt tell of one failure (Interpretation._with_cause)
+CAUSE_LINES = 60
+#: fixes remembered by an Interpretation (it starts over when full)
+REMEMBERED_FIXES = 256
+
+
+class _Seen:
+    __slots__ = ("count", "listed", "first_line", "latest", "latest_at")
+
+    def __init__(self, first_line: int):
+        self.count = self.listed = self.latest_at = 0
+        self.first_line = first_line
+        self.latest: Finding | None = None
+
+
+def _identity(f: Finding) -> str:
+    """What makes findings the same failure: all but where it was seen (line, evidence). As a
+    repr, so that 1 and 1.0, or 0.0 and -0.0, are told apart as the JSON of the findings would."""
+    return repr((f.kind, f.rule, f.rule_version, f.numbers, f.fix_direction, f.fix, f.action, f.note))
+
+
+class Interpretation:
+    """The hits of a log folded, in log order, into findings (`add` each hit, then `diagnosis()`).
+
+    A finding that recurs is counted, not kept: memory grows with the distinct failures of a
+    log, not with its length. The diagnosis is that of every occurrence kept: the primary
+    finding is the most specific one (the latest on a tie) of the last start attempt that
+    failed, or None when the server reported itself ready after every finding.
+    """
+
+    def __init__(self, current: ServingConfig | None, bounds: ActuatorBounds, buffer: float,
+                 matchers: tuple[Matcher, ...] = ()):
+        self.settings = (current, bounds, buffer)
+        # rules that speak when the log ends inside a region (`cut_in`): the failure was not seen
+        self.cut_rules = [m for m in matchers if m.rule.cut_in]
+        self.streaks: dict[str, tuple[int, int]] = {}  # kind -> (matches in a row, line of the last)
+        self.sites: list[tuple[int, Finding]] = []  # raise-site findings of this attempt, held back
+        self.context_hits = 0  # context lines read: a log cut in a phase shows more than its opener
+        self.context: dict[str, tuple[float | int, Hit]] = {}
+        self.regions: dict[str, Hit] = {}
+        self.ready_after_last_finding = False
+        self.seen: dict[str, _Seen] = {}
+        self.listed: dict[int, Finding] = {}  # occurrence number -> finding, in log order
+        # identity -> (priority, occurrence number of its latest) in the current start attempt,
+        # and in the last one that had findings
+        self.attempt: dict[str, tuple[int, int]] = {}
+        self.failed: dict[str, tuple[int, int]] = {}
+        self.occurrences = 0
+        self.fixes: dict[tuple, tuple[dict, str]] = {}
+
+    def add(self, hit: Hit) -> None:
+        rule = hit.matcher.rule
+        if rule.kind == CONTEXT:
+            self.context_hits += 1
+            for mark in rule.marks:
+                if mark == "reset":
+                    self._flush_sites()
+                    self.context.clear()
+                    self.regions.clear()
+                    self.streaks.clear()
+                    if self.attempt:
+                        self.failed, self.attempt = self.attempt, {}
+                elif mark == "ready":
+                    self._flush_sites()
+                    self.ready_after_last_finding = True
+                    self.regions.clear()  # serving: every startup phase is over
+                elif mark.startswith("open:"):
+                    self.regions[mark[5:]] = hit
+                else:
+                    self.regions.pop(mark[6:], None)
+            for key, value in hit.numbers.items():
+                self.context[key] = (value, hit)
+            return
+        if rule.cut_in and rule.cut_in not in self.regions:
+            return  # the process died, but not in the phase this rule reads it in
+        made = _finding(hit, self.context, self.regions, self._fix, self._confidence(hit))
+        # a streak is of a symptom, not of one rule: the rules of a kind that differ only in
+        # the literal that selects their lines (a cache at 9x% and at 100%) count together
+        if made is None:  # the rule's `when` is false here: a calm match ends a streak
+            if rule.sustain > 1:
+                self.streaks.pop(rule.kind, None)
+            return
+        if rule.sustain > 1:
+            count, last = self.streaks.get(rule.kind, (0, hit.line))
+            if rule.gap and hit.line - last > rule.gap:  # too far from the last: a new streak
+                count = 0
+            count += _times(hit)
+            self.streaks[rule.kind] = (count, hit.line)
+            if count < rule.sustain:
+                return
+        priority, finding = made
+        if hit.site:  # the message itself may follow, and says more: held back until it does not
+            self.sites.append((priority, finding))
+            return
+        # an error stated after raise sites is what they raised: they said less
+        self.sites = []
+        self._found(priority, finding)
+
+    def _found(self, priority: int, finding: Finding) -> None:
+        self.ready_after_last_finding = False
+        self.regions.clear()  # whatever phase was running ended with this failure
+        self._count(priority, finding)
+
+    def _flush_sites(self) -> None:
+        sites, self.sites = self.sites, []
+        for priority, finding in sites:
+            self._found(priority, finding)
+
+    def _confidence(self, hit: Hit) -> str:
+        rule = hit.matcher.rule
+        if rule.cut_in:
+            return "truncated"
+        return "inferred" if hit.site else rule.confidence
+
+    def _with_cause(self, primary: Finding, attempt: dict) -> Finding:
+        """The primary finding with the numbers of the same failure told twice: a vLLM wrapper's
+        message and the PyTorch OOM it wraps (or re-raises) are findings of one kind a few lines
+        apart in one attempt; what the primary does not state itself is taken from the nearest."""
+        ats = {at for _, at in attempt.values()}
+        near = sorted((f for at, f in self.listed.items() if at in ats and f is not primary and f.kind == primary.kind
+                       and abs(f.line - primary.line) <= CAUSE_LINES), key=lambda f: abs(f.line - primary.line))
+        extra: dict = {}
+        for f in near:
+            for key, value in f.numbers.items():
+                extra.setdefault(key, value)
+        extra = {k: v for k, v in extra.items() if k not in primary.numbers}
+        if not extra:
+            return primary
+        merged = msgspec.structs.replace(primary, numbers={**primary.numbers, **extra})
+        for at, f in list(self.listed.items()):
+            if f is primary:
+                self.listed[at] = merged
+        return merged
+
+    def _cut_short(self) -> None:
+        """The log ends inside a region a `cut_in` rule names, with no failure since it opened:
+        the process died there, or the paste stops there. A finding of lower confidence."""
+        # the opening line alone is a quoted line, not a startup that stopped
+        if self.context_hits < 2 and all(r.line <= 1 for r in self.regions.values()):
+            return
+        if self.attempt or self.failed:  # a failure the log shows says more than where it stops
+            return
+        for m in self.cut_rules:
+            opener = self.regions.get(m.rule.cut_in)
+            if opener is not None:
+                made = _finding(Hit(m, None, opener.line, list(opener.evidence), opener.line), self.context, self.regions,
+                                self._fix, "truncated")
+                if made is not None:
+                    self._found(*made)
+
+    def _fix(self, program: FixProgram, numbers: dict, groups: dict) -> tuple[dict, str] | None:
+        """The fix `program` gives for these numbers and captures; the last ones are remembered
+        (a repeated failure repeats them), as running a program is most of a finding's cost."""
+        key = (program, repr(numbers), repr(groups))  # repr: 0.0 is not -0.0, 1 is not 1.0 here
+        done = self.fixes.get(key)
+        if done is None:
+            if len(self.fixes) >= REMEMBERED_FIXES:
+                self.fixes.clear()
+            current, bounds, buffer = self.settings
+            done = self.fixes[key] = program.run(Env.build(numbers, current, bounds, buffer, groups))
+        return None if done is None else (dict(done[0]), done[1])
+
+    def _count(self, priority: int, finding: Finding) -> None:
+        self.occurrences += 1
+        at, identity = self.occurrences, _identity(finding)
+        seen = self.seen.get(identity)
+        if seen is None:
+            seen = self.seen[identity] = _Seen(finding.line)
+        seen.count += 1
+        if seen.listed < MAX_LISTED:
+            seen.listed += 1
+        else:  # the latest occurrence listed so far makes room for this one
+            del self.listed[seen.latest_at]
+        self.listed[at] = seen.latest = finding
+        seen.latest_at = at
+        self.attempt[identity] = (priority, at)
+
+    def diagnosis(self) -> Diagnosis:
+        """The diagnosis of the log read so far. Call it once, at the end: what the end of the
+        log means (raise sites with no message after them, a log cut inside a phase) is added."""
+        self._flush_sites()
+        self._cut_short()
+        attempt = self.attempt or self.failed
+        primary = None
+        if attempt and not self.ready_after_last_finding:
+            primary = self._with_cause(self.seen[max(attempt, key=attempt.__getitem__)].latest, attempt)
+        index = {at: i for i, at in enumerate(self.listed)}
+        repeated = [Repeated(index=index[s.latest_at], count=s.count, first_line=s.first_line, last_line=s.latest.line)
+                    for s in self.seen.values() if s.count > s.listed]
+        return Diagnosis(primary=primary, findings=list(self.listed.values()),
+                         repeated=sorted(repeated, key=lambda r: r.index))
+
+
+def interpret(hits: Iterable[Hit], current: ServingConfig | None, bounds: ActuatorBounds, buffer: float,
+              matchers: tuple[Matcher, ...] = ()) -> Diagnosis:
+    """Fold hits, in log order, into a diagnosis (Interpretation)."""
+    fold = Interpretation(current, bounds, buffer, matchers)
+    for hit in hits:
+        fold.add(hit)
+    return fold.diagnosis()
+
+
+def _finding(hit: Hit, context, regions, fix_of: Callable[[FixProgram, dict, dict], tuple[dict, str] | None],
+             confidence: str = "stated") -> tuple[int, Finding] | None:
+    rule = hit.matcher.rule
+    kind, program, direction, notes = rule.kind, hit.matcher.program, rule.direction, [rule.note]
+    priority = rule.priority
+    support: list[Hit] = []
+    for ref, ref_program in zip(rule.refine, hit.matcher.refine_programs):
+        if ref.when in regions:
+            opener = regions[ref.when]
+            kind, program, direction, priority = ref.kind, ref_program, ref.direction, ref.priority
+            notes.append(f"{ref.note} (line {opener.line})")
+            support.append(opener)
+            break
+    numbers = dict(hit.numbers)
+    for key in rule.uses:
+        if key not in numbers and key in context:
+            value, source = context[key]
+            numbers[key] = value
+            support.append(source)
+            notes.append(f"{key} from line {source.line}")
+    made = fix_of(program, numbers, hit.groups)
+    if made is None:
+        return None
+    fix, fix_note = made
+    notes.insert(0, fix_note)
+    if confidence != "stated":
+        notes.append(f"inferred from the raise site at line {hit.line}: the message itself was cut off"
+                     if hit.site and confidence == "inferred" else _CONFIDENCE_NOTES[confidence])
+    evidence = list(hit.evidence)
+    for s in sorted(set(support), key=lambda h: h.key):
+        evidence.extend(x for x in s.evidence if x not in evidence)
+    # a log cut short shows no failure: what it would have been is only told (the note), never tuned
+    if confidence == "truncated":
+        notes[0] = f"what would be tried: {notes[0]} {_value_list(fix)}".rstrip() if fix else notes[0]
+        fix = {}
+    action = "tune" if fix else "alert"
+    finding = Finding(kind=kind, rule=rule.id, rule_version=rule.version, numbers=numbers,
+                      fix_direction=dict(direction), fix=fix, action=action, confidence=confidence,
+                      evidence=evidence, line=hit.line, note="; ".join(n for n in notes if n))
+    return priority, finding
+
+
+def _value_list(fix: dict) -> str:
+    return "(" + ", ".join(f"{k}={v}" for k, v in fix.items()) + ")"
+
+
+_RAY_REPEATED = re.compile(r"\[repeated (\d{1,6})x across cluster\]")
+
+
+def _times(hit: Hit) -> int:
+    """How many records one match stands for: Ray folds the same line from many workers into
+    one, ending "[repeated 30x across cluster]" (31 in all)."""
+    m = _RAY_REPEATED.search(hit.evidence[-1]) if hit.evidence else None
+    return 1 + int(m.group(1)) if m else 1
+
+
+_CONFIDENCE_NOTES = {
+    "inferred": "inferred from vLLM's accounting, not stated by an error",
+    "truncated": "the log ends here without the error: lower confidence, alert only",
+}
