@@ -2,13 +2,15 @@
 `eventsourcing` library's PostgreSQL recorder, in the same run, on a throwaway local cluster.
 
 Prints one JSON object: events/s of each, and ratios ours / plain and ours / eventsourcing.
-- appends, single: one event per transaction, no lease (an observation; the one-INSERT path);
+- appends, single: one event per transaction, no lease (an observation; one INSERT, from the
+  head this recorder wrote last: eventstore/postgres_single.py);
 - a runner's commit: one event and a checkpoint move per transaction, under a lease's fence
-  (through the append function), against a plain transaction doing the same: BEGIN, the
-  INSERT, an UPDATE of a checkpoint row, COMMIT;
+  (one INSERT too, its checks and the move in the same statement), against a plain transaction
+  doing the same: BEGIN, the INSERT, an UPDATE of a checkpoint row, COMMIT (four round trips to
+  our one: that is how a plain psycopg transaction goes, without pipeline mode);
 - appends, batched: 100 events per transaction;
 - the append lock: advisory transaction lock (ours) against LOCK TABLE ... EXCLUSIVE, both taken
-  in the append function (single appends of one event skip it: postgres_schema.ONE_EVENT);
+  in the append function (one event skips it: postgres_schema.one_event, next_event);
 - typed reads: rows to msgspec Structs (ours: EventStore.read) against a plain SELECT decoded
   by the same msgspec decoder;
 - fleet: 4 processes appending one event per transaction at once.
@@ -22,7 +24,9 @@ the same race with synchronous_commit off in every variant: the work of an appen
 WAL flush, which on a slow or busy disk is most of a commit and hides everything else.
 The variants of one figure run interleaved, in rounds that rotate their order, each on its own
 connection and fresh database, so a disk or a neighbour that slows down mid-run slows them all
-alike and the ratios stay fair.
+alike and the ratios stay fair. 50 rounds (10 before): on a shared 2-core machine whose load
+changes within seconds, rounds of 1,000 calls left one variant a slow stretch the other missed,
+and single appends read 0.78-1.35x plain from run to run.
 
     python bench/postgres.py            # 5,000 events per figure
     python bench/postgres.py --quick    # 500, for CI smoke runs
@@ -75,7 +79,7 @@ def rate(count: int, seconds: float) -> float:
     return round(count / seconds, 1)
 
 
-def interleaved(variants: dict, n: int, per_call: int = 1, rounds: int = 10) -> dict[str, float]:
+def interleaved(variants: dict, n: int, per_call: int = 1, rounds: int = 50) -> dict[str, float]:
     """events/s of each variant, `variant(i)` appending call i (`per_call` events); the calls run
     in rounds, each round every variant in turn, the order rotating from round to round."""
     spent, names, chunk = dict.fromkeys(variants, 0.0), list(variants), max(1, n // per_call // rounds)
@@ -173,13 +177,14 @@ def commits(db, n: int) -> dict[str, float]:
                 conn.execute("UPDATE plain_checkpoints SET position = %s WHERE handler = 'h'", (i + 1,))
         # the checkpoint moves from i to i + 1: each variant's calls must run in order, once each
         spent = {"ours": 0.0, "plain": 0.0}
-        for r in range(10):
+        rounds, chunk = 50, n // 50
+        for r in range(rounds):
             for name, call in (("ours", ours_commit), ("plain", plain_commit))[::1 if r % 2 else -1]:
                 started = time.perf_counter()
-                for i in range(r * n // 10, (r + 1) * n // 10):
+                for i in range(r * chunk, (r + 1) * chunk):
                     call(i)
                 spent[name] += time.perf_counter() - started
-        return {name: rate(n // 10 * 10, seconds) for name, seconds in spent.items()}
+        return {name: rate(chunk * rounds, seconds) for name, seconds in spent.items()}
 
 
 def typed_reads(url: str, n: int) -> dict:

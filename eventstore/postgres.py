@@ -213,24 +213,31 @@ class PostgresRecorder(Recorder):
         return exc
 
     def append(self, stream, events, expected_version=None) -> list[int]:
-        return self.append_many([AppendRequest(stream, events, expected_version)])[0]
+        if self.ONE_STATEMENT and len(events) == 1:
+            position = self._one(stream, events[0], expected_version)
+            if position is not None:
+                return [position]
+        return self._call([AppendRequest(stream, events, expected_version)])[0]
 
     def append_many(self, requests: Sequence[AppendRequest],
                     checkpoints: Sequence[CheckpointAdvance] = ()) -> list[list[int]]:
-        # one event (with its fence and checkpoint moves: a runner's commit) is one INSERT;
-        # what it does not insert (a conflict, a retry, an empty log, a head moved meanwhile)
-        # goes to the function, which tells these apart
         if (self.ONE_STATEMENT and len(requests) == 1 and len(requests[0].events) == 1
                 and len({m.handler for m in checkpoints}) == len(checkpoints)):
             r = requests[0]
-            try:
-                position = self._single.append(self, r.stream, r.events[0], r.expected_version, checkpoints)
-            except psycopg.Error as exc:
-                self._single.forget()
-                raise self._conflict(exc) from None
+            position = self._one(r.stream, r.events[0], r.expected_version, checkpoints)
             if position is not None:
                 return [[position]]
         return self._call(requests, checkpoints)
+
+    def _one(self, stream, event, expected, moves=()) -> int | None:
+        """One event (with its fence and checkpoint moves: a runner's commit) is one INSERT;
+        what it does not insert (a conflict, a retry, an empty log, a head moved meanwhile)
+        goes to the function, which tells these apart."""
+        try:
+            return self._single.append(self, stream, event, expected, moves)
+        except psycopg.Error as exc:
+            self._single.forget()
+            raise self._conflict(exc) from None
 
     # -- reading -------------------------------------------------------------------------
 

@@ -309,7 +309,8 @@ def _built(sql: str, *, clock: bool, keyed: bool, expected: bool = False, leases
 
 
 @functools.cache
-def one_event(expected: bool = False, clock: bool = False, keyed: bool = False, leases: int = 0, moves: int = 0) -> str:
+def one_event(expected: bool = False, clock: bool = False, keyed: bool = False, leases: int = 0,
+              moves: int = 0) -> str:
     """ONE_EVENT with a check of %(expected)s, recorded_at from %(clock)s rather than the
     server's clock, a sealed event's %(key)s, a runner's commit: built for what the append
     carries, so that no NULL parameter is sent and tested per append."""

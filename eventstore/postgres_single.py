@@ -1,4 +1,5 @@
-"""A single event with no fence: the common append (an observation, an approval), in one round trip.
+"""One event, in one round trip: an observation, an approval, a runner's commit (the event, its
+lease's fence and its checkpoint moves, postgres_schema._checks).
 
 Why it is its own path (bench/postgres.py measures it beside a plain psycopg insert loop):
 - The append function (postgres_schema.APPEND) is PL/pgSQL, whose own cost per call was most
@@ -14,7 +15,8 @@ Why it is its own path (bench/postgres.py measures it beside a plain psycopg ins
   returns its row, and a position that does not follow the kept one shows another writer, which
   drops every kept version; a kept head that went stale shows as its position taken (nothing
   inserted), which drops the lot, and the same append goes the ONE_EVENT way. Every other write
-  of this recorder (the function, copy_into) drops them too.
+  of this recorder (the function, copy_into) drops them too. Were a kept version stale all the
+  same, the unique (stream, version) index refuses the row and the function decides.
 """
 from __future__ import annotations
 
@@ -67,16 +69,19 @@ class SingleAppends:
                 before = _encode((previous, position + 1, e.event_id, stream, version + 1, e.type, e.schema_version,
                                   e.occurred_at))
                 after = _encode((e.correlation_id, e.causation_id, e.data))
-                row = recorder._conn.execute(schema.next_event(clock, keyed, leases, len(moves)), {
-                    **params, "pos": position + 1, "ver": version + 1, "last": last,
-                    "before": before[:-1].decode() + ",", "after": "," + after[1:].decode()}).fetchone()
+                params["pos"], params["ver"], params["last"] = position + 1, version + 1, last
+                params["before"], params["after"] = before[:-1].decode() + ",", "," + after[1:].decode()
+                row = recorder._conn.execute(schema.next_event(clock, keyed, leases, len(moves)), params).fetchone()
                 if row is not None:
                     return self._keep(row, stream, tail)
                 self.forget()  # another writer appended: look the head up
                 tail = None
+                for name in ("pos", "ver", "last", "before", "after"):
+                    del params[name]
             if expected is not None:
                 params["expected"] = expected
-            row = recorder._conn.execute(schema.one_event(expected is not None, clock, keyed, leases, len(moves)), params).fetchone()
+            row = recorder._conn.execute(schema.one_event(expected is not None, clock, keyed, leases, len(moves)),
+                                         params).fetchone()
         except pg_errors.UniqueViolation:
             row = None  # a stored id: the function returns its positions or names the conflict
         if row is None:
