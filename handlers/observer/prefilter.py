@@ -12,7 +12,9 @@ first character (one slower pass, but no Python per occurrence: for a common one
 
 What is rare depends on the traffic, so the plan is made per text: the characters are counted
 in a sample of it (logtext.sample) and a greedy cover picks groups by estimated cost, leaving
-a literal to `str.find` ("direct") when no anchor is cheaper. Whichever is chosen, exactly the
+a literal to `str.find` ("direct") when no anchor is cheaper; then each common anchor is tried
+without (its literals covered again by the others), since the greedy cover may take one early
+that rarer ones chosen later make needless. Whichever is chosen, exactly the
 lines that hold a literal are reported, so the plan changes speed, never results. Short texts
 are searched directly: planning would cost more than it saves.
 
