@@ -1,19 +1,15 @@
 """The server recorder: one PostgreSQL database holds the log of a fleet of nodes.
 
 Design notes (why, not what):
-- An append is one round trip: one call of the server-side function `selfheal_append_v2`
-  (postgres_schema.py) that takes the append lock, reads the head, checks the fence, the
-  checkpoint moves, the expected versions and stored ids, computes the rows' hashes as
-  eventstore/hashing.py does, and inserts them, as one statement and so one implicit
-  transaction; a conflict raises in it and nothing is written. The client computes nothing
-  the server must know first (the head, recorded_at), so no round trip waits on another.
-  v2 runs one INSERT for one event where v1 ran a dozen statements; it is a new name so that
-  nodes on the older build keep calling theirs during an upgrade (same lock, same hashes).
-- One event with no fence (an observation, an approval; the common single append) skips the
-  function: one prepared INSERT that takes the same lock (postgres_single.py), and that inserts
-  nothing where its head went stale or the version does not hold, or meets a stored id; then,
-  and only then, the function is called (a second round trip) and tells these apart.
-  PL/pgSQL's own cost per call was most of an append's server time (bench/postgres.py).
+- An append is one round trip. Several events go as one call of the server-side function
+  `selfheal_append_v2` (postgres_schema.py), which takes the append lock, reads the head,
+  checks the fence, checkpoint moves, expected versions and stored ids, hashes the rows as
+  eventstore/hashing.py does and inserts them, in one statement and so one implicit
+  transaction: a conflict raises in it and nothing is written (v2 is a new name so that nodes
+  on an older build keep calling theirs during an upgrade: same lock, same hashes). One event,
+  with its fence and checkpoint moves where a runner commits, is one prepared INSERT with no
+  PL/pgSQL call, whose own cost was most of an append's server time (postgres_single.py); what
+  it does not insert goes to the function, which tells the cases apart.
 - Appends are serialised by a transaction-level advisory lock taken before the chain head is
   read: every append needs the previous hash, and a sequence would leave gaps on rollback and
   let a tailing reader skip a row committed late. The lock is released at commit, after the
