@@ -76,23 +76,10 @@ def test_queue_growth_raises_max_num_seqs_only_when_known_to_fit(text, current, 
 def test_fixes_follow_the_actuator_grid_and_are_not_clamped():
     bounds = ActuatorBounds()
     p = diagnose(PREEMPT.replace("running=16", "running=3"), bounds=bounds).primary
-    assert p.fix == {"max_num_seqs": 0}                 # below the minimum 2: kept visible, the caller escalates
+    assert p.fix == {"max_num_seqs": 1}                 # below the minimum 2: kept visible, the caller escalates
     big = ServingConfig(max_num_seqs=256)
     p = diagnose(QUEUE.replace("running=16", "running=256"), current=big).primary
     assert p.fix == {"max_num_seqs": 282}               # 256 * 1.1 = 281.6 -> up to the grid
-
-
-@pytest.mark.parametrize("text", [PREEMPT, KV])
-def test_one_scrape_running_at_the_minimum_still_seeds_a_decrease_the_bounds_allow(text):
-    # a real CPU server's storm: the scrape caught running=1 between preemptions; one step below is 0,
-    # but the current config's 8 can still go down to the bounds' minimum: that is the seed, not an escalation
-    bounds = ActuatorBounds()
-    running_one = text.replace("running=16", "running=1").replace("running=12", "running=1")
-    assert diagnose(running_one, current=ServingConfig(max_num_seqs=8), bounds=bounds).primary.fix == {
-        "max_num_seqs": bounds.max_num_seqs.min}
-    # at the minimum already, nothing lower is allowed: the fix stays below it and the caller escalates
-    at_min = ServingConfig(max_num_seqs=bounds.max_num_seqs.min)
-    assert diagnose(running_one, current=at_min, bounds=bounds).primary.fix["max_num_seqs"] < bounds.max_num_seqs.min
 
 
 def test_a_startup_failure_outranks_a_symptom_in_the_same_text():
@@ -116,3 +103,11 @@ def test_watch_output_round_trips_through_the_rules():
     texts = [watch.feed(scrape(preemptions=10 * i, waiting=i, running=16, kv=0.99), 10.0 * i) for i in range(6)]
     kinds = [diagnose(t).primary.kind for t in texts if t]
     assert kinds == ["kv_cache_pressure", "preemption_storm", "queue_growth"]
+
+
+@pytest.mark.parametrize("text", [PREEMPT, KV])
+def test_one_scrape_running_one_still_seeds_one_sequence_not_zero(text):
+    # a real CPU server's storm: the scrape caught running=1 between preemptions; one step below is 0 sequences,
+    # which is no config: the seed is one at a time (in bounds where the operator allows 1)
+    running_one = text.replace("running=16", "running=1").replace("running=12", "running=1")
+    assert diagnose(running_one, current=ServingConfig(max_num_seqs=8)).primary.fix == {"max_num_seqs": 1}
