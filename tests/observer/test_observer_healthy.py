@@ -81,6 +81,14 @@ HEALTHY = [
     "of block_manager",
     # (a limit of 2560 is vLLM 0.1's token budget, a config failure: test_log_inference.py)
     "WARNING 01-24 10:02:20 scheduler.py:170] Input prompt (5000 tokens) is too long and exceeds limit of 4096",
+    # VLLM_ALLOW_LONG_MAX_MODEL_LEN set: the length check's sentence as a warning, and the server starts
+    "WARNING 12-06 07:00:00 [model.py:1700] User-specified max_model_len (1048576) is greater than the derived "
+    "max_model_len (max_position_embeddings=2048.0 or model_max_length=None in model's config.json). "
+    "VLLM_ALLOW_LONG_MAX_MODEL_LEN must be used with extreme caution. If the model uses relative position encoding "
+    "(RoPE), positions exceeding derived_max_model_len lead to nan.",
+    "WARNING 05-01 07:00:00 config.py:1700] User-specified max_model_len (8192) is greater than the derived "
+    "max_model_len (max_position_embeddings=4096 or model_max_length=None in model's config.json). Make sure the "
+    "value is correct and within the model context size.",
     # the word "error" and "out of memory" in ordinary text
     "INFO 11-24 06:55:08 [core.py:76] Initializing a V1 LLM engine (v0.10.2) with config: enforce_eager=False",
     "(APIServer pid=99) INFO:     127.0.0.1:51234 - \"POST /v1/chat/completions HTTP/1.1\" 400 Bad Request",
