@@ -268,6 +268,9 @@ def targets(rows: dict) -> dict:
     canaries = [r["selfheal"]["canaries"] for r in promoted.values()]
     every_run = {n: r["selfheal"]["canaries"] for n, r in rows.items()}
     fractions = {n: r["selfheal"]["fraction_of_best"] for n, r in promoted.items()}
+    # the mission's candidate rule: a candidate changes at most max_changes (2) parameters of the current
+    # config, so the best a heal may promote is the best within that many changes
+    within = {n: r["selfheal"]["fraction_of_best_within_max_changes"] for n, r in promoted.items()}
     median = statistics.median(canaries) if canaries else None
     feasible = {n: r["selfheal"]["outcome"] for n, r in rows.items() if r["expected"] == "heal"}
     infeasible = {n: [r["selfheal"]["outcome"], r["selfheal"].get("reason")] for n, r in rows.items()
@@ -283,6 +286,9 @@ def targets(rows: dict) -> dict:
         f"fitness>={FITNESS_FRACTION}_of_best": {
             "value": fractions,
             "met": bool(fractions) and all(f is not None and f >= FITNESS_FRACTION for f in fractions.values())},
+        f"fitness>={FITNESS_FRACTION}_of_best_within_the_candidate_rule": {
+            "value": within,
+            "met": bool(within) and all(f is not None and f >= FITNESS_FRACTION for f in within.values())},
         f"median_canaries_per_heal<={MEDIAN_CANARIES}": {
             "value": median, "met": median is not None and median <= MEDIAN_CANARIES},
         f"max_canaries_per_run<={MAX_CANARIES}": {
