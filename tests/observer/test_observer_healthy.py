@@ -89,6 +89,9 @@ HEALTHY = [
     "WARNING 05-01 07:00:00 config.py:1700] User-specified max_model_len (8192) is greater than the derived "
     "max_model_len (max_position_embeddings=4096 or model_max_length=None in model's config.json). Make sure the "
     "value is correct and within the model context size.",
+    # above 40% of the host's memory vLLM only warns (above 70% it refuses: test_log_inference.py)
+    "WARNING 03-04 05:06:07 config.py:600] Possibly too large swap space. 16.00 GiB out of the 31.27 GiB total CPU "
+    "memory is allocated for the swap space.",
     # the word "error" and "out of memory" in ordinary text
     "INFO 11-24 06:55:08 [core.py:76] Initializing a V1 LLM engine (v0.10.2) with config: enforce_eager=False",
     "(APIServer pid=99) INFO:     127.0.0.1:51234 - \"POST /v1/chat/completions HTTP/1.1\" 400 Bad Request",
