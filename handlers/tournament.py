@@ -260,13 +260,15 @@ class Tournament(Reactor):
             config, reason, _ = best
             return [self._propose(event, run, view, config, "tournament", len(run.candidates), reason)]
         named = ", ".join(dict.fromkeys(kinds))
+        lost = self._lost(run, kinds)
         if doomed:
+            # what holds an actuator still (an explicit KV size) is said here too (issue 15.3)
             first = "; ".join(f"{describe(c, run.current)} predicted {kind}" for c, kind in doomed[:3])
             return self._give_up(event, run, view, f"every one of the {len(doomed)} untried configurations inside "
                                                    f"the bounds that move the way {named} names is predicted not "
-                                                   f"to start, from vLLM's printed numbers: {first}")
+                                                   f"to start, from vLLM's printed numbers: {first}"
+                                                   + "".join(f"; {why}" for why in lost.values()))
         intent = view["intents"].by_id[run.intent_id]
-        lost = self._lost(run, kinds)
         ways = directions_of(run.current, intent.seed_fix, kinds)
         why = stuck(self._anchor(run), {n: w for n, w in ways.items() if n not in lost},
                     self.deployments[run.deployment].bounds, lost)

@@ -89,10 +89,13 @@ def test_an_explicit_kv_size_with_the_estimate_below_the_floor_escalates_without
     h.incident()
     assert not proposals(h)
     (escalation,) = [r.event for r in h.events("EscalationRaised")]
-    assert escalation.reason == (
-        "seed fix outside the bounds: needs max_model_len=43008, below the minimum 49152; nothing else the finding "
-        "names can move inside the bounds: gpu_memory_utilization cannot change the KV cache size, set explicitly "
-        "by VLLM_CPU_KVCACHE_SPACE=14 in the deployment's environment")
+    # the calibration from the failing start rules out every length inside the bounds; the explicit size
+    # that holds utilization still is named (issue 15.3)
+    assert escalation.reason.startswith("every one of the ")
+    assert "predicted not to start, from vLLM's printed numbers: max_model_len=" in escalation.reason
+    assert escalation.reason.endswith(
+        "; gpu_memory_utilization cannot change the KV cache size, set explicitly by VLLM_CPU_KVCACHE_SPACE=14 in "
+        "the deployment's environment")
 
 
 def test_without_a_prediction_the_search_only_moves_the_way_the_failure_names(harness):
@@ -107,4 +110,6 @@ def test_without_a_prediction_the_search_only_moves_the_way_the_failure_names(ha
     for candidate in rest:
         assert candidate.config.gpu_memory_utilization >= 0.9 and candidate.config.max_model_len <= 43008
         assert candidate.reason.startswith("no prediction: the nearest of ")
-    assert rest[0].changes == {"gpu_memory_utilization": [0.9, 0.91], "max_model_len": [131072, 43008]}
+    # nearest first among what the calibration from the seed's start does not rule out (0.91 and 0.92 it does)
+    assert rest[0].changes == {"gpu_memory_utilization": [0.9, 0.93], "max_model_len": [131072, 43008]}
+    assert rest[0].reason.endswith("; 2 predicted not to start were left out")
