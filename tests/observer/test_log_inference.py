@@ -191,10 +191,11 @@ def test_each_mechanism_names_the_failure_with_its_confidence(name, log, rule, k
 
 
 SILENT = [
-    # one refusal is a client's over-long prompt; a full cache on two lines only, nothing held back
+    # one refusal is a client's over-long prompt; a full cache with nothing waiting holds nothing back
     "(EngineCore pid=7) ERROR 01-02 03:04:05 [core.py:1] ValueError: The decoder prompt (length 9040) is longer than "
     "the maximum model length of 4096.",
     "\n".join(STATS.format(s=s, w=0, kv=kv) for s, kv in ((1, 94.9), (11, 99.3))),
+    "\n".join(STATS.format(s=s, w=0, kv=kv) for s, kv in ((1, 93.5), (11, 94.0), (21, 94.4), (31, 94.9))),  # no queue
     H + "# GPU blocks: 2575, # CPU blocks: 2048",                                # healthy block count
     H + "Maximum concurrency for 4096 tokens per request: 12.50x",
     V1 + "Available KV cache memory: 20.1 GiB",
