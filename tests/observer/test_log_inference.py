@@ -144,6 +144,10 @@ CASES = [
      "capacity; 55.91 GiB already allocated; 55.91 GiB current active; 1.80 GiB free; 58.73 GiB reserved in total by "
      "PyTorch)", "torch.cuda_oom", "cuda_oom_allocation", "stated",
      {"tried_to_allocate_mib": 2048.0, "gpu_total_gib": 60.96, "gpu_free_mib": 1843.2}, ("gpu_memory_utilization", "decrease")),
+    ("PyTorch's OOM condensed, split after its first sentence", "torch.cuda.OutOfMemoryError: CUDA out of memory.\n"
+     "Tried to allocate 23.04 GiB (GPU 0; 23.52 GiB total; 0 bytes free)", "torch.cuda_oom", "cuda_oom_allocation",
+     "stated", {"tried_to_allocate_mib": 23592.96, "gpu_total_gib": 23.52, "gpu_free_mib": 0.0},
+     ("gpu_memory_utilization", "decrease")),
     ("V0's swap space above 70% of the host", "ValueError: Too large swap space. 32.00 GiB out of the 31.27 GiB total CPU "
      "memory is allocated for the swap space.", "vllm.swap_space_too_large", "other_config_error", "stated",
      {"swap_space_gib": 32.0, "host_total_gib": 31.27}, None),
