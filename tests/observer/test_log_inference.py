@@ -148,6 +148,10 @@ CASES = [
      "Tried to allocate 23.04 GiB (GPU 0; 23.52 GiB total; 0 bytes free)", "torch.cuda_oom", "cuda_oom_allocation",
      "stated", {"tried_to_allocate_mib": 23592.96, "gpu_total_gib": 23.52, "gpu_free_mib": 0.0},
      ("gpu_memory_utilization", "decrease")),
+    ("an OOM while V1 profiles CUDA-graph memory", '  File "/opt/vllm/v1/worker/gpu_worker.py", line 380, in '
+     "determine_available_memory\n    estimate = self.model_runner.profile_cudagraph_memory()\ntorch.OutOfMemoryError: "
+     "CUDA out of memory. Tried to allocate 1.00 GiB. GPU 0 has a total capacity of 23.00 GiB of which 0.50 GiB is free.",
+     "torch.cuda_oom", "cuda_graph_oom", "stated", {"tried_to_allocate_mib": 1024.0}, ("enforce_eager", "enable")),
     ("V0's swap space above 70% of the host", "ValueError: Too large swap space. 32.00 GiB out of the 31.27 GiB total CPU "
      "memory is allocated for the swap space.", "vllm.swap_space_too_large", "other_config_error", "stated",
      {"swap_space_gib": 32.0, "host_total_gib": 31.27}, None),
