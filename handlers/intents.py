@@ -16,8 +16,7 @@ from datetime import timedelta
 from selfheal.eventstore.store import Recorded, derived_id
 from selfheal.handlers.models.directed import deployment_kv_size, inside_bounds, powerless
 from selfheal.handlers.models.calibration import StartFacts
-from selfheal.handlers.ports import NoPredictor
-from selfheal.handlers.predict import CalibratedPredictor
+from selfheal.handlers.predict import CalibratedPredictor, own_or_calibrated
 from selfheal.handlers.runtime import Emitted, Reactor
 from selfheal.projections.base import View
 from selfheal.projections.intents import future_dated, retry_hint
@@ -105,10 +104,9 @@ class RaiseIntent(Reactor):
         """The deployment's predictor (the simulator's for a sim deployment); a real deployment has
         none, and gets the one calibrated from what vLLM printed in this failure and its earlier
         canaries (issue 15.5), as the tournament does."""
-        if not isinstance(edges.predictor, NoPredictor) or "predictions" not in view.states:
-            return edges.predictor
         production = StartFacts(source=obs.incident_id, config=current, numbers=dict(obs.accounting))
-        return CalibratedPredictor.for_failure(view, obs.deployment, obs.environment, production)
+        return own_or_calibrated(edges.predictor, view, lambda: CalibratedPredictor.for_failure(
+            view, obs.deployment, obs.environment, production))
 
     def react(self, event: Recorded, view: View) -> Emitted:
         obs = event.event

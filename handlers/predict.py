@@ -9,11 +9,11 @@ unless `simulated` is set (a test of the calibration on the simulator's printed 
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from selfheal.eventstore.store import Recorded
 from selfheal.handlers.models.calibration import MODEL, Calibration, StartFacts, calibrate, predict
-from selfheal.handlers.ports import Prediction
+from selfheal.handlers.ports import NoPredictor, Prediction
 from selfheal.handlers.runtime import Emitted, Reactor
 from selfheal.projections.base import View
 from selfheal.projections.predictions import PredictionsState
@@ -29,6 +29,15 @@ def _facts(starts) -> list[StartFacts]:
 def calibration_facts(state: PredictionsState, run_id: str) -> list[StartFacts]:
     """The starts a prediction in `run_id` is calibrated from (their figures: the observer's `accounting`)."""
     return _facts(state.starts(run_id))
+
+
+def own_or_calibrated(own, view: View, calibrated: Callable[[], "CalibratedPredictor"]):
+    """The deployment's own predictor (the simulator for a sim deployment); a real deployment has
+    none (NoPredictor) and gets the one calibrated from what vLLM printed (issue 15.5), which
+    `calibrated` builds: the intent from the failure it reads, the tournament from its run."""
+    if not isinstance(own, NoPredictor) or "predictions" not in view.states:
+        return own
+    return calibrated()
 
 
 class PredictCanary(Reactor):

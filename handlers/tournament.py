@@ -32,12 +32,12 @@ import msgspec
 from selfheal.eventstore.store import Recorded, derived_id
 from selfheal.handlers.intents import bound_seed
 from selfheal.handlers.models.directed import (
-    beyond, deployment_kv_size, describe, directed, directions_of, order_key, powerless, stuck, ways_of,
+    beyond, deployment_kv_size, describe, directed, directions_of, held, order_key, powerless, stuck, ways_of,
 )
 from selfheal.handlers.observe import load_ruleset
 from selfheal.handlers.models.search import REFINE_MARGIN, climb, neighbourhood, relevant_actuators
 from selfheal.handlers.ports import NoPredictor
-from selfheal.handlers.predict import CalibratedPredictor
+from selfheal.handlers.predict import CalibratedPredictor, own_or_calibrated
 from selfheal.handlers.runtime import Emitted, Reactor
 from selfheal.projections.base import View
 from selfheal.projections.intents import retry_hint
@@ -114,13 +114,12 @@ class Tournament(Reactor):
         """The deployment's own predictor (the simulator for a sim deployment); a real deployment
         has none (NoPredictor), and then the one calibrated from what vLLM printed for it so far
         (issue 15.5), built once per decision: a canary measured since changes it."""
-        own = self.deployments[run.deployment].predictor
-        if not isinstance(own, NoPredictor) or "predictions" not in view.states:
-            return own
-        at = (run.run_id, id(view), view.position)
-        if self._calibrated is None or self._calibrated[0] != at:
-            self._calibrated = (at, CalibratedPredictor.from_view(view, run.run_id))
-        return self._calibrated[1]
+        def calibrated() -> CalibratedPredictor:
+            at = (run.run_id, id(view), view.position)
+            if self._calibrated is None or self._calibrated[0] != at:
+                self._calibrated = (at, CalibratedPredictor.from_view(view, run.run_id))
+            return self._calibrated[1]
+        return own_or_calibrated(self.deployments[run.deployment].predictor, view, calibrated)
 
     def _predict(self, run: RunSummary, view: View, config: ServingConfig):
         predictor = self._predictor(run, view)
@@ -225,7 +224,7 @@ class Tournament(Reactor):
         def skip(config: ServingConfig) -> bool:
             return config in tried or view["runs"].known_failure(run.environment, config)
 
-        named, held = ", ".join(dict.fromkeys(kinds)), "".join(f"; {why}" for why in lost.values())
+        named, still = ", ".join(dict.fromkeys(kinds)), held(lost)
         options = []
         if latest is not None and latest[1] is not None and latest[1].action == "tune":
             failed, finding = latest
@@ -233,7 +232,7 @@ class Tournament(Reactor):
             if (config is not None and len(run.current.diff(config)) <= self.max_changes and not skip(config)
                     and all(beyond(config, f) for f in failures)):
                 options.append((config, f"the last canary's own failure ({finding.kind}, {finding.rule}) names "
-                                        f"{describe(config, failed.config)}{held}"))
+                                        f"{describe(config, failed.config)}{still}"))
         pool = [c for c in directed(run.current, anchor, failures, edges.bounds, self.max_changes, skip)
                 if not options or c != options[0][0]]
         options += [(c, None) for c in pool]
@@ -247,7 +246,7 @@ class Tournament(Reactor):
         config, why, prediction = ranked[0]
         why = ("predicted to start (calibrated from vLLM's printed numbers): " if prediction.passes
                else "no prediction: ") + (why or f"the nearest of {len(pool)} untried configurations that move the "
-                                                 f"way {named} names ({describe(config, run.current)}){held}")
+                                                 f"way {named} names ({describe(config, run.current)}){still}")
         if doomed:
             why += f"; {len(doomed)} predicted not to start were left out"
         return (config, why, prediction.passes), doomed
@@ -267,7 +266,7 @@ class Tournament(Reactor):
             return self._give_up(event, run, view, f"every one of the {len(doomed)} untried configurations inside "
                                                    f"the bounds that move the way {named} names is predicted not "
                                                    f"to start, from vLLM's printed numbers: {first}"
-                                                   + "".join(f"; {why}" for why in lost.values()))
+                                                   + held(lost))
         intent = view["intents"].by_id[run.intent_id]
         ways = directions_of(run.current, intent.seed_fix, kinds)
         why = stuck(self._anchor(run), {n: w for n, w in ways.items() if n not in lost},

@@ -86,6 +86,11 @@ def powerless(kinds: Iterable[str], explicit_kv: str) -> dict[str, str]:
     return {}
 
 
+def held(lost: dict[str, str]) -> str:
+    """What holds each lost actuator still, as the tail of a reason ("; why" each)."""
+    return "".join(f"; {why}" for why in lost.values())
+
+
 def sign(way: str) -> int:
     return 1 if way in ("increase", "enable") else -1
 
@@ -281,7 +286,7 @@ def inside_bounds(current: ServingConfig, fix: dict, finding_ways: dict[str, str
     for config in around:
         if predict(config).passes is not False:
             return {}, f"{describe(config, current)} is predicted to work: the tournament searches inside the bounds"
-    lost_text = "".join(f"; {why}" for why in lost.values())
+    lost_text = held(lost)
     return None, (f"nothing inside the bounds is predicted to work: {'; '.join(lines) or 'no alternative named'}; "
                   f"nor any of {len(around)} other configurations of {', '.join(names)}{lost_text}")
 
