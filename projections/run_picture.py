@@ -142,10 +142,44 @@ def picture(run_id: str, events: Iterable[Recorded]) -> RunPicture:
 
 # -- drawing ------------------------------------------------------------------------------------
 
-WIDTH = 1000
-LEFT, BARS, RIGHT = 16, 340, 700     # x of the labels, of the bars' zero, of the outcome column
+WIDTH = 1000                         # at least; wider when a column's text needs it
+LEFT, BARS, RIGHT = 16, 340, 700     # x of the labels, of the bars' zero, of the outcome column (at least)
+BARS_W = RIGHT - 20 - BARS           # the time axis' length: the same whatever the columns hold
+GAP = 24                             # between a column's longest text and the next column
+MAX_COLUMN = 720                     # a longer text is cut with an ellipsis; a tooltip holds it whole
 ROW_H, TOP = 46, 92
 COLOURS = {"passed": "#2e7d32", "failed": "#c62828", "rejected": "#757575", "pending": "#9e9e9e"}
+
+#: DejaVu Sans advance widths in hundredths of an em, for ' ' to '~' (measured in chromium).
+#: The columns are sized from them: a real run's changes (four knobs) or failure
+#: ("failed at startup: startup_free_memory_below_utilization") would otherwise run into the
+#: bars or past the picture's edge. Verdana, the fallback, is as wide or narrower.
+_ADVANCE = {
+    False: (32, 40, 46, 84, 64, 95, 78, 27, 39, 39, 50, 84, 32, 36, 32, 34, 64, 64, 64, 64, 64, 64, 64, 64, 64,
+            64, 34, 34, 84, 84, 84, 53, 100, 68, 69, 70, 77, 63, 58, 77, 75, 29, 29, 66, 56, 86, 75, 79, 60, 79,
+            69, 63, 61, 73, 68, 99, 69, 61, 69, 39, 34, 39, 84, 50, 50, 61, 63, 55, 63, 62, 35, 63, 63, 28, 28,
+            58, 28, 97, 63, 61, 63, 63, 41, 52, 39, 63, 59, 82, 59, 59, 52, 64, 34, 64, 84),
+    True: (35, 46, 52, 84, 70, 100, 87, 31, 46, 46, 52, 84, 38, 42, 38, 37, 70, 70, 70, 70, 70, 70, 70, 70, 70,
+           70, 40, 40, 84, 84, 84, 58, 100, 77, 76, 73, 83, 68, 68, 82, 84, 37, 37, 77, 64, 100, 84, 85, 73, 85,
+           77, 72, 68, 81, 77, 110, 77, 72, 73, 46, 37, 46, 84, 50, 50, 67, 72, 59, 72, 68, 44, 72, 71, 34, 34,
+           67, 34, 104, 71, 69, 72, 72, 49, 60, 48, 71, 65, 92, 65, 65, 58, 71, 37, 71, 84),
+}
+_OTHER = {"\u2192": 84, "\u00b7": 32, "\u2605": 90, "\u2026": 100}
+
+
+def text_width(s: str, size: float, bold: bool = False) -> float:
+    """About how wide `s` is drawn at `size` px (a character outside the table counts as 1 em)."""
+    table = _ADVANCE[bold]
+    return size * sum(table[ord(c) - 32] if 32 <= ord(c) < 127 else _OTHER.get(c, 100) for c in s) / 100
+
+
+def _fit(s: str, room: float, size: float, bold: bool = False) -> str:
+    """`s`, cut with an ellipsis to fit `room` px."""
+    if text_width(s, size, bold) <= room:
+        return s
+    while s and text_width(s + "\u2026", size, bold) > room:
+        s = s[:-1]
+    return s.rstrip() + "\u2026"
 
 
 def _step(total: float) -> float:
@@ -157,32 +191,70 @@ def _step(total: float) -> float:
     return next(m * base for m in (1, 2, 5, 10) if m * base >= raw)
 
 
-def _text(x: float, y: float, s: str, cls: str, **attrs) -> str:
+def _text(x: float, y: float, s: str, cls: str, *, room: float | None = None, size: float = 12,
+          bold: bool = False, **attrs) -> str:
+    """A <text>; where `room` is given and `s` does not fit it, cut, with the whole in a tooltip."""
     extra = "".join(f" {k.replace('_', '-')}={quoteattr(str(v))}" for k, v in attrs.items())
-    return f'<text x="{x:g}" y="{y:g}" class="{cls}"{extra}>{escape(s)}</text>'
+    shown = _fit(s, room, size, bold) if room is not None else s
+    tip = f"<title>{escape(s)}</title>" if shown != s else ""
+    return f'<text x="{x:g}" y="{y:g}" class="{cls}"{extra}>{tip}{escape(shown)}</text>'
+
+
+def _phase_label(p: Phase, x: float, w: float, y: float, right: float) -> str:
+    """The bar's name and time: inside it where it fits, else beside it in the row's free space
+    (a 5 s startup failure beside a 600 s canary is a sliver no label fits in)."""
+    label = f"{p.name} {p.duration_s:.0f} s"
+    need = text_width(label, 11)
+    if need + 8 <= w:
+        return _text(round(x + 4, 1), y + 17, label, "phase-label")
+    if x + w + 4 + need <= right - 8:
+        return _text(round(x + w + 4, 1), y + 17, label, "phase-label outside")
+    return _text(round(x - 4, 1), y + 17, label, "phase-label outside", text_anchor="end")
+
+
+def _detail(row: Row) -> str:
+    return (f"predicted {row.predicted:g} \u00b7 " if row.predicted is not None else "") + row.detail
+
+
+def _verdict(row: Row) -> str:
+    verdict = row.outcome + (f" \u00b7 fitness {row.fitness:g}" if row.fitness is not None else "")
+    return "\u2605 promoted \u00b7 " + verdict if row.promoted else verdict
 
 
 def svg(pic: RunPicture) -> str:
-    """The picture as a standalone SVG document (no script, no external reference)."""
+    """The picture as a standalone SVG document (no script, no external reference). The columns
+    are as wide as their longest text (up to MAX_COLUMN px), so nothing overlaps or is cut
+    off; the time axis keeps its length."""
+    left_w = max([text_width(f"#{r.rank} {r.origin}", 12, True) for r in pic.rows]
+                 + [text_width(r.changes, 11) for r in pic.rows], default=0.0)
+    bars = max(BARS, math.ceil(LEFT + min(left_w, MAX_COLUMN) + GAP))
+    right = bars + BARS_W + 20
+    right_w = max([text_width(_verdict(r), 12) for r in pic.rows] + [text_width(_detail(r), 11) for r in pic.rows],
+                  default=0.0)
+    width = round(max(WIDTH, right + min(right_w, MAX_COLUMN) + LEFT))
     height = TOP + ROW_H * max(1, len(pic.rows)) + 56
-    scale = (RIGHT - 20 - BARS) / pic.total_s if pic.total_s > 0 else 0.0
+    scale = BARS_W / pic.total_s if pic.total_s > 0 else 0.0
     out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
-        f'viewBox="0 0 {WIDTH} {height}" font-family="DejaVu Sans, Verdana, sans-serif" font-size="12">',
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-family="DejaVu Sans, Verdana, sans-serif" font-size="12" '
+        f'data-bars="{bars:g}" data-outcomes="{right:g}">',
         "<style>.title{font-size:16px;font-weight:bold}.sub,.changes,.axis,.note{fill:#555}"
         ".changes,.axis{font-size:11px}.label{font-weight:bold}.phase-label{fill:#fff;font-size:11px}"
+        ".phase-label.outside{fill:#333}"
         ".passed{fill:#2e7d32}.failed{fill:#c62828}.rejected,.pending{fill:#757575}</style>",
-        f'<rect width="{WIDTH}" height="{height}" fill="#fff"/>',
-        _text(LEFT, 24, f"run {pic.run_id[:8]} \u00b7 {pic.deployment} \u00b7 {pic.outcome}", "title"),
-        _text(LEFT, 44, f"from {pic.current}" + (" \u00b7 simulated canaries" if pic.simulated else ""), "sub"),
+        f'<rect width="{width}" height="{height}" fill="#fff"/>',
+        _text(LEFT, 24, f"run {pic.run_id[:8]} \u00b7 {pic.deployment} \u00b7 {pic.outcome}", "title",
+              room=width - 2 * LEFT, size=16, bold=True),
+        _text(LEFT, 44, f"from {pic.current}" + (" \u00b7 simulated canaries" if pic.simulated else ""), "sub",
+              room=width - 2 * LEFT),
     ]
     axis_y = TOP - 16
     if pic.total_s > 0:
         step = _step(pic.total_s)
         ticks = int(pic.total_s // step) + 1
-        out.append(f'<line x1="{BARS}" y1="{axis_y}" x2="{RIGHT - 20}" y2="{axis_y}" stroke="#999"/>')
+        out.append(f'<line x1="{bars:g}" y1="{axis_y}" x2="{right - 20:g}" y2="{axis_y}" stroke="#999"/>')
         for i in range(ticks):
-            x = BARS + i * step * scale
+            x = bars + i * step * scale
             out.append(f'<line x1="{x:.1f}" y1="{axis_y - 3}" x2="{x:.1f}" y2="{height - 50}" stroke="#eee"/>')
             out.append(_text(round(x, 1), axis_y - 6, f"{i * step:g} s", "axis", text_anchor="middle"))
     for i, row in enumerate(pic.rows):
@@ -191,35 +263,29 @@ def svg(pic: RunPicture) -> str:
                  f'data-outcome="{row.outcome}" data-candidate={quoteattr(row.candidate_id)}')
         out.append(f"<g {attrs}>")
         if row.promoted:
-            out.append(f'<rect class="promotion-mark" x="4" y="{y - 4}" width="{WIDTH - 8}" height="{ROW_H - 4}" '
+            out.append(f'<rect class="promotion-mark" x="4" y="{y - 4}" width="{width - 8}" height="{ROW_H - 4}" '
                        f'rx="6" fill="#e8f5e9" stroke="#2e7d32" stroke-width="2"/>')
-        out.append(_text(LEFT, y + 13, f"#{row.rank} {row.origin}", "label"))
-        out.append(_text(LEFT, y + 30, row.changes, "changes"))
+        out.append(_text(LEFT, y + 13, f"#{row.rank} {row.origin}", "label", room=bars - GAP - LEFT, bold=True))
+        out.append(_text(LEFT, y + 30, row.changes, "changes", room=bars - GAP - LEFT, size=11))
         for p in row.phases:
-            x, w = BARS + p.start_s * scale, max(2.0, p.duration_s * scale)
+            x, w = bars + p.start_s * scale, max(2.0, p.duration_s * scale)
             colour = COLOURS["failed" if p.failed else "passed"]
             out.append(f'<rect class="phase" data-phase={quoteattr(p.name)} data-seconds="{p.duration_s:g}" '
                        f'x="{x:.1f}" y="{y + 2}" width="{w:.1f}" height="22" rx="3" fill="{colour}">'
                        f"<title>{escape(p.name)}: {p.duration_s:g} s</title></rect>")
-            out.append(_text(round(x + 4, 1), y + 17, f"{p.name} {p.duration_s:.0f} s", "phase-label"))
+            out.append(_phase_label(p, x, w, y, right))
         if not row.phases:
-            out.append(_text(BARS, y + 17, "no canary" if row.outcome == "rejected" else "no result recorded", "note"))
-        verdict = {"passed": "passed", "failed": "failed", "rejected": "rejected", "pending": "pending"}[row.outcome]
-        if row.fitness is not None:
-            verdict += f" \u00b7 fitness {row.fitness:g}"
-        if row.promoted:
-            verdict = "\u2605 promoted \u00b7 " + verdict
-        out.append(_text(RIGHT, y + 13, verdict, f"outcome {row.outcome}"))
-        predicted = f"predicted {row.predicted:g} \u00b7 " if row.predicted is not None else ""
-        out.append(_text(RIGHT, y + 30, predicted + row.detail, "changes"))
+            out.append(_text(bars, y + 17, "no canary" if row.outcome == "rejected" else "no result recorded", "note"))
+        out.append(_text(right, y + 13, _verdict(row), f"outcome {row.outcome}", room=width - LEFT - right))
+        out.append(_text(right, y + 30, _detail(row), "changes", room=width - LEFT - right, size=11))
         out.append("</g>")
     if not pic.rows:
         out.append(_text(LEFT, TOP + 17, "no candidates recorded", "note"))
     legend_y = height - 30
-    out.append(_text(LEFT, legend_y, pic.promotion or "no promotion", "note"))
-    out.append(f'<rect x="{RIGHT}" y="{legend_y - 10}" width="12" height="12" fill="{COLOURS["passed"]}"/>')
-    out.append(_text(RIGHT + 16, legend_y, "passed", "note"))
-    out.append(f'<rect x="{RIGHT + 70}" y="{legend_y - 10}" width="12" height="12" fill="{COLOURS["failed"]}"/>')
-    out.append(_text(RIGHT + 86, legend_y, "failed (bar: canary time)", "note"))
+    out.append(_text(LEFT, legend_y, pic.promotion or "no promotion", "note", room=right - GAP - LEFT))
+    out.append(f'<rect x="{right:g}" y="{legend_y - 10}" width="12" height="12" fill="{COLOURS["passed"]}"/>')
+    out.append(_text(right + 16, legend_y, "passed", "note"))
+    out.append(f'<rect x="{right + 70:g}" y="{legend_y - 10}" width="12" height="12" fill="{COLOURS["failed"]}"/>')
+    out.append(_text(right + 86, legend_y, "failed (bar: canary time)", "note"))
     out.append("</svg>")
     return "\n".join(out) + "\n"
