@@ -54,7 +54,7 @@ def follow_log(db: Path, work: Callable[[], object], *, as_json: bool, after: in
     """Run `work()` in a thread and print every event recorded in `db` meanwhile, as it comes.
     Returns what `work` returned (its exception is raised here) and the timeline printed."""
     if after is None:
-        after = _last_position(db, synchronous)
+        after = last_position(db, synchronous)
     timeline = Timeline(after)
     done: dict = {}
 
@@ -85,7 +85,8 @@ def _exists(db: Path | str) -> bool:
     return is_server(db) or Path(db).exists()
 
 
-def _last_position(db: Path, synchronous: str) -> int:
+def last_position(db: Path, synchronous: str) -> int:
+    """The log's last position: 0 when there is no log yet, or none that opens (the work says why)."""
     if not _exists(db):
         return 0
     try:

@@ -9,7 +9,7 @@ import click
 
 import selfheal
 from selfheal.cli import exits
-from selfheal.cli.live import Timeline, follow_log, outcome_code
+from selfheal.cli.live import Timeline, follow_log, last_position, outcome_code
 from selfheal.cli.loop_commands import json_option, logs_command
 from selfheal.cli.output import emit_json
 from selfheal.edges.demo import default_demo_path, demo_name
@@ -100,6 +100,10 @@ def demo(ctx, scenario: str | None, list_scenarios: bool, out: str | None, as_js
         path = ctx.db_path
     else:
         path = made = default_demo_path(demo_name(scenario))
+    held = last_position(path, ctx.synchronous) if made is None else 0
+    if held:  # refused before anything is printed: the timeline would show the old log's events
+        raise FileExistsError(f"{path}: already holds events, and the demo writes a fresh log; "
+                              "give --db (or $SELFHEAL_DB, or --out) a path that does not exist yet")
     if not as_json:
         click.echo(f"scenario {demo_name(scenario)}; log at {path}\n")
     try:
