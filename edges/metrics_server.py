@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from selfheal.eventstore.store import EventStore
+from selfheal.handlers.flow import LOOP
 from selfheal.projections.operator_metrics import OperatorMetrics, OperatorMetricsProjection
 
 log = logging.getLogger(__name__)
@@ -125,8 +126,10 @@ class OperatorView:
                        deliveries, ["sink", "result"])
         lag = GaugeMetricFamily(f"{PREFIX}_handler_lag_events", "Events recorded that a handler has not handled yet.",
                                 labels=["handler"])
-        for handler, position in sorted(checkpoints.items()):
-            lag.add_metric([handler], max(0, head - position))
+        # a handler with no checkpoint has handled nothing: the whole log waits for it, which is
+        # what a log recorded by `observe` with no `run --follow` beside it looks like
+        for handler in sorted({cls.name for cls in LOOP} | set(checkpoints)):
+            lag.add_metric([handler], max(0, head - checkpoints.get(handler, 0)))
         yield lag
         with self.log_counts._lock_counts:
             counts = dict(self.log_counts.counts)

@@ -7,11 +7,22 @@ store's checkpoints: the age of the last event and the handlers' lag.
 """
 from __future__ import annotations
 
+from typing import get_args, get_type_hints
+
 import msgspec
 
 from selfheal.eventstore.store import Recorded
 from selfheal.projections.base import Projection
 from selfheal.projections.promotions import Promotions, PromotionsProjection
+from selfheal.schemas.events import AlertRaised, RunFinished
+
+#: the values a labelled counter can take, known before any is seen: each starts at 0, because
+#: Prometheus' increase() and rate() see nothing in a series' first sample, so an alert on the
+#: first escalation (increase(selfheal_runs_total{outcome="escalated"}[1h]) > 0) would never
+#: fire if the series appeared with it at 1
+RUN_OUTCOMES = (*get_args(get_type_hints(RunFinished)["outcome"]), "refused")
+ALERT_KINDS = get_args(get_type_hints(AlertRaised)["kind"])
+CANARY_RESULTS = ("passed", "failed_startup", "failed_load")
 
 
 class OperatorMetrics(msgspec.Struct):
@@ -56,7 +67,8 @@ class OperatorMetricsProjection(Projection[OperatorMetrics]):
         self._promotions = PromotionsProjection()
 
     def initial(self) -> OperatorMetrics:
-        return OperatorMetrics(promotions=self._promotions.initial())
+        return OperatorMetrics(promotions=self._promotions.initial(), runs_by_outcome=dict.fromkeys(RUN_OUTCOMES, 0),
+                               alerts_by_kind=dict.fromkeys(ALERT_KINDS, 0))
 
     def apply(self, state: OperatorMetrics, event: Recorded) -> OperatorMetrics:
         state.events_total += 1
@@ -78,11 +90,14 @@ class OperatorMetricsProjection(Projection[OperatorMetrics]):
             _bump(state.runs_by_outcome, e.outcome)
         elif kind == "RunRefused":
             _bump(state.runs_by_outcome, "refused")
-        elif kind == "CanaryCompleted":
+        elif kind == "CanaryCompleted":  # a backend's every result from its first canary on (see RUN_OUTCOMES)
+            for result in CANARY_RESULTS:
+                state.canaries_by_result.setdefault((e.backend, result), 0)
             _bump(state.canaries_by_result, (e.backend, canary_result(e.measurements)))
         elif kind == "AlertRaised":
             _bump(state.alerts_by_kind, e.kind)
         elif kind == "AlertDelivered":
+            state.deliveries.setdefault((e.sink, not e.ok), 0)  # a sink's failures from its first delivery on
             key = (e.sink, e.ok)
             state.deliveries[key] = state.deliveries.get(key, 0) + max(e.count, 1)
         elif kind == "BaselineCommitted":

@@ -60,8 +60,9 @@ def test_run_follow_serves_the_logs_counts_as_it_handles_new_events(tmp_path, se
                        if not e["data"]["measurements"]["started"] else "failed_load")
                       for e in recorded if e["type"] == "CanaryCompleted")
     assert results
-    for result, n in results.items():
-        assert got[("selfheal_canaries_total", (("backend", "sim"), ("result", result)))] == n
+    for result in ("passed", "failed_startup", "failed_load"):  # each result from the backend's first canary on
+        assert got[("selfheal_canaries_total", (("backend", "sim"), ("result", result)))] == results[result]
+    assert got[("selfheal_runs_total", (("outcome", "escalated"),))] == 0
     kinds = Counter(e["data"]["finding"]["kind"] for e in recorded if e["type"] == "ObservationMade")
     assert kinds
     for kind, n in kinds.items():
@@ -85,6 +86,14 @@ def test_observe_serves_metrics_while_it_follows_a_file(tmp_path, service):
     got = until(lambda: (m := samples(scrape(port))).get(("selfheal_incidents_total", ())) == 1 and m,
                 "the followed incident in the metrics")
     assert got[("selfheal_runs_started_total", ())] == 0  # observe records; it runs no handler
+    # no runner beside it: every handler of the loop has the whole log waiting, so an alert on
+    # lag fires for a runner that never started, not only for one that stopped
+    lags = {dict(labels)["handler"]: v for (name, labels), v in got.items() if name == "selfheal_handler_lag_events"}
+    assert lags and set(lags.values()) == {got[("selfheal_log_position", ())]} and "intents" in lags, lags
+    # the outcomes and alert kinds are there at 0 before the first: increase() sees the first one
+    for outcome in ("promoted", "escalated", "refused"):
+        assert got[("selfheal_runs_total", (("outcome", outcome),))] == 0
+    assert got[("selfheal_alerts_total", (("kind", "escalation"),))] == 0
 
 
 def test_metrics_port_on_run_without_follow_is_a_usage_error(tmp_path):
