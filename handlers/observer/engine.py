@@ -30,6 +30,7 @@ from selfheal.handlers.observer.interpretation import (CAUSE_LINES, MAX_LISTED, 
 from selfheal.handlers.observer.logtext import LogText
 from selfheal.handlers.observer.normalize import _FRAME, LogicalLine, squash, strip_prefix
 from selfheal.handlers.observer.prefilter import Plan, encoded, prefilter_for
+from selfheal.handlers.observer.paste import unpasted
 from selfheal.handlers.observer.prefixes import without_collectors
 from selfheal.handlers.observer.spec import CONTEXT, RuleProblem, RuleSpec
 
@@ -536,7 +537,7 @@ def read(text, matchers: tuple[Matcher, ...], sink: Callable[[], S]) -> S:
             scan.run(base + b)
         return piece
 
-    log = LogText(without_collectors(text), on_piece=start)
+    log = LogText(without_collectors(unpasted(text)), on_piece=start)
     search, scan, made = current
     scan.add(search.take(), log.take_continued())
     scan.run()

@@ -1,0 +1,246 @@
+"""What a paste did to a log, undone before the log is read.
+
+vLLM writes plain ASCII lines. On their way to a person they pick up artifacts that no rule
+should have to know about, each of them a mechanism, none of them one log's wording:
+
+- **look-alike characters**: a web page or a chat client turns spaces into no-break or thin
+  spaces, quotes into curly quotes, "..." into an ellipsis, and a Chinese input method types
+  full-width brackets and colons (U+FF08 for "("); zero-width characters ride along unseen.
+  Each is mapped to the ASCII character vLLM printed (the compatibility forms of Unicode's
+  NFKC, plus the quotes and dashes NFKC keeps);
+- **HTML entities** from a scraped page: ``&quot;``, ``&#39;``, ``&gt;``;
+- **log lines inside JSON**: docker's json-file driver (``{"log": "...\\n", "stream": ...}``),
+  Kubernetes and cloud log exports (``message``, ``msg``, ``textPayload``, ``jsonPayload``):
+  each such line is replaced by the text it carries, whose ``\\n`` become lines again;
+- **escaped newlines**: a traceback kept as one JSON or repr string (``Traceback (most recent
+  call last):\\n  File \\"...``) is split back into its lines where the pieces start like log
+  records, so that a prompt that merely holds a ``\\n`` is left alone;
+- **double spacing**: a paste that put a blank line after every line (some web editors do), so
+  that wrapped records can be joined again;
+- **gutters** every line shares: a Markdown quote ``> ``, ``| ``, a box-drawing bar, a bullet,
+  or a pastebin's line numbers, which carry no vLLM record start for the collector learner
+  (prefixes.py) to learn from.
+
+What the log shows is decided from the same probe as the collector prefixes (its first and last
+lines), so a plain log, which is what a live vLLM writes, pays for a few searches of that probe
+and is returned as it was given (str, bytes or file). A log that shows an artifact is decoded
+and rewritten whole as str, as an ANSI-coloured one is. Look-alikes, entities and gutters keep
+every line end, so line numbers stay those of the input; lines taken out of JSON or escaped
+newlines, and dropped double spacing, number the lines of the text as it was unpasted.
+"""
+from __future__ import annotations
+
+import html
+import json
+import re
+
+from selfheal.handlers.observer.logfile import FileBytes
+from selfheal.handlers.observer.normalize import clean
+from selfheal.handlers.observer.prefixes import _ANCHOR, _probe, shape
+
+# -- look-alike characters -------------------------------------------------------------------
+_LOOKALIKES: dict[int, str] = {
+    **{c: " " for c in (0x00A0, 0x1680, *range(0x2000, 0x200B), 0x202F, 0x205F, 0x3000)},
+    **{c: "" for c in (0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF, 0x00AD)},
+    **{c: "'" for c in (0x2018, 0x2019, 0x201A, 0x201B, 0x2032, 0x00B4)},
+    **{c: '"' for c in (0x201C, 0x201D, 0x201E, 0x201F, 0x2033, 0x00AB, 0x00BB)},
+    **{c: "-" for c in (0x2010, 0x2011, 0x2012, 0x2013, 0x2212, 0xFE63)},
+    # full-width ASCII (U+FF01-U+FF5E) is ASCII shifted by 0xFEE0; the ideographic full stop
+    0x2026: "...", 0x3002: ".", **{c: chr(c - 0xFEE0) for c in range(0xFF01, 0xFF5F)},
+}
+_LOOKALIKE_RE = re.compile("[" + "".join(re.escape(chr(c)) for c in _LOOKALIKES) + "]")
+
+# -- HTML entities ---------------------------------------------------------------------------
+_ENTITY = re.compile(r"&(?:quot|apos|amp|lt|gt|nbsp|#\d{1,6}|#[xX][0-9a-fA-F]{1,6});")
+
+# -- log lines inside JSON -------------------------------------------------------------------
+#: the fields that carry a log line, in the collectors' spellings; the first one present wins
+_FIELDS = ("log", "message", "msg", "MESSAGE", "textPayload", "line", "text", "body", "content")
+#: objects whose fields are looked into too (GCP's jsonPayload, Elastic's _source, ...)
+_NESTED = ("jsonPayload", "_source", "fields", "payload", "data", "record")
+#: a log is in JSON when at least this share of the probe's non-blank lines carries a log line
+JSON_SHARE = 0.5
+
+# -- escaped newlines ------------------------------------------------------------------------
+#: a line is split at its escaped newlines only where it holds this many and one of the pieces
+#: starts like a log record; two where the line is itself a vLLM record (a request's prompt,
+#: logged with its "\n", stays one line)
+ESCAPED_AT_LEAST = 2
+_ESCAPED = re.compile(r"(?<!\\)(?:\\r)?\\n")
+_RECORD_START = re.compile(
+    rf"\s*(?:{_ANCHOR.pattern}|(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception):|raise\b|\^)")
+
+# -- double spacing --------------------------------------------------------------------------
+#: a paste is double spaced when it has this many non-blank lines, none of them next to another
+DOUBLE_AT_LEAST = 3
+
+# -- gutters ---------------------------------------------------------------------------------
+_GUTTER = re.compile(
+    r"[ \t]{0,4}(?:(?:>[ \t]?)+|[|\u2502\u2503\u258e\u258c][ \t]?|[-*\u2022][ \t]"
+    r"|\d{1,6}[ \t]*[|\u2502][ \t]?|\d{1,6}:[ \t]+(?=\S))")
+#: a gutter is one that this share of the non-blank lines begin with, at least this many
+GUTTER_SHARE, GUTTER_AT_LEAST = 0.9, 3
+#: a collector's prefix on lines that hold no vLLM record start (a pydantic error's lines, a
+#: wrapped message): the text up to a collector's separator, of the same shape on the lines
+_SEPARATED = re.compile(r"[^\n]{0,60}?(?:[ \t]\|[ \t]|\t|\][ \t]|>[ \t])")
+
+
+def unpasted(text: str | bytes | FileBytes) -> str | bytes | FileBytes:
+    """`text` with the paste artifacts its probe shows undone (as a cleaned str), or `text`
+    itself when it shows none."""
+    probe = _probe(text)
+    if not any(test(probe) for test, _ in _STEPS):
+        return text
+    whole = clean(text if isinstance(text, str) else bytes(text[:]).decode("utf-8", "replace"))
+    for test, step in _STEPS:  # each decided on what the steps before it left
+        if test(_probe(whole)):
+            whole = step(whole)
+    return whole
+
+
+def _has_lookalikes(probe: str) -> bool:
+    return not probe.isascii() and _LOOKALIKE_RE.search(probe) is not None
+
+
+def _without_lookalikes(text: str) -> str:
+    return text.translate(_LOOKALIKES)
+
+
+def _has_entities(probe: str) -> bool:
+    return "&" in probe and _ENTITY.search(probe) is not None
+
+
+def _without_entities(text: str) -> str:
+    return _ENTITY.sub(lambda m: html.unescape(m.group()), text)
+
+
+def _carried(line: str) -> str | None:
+    """The log text a JSON log line carries, or None when it is no such line."""
+    s = line.strip()
+    if not (s.startswith("{") and s.endswith("}")):
+        return None
+    try:
+        obj = json.loads(s)
+    except ValueError:
+        return None
+    if not isinstance(obj, dict):
+        return None
+    for holder in (obj, *(obj[k] for k in _NESTED if isinstance(obj.get(k), dict))):
+        for field in _FIELDS:
+            if isinstance(holder.get(field), str):
+                return holder[field]
+    return None
+
+
+def _is_json_log(probe: str) -> bool:
+    if "{" not in probe:
+        return False
+    lines = [line for line in probe.split("\n") if line.strip()]
+    carried = sum(1 for line in lines if line.lstrip().startswith("{") and _carried(line) is not None)
+    return bool(lines) and carried >= JSON_SHARE * len(lines)
+
+
+def _out_of_json(text: str) -> str:
+    out = []
+    for line in text.split("\n"):
+        got = _carried(line) if line.lstrip().startswith("{") else None
+        out.append(line if got is None else clean(got[:-1] if got.endswith("\n") else got))
+    return "\n".join(out)
+
+
+def _split_escaped(line: str) -> str:
+    if line.count("\\n") < ESCAPED_AT_LEAST:
+        return line
+    pieces = [p.replace('\\"', '"').replace("\\t", "    ").replace("\\'", "'") for p in _ESCAPED.split(line)]
+    own = _ANCHOR.match(line) is not None or _ANCHOR.match(line, line.find(")") + 1 if line.startswith("(") else 0)
+    # the first piece is where the string began: after a JSON key or a quote, anywhere on the line
+    starts = sum(1 for p in pieces[1:] if _RECORD_START.match(p))
+    if own and starts < 2 or not own and starts + (_RECORD_START.search(pieces[0]) is not None) < 1:
+        return line
+    return "\n".join(pieces)
+
+
+def _has_escaped(probe: str) -> bool:
+    return "\\n" in probe and any(_split_escaped(line) is not line for line in probe.split("\n") if "\\n" in line)
+
+
+def _unescaped(text: str) -> str:
+    return "\n".join(_split_escaped(line) if "\\n" in line else line for line in text.split("\n"))
+
+
+def _is_double_spaced(probe: str) -> bool:
+    if "\n\n" not in probe:
+        return False
+    lines = probe.strip("\n").split("\n")
+    filled = [i for i, line in enumerate(lines) if line.strip()]
+    if len(filled) < DOUBLE_AT_LEAST:
+        return False
+    gaps = [b - a for a, b in zip(filled, filled[1:])]
+    # a blank line after every line makes every distance between filled lines even
+    return all(g % 2 == 0 for g in gaps)
+
+
+def _single_spaced(text: str) -> str:
+    """Each run of blank lines between two lines loses one blank and then half of the rest: the
+    paste added one after every line, a blank line of the log became three."""
+    out: list[str] = []
+    blanks: list[str] = []
+    for line in text.split("\n"):
+        if line.strip():
+            out.extend(blanks[:(len(blanks) - 1) // 2] if out else blanks)
+            blanks = []
+            out.append(line)
+        else:
+            blanks.append(line)
+    out.extend(blanks)
+    return "\n".join(out)
+
+
+def _commonest(probe: str, key_of) -> re.Pattern | None:
+    """The regex `key_of(line)` gives for nearly every non-blank line of the probe, or None."""
+    lines = [line for line in probe.split("\n") if line.strip()]
+    if len(lines) < GUTTER_AT_LEAST:
+        return None
+    counts: dict[str, int] = {}
+    for line in lines:
+        key = key_of(line)
+        if key:
+            counts[key] = counts.get(key, 0) + 1
+    if not counts:
+        return None
+    key, n = max(counts.items(), key=lambda kv: kv[1])
+    return re.compile(key) if n >= GUTTER_SHARE * len(lines) else None
+
+
+def _gutter_of(line: str) -> str | None:
+    """The gutter `line` begins with, as a regex of that literal text (line numbers as digits)."""
+    m = _GUTTER.match(line)
+    return re.sub(r"\d+", r"\\d+", re.escape(m.group())) if m else None
+
+
+def _collector_of(line: str) -> str | None:
+    """The shape of the text before a collector's separator on `line`, unless that text is
+    vLLM's own header (which the collector learner and the header rules read)."""
+    m = _SEPARATED.match(line)
+    return shape(m.group()) if m and m.group().strip() and not _ANCHOR.search(m.group()) else None
+
+
+def _stripper(key_of):
+    def test(probe: str) -> bool:
+        return _commonest(probe, key_of) is not None
+
+    def strip(text: str) -> str:
+        return re.sub(rf"(?m)^{_commonest(_probe(text), key_of).pattern}", "", text)
+    return test, strip
+
+
+_STEPS = (
+    (_has_lookalikes, _without_lookalikes),
+    (_has_entities, _without_entities),
+    (_is_json_log, _out_of_json),
+    (_has_escaped, _unescaped),
+    (_is_double_spaced, _single_spaced),
+    # gutters carry no vLLM record start for the collector learner (prefixes.py) to learn from
+    _stripper(_gutter_of),
+    _stripper(_collector_of),
+)
