@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 import selfheal
+from selfheal.cli.inputs import check_deployment_name, waiting_promotion
 from selfheal.cli.loop_commands import as_of_option, check_deployment, json_option
 from selfheal.cli.output import as_of as _as_of, emit_json, emit_rows, row_style, show_time, table_options, to_json
 
@@ -21,6 +22,7 @@ def baseline(ctx, words, path, as_of, as_json) -> None:
     if words and words[0] == "import":
         if len(words) != 2:
             raise click.UsageError("usage: selfheal baseline import DEPLOYMENT [--file YAML]")
+        check_deployment_name(ctx.settings, words[1], "DEPLOYMENT")
         imported = selfheal.baseline_import(words[1], file=path, config=ctx.config_path, **ctx.db)
         if as_json:
             emit_json(imported)
@@ -50,6 +52,7 @@ def baseline(ctx, words, path, as_of, as_json) -> None:
 @click.pass_obj
 def approve(ctx, promotion_id, by, note, as_json) -> None:
     """Approve a waiting promotion (prod mode); the commit follows on the next `selfheal run`."""
+    promotion_id = waiting_promotion(promotion_id, ctx.db, "approve")  # none, or several: a usage error
     approved = selfheal.approve(promotion_id, by=by, note=note, config=ctx.config_path, **ctx.db)
     if as_json:
         emit_json(approved)
@@ -66,6 +69,7 @@ def approve(ctx, promotion_id, by, note, as_json) -> None:
 @click.pass_obj
 def reject(ctx, promotion_id, by, note, as_json) -> None:
     """Reject a waiting promotion: nothing will be written."""
+    promotion_id = waiting_promotion(promotion_id, ctx.db, "reject")  # none, or several: a usage error
     rejected = selfheal.reject(promotion_id, by=by, note=note, **ctx.db)
     if as_json:
         emit_json(rejected)
@@ -104,6 +108,7 @@ def alerts(ctx, deployment, as_of, as_json, as_table, as_csv) -> None:
 @click.pass_obj
 def supervise(ctx, deployment, pidfile) -> None:
     """Run the deployment's vLLM from its baseline YAML; restart it on SIGHUP."""
+    check_deployment_name(ctx.settings, deployment)
     selfheal.supervise(deployment, pidfile=pidfile, report=lambda line: click.echo(f"supervise {line}"),
                        config=ctx.config_path)
 

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 
 import click
 
+import selfheal
 from selfheal.schemas.events import EVENT_TYPES
 
 TIME_HELP = "ISO-8601 (UTC when it has no zone), now, today, yesterday, or relative: -2h, -30m, -7d"
@@ -95,3 +96,27 @@ def resolve_prefix(what: str, given: str, candidates: Iterable[str], option: str
         raise click.BadParameter(f"{given!r}: {len(matches)} {what}s match ({shown}); give more of the id",
                                  param_hint=option)
     raise click.BadParameter(f"no {what} {given!r} in the log", param_hint=option)
+
+
+def resolve_incident(given: str, db: dict, option: str = "INCIDENT_ID") -> str:
+    """The full id of the captured incident `given` names, exactly or as a prefix."""
+    ids = {row.stream.partition("-")[2] for row in selfheal.events(types=["IncidentCaptured"], **db)}
+    return resolve_prefix("incident", given, ids, option)
+
+
+def waiting_promotion(given: str, db: dict, verb: str, option: str = "PROMOTION_ID") -> str:
+    """The full id of the promotion `given` names, exactly or as a prefix, if it still waits
+    for a decision (a settled one is an error that says so in words, not `already not committed`)."""
+    found = {p.promotion_id: p.status for p in selfheal.promotions(all=True, **db)}
+    promotion_id = resolve_prefix("promotion", given, found, option)
+    if found[promotion_id] != "waiting":
+        raise ValueError(f"promotion {promotion_id}: nothing to {verb}, it no longer waits for a decision "
+                         f"(status: {found[promotion_id]})")
+    return promotion_id
+
+
+def check_deployment_name(settings, name: str | None, option: str = "--deployment") -> None:
+    """A deployment asked for by name must be configured (a usage error listing those that
+    are); with none configured at all, the API's own error says how to configure one."""
+    if name is not None and settings.deployments and name not in settings.deployments:
+        raise unknown("deployment", name, settings.deployments, option)

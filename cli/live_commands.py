@@ -9,6 +9,8 @@ import click
 
 import selfheal
 from selfheal.cli import exits
+from selfheal.cli.logging_setup import interrupted
+from selfheal.cli.inputs import check_deployment_name
 from selfheal.cli.live import Timeline, follow_log, last_position, outcome_code
 from selfheal.cli.loop_commands import json_option, logs_command
 from selfheal.cli.output import emit_json
@@ -39,8 +41,7 @@ def run_command(ctx, follow: bool, interval: float, as_json: bool) -> None:
         else:
             follow_log(ctx.db_path, work, as_json=False, synchronous=ctx.synchronous)
     if stop.is_set():
-        click.echo("selfheal: interrupted", err=True)
-        sys.exit(exits.INTERRUPTED)
+        interrupted()
 
 
 @click.command()
@@ -53,6 +54,7 @@ def heal(ctx, files: tuple[str, ...], force: bool, deployment: str | None, as_js
     """Observe log files and run the loop to its outcome, printing each event as it is
     recorded (--json: the events as `events --json` prints them). Exit 0 when healed (or
     nothing was wrong), 3 when not healed."""
+    check_deployment_name(ctx.settings, deployment)
     work = lambda: selfheal.heal(files, deployment=deployment, node=ctx.node, force=force,  # noqa: E731
                                  config=ctx.config_path, **ctx.db)
     healed, timeline = follow_log(ctx.db_path, work, as_json=as_json, synchronous=ctx.synchronous)

@@ -11,8 +11,9 @@ import click
 
 import selfheal
 from selfheal.cli import exits
+from selfheal.cli.logging_setup import interrupted
 from selfheal.cli.describe import timeline_line
-from selfheal.cli.inputs import TIME_HELP, parse_time, unknown
+from selfheal.cli.inputs import TIME_HELP, check_deployment_name, parse_time, unknown
 from selfheal.cli.output import as_of as _as_of, emit_json, emit_rows, row_style, show_time, table_options, to_json
 from selfheal.edges.live import stop_on_signals
 from selfheal.eventstore.store import is_server
@@ -135,6 +136,7 @@ def observe(ctx, files: tuple[str, ...], follow: bool, unit: str | None, metrics
     live = sum(bool(x) for x in (follow, unit, metrics_url))
     if live > 1 or (live and (len(files) != (1 if follow else 0))) or (not live and not files):
         raise click.UsageError("give FILE... ; or --follow FILE ; or --journal UNIT ; or --metrics URL")
+    check_deployment_name(ctx.settings, deployment)
     if metrics_url:
         _check_url(metrics_url)
     if unit:
@@ -160,8 +162,7 @@ def observe(ctx, files: tuple[str, ...], follow: bool, unit: str | None, metrics
                          quiet_seconds=quiet_seconds, deployment=deployment, stop=stop, on_incident=report,
                          config=ctx.config_path, **ctx.db)
     if stop.is_set():  # stopped by SIGINT or SIGTERM: the same exit code for both
-        click.echo("selfheal: interrupted", err=True)
-        sys.exit(exits.INTERRUPTED)
+        interrupted()
 
 
 def _with_content(files: tuple[str, ...]) -> list[str]:

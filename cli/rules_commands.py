@@ -9,7 +9,7 @@ import msgspec
 
 import selfheal
 from selfheal.cli import exits
-from selfheal.cli.inputs import TIME_HELP, optional_time
+from selfheal.cli.inputs import TIME_HELP, optional_time, resolve_incident
 from selfheal.cli.loop_commands import as_of_option, json_option, log_argument
 from selfheal.cli.output import as_of as _as_of, emit_json, to_json
 from selfheal.handlers.loop import InputError
@@ -114,6 +114,7 @@ def rules_promote(ctx, candidate, by) -> None:
 @click.pass_obj
 def verdict(ctx, incident_id, kind, by, note) -> None:
     """Record a person's judgement of an incident (the labelled corpus for rules)."""
+    incident_id = resolve_incident(incident_id, ctx.db)  # none, or several: a usage error
     recorded = selfheal.verdict(incident_id, kind=kind, by=by, note=note, **ctx.db)
     click.echo(f"incident {recorded.incident_id}: {recorded.kind} (by {by})")
 

@@ -41,5 +41,5 @@ def test_prod_escrow_and_baseline_through_the_cli(tmp_path):
     assert "gpu-memory-utilization: 0.9" in yaml_file.read_text()
     twice = subprocess.run([sys.executable, "-m", "selfheal", "--db", str(db), "--config", str(config), "approve",
                             waiting["promotion_id"], "--by", "bo"], capture_output=True, text=True)
-    assert twice.returncode == 1 and "already not committed" in twice.stderr
+    assert twice.returncode == 1 and "no longer waits for a decision (status: not committed)" in twice.stderr
     assert json.loads(run("--db", db, "alerts", "--json").output) == []

@@ -35,3 +35,29 @@ def test_a_demo_into_a_log_that_holds_events_prints_none_of_them(tmp_path, demo_
         proc = sh(tmp_path, "--db", demo_log[0], "demo", *extra)
         assert proc.returncode == 1 and proc.stdout == "", proc.stdout
         assert proc.stderr.startswith(f"selfheal: error: {demo_log[0]}: already holds events"), proc.stderr
+
+
+@pytest.mark.parametrize("args", [["approve", "zz", "--by", "ana"], ["reject", "zz", "--by", "ana"],
+                                  ["verdict", "zz", "--kind", "none", "--by", "ana"]])
+def test_ids_that_name_nothing_are_usage_errors_in_every_command(tmp_path, demo_log, args):
+    # the table says 2; approve, reject and verdict used to exit 1 where show and export exit 2
+    proc = sh(tmp_path, "--db", demo_log[0], *args)
+    assert proc.returncode == 2, proc.stderr
+    assert "no promotion 'zz' in the log" in proc.stderr or "no incident 'zz' in the log" in proc.stderr, proc.stderr
+
+
+def test_a_settled_promotion_is_refused_in_words(tmp_path, demo_log):
+    promotion = sh(tmp_path, "--db", demo_log[0], "promotions", "--all").stdout.split()[0]
+    proc = sh(tmp_path, "--db", demo_log[0], "reject", promotion, "--by", "ana")
+    assert proc.returncode == 1
+    assert "nothing to reject, it no longer waits for a decision (status: not committed)" in proc.stderr, proc.stderr
+    assert "already not committed" not in proc.stderr
+
+
+@pytest.mark.parametrize("command", [["heal"], ["observe"]])
+def test_an_unknown_deployment_is_a_usage_error_naming_those_configured(tmp_path, command):
+    (tmp_path / "selfheal.toml").write_text(CHAT)
+    (tmp_path / "empty.log").write_text("")  # observe used to skip an empty file before the name was checked
+    proc = sh(tmp_path, "--db", tmp_path / "l.db", *command, "--deployment", "nosuch", "empty.log")
+    assert proc.returncode == 2, proc.stderr
+    assert "Invalid value for --deployment: no deployment 'nosuch'; known: chat" in proc.stderr
