@@ -20,8 +20,11 @@ import logging
 import os
 import sys
 import time
+from typing import NoReturn
 
 import click
+
+from selfheal.cli import exits
 
 FORMAT_ENV = "SELFHEAL_LOG_FORMAT"
 LEVEL_ENV = "SELFHEAL_LOG_LEVEL"
@@ -100,6 +103,27 @@ def configure(log_format: str | None = None, level: str | None = None) -> loggin
     logger.setLevel(level.upper())
     logger.propagate = False  # one line per record, not a second through the root's handlers
     return handler
+
+
+def last_word(text: str, level: int = logging.ERROR) -> None:
+    """A command's last line on stderr (`selfheal: error: ...`, `selfheal: interrupted`), whatever
+    the level: as text, or, where --log-format json is configured, as a JSON line like every
+    other, so a service's JSON journal ends with its reason for ending and no bare text."""
+    handler = next((h for h in logging.getLogger("selfheal").handlers if isinstance(h, _Handler)), None)
+    formatter = handler.formatter if handler is not None else None
+    if not isinstance(formatter, JsonFormatter):  # under journald, filed at its level as the others are
+        journald = isinstance(formatter, TextFormatter) and formatter.journald
+        click.echo(f"<{_PRIORITY[level]}>{text}" if journald else text, err=True)
+        return
+    message = text.removeprefix("selfheal: ").removeprefix("error: ")
+    record = logging.LogRecord("selfheal.cli", level, __file__, 0, message, None, None)
+    click.echo(formatter.format(record), err=True)
+
+
+def interrupted() -> NoReturn:
+    """A command stopped by SIGINT or SIGTERM: its last word, and the exit code for both."""
+    last_word("selfheal: interrupted", logging.INFO)  # a stop (a service's, too), not a fault
+    sys.exit(exits.INTERRUPTED)
 
 
 def _remember(ctx: click.Context, param: click.Parameter, value):

@@ -15,7 +15,7 @@ from selfheal.cli import baseline_commands, live_commands, log_commands, loop_co
 from selfheal.cli import ui_commands
 from selfheal.cli import exits
 from selfheal.cli.context import Context
-from selfheal.cli.logging_setup import logging_options
+from selfheal.cli.logging_setup import interrupted, last_word, logging_options
 from selfheal.cli.service import add_service_options
 from selfheal.eventstore.errors import StoreError
 from selfheal.schemas.config import ConfigError
@@ -44,8 +44,7 @@ class SelfhealGroup(click.Group):
             # a bare LookupError is an id that names nothing (or more than one thing): usage
             self._fail(exc, code=exits.USAGE if type(exc) is LookupError else exits.ERROR)
         except KeyboardInterrupt:
-            click.echo("selfheal: interrupted", err=True)
-            sys.exit(exits.INTERRUPTED)
+            interrupted()
         except Exception as exc:  # the promise is one line, whatever went wrong
             self._fail(exc, unexpected=True)
 
@@ -55,7 +54,9 @@ class SelfhealGroup(click.Group):
             traceback.print_exc()
         prefix = f"unexpected {type(exc).__name__}: " if unexpected else ""
         message = " ".join(str(exc).split()) or type(exc).__name__
-        click.echo(f"selfheal: error: {prefix}{message}", err=True)
+        if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+            message = f"{exc.filename}: {exc.strerror}"  # not Python's "[Errno 2] ...: 'x'"
+        last_word(f"selfheal: error: {prefix}{message}")
         sys.exit(code)
 
 

@@ -12,6 +12,7 @@ import functools
 
 import click
 
+from selfheal.cli.describe import describe
 from selfheal.edges.operator_service import serving
 
 #: the commands that run until stopped, and whether they run the loop's handlers
@@ -26,7 +27,7 @@ def _wrap(name: str, callback):
             raise click.UsageError(f"--metrics-port serves a running service: give --follow to {name}")
         obj = ctx.obj  # the group's Context: where the log is
         with serving(name, obj.db_path, synchronous=obj.synchronous, runs_handlers=SERVICES[name],
-                     metrics_port=metrics_port, metrics_address=metrics_address):
+                     metrics_port=metrics_port, metrics_address=metrics_address, summarize=describe):
             return callback(*args, **kwargs)
     return wrapped
 

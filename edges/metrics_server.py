@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from selfheal.eventstore.store import EventStore
+from selfheal.eventstore.store import EventStore, Recorded
 from selfheal.handlers.flow import LOOP
 from selfheal.projections.operator_metrics import OperatorMetrics, OperatorMetricsProjection
 
@@ -46,10 +46,14 @@ class OperatorView:
     """The operator's metrics of one log, refreshed by `refresh` and read by a scrape."""
 
     def __init__(self, open_store: Callable[[], EventStore], *, runs_handlers: bool,
-                 on_progress: Callable[[], None] | None = None):
+                 on_progress: Callable[[], None] | None = None, summarize: Callable[[Recorded], str] | None = None):
         self.open_store = open_store
         self.runs_handlers = runs_handlers
         self.on_progress = on_progress
+        self.summarize = summarize  # an event's one line, as the timelines print it (the CLI's)
+        #: whose deployment a run or an incident is: a canary's events name only their run, and
+        #: a line without its deployment is lost to a journal filtered by it
+        self.deployment_of: dict[str, str] = {}
         self.projection = OperatorMetricsProjection()
         self.state: OperatorMetrics = self.projection.initial()
         self.head = 0
@@ -69,12 +73,16 @@ class OperatorView:
         for event in store.read(self.state.last_position):
             self.state = self.projection.apply(self.state, event)
             seen += 1
+            e = event.event
+            ids = {key: getattr(e, key, None) for key in ("deployment", "run_id", "incident_id")}
+            for key in ("run_id", "incident_id"):
+                if ids[key] and ids["deployment"]:
+                    self.deployment_of.setdefault(ids[key], ids["deployment"])
             if quiet:
                 continue
-            e = event.event
-            log.info("%s at position %d", event.type, event.position,
-                     extra={"deployment": getattr(e, "deployment", None), "run_id": getattr(e, "run_id", None),
-                            "incident_id": getattr(e, "incident_id", None)})
+            ids["deployment"] = (ids["deployment"] or self.deployment_of.get(ids["run_id"])
+                                 or self.deployment_of.get(ids["incident_id"]))
+            log.info("%s at position %d%s", event.type, event.position, self._summary(event), extra=ids)
         before = self.checkpoints
         self.head, self.checkpoints = store.last_position(), store.recorder.checkpoints()
         with self._lock:
@@ -86,6 +94,14 @@ class OperatorView:
         if self.on_progress and (not self.runs_handlers or not lagging or self.checkpoints != before):
             self.on_progress()
         return seen
+
+    def _summary(self, event: Recorded) -> str:
+        if self.summarize is None:
+            return ""
+        try:
+            return ": " + self.summarize(event)
+        except Exception:  # noqa: BLE001 - a line without its summary beats a follower that stops
+            return ""
 
     def close(self) -> None:
         if self._store is not None:

@@ -29,8 +29,44 @@ def test_json_lines_carry_time_level_and_the_events_ids(tmp_path, service):
     assert captured["level"] == "info" and captured["deployment"] == "chat" and captured["incident_id"]
     started = next(line for line in lines if line["message"].startswith("RunStarted"))
     assert started["run_id"] and started["deployment"] == "chat"
-    # every line of stderr but click's own last word is a JSON object
-    assert [line for line in err.splitlines() if not line.startswith("{")] == ["selfheal: interrupted"]
+    # a canary's events name only their run: their lines still carry the run's deployment
+    of_run = [line for line in lines if line["run_id"]]
+    assert {line["message"].split()[0] for line in of_run} >= {"CanaryStarted", "CanaryCompleted", "CandidateScored"}
+    assert all(line["deployment"] == "chat" for line in of_run), [l for l in of_run if l["deployment"] != "chat"]
+    # each event's line says what the timelines say of it, not only its type
+    completed = next(line for line in lines if line["message"].startswith("CanaryCompleted"))
+    assert re.fullmatch(r"CanaryCompleted at position \d+: canary (ok|failed) .+", completed["message"]), completed
+    # every line of stderr is a JSON object, the last word on SIGTERM too
+    assert all(line.startswith("{") for line in err.splitlines()), err
+    assert lines[-1]["message"] == "interrupted" and lines[-1]["level"] == "info"
+
+
+def test_info_logs_each_new_event_without_a_metrics_port(tmp_path, service):
+    db = tmp_path / "s.db"
+    config, log = configured(tmp_path)
+    assert selfheal("--db", str(db), "init").returncode == 0
+    s = service("--db", str(db), "--config", str(config), "--log-format", "json", "--log-level", "info",
+                "run", "--follow", "--interval", "0.2")
+    assert selfheal("--db", str(db), "--config", str(config), "observe", str(log)).returncode == 0
+    until(lambda: "RunFinished" in s.err_path.read_text(), "the run's events in the log lines")
+    code, err = s.stop()
+    assert code == 130 and any(line["message"].startswith("RunStarted") for line in json_lines(err)), err
+
+
+def test_an_error_is_a_json_line_in_json_and_filed_as_an_error_under_journald(tmp_path):
+    missing = str(tmp_path / "none.db")
+    out = selfheal("--db", missing, "--log-format", "json", "history")
+    assert out.returncode == 1, out.stderr
+    (line,) = json_lines(out.stderr)
+    assert out.stderr.count("\n") == 1 and line["level"] == "error" and line["logger"] == "selfheal.cli"
+    assert line["message"].startswith(f"{missing}: does not exist"), line
+    err = tmp_path / "stderr"
+    with err.open("w") as f:
+        st = os.fstat(f.fileno())
+        done = subprocess.run([SELFHEAL, "--db", missing, "history"], stderr=f, stdout=subprocess.DEVNULL,
+                              env={**os.environ, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}, timeout=60)
+    assert done.returncode == 1
+    assert err.read_text().startswith(f"<3>selfheal: error: {missing}: does not exist"), err.read_text()
 
 
 def test_the_default_is_warnings_only_as_text(tmp_path, service):
