@@ -12,7 +12,7 @@ from selfheal.cli import exits
 from selfheal.cli.logging_setup import interrupted
 from selfheal.cli.inputs import check_deployment_name
 from selfheal.cli.live import Timeline, follow_log, last_position, outcome_code
-from selfheal.cli.loop_commands import json_option, logs_command
+from selfheal.cli.loop_commands import json_option, logs_command, with_content
 from selfheal.cli.output import emit_json
 from selfheal.edges.demo import default_demo_path, demo_name
 from selfheal.edges.live import stop_on_signals
@@ -55,6 +55,10 @@ def heal(ctx, files: tuple[str, ...], force: bool, deployment: str | None, as_js
     recorded (--json: the events as `events --json` prints them). Exit 0 when healed (or
     nothing was wrong), 3 when not healed."""
     check_deployment_name(ctx.settings, deployment)
+    files = tuple(with_content(files))  # an empty input would be recorded as an empty incident
+    if not files:
+        click.echo("selfheal: nothing to heal: every input was empty", err=True)
+        sys.exit(exits.NOT_HEALED)
     work = lambda: selfheal.heal(files, deployment=deployment, node=ctx.node, force=force,  # noqa: E731
                                  config=ctx.config_path, **ctx.db)
     healed, timeline = follow_log(ctx.db_path, work, as_json=as_json, synchronous=ctx.synchronous)

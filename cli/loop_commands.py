@@ -1,6 +1,7 @@
 """Commands of the healing loop: diagnose, observe, run, heal, demo, and the queries over it."""
 from __future__ import annotations
 
+import errno
 import shutil
 import subprocess
 import sys
@@ -99,9 +100,13 @@ def diagnose(ctx, file: str, current: tuple[str, ...], vllm_config: str | None, 
     try:
         # a log chosen but not made yet has no rule set of its own: the built-in rules, nothing created
         db = ctx.db_path if ctx.db_chosen and (is_server(ctx.db_path) or Path(ctx.db_path).exists()) else None
-        diagnosis = selfheal.diagnose(log_argument(file), current=values, config_file=vllm_config, db=db)
+        excerpt = log_argument(file)
+        empty = excerpt == b"" or (isinstance(excerpt, Path) and excerpt.is_file() and excerpt.stat().st_size == 0)
+        diagnosis = selfheal.diagnose(excerpt, current=values, config_file=vllm_config, db=db)
     except OSError as exc:
         raise InputError.unreadable(file, exc) from None
+    if empty:  # "no failure found" alone would read as a healthy server
+        click.echo(f"selfheal: nothing to diagnose: {'standard input' if file == '-' else file} is empty", err=True)
     if as_json:
         emit_json(diagnosis)
     else:
@@ -137,12 +142,14 @@ def observe(ctx, files: tuple[str, ...], follow: bool, unit: str | None, metrics
     if live > 1 or (live and (len(files) != (1 if follow else 0))) or (not live and not files):
         raise click.UsageError("give FILE... ; or --follow FILE ; or --journal UNIT ; or --metrics URL")
     check_deployment_name(ctx.settings, deployment)
+    if follow and Path(files[0]).is_dir():  # tail -F waits for a missing file; a folder never becomes one
+        raise IsADirectoryError(errno.EISDIR, "cannot follow: it is a directory", files[0])
     if metrics_url:
         _check_url(metrics_url)
     if unit:
         _check_unit(unit)
     if not live:
-        files = _with_content(files)
+        files = with_content(files)
         if not files:
             return
         observed = selfheal.observe(files, deployment=deployment, config=ctx.config_path, **ctx.db)
@@ -165,7 +172,7 @@ def observe(ctx, files: tuple[str, ...], follow: bool, unit: str | None, metrics
         interrupted()
 
 
-def _with_content(files: tuple[str, ...]) -> list[str]:
+def with_content(files: tuple[str, ...]) -> list[str]:
     """The inputs that hold something: an empty one would be an empty incident, so it is
     left out and said so."""
     kept = []

@@ -61,3 +61,37 @@ def test_an_unknown_deployment_is_a_usage_error_naming_those_configured(tmp_path
     proc = sh(tmp_path, "--db", tmp_path / "l.db", *command, "--deployment", "nosuch", "empty.log")
     assert proc.returncode == 2, proc.stderr
     assert "Invalid value for --deployment: no deployment 'nosuch'; known: chat" in proc.stderr
+
+
+def test_following_a_directory_is_an_error_at_once(tmp_path):
+    # it used to print a thread's traceback and exit 0
+    (tmp_path / "selfheal.toml").write_text(CHAT)
+    (tmp_path / "logs").mkdir()
+    proc = sh(tmp_path, "--db", tmp_path / "l.db", "observe", "--follow", "logs", timeout=30)
+    assert (proc.returncode, proc.stderr) == (1, "selfheal: error: logs: cannot follow: it is a directory\n")
+
+
+def test_heal_records_nothing_from_an_empty_input_and_says_so(tmp_path):
+    # it used to record an empty incident ("1 lines from file") and exit 0 as if healthy
+    (tmp_path / "selfheal.toml").write_text(CHAT)
+    (tmp_path / "empty.log").write_text("")
+    for args, name in ((["empty.log"], "empty.log"), (["-"], "standard input")):
+        proc = sh(tmp_path, "--db", tmp_path / "l.db", "heal", *args, input="")
+        assert proc.returncode == 3, proc.stderr
+        assert proc.stderr == (f"selfheal: nothing recorded from {name}: it is empty\n"
+                               "selfheal: nothing to heal: every input was empty\n")
+    assert not (tmp_path / "l.db").exists()
+
+
+def test_diagnose_says_when_there_was_nothing_to_read(tmp_path):
+    (tmp_path / "empty.log").write_text("")
+    for args, name in ((["empty.log"], "empty.log"), (["-"], "standard input"), ([], "standard input")):
+        proc = sh(tmp_path, "diagnose", *args, input="")
+        assert proc.returncode == 0 and proc.stdout == "No configuration failure found.\n"
+        assert proc.stderr == f"selfheal: nothing to diagnose: {name} is empty\n"
+
+
+@pytest.mark.parametrize("args", [["rules", "propose", "nosuch.toml"], ["replay", "--bundle", "nosuch.toml"]])
+def test_a_missing_file_is_named_without_pythons_words(tmp_path, args):
+    proc = sh(tmp_path, "--db", tmp_path / "l.db", *args)
+    assert (proc.returncode, proc.stderr) == (1, "selfheal: error: nosuch.toml: No such file or directory\n")
