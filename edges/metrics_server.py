@@ -37,6 +37,8 @@ class _CountingHandler(logging.Handler):
         self._lock_counts = threading.Lock()
 
     def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "event_type", None):  # an event's line: its own family counts it
+            return
         with self._lock_counts:
             key = (record.levelname.lower(), record.name)
             self.counts[key] = self.counts.get(key, 0) + 1
@@ -75,14 +77,16 @@ class OperatorView:
             seen += 1
             e = event.event
             ids = {key: getattr(e, key, None) for key in ("deployment", "run_id", "incident_id")}
-            for key in ("run_id", "incident_id"):
-                if ids[key] and ids["deployment"]:
-                    self.deployment_of.setdefault(ids[key], ids["deployment"])
+            owners = [getattr(e, key, None) for key in ("run_id", "incident_id", "alert_id")]
+            for owner in owners:
+                if owner and ids["deployment"]:
+                    self.deployment_of.setdefault(owner, ids["deployment"])
             if quiet:
                 continue
-            ids["deployment"] = (ids["deployment"] or self.deployment_of.get(ids["run_id"])
-                                 or self.deployment_of.get(ids["incident_id"]))
-            log.info("%s at position %d%s", event.type, event.position, self._summary(event), extra=ids)
+            ids["deployment"] = ids["deployment"] or next(
+                (self.deployment_of[o] for o in owners if o in self.deployment_of), None)
+            log.log(_level(event), "%s at position %d%s", event.type, event.position, self._summary(event),
+                    extra={**ids, "event_type": event.type})
         before = self.checkpoints
         self.head, self.checkpoints = store.last_position(), store.recorder.checkpoints()
         with self._lock:
@@ -151,6 +155,17 @@ class OperatorView:
             counts = dict(self.log_counts.counts)
         yield _counter("log_messages", "selfheal's own warnings and errors, by level and logger.", counts,
                        ["level", "logger"])
+
+
+def _level(event: Recorded) -> int:
+    """An event's line is info, but for what a person must see: an alert is a warning, and an
+    alert no sink took is an error, since then the log line is the only word of it that leaves
+    (`journalctl -p warning` lists them, and they print at the default level)."""
+    if event.type == "AlertRaised":
+        return logging.WARNING
+    if event.type == "AlertDelivered" and not event.event.ok:
+        return logging.ERROR
+    return logging.INFO
 
 
 def _counter(name: str, doc: str, value, labels: list[str] | None = None) -> CounterMetricFamily:

@@ -131,3 +131,28 @@ def test_systemd_notify_ready_watchdog_and_stopping_over_a_real_socket(tmp_path,
                 break
     assert code == 130, err
     assert rest[-1].split("\n")[0] == "STOPPING=1"
+
+
+def test_an_alert_is_a_warning_line_and_one_no_sink_took_an_error(tmp_path, service):
+    """At the default level (warnings): what a person must see leaves in the journal, with its
+    deployment, and is not counted again as one of selfheal's own faults."""
+    from selfheal.edges.sim import load_scenario, simulate
+    db, config, log = tmp_path / "s.db", tmp_path / "selfheal.toml", tmp_path / "vllm.log"
+    closed = free_port()  # nothing listens there: the webhook's delivery fails
+    config.write_text(f'[deployments.hope]\nscenario = "no-safe-fix"\nalerts = [{{type = "webhook", '
+                      f'url = "http://127.0.0.1:{closed}/hook", retries = 0}}]\n')
+    log.write_text(simulate(load_scenario("no-safe-fix")).log_text)  # weights exceed the card: escalate
+    assert selfheal("--db", str(db), "init").returncode == 0
+    port = free_port()
+    s = service("--db", str(db), "--config", str(config), "--log-format", "json", "run", "--follow",
+                "--interval", "0.2", "--metrics-port", str(port))
+    assert selfheal("--db", str(db), "--config", str(config), "observe", str(log)).returncode == 0
+    until(lambda: "AlertDelivered" in s.err_path.read_text(), "the failed delivery's line")
+    text = until(lambda: 'result="failed"' in (m := scrape(port)) and m, "the failed delivery's count")
+    code, err = s.stop()
+    lines = {line["message"].split()[0]: line for line in json_lines(err)}
+    raised, delivered = lines["AlertRaised"], lines["AlertDelivered"]
+    assert raised["level"] == "warning" and raised["deployment"] == "hope" and "ALERT escalation" in raised["message"]
+    assert delivered["level"] == "error" and delivered["deployment"] == "hope" and "FAILED" in delivered["message"]
+    assert 'selfheal_alert_deliveries_total{result="failed",sink="webhook:0"} 1.0' in text
+    assert "selfheal_log_messages_total{" not in text, text  # counted by its own family, not as a fault
