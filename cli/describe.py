@@ -1,7 +1,12 @@
 """One readable line per event, for timelines (`demo`, `heal`, `show`)."""
 from __future__ import annotations
 
+from selfheal.eventstore.recorder import utc_iso
 from selfheal.eventstore.store import Recorded
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _config(c) -> str:
@@ -19,8 +24,8 @@ def describe(r: Recorded) -> str:
     if t == "BaselineImported":
         return f"{e.deployment}: baseline v{e.version} from {e.source}: {_config(e.config)}"
     if t == "IncidentCaptured":
-        lines = e.raw_text.count("\n") + 1
-        return f"{e.deployment}: {lines} lines from {e.source.kind}" + (f" {e.source.path}" if e.source.path else "")
+        lines = len(e.raw_text.splitlines())  # a last line's newline starts no line of its own
+        return f"{e.deployment}: {_count(lines, 'line')} from {e.source.kind}" + (f" {e.source.path}" if e.source.path else "")
     if t == "IncidentForgotten":
         return f"incident {e.incident_id[:8]}'s text forgotten by {e.by}" + (f": {e.reason}" if e.reason else "")
     if t == "ObservationMade":
@@ -46,7 +51,7 @@ def describe(r: Recorded) -> str:
     if t == "RunRequested":
         return f"run {e.run_id[:8]} requested in {e.mode} mode"
     if t == "RunRefused":
-        when = e.next_allowed_at.isoformat() if e.next_allowed_at else "when the current run ends"
+        when = utc_iso(e.next_allowed_at) if e.next_allowed_at else "when the current run ends"
         return f"run {e.run_id[:8]} refused: {e.reason}; next allowed {when}"
     if t == "RunStarted":
         return f"run {e.run_id[:8]} started from {_config(e.current)}"
@@ -113,7 +118,7 @@ def _stage7(e, t: str) -> str:
     if t == "AlertRaised":
         return f"ALERT {e.kind}: {e.summary}"
     if t == "AlertDelivered":
-        return f"alert {e.alert_id[:8]} to {e.sink}: {'delivered' if e.ok else 'FAILED'} after {len(e.attempts)} attempts"
+        return f"alert {e.alert_id[:8]} to {e.sink}: {'delivered' if e.ok else 'FAILED'} after {_count(len(e.attempts), 'attempt')}"
     if t == "CanaryLaunched":
         return f"canary {e.canary_id[:8]} launched: pid {e.pid}, port {e.port}"
     if t == "CanaryOrphanReaped":

@@ -4,6 +4,7 @@ person meets it."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -95,3 +96,17 @@ def test_diagnose_says_when_there_was_nothing_to_read(tmp_path):
 def test_a_missing_file_is_named_without_pythons_words(tmp_path, args):
     proc = sh(tmp_path, "--db", tmp_path / "l.db", *args)
     assert (proc.returncode, proc.stderr) == (1, "selfheal: error: nosuch.toml: No such file or directory\n")
+
+
+def test_a_refused_run_and_a_one_line_incident_read_right(tmp_path):
+    (tmp_path / "selfheal.toml").write_text(CHAT)
+    (tmp_path / "one.log").write_text(
+        "ERROR 11-24 06:55:12 [core.py:708] ValueError: Free memory on device cuda:0 (8.41/11.66 GiB) on startup is "
+        "less than desired GPU memory utilization (0.9, 10.49 GiB). Decrease GPU memory utilization or reduce GPU "
+        "memory used by other processes.\n")
+    first = sh(tmp_path, "--db", tmp_path / "l.db", "heal", "one.log")
+    assert first.returncode == 0 and "chat: 1 line from file" in first.stdout, first.stdout  # not "1 lines"
+    again = sh(tmp_path, "--db", tmp_path / "l.db", "heal", "--force", "one.log")  # inside the 6 h cooldown
+    (refused,) = [line for line in again.stdout.splitlines() if "RunRefused" in line]
+    # the next allowed time in the log's one spelling, not Python's isoformat (+00:00)
+    assert re.search(r"; next allowed \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$", refused), refused
