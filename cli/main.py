@@ -93,6 +93,8 @@ def _terminate(signum, frame) -> None:
 @click.pass_context
 def cli(ctx: click.Context, db_path: str | None, config_path: str | None, synchronous: str, node: str | None) -> None:
     """selfheal: heals vLLM serving configurations, with every decision in an append-only log."""
+    if config_path and not os.path.exists(config_path):  # named, so never ignored by a command that reads none
+        raise ConfigError(f"{config_path}: no such config file")
     ctx.obj = Context(db_path=db_path, config_path=config_path, synchronous=synchronous.upper(), node=node)
 
 

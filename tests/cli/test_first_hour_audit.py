@@ -110,3 +110,10 @@ def test_a_refused_run_and_a_one_line_incident_read_right(tmp_path):
     (refused,) = [line for line in again.stdout.splitlines() if "RunRefused" in line]
     # the next allowed time in the log's one spelling, not Python's isoformat (+00:00)
     assert re.search(r"; next allowed \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$", refused), refused
+
+
+def test_a_config_file_named_but_missing_is_an_error_in_every_command(tmp_path, demo_log):
+    # `events` and the other commands that read no config used to ignore it in silence
+    for args in (["events", "--limit", "1"], ["history"], ["state"]):
+        proc = sh(tmp_path, "--db", demo_log[0], "--config", "nosuch.toml", *args)
+        assert (proc.returncode, proc.stdout, proc.stderr) == (1, "", "selfheal: error: nosuch.toml: no such config file\n")
