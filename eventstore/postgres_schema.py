@@ -13,6 +13,7 @@ Why these choices (the recorder's docstring says how appends use them):
 from __future__ import annotations
 
 import functools
+import re
 
 FORMAT_VERSION = 1
 APPLICATION = "selfheal"
@@ -259,13 +260,15 @@ FROM (SELECT l.position, l.hash, pg_advisory_xact_lock({lock_class}, 'events'::r
 # the server adds recorded_at (its clock, under the lock, never before the head's) and hashes.
 # A head that moved shows as the position taken (nothing inserted, see above); `verify` hashes
 # every row again in Python. It costs about half of ONE_EVENT's server time (bench/postgres.py).
+# It returns recorded_at alone: the client knows the position and version it sent and hashes
+# the same text itself (postgres_single.py), which costs less than the server sending the hash.
 _NEXT_EVENT = """INSERT INTO events
 SELECT %(pos)s::bigint, %(id)s::text, %(stream)s::text, %(ver)s::int, %(type)s::text, %(sv)s::int, %(occ)s::text, h.at,
     %(corr)s::text, %(caus)s::text, %(data)s::text,
     encode(sha256(convert_to(%(before)s::text || to_json(h.at)::text || %(after)s::text, 'UTF8')), 'hex')
 FROM (SELECT pg_advisory_xact_lock({lock_class}, 'events'::regclass::oid::int) AS locked,
         greatest(%(last)s::text COLLATE "C", @NOW@) AS at@CHECKS@ OFFSET 0) h
-@WHERE@ON CONFLICT (position) DO NOTHING RETURNING position, version, recorded_at, hash""".replace(
+@WHERE@ON CONFLICT (position) DO NOTHING RETURNING recorded_at""".replace(
     "{lock_class}", str(LOCK_CLASS))
 _SERVER_NOW = """to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
 
@@ -305,7 +308,8 @@ def _built(sql: str, *, clock: bool, keyed: bool, expected: bool = False, leases
                     "ON CONFLICT DO NOTHING)")
     if moves:
         ctes.append(_moved(moves))
-    return sql if len(ctes) == 1 else f"WITH {', '.join(ctes)} SELECT position, version, recorded_at, hash FROM added"
+    returned = sql.rsplit("RETURNING ", 1)[1]
+    return sql if len(ctes) == 1 else f"WITH {', '.join(ctes)} SELECT {returned} FROM added"
 
 
 @functools.cache
@@ -320,6 +324,16 @@ def one_event(expected: bool = False, clock: bool = False, keyed: bool = False, 
 @functools.cache
 def next_event(clock: bool = False, keyed: bool = False, leases: int = 0, moves: int = 0) -> str:
     return _built(_NEXT_EVENT, clock=clock, keyed=keyed, leases=leases, moves=moves)
+
+
+def positional(sql: str) -> tuple[str, tuple[str, ...]]:
+    """`sql` with %s placeholders, and the names they stand for in order: a tuple sent as is
+    costs psycopg less than a dict it reorders (postgres_single.py, the common append)."""
+    return re.sub(r"%\((\w+)\)s", "%s", sql), tuple(re.findall(r"%\((\w+)\)s", sql))
+
+
+#: NEXT_EVENT with no clock, key, fence or moves: an observation appended alone
+NEXT_PLAIN, NEXT_ORDER = positional(next_event())
 
 
 _APPEND_BODY = _APPEND_BODY.replace("@HASH_ONE@", row_hash(

@@ -67,17 +67,32 @@ def test_an_append_is_one_statement_fence_and_checkpoints_included(pg_url):
         rec.append_many([AppendRequest("b", [ev(5)])], [CheckpointAdvance("h", 5, 6), CheckpointAdvance("g", 0, 6)])
         rec.append_many([AppendRequest("b", [ev(6)])], [CheckpointAdvance("h", 6, 7)])
         rec.append_many([AppendRequest("b", [ev(7)])], [CheckpointAdvance("h", 7, 8), CheckpointAdvance("g", 6, 8)])
-        # the second: several events; the third: g is not stored yet; the last: from the kept head
+        rec.append_many([AppendRequest("b", [ev(8)])], [CheckpointAdvance("h", 8, 9), CheckpointAdvance("g", 8, 9)])
+        # the second: several events; the third: g is not stored yet; the fourth and fifth look the
+        # head up (the function wrote the one before), the fifth's row follows the fourth's, so
+        # the last continues from the kept head
         assert sent[:2] == [one_event(False, False, False, 1), sent[1]] and APPEND in sent[1]
         assert sent[2:] == [one_event(False, False, False, 1, 2), sent[3], one_event(False, False, False, 1, 1),
-                            next_event(False, False, 1, 2)] and APPEND in sent[3]
-        assert rec.checkpoints() == {"g": 8, "h": 8} and rec.verify().ok
+                            one_event(False, False, False, 1, 2), next_event(False, False, 1, 2)] and APPEND in sent[3]
+        assert rec.checkpoints() == {"g": 9, "h": 9} and rec.verify().ok
+
+
+class _Spy:
+    """The recorder's append cursor, noting each statement it sends."""
+
+    def __init__(self, cursor, sent: list[str]):
+        self.cursor, self.sent = cursor, sent
+
+    def execute(self, sql, *a, **kw):
+        self.sent.append(sql)
+        return self.cursor.execute(sql, *a, **kw)
 
 
 def _sent(rec) -> list[str]:
     sent = []
     execute = rec._conn.execute
     rec._conn.execute = lambda *a, **kw: sent.append(a[0]) or execute(*a, **kw)
+    rec._appends = _Spy(rec._appends, sent)
     return sent
 
 
@@ -86,7 +101,7 @@ def test_one_event_without_a_fence_is_one_insert_and_the_function_tells_the_rest
     continues from the row this recorder wrote last; what neither inserts (an empty log, a
     retry, a stale version) goes to the function, which answers."""
     from selfheal.eventstore.errors import ConcurrencyError
-    from selfheal.eventstore.postgres_schema import APPEND, next_event, one_event
+    from selfheal.eventstore.postgres_schema import APPEND, NEXT_PLAIN, next_event, one_event
 
     with _open(pg_url, create=True) as rec:
         sent = _sent(rec)
@@ -97,7 +112,7 @@ def test_one_event_without_a_fence_is_one_insert_and_the_function_tells_the_rest
         assert sent == [one_event(False, False, False), one_event(True, False, False)]
         sent.clear()
         assert rec.append("a", [ev(7)]) == [4] and rec.append("b", [ev(8)], expected_version=1) == [5]
-        assert sent == [next_event(False, False)] * 2  # the head and both versions are this recorder's
+        assert sent == [NEXT_PLAIN] * 2  # the head and both versions are this recorder's
         sent.clear()
         assert rec.append("a", [ev(2)]) == [2]  # a retry: the stored position, nothing written
         with pytest.raises(ConcurrencyError):
@@ -111,70 +126,86 @@ def test_one_event_without_a_fence_is_one_insert_and_the_function_tells_the_rest
         assert sent[0] == one_event(False, False, True) and len(sent) == 2  # the insert, then event_key's read
         resealed = msgspec.structs.replace(ev(9), key=b"m" * 32)
         assert rec.append("a", [resealed]) == [7] and rec.event_key(resealed.event_id) == b"m" * 32
-        assert sent[2] == next_event(False, True)
+        assert sent[2] == one_event(False, False, True)  # the head written before was the function's
+        third = msgspec.structs.replace(ev(10), key=b"n" * 32)
+        assert rec.append("a", [third]) == [8] and rec.event_key(third.event_id) == b"n" * 32
+        assert sent[4] == next_event(False, True)  # [7] followed [6]: this recorder appends alone
         stale = msgspec.structs.replace(ev(6), key=b"j" * 32)
         with pytest.raises(ConcurrencyError):
             rec.append("a", [stale], expected_version=0)
-        assert rec.event_key(stale.event_id) is None and rec.last_position() == 7 and rec.verify().ok
+        assert rec.event_key(stale.event_id) is None and rec.last_position() == 8 and rec.verify().ok
 
 
 def test_a_kept_head_another_writer_moved_inserts_nothing_and_the_append_looks_it_up(pg_url):
-    """Two recorders taking turns on one log: each one's kept head goes stale at every turn, the
-    position is found taken, and the append is made from the head looked up; positions, stream
-    versions and the chain come out as if one writer had made them all."""
-    from selfheal.eventstore.postgres_schema import next_event, one_event
+    """Two recorders taking turns on one log: a kept head goes stale, the position is found
+    taken, and the append is made from the head looked up; a recorder that found another writer
+    looks the head up until its rows follow each other again; positions, stream versions and the
+    chain come out as if one writer had made them all."""
+    from selfheal.eventstore.postgres_schema import NEXT_PLAIN, one_event
 
     with _open(pg_url, create=True) as a, _open(pg_url) as b:
         a.append("s", [ev(0)])
-        for rec in (a, b):  # each keeps its head and the version of s
-            rec.append("s", [ev(1 if rec is a else 2)])
+        a.append("s", [ev(100)])
+        a.append("s", [ev(101)])  # follows a's own row: a appends alone, from its kept head
+        b.append("s", [ev(1)])
+        b.append("s", [ev(2)])
         sent = _sent(a)
-        assert a.append("s", [ev(3)]) == [4]
-        assert sent == [next_event(False, False), one_event(False, False, False)]  # stale, then looked up
+        assert a.append("s", [ev(3)]) == [6]
+        assert sent == [NEXT_PLAIN, one_event(False, False, False)]  # stale, then looked up
+        sent.clear()
+        b.append("s", [ev(102)])
+        assert a.append("s", [ev(103)]) == [8] and a.append("s", [ev(104)]) == [9]  # another writer: looked up
+        assert a.append("s", [ev(105)]) == [10]  # [9] followed [8]: from the kept head again
+        assert sent == [one_event(False, False, False)] * 2 + [NEXT_PLAIN]
         for n in range(4, 40):
             (a if n % 3 else b).append(f"s{n % 2}", [ev(n)])
         assert [(r.stream, r.version) for r in a.read() if r.stream == "s1"] == [("s1", v) for v in range(1, 19)]
         # b appends to x between two appends of a: a's next position shows it, and a keeps no
-        # version of any stream written before (x's would be stale though a's head is not)
+        # version of any stream written before (x's would be stale though a's head is not, once
+        # a's rows follow each other again)
         a.append("x", [ev(40)])
         b.append("x", [ev(41)])
         sent.clear()
-        assert a.append("y", [ev(42)]) == [43] and a.append("x", [ev(43)]) == [44]
-        assert sent == [one_event(False, False, False)] * 2
-        assert [r.version for r in a.read() if r.stream == "x"] == [1, 2, 3]
-        assert a.last_position() == 44 and a.verify().ok
+        assert a.append("y", [ev(42)]) == [49] and a.append("y", [ev(44)]) == [50]
+        assert a.append("x", [ev(43)]) == [51] and a.append("x", [ev(45)]) == [52]
+        assert sent == [one_event(False, False, False)] * 3 + [NEXT_PLAIN]
+        assert [r.version for r in a.read() if r.stream == "x"] == [1, 2, 3, 4]
+        assert [r.version for r in a.read() if r.stream == "s"] == list(range(1, 11))
+        assert a.last_position() == 52 and a.verify().ok
 
 
 def test_a_function_write_drops_the_kept_head(pg_url):
     """A batch (the function) writes rows the recorder does not keep: the next single append
     looks the head up rather than continue from a head that is no longer the last row."""
-    from selfheal.eventstore.postgres_schema import next_event, one_event
+    from selfheal.eventstore.postgres_schema import NEXT_PLAIN, one_event
 
     with _open(pg_url, create=True) as rec:
         rec.append("a", [ev(0)])
         rec.append("a", [ev(1)])
+        rec.append("a", [ev(6)])
+        rec.append("a", [ev(7)])  # follows its own row: the next would continue from it
         rec.append_many([AppendRequest("a", [ev(2), ev(3)])])
         sent = _sent(rec)
-        assert rec.append("a", [ev(4)]) == [5] and rec.append("a", [ev(5)]) == [6]
-        assert sent == [one_event(False, False, False), next_event(False, False)]
-        assert [r.version for r in rec.read()] == [1, 2, 3, 4, 5, 6] and rec.verify().ok
+        assert [rec.append("a", [ev(n)]) for n in (4, 5, 8)] == [[7], [8], [9]]
+        assert sent == [one_event(False, False, False)] * 2 + [NEXT_PLAIN]
+        assert [r.version for r in rec.read()] == list(range(1, 10)) and rec.verify().ok
 
 
 def test_rows_continued_from_the_kept_head_hash_as_python_hashes_them(pg_url):
     """NEXT_EVENT hashes the text msgspec made around recorded_at: equal to what
     eventstore/hashing.py computes from the stored row, for every awkward character, and with an
     injected clock too."""
-    from selfheal.eventstore.postgres_schema import next_event
+    from selfheal.eventstore.postgres_schema import NEXT_PLAIN, next_event, one_event
 
     with _open(pg_url, create=True) as rec:
-        rec.append(f"s{NASTY}", [ev(0)])
-        rec.append(f"s{NASTY}", [ev(1)])
+        for n in range(2):  # the function (an empty log), then looked up
+            rec.append(f"s{NASTY}", [ev(n)])
         sent = _sent(rec)
-        for n in range(2, 5):
+        for n in range(2, 6):
             rec.append(f"s{NASTY}", [NewEvent(event_id=f"id{n}{NASTY}", type=f"T{NASTY}", schema_version=2,
                                               occurred_at=NASTY, data=msgspec.json.encode({"t": NASTY}).decode(),
                                               correlation_id=NASTY if n % 2 else None, causation_id=NASTY)])
-        assert sent == [next_event(False, False)] * 3
+        assert sent == [one_event(False, False, False)] + [NEXT_PLAIN] * 3
         rows = list(rec.read())
         for previous, row in zip(rows[1:], rows[2:]):
             again = chain_rows([NewEvent(event_id=row.event_id, type=row.type, schema_version=row.schema_version,
@@ -187,10 +218,10 @@ def test_rows_continued_from_the_kept_head_hash_as_python_hashes_them(pg_url):
 
     with _open(pg_url, clock=lambda: datetime(2030, 1, 2, 3, 4, 5, 600, tzinfo=timezone.utc)) as rec:
         sent = _sent(rec)
-        rec.append("c", [ev(10)])
-        rec.append("c", [ev(11)])
+        for n in range(10, 13):
+            rec.append("c", [ev(n)])
         assert sent[-1] == next_event(True, False)
-        assert [r.recorded_at for r in rec.read()][-2:] == ["2030-01-02T03:04:05.000600Z"] * 2 and rec.verify().ok
+        assert [r.recorded_at for r in rec.read()][-3:] == ["2030-01-02T03:04:05.000600Z"] * 3 and rec.verify().ok
 
 
 def test_a_lost_lease_writes_nothing(pg_url):
