@@ -17,6 +17,10 @@ should have to know about, each of them a mechanism, none of them one log's word
   records, so that a prompt that merely holds a ``\\n`` is left alone;
 - **double spacing**: a paste that put a blank line after every line (some web editors do), so
   that wrapped records can be joined again;
+- **newest first**: a log viewer (RunPod's console, Grafana, Cloud Logging) lists the newest
+  record at the top; where the probe's timestamps mostly go back in time, the records (a line
+  with a timestamp and the lines after it that have none) are put back in the order they were
+  written, so that what came before a failure (a capture phase, a block count) is read as before;
 - **gutters** every line shares: a Markdown quote ``> ``, ``| ``, a box-drawing bar, a bullet,
   or a pastebin's line numbers, which carry no vLLM record start for the collector learner
   (prefixes.py) to learn from.
@@ -73,6 +77,17 @@ _RECORD_START = re.compile(
 # -- double spacing --------------------------------------------------------------------------
 #: a paste is double spaced when it has this many non-blank lines, none of them next to another
 DOUBLE_AT_LEAST = 3
+
+# -- newest first ---------------------------------------------------------------------------
+#: timestamps of one spelling are compared with each other: ISO dates with times, vLLM's
+#: "MM-DD HH:MM:SS", and a bare time of day
+_STAMPS = re.compile(r"(?P<iso>\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?)"
+                     r"|(?P<vllm>(?<![\d-])\d\d-\d\d \d\d:\d\d:\d\d)"
+                     r"|(?P<clock>(?<![\d:])\d\d:\d\d:\d\d(?:[.,]\d+)?)")
+#: newest first when at least this many neighbouring timestamps go back, this many times as
+#: many as go forward (or two go back and none forward)
+BACKWARDS_AT_LEAST, BACKWARDS_RATIO = 3, 4
+
 
 # -- gutters ---------------------------------------------------------------------------------
 _GUTTER = re.compile(
@@ -196,6 +211,38 @@ def _single_spaced(text: str) -> str:
     return "\n".join(out)
 
 
+def _stamps(lines: list[str]) -> list[tuple[int, str, str]]:
+    """(line index, spelling, timestamp) of the first timestamp on each line that has one."""
+    out = []
+    for i, line in enumerate(lines):
+        m = _STAMPS.search(line)
+        if m:
+            # a stamp that starts the line (a viewer's, a shipper's) is another clock than one
+            # inside it (vLLM's own, often in another zone)
+            out.append((i, f"{m.lastgroup}{m.start() == 0}", m.group().replace("T", " ").replace(",", ".")))
+    return out
+
+
+def _is_newest_first(probe: str) -> bool:
+    last: dict[str, str] = {}
+    back = forward = 0
+    for _, spelling, stamp in _stamps(probe.split("\n")):
+        before = last.get(spelling)
+        if before is not None and stamp != before:
+            back, forward = (back + 1, forward) if stamp < before else (back, forward + 1)
+        last[spelling] = stamp
+    # two steps back and none forward: the rest of the stamps are one second, listed newest first
+    # (one step back is as likely a paste of two logs, or an excerpt put before its context)
+    return back >= 2 and forward == 0 or back >= BACKWARDS_AT_LEAST and back >= BACKWARDS_RATIO * forward
+
+
+def _oldest_first(text: str) -> str:
+    lines = text.split("\n")
+    starts = [i for i, _, _ in _stamps(lines)]
+    records = [lines[a:b] for a, b in zip(starts, starts[1:] + [len(lines)])]
+    return "\n".join(lines[:starts[0]] + [line for record in reversed(records) for line in record])
+
+
 def _commonest(probe: str, key_of) -> re.Pattern | None:
     """The regex `key_of(line)` gives for nearly every non-blank line of the probe, or None."""
     lines = [line for line in probe.split("\n") if line.strip()]
@@ -240,6 +287,7 @@ _STEPS = (
     (_is_json_log, _out_of_json),
     (_has_escaped, _unescaped),
     (_is_double_spaced, _single_spaced),
+    (_is_newest_first, _oldest_first),
     # gutters carry no vLLM record start for the collector learner (prefixes.py) to learn from
     _stripper(_gutter_of),
     _stripper(_collector_of),

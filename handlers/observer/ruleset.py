@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from selfheal.handlers.observer.engine import Diagnosis, Interpretation, Matcher, compile_rules, read
 from selfheal.handlers.observer.logfile import FileBytes, open_log
 from selfheal.handlers.observer.prefilter import prefilter_for
+from selfheal.handlers.observer.recase import RECASE_AT_MOST, phrases, recased
 from selfheal.handlers.observer.spec import RuleSpec
 from selfheal.schemas.actuators import ActuatorBounds
 from selfheal.schemas.serving import ServingConfig
@@ -26,7 +27,7 @@ _DEFAULT_BOUNDS = ActuatorBounds()
 class RuleSet:
     """Compiled rules. `rules` are the specs (plain data), `matchers` what the engine runs."""
 
-    __slots__ = ("rules", "matchers", "version", "description", "source", "digest")
+    __slots__ = ("rules", "matchers", "version", "description", "source", "digest", "_phrases")
 
     def __init__(self, rules: Iterable[RuleSpec], version: str = "", description: str = "", source: str = ""):
         self.rules: tuple[RuleSpec, ...] = tuple(rules)
@@ -38,6 +39,7 @@ class RuleSet:
         self.version = version or f"unversioned-{self.digest[7:19]}"
         self.description = description
         self.source = source
+        self._phrases: tuple | None = None  # recase.phrases of the patterns, made on first use
 
     def diagnose(self, text: str | bytes | os.PathLike, current: ServingConfig | None = None,
                  bounds: ActuatorBounds | None = None, safety_buffer: float = 0.10) -> Diagnosis:
@@ -70,7 +72,19 @@ class RuleSet:
 
     def _diagnose(self, text: str | bytes | FileBytes, current: ServingConfig | None, bounds: ActuatorBounds,
                   safety_buffer: float) -> Diagnosis:
-        return read(text, self.matchers, lambda: Interpretation(current, bounds, safety_buffer, self.matchers)).diagnosis()
+        d = read(text, self.matchers, lambda: Interpretation(current, bounds, safety_buffer, self.matchers)).diagnosis()
+        if d.findings or len(text) > RECASE_AT_MOST:
+            return d
+        # a short paste that names no failure may say vLLM's words in another case (recase.py)
+        given = text if isinstance(text, str) else bytes(text[:]).decode("utf-8", "replace")
+        if self._phrases is None:
+            self._phrases = phrases(p for rule in self.rules for p in rule.patterns)
+        again = recased(given, self._phrases)
+        if again == given:
+            return d
+        recased_d = read(again, self.matchers, lambda: Interpretation(current, bounds, safety_buffer, self.matchers)).diagnosis()
+        # a log cut short is told from what it lacks, which a text in another case lacks anyway
+        return recased_d if any(f.confidence != "truncated" for f in recased_d.findings) else d
 
     def rule(self, rule_id: str) -> RuleSpec:
         for rule in self.rules:

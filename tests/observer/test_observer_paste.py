@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -22,6 +23,20 @@ from wild import excerpts  # noqa: E402
 
 def _per_line(f):
     return lambda t: "\n".join(f(line) for line in t.split("\n"))
+
+
+_STAMP = re.compile(r"\d\d:\d\d:\d\d")
+
+
+def _newest_first(text: str) -> str:
+    """A log viewer's order: records (a line with a time and the untimed lines after it) reversed."""
+    lines = text.split("\n")
+    starts = [i for i, line in enumerate(lines) if _STAMP.search(line)]
+    # records within one second have no order a viewer could show: such an excerpt stays as it is
+    if len({_STAMP.search(lines[i]).group() for i in starts}) < 3:
+        return text
+    records = [lines[a:b] for a, b in zip(starts, starts[1:] + [len(lines)])]
+    return "\n".join(lines[:starts[0]] + [line for r in reversed(records) for line in r])
 
 
 ARTIFACTS = {
@@ -39,6 +54,7 @@ ARTIFACTS = {
     "Markdown quote": _per_line(lambda line: "> " + line),
     "pastebin line numbers": lambda t: "\n".join(f"{i + 1:>3} | {line}" for i, line in enumerate(t.split("\n"))),
     "compose prefix": _per_line(lambda line: "vllm-openai-1  | " + line),
+    "newest first": _newest_first,
 }
 
 _ALL = excerpts()

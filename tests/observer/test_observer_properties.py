@@ -85,9 +85,14 @@ def test_hard_wrapping_changes_nothing_but_evidence(message, width, prefixed):
     assert key(wrapped) == key(whole)
 
 
+# lines that are healthy however often they come: a refused prompt is healthy alone, but three
+# of them in a row are a runtime symptom of their own (a `sustain` rule), which may outrank
+STILL_HEALTHY = [h for h in HEALTHY if not any(hit.matcher.rule.sustain > 1 for hit in scan(LogText(h), MATCHERS))]
+
+
 @settings(max_examples=100, deadline=None)
-@given(st.sampled_from(MESSAGES), st.lists(st.sampled_from(HEALTHY), max_size=5),
-       st.lists(st.sampled_from(HEALTHY), max_size=5))
+@given(st.sampled_from(MESSAGES), st.lists(st.sampled_from(STILL_HEALTHY), max_size=5),
+       st.lists(st.sampled_from(STILL_HEALTHY), max_size=5))
 def test_healthy_lines_around_a_failure_do_not_change_it(message, before, after):
     alone = diagnose(message, current=ServingConfig())
     mixed = diagnose("\n".join(before + [message] + after), current=ServingConfig())
