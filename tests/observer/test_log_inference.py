@@ -181,6 +181,20 @@ CASES = [
      "ERROR 06-28 06:11:45 worker_base.py:145] Error executing method initialize_cache. This might cause deadlock in "
      "distributed execution.", "vllm.acct.cache_init_failed", "max_model_len_exceeds_kv_cache", "inferred",
      {"num_blocks": 378}, ("max_model_len", "decrease")),
+    # elided pastes: what lay between two parts of a message replaced by "..." or "…"
+    ("torch OOM, all but its name and capacity elided", "- `torch.cuda.OutOfMemoryError ... GPU 0 has a total capacty "
+     "of 10.75 GiB`", "torch.cuda_oom_body", "cuda_oom_allocation", "stated", {"gpu_total_gib": 10.75},
+     ("gpu_memory_utilization", "decrease")),
+    ("KV check with its estimate's lead-in elided", "ValueError: To serve at least one request with the model's max seq "
+     "len (2048),\n0.66 GiB KV cache is needed, which is larger than the available KV cache\nmemory (0.64 GiB). ... "
+     "estimated maximum model length is 1968.", "vllm.kv_cache_max_model_len", "max_model_len_exceeds_kv_cache",
+     "stated", {"estimated_max_model_len": 1968}, ("max_model_len", "decrease")),
+    # the same V0 check with no block count: the traceback cut at the call of the check
+    ("V0 cache check cut at its call, no block count", "ERROR 04-28 15:55:45 worker_base.py:157] Traceback (most recent "
+     "call last):\nERROR 04-28 15:55:45 worker_base.py:157]   File \"/x/vllm/worker/worker.py\", line 171, in "
+     "initialize_cache\nERROR 04-28 15:55:45 worker_base.py:157]     raise_if_cache_size_invalid(num_gpu_blocks,",
+     "vllm.frame.v0_cache_check_unknown_budget", "max_model_len_exceeds_kv_cache", "inferred", {},
+     ("gpu_memory_utilization", "increase")),
 ]
 
 
