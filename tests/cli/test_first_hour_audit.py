@@ -117,3 +117,36 @@ def test_a_config_file_named_but_missing_is_an_error_in_every_command(tmp_path, 
     for args in (["events", "--limit", "1"], ["history"], ["state"]):
         proc = sh(tmp_path, "--db", demo_log[0], "--config", "nosuch.toml", *args)
         assert (proc.returncode, proc.stdout, proc.stderr) == (1, "", "selfheal: error: nosuch.toml: no such config file\n")
+
+
+# -- the README's examples are real output of the current code -----------------------------------
+
+def _readme_block(after: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index("```\n", text.index(after)) + 4
+    return text[start:text.index("```\n", start)]
+
+
+def _shape(text: str) -> str:
+    """Output with what differs from run to run (times, short ids, the temp folder) made equal."""
+    text = re.sub(r"\S*/selfheal-demo-([\w-]+?)-[^/\s]+/selfheal\.db", r"<temp>/\1/selfheal.db", text)
+    text = re.sub(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", "<time>", text)
+    return re.sub(r"\b[0-9a-f]{8}\b", "<id>", text)
+
+
+def test_the_readmes_demo_transcript_is_what_demo_prints(tmp_path):
+    shown = _readme_block("## What `selfheal demo` shows")
+    proc = sh(tmp_path, "demo", env={"TMPDIR": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    assert _shape(proc.stdout).splitlines() == _shape(shown).splitlines()
+
+
+@pytest.mark.parametrize("after", ["A config error names the file", "`diagnose` reads one excerpt"])
+def test_the_readmes_config_error_and_diagnose_examples_are_real_output(tmp_path, after):
+    block = _readme_block(after)
+    made = re.match(r"\$ cat (\S+)\n(.*?)\$ selfheal (.*?)\n(.*)", block, re.S)
+    assert made, f"README's example after {after!r} lost its `$ cat FILE` and `$ selfheal ...` lines"
+    name, content, command, expected = made.groups()
+    (tmp_path / name).write_text(content)
+    proc = sh(tmp_path, *command.split())
+    assert proc.stdout + proc.stderr == expected
