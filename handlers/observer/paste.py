@@ -262,7 +262,14 @@ def _commonest(probe: str, key_of) -> re.Pattern | None:
 def _gutter_of(line: str) -> str | None:
     """The gutter `line` begins with, as a regex of that literal text (line numbers as digits)."""
     m = _GUTTER.match(line)
-    return re.sub(r"\d+", r"\\d+", re.escape(m.group())) if m else None
+    if not m:
+        return None
+    gutter = m.group()
+    # the blank after a quote or a bar is optional (an empty quoted line is the gutter alone);
+    # after a bullet it is what makes it one ("-1.05GiB" is a number)
+    bare = gutter.rstrip(" \t")
+    blank = "" if bare[-1:] in "-*\u2022" else "[ \t]?"
+    return re.sub(r"\d+", r"\\d+", re.escape(gutter if not blank else bare)) + blank
 
 
 def _collector_of(line: str) -> str | None:

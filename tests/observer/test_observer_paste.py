@@ -109,3 +109,13 @@ def test_line_ends_and_numbers_are_kept_where_no_line_is_added():
     out = unpasted(text)
     assert out.count("\n") == text.count("\n")
     assert out == 'a b\nc "d"\ne\nf\n'
+
+
+def test_a_quote_whose_empty_lines_are_the_gutter_alone_comes_off():
+    # a quoted paste ("▎ " before each line, "▎" alone on an empty one) wrapping vLLM's message
+    quoted = ("▎\n▎ ValueError: To serve at least one request with the model's max seq len (196608),\n"
+              "▎ 23.25 GiB KV cache is needed, which is larger than the available KV cache memory (22.5 GiB).\n"
+              "▎ Based on the available memory, the estimated maximum model length is 190272.\n▎\n▎ thanks")
+    f = diagnose(quoted).primary
+    assert f.numbers["estimated_max_model_len"] == 190272 and f.numbers["needed_kv_gib"] == 23.25
+    assert unpasted("- a\n- b\n- c\n-1.05GiB") == "a\nb\nc\n-1.05GiB"  # a bullet needs its blank
