@@ -118,4 +118,5 @@ def test_a_quote_whose_empty_lines_are_the_gutter_alone_comes_off():
               "▎ Based on the available memory, the estimated maximum model length is 190272.\n▎\n▎ thanks")
     f = diagnose(quoted).primary
     assert f.numbers["estimated_max_model_len"] == 190272 and f.numbers["needed_kv_gib"] == 23.25
-    assert unpasted("- a\n- b\n- c\n-1.05GiB") == "a\nb\nc\n-1.05GiB"  # a bullet needs its blank
+    bullets = "".join(f"- line {i}\n" for i in range(10))
+    assert unpasted(bullets + "-1.05GiB") == bullets.replace("- ", "") + "-1.05GiB"  # a bullet needs its blank
