@@ -47,7 +47,7 @@ def baseline(ctx, words, path, as_of, as_json) -> None:
 @click.command()
 @click.argument("promotion_id")
 @click.option("--by", required=True, help="Who approves (recorded).")
-@click.option("--note", default="")
+@click.option("--note", default="", help="Why (recorded).")
 @json_option
 @click.pass_obj
 def approve(ctx, promotion_id, by, note, as_json) -> None:
@@ -64,7 +64,7 @@ def approve(ctx, promotion_id, by, note, as_json) -> None:
 @click.command()
 @click.argument("promotion_id")
 @click.option("--by", required=True, help="Who rejects (recorded).")
-@click.option("--note", default="")
+@click.option("--note", default="", help="Why (recorded).")
 @json_option
 @click.pass_obj
 def reject(ctx, promotion_id, by, note, as_json) -> None:
@@ -78,7 +78,7 @@ def reject(ctx, promotion_id, by, note, as_json) -> None:
 
 
 @click.command()
-@click.option("--deployment")
+@click.option("--deployment", help="Only this deployment's alerts.")
 @as_of_option
 @json_option
 @table_options
@@ -103,7 +103,7 @@ def alerts(ctx, deployment, as_of, as_json, as_table, as_csv) -> None:
 
 
 @click.command()
-@click.option("--deployment")
+@click.option("--deployment", help="Which deployment's vLLM to run.")
 @click.option("--pidfile", type=click.Path(dir_okay=False), help="Write selfheal's pid here (for reload = signal).")
 @click.pass_obj
 def supervise(ctx, deployment, pidfile) -> None:

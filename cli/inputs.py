@@ -50,6 +50,24 @@ def parse_time(value: str, option: str, now: datetime | None = None) -> datetime
     return moment.astimezone(timezone.utc)
 
 
+class Count(click.ParamType):
+    """A position or a number of events: a whole number from 0 (click's IntRange said
+    "'x' is not a valid integer range" and showed 2**63 - 1 in the help; SQLite's INTEGER
+    cannot hold more)."""
+
+    name = "N"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        text = str(value).strip()
+        if not text.isdigit():
+            self.fail(f"{value!r} is not a whole number (0 or more)", param, ctx)
+        if int(text) > MAX_POSITION:  # an OverflowError in SQLite otherwise
+            self.fail(f"{text}: no log holds a position that large", param, ctx)
+        return int(text)
+
+
 def optional_time(value: str | None, option: str) -> datetime | None:
     return None if value is None else parse_time(value, option)
 

@@ -6,7 +6,7 @@ import sys
 import click
 
 import selfheal
-from selfheal.cli.inputs import MAX_POSITION, TIME_HELP, check_types, optional_time, resolve_prefix
+from selfheal.cli.inputs import TIME_HELP, Count, check_types, optional_time, resolve_prefix
 from selfheal.cli.output import (as_of as _as_of, emit_json, emit_rows, event_json, progress_printer, row_style,
                                  table_options, to_json)
 
@@ -29,9 +29,9 @@ def init(ctx, as_json: bool) -> None:
 @click.option("--correlation", help="Correlation (incident) id, or a prefix of it: every event of one chain.")
 @click.option("--since", help=f"occurred_at >= this time ({TIME_HELP}).")
 @click.option("--until", help="occurred_at < this time (as --since).")
-@click.option("--after", type=click.IntRange(0, MAX_POSITION), default=0, help="Only positions after this one.")
+@click.option("--after", type=Count(), default=0, help="Only positions after this one.")
 @click.option("--as-of", "as_of", help="What the log held at a position or a time (as --since).")
-@click.option("--limit", type=click.IntRange(0, MAX_POSITION), default=None)
+@click.option("--limit", type=Count(), default=None, help="At most this many events.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line (JSON Lines).")
 @table_options
 @click.pass_obj
@@ -65,7 +65,7 @@ def _known_id(store, column: str, given: str, option: str) -> str:
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def verify(ctx, as_json: bool) -> None:
     """Check the hash chain of the whole log; exit 1 at the first break."""
@@ -81,8 +81,8 @@ def verify(ctx, as_json: bool) -> None:
 
 
 @click.command()
-@click.option("--as-of", "as_of", help="Rebuild as of a position or ISO-8601 time.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--as-of", "as_of", help=f"Rebuild as of a position or a time ({TIME_HELP}).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def rebuild(ctx, as_of: str | None, as_json: bool) -> None:
     """Rebuild every projection from scratch, with progress."""

@@ -278,7 +278,8 @@ def state(ctx, at, node, as_of, as_json, as_table, as_csv) -> None:
     limits = ctx.settings.rate_limit
     table = [{"deployment": s.deployment, "runs_in_window": s.runs_in_window, "window_hours": limits.window_hours,
               "consecutive_failures": s.consecutive_failures, "backoff_hours": s.backoff_hours,
-              "next_allowed_at": show_time(s.next_allowed_at, "now")} for s in rows]
+              "next_allowed_at": show_time(s.next_allowed_at, "now" if moment is None else "at that time")}
+             for s in rows]
     if style:
         emit_rows(table, style)
         return
@@ -313,7 +314,7 @@ def promotions(ctx, show_all, as_of, as_json, as_table, as_csv) -> None:
 
 
 @click.command()
-@click.option("--status", type=click.Choice(["open", "archived"]))
+@click.option("--status", type=click.Choice(["open", "archived"]), help="Only open, or only archived, intents.")
 @as_of_option
 @json_option
 @table_options

@@ -3,6 +3,8 @@ promote), verdict, forget, replay, export."""
 from __future__ import annotations
 
 import sys
+import tempfile
+from pathlib import Path
 
 import click
 import msgspec
@@ -12,6 +14,7 @@ from selfheal.cli import exits
 from selfheal.cli.inputs import TIME_HELP, optional_time, resolve_incident
 from selfheal.cli.loop_commands import as_of_option, json_option, log_argument
 from selfheal.cli.output import as_of as _as_of, emit_json, to_json
+from selfheal.eventstore.store import is_server
 from selfheal.handlers.loop import InputError
 from selfheal.handlers.observer import format_diagnosis
 
@@ -27,7 +30,11 @@ def rules() -> None:
 @click.pass_obj
 def rules_list(ctx, as_of, as_json) -> None:
     """The active version of every rule, and the history of rule sets."""
-    listing = selfheal.rules_list(as_of=_as_of(as_of), **ctx.db)
+    if is_server(ctx.db_path) or Path(ctx.db_path).exists():
+        listing = selfheal.rules_list(as_of=_as_of(as_of), **ctx.db)
+    else:  # no log yet: its rules are the built-in ones, listed without creating a log file here
+        with tempfile.TemporaryDirectory(prefix="selfheal-rules-") as scratch:
+            listing = selfheal.rules_list(as_of=_as_of(as_of), db=Path(scratch) / "none.db")
     if as_json:
         emit_json(msgspec.to_builtins(listing))  # plain dicts: keys in the deterministic (sorted) order
         return
@@ -87,8 +94,8 @@ def rules_shadow(ctx, candidate, as_json) -> None:
 
 @rules.command("approve")
 @click.argument("candidate")
-@click.option("--by", required=True)
-@click.option("--note", default="")
+@click.option("--by", required=True, help="Who decides (recorded).")
+@click.option("--note", default="", help="Why (recorded).")
 @click.pass_obj
 def rules_approve(ctx, candidate, by, note) -> None:
     """Approve CANDIDATE's latest shadow report (needed to promote in prod mode)."""
@@ -98,7 +105,7 @@ def rules_approve(ctx, candidate, by, note) -> None:
 
 @rules.command("promote")
 @click.argument("candidate")
-@click.option("--by", required=True)
+@click.option("--by", required=True, help="Who decides (recorded).")
 @click.pass_obj
 def rules_promote(ctx, candidate, by) -> None:
     """Make CANDIDATE the active rule set (needs a shadow report; in prod, its approval)."""
@@ -109,8 +116,8 @@ def rules_promote(ctx, candidate, by) -> None:
 @click.command()
 @click.argument("incident_id")
 @click.option("--kind", required=True, help="A finding kind, or none.")
-@click.option("--by", required=True)
-@click.option("--note", default="")
+@click.option("--by", required=True, help="Who judges (recorded).")
+@click.option("--note", default="", help="Why (recorded).")
 @click.pass_obj
 def verdict(ctx, incident_id, kind, by, note) -> None:
     """Record a person's judgement of an incident (the labelled corpus for rules)."""
@@ -124,7 +131,7 @@ def verdict(ctx, incident_id, kind, by, note) -> None:
 @click.option("--until", help="Incidents that occurred before this time (as --since).")
 @click.option("--rules", "candidate", help="Replay through this proposed rule set instead of the active rules.")
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="What if: e.g. rate_limit.runs=5.")
-@click.option("--mode", type=click.Choice(["dev", "prod", "disabled"]))
+@click.option("--mode", type=click.Choice(["dev", "prod", "disabled"]), help="What if: the loop in this mode.")
 @click.option("--bundle", type=click.Path(dir_okay=False), help="Replay an exported bundle instead.")
 @json_option
 @click.pass_obj

@@ -150,3 +150,49 @@ def test_the_readmes_config_error_and_diagnose_examples_are_real_output(tmp_path
     (tmp_path / name).write_text(content)
     proc = sh(tmp_path, *command.split())
     assert proc.stdout + proc.stderr == expected
+
+
+def _commands(args=()):
+    """Every command path of `selfheal --help`, read from the installed command's own help."""
+    shown = sh(ROOT, *args, "--help").stdout
+    names = re.findall(r"^  ([a-z][\w-]*)  ", shown.split("Commands:\n", 1)[1].split("\n\n", 1)[0], re.M) \
+        if "Commands:\n" in shown else []
+    for name in names:
+        sub = [*args, name]
+        inner = list(_commands(sub))
+        yield from inner or [sub]
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    # --limit, --note, --status, verify's and rebuild's --json ... showed no words, --limit an
+    # IntRange of 0 to 9223372036854775807
+    paths = list(_commands())
+    assert len(paths) > 25 and ["rules", "list"] in paths
+    for path in paths:
+        shown = sh(ROOT, *path, "--help").stdout
+        options = shown.split("Options:\n", 1)[1]
+        bare = re.findall(r"^  (--?[\w-]+(?: [A-Z_]+| \[[^\]]+\])?)\s*$", options, re.M)
+        assert not bare, f"selfheal {' '.join(path)} --help: options with no words: {bare}"
+        assert "9223372036854775807" not in shown
+
+
+@pytest.mark.parametrize("option", ["--after", "--limit"])
+def test_counts_are_refused_in_words(tmp_path, demo_log, option):
+    bad = sh(tmp_path, "--db", demo_log[0], "events", option, "x")
+    assert bad.returncode == 2 and f"Invalid value for '{option}': 'x' is not a whole number (0 or more)" in bad.stderr
+    huge = sh(tmp_path, "--db", demo_log[0], "events", option, "9" * 30)
+    assert huge.returncode == 2 and "no log holds a position that large" in huge.stderr, huge.stderr
+
+
+def test_rules_list_without_a_log_lists_the_builtin_rules_and_creates_nothing(tmp_path):
+    proc = sh(tmp_path, "--db", tmp_path / "none.db", "rules", "list")
+    assert proc.returncode == 0 and proc.stdout.startswith("active: builtin (builtin-"), proc.stderr
+    assert list(tmp_path.iterdir()) == []  # it used to leave a fresh none.db behind
+
+
+def test_state_at_a_past_moment_does_not_say_now(tmp_path):
+    (tmp_path / "selfheal.toml").write_text(CHAT)
+    sh(tmp_path, "--db", tmp_path / "l.db", "init")
+    past = sh(tmp_path, "--db", tmp_path / "l.db", "state", "--at", "yesterday").stdout
+    assert past == "chat: 0/3 runs in 24 h, 0 failed in a row; next run allowed at that time\n"
+    assert sh(tmp_path, "--db", tmp_path / "l.db", "state").stdout.endswith("next run allowed now\n")
