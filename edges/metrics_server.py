@@ -5,18 +5,23 @@ One thread owns the store (SQLite connections belong to the thread that made the
 `interval_s` it reads the events appended since its last look, folds them into the
 projections/operator_metrics read model, logs each at INFO with its deployment, run and
 incident ids, and reads the handlers' checkpoints. A scrape reads the last such snapshot under
-a lock, so it never touches the store and never waits on it.
+a lock, so it never touches the store and never waits on it. The same port answers /healthz:
+systemd's watchdog for a container's HEALTHCHECK or a pod's liveness probe.
 """
 from __future__ import annotations
 
 import copy
 import logging
+import os
+import socket
 import threading
 import time
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from collections.abc import Callable
 from datetime import datetime, timezone
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from selfheal.eventstore.store import EventStore, Recorded
@@ -25,6 +30,12 @@ from selfheal.projections.operator_metrics import OperatorMetrics, OperatorMetri
 
 log = logging.getLogger(__name__)
 PREFIX = "selfheal"
+#: /healthz fails when events have waited this long with no handler moving: one step of the loop
+#: can be a whole canary (vLLM's health_timeout_s, 600 s by default, then its load phase), so the
+#: default outlasts it, as the systemd unit's WatchdogSec=20min does; $SELFHEAL_HEALTH_STALE_SECONDS
+STALE_ENV, STALE_S = "SELFHEAL_HEALTH_STALE_SECONDS", 1200.0
+#: ... or when the log has not been read for this long (it is read every second)
+READ_STALE_S = 60.0
 
 
 class _CountingHandler(logging.Handler):
@@ -65,6 +76,9 @@ class OperatorView:
         self._store: EventStore | None = None
         self._primed = False
         self.log_counts = _CountingHandler()
+        #: monotonic times of the last good read of the log, and of the last sign of progress
+        self.read_at: float | None = None
+        self.progress_at: float | None = None
 
     def refresh(self) -> int:
         """Fold what was appended since the last call; returns how many events that was."""
@@ -95,9 +109,25 @@ class OperatorView:
         # progress for systemd's watchdog: a command that runs handlers is alive when none
         # lags or a checkpoint moved since the last look; one that only records, when it reads
         lagging = any(self.head > position for position in self.checkpoints.values())
-        if self.on_progress and (not self.runs_handlers or not lagging or self.checkpoints != before):
-            self.on_progress()
+        self.read_at = time.monotonic()
+        if not self.runs_handlers or not lagging or self.checkpoints != before:
+            self.progress_at = self.read_at
+            if self.on_progress:
+                self.on_progress()
         return seen
+
+    def health(self, stale_s: float, now: float | None = None) -> tuple[bool, str]:
+        """/healthz's answer: what systemd's watchdog asks, for a container or a pod, which have
+        none. Unhealthy when the log has not been read for READ_STALE_S (the follower is stuck,
+        or the log is gone), or when events have waited `stale_s` with no handler moving."""
+        now = time.monotonic() if now is None else now
+        if self.read_at is None:
+            return False, "the log has not been read yet"
+        if now - self.read_at > READ_STALE_S:
+            return False, f"the log was last read {now - self.read_at:.0f} s ago"
+        if now - (self.progress_at or 0.0) > stale_s:
+            return False, f"events have waited {now - (self.progress_at or 0.0):.0f} s with no handler moving"
+        return True, "ok"
 
     def _summary(self, event: Recorded) -> str:
         if self.summarize is None:
@@ -179,6 +209,43 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(f"{PREFIX}_{name}", doc, value=value)
 
 
+def _stale_s() -> float:
+    value = os.environ.get(STALE_ENV)
+    try:
+        stale = float(value) if value else STALE_S
+    except ValueError:
+        stale = -1.0
+    if not stale > 0:
+        raise ValueError(f"${STALE_ENV}: {value!r} is not a number of seconds above 0")
+    return stale
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - a probe every few seconds is no news
+        pass
+
+
+def _serve(view: OperatorView, registry: CollectorRegistry, address: str, port: int, stale_s: float):
+    """/metrics (prometheus_client's own WSGI app) and /healthz on one port, each request in a
+    thread, as prometheus_client's start_http_server serves /metrics alone."""
+    metrics = make_wsgi_app(registry)
+
+    def app(environ, start_response):
+        if environ.get("PATH_INFO") == "/healthz":
+            ok, why = view.health(stale_s)
+            start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain; charset=utf-8")])
+            return [f"{why}\n".encode()]
+        return metrics(environ, start_response)
+
+    class Server(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+        address_family = socket.AF_INET6 if ":" in address else socket.AF_INET
+
+    server = make_server(address, port, app, Server, handler_class=_Quiet)
+    threading.Thread(target=server.serve_forever, name="selfheal-metrics-http", daemon=True).start()
+    return server
+
+
 class OperatorService:
     """The follower thread, and the metrics endpoint where a port is given."""
 
@@ -194,7 +261,7 @@ class OperatorService:
             registry = CollectorRegistry(auto_describe=False)
             registry.register(self.view)
             try:
-                self._server, _ = start_http_server(self.port, addr=self.address, registry=registry)
+                self._server = _serve(self.view, registry, self.address, self.port, _stale_s())
             except OSError as exc:
                 raise OSError(f"cannot serve metrics on {self.address}:{self.port}: {exc.strerror or exc}") from None
             self.port = self._server.server_address[1]  # the one the system chose for port 0

@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import tomllib
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -297,7 +298,7 @@ def test_the_containers_command_serves_what_its_healthcheck_asks(tmp_path):
     assert stage["EXPOSE"] == [port]
     assert stage["USER"][-1] not in ("root", "0")
     probe = healthcheck()
-    assert f"127.0.0.1:{port}/metrics" in " ".join(probe), "the health check asks the port the command serves"
+    assert f"127.0.0.1:{port}/healthz" in " ".join(probe), "the health check asks the port the command serves"
     env = dict(pair.split("=", 1) for rest in stage["ENV"] for pair in shlex.split(rest))
     volumes = [v for rest in stage.get("VOLUME", []) for v in shlex.split(rest)]
     move = rerooter(tmp_path, [*volumes, str(Path(env["SELFHEAL_CONFIG"]).parent)])  # the mounts of the docs
@@ -352,7 +353,7 @@ def test_the_sidecars_watch_what_vllm_writes_and_are_probed_where_they_serve():
         argv = [*c["command"], *c["args"]]
         port = int(option(argv, "--metrics-port"))
         assert option(argv, "--metrics-address") == "0.0.0.0", f"{name}: the kubelet probes the pod's address"
-        assert c["livenessProbe"]["httpGet"] == {"path": "/metrics", "port": port}, name
+        assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": port}, name
         assert port in {p["containerPort"] for p in c["ports"]}, name
         assert c["securityContext"]["runAsUser"] == image_uid(), f"{name}: the image's user"
         assert {e["name"] for e in c["env"]} >= {"SELFHEAL_DB", "SELFHEAL_CONFIG"}, name
@@ -377,7 +378,10 @@ def test_each_sidecar_starts_and_answers_its_liveness_probe(name, tmp_path):
         Path(followed).parent.mkdir(parents=True, exist_ok=True)
         Path(followed).write_text("")
     with started(argv, env, tmp_path) as service:
-        assert "selfheal_events_total" in service.until(lambda: scrape(service.port), f"{name}'s liveness probe")
+        probe = c["livenessProbe"]["httpGet"]
+        url = f"http://127.0.0.1:{service.port}{probe['path']}"
+        assert service.until(lambda: urllib.request.urlopen(url, timeout=5).read(), f"{name}'s liveness probe") == b"ok\n"
+        assert "selfheal_events_total" in scrape(service.port)
     assert service.code in (0, 130), service.stderr
 
 

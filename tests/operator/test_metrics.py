@@ -7,13 +7,16 @@ own parser; each number is checked against what `selfheal events --json` says th
 from __future__ import annotations
 
 import json
+import sys
+import urllib.error
+import urllib.request
 from collections import Counter
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from selfheal.edges.sim import load_scenario, simulate
 
-from tests.operator.conftest import free_port, scrape, selfheal, until
+from tests.operator.conftest import SAMPLES, free_port, scrape, selfheal, until
 
 
 def samples(text: str) -> dict[tuple[str, tuple], float]:
@@ -110,3 +113,43 @@ def test_a_port_in_use_is_one_clear_error(tmp_path):
         out = selfheal("--db", str(tmp_path / "s.db"), "run", "--follow", "--metrics-port", str(port))
     assert out.returncode == 1, out.stderr
     assert f"cannot serve metrics on 127.0.0.1:{port}" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_healthz_answers_ok_while_the_handlers_keep_up_and_503_while_a_canary_hangs(tmp_path, service):
+    """/healthz is systemd's watchdog for a container or a pod: a canary whose server never
+    answers its health check holds the loop with events waiting, and past
+    $SELFHEAL_HEALTH_STALE_SECONDS the probe fails; the canary's timeout ends it, and it is ok again."""
+    db, config = tmp_path / "s.db", tmp_path / "selfheal.toml"
+    hang = [sys.executable, "-c", "import time; time.sleep(600)", "{model}", "{port}"]  # never healthy
+    config.write_text(f'[tournament]\nmax_candidates = 1\n[deployments.qwen]\ncanary_backend = "vllm"\n'
+                      f'model = "Qwen/Qwen2.5-0.5B-Instruct"\ninventory = "host"\nhealth_timeout_s = 6\n'
+                      f'command = {json.dumps(hang)}\ncurrent = {{gpu_memory_utilization = 0.9, max_model_len = 8192, '
+                      f'max_num_seqs = 16, max_num_batched_tokens = 2048}}\n')
+    assert selfheal("--db", str(db), "init").returncode == 0
+    port = free_port()
+    s = service("--db", str(db), "--config", str(config), "run", "--follow", "--interval", "0.2",
+                "--metrics-port", str(port), env={"SELFHEAL_HEALTH_STALE_SECONDS": "1.5"})
+    assert until(lambda: health(port), "/healthz") == (200, "ok")
+    out = selfheal("--db", str(db), "--config", str(config), "observe", "--deployment", "qwen",
+                   str(SAMPLES / "failing_sampler_oom_v1.log"))
+    assert out.returncode == 0, out.stderr
+    code, why = until(lambda: (h := health(port))[0] == 503 and h, "/healthz failing while the canary hangs")
+    assert why.startswith("events have waited") and why.endswith("with no handler moving"), why
+    assert until(lambda: health(port) == (200, "ok"), "/healthz ok once the canary timed out", deadline_s=60)
+    assert b"selfheal_events_total" in urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+    s.stop()
+
+
+def health(port: int) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+            return r.status, r.read().decode().strip()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode().strip()
+
+
+def test_a_bad_health_staleness_is_one_clear_error(tmp_path):
+    out = selfheal("--db", str(tmp_path / "s.db"), "run", "--follow", "--metrics-port", "0",
+                   env={"SELFHEAL_HEALTH_STALE_SECONDS": "soon"})
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert "$SELFHEAL_HEALTH_STALE_SECONDS: 'soon' is not a number of seconds above 0" in out.stderr
