@@ -138,3 +138,12 @@ def check_deployment_name(settings, name: str | None, option: str = "--deploymen
     are); with none configured at all, the API's own error says how to configure one."""
     if name is not None and settings.deployments and name not in settings.deployments:
         raise unknown("deployment", name, settings.deployments, option)
+
+
+def resolve_ruleset(given: str, db: dict, option: str = "CANDIDATE") -> str:
+    """The full id of the proposed rule set `given` names: the id, a prefix of it, or of the
+    digest after its `sha256:`."""
+    ids = {s.ruleset_id for s in selfheal.rules_list(**db).history}
+    if not any(i.startswith(given) for i in ids) and any(i.startswith("sha256:" + given) for i in ids):
+        given = "sha256:" + given
+    return resolve_prefix("rule set", given, ids, option)

@@ -11,11 +11,12 @@ import msgspec
 
 import selfheal
 from selfheal.cli import exits
-from selfheal.cli.inputs import TIME_HELP, optional_time, resolve_incident
+from selfheal.cli.inputs import TIME_HELP, optional_time, resolve_incident, resolve_ruleset
 from selfheal.cli.loop_commands import as_of_option, json_option, log_argument
 from selfheal.cli.output import as_of as _as_of, emit_json, to_json
 from selfheal.eventstore.store import is_server
 from selfheal.handlers.loop import InputError
+from selfheal.schemas.config import ConfigError
 from selfheal.handlers.observer import format_diagnosis
 
 
@@ -80,6 +81,7 @@ def rules_propose(ctx, rules_file, as_json) -> None:
 @click.pass_obj
 def rules_shadow(ctx, candidate, as_json) -> None:
     """Replay every captured incident through CANDIDATE and the active rules; record the report."""
+    candidate = resolve_ruleset(candidate, ctx.db)  # none, or several: a usage error
     report = selfheal.rules_shadow(candidate, config=ctx.config_path, **ctx.db)
     if as_json:
         emit_json(report)
@@ -99,6 +101,7 @@ def rules_shadow(ctx, candidate, as_json) -> None:
 @click.pass_obj
 def rules_approve(ctx, candidate, by, note) -> None:
     """Approve CANDIDATE's latest shadow report (needed to promote in prod mode)."""
+    candidate = resolve_ruleset(candidate, ctx.db)
     approved = selfheal.rules_approve(candidate, by=by, note=note, **ctx.db)
     click.echo(f"approved report {approved.report_hash} of {approved.ruleset_id} by {by}")
 
@@ -109,6 +112,7 @@ def rules_approve(ctx, candidate, by, note) -> None:
 @click.pass_obj
 def rules_promote(ctx, candidate, by) -> None:
     """Make CANDIDATE the active rule set (needs a shadow report; in prod, its approval)."""
+    candidate = resolve_ruleset(candidate, ctx.db)
     activated = selfheal.rules_promote(candidate, by=by, config=ctx.config_path, **ctx.db)
     click.echo(f"active rules: {activated.ruleset_id} ({activated.version}), by {by}")
 
@@ -137,8 +141,15 @@ def verdict(ctx, incident_id, kind, by, note) -> None:
 @click.pass_obj
 def replay(ctx, since, until, candidate, assignments, mode, bundle, as_json) -> None:
     """Replay captured incidents through the loop in a scratch store; report what differs."""
-    report = selfheal.replay(since=optional_time(since, "--since"), until=optional_time(until, "--until"), rules=candidate, overrides=assignments,
-                             mode=mode, bundle=bundle, config=ctx.config_path, **ctx.db)
+    candidate = candidate and resolve_ruleset(candidate, ctx.db, "--rules")
+    try:
+        report = selfheal.replay(since=optional_time(since, "--since"), until=optional_time(until, "--until"),
+                                 rules=candidate, overrides=assignments, mode=mode, bundle=bundle,
+                                 config=ctx.config_path, **ctx.db)
+    except ConfigError as exc:  # a what-if that names no setting, or a bad value for one: usage
+        if not str(exc).startswith("--set"):
+            raise
+        raise click.BadParameter(str(exc).removeprefix("--set").lstrip(": "), param_hint="--set") from None
     if as_json:
         emit_json(report)
         return

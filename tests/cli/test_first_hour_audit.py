@@ -196,3 +196,24 @@ def test_state_at_a_past_moment_does_not_say_now(tmp_path):
     past = sh(tmp_path, "--db", tmp_path / "l.db", "state", "--at", "yesterday").stdout
     assert past == "chat: 0/3 runs in 24 h, 0 failed in a row; next run allowed at that time\n"
     assert sh(tmp_path, "--db", tmp_path / "l.db", "state").stdout.endswith("next run allowed now\n")
+
+
+@pytest.mark.parametrize("args, option", [(["rules", "shadow", "nosuch"], "CANDIDATE"),
+                                          (["rules", "promote", "nosuch", "--by", "ana"], "CANDIDATE"),
+                                          (["replay", "--rules", "nosuch"], "--rules"),
+                                          (["replay", "--set", "bogus=1"], "--set"),
+                                          (["replay", "--set", "rate_limit.runs"], "--set")])
+def test_rule_sets_and_what_ifs_that_name_nothing_are_usage_errors(tmp_path, demo_log, args, option):
+    proc = sh(tmp_path, "--db", demo_log[0], *args)  # each used to exit 1
+    assert proc.returncode == 2 and f"Invalid value for {option}: " in proc.stderr, proc.stderr
+
+
+def test_a_proposed_rule_set_is_found_by_a_prefix_of_its_digest(tmp_path, demo_log):
+    db = tmp_path / "copy.db"
+    db.write_bytes(demo_log[0].read_bytes())
+    rules = next((ROOT / "handlers" / "observer" / "rules").glob("*.toml"))
+    proposed = sh(tmp_path, "--db", db, "rules", "propose", rules)
+    assert proposed.returncode == 0, proposed.stderr
+    digest = proposed.stdout.split()[1].removeprefix("sha256:")
+    shadow = sh(tmp_path, "--db", db, "rules", "shadow", digest[:6])
+    assert shadow.returncode == 0 and shadow.stdout.startswith("3 incidents: "), shadow.stderr
