@@ -27,9 +27,11 @@ the same race with synchronous_commit off in every variant: the work of an appen
 WAL flush, which on a slow or busy disk is most of a commit and hides everything else.
 The variants of one figure run interleaved, in rounds that rotate their order, each on its own
 connection and fresh database, so a disk or a neighbour that slows down mid-run slows them all
-alike and the ratios stay fair. 50 rounds (10 before): on a shared 2-core machine whose load
-changes within seconds, rounds of 1,000 calls left one variant a slow stretch the other missed,
-and single appends read 0.78-1.35x plain from run to run.
+alike and the ratios stay fair. 250 rounds (10, then 50 before): on a shared 2-core machine whose
+load and disk change within seconds (a durable commit took 0.2 to 4 ms from one minute to the
+next), rounds of 1,000 calls left one variant a slow stretch the other missed, and single appends
+read 0.78-1.35x plain from run to run; rounds of 100 still read 0.73-0.99x in four same-cluster
+races where rounds of 20 read 0.84-0.98x. A batch figure has one call a round.
 
     python bench/postgres.py            # 5,000 events per figure
     python bench/postgres.py --quick    # 500, for CI smoke runs
@@ -72,6 +74,8 @@ PLAIN_INSERT = ("INSERT INTO plain (event_id, stream, version, type, schema_vers
                 "correlation_id, causation_id, data, hash) VALUES (%s, %s, %s, 'IntentArchived', 1, %s, %s, NULL, NULL, "
                 f"%s, '{hashlib.sha256(b'plain').hexdigest()}')")
 NOW = "2026-11-24T06:00:00.000000Z"
+#: rounds a figure's calls are split into (see the docstring)
+ROUNDS = 250
 
 
 def new_event() -> NewEvent:
@@ -82,9 +86,10 @@ def rate(count: int, seconds: float) -> float:
     return round(count / seconds, 1)
 
 
-def interleaved(variants: dict, n: int, per_call: int = 1, rounds: int = 50) -> dict[str, float]:
+def interleaved(variants: dict, n: int, per_call: int = 1, rounds: int = ROUNDS) -> dict[str, float]:
     """events/s of each variant, `variant(i)` appending call i (`per_call` events); the calls run
     in rounds, each round every variant in turn, the order rotating from round to round."""
+    rounds = min(rounds, n // per_call)  # batches: one call a round
     spent, names, chunk = dict.fromkeys(variants, 0.0), list(variants), max(1, n // per_call // rounds)
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
@@ -182,7 +187,7 @@ def commits(db, n: int) -> dict[str, float]:
                 cur.execute("UPDATE plain_checkpoints SET position = %s WHERE handler = 'h'", (i + 1,))
         # the checkpoint moves from i to i + 1: each variant's calls must run in order, once each
         spent = {"ours": 0.0, "plain": 0.0}
-        rounds, chunk = 50, n // 50
+        rounds, chunk = ROUNDS, n // ROUNDS
         for r in range(rounds):
             for name, call in (("ours", ours_commit), ("plain", plain_commit))[::1 if r % 2 else -1]:
                 started = time.perf_counter()
