@@ -85,7 +85,7 @@ _STAMPS = re.compile(r"(?P<iso>\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?)"
                      r"|(?P<vllm>(?<![\d-])\d\d-\d\d \d\d:\d\d:\d\d)"
                      r"|(?P<clock>(?<![\d:])\d\d:\d\d:\d\d(?:[.,]\d+)?)")
 #: newest first when at least this many neighbouring timestamps go back, this many times as
-#: many as go forward (or two go back and none forward)
+#: many as go forward
 BACKWARDS_AT_LEAST, BACKWARDS_RATIO = 3, 4
 
 
@@ -231,9 +231,8 @@ def _is_newest_first(probe: str) -> bool:
         if before is not None and stamp != before:
             back, forward = (back + 1, forward) if stamp < before else (back, forward + 1)
         last[spelling] = stamp
-    # two steps back and none forward: the rest of the stamps are one second, listed newest first
-    # (one step back is as likely a paste of two logs, or an excerpt put before its context)
-    return back >= 2 and forward == 0 or back >= BACKWARDS_AT_LEAST and back >= BACKWARDS_RATIO * forward
+    # fewer steps back are as likely two logs pasted together, or an excerpt put before its context
+    return back >= BACKWARDS_AT_LEAST and back >= BACKWARDS_RATIO * forward
 
 
 def _oldest_first(text: str) -> str:

@@ -181,6 +181,10 @@ CASES = [
      "ERROR 06-28 06:11:45 worker_base.py:145] Error executing method initialize_cache. This might cause deadlock in "
      "distributed execution.", "vllm.acct.cache_init_failed", "max_model_len_exceeds_kv_cache", "inferred",
      {"num_blocks": 378}, ("max_model_len", "decrease")),
+    # the startup check retold with its numbers in vLLM's layout and other words between them
+    ("startup check retold", "> vLLM refused to start: `Free memory on cuda:0 (38.74/121.63 GiB) < desired utilization "
+     "(0.35, 42.57 GiB)`", "vllm.startup_free_memory_retold", "startup_free_memory_below_utilization", "stated",
+     {"free_gib": 38.74, "total_gib": 121.63, "requested_utilization": 0.35}, ("gpu_memory_utilization", "decrease")),
     # elided pastes: what lay between two parts of a message replaced by "..." or "…"
     ("torch OOM, all but its name and capacity elided", "- `torch.cuda.OutOfMemoryError ... GPU 0 has a total capacty "
      "of 10.75 GiB`", "torch.cuda_oom_body", "cuda_oom_allocation", "stated", {"gpu_total_gib": 10.75},

@@ -123,3 +123,13 @@ def test_empty_and_blank_text():
     for text in ("", "\n", "\r\n\r\n", "   \t  "):
         assert diagnose(text) == diagnose("")
         assert diagnose(text).primary is None
+
+
+def test_a_start_that_ends_with_its_capture_bar_at_100_percent_is_not_cut_short():
+    start = ("(EngineCore_DP0 pid=5) INFO 07-14 08:40:27 [gpu_model_runner.py:3480] Model loading took 15.2 GiB\n"
+             "(EngineCore_DP0 pid=5) INFO 07-14 08:40:29 [kv_cache_utils.py:1087] GPU KV cache size: 180,224 tokens\n")
+    done = "Capturing CUDA graph shapes: 100%|██████████| 35/35 [00:08<00:00,  4.18it/s]"
+    assert diagnose(start + done).findings == []
+    # the same bar part way is a start cut inside capture
+    cut = diagnose(start + "Capturing CUDA graph shapes:  40%|████      | 14/35 [00:03<00:05,  4.18it/s]")
+    assert cut.primary.kind == "cuda_graph_oom" and cut.primary.confidence == "truncated"

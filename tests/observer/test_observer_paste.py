@@ -33,7 +33,7 @@ def _newest_first(text: str) -> str:
     lines = text.split("\n")
     starts = [i for i, line in enumerate(lines) if _STAMP.search(line)]
     # records within one second have no order a viewer could show: such an excerpt stays as it is
-    if len({_STAMP.search(lines[i]).group() for i in starts}) < 3:
+    if len({_STAMP.search(lines[i]).group() for i in starts}) < 4:
         return text
     records = [lines[a:b] for a, b in zip(starts, starts[1:] + [len(lines)])]
     return "\n".join(lines[:starts[0]] + [line for r in reversed(records) for line in r])

@@ -6,7 +6,7 @@ import math
 import re
 
 import msgspec
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from test_observer_healthy import HEALTHY
 from test_observer_rules import CASES
@@ -15,6 +15,7 @@ from selfheal.handlers.observer import diagnose, format_diagnosis
 from selfheal.handlers.observer.rules import builtin_ruleset
 from selfheal.handlers.observer.engine import scan
 from selfheal.handlers.observer.logtext import LogText
+from selfheal.handlers.observer.paste import _is_newest_first
 from selfheal.schemas.actuators import Actuator, ActuatorBounds
 from selfheal.schemas.serving import ServingConfig
 
@@ -94,6 +95,8 @@ STILL_HEALTHY = [h for h in HEALTHY if not any(hit.matcher.rule.sustain > 1 for 
 @given(st.sampled_from(MESSAGES), st.lists(st.sampled_from(STILL_HEALTHY), max_size=5),
        st.lists(st.sampled_from(STILL_HEALTHY), max_size=5))
 def test_healthy_lines_around_a_failure_do_not_change_it(message, before, after):
+    # in the order a log is written: lines whose times mostly go back are read newest first (paste.py)
+    assume(not _is_newest_first("\n".join(before + [message] + after)))
     alone = diagnose(message, current=ServingConfig())
     mixed = diagnose("\n".join(before + [message] + after), current=ServingConfig())
     # healthy lines BEFORE a failure may legitimately inform it: a capture phase makes an OOM a
