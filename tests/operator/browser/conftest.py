@@ -3,10 +3,12 @@ their screenshots are kept in after the run: $SELFHEAL_ARTIFACTS/browser, else
 <tmp>/selfheal-artifacts/browser, named at the end of pytest's output."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,59 @@ class Browser:
     def dom(self, url: str) -> str:
         """The page's DOM after it loaded (and its scripts ran), serialised."""
         return self._run(url, "--dump-dom").stdout
+
+    def evaluate(self, url: str, expression: str, size: tuple[int, int] = (1400, 2400)):
+        """`expression`'s JSON value in the page at `url` once it has loaded: what chromium laid
+        out (boxes, positions), which --dump-dom cannot tell. DevTools over --remote-debugging-pipe:
+        JSON messages ending in NUL, read by chromium from fd 3 and written to fd 4."""
+        to_child, ours_w = os.pipe()
+        ours_r, from_child = os.pipe()
+
+        def wire():  # before the exec, after the fork: the ends where chromium looks for them
+            os.dup2(to_child, 3)
+            os.dup2(from_child, 4)
+        proc = subprocess.Popen(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
+             "--disable-extensions", f"--user-data-dir={self.profile}", f"--window-size={size[0]},{size[1]}",
+             "--remote-debugging-pipe", "about:blank"],
+            pass_fds=(to_child, from_child, 3, 4), preexec_fn=wire, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(to_child)
+        os.close(from_child)
+        buffer, calls = b"", 0
+
+        def call(method: str, params: dict, session: str | None = None) -> dict:
+            nonlocal buffer, calls
+            calls += 1
+            os.write(ours_w, json.dumps({"id": calls, "method": method, "params": params,
+                                         **({"sessionId": session} if session else {})}).encode() + b"\0")
+            while True:
+                while b"\0" in buffer:
+                    raw, buffer = buffer.split(b"\0", 1)
+                    message = json.loads(raw)
+                    if message.get("id") == calls:
+                        assert "error" not in message, (method, message["error"])
+                        return message["result"]
+                chunk = os.read(ours_r, 1 << 16)
+                assert chunk, f"chromium closed its DevTools pipe during {method}"
+                buffer += chunk
+
+        def value(session: str, js: str):
+            out = call("Runtime.evaluate", {"expression": js, "returnByValue": True}, session)
+            assert "exceptionDetails" not in out, out["exceptionDetails"]
+            return out["result"].get("value")
+        try:
+            target = call("Target.createTarget", {"url": url})["targetId"]
+            session = call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+            end = time.monotonic() + 60
+            while not (value(session, "location.protocol + document.readyState") or "").startswith("http:complete"):
+                assert time.monotonic() < end, f"{url} did not load"
+                time.sleep(0.1)
+            return value(session, expression)
+        finally:
+            proc.kill()
+            proc.wait(timeout=30)
+            os.close(ours_w)
+            os.close(ours_r)
 
     def screenshot(self, url: str, name: str, size: tuple[int, int] = (1400, 2400)) -> Path:
         """A PNG of the page, kept under the artifacts folder."""

@@ -85,6 +85,29 @@ def test_the_events_page(served, browser):
     browser.screenshot(url, "events.png")
 
 
+#: what chromium laid out of the events page: each column description's term and text, and the id cells
+LAYOUT = """JSON.stringify({
+  described: [...document.querySelectorAll('dl.column-descriptions dt')].map(dt => ({
+    term: dt.getBoundingClientRect().top, text: dt.nextElementSibling.getBoundingClientRect().top,
+    height: dt.nextElementSibling.getBoundingClientRect().height})),
+  ids: [...document.querySelectorAll('td.col-event_id')].map(td => ({width: td.getBoundingClientRect().width,
+    text: td.textContent.trim()})),
+  em: parseFloat(getComputedStyle(document.querySelector('table')).fontSize)})"""
+
+
+def test_the_events_page_keeps_its_header_short_and_ids_narrow(served, browser):
+    """The column descriptions are one line each (datasette stacks each text under its name, 26
+    lines before the table), and an id column is a few characters wide with the whole id in the
+    page (36 characters a row otherwise push the bodies off the screen)."""
+    ui, db, _ = served
+    laid = json.loads(browser.evaluate(ui.url(f"/{ui.database}/events"), LAYOUT))
+    assert len(laid["described"]) >= 10
+    for d in laid["described"]:
+        assert abs(d["term"] - d["text"]) < 4 and d["height"] < 2 * laid["em"], d  # beside its name, one line
+    assert laid["ids"] and all(i["width"] <= 8 * laid["em"] for i in laid["ids"]), laid["ids"][:2]
+    assert all(len(i["text"]) == 36 for i in laid["ids"])  # cut on the screen, whole in the page
+
+
 def test_a_runs_timeline_view(served, browser):
     ui, db, run = served
     url = ui.url(f"/{ui.database}/run_timeline?run_id={run['run_id']}&_col=position&_col=type&_col=detail"
