@@ -205,13 +205,18 @@ def _check_unit(unit: str) -> None:
     if systemctl is None:
         return  # journalctl names its own trouble; without systemctl there is nothing to ask
     try:
-        state = subprocess.run([systemctl, "show", "--property=LoadState", "--value", unit], capture_output=True,
-                               text=True, timeout=10).stdout.strip()
+        asked = subprocess.run([systemctl, "show", "--property=LoadState", "--value", unit], capture_output=True,
+                               text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return
+    state = asked.stdout.strip()
     if state == "not-found":
         raise click.BadParameter(f"systemd knows no unit {unit!r} (systemctl show: LoadState=not-found)",
                                  param_hint="--journal")
+    if asked.returncode != 0 or not state:  # no systemd here (a container): the watch would wait in silence
+        why = " ".join(asked.stderr.split()) or f"systemctl show exited {asked.returncode}"
+        click.echo(f"selfheal: warning: systemd cannot say whether unit {unit!r} exists ({why}); "
+                   "following its journal anyway", err=True)
 
 
 @click.command()

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -217,3 +219,31 @@ def test_a_proposed_rule_set_is_found_by_a_prefix_of_its_digest(tmp_path, demo_l
     digest = proposed.stdout.split()[1].removeprefix("sha256:")
     shadow = sh(tmp_path, "--db", db, "rules", "shadow", digest[:6])
     assert shadow.returncode == 0 and shadow.stdout.startswith("3 incidents: "), shadow.stderr
+
+
+def test_following_a_journal_where_systemd_cannot_answer_says_so_at_once(tmp_path):
+    # a container without systemd: `systemctl show` fails and journalctl waits; the watch
+    # used to wait in silence. Stand-ins answer as such a host's commands do.
+    (tmp_path / "selfheal.toml").write_text(CHAT)
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    (bin_ / "systemctl").write_text("#!/bin/sh\necho 'System has not been booted with systemd as init system "
+                                    "(PID 1). Can'\"'\"'t operate.' >&2\nexit 1\n")
+    (bin_ / "journalctl").write_text("#!/bin/sh\nexec sleep 60\n")
+    for tool in bin_.iterdir():
+        tool.chmod(0o755)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("SELFHEAL_")},
+           "PATH": f"{bin_}:{os.environ['PATH']}"}
+    proc = subprocess.Popen([SELFHEAL, "--db", tmp_path / "l.db", "observe", "--journal", "vllm.service"], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    late = threading.Timer(15, proc.send_signal, [signal.SIGINT])  # without the warning, readline would wait
+    late.start()
+    try:
+        first = proc.stderr.readline()
+    finally:
+        late.cancel()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    assert first == ("selfheal: warning: systemd cannot say whether unit 'vllm.service' exists (System has not been "
+                     "booted with systemd as init system (PID 1). Can't operate.); following its journal anyway\n")
+    assert proc.returncode == 130
