@@ -181,6 +181,11 @@ CASES = [
      "ERROR 06-28 06:11:45 worker_base.py:145] Error executing method initialize_cache. This might cause deadlock in "
      "distributed execution.", "vllm.acct.cache_init_failed", "max_model_len_exceeds_kv_cache", "inferred",
      {"num_blocks": 378}, ("max_model_len", "decrease")),
+    # V1's init_device before request_memory (0.9-0.13): its one `raise ValueError(` is the startup check
+    ("V1 init_device raise site", "(EngineCore_DP0 pid=3997) ERROR 10-30 05:48:54 [core.py:779]   File \"/usr/lib/"
+     "python3.12/dist-packages/vllm/v1/worker/gpu_worker.py\", line 207, in init_device\n(EngineCore_DP0 pid=3997) "
+     "ERROR 10-30 05:48:54 [core.py:779]     raise ValueError(", "vllm.frame.init_device",
+     "startup_free_memory_below_utilization", "inferred", {}, ("gpu_memory_utilization", "decrease")),
     # the startup check retold with its numbers in vLLM's layout and other words between them
     ("startup check retold", "> vLLM refused to start: `Free memory on cuda:0 (38.74/121.63 GiB) < desired utilization "
      "(0.35, 42.57 GiB)`", "vllm.startup_free_memory_retold", "startup_free_memory_below_utilization", "stated",
