@@ -186,6 +186,11 @@ CASES = [
      "python3.12/dist-packages/vllm/v1/worker/gpu_worker.py\", line 207, in init_device\n(EngineCore_DP0 pid=3997) "
      "ERROR 10-30 05:48:54 [core.py:779]     raise ValueError(", "vllm.frame.init_device",
      "startup_free_memory_below_utilization", "inferred", {}, ("gpu_memory_utilization", "decrease")),
+    # an issue title: the startup check in lower case after a full-width colon, cut after the utilization
+    ("startup check in a title, cut after the utilization", "[CI Failure]: Error occurs when the instance starts "
+     "up\uff1afree memory on device cuda:0 (46.95/79.18 GiB) on startup is less than desired GPU memory utilization "
+     "(0.6, ", "vllm.startup_free_memory", "startup_free_memory_below_utilization", "stated",
+     {"free_gib": 46.95, "total_gib": 79.18, "requested_utilization": 0.6}, ("gpu_memory_utilization", "decrease")),
     # the startup check retold with its numbers in vLLM's layout and other words between them
     ("startup check retold", "> vLLM refused to start: `Free memory on cuda:0 (38.74/121.63 GiB) < desired utilization "
      "(0.35, 42.57 GiB)`", "vllm.startup_free_memory_retold", "startup_free_memory_below_utilization", "stated",
