@@ -352,8 +352,11 @@ def show(ctx, run_id, as_of, as_json, svg_file) -> None:
     """The causal chain of a run, from incident to outcome (RUN_ID: the id or a prefix of it)."""
     if svg_file is not None:
         picture = selfheal.run_picture(run_id, as_of=_as_of(as_of), **ctx.db)
-        with click.open_file(svg_file, "w", encoding="utf-8", atomic=svg_file != "-") as out:
-            out.write(picture)
+        try:
+            with click.open_file(svg_file, "w", encoding="utf-8", atomic=svg_file != "-") as out:
+                out.write(picture)
+        except OSError as exc:  # named as given, not as click's hidden temp file beside it
+            raise OSError(exc.errno, exc.strerror, svg_file) from None
         if svg_file == "-":
             return
     with selfheal.open_db(**ctx.db) as store:

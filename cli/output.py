@@ -64,11 +64,12 @@ def emit_rows(rows: Sequence[dict], style: str) -> None:
 
 
 def _cell(value) -> str:
+    """A value as JSON spells it (true, not Python's True; a config as an object, never a repr)."""
     if value is None:
         return ""
     if isinstance(value, datetime):
         return utc_iso(value)
-    if isinstance(value, (dict, list, tuple)):
+    if isinstance(value, (bool, dict, list, tuple, msgspec.Struct)):
         return to_json(value)
     return str(value)
 

@@ -247,3 +247,28 @@ def test_following_a_journal_where_systemd_cannot_answer_says_so_at_once(tmp_pat
     assert first == ("selfheal: warning: systemd cannot say whether unit 'vllm.service' exists (System has not been "
                      "booted with systemd as init system (PID 1). Can't operate.); following its journal anyway\n")
     assert proc.returncode == 130
+
+
+def test_csv_and_table_cells_are_spelled_as_json_not_python(tmp_path, demo_log):
+    # promotions' config cell was a repr (ServingConfig(gpu_memory_utilization=0.65, ...)), its flag True
+    out = sh(tmp_path, "--db", demo_log[0], "promotions", "--all", "--csv").stdout
+    header, row = out.splitlines()
+    assert header == "promotion_id,deployment,status,fitness,simulated,config"
+    assert ",true," in row and '"{""gpu_memory_utilization"":0.65,' in row and "ServingConfig" not in row, row
+    table = sh(tmp_path, "--db", demo_log[0], "promotions", "--all", "--table").stdout
+    assert "True" not in table and '{"gpu_memory_utilization":0.65' in table
+
+
+def test_show_svg_into_a_missing_folder_names_the_file_given(tmp_path, demo_log):
+    run = sh(tmp_path, "--db", demo_log[0], "history").stdout.split()[1]
+    proc = sh(tmp_path, "--db", demo_log[0], "show", run, "--svg", tmp_path / "nosuch" / "run.svg")
+    # click's hidden temp file (.__atomic-write...) was named instead
+    assert (proc.returncode, proc.stderr) == (1, f"selfheal: error: {tmp_path / 'nosuch' / 'run.svg'}: "
+                                                 "No such file or directory\n")
+
+
+def test_migrate_keeps_the_exit_code_table(tmp_path, demo_log):
+    missing = sh(tmp_path, "migrate", "--from", "nosuch.db", "--to", "postgresql://u@127.0.0.1:1/x")
+    assert (missing.returncode, missing.stderr) == (1, "selfheal: error: nosuch.db: No such file or directory\n")
+    malformed = sh(tmp_path, "migrate", "--from", demo_log[0], "--to", "notaurl")
+    assert malformed.returncode == 2 and "Invalid value for --to: 'notaurl': give a postgresql:// URL" in malformed.stderr
