@@ -34,6 +34,7 @@ class Timeline:
         self.position = after
         self.outcomes: dict[str, str] = {}  # correlation (incident) id -> outcome
         self.runs: dict[str, str] = {}  # correlation (incident) id -> its run
+        self.waiting: dict[str, str] = {}  # correlation (incident) id -> its promotion waiting for approval
         self.phase: tuple[str, float] | None = None
 
     def note(self, row, recorded) -> None:
@@ -46,6 +47,8 @@ class Timeline:
             self.outcomes[incident] = e.outcome
         if row.type == "RunRequested":
             self.runs[incident] = e.run_id
+        if row.type == "PromotionProposed" and e.requires_approval:  # prod: nothing is written until approved
+            self.waiting[incident] = e.promotion_id
         self.phase = (_LONG_PHASES[row.type], time.monotonic()) if row.type in _LONG_PHASES else None
 
 

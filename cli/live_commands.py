@@ -26,11 +26,12 @@ from selfheal.edges.live import stop_on_signals
 def run_command(ctx, follow: bool, interval: float, as_json: bool) -> None:
     """Drive the handlers until no work is left, printing each event as it is recorded
     (--json: one report per poll, as JSON Lines)."""
+    last = {}
+
     def report(done) -> None:
         if as_json:
             emit_json(done)
-        elif not follow:
-            click.echo(f"handled {done.handled} events, recorded {done.emitted}, log at {done.head}")
+        last["done"] = done
 
     settings = ctx.settings
     with stop_on_signals() as stop:
@@ -40,6 +41,10 @@ def run_command(ctx, follow: bool, interval: float, as_json: bool) -> None:
             work()
         else:
             follow_log(ctx.db_path, work, as_json=False, synchronous=ctx.synchronous)
+    if "done" in last and not (as_json or follow):  # after the events it sums up, not among them
+        done = last["done"]
+        click.echo(f"handled {done.handled} event{'s' * (done.handled != 1)}, recorded {done.emitted}, "
+                   f"log at {done.head}")
     if stop.is_set():
         interrupted()
 
@@ -75,7 +80,9 @@ def outcome_line(timeline: Timeline, incidents: list[str], ctx=None, db: str | N
         (incident,) = incidents
         run = timeline.runs.get(incident)
         explore = f"selfheal {where}show {run[:8]}" if run else f"selfheal {where}events --correlation {incident[:8]}"
-        return f"outcome: {timeline.outcomes.get(incident, 'no failure found')}. Explore it: {explore}"
+        waiting = timeline.waiting.get(incident)
+        approve = f" (waiting for approval: selfheal {where}approve {waiting[:8]} --by NAME)" if waiting else ""
+        return f"outcome: {timeline.outcomes.get(incident, 'no failure found')}{approve}. Explore it: {explore}"
     return "outcome: " + ", ".join(f"{timeline.outcomes.get(i, 'no failure found')} (incident {i[:8]})"
                                    for i in incidents)
 

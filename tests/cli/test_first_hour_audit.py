@@ -3,6 +3,7 @@ first round of fixes. Each test runs the installed `selfheal` as a subprocess, t
 person meets it."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -272,3 +273,21 @@ def test_migrate_keeps_the_exit_code_table(tmp_path, demo_log):
     assert (missing.returncode, missing.stderr) == (1, "selfheal: error: nosuch.db: No such file or directory\n")
     malformed = sh(tmp_path, "migrate", "--from", demo_log[0], "--to", "notaurl")
     assert malformed.returncode == 2 and "Invalid value for --to: 'notaurl': give a postgresql:// URL" in malformed.stderr
+
+
+def test_a_prod_heal_says_the_promotion_waits_and_run_sums_up_last(tmp_path):
+    (tmp_path / "selfheal.toml").write_text('mode = "prod"\n' + CHAT)
+    (tmp_path / "vllm.log").write_text(
+        "ERROR 11-24 06:55:12 [core.py:708] ValueError: Free memory on device cuda:0 (8.41/11.66 GiB) on startup is "
+        "less than desired GPU memory utilization (0.9, 10.49 GiB). Decrease GPU memory utilization or reduce GPU "
+        "memory used by other processes.\n")
+    healed = sh(tmp_path, "--db", "p.db", "heal", "vllm.log")
+    (waiting,) = json.loads(sh(tmp_path, "--db", "p.db", "promotions", "--json").stdout)
+    # it read "outcome: promoted." alone, though nothing is written before an approval
+    assert re.fullmatch(rf"outcome: promoted \(waiting for approval: selfheal --db p\.db approve "
+                        rf"{waiting['promotion_id'][:8]} --by NAME\)\. Explore it: selfheal --db p\.db show \w{{8}}",
+                        healed.stdout.splitlines()[-1]), healed.stdout
+    assert sh(tmp_path, "--db", "p.db", "approve", waiting["promotion_id"][:8], "--by", "ana").returncode == 0
+    ran = sh(tmp_path, "--db", "p.db", "run").stdout.splitlines()
+    # the summary came before the event lines it sums up
+    assert "PromotionNotCommitted" in ran[0] and ran[-1] == "handled 1 event, recorded 1, log at 25", ran
