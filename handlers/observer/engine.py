@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import heapq
 import re
-from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Protocol, TypeVar
 
@@ -28,15 +27,21 @@ from selfheal.handlers.observer.compiler import compile_rule, expand_pattern
 from selfheal.handlers.observer.interpretation import (CAUSE_LINES, MAX_LISTED, Diagnosis, Finding, Hit,
                                                        Interpretation, Repeated, interpret)
 from selfheal.handlers.observer.logtext import LogText
-from selfheal.handlers.observer.normalize import _FRAME, LogicalLine, squash, strip_prefix
+# one record against its rules, imported here too for the modules and tests that take it from here
+from selfheal.handlers.observer.matching import MATCH_REACH, MATCH_WINDOW, MAX_MATCHES_PER_RECORD, Regexes, last_matches
+from selfheal.handlers.observer.matching import finds_nothing as _finds_nothing
+from selfheal.handlers.observer.matching import is_code as _is_code
+from selfheal.handlers.observer.matching import maybe_code as _maybe_code
+from selfheal.handlers.observer.matching import simple as _simple
+from selfheal.handlers.observer.normalize import LogicalLine, squash
 from selfheal.handlers.observer.prefilter import Plan, encoded, prefilter_for
 from selfheal.handlers.observer.paste import unpasted
 from selfheal.handlers.observer.prefixes import without_collectors
 from selfheal.handlers.observer.spec import CONTEXT, RuleProblem, RuleSpec
 
-__all__ = ["CAUSE_LINES", "MAX_LISTED", "Diagnosis", "Finding", "Hit", "Interpretation", "LiteralSearch", "Matcher",
-           "Repeated", "Scan", "candidates", "compile_rules", "excerpt", "expand_pattern", "interpret", "last_matches",
-           "read", "read_and_scan", "scan"]
+__all__ = ["CAUSE_LINES", "MATCH_REACH", "MATCH_WINDOW", "MAX_LISTED", "MAX_MATCHES_PER_RECORD", "Diagnosis", "Finding",
+           "Hit", "Interpretation", "LiteralSearch", "Matcher", "Repeated", "Scan", "candidates", "compile_rules", "excerpt",
+           "expand_pattern", "interpret", "last_matches", "read", "read_and_scan", "scan"]
 
 
 class Matcher:
@@ -68,10 +73,6 @@ def compile_rules(rules: Iterable[RuleSpec]) -> tuple[Matcher, ...]:
     return tuple(matchers)
 
 
-#: a record holding one rule's match more often than this (a pasted duplicate, a corrupt or
-#: hostile log repeating one message on one line) gives findings for the last ones only: the
-#: diagnosis reads the last of each (primary, context values), and the rest would only repeat it
-MAX_MATCHES_PER_RECORD = 16
 #: evidence lines longer than this are cut down to the match and EVIDENCE_CONTEXT characters on
 #: each side, marked with "…"; real vLLM error lines are a few hundred characters (the longest
 #: in the samples 695), so only pathological lines are cut
@@ -146,7 +147,7 @@ class LiteralSearch:
         self.dense = [g for g in plan.anchored if not g.sparse]
         self.sparse = [g for g in plan.anchored if g.sparse]
         self.lines: dict[int, set[int]] = {}  # line start -> matchers, until taken
-        self.simple = _simple(matchers)
+        self.simple, self.regexes = _simple(matchers), Regexes(matchers)
 
     def _line_holds(self, literals, buf, base: int, pos: int, b: int) -> int:
         """Note the literals that the line holding buf[pos] holds; returns the line's end in buf
@@ -210,7 +211,7 @@ class LiteralSearch:
             return False
         line = buf[at:end]
         above = buf[buf.rfind(nl, 0, at - 1) + 1:at - 1] if start else None
-        return _finds_nothing(self.matchers, idxs, line.decode("utf-8", "replace") if log.binary else line, above)
+        return _finds_nothing(self.regexes, idxs, line.decode("utf-8", "replace") if log.binary else line, above)
 
     def _spanning(self, buf, base: int, a: int, b: int) -> None:
         """Literals with a newline, noted at the line where they start."""
@@ -256,84 +257,17 @@ def candidates(log: LogText, matchers: tuple[Matcher, ...], plan: Plan | None = 
     return search.found()
 
 
-#: a rule's regex is never run on more than MATCH_WINDOW + MATCH_REACH characters at once.
-#: Python's `re` cannot be stopped, and a pattern that `check_pattern` accepts (no nested or
-#: ambiguous repeat, so no exponential time) can still take time that grows with a power of the
-#: text's length: one `[^#]*` tried from 10,000 starts on a 1 MB line took 46 s. A longer text
-#: (a pathological line) is matched in windows: the matches that start in each stretch of
-#: MATCH_WINDOW characters, each seeing at most MATCH_REACH characters past its stretch, so its
-#: time is linear in its length. Results differ from one search of the whole text only where a
-#: match (or what a lookaround or `$` looks at) reaches more than MATCH_REACH characters past
-#: its stretch: real vLLM lines are under 1,000 characters, records at most MAX_JOIN_CHARS.
-MATCH_WINDOW = 4096
-MATCH_REACH = 4096
-
-
-def last_matches(regex: re.Pattern, text: str, keep: int = MAX_MATCHES_PER_RECORD) -> deque[re.Match]:
-    """The last `keep` matches of `regex` in `text`, searched in windows when it is long."""
-    n = len(text)
-    if n <= MATCH_WINDOW + MATCH_REACH:
-        return deque(regex.finditer(text), maxlen=keep)
-    kept: deque[re.Match] = deque(maxlen=keep)
-    pos = 0  # matches do not overlap, as in one search of the whole text
-    for start in range(0, n, MATCH_WINDOW):
-        stop = start + MATCH_WINDOW
-        for m in regex.finditer(text, max(pos, start), min(n, stop + MATCH_REACH)):
-            if m.start() >= stop:
-                break
-            kept.append(m)
-            pos = m.end()
-    return kept
-
-
 #: a raise statement is read over at most this many source lines
 SITE_LINES = 12
 _RAISE = re.compile(r"raise\s+[\w.]+\(")
-# a line of Python source in a traceback: a raise, or a string literal continuing one
-_CODE = re.compile(r"\s*(?:raise\s+[\w.]+\(|[rRbBfFuU]{0,2}[\"'])")
 _STRING = re.compile(r"""[rRbBfFuU]{0,2}("(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')""")
 _PLACEHOLDER = re.compile(r"\{[^{}\n]*\}")
-
-
-def _maybe_code(line: str) -> bool:
-    """A cheap look before a record is built: source lines hold a quote or a raise."""
-    return '"' in line or "'" in line or "raise" in line
-
-
-def _is_code(message: str) -> bool:
-    return _CODE.match(message) is not None
 
 
 def _literals(source: str) -> str:
     """The text of the string literals on a line of source, joined; an f-string's placeholders
     become a space (the value is not known)."""
     return "".join(_PLACEHOLDER.sub(" ", m.group(1)[1:-1]) for m in _STRING.finditer(source))
-
-
-def _simple(matchers: tuple[Matcher, ...]) -> frozenset[int]:
-    """The matchers that read one line at a time, each regex by itself (no window, no frame)."""
-    return frozenset(i for i, m in enumerate(matchers) if m.rule.window == 1 and not m.rule.raise_frame)
-
-
-def _finds_nothing(matchers: tuple[Matcher, ...], idxs: Iterable[int], line: str, above) -> bool:
-    """Whether the `_simple` rules `idxs` certainly find nothing in a record that is the one
-    physical line `line`: none of their regexes matches it, and it is no source code, neither by
-    its look nor by a traceback frame on the line above (`above`, as kept in the log, str or
-    bytes; None for the first line), which `Scan.run` reads another way. On a long log most
-    candidates are such lines: a literal selects more lines than its rule matches (a stats
-    line at 9.5% for a cache at 9x%), and this costs a regex search or two each."""
-    short = len(line) <= MATCH_WINDOW + MATCH_REACH  # else searched as `Scan._record` searches it
-    for i in idxs:
-        for regex in matchers[i].regexes:
-            if regex.search(line) if short else last_matches(regex, line, 1):
-                return False
-    if _maybe_code(line) and _is_code(strip_prefix(line)[1]):  # the message of a one-line record
-        return False
-    if above is not None and not isinstance(above, str):
-        if b'File "' not in above:
-            return True
-        above = above.decode("utf-8", "replace")
-    return above is None or not (_FRAME.search(above) and not _FRAME.search(line))  # LogText.is_source_line
 
 
 class Scan:
@@ -356,7 +290,7 @@ class Scan:
         self.held: list[tuple[tuple, int, Hit]] = []  # hits that a later record may precede
         self.made = 0
         self.sites: set[int] = set()  # raise statements read
-        self.simple = _simple(matchers)
+        self.simple, self.regexes = _simple(matchers), Regexes(matchers)
 
     def add(self, found: dict[int, set[int]], wrapped: Iterable[int] = ()) -> None:
         for start, idxs in found.items():
@@ -404,7 +338,7 @@ class Scan:
         if end < len(log.data) and log.is_continuation(end + 1):
             return False
         above = log.data[log.line_start(start - 1):start - 1] if start else None
-        return _finds_nothing(self.matchers, idxs, log.line_text(start, end), above)
+        return _finds_nothing(self.regexes, idxs, log.line_text(start, end), above)
 
     def _read(self, start: int, records: int, limit: int, margin: int) -> bool:
         """Whether the record at `start` and the `records - 1` after it end where it is known

@@ -12,9 +12,9 @@ first character (one slower pass, but no Python per occurrence: for a common one
 
 What is rare depends on the traffic, so the plan is made per text: the characters are counted
 in a sample of it (logtext.sample) and a greedy cover picks groups by estimated cost, leaving
-a literal to `str.find` ("direct") when no anchor is cheaper; then each common anchor is tried
+a literal to `str.find` ("direct") when no anchor is cheaper; then each anchor is tried
 without (its literals covered again by the others), since the greedy cover may take one early
-that rarer ones chosen later make needless. Whichever is chosen, exactly the
+that those chosen later make needless. Whichever is chosen, exactly the
 lines that hold a literal are reported, so the plan changes speed, never results. Short texts
 are searched directly: planning would cost more than it saves.
 
@@ -28,14 +28,16 @@ import re
 from typing import NamedTuple
 
 #: estimated costs in nanoseconds, measured with CPython 3.11 on the 100 MB log of
-#: bench/observer.py searched 64 KiB at a time (only their ratios matter). Per character of
+#: bench/observer.py searched 128 KiB at a time (only their ratios matter). Per character of
 #: text: a `find` of one character (memchr), and the regex engine's scan for its first
 #: character (a plain loop, seven times slower). Per occurrence of the anchor: reached by `find`
 #: (a Python step, then a regex match there), or inside the regex engine's scan (the test of
 #: the character after it); then per literal tried where that character is one that a literal
-#: of the group has after its anchor
+#: of the group has after its anchor. The occurrence costs were measured inside a whole read
+#: (engine.read), where the piece is in cache: a "f" reached by `find` at each of 100,000 stats
+#: lines took 41 ms, the scan for "u" 49 ms with 14 literals and 57 ms with 32
 SCAN_NS, SRE_NS = 0.035, 0.26
-SPARSE_HIT_NS, SRE_HIT_NS, SRE_ALT_NS = 250.0, 20.0, 0.5
+SPARSE_HIT_NS, SRE_HIT_NS, SRE_ALT_NS = 400.0, 30.0, 2.0
 #: a `str.find` of a string costs about FIND_NS / len(string) per character of text (it skips
 #: ahead by up to its length), and no less than FIND_MIN_NS
 FIND_NS, FIND_MIN_NS = 5.0, 0.1
@@ -109,14 +111,17 @@ class Prefilter:
         groups = costs.cover(self.masks, self.anchorable, {}, None if anchored is None else direct)
         # the greedy cover is short-sighted: a common anchor taken for many literals at once may
         # cost more than the rare ones it saved (four rare anchors at 3.5 ms for 100 MB, against one
-        # common one at 30 ms). Each anchor in turn, the dearest first: its literals covered
-        # again without it, kept when that costs less
+        # common one at 30 ms), and an anchor taken for many literals early may cost more than
+        # adding them to a common one that later ones need anyway (a "f" reached with `find` at
+        # every stats line, 25 ms, for literals that the "u" scan chosen next tries for 1 ms).
+        # Each anchor in turn, the dearest first: its literals covered again without it, kept
+        # when that costs less
         for ch in sorted(groups, key=lambda c: -costs.group(c, groups[c])[0]):
-            if ch in groups and not costs.group(ch, groups[ch])[1]:
+            if ch in groups:
                 rest = {c: m for c, m in groups.items() if c != ch}
                 others = {c: m for c, m in self.masks.items() if c != ch}
                 trial = costs.cover(others, groups[ch], rest, None if anchored is None else direct)
-                if costs.total(trial) < costs.total(groups):
+                if costs.total(trial, self.anchorable) < costs.total(groups, self.anchorable):
                     groups = trial
         covered, anchors = 0, []
         for ch, mask in groups.items():
@@ -150,8 +155,12 @@ class _Costs:
         dense = fixed + each * mask.bit_count()
         return (sparse, True) if sparse <= dense else (dense, False)
 
-    def total(self, groups: dict[str, int]) -> float:
-        return sum(self.group(ch, mask)[0] for ch, mask in groups.items())
+    def total(self, groups: dict[str, int], literals: int) -> float:
+        """The cost of searching `literals` (a mask) through `groups`, those left out by themselves."""
+        covered = functools.reduce(int.__or__, groups.values(), 0)
+        alone = literals & ~covered
+        return sum(self.group(ch, mask)[0] for ch, mask in groups.items()) + \
+            sum(self.direct[k] for k in range(alone.bit_length()) if alone >> k & 1)
 
     def cover(self, masks: dict[str, int], uncovered: int, groups: dict[str, int], forced: list | None) -> dict[str, int]:
         """`groups` with the literals in `uncovered` added, by a greedy weighted set cover: the
