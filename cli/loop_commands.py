@@ -157,7 +157,7 @@ def observe(ctx, files: tuple[str, ...], follow: bool, unit: str | None, metrics
             emit_json(observed)
         else:
             for path, incident_id in zip(files, observed.incidents):
-                click.echo(f"{path}: incident {incident_id}")
+                click.echo(f"{'standard input' if path == '-' else path}: incident {incident_id}")
         return
     # called once the API has checked the deployment: the one named, else the only one
     report = (lambda i: emit_json({"deployment": deployment or next(iter(ctx.settings.deployments)),

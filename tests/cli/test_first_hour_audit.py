@@ -291,3 +291,9 @@ def test_a_prod_heal_says_the_promotion_waits_and_run_sums_up_last(tmp_path):
     ran = sh(tmp_path, "--db", "p.db", "run").stdout.splitlines()
     # the summary came before the event lines it sums up
     assert "PromotionNotCommitted" in ran[0] and ran[-1] == "handled 1 event, recorded 1, log at 25", ran
+
+
+def test_observe_names_standard_input_in_words(tmp_path):
+    (tmp_path / "selfheal.toml").write_text(CHAT)
+    proc = sh(tmp_path, "--db", "l.db", "observe", "-", input="INFO 11-24 06:55:12 [api_server.py:1] started\n")
+    assert proc.returncode == 0 and re.fullmatch(r"standard input: incident [0-9a-f-]{36}\n", proc.stdout), proc.stdout
