@@ -1,8 +1,8 @@
 """Live timelines for `heal`, `demo` and `run`: each event's line is printed as it is recorded,
 not when the whole run is over (a real canary takes minutes).
 
-The work runs in a thread with its own connection to the log; this thread reads the log
-after the last position printed, a few times a second, and prints what is new. On a
+The work runs in the calling thread with its own connection to the log; a printing thread
+reads the log after the last position printed, a few times a second, and prints what is new. On a
 terminal, a canary's long phases (start, load) show how long they have been running on
 standard error; output that goes anywhere else (a pipe, a file) or is JSON gets the lines
 only, even while standard error is still the terminal."""
@@ -54,33 +54,42 @@ class Timeline:
 
 def follow_log(db: Path, work: Callable[[], object], *, as_json: bool, after: int | None = None,
                synchronous: str = "FULL") -> tuple[object, Timeline]:
-    """Run `work()` in a thread and print every event recorded in `db` meanwhile, as it comes.
-    Returns what `work` returned (its exception is raised here) and the timeline printed."""
+    """Run `work()` and print every event recorded in `db` meanwhile, as it comes, from a
+    printing thread. Returns what `work` returned and the timeline printed; `work`'s exception,
+    or the printer's, is raised here.
+
+    The work runs in the calling (main) thread, where a signal's KeyboardInterrupt lands: a
+    stopped run unwinds through its `finally` clauses (a canary's process group is stopped)
+    instead of dying with a daemon thread at exit."""
     if after is None:
         after = last_position(db, synchronous)
     timeline = Timeline(after)
-    done: dict = {}
-
-    def target() -> None:
-        try:
-            done["result"] = work()
-        except BaseException as exc:  # noqa: BLE001 - raised again in the calling thread
-            done["error"] = exc
-
-    worker = threading.Thread(target=target, name="selfheal-work", daemon=True)
-    worker.start()
     spinner = _Spinner(as_json)
+    finished = threading.Event()
+    failed: list[BaseException] = []
+
+    def printer() -> None:
+        try:
+            while not finished.wait(POLL_S):
+                _print_new(db, timeline, as_json, synchronous, spinner)
+                spinner.show(timeline.phase)
+        except Exception as exc:  # noqa: BLE001 - raised again in the calling thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=printer, name="selfheal-print", daemon=True)
+    thread.start()
     try:
-        while worker.is_alive():
-            worker.join(POLL_S)
-            _print_new(db, timeline, as_json, synchronous, spinner)
-            spinner.show(timeline.phase)
-        _print_new(db, timeline, as_json, synchronous, spinner)
+        result = work()
     finally:
-        spinner.clear()
-    if "error" in done:
-        raise done["error"]
-    return done.get("result"), timeline
+        finished.set()
+        thread.join()
+        try:  # what the work recorded last, interrupted or not
+            _print_new(db, timeline, as_json, synchronous, spinner)
+        finally:
+            spinner.clear()
+    if failed:
+        raise failed[0]
+    return result, timeline
 
 
 def _exists(db: Path | str) -> bool:

@@ -7,7 +7,9 @@ this edge; the incident's recorded time comes from the injected wall clock.
 """
 from __future__ import annotations
 
+import _thread
 import contextlib
+import os
 import queue
 import signal
 import threading
@@ -82,17 +84,57 @@ def watch_metrics(store: EventStore, edges: DeploymentEdges, url: str, stop: thr
     return captured
 
 
+#: seconds a stopped watch is given to finish its step before it is interrupted where it is
+STOP_GRACE_ENV, STOP_GRACE_S = "SELFHEAL_STOP_GRACE_SECONDS", 10.0
+
+
+def stop_grace_s() -> float:
+    """$SELFHEAL_STOP_GRACE_SECONDS, or STOP_GRACE_S; a value that is no number of seconds is
+    one clear error naming it."""
+    raw = os.environ.get(STOP_GRACE_ENV)
+    if raw is None:
+        return STOP_GRACE_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"${STOP_GRACE_ENV}: {raw!r} is not a number of seconds (0 or more)")
+    return value
+
+
 @contextlib.contextmanager
-def stop_on_signals() -> Iterator[threading.Event]:
+def stop_on_signals(grace_s: float | None = None) -> Iterator[threading.Event]:
     """An event that SIGINT and SIGTERM set, for a watch to stop at its next step (so an
-    incident being recorded is finished rather than interrupted wherever the signal lands);
-    the previous handlers come back after. An interrupt before they are set ends it quietly."""
+    incident being recorded is finished rather than interrupted wherever the signal lands).
+
+    A step of the loop may be a whole healing run, a canary that waits minutes for a server:
+    a stop must not wait for it. So a watch still running `grace_s` after the signal (default
+    $SELFHEAL_STOP_GRACE_SECONDS, 10 s), or given a second signal, is interrupted where it is,
+    as a crash would be: what was recorded stays, a canary's process group is stopped by its
+    backend's `finally`, and the next runner reaps what the interrupted step left (the same path
+    as a runner killed mid-canary). The previous handlers come back after. An interrupt before
+    they are set ends it quietly."""
+    grace = stop_grace_s() if grace_s is None else grace_s
     stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    timers: list[threading.Timer] = []
+
+    def on_signal(*_) -> None:
+        if stop.is_set():  # a second signal, or the grace is over: at once
+            raise KeyboardInterrupt
+        stop.set()
+        timer = threading.Timer(grace, _thread.interrupt_main)  # delivered as SIGINT: this handler again
+        timer.daemon = True
+        timer.start()
+        timers.append(timer)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield stop
     except KeyboardInterrupt:
         stop.set()
     finally:
+        for timer in timers:
+            timer.cancel()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
