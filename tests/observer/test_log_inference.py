@@ -193,7 +193,7 @@ CASES = [
      {"free_gib": 46.95, "total_gib": 79.18, "requested_utilization": 0.6}, ("gpu_memory_utilization", "decrease")),
     # the startup check retold with its numbers in vLLM's layout and other words between them
     ("startup check retold", "> vLLM refused to start: `Free memory on cuda:0 (38.74/121.63 GiB) < desired utilization "
-     "(0.35, 42.57 GiB)`", "vllm.startup_free_memory_retold", "startup_free_memory_below_utilization", "stated",
+     "(0.35, 42.57 GiB)`", "vllm.startup_free_memory_retold", "startup_free_memory_below_utilization", "inferred",
      {"free_gib": 38.74, "total_gib": 121.63, "requested_utilization": 0.35}, ("gpu_memory_utilization", "decrease")),
     # elided pastes: what lay between two parts of a message replaced by "..." or "…"
     ("torch OOM, all but its name and capacity elided", "- `torch.cuda.OutOfMemoryError ... GPU 0 has a total capacty "
