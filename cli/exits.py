@@ -7,7 +7,7 @@ ERROR = 1         # the log, the config, a file or an id could not be used; veri
 USAGE = 2         # a malformed option or argument, or one that names nothing that exists
 NOT_HEALED = 3    # heal or demo ended without a promotion: escalated, alerted, refused, no run
 FAILURE_FOUND = 4  # diagnose (or rules test) found a configuration failure in the excerpt
-INTERRUPTED = 130  # SIGINT or SIGTERM, in every command (a watch finishes its step first)
+INTERRUPTED = 130  # SIGINT or SIGTERM, in every command (a watch finishes its step first, for 10 s at most)
 CLOSED_PIPE = 141  # the reader of the output went away (`selfheal events | head -1`): no message
 
 # click rewraps the epilog's paragraphs unless a paragraph starts with \b
