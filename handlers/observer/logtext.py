@@ -35,6 +35,8 @@ _NEWLINE_B = re.compile(b"\n")
 #: a piece whose lines average at least this many bytes has its "\n" counted with memchr
 #: (`count_newlines`); shorter lines are counted byte by byte
 MEMCHR_LINE_BYTES = 32
+#: ... this many bytes at a time: the copies it makes stay small whatever a line's length
+MEMCHR_COUNT_BYTES = 1 << 20
 
 
 def count_newlines(buf, a: int, b: int, dense: bool = False) -> int:
@@ -44,7 +46,11 @@ def count_newlines(buf, a: int, b: int, dense: bool = False) -> int:
     per byte would cost more: bytes.count."""
     if dense or isinstance(buf, str):
         return buf.count("\n" if isinstance(buf, str) else b"\n", a, b)
-    return b - a - len(buf[a:b].replace(b"\n", b""))
+    count = 0
+    for lo in range(a, b, MEMCHR_COUNT_BYTES):
+        hi = min(b, lo + MEMCHR_COUNT_BYTES)
+        count += hi - lo - len(buf[lo:hi].replace(b"\n", b""))
+    return count
 
 
 def sample(text: str | bytes) -> str | bytes:

@@ -5,6 +5,7 @@ anyway), and rules that share a pattern searching a candidate line once (matchin
 from __future__ import annotations
 
 import random
+import tracemalloc
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -31,6 +32,24 @@ def test_newlines_are_counted_as_bytes_count_counts_them(data, a, b, dense):
     a, b = min(a, b, len(data)), min(max(a, b), len(data))
     for buf in (data, bytearray(data), data.decode("latin-1")):
         assert count_newlines(buf, a, b, dense) == buf.count("\n" if isinstance(buf, str) else b"\n", a, b)
+
+
+def test_newlines_are_counted_in_windows_that_keep_a_huge_line_cheap(monkeypatch):
+    rnd = random.Random(7)
+    data = bytes(rnd.choice(b"ab\n") for _ in range(5000))
+    monkeypatch.setattr(logtext, "MEMCHR_COUNT_BYTES", 64)
+    for _ in range(200):
+        a, b = sorted(rnd.randrange(len(data) + 1) for _ in range(2))
+        assert count_newlines(data, a, b) == data.count(b"\n", a, b)
+    monkeypatch.undo()
+    line = b"x" * (40 << 20) + b"\n"  # one 40 MB line: counted a window at a time, not copied whole
+    tracemalloc.start()
+    try:
+        assert count_newlines(line, 0, len(line)) == 1
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 3 * logtext.MEMCHR_COUNT_BYTES, peak
 
 
 def test_line_numbers_hold_where_short_lines_switch_the_count(tmp_path, monkeypatch):
