@@ -144,6 +144,8 @@ def observe(ctx, files: tuple[str, ...], follow: bool, unit: str | None, metrics
     check_deployment_name(ctx.settings, deployment)
     if follow and Path(files[0]).is_dir():  # tail -F waits for a missing file; a folder never becomes one
         raise IsADirectoryError(errno.EISDIR, "cannot follow: it is a directory", files[0])
+    if follow and not Path(files[0]).exists():  # as tail -F says: the wait is not silent
+        click.echo(f"selfheal: {files[0]} does not exist yet: following it from when it appears", err=True)
     if metrics_url:
         _check_url(metrics_url)
     if unit:

@@ -86,6 +86,7 @@ def test_a_missing_file_is_exit_1_in_every_command(tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_sigint_and_sigterm_exit_130_in_a_watch(tmp_path, sig):
     (tmp_path / "selfheal.toml").write_text(CHAT)
+    (tmp_path / "v.log").write_text("")  # there already: a missing one gets a note of its own
     proc = subprocess.Popen([SELFHEAL, "--db", str(tmp_path / "l.db"), "observe", "--follow", str(tmp_path / "v.log")],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(1.5)

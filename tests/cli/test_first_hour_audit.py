@@ -25,6 +25,23 @@ def sh(cwd, *args, env=None, input=None, timeout=120):
                           capture_output=True, text=True, timeout=timeout)
 
 
+def first_words_of_a_watch(cwd, args, stop, env=None):
+    """The first line `observe ARGS` writes on standard error, and its exit code once `stop`
+    ends it (sent after 15 s if no line came, so that a silent watch fails the test)."""
+    proc = subprocess.Popen([SELFHEAL, "--db", cwd / "l.db", "observe", *args], cwd=cwd,
+                            env={**{k: v for k, v in os.environ.items() if not k.startswith("SELFHEAL_")}, **(env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    late = threading.Timer(15, proc.send_signal, [stop])
+    late.start()
+    try:
+        first = proc.stderr.readline()
+    finally:
+        late.cancel()
+        proc.send_signal(stop)
+        proc.wait(timeout=30)
+    return first, proc.returncode
+
+
 @pytest.fixture(scope="module")
 def demo_log(tmp_path_factory):
     folder = tmp_path_factory.mktemp("demo")
@@ -233,21 +250,11 @@ def test_following_a_journal_where_systemd_cannot_answer_says_so_at_once(tmp_pat
     (bin_ / "journalctl").write_text("#!/bin/sh\nexec sleep 60\n")
     for tool in bin_.iterdir():
         tool.chmod(0o755)
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("SELFHEAL_")},
-           "PATH": f"{bin_}:{os.environ['PATH']}"}
-    proc = subprocess.Popen([SELFHEAL, "--db", tmp_path / "l.db", "observe", "--journal", "vllm.service"], cwd=tmp_path,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    late = threading.Timer(15, proc.send_signal, [signal.SIGINT])  # without the warning, readline would wait
-    late.start()
-    try:
-        first = proc.stderr.readline()
-    finally:
-        late.cancel()
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
+    first, code = first_words_of_a_watch(tmp_path, ["--journal", "vllm.service"], signal.SIGINT,
+                                         {"PATH": f"{bin_}:{os.environ['PATH']}"})
     assert first == ("selfheal: warning: systemd cannot say whether unit 'vllm.service' exists (System has not been "
                      "booted with systemd as init system (PID 1). Can't operate.); following its journal anyway\n")
-    assert proc.returncode == 130
+    assert code == 130
 
 
 def test_csv_and_table_cells_are_spelled_as_json_not_python(tmp_path, demo_log):
@@ -297,3 +304,10 @@ def test_observe_names_standard_input_in_words(tmp_path):
     (tmp_path / "selfheal.toml").write_text(CHAT)
     proc = sh(tmp_path, "--db", "l.db", "observe", "-", input="INFO 11-24 06:55:12 [api_server.py:1] started\n")
     assert proc.returncode == 0 and re.fullmatch(r"standard input: incident [0-9a-f-]{36}\n", proc.stdout), proc.stdout
+
+
+def test_following_a_file_that_is_not_there_yet_says_so(tmp_path):
+    (tmp_path / "selfheal.toml").write_text(CHAT)
+    first, code = first_words_of_a_watch(tmp_path, ["--follow", "later.log"], signal.SIGTERM)
+    assert first == "selfheal: later.log does not exist yet: following it from when it appears\n"
+    assert code == 130
