@@ -133,3 +133,20 @@ def test_a_start_that_ends_with_its_capture_bar_at_100_percent_is_not_cut_short(
     # the same bar part way is a start cut inside capture
     cut = diagnose(start + "Capturing CUDA graph shapes:  40%|████      | 14/35 [00:03<00:05,  4.18it/s]")
     assert cut.primary.kind == "cuda_graph_oom" and cut.primary.confidence == "truncated"
+
+
+def test_a_segfault_whose_stack_passes_through_capture_is_no_capture_oom():
+    # Python's fault handler lists a fatal signal's stack as 'line N in f' (no comma): the process
+    # died of SIGSEGV inside capture, which no memory setting explains
+    w = "(RayWorkerWrapper pid=7, ip=10.0.0.2) "
+    log = "\n".join([
+        w + "*** SIGSEGV received at time=1746566409 on cpu 131 ***",
+        w + "Fatal Python error: Segmentation fault",
+        w + 'Thread 0x00007f5b (most recent call first):',
+        w + '  File "/x/vllm/v1/worker/gpu_model_runner.py", line 1441 in _dummy_run',
+        w + '  File "/x/vllm/v1/worker/gpu_model_runner.py", line 1618 in capture_model',
+        w + '  File "/x/vllm/v1/worker/gpu_worker.py", line 216 in compile_or_warm_up_model',
+        "(raylet) A worker died or was killed while executing a task by an unexpected system error.",
+        "ERROR 05-06 14:20:10 [core.py:400] RuntimeError: Engine core initialization failed. See root cause above.",
+    ])
+    assert diagnose(log).findings == []

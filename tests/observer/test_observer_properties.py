@@ -97,6 +97,7 @@ STILL_HEALTHY = [h for h in HEALTHY if not any(hit.matcher.rule.sustain > 1 for 
 def test_healthy_lines_around_a_failure_do_not_change_it(message, before, after):
     # in the order a log is written: lines whose times mostly go back are read newest first (paste.py)
     assume(not _is_newest_first("\n".join(before + [message] + after)))
+    assume(not _is_newest_first("\n".join([message] + after)))
     alone = diagnose(message, current=ServingConfig())
     mixed = diagnose("\n".join(before + [message] + after), current=ServingConfig())
     # healthy lines BEFORE a failure may legitimately inform it: a capture phase makes an OOM a
