@@ -4,14 +4,14 @@ from __future__ import annotations
 import click
 
 import selfheal
-from selfheal.cli.inputs import check_deployment_name, waiting_promotion
+from selfheal.cli.inputs import AFile, check_deployment_name, waiting_promotion
 from selfheal.cli.loop_commands import as_of_option, check_deployment, json_option
 from selfheal.cli.output import as_of as _as_of, emit_json, emit_rows, row_style, show_time, table_options, to_json
 
 
 @click.command()
 @click.argument("words", nargs=-1, metavar="[DEPLOYMENT] | import DEPLOYMENT")
-@click.option("--file", "path", type=click.Path(dir_okay=False),
+@click.option("--file", "path", type=AFile(),
               help="With import: the YAML to record (default: the deployment's config_file).")
 @as_of_option
 @json_option
@@ -104,7 +104,7 @@ def alerts(ctx, deployment, as_of, as_json, as_table, as_csv) -> None:
 
 @click.command()
 @click.option("--deployment", help="Which deployment's vLLM to run.")
-@click.option("--pidfile", type=click.Path(dir_okay=False), help="Write selfheal's pid here (for reload = signal).")
+@click.option("--pidfile", type=AFile(), help="Write selfheal's pid here (for reload = signal).")
 @click.pass_obj
 def supervise(ctx, deployment, pidfile) -> None:
     """Run the deployment's vLLM from its baseline YAML; restart it on SIGHUP."""

@@ -7,6 +7,8 @@ usage error naming the option. Names (event types, deployments) and ids that nam
 are usage errors that list what exists, never an empty answer."""
 from __future__ import annotations
 
+import errno
+import os
 import re
 from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
@@ -48,6 +50,21 @@ def parse_time(value: str, option: str, now: datetime | None = None) -> datetime
     if moment.tzinfo is None:
         return moment.replace(tzinfo=timezone.utc)
     return moment.astimezone(timezone.utc)
+
+
+class AFile(click.Path):
+    """A file argument or option: a folder where a file is expected is exit 1, as for every file
+    that cannot be used (click's Path(dir_okay=False) made it a usage error, exit 2, while a
+    folder given as a log was exit 1)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(dir_okay=True, **kwargs)
+
+    def convert(self, value, param, ctx):
+        path = super().convert(value, param, ctx)
+        if value != "-" and os.path.isdir(path):
+            raise IsADirectoryError(errno.EISDIR, "Is a directory", os.fspath(path))
+        return path
 
 
 class Count(click.ParamType):

@@ -10,7 +10,7 @@ import click
 import selfheal
 from selfheal.cli import exits
 from selfheal.cli.logging_setup import interrupted
-from selfheal.cli.inputs import check_deployment_name
+from selfheal.cli.inputs import AFile, check_deployment_name
 from selfheal.cli.live import Timeline, follow_log, last_position, outcome_code
 from selfheal.cli.loop_commands import json_option, logs_command, with_content
 from selfheal.cli.output import emit_json
@@ -90,7 +90,7 @@ def outcome_line(timeline: Timeline, incidents: list[str], ctx=None, db: str | N
 @click.command()
 @click.option("--scenario", default=None, help="A bundled scenario (see --list) or a scenario file, by any path.")
 @click.option("--list", "list_scenarios", is_flag=True, help="List the bundled scenarios.")
-@click.option("--out", type=click.Path(dir_okay=False),
+@click.option("--out", type=AFile(),
               help="Where to write the fresh log (default: --db or $SELFHEAL_DB when given, else a new temp folder).")
 @json_option
 @click.pass_obj

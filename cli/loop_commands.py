@@ -14,7 +14,7 @@ import selfheal
 from selfheal.cli import exits
 from selfheal.cli.logging_setup import interrupted
 from selfheal.cli.describe import timeline_line
-from selfheal.cli.inputs import TIME_HELP, check_deployment_name, parse_time, unknown
+from selfheal.cli.inputs import AFile, TIME_HELP, check_deployment_name, parse_time, unknown
 from selfheal.cli.output import as_of as _as_of, emit_json, emit_rows, row_style, show_time, table_options, to_json
 from selfheal.edges.live import stop_on_signals
 from selfheal.eventstore.store import is_server
@@ -81,10 +81,10 @@ def log_argument(name: str) -> Path | bytes:
 @click.command()
 @click.argument("file", default="-")
 @click.option("--current", multiple=True, metavar="KEY=VALUE", help="The server's current value of a parameter.")
-@click.option("--vllm-config", "vllm_config", type=click.Path(dir_okay=False),
+@click.option("--vllm-config", "vllm_config", type=AFile(),
               help="The server's vLLM config YAML, the file vLLM serves from.")
 # the old spelling: `--config` means selfheal.toml everywhere else, so it is hidden and warned about
-@click.option("--config", "old_vllm_config", type=click.Path(dir_okay=False), hidden=True)
+@click.option("--config", "old_vllm_config", type=AFile(), hidden=True)
 @json_option
 @click.pass_obj
 def diagnose(ctx, file: str, current: tuple[str, ...], vllm_config: str | None, old_vllm_config: str | None,
@@ -347,7 +347,7 @@ def intents(ctx, status, as_of, as_json, as_table, as_csv) -> None:
 @click.argument("run_id")
 @as_of_option
 @json_option
-@click.option("--svg", "svg_file", type=click.Path(dir_okay=False, writable=True), default=None, metavar="FILE",
+@click.option("--svg", "svg_file", type=AFile(writable=True), default=None, metavar="FILE",
               help="Also draw the run as a timeline into FILE (SVG; `-`: standard output, instead of the chain).")
 @click.pass_obj
 def show(ctx, run_id, as_of, as_json, svg_file) -> None:

@@ -3,6 +3,7 @@ of the same name; errors are one line on stderr and a non-zero exit, never a tra
 (set SELFHEAL_DEBUG=1 to see one)."""
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -78,10 +79,10 @@ def _terminate(signum, frame) -> None:
 
 
 @click.group(cls=SelfhealGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=exits.TABLE)
-@click.option("--db", "db_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--db", "db_path", type=click.Path(), metavar="FILE", default=None,
               help="The event log. Default: $SELFHEAL_DB, else $XDG_STATE_HOME/selfheal/selfheal.db "
                    "(~/.local/state/selfheal/selfheal.db).")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--config", "config_path", type=click.Path(), metavar="FILE", default=None,
               help="selfheal.toml. Default: $SELFHEAL_CONFIG, else ./selfheal.toml if present, else built-in defaults.")
 @click.option("--synchronous", type=click.Choice(["FULL", "NORMAL", "EXTRA", "OFF"], case_sensitive=False),
               default="FULL", show_default=True, help="SQLite durability of each append.")
@@ -95,6 +96,9 @@ def cli(ctx: click.Context, db_path: str | None, config_path: str | None, synchr
     """selfheal: heals vLLM serving configurations, with every decision in an append-only log."""
     if config_path and not os.path.exists(config_path):  # named, so never ignored by a command that reads none
         raise ConfigError(f"{config_path}: no such config file")
+    for given in (db_path, config_path):  # a folder is a file that cannot be used: exit 1, as in every command
+        if given and os.path.isdir(given):
+            raise IsADirectoryError(errno.EISDIR, "Is a directory", given)
     ctx.obj = Context(db_path=db_path, config_path=config_path, synchronous=synchronous.upper(), node=node)
 
 

@@ -7,12 +7,13 @@ from pathlib import Path
 import click
 
 import selfheal
+from selfheal.cli.inputs import AFile
 from selfheal.cli.output import emit_json
 from selfheal.eventstore.store import is_server
 
 
 @click.command()
-@click.option("--from", "source", required=True, type=click.Path(dir_okay=False),
+@click.option("--from", "source", required=True, type=AFile(),
               help="The SQLite log to copy.")
 @click.option("--to", "target", required=True, help="The PostgreSQL log: postgresql://USER@HOST:PORT/DATABASE.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")

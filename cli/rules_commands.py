@@ -11,7 +11,7 @@ import msgspec
 
 import selfheal
 from selfheal.cli import exits
-from selfheal.cli.inputs import TIME_HELP, optional_time, resolve_incident, resolve_ruleset
+from selfheal.cli.inputs import AFile, TIME_HELP, optional_time, resolve_incident, resolve_ruleset
 from selfheal.cli.loop_commands import as_of_option, json_option, log_argument
 from selfheal.cli.output import as_of as _as_of, emit_json, to_json
 from selfheal.eventstore.store import is_server
@@ -48,7 +48,7 @@ def rules_list(ctx, as_of, as_json) -> None:
 
 
 @rules.command("test")
-@click.argument("rules_file", type=click.Path(dir_okay=False))
+@click.argument("rules_file", type=AFile())
 @click.argument("log_file")
 @json_option
 def rules_test(rules_file, log_file, as_json) -> None:
@@ -63,7 +63,7 @@ def rules_test(rules_file, log_file, as_json) -> None:
 
 
 @rules.command("propose")
-@click.argument("rules_file", type=click.Path(dir_okay=False))
+@click.argument("rules_file", type=AFile())
 @json_option
 @click.pass_obj
 def rules_propose(ctx, rules_file, as_json) -> None:
@@ -136,7 +136,7 @@ def verdict(ctx, incident_id, kind, by, note) -> None:
 @click.option("--rules", "candidate", help="Replay through this proposed rule set instead of the active rules.")
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="What if: e.g. rate_limit.runs=5.")
 @click.option("--mode", type=click.Choice(["dev", "prod", "disabled"]), help="What if: the loop in this mode.")
-@click.option("--bundle", type=click.Path(dir_okay=False), help="Replay an exported bundle instead.")
+@click.option("--bundle", type=AFile(), help="Replay an exported bundle instead.")
 @json_option
 @click.pass_obj
 def replay(ctx, since, until, candidate, assignments, mode, bundle, as_json) -> None:
@@ -186,7 +186,7 @@ def _in_words(key: str, value) -> str:
 
 @click.command()
 @click.argument("incident_id")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the bundle here (default: stdout).")
+@click.option("-o", "--output", type=AFile(), help="Write the bundle here (default: stdout).")
 @click.pass_obj
 def export(ctx, incident_id, output) -> None:
     """Write an incident and its whole chain as a portable bundle (JSON Lines)."""

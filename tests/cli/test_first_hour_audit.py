@@ -311,3 +311,14 @@ def test_following_a_file_that_is_not_there_yet_says_so(tmp_path):
     first, code = first_words_of_a_watch(tmp_path, ["--follow", "later.log"], signal.SIGTERM)
     assert first == "selfheal: later.log does not exist yet: following it from when it appears\n"
     assert code == 130
+
+
+@pytest.mark.parametrize("args", [["--db", "adir", "events"], ["--config", "adir", "events"],
+                                  ["rules", "test", "adir", "x.log"], ["replay", "--bundle", "adir"],
+                                  ["demo", "--out", "adir"], ["export", "abc", "-o", "adir"],
+                                  ["diagnose", "-", "--vllm-config", "adir"]])
+def test_a_folder_where_a_file_is_expected_is_exit_1_in_every_command(tmp_path, args):
+    # click's Path(dir_okay=False) made it a usage error (2) while a folder given as a log was 1
+    (tmp_path / "adir").mkdir()
+    proc = sh(tmp_path, *args, input="")
+    assert (proc.returncode, proc.stderr) == (1, "selfheal: error: adir: Is a directory\n")
