@@ -163,13 +163,19 @@ def _out_of_json(text: str) -> str:
     return "\n".join(out)
 
 
+def _starts_a_record(piece: str) -> bool:
+    """A piece that starts like a log record, or holds vLLM's record start behind a collector's
+    prefix (a timestamp and a bar, a container's name)."""
+    return _RECORD_START.match(piece) is not None or _ANCHOR.search(piece, 0, 200) is not None
+
+
 def _split_escaped(line: str) -> str:
     if line.count("\\n") < ESCAPED_AT_LEAST:
         return line
     pieces = [p.replace('\\"', '"').replace("\\t", "    ").replace("\\'", "'") for p in _ESCAPED.split(line)]
     own = _ANCHOR.match(line) is not None or _ANCHOR.match(line, line.find(")") + 1 if line.startswith("(") else 0)
     # the first piece is where the string began: after a JSON key or a quote, anywhere on the line
-    starts = sum(1 for p in pieces[1:] if _RECORD_START.match(p))
+    starts = sum(1 for p in pieces[1:] if _starts_a_record(p))
     if own and starts < 2 or not own and starts + (_RECORD_START.search(pieces[0]) is not None) < 1:
         return line
     return "\n".join(pieces)

@@ -191,6 +191,15 @@ CASES = [
      "up\uff1afree memory on device cuda:0 (46.95/79.18 GiB) on startup is less than desired GPU memory utilization "
      "(0.6, ", "vllm.startup_free_memory", "startup_free_memory_below_utilization", "stated",
      {"free_gib": 46.95, "total_gib": 79.18, "requested_utilization": 0.6}, ("gpu_memory_utilization", "decrease")),
+    # V0's length check cut after its first clause (an issue title)
+    ("V0 length check, first clause only", "ValueError: The model's max seq len (32768)\nI have 3 x 3090 GPU",
+     "vllm.kv_cache_max_model_len_v0_cut", "max_model_len_exceeds_kv_cache", "stated", {"max_model_len": 32768},
+     ("max_model_len", "decrease")),
+    # V1's KV check retold without "the model's" and "the", over indented lines
+    ("V1 KV check retold", "ERROR: To serve at least one request with max seq len (32768),\n       4.50 GiB KV cache "
+     "is needed, which is larger than\n       available KV cache memory (3.66 GiB).", "vllm.kv_cache_max_model_len",
+     "max_model_len_exceeds_kv_cache", "stated", {"max_model_len": 32768, "needed_kv_gib": 4.5, "available_kv_gib": 3.66},
+     ("max_model_len", "decrease")),
     # the startup check retold with its numbers in vLLM's layout and other words between them
     ("startup check retold", "> vLLM refused to start: `Free memory on cuda:0 (38.74/121.63 GiB) < desired utilization "
      "(0.35, 42.57 GiB)`", "vllm.startup_free_memory_retold", "startup_free_memory_below_utilization", "inferred",
