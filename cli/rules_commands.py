@@ -126,7 +126,13 @@ def rules_promote(ctx, candidate, by) -> None:
 def verdict(ctx, incident_id, kind, by, note) -> None:
     """Record a person's judgement of an incident (the labelled corpus for rules)."""
     incident_id = resolve_incident(incident_id, ctx.db)  # none, or several: a usage error
-    recorded = selfheal.verdict(incident_id, kind=kind, by=by, note=note, **ctx.db)
+    try:
+        recorded = selfheal.verdict(incident_id, kind=kind, by=by, note=note, **ctx.db)
+    except ValueError as exc:  # a kind no rule can name, or no one named: usage (exit 2), as the table says
+        for option in ("--kind", "--by"):
+            if str(exc).startswith(option):
+                raise click.BadParameter(str(exc).removeprefix(option).lstrip(": "), param_hint=option) from None
+        raise
     click.echo(f"incident {recorded.incident_id}: {recorded.kind} (by {by})")
 
 

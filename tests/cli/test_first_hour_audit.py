@@ -67,6 +67,14 @@ def test_ids_that_name_nothing_are_usage_errors_in_every_command(tmp_path, demo_
     assert "no promotion 'zz' in the log" in proc.stderr or "no incident 'zz' in the log" in proc.stderr, proc.stderr
 
 
+@pytest.mark.parametrize("args, said", [(["--kind", "bogus", "--by", "ana"], "Invalid value for --kind: 'bogus': allowed: none, "),
+                                        (["--kind", "none", "--by", " "], "Invalid value for --by: say who judges")])
+def test_a_verdict_with_a_bad_kind_or_no_judge_is_a_usage_error(tmp_path, demo_log, args, said):
+    incident = sh(tmp_path, "--db", demo_log[0], "history", "--json").stdout.split('"correlation_id":"')[1][:8]
+    proc = sh(tmp_path, "--db", demo_log[0], "verdict", incident, *args)
+    assert proc.returncode == 2 and said in proc.stderr, proc.stderr  # both used to exit 1
+
+
 def test_a_settled_promotion_is_refused_in_words(tmp_path, demo_log):
     promotion = sh(tmp_path, "--db", demo_log[0], "promotions", "--all").stdout.split()[0]
     proc = sh(tmp_path, "--db", demo_log[0], "reject", promotion, "--by", "ana")
