@@ -122,7 +122,9 @@ class InMemoryRecorder(Recorder):
         return dict(sorted(self._checkpoints.items()))
 
     def position_at(self, moment: str) -> int:
-        return bisect.bisect_right([r.recorded_at for r in self._rows], moment)
+        recorded = bisect.bisect_right([r.recorded_at for r in self._rows], moment)
+        occurred = max((r.position for r in self._rows if r.occurred_at <= moment), default=0)
+        return max(recorded, occurred)
 
     def verify(self) -> VerifyReport:
         count, head, head_hash, broken = verify_rows(msgspec.structs.astuple(r) for r in self._rows)

@@ -325,8 +325,9 @@ class PostgresRecorder(Recorder):
         return dict(self._conn.execute("SELECT handler, position FROM handler_checkpoints ORDER BY handler").fetchall())
 
     def position_at(self, moment: str) -> int:
-        return self._conn.execute("SELECT COALESCE(MAX(position), 0) FROM events WHERE recorded_at <= %s",
-                                  (moment,)).fetchone()[0]
+        return self._conn.execute(
+            "SELECT COALESCE(GREATEST((SELECT MAX(position) FROM events WHERE recorded_at <= %s), "
+            "(SELECT MAX(position) FROM events WHERE occurred_at <= %s)), 0)", (moment, moment)).fetchone()[0]
 
     def hash_at(self, position: int) -> str | None:
         row = self._conn.execute("SELECT hash FROM events WHERE position = %s", (position,)).fetchone()

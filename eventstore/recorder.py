@@ -240,7 +240,10 @@ class Recorder(abc.ABC):
 
     @abc.abstractmethod
     def position_at(self, moment: str) -> int:
-        """The last position recorded at or before `moment` (ISO UTC); 0 if none."""
+        """The last position recorded, or whose event occurred, at or before `moment` (ISO UTC);
+        0 if none. An event occurs before it is recorded (a reactor's decision carries its cause's
+        time, an activity's result the time the effect ended), and what people read and copy is
+        the time it occurred: `--as-of` that time stands right after the event it shows."""
 
     @abc.abstractmethod
     def verify(self) -> VerifyReport:

@@ -686,8 +686,11 @@ class SQLiteRecorder(Recorder):
 
     def position_at(self, moment: str) -> int:
         # recorded_at is written in position order by the single writer, so the last row
-        # recorded at or before `moment` bounds what the system had seen at that time
-        row = self._conn.execute("SELECT MAX(position) FROM events WHERE recorded_at <= ?", (moment,)).fetchone()
+        # recorded at or before `moment` bounds what the system had seen at that time; a row
+        # that occurred by then stands there too (recorder.Recorder.position_at says why)
+        row = self._conn.execute(
+            "SELECT MAX(p) FROM (SELECT MAX(position) AS p FROM events WHERE recorded_at <= ? "
+            "UNION ALL SELECT MAX(position) FROM events WHERE occurred_at <= ?)", (moment, moment)).fetchone()
         return row[0] or 0
 
     def verify(self) -> VerifyReport:

@@ -74,10 +74,14 @@ def test_follow_derives_envelope_from_its_cause(store):
 
 def test_as_of_time_and_position(store):
     for i in range(3):
-        store.append("a", [archived(i)])
+        store.append("a", [archived(i, when=T0 + timedelta(minutes=i))])
     assert store.as_of(2) == 2 and store.as_of(99) == 3
-    (_, second, _) = list(store.read())
-    assert store.as_of(second.recorded_at) == 2
+    (first, second, third) = list(store.read())
+    # a time means the log up to the last event recorded, or that occurred, by then: the time a
+    # line shows is when its event occurred, and --as-of that time stands right after it
+    assert store.as_of(second.occurred_at) == 2
+    assert store.as_of(T0 - timedelta(minutes=1)) == 0
+    assert store.as_of(second.recorded_at) == 3  # all three occurred (T0 + 0..2 min) before it was recorded
 
 
 def test_every_event_type_is_frozen_and_versioned():
