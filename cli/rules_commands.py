@@ -180,8 +180,8 @@ def _in_words(key: str, value) -> str:
         return "no finding" if value["kind"] is None else f"{value['kind']} ({value['rule']} v{value['rule_version']})"
     if key == "intent":
         return f"tune {value['seed_fix']}" if value["action"] == "tune" else value["action"]
-    if key == "gate":
-        return value["decision"] + (f": {value['reason']}" if "reason" in value else "")
+    if key == "gate":  # a refusal's reason: the rules that refused it
+        return value["decision"] + (f": {', '.join(value['reason'])}" if "reason" in value else "")
     if key == "outcome":
         if value["outcome"] == "promoted":
             # in the configuration's field order, as the log spells it (to_json sorts the keys)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from selfheal.eventstore.recorder import utc_iso
 from selfheal.eventstore.store import Recorded, derived_id
 from selfheal.handlers.models.directed import deployment_kv_size, inside_bounds, powerless
 from selfheal.handlers.models.calibration import StartFacts
@@ -129,7 +130,7 @@ class RaiseIntent(Reactor):
         latest, clock = view["intents"].latest_for(obs.deployment, fp), ""
         if latest is not None and future_dated(latest, event.occurred):  # a clock that jumped: say why not folded
             clock = (f"the intent {latest.intent_id[:8]} raised for this failure is dated "
-                     f"{latest.raised_at.isoformat()}, after this observation: expired, not a repeat")
+                     f"{utc_iso(latest.raised_at)}, after this observation: expired, not a repeat")
         if edges is None:
             action, reason = "alert", f"deployment {obs.deployment!r} is not configured"
         elif finding.confidence == "truncated":

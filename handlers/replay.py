@@ -144,7 +144,8 @@ def decisions(events: list[Recorded]) -> dict:
         elif t == "RunStarted":
             out["gate"] = {"decision": "started"}
         elif t == "RunRefused":
-            out["gate"] = {"decision": "refused", "reason": e.reason}
+            # the rules that refused it ("cooldown", "rate limit", ...), not their wording or times
+            out["gate"] = {"decision": "refused", "reason": [part.split(":")[0] for part in e.reason.split("; ")]}
         elif t == "CandidateProposed":
             out["candidates"].append(dict(sorted(e.changes.items())))
         elif t == "PromotionProposed":

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 
 import msgspec
 
+from selfheal.eventstore.recorder import utc_iso
 from selfheal.eventstore.store import Recorded
 from selfheal.projections.base import Projection
 from selfheal.schemas.config import RateLimitSettings
@@ -156,7 +157,7 @@ def decide(budget: DeploymentBudget, limits: RateLimitSettings, now: datetime) -
     if not reasons:
         return GateDecision(True, "within budget", None, in_window)
     if later is not None:
-        reasons.append(f"clock: a time recorded at {later.isoformat()}, later than this decision, counts as at it")
+        reasons.append(f"clock: a time recorded at {utc_iso(later)}, later than this decision, counts as at it")
     return GateDecision(False, "; ".join(reasons), next_allowed(budget, limits), in_window)
 
 
@@ -165,13 +166,14 @@ def _blocking(budget: DeploymentBudget, limits: RateLimitSettings, now: datetime
     out = []
     starts = budget.run_starts
     if starts and now < starts[-1] + timedelta(hours=limits.cooldown_hours):
-        out.append(f"cooldown: {limits.cooldown_hours:g} h after the run at {starts[-1].isoformat()}")
+        out.append(f"cooldown: {limits.cooldown_hours:g} h after the run at {utc_iso(starts[-1])}")
     window_start = now - timedelta(hours=limits.window_hours)
     in_window = [t for t in starts if t > window_start]
     if len(in_window) >= limits.runs:
-        out.append(f"rate limit: {len(in_window)} runs in the last {limits.window_hours:g} h (limit {limits.runs})")
+        out.append(f"rate limit: {len(in_window)} run{'s' * (len(in_window) != 1)} in the last {limits.window_hours:g} h "
+                   f"(limit {limits.runs})")
     wait = backoff(budget, limits)
     if wait is not None and budget.last_failure_at is not None and now < budget.last_failure_at + wait:
-        out.append(f"backoff: {budget.consecutive_failures} failed runs in a row, "
+        out.append(f"backoff: {budget.consecutive_failures} failed run{'s' * (budget.consecutive_failures != 1)} in a row, "
                    f"waiting {wait.total_seconds() / 3600:g} h after the last")
     return out

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+from selfheal.edges.sim import load_scenario, simulate
 
 SELFHEAL = str(Path(sys.executable).with_name("selfheal"))
 
@@ -38,3 +41,17 @@ def test_a_time_copied_from_a_line_reads_the_log_right_after_its_event(tmp_path)
     assert run[:8] in sh(tmp_path, "--db", db, "history", "--as-of", shown)
     # and a moment before anything occurred, nothing is
     assert sh(tmp_path, "--db", db, "events", "--as-of", "2000-01-01T00:00:00Z").strip() == ""
+
+
+def test_a_refused_runs_timeline_spells_every_time_one_way(tmp_path):
+    """A refusal's reason names the run it waits for by its time: in the log's one spelling."""
+    (tmp_path / "selfheal.toml").write_text('[deployments.chat]\nscenario = "workstation-12gb-speech"\n')
+    log = tmp_path / "vllm.log"
+    log.write_text(simulate(load_scenario("workstation-12gb-speech")).log_text)
+    db = tmp_path / "s.db"
+    sh(tmp_path, "--db", db, "heal", log)
+    again = sh(tmp_path, "--db", db, "heal", "--force", log)  # inside the 6 h cooldown
+    refused = next(line for line in again.splitlines() if "RunRefused" in line)
+    assert "cooldown: 6 h after the run at " in refused and "+00:00" not in again, again
+    times = re.findall(r"\d{4}-\d\d-\d\dT[\d:.+]+Z?", again)
+    assert times and all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", t) for t in times), times

@@ -24,7 +24,7 @@ def test_a_run_dated_in_the_future_of_the_decision_counts_as_now():
     assert then.types == ["RunRequested", "RunRefused", "IntentArchived"]
     refused = then.one("RunRefused")
     assert refused.next_allowed_at == T0 + timedelta(hours=LIMITS.cooldown_hours), refused.next_allowed_at
-    assert "cooldown" in refused.reason and "recorded at 2031-03-01T12:00:00+00:00" in refused.reason, refused.reason
+    assert "cooldown" in refused.reason and "recorded at 2031-03-01T12:00:00.000000Z" in refused.reason, refused.reason
     then.caused(T0)
 
 
@@ -70,7 +70,7 @@ def test_an_intent_dated_in_the_future_of_the_observation_is_expired_not_fresh()
     for window in (0, 60):
         then = _raised_then(FUTURE, window)
         assert then.types[0] == "IntentRaised", (window, then.types)
-        assert "dated 2031-03-01T12:00:00+00:00" in then.events[0].reason, then.events[0].reason
+        assert "dated 2031-03-01T12:00:00.000000Z" in then.events[0].reason, then.events[0].reason
 
 
 def test_dedupe_inside_the_window_is_unchanged():

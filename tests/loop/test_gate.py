@@ -43,7 +43,7 @@ def test_cooldown_refuses_until_six_hours_after_the_last_run(harness):
     with freeze_time(at(2)):
         h.incident()
     (refused,) = [r.event for r in h.events("RunRefused")]
-    assert refused.reason.startswith("cooldown: 6 h after the run at 2026-11-24T00:00:00+00:00")
+    assert refused.reason.startswith("cooldown: 6 h after the run at 2026-11-24T00:00:00.000000Z")
     assert refused.next_allowed_at == at(6)
     with freeze_time(at(6)):
         h.incident()
