@@ -16,6 +16,7 @@ from selfheal.cli.loop_commands import json_option, logs_command, with_content
 from selfheal.cli.output import emit_json
 from selfheal.edges.demo import default_demo_path, demo_name
 from selfheal.edges.live import stop_on_signals
+from selfheal.edges.sim import load_scenario
 
 
 @click.command("run")
@@ -138,6 +139,7 @@ def _check_scenario(scenario: str) -> None:
     if "/" in scenario or scenario.endswith(".toml"):
         if not Path(scenario).is_file():
             raise click.BadParameter(f"{scenario}: no such scenario file", param_hint="--scenario")
+        load_scenario(scenario)  # a file that does not load is its one error line, before the header
         return
     raise click.BadParameter(f"no bundled scenario {scenario!r}; bundled: {', '.join(selfheal.scenarios())} "
                              "(or give a scenario file by its path)", param_hint="--scenario")

@@ -40,6 +40,7 @@ import math
 import re
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections import deque
 from collections.abc import Iterator
@@ -272,6 +273,19 @@ class PollStats:
         self.last_error = ""
 
 
+
+def scrape_error(exc: BaseException, timeout_s: float) -> str:
+    """Why a scrape failed, in words rather than Python's exception names ("connection refused",
+    "HTTP 503 Service Unavailable", "no answer within 5 s")."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code} {exc.reason}"
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(reason, TimeoutError) or "timed out" in str(reason):
+        return f"no answer within {timeout_s:g} s"
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror[:1].lower() + reason.strerror[1:]
+    return str(reason)
+
 def poll(url: str, *, interval_s: float, stop: threading.Event, timeout_s: float = 5.0,
          stats: PollStats | None = None, max_bytes: int = 64 << 20) -> Iterator[tuple[float, str]]:
     """Scrape `url` every `interval_s` until `stop` is set; yield (time.monotonic(), body).
@@ -292,7 +306,7 @@ def poll(url: str, *, interval_s: float, stop: threading.Event, timeout_s: float
                 raise ValueError(f"body larger than {max_bytes} bytes")
         except (OSError, ValueError, http.client.HTTPException) as exc:  # URLError/HTTPError are OSErrors
             stats.failures += 1
-            stats.last_error = f"{type(exc).__name__}: {exc}"
+            stats.last_error = scrape_error(exc, timeout_s)
             log.warning("scrape of %s failed (%d so far): %s", url, stats.failures, stats.last_error)
         else:
             stats.scrapes += 1

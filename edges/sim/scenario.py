@@ -113,9 +113,8 @@ _AT = re.compile(r"^(?P<problem>.*?) - at `\$(?P<path>[^`]*)`$", re.S)
 def _split_msgspec_error(message: str) -> tuple[str | None, str]:
     """msgspec says "Expected `int`, got `str` - at `$.model.layers`"; make that (key, problem)."""
     m = _AT.match(message)
-    if not m:
-        return None, message
-    problem, path = m["problem"], m["path"]
+    # at the top level msgspec names no path: "Object missing required field `name`"
+    problem, path = (m["problem"], m["path"]) if m else (message, "")
     key = path.lstrip(".")
     # missing / unknown fields name the field in the problem and its parent in the path
     field = re.search(r"(?:missing required field|unknown field) `([^`]+)`", problem)

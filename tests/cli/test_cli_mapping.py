@@ -41,6 +41,7 @@ PRESENTATION = {
     ("selfheal.projections.queries", "DeploymentState"),  # state lists configured deployments with no runs
     ("selfheal.edges.demo", "default_demo_path"),       # demo's temp folder, made before the live timeline
     ("selfheal.edges.demo", "demo_name"),               # a scenario file's name, for the folder and header
+    ("selfheal.edges.sim", "load_scenario"),            # a scenario file that does not load: one line before the header
     ("selfheal.edges.operator_service", "serving"),     # --metrics-port and systemd notify around a watch
 }
 

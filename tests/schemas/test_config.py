@@ -48,5 +48,8 @@ def test_missing_and_unreadable_files(tmp_path):
         load_settings(tmp_path / "nope.toml")
     bad = tmp_path / "bad.toml"
     bad.write_bytes(b"\xff\xfe mode")
-    with pytest.raises(ConfigError, match="bad.toml: cannot read"):
+    with pytest.raises(ConfigError, match=r"bad.toml: not UTF-8 text \(byte 0xff at offset 0\)"):
         load_settings(bad)
+    with pytest.raises(ConfigError, match="a-folder: cannot read: Is a directory"):
+        (tmp_path / "a-folder").mkdir()
+        load_settings(tmp_path / "a-folder")

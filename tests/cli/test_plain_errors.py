@@ -1,0 +1,53 @@
+"""Issue 16: an error names what and where in words, not in Python's (found by the newcomer audit
+after the first round): a config file that is not UTF-8, a scenario file missing a top-level key,
+a metrics endpoint that refuses the connection. The installed `selfheal`, as a person runs it."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+from pathlib import Path
+
+from selfheal.edges.metrics_watch import scrape_error
+
+SELFHEAL = str(Path(sys.executable).with_name("selfheal"))
+LEAKS = ("codec", "Error:", "Object missing", "Errno", "Traceback", "<urlopen")
+
+
+def sh(cwd, *args):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SELFHEAL_")}
+    return subprocess.run([SELFHEAL, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_a_config_file_that_is_not_utf8_is_named_with_the_byte(tmp_path):
+    (tmp_path / "bad.toml").write_bytes(b"\xff\xfe [deployments]")
+    out = sh(tmp_path, "--db", tmp_path / "l.db", "--config", "bad.toml", "state")
+    assert out.returncode == 1
+    assert out.stderr.strip() == ("selfheal: error: bad.toml: not UTF-8 text (byte 0xff at offset 0); "
+                                  "selfheal.toml is TOML, which is UTF-8"), out.stderr
+
+
+def test_a_scenario_file_missing_a_top_level_key_is_one_line_before_anything_is_printed(tmp_path):
+    (tmp_path / "mine.toml").write_text("")
+    out = sh(tmp_path, "demo", "--scenario", "./mine.toml")
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr.strip() == "selfheal: error: scenario file mine.toml: key 'name': missing required key"
+
+
+def test_a_refused_scrape_says_so_in_words(tmp_path):
+    refused = urllib.error.URLError(ConnectionRefusedError(111, "Connection refused"))
+    assert scrape_error(refused, 5) == "connection refused"
+    assert scrape_error(urllib.error.URLError(TimeoutError("timed out")), 5) == "no answer within 5 s"
+    (tmp_path / "selfheal.toml").write_text('[deployments.chat]\nscenario = "workstation-12gb-speech"\n')
+    proc = subprocess.Popen([SELFHEAL, "--db", tmp_path / "l.db", "observe", "--deployment", "chat", "--metrics",
+                             "http://127.0.0.1:9/metrics"], cwd=tmp_path, stderr=subprocess.PIPE, text=True,
+                            env={k: v for k, v in os.environ.items() if not k.startswith("SELFHEAL_")})
+    try:
+        first = proc.stderr.readline()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    assert first.rstrip().endswith("scrape of http://127.0.0.1:9/metrics failed (1 so far): connection refused"), first
+    assert not any(leak in first for leak in LEAKS), first
