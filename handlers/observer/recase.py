@@ -13,6 +13,7 @@ messages: the phrases come from whichever rule set is reading.
 """
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Iterable
 
@@ -90,3 +91,61 @@ def recased(text: str, found: tuple[tuple[re.Pattern, str], ...]) -> str:
         if canonical.lower().split()[0] in lowered:
             text = regex.sub(lambda m, f=_letters_from(canonical): f(m) if m.group() != canonical else m.group(), text)
     return text
+
+
+# -- respelling --------------------------------------------------------------------------------
+#: a text this long or shorter may be respelled: a retyped or OCR'd paste, not a log
+RESPELL_AT_MOST = 16 << 10
+#: how alike a stretch of a line must be to a phrase to be taken for it (difflib's ratio)
+RESPELL_RATIO = 0.9
+#: and at most one letter in this many of the phrase may differ (a slip, not another sentence)
+RESPELL_CHARS = 25
+_WORD = re.compile(r"[A-Za-z]{4,}")
+_DIGITS = re.compile(r"\D")
+
+
+def respelled(text: str, found: tuple[tuple[re.Pattern, str], ...]) -> str:
+    """`text` with each stretch of a line that reads as one of the phrases of `found` with a
+    letter or two wrong ("max sew len", "capacty" typed again, an OCR's "1s free") replaced by
+    the phrase: a paste retyped from a screenshot says vLLM's words with the slips of a hand or
+    an OCR. Only the phrases' own letters change; their numbers are never part of a phrase."""
+    if len(text) > RESPELL_AT_MOST:
+        return text
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        if len(line) > 4000 or not line.strip():
+            continue
+        lower = line.lower()
+        # what already reads as a phrase is never respelled into another ("GPU" is one letter
+        # from "CPU")
+        held = [m.span() for regex, _ in found for m in regex.finditer(line)]
+        for _, canonical in found:
+            words = _WORD.findall(canonical.lower())
+            if not words or canonical in line or sum(w in lower for w in words) * 2 < len(words):
+                continue
+            span = _alike_span(lower, canonical.lower())
+            if span is not None and not any(a < span[1] and span[0] < b for a, b in held):
+                a, b = span
+                line = line[:a] + canonical + line[b:]
+                lower = line.lower()
+                held = [m.span() for regex, _ in found for m in regex.finditer(line)]
+        lines[i] = line
+    return "\n".join(lines)
+
+
+def _alike_span(line: str, phrase: str) -> tuple[int, int] | None:
+    """Where in `line` a stretch reads as `phrase` (difflib's ratio at least RESPELL_RATIO, and
+    about its length), or None."""
+    blocks = [b for b in difflib.SequenceMatcher(None, line, phrase, autojunk=False).get_matching_blocks() if b.size]
+    if not blocks:
+        return None
+    a, b = blocks[0].a - blocks[0].b, blocks[-1].a + blocks[-1].size + (len(phrase) - blocks[-1].b - blocks[-1].size)
+    a, b = max(0, a), min(len(line), b)
+    if abs((b - a) - len(phrase)) > len(phrase) // 8:
+        return None
+    matcher = difflib.SequenceMatcher(None, line[a:b], phrase, autojunk=False)
+    # a slip is a letter or two: at most one per RESPELL_CHARS of the phrase differs
+    slips = max(b - a, len(phrase)) - sum(block.size for block in matcher.get_matching_blocks())
+    alike = matcher.ratio() >= RESPELL_RATIO and slips <= 1 + len(phrase) // RESPELL_CHARS \
+        and _DIGITS.sub("", line[a:b]) == _DIGITS.sub("", phrase)  # a number is never respelled
+    return (a, b) if alike and line[a:b] != phrase else None

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from selfheal.handlers.observer.engine import Diagnosis, Interpretation, Matcher, compile_rules, read
 from selfheal.handlers.observer.logfile import FileBytes, open_log
 from selfheal.handlers.observer.prefilter import prefilter_for
-from selfheal.handlers.observer.recase import RECASE_AT_MOST, phrases, recased
+from selfheal.handlers.observer.recase import RECASE_AT_MOST, phrases, recased, respelled
 from selfheal.handlers.observer.spec import RuleSpec
 from selfheal.schemas.actuators import ActuatorBounds
 from selfheal.schemas.serving import ServingConfig
@@ -75,11 +75,12 @@ class RuleSet:
         d = read(text, self.matchers, lambda: Interpretation(current, bounds, safety_buffer, self.matchers)).diagnosis()
         if d.findings or len(text) > RECASE_AT_MOST:
             return d
-        # a short paste that names no failure may say vLLM's words in another case (recase.py)
+        # a short paste that names no failure may say vLLM's words in another case, or with a
+        # letter or two wrong where a hand or an OCR retyped them (recase.py)
         given = text if isinstance(text, str) else bytes(text[:]).decode("utf-8", "replace")
         if self._phrases is None:
             self._phrases = phrases(p for rule in self.rules for p in rule.patterns)
-        again = recased(given, self._phrases)
+        again = respelled(recased(given, self._phrases), self._phrases)
         if again == given:
             return d
         recased_d = read(again, self.matchers, lambda: Interpretation(current, bounds, safety_buffer, self.matchers)).diagnosis()
