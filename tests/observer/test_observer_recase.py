@@ -100,5 +100,5 @@ def test_respelling_never_touches_a_number_or_a_whole_sentence():
     assert diagnose("ValueError: GPU memory utilization must be less than 0. Got -0.35.").findings == []
     # a phrase with a dozen letters more is another sentence, not a slip
     text = "bfloat16 works only on GPUs with compute capability of at least 8.0 here"
-    assert respelled(text, (( None, "NEVER IN A LOG bfloat16 works only on GPUs with compute capability of at least"),)) \
+    assert respelled(text, phrases(["NEVER IN A LOG bfloat16 works only on GPUs with compute capability of at least"])) \
         == text
