@@ -5,7 +5,7 @@ from __future__ import annotations
 OK = 0            # done: healed, healthy, or the query answered
 ERROR = 1         # the log, the config, a file or an id could not be used; verify found a break
 USAGE = 2         # a malformed option or argument, or one that names nothing that exists
-NOT_HEALED = 3    # heal or demo ended without a promotion: escalated, alerted, refused, no run
+NOT_HEALED = 3    # heal or demo ended without a promotion: escalated, alerted, refused
 FAILURE_FOUND = 4  # diagnose (or rules test) found a configuration failure in the excerpt
 INTERRUPTED = 130  # SIGINT or SIGTERM, in every command (a watch finishes its step first, for 10 s at most)
 CLOSED_PIPE = 141  # the reader of the output went away (`selfheal events | head -1`): no message
@@ -19,7 +19,7 @@ Exit codes (every command):
   2    usage: a malformed option or argument, or one naming nothing that
        exists (an unknown event type, deployment, scenario or id)
   3    not healed: heal or demo ended without a promotion (escalated,
-       alerted, refused, or nothing to heal)
+       alerted or refused); a healthy log or scenario is 0
   4    failure found: diagnose or rules test found a configuration failure
   130  interrupted: SIGINT or SIGTERM alike
   141  closed pipe: the reader went away (| head); nothing is printed"""

@@ -97,7 +97,8 @@ def outcome_line(timeline: Timeline, incidents: list[str], ctx=None, db: str | N
 @click.pass_obj
 def demo(ctx, scenario: str | None, list_scenarios: bool, out: str | None, as_json: bool) -> None:
     """Run one whole incident on the simulator and print its timeline as it is recorded
-    (--json: the events as `events --json` prints them). Exit 0 when promoted, 3 otherwise."""
+    (--json: the events as `events --json` prints them). Exit 0 when promoted or the scenario's server
+    was healthy, 3 otherwise."""
     if list_scenarios:
         found = selfheal.scenarios()
         if as_json:
@@ -130,7 +131,8 @@ def demo(ctx, scenario: str | None, list_scenarios: bool, out: str | None, as_js
     if not as_json:
         timeline.outcomes[result.incident_id] = result.outcome
         click.echo(f"\n{outcome_line(timeline, [result.incident_id], db=str(path))}")
-    sys.exit(exits.OK if result.outcome == "promoted" else exits.NOT_HEALED)
+    # as heal: 0 when healed or when the scenario's server was healthy, 3 otherwise
+    sys.exit(outcome_code([result.outcome]))
 
 
 def _check_scenario(scenario: str) -> None:

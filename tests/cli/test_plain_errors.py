@@ -51,3 +51,9 @@ def test_a_refused_scrape_says_so_in_words(tmp_path):
         proc.wait(timeout=30)
     assert first.rstrip().endswith("scrape of http://127.0.0.1:9/metrics failed (1 so far): connection refused"), first
     assert not any(leak in first for leak in LEAKS), first
+
+
+def test_demo_of_a_healthy_scenario_exits_0_as_heal_of_a_healthy_log_does(tmp_path):
+    out = sh(tmp_path, "--db", tmp_path / "h.db", "demo", "--scenario", "a100-40-qwen32b-awq-healthy")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "outcome: no failure found" in out.stdout
