@@ -25,13 +25,26 @@ def _j(path: str, alias: str = "", table: str = "") -> str:
     return f"json_extract({column}, '$.{path}')" + (f" AS {alias}" if alias else "")
 
 
+def _pairs(path: str, table: str = "e") -> str:
+    """An object in the body (a config, a candidate's changes) as a person reads it, in its
+    order, the unset keys left out: `key=value`, or `key from->to` for a change (a [from, to]
+    pair), as `selfheal show` spells it; where the raw JSON was one long line."""
+    def atom(value: str) -> str:  # JSON's true/false, which SQLite's json functions give as 1/0
+        return (f"CASE json_type({value}) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' "
+                f"ELSE json_extract({value}) END")
+    before, after = atom("value, '$[0]'"), atom("value, '$[1]'")
+    single = "CASE type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' ELSE value END"
+    return (f"(SELECT group_concat(CASE type WHEN 'array' THEN key || ' ' || {before} || '->' || {after} "
+            f"ELSE key || '=' || {single} END, ' ') FROM json_each({table}.data, '$.{path}') WHERE type != 'null')")
+
+
 #: one line per event of a run, as `selfheal show` would say it (shortened)
 _DETAIL = f"""CASE e.type
     WHEN 'RunRequested' THEN 'requested in ' || {_j('mode', table='e')} || ' mode'
     WHEN 'RunRefused' THEN 'refused: ' || {_j('reason', table='e')}
-    WHEN 'RunStarted' THEN 'started from ' || {_j('current', table='e')}
+    WHEN 'RunStarted' THEN 'started from ' || {_pairs('current')}
     WHEN 'CandidateProposed' THEN {_j('origin', table='e')} || ' #' || {_j('rank', table='e')} || ': '
-        || {_j('changes', table='e')}
+        || {_pairs('changes')}
         || COALESCE(', predicted fitness ' || {_j('predicted', table='e')}, '')
     WHEN 'PreflightPassed' THEN 'pre-flight ok: needs ' || round({_j('required_bytes', table='e')} / 1073741824.0, 2)
         || ' GiB of ' || round({_j('free_bytes', table='e')} / 1073741824.0, 2) || ' GiB free'
@@ -52,7 +65,8 @@ _DETAIL = f"""CASE e.type
     WHEN 'PromotionProposed' THEN 'promotion ' || substr({_j('promotion_id', table='e')}, 1, 8) || ', fitness '
         || {_j('fitness', table='e')}
         || CASE {_j('requires_approval', table='e')} WHEN 1 THEN ', waits for approval' ELSE '' END
-    WHEN 'RunFinished' THEN {_j('outcome', table='e')} || ' after ' || {_j('canaries', table='e')} || ' canaries'
+    WHEN 'RunFinished' THEN {_j('outcome', table='e')} || ' after ' || {_j('canaries', table='e')}
+        || CASE {_j('canaries', table='e')} WHEN 1 THEN ' canary' ELSE ' canaries' END
     WHEN 'EscalationRaised' THEN 'escalated: ' || {_j('reason', table='e')}
     WHEN 'IncidentCaptured' THEN 'incident from ' || {_j('source.kind', table='e')}
     WHEN 'ObservationMade' THEN 'finding: ' || {_j('finding.kind', table='e')}

@@ -52,6 +52,12 @@ def test_run_timeline_is_the_runs_chain_in_order(demo_log):
     assert canary["detail"] == (f"failed at {seed['canary']['failure_stage']}: {seed['canary']['failure_kind']} "
                                 f"after {seed['canary']['duration_s']:g} s")
     assert all(r["run_id"] == run["run_id"] and r["deployment"] == run["deployment"] for r in timeline)
+    # a config and a candidate's changes read as `selfheal show` spells them, not as raw JSON
+    assert details["RunStarted"].startswith("started from gpu_memory_utilization=0.9 max_model_len=8192")
+    assert details["RunStarted"].endswith("enforce_eager=false") and "null" not in details["RunStarted"]
+    proposed = [r["detail"] for r in timeline if r["type"] == "CandidateProposed"]
+    assert proposed[0] == "seed #0: gpu_memory_utilization 0.9->0.6", proposed
+    assert not any(c in d for d in proposed + [details["RunStarted"]] for c in "{[\"")
 
 
 def test_candidates_are_the_runs_candidates_with_their_canaries(demo_log):
