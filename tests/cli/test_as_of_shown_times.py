@@ -4,20 +4,15 @@ line's event, in the installed CLI as a person uses it."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 from selfheal.edges.sim import load_scenario, simulate
+from tests.cli.installed import sh as run
 
-SELFHEAL = str(Path(sys.executable).with_name("selfheal"))
 
 
 def sh(cwd, *args):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SELFHEAL_")}
-    out = subprocess.run([SELFHEAL, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    out = run(cwd, *args)
     assert out.returncode in (0, 3), out.stderr
     return out.stdout
 

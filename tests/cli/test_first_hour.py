@@ -4,11 +4,9 @@ output, demo's log, the words, state, bad observe inputs, and live output."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -17,29 +15,15 @@ import pytest
 
 from selfheal.edges.sim import load_scenario, simulate
 from selfheal.eventstore import open_store
+from tests.cli.installed import SELFHEAL, sh
 from tests.conftest import T0, archived
 
-SELFHEAL = str(Path(sys.executable).with_name("selfheal"))
 ROOT = Path(__file__).resolve().parents[2]
 ISO_Z = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z"
 CHAT = '[deployments.chat]\nscenario = "workstation-12gb-speech"\n'
 EXCERPT = ("ERROR 11-24 06:55:12 [core.py:708] ValueError: Free memory on device cuda:0 (8.41/11.66 GiB) on "
            "startup is less than desired GPU memory utilization (0.9, 10.49 GiB). Decrease GPU memory utilization "
            "or reduce GPU memory used by other processes.\n")
-
-
-def sh(tmp_path, *args, env=None, input=None, timeout=120):
-    base = {k: v for k, v in os.environ.items() if not k.startswith("SELFHEAL_")}
-    return subprocess.run([SELFHEAL, *map(str, args)], cwd=tmp_path, env={**base, **(env or {})}, input=input,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def demo_log(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("demo")
-    proc = sh(folder, "--db", folder / "demo.db", "demo")
-    assert proc.returncode == 0, proc.stderr
-    return folder / "demo.db", proc.stdout
 
 
 # -- 2. exit codes ---------------------------------------------------------------------------

@@ -8,28 +8,22 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 
-SELFHEAL = str(Path(sys.executable).with_name("selfheal"))
+from tests.cli.installed import SELFHEAL, clean_env, sh
+
 ROOT = Path(__file__).resolve().parents[2]
 CHAT = '[deployments.chat]\nscenario = "workstation-12gb-speech"\n'
-
-
-def sh(cwd, *args, env=None, input=None, timeout=120):
-    base = {k: v for k, v in os.environ.items() if not k.startswith("SELFHEAL_")}
-    return subprocess.run([SELFHEAL, *map(str, args)], cwd=cwd, env={**base, **(env or {})}, input=input,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 def first_words_of_a_watch(cwd, args, stop, env=None):
     """The first line `observe ARGS` writes on standard error, and its exit code once `stop`
     ends it (sent after 15 s if no line came, so that a silent watch fails the test)."""
     proc = subprocess.Popen([SELFHEAL, "--db", cwd / "l.db", "observe", *args], cwd=cwd,
-                            env={**{k: v for k, v in os.environ.items() if not k.startswith("SELFHEAL_")}, **(env or {})},
+                            env=clean_env(env),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     late = threading.Timer(15, proc.send_signal, [stop])
     late.start()
@@ -40,14 +34,6 @@ def first_words_of_a_watch(cwd, args, stop, env=None):
         proc.send_signal(stop)
         proc.wait(timeout=30)
     return first, proc.returncode
-
-
-@pytest.fixture(scope="module")
-def demo_log(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("demo")
-    proc = sh(folder, "--db", folder / "demo.db", "demo")
-    assert proc.returncode == 0, proc.stderr
-    return folder / "demo.db", proc.stdout
 
 
 def test_a_demo_into_a_log_that_holds_events_prints_none_of_them(tmp_path, demo_log):

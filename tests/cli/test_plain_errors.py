@@ -3,22 +3,14 @@ after the first round): a config file that is not UTF-8, a scenario file missing
 a metrics endpoint that refuses the connection. The installed `selfheal`, as a person runs it."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import urllib.error
-from pathlib import Path
 
 from selfheal.edges.metrics_watch import scrape_error
+from tests.cli.installed import SELFHEAL, clean_env, sh
 
-SELFHEAL = str(Path(sys.executable).with_name("selfheal"))
 LEAKS = ("codec", "Error:", "Object missing", "Errno", "Traceback", "<urlopen")
-
-
-def sh(cwd, *args):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SELFHEAL_")}
-    return subprocess.run([SELFHEAL, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
 
 
 def test_a_config_file_that_is_not_utf8_is_named_with_the_byte(tmp_path):
@@ -43,7 +35,7 @@ def test_a_refused_scrape_says_so_in_words(tmp_path):
     (tmp_path / "selfheal.toml").write_text('[deployments.chat]\nscenario = "workstation-12gb-speech"\n')
     proc = subprocess.Popen([SELFHEAL, "--db", tmp_path / "l.db", "observe", "--deployment", "chat", "--metrics",
                              "http://127.0.0.1:9/metrics"], cwd=tmp_path, stderr=subprocess.PIPE, text=True,
-                            env={k: v for k, v in os.environ.items() if not k.startswith("SELFHEAL_")})
+                            env=clean_env())
     try:
         first = proc.stderr.readline()
     finally:
