@@ -35,8 +35,7 @@ from selfheal.handlers.observer.matching import maybe_code as _maybe_code
 from selfheal.handlers.observer.matching import simple as _simple
 from selfheal.handlers.observer.normalize import LogicalLine, squash
 from selfheal.handlers.observer.prefilter import Plan, encoded, prefilter_for
-from selfheal.handlers.observer.paste import unpasted
-from selfheal.handlers.observer.prefixes import without_collectors
+from selfheal.handlers.observer.paste import as_read
 from selfheal.handlers.observer.spec import CONTEXT, RuleProblem, RuleSpec
 
 __all__ = ["CAUSE_LINES", "MATCH_REACH", "MATCH_WINDOW", "MAX_LISTED", "MAX_MATCHES_PER_RECORD", "Diagnosis", "Finding",
@@ -471,7 +470,7 @@ def read(text, matchers: tuple[Matcher, ...], sink: Callable[[], S]) -> S:
             scan.run(base + b)
         return piece
 
-    log = LogText(without_collectors(unpasted(text)), on_piece=start)
+    log = LogText(as_read(text), on_piece=start)
     search, scan, made = current
     scan.add(search.take(), log.take_continued())
     scan.run()

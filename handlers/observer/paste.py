@@ -40,7 +40,7 @@ import re
 
 from selfheal.handlers.observer.logfile import FileBytes
 from selfheal.handlers.observer.normalize import clean
-from selfheal.handlers.observer.prefixes import _ANCHOR, _probe, shape
+from selfheal.handlers.observer.prefixes import _ANCHOR, _probe, shape, without_collectors
 
 # -- look-alike characters -------------------------------------------------------------------
 _LOOKALIKES: dict[int, str] = {
@@ -100,16 +100,25 @@ GUTTER_SHARE, GUTTER_AT_LEAST = 0.9, 3
 _SEPARATED = re.compile(r"[^\n]{0,60}?(?:[ \t]\|[ \t]|\t|\][ \t]|>[ \t])")
 
 
-def unpasted(text: str | bytes | FileBytes) -> str | bytes | FileBytes:
-    """`text` with the paste artifacts its probe shows undone (as a cleaned str), or `text`
-    itself when it shows none."""
+def as_read(text: str | bytes | FileBytes) -> str | bytes | FileBytes:
+    """What the observer reads of `text`: its paste artifacts undone, then its collector
+    prefixes taken off (prefixes.py), both decided from one probe where the paste had none."""
     probe = _probe(text)
+    plain = unpasted(text, probe)
+    return without_collectors(plain, probe if plain is text else None)
+
+
+def unpasted(text: str | bytes | FileBytes, probe: str | None = None) -> str | bytes | FileBytes:
+    """`text` with the paste artifacts its probe (`_probe(text)`, given or made) shows undone,
+    as a cleaned str, or `text` itself when it shows none."""
+    probe = _probe(text) if probe is None else probe
     if not any(test(probe) for test, _ in _STEPS):
         return text
     whole = clean(text if isinstance(text, str) else bytes(text[:]).decode("utf-8", "replace"))
     for test, step in _STEPS:  # each decided on what the steps before it left
-        if test(_probe(whole)):
-            whole = step(whole)
+        found = test(_probe(whole))
+        if found:
+            whole = step(whole, found)
     return whole
 
 
@@ -285,21 +294,25 @@ def _collector_of(line: str) -> str | None:
 
 
 def _stripper(key_of):
-    def test(probe: str) -> bool:
-        return _commonest(probe, key_of) is not None
-
-    def strip(text: str) -> str:
-        return re.sub(rf"(?m)^{_commonest(_probe(text), key_of).pattern}", "", text)
-    return test, strip
+    """(the prefix every line of a probe begins with, as a regex; taking it off every line)."""
+    def strip(text: str, prefix: re.Pattern) -> str:
+        return re.sub(rf"(?m)^{prefix.pattern}", "", text)
+    return lambda probe: _commonest(probe, key_of), strip
 
 
+def _always(step):
+    """A step that needs nothing of its test but that it said yes."""
+    return lambda text, _found: step(text)
+
+
+#: (what the probe shows, or None; how the text is undone, given what was shown), in order
 _STEPS = (
-    (_has_lookalikes, _without_lookalikes),
-    (_has_entities, _without_entities),
-    (_is_json_log, _out_of_json),
-    (_has_escaped, _unescaped),
-    (_is_double_spaced, _single_spaced),
-    (_is_newest_first, _oldest_first),
+    (_has_lookalikes, _always(_without_lookalikes)),
+    (_has_entities, _always(_without_entities)),
+    (_is_json_log, _always(_out_of_json)),
+    (_has_escaped, _always(_unescaped)),
+    (_is_double_spaced, _always(_single_spaced)),
+    (_is_newest_first, _always(_oldest_first)),
     # gutters carry no vLLM record start for the collector learner (prefixes.py) to learn from
     _stripper(_gutter_of),
     _stripper(_collector_of),

@@ -101,10 +101,11 @@ def _probe(text: str | bytes | FileBytes) -> str:
     return "\n".join(picked)
 
 
-def without_collectors(text: str | bytes | FileBytes) -> str | bytes | FileBytes:
-    """`text` with the collector prefixes learnt from its first and last lines removed from
-    every line (as a cleaned str), or `text` itself when none is learnt."""
-    shapes = learn(_probe(text))
+def without_collectors(text: str | bytes | FileBytes, probe: str | None = None) -> str | bytes | FileBytes:
+    """`text` with the collector prefixes learnt from its first and last lines (its probe,
+    given or made) removed from every line (as a cleaned str), or `text` itself when none is
+    learnt."""
+    shapes = learn(_probe(text) if probe is None else probe)
     if not shapes:
         return text
     whole = text if isinstance(text, str) else bytes(text[:]).decode("utf-8", "replace")

@@ -116,19 +116,22 @@ def respelled(text: str, found: tuple[tuple[re.Pattern, str], ...]) -> str:
         if len(line) > 4000 or not line.strip():
             continue
         lower = line.lower()
-        # what already reads as a phrase is never respelled into another ("GPU" is one letter
-        # from "CPU")
-        held = [m.span() for regex, _ in found for m in regex.finditer(line)]
+        held = None  # the spans that already read as a phrase, found once a stretch is alike
         for _, canonical in found:
             words = _WORD.findall(canonical.lower())
             if not words or canonical in line or sum(w in lower for w in words) * 2 < len(words):
                 continue
             span = _alike_span(lower, canonical.lower())
-            if span is not None and not any(a < span[1] and span[0] < b for a, b in held):
+            if span is None:
+                continue
+            if held is None:
+                held = [m.span() for regex, _ in found for m in regex.finditer(line)]
+            # what already reads as a phrase is never respelled into another ("GPU" is one
+            # letter from "CPU")
+            if not any(a < span[1] and span[0] < b for a, b in held):
                 a, b = span
                 line = line[:a] + canonical + line[b:]
-                lower = line.lower()
-                held = [m.span() for regex, _ in found for m in regex.finditer(line)]
+                lower, held = line.lower(), None
         lines[i] = line
     return "\n".join(lines)
 

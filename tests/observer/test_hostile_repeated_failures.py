@@ -17,8 +17,7 @@ from test_observer_prefilter import FRAGMENTS, ODD_RULES
 from selfheal.handlers.observer import diagnose, format_diagnosis, logtext
 from selfheal.handlers.observer.engine import MAX_LISTED, Repeated, read_and_scan, scan
 from selfheal.handlers.observer.logtext import LogText
-from selfheal.handlers.observer.paste import unpasted
-from selfheal.handlers.observer.prefixes import without_collectors
+from selfheal.handlers.observer.paste import as_read
 from selfheal.handlers.observer.rules import builtin_ruleset
 
 SAMPLES = Path(__file__).parent / "samples"
@@ -103,8 +102,8 @@ def test_scanning_while_reading_gives_the_hits_of_a_whole_scan(parts, chunk):
         for matchers in (builtin_ruleset().matchers, ODD_RULES.matchers):
             # read_and_scan reads the log as the observer does: paste artifacts and collector
             # prefixes off first (paste.py, prefixes.py); the whole scan is given the same text
-            whole = [(h.key, h.evidence, h.numbers) for h in scan(LogText(without_collectors(unpasted(text))), matchers)]
+            whole = [(h.key, h.evidence, h.numbers) for h in scan(LogText(as_read(text)), matchers)]
             assert [(h.key, h.evidence, h.numbers) for h in read_and_scan(text, matchers)] == whole
             raw = text.encode("utf-8", "surrogatepass")
             assert [h.key for h in read_and_scan(raw, matchers)] == [
-                h.key for h in scan(LogText(without_collectors(unpasted(raw))), matchers)]
+                h.key for h in scan(LogText(as_read(raw)), matchers)]

@@ -22,9 +22,8 @@ from selfheal.handlers.observer.rules import builtin_ruleset
 from selfheal.handlers.observer.engine import read_and_scan, scan
 from selfheal.handlers.observer.logfile import FileBytes, LogFileChanged, open_log
 from selfheal.handlers.observer.logtext import LogText
-from selfheal.handlers.observer.paste import unpasted
+from selfheal.handlers.observer.paste import as_read
 from selfheal.handlers.observer.prefilter import prefilter_for
-from selfheal.handlers.observer.prefixes import without_collectors
 
 MATCHERS = builtin_ruleset().matchers  # the built-in rules, compiled once
 
@@ -67,7 +66,7 @@ def _same(raw: bytes, rules=(MATCHERS, ODD_RULES.matchers)) -> None:
             with open_log(path) as data:  # the one-read path: literals searched while lines are read
                 # read as the observer reads: paste artifacts and collector prefixes off first
                 assert [h.key for h in read_and_scan(data, matchers)] == [
-                    h.key for h in scan(LogText(without_collectors(unpasted(raw))), matchers)]
+                    h.key for h in scan(LogText(as_read(raw)), matchers)]
     finally:
         path.unlink()
 
