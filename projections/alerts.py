@@ -23,7 +23,7 @@ class AlertSummary(msgspec.Struct, gc=False):  # a read model holds no cycles: n
 class Alerts(msgspec.Struct):
     by_id: dict[str, AlertSummary] = {}
     order: list[str] = []
-    #: fingerprint -> time of the last delivery, and repeats held back since
+    #: fingerprint -> time of the last delivery that reached a sink, and repeats held back since
     last_delivered: dict[str, datetime] = {}
     held: dict[str, int] = {}
 
@@ -50,6 +50,7 @@ class AlertsProjection(Projection[Alerts]):
         if alert is not None:
             alert.deliveries.append({"sink": shared[e.sink], "ok": e.ok, "count": e.count,
                                      "attempts": len(e.attempts), "detail": shared[e.detail]})
-            state.last_delivered[alert.fingerprint] = event.occurred
-            state.held[alert.fingerprint] = 0
+            if e.ok:  # a delivery nobody received starts no window: the next repeat goes out again
+                state.last_delivered[alert.fingerprint] = event.occurred
+                state.held[alert.fingerprint] = 0
         return state
