@@ -218,6 +218,16 @@ CASES = [
      "initialize_cache\nERROR 04-28 15:55:45 worker_base.py:157]     raise_if_cache_size_invalid(num_gpu_blocks,",
      "vllm.frame.v0_cache_check_unknown_budget", "max_model_len_exceeds_kv_cache", "inferred", {},
      ("gpu_memory_utilization", "increase")),
+    # a PyTorch OOM inside the memory profiling run: its dummy batch is max_num_seqs requests
+    ("OOM in V0's multimodal profile run", H + "Starting profile run for multi-modal models.\n"
+     "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 19.63 GiB. GPU 3 has a total capacity of 79.15 GiB "
+     "of which 17.73 GiB is free.", "torch.cuda_oom", "cuda_oom_allocation", "stated",
+     {"tried_to_allocate_mib": 20101.12}, ("max_num_seqs", "decrease")),
+    # the error quoted above the log it came from, which ends in CUDA-graph capture
+    ("driver OOM quoted above a log that ends in capture", "RuntimeError: CUDA error: out of memory\n"
+     "(RayWorkerVllm pid=74362) INFO 12-18 21:44:36 model_runner.py:394] Capturing the model for CUDA graphs. This may "
+     "lead to unexpected consequences if the model is not static.", "torch.cuda_driver_oom", "cuda_graph_oom", "stated",
+     {}, ("enforce_eager", "enable")),
 ]
 
 

@@ -1,0 +1,99 @@
+"""Mechanisms the wild corpus (tests/observer/samples/wild, bench/wild.py) showed missing, each
+with the look-alikes that must not take it: an error quoted above the log it came from, read in
+the phase that log ends in; a PyTorch OOM inside vLLM's memory profiling run."""
+from __future__ import annotations
+
+from selfheal.handlers.observer import diagnose
+from selfheal.schemas.serving import ServingConfig
+
+V0 = "INFO 12-18 21:44:36 model_runner.py:394] "
+CAPTURE = V0 + "Capturing the model for CUDA graphs. This may lead to unexpected consequences if the model is not static."
+DRIVER_OOM = "RuntimeError: CUDA error: out of memory"
+TORCH_OOM = ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 19.63 GiB. GPU 3 has a total capacity of "
+             "79.15 GiB of which 17.73 GiB is free.")
+PROFILE = "INFO 09-27 05:20:20 enc_dec_model_runner.py:301] Starting profile run for multi-modal models."
+W = "(VllmWorkerProcess pid=214) ERROR 09-27 05:20:38 multiproc_worker_utils.py:233] "
+PROFILE_FRAMES = [W + "Traceback (most recent call last):",
+                  W + '  File "/usr/lib/python3.12/dist-packages/vllm/worker/worker.py", line 223, in determine_num_available_blocks',
+                  W + "    self.model_runner.profile_run()",
+                  W + '  File "/usr/lib/python3.12/dist-packages/vllm/worker/enc_dec_model_runner.py", line 348, in profile_run',
+                  W + "    self.execute_model(model_input, kv_caches, intermediate_tensors)"]
+
+
+# -- an error quoted above its log ------------------------------------------------------------
+
+def test_an_error_quoted_above_a_log_that_ends_in_capture_is_a_capture_oom():
+    d = diagnose("\n".join(["Deploying Qwen-72B on 8 x 4090 fails:", DRIVER_OOM, CAPTURE]))
+    f = d.primary
+    assert (f.kind, f.rule, f.fix_direction.get("enforce_eager")) == ("cuda_graph_oom", "torch.cuda_driver_oom", "enable")
+    assert "stands above the log" in f.note and f.line == 2
+    # what was read at first stays listed; the re-reading is the primary
+    assert [x.kind for x in d.findings] == ["cuda_oom_allocation", "cuda_graph_oom"]
+
+
+def test_the_re_reading_tunes_as_the_capture_rule_does():
+    f = diagnose("\n".join([DRIVER_OOM, CAPTURE]), current=ServingConfig()).primary
+    assert f.fix == {"enforce_eager": True} and f.action == "tune"
+
+
+def test_an_error_after_the_capture_began_was_read_in_it_already():
+    f = diagnose("\n".join([CAPTURE, DRIVER_OOM])).primary
+    assert f.kind == "cuda_graph_oom" and "stands above" not in f.note
+
+
+def test_a_capture_that_finished_after_the_error_leaves_it_as_it_was():
+    done = "INFO 12-18 21:45:01 model_runner.py:462] Graph capturing finished in 25 secs."
+    assert diagnose("\n".join([DRIVER_OOM, CAPTURE, done])).primary.kind == "cuda_oom_allocation"
+
+
+def test_a_restart_between_the_error_and_the_capture_is_another_start():
+    restart = "INFO 12-18 21:44:00 llm_engine.py:73] Initializing an LLM engine with config: model='m', max_seq_len=4096"
+    d = diagnose("\n".join([DRIVER_OOM, restart, CAPTURE]))
+    assert [f.kind for f in d.findings] == ["cuda_oom_allocation"]
+
+
+def test_a_server_that_came_up_after_the_error_is_not_re_read():
+    ready = "INFO 12-18 21:45:30 api_server.py:212] Starting vLLM API server on http://0.0.0.0:8000"
+    d = diagnose("\n".join([DRIVER_OOM, ready, CAPTURE]))
+    assert [f.kind for f in d.findings] == ["cuda_oom_allocation"]
+
+
+def test_a_later_error_ends_the_quote():
+    # the log after the quoted error fails on its own: that failure is the state, not the quote's
+    no_kv = ("ValueError: No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when "
+             "initializing the engine.")
+    d = diagnose("\n".join([DRIVER_OOM, CAPTURE, no_kv]))
+    assert d.primary.kind == "no_kv_cache_memory" and all(f.kind != "cuda_graph_oom" for f in d.findings)
+
+
+# -- an OOM inside the memory profiling run ---------------------------------------------------
+
+def test_an_oom_in_the_profile_run_lowers_max_num_seqs():
+    f = diagnose("\n".join(PROFILE_FRAMES + [W + TORCH_OOM]), current=ServingConfig(max_num_seqs=256)).primary
+    assert (f.rule, f.kind) == ("torch.cuda_oom", "cuda_oom_allocation")
+    assert f.fix_direction == {"max_num_seqs": "decrease", "gpu_memory_utilization": "decrease"}
+    assert f.fix == {"max_num_seqs": 128} and "memory profiling run" in f.note
+
+
+def test_v0s_profile_run_message_opens_the_phase():
+    f = diagnose("\n".join([PROFILE, TORCH_OOM])).primary
+    assert f.fix_direction.get("max_num_seqs") == "decrease" and f.action == "alert"  # no current config
+
+
+def test_the_accounting_that_ends_the_profile_run_closes_it():
+    blocks = "INFO 09-27 05:20:40 distributed_gpu_executor.py:57] # GPU blocks: 2000, # CPU blocks: 2048"
+    f = diagnose("\n".join([PROFILE, blocks, TORCH_OOM])).primary
+    assert f.fix_direction == {"gpu_memory_utilization": "decrease"}
+
+
+def test_a_frame_of_another_function_is_no_profile_run():
+    frame = W + '  File "/srv/app/bench.py", line 9, in profile_runner'
+    f = diagnose("\n".join([frame, W + TORCH_OOM])).primary
+    assert "max_num_seqs" not in f.fix_direction
+
+
+def test_a_capture_inside_the_profile_run_is_read_as_capture():
+    # V1 0.14+ profiles CUDA-graph memory by capturing graphs: the capture refine comes first
+    frame = W + '  File "/x/vllm/v1/worker/gpu_model_runner.py", line 4000, in profile_cudagraph_memory'
+    f = diagnose("\n".join(PROFILE_FRAMES + [frame, W + TORCH_OOM])).primary
+    assert f.kind == "cuda_graph_oom"
