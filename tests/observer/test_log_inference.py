@@ -218,6 +218,10 @@ CASES = [
      "initialize_cache\nERROR 04-28 15:55:45 worker_base.py:157]     raise_if_cache_size_invalid(num_gpu_blocks,",
      "vllm.frame.v0_cache_check_unknown_budget", "max_model_len_exceeds_kv_cache", "inferred", {},
      ("gpu_memory_utilization", "increase")),
+    # a worker's error right after a positive block count, cut before it names the method
+    ("V0 worker error cut after 507 blocks", H + "# GPU blocks: 507, # CPU blocks: 1024\nERROR 06-12 08:12:23 "
+     "worker_base.py:145] Error execut", "vllm.frame.v0_worker_error_cut", "max_model_len_exceeds_kv_cache", "inferred",
+     {"num_blocks": 507}, ("max_model_len", "decrease")),
     # a PyTorch OOM inside the memory profiling run: its dummy batch is max_num_seqs requests
     ("OOM in V0's multimodal profile run", H + "Starting profile run for multi-modal models.\n"
      "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 19.63 GiB. GPU 3 has a total capacity of 79.15 GiB "
@@ -266,6 +270,13 @@ SILENT = [
     "\n".join(CAPTURE + [V1 + "Graph capturing finished in 12 secs, took 0.45 GiB"]),
     "\n".join(CAPTURE + ["(EngineCore_DP0 pid=563) INFO 12-23 23:34:40 [custom_all_reduce.py:211] Registering 4 "
                           "cuda graph addresses"]),                      # all-reduce after capture
+    # a log that ends in capture with an exception that is no CUDA OOM was not cut there
+    "\n".join(CAPTURE + ["(EngineCore_DP0 pid=563) ERROR 12-23 23:34:30 [core.py:515] ValueError: Ran out of memory "
+                          "in memory space vmem while allocating on stack for %name.32 = bf16[16,32,128]"]),
+    "\n".join(CAPTURE + ["RuntimeError: CUDA error: operation not permitted when stream is capturing"]),
+    "ERROR 06-12 08:12:23 worker_base.py:145] Error execut",                   # cut, but no block count
+    H + "# GPU blocks: 507, # CPU blocks: 1024\nERROR 06-12 08:12:23 worker_base.py:145] Error executing method "
+    "execute_model. This might cause deadlock in distributed execution.",        # the method named: not cut
     "\n".join(KV_CHECK[:3] + [W + "    return check(spec)"]).format(kv=4.0),   # the frame, no raise
     "\n".join([W + '  File "/srv/app/quota.py", line 9, in request_memory', W + "    raise ValueError("]),  # not vLLM
 ]

@@ -97,3 +97,42 @@ def test_a_capture_inside_the_profile_run_is_read_as_capture():
     frame = W + '  File "/x/vllm/v1/worker/gpu_model_runner.py", line 4000, in profile_cudagraph_memory'
     f = diagnose("\n".join(PROFILE_FRAMES + [frame, W + TORCH_OOM])).primary
     assert f.kind == "cuda_graph_oom"
+
+
+# -- a log that states its exception was not cut ----------------------------------------------
+
+CAPTURE_V1 = ["(EngineCore_DP0 pid=563) INFO 12-23 23:34:23 [gpu_worker.py:298] Available KV cache memory: 20.1 GiB",
+              "(EngineCore_DP0 pid=563) INFO 12-23 23:34:24 [gpu_model_runner.py:2100] Capturing CUDA graph shapes:  40%"]
+E = "(EngineCore_DP0 pid=563) ERROR 12-23 23:34:30 [core.py:515] "
+
+
+def test_a_log_that_ends_in_capture_without_its_error_is_still_cut_there():
+    f = diagnose("\n".join(CAPTURE_V1 + [E + "EngineCore failed to start."])).primary
+    assert (f.kind, f.confidence) == ("cuda_graph_oom", "truncated")
+
+
+def test_vllms_report_that_the_engine_died_is_no_stated_error():
+    died = "RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}"
+    f = diagnose("\n".join(CAPTURE_V1 + [died])).primary
+    assert (f.rule, f.confidence) == ("vllm.cut.cudagraph_capture", "truncated")
+
+
+def test_an_oom_stated_in_capture_keeps_the_capture_reading():
+    for oom in ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 MiB. GPU 0 has a total capacity "
+                "of 23.54 GiB of which 3.12 MiB is free.", "RuntimeError: CUDA error: out of memory"):
+        f = diagnose("\n".join(CAPTURE_V1 + [E + oom])).primary
+        assert (f.kind, f.confidence) == ("cuda_graph_oom", "stated"), oom
+
+
+def test_another_exception_in_capture_says_the_log_was_not_cut():
+    for error in ("ValueError: Ran out of memory in memory space vmem while allocating on stack",
+                  "RuntimeError: CUDA error: an illegal memory access was encountered",
+                  "torch.AcceleratorError: CUDA error: operation not permitted when stream is capturing"):
+        assert diagnose("\n".join(CAPTURE_V1 + [E + error])).findings == [], error
+
+
+def test_an_oom_after_another_exception_is_no_capture_oom():
+    # the exception ended the capture; an allocation failure after it is read as itself
+    oom = "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 MiB."
+    f = diagnose("\n".join(CAPTURE_V1 + [E + "ValueError: bad shape", E + oom])).primary
+    assert f.kind == "cuda_oom_allocation"
