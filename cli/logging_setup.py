@@ -87,21 +87,26 @@ def configure(log_format: str | None = None, level: str | None = None) -> loggin
     """Send the `selfheal` loggers' lines to standard error in `log_format` at `level` and up.
 
     Idempotent: configuring again replaces selfheal's handler rather than adding another.
-    Only the `selfheal` logger tree is touched, not the root logger of a host program."""
+    Only the `selfheal` logger tree and `py.warnings` (where logging.captureWarnings sends
+    Python's warnings) are touched, not the root logger of a host program."""
     log_format = (log_format or os.environ.get(FORMAT_ENV) or "text").lower()
     level = (level or os.environ.get(LEVEL_ENV) or "warning").lower()
     if log_format not in FORMATS:
         raise click.BadParameter(f"{log_format!r} is not one of {', '.join(FORMATS)}", param_hint=f"${FORMAT_ENV}")
     if level not in LEVELS:
         raise click.BadParameter(f"{level!r} is not one of {', '.join(LEVELS)}", param_hint=f"${LEVEL_ENV}")
-    logger = logging.getLogger("selfheal")
-    for old in [h for h in logger.handlers if isinstance(h, _Handler)]:
-        logger.removeHandler(old)
     handler = _Handler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter(_stderr_is_journal()))
-    logger.addHandler(handler)
-    logger.setLevel(level.upper())
-    logger.propagate = False  # one line per record, not a second through the root's handlers
+    # Python's warnings (a library's DeprecationWarning, a ResourceWarning) leave as log lines
+    # too, at warning level, instead of bare text through warnings.showwarning
+    logging.captureWarnings(True)
+    for name in ("selfheal", "py.warnings"):
+        logger = logging.getLogger(name)
+        for old in [h for h in logger.handlers if isinstance(h, _Handler)]:
+            logger.removeHandler(old)
+        logger.addHandler(handler)
+        logger.setLevel(level.upper())
+        logger.propagate = False  # one line per record, not a second through the root's handlers
     return handler
 
 

@@ -6,6 +6,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 
 from tests.operator.conftest import SELFHEAL, free_port, json_lines, scrape, selfheal, until
 from tests.operator.test_metrics import configured
@@ -156,3 +157,20 @@ def test_an_alert_is_a_warning_line_and_one_no_sink_took_an_error(tmp_path, serv
     assert delivered["level"] == "error" and delivered["deployment"] == "hope" and "FAILED" in delivered["message"]
     assert 'selfheal_alert_deliveries_total{result="failed",sink="webhook:0"} 1.0' in text
     assert "selfheal_log_messages_total{" not in text, text  # counted by its own family, not as a fault
+
+
+def test_a_python_warning_is_a_log_line_in_the_chosen_format():
+    """A library's warning (here one raised on purpose) is not bare text on stderr."""
+    code = ("from selfheal.cli.logging_setup import configure; import warnings; configure({fmt!r}); "
+            "warnings.warn('an old keyword', DeprecationWarning)")
+    for fmt in ("json", "text"):
+        done = subprocess.run([sys.executable, "-W", "always", "-c", code.format(fmt=fmt)],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        if fmt == "json":
+            (line,) = json_lines(done.stderr)
+            assert (line["level"], line["logger"]) == ("warning", "py.warnings"), line
+            assert "DeprecationWarning: an old keyword" in line["message"]
+        else:
+            assert re.match(r"\d{4}-\d\d-\d\dT[\d:.]+Z WARNING py\.warnings: .*DeprecationWarning: an old keyword",
+                            done.stderr), done.stderr
