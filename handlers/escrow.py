@@ -63,7 +63,12 @@ def _decided(store: EventStore, promotion_id: str, decide, now: datetime, settle
             return None
         event, event_id, then_raise = decision
         try:
-            store.append(stream, [Pending(event=event, event_id=event_id, occurred_at=now)], expected_version=expected)
+            # in the incident's chain, caused by the proposal: `events --correlation` and `show`
+            # find who approved (or what lapsed) beside the run that proposed it
+            store.append(stream, [Pending(event=event, event_id=event_id, occurred_at=now,
+                                          correlation_id=promotion.correlation_id,
+                                          causation_id=promotion.proposed_event_id or None)],
+                         expected_version=expected)
         except ConcurrencyError:
             continue
         if then_raise is not None:

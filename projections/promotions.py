@@ -26,6 +26,10 @@ class PromotionSummary(msgspec.Struct, gc=False):  # a read model holds no cycle
     note: str = ""
     expires_at: datetime | None = None
     commit_id: str | None = None
+    #: the PromotionProposed event and its correlation: a decision on the promotion (an approval
+    #: typed at a terminal, a lapse) joins the incident's chain through them
+    proposed_event_id: str = ""
+    correlation_id: str | None = None
 
 
 class Promotions(msgspec.Struct):
@@ -62,7 +66,8 @@ class PromotionsProjection(Projection[Promotions]):
             state.by_id[e.promotion_id] = PromotionSummary(
                 promotion_id=e.promotion_id, run_id=e.run_id, deployment=shared[e.deployment], config=shared[e.config],
                 previous=shared[e.previous], fitness=e.fitness, evidence_hash=e.evidence_hash, simulated=e.simulated,
-                requires_approval=e.requires_approval, proposed_at=event.occurred)
+                requires_approval=e.requires_approval, proposed_at=event.occurred,
+                proposed_event_id=event.event_id, correlation_id=event.correlation_id or event.event_id)
             return state
         promotion = state.by_id.get(getattr(e, "promotion_id", None) or "")
         if promotion is None or _STATUS[event.type] not in _NEXT.get(promotion.status, ()):

@@ -36,6 +36,13 @@ def test_prod_escrow_and_baseline_through_the_cli(tmp_path):
     run("--db", db, "--config", config, "run")
     (done,) = json.loads(run("--db", db, "promotions", "--all", "--json").output)
     assert done["status"] == "not committed"  # a simulated result, approved or not, never reaches the file
+    # the approval typed at a terminal is in the incident's chain, caused by the proposal
+    (proposed,) = [json.loads(line) for line in run("--db", db, "events", "--type", "PromotionProposed",
+                                                    "--json").output.splitlines()]
+    chain = [json.loads(line) for line in run("--db", db, "events", "--correlation", proposed["correlation_id"],
+                                              "--json").output.splitlines()]
+    (approval,) = [e for e in chain if e["type"] == "PromotionApproved"]
+    assert approval["causation_id"] == proposed["event_id"] and chain[0]["type"] == "IncidentCaptured"
     baseline = json.loads(run("--db", db, "baseline", "chat", "--json").output)
     assert [v["version"] for v in baseline["chat"]] == [1]
     assert "gpu-memory-utilization: 0.9" in yaml_file.read_text()
