@@ -11,11 +11,12 @@ at every restart, and, rarely, one of the captured failures followed by a restar
   101 MB log is never held, nor decoded, whole; its bytes are read as UTF-8 with U+FFFD, with
   the results of the decoded text (tests/observer/test_observer_file.py). Most of the time is
   the regex engine's scans for the common characters that anchor the literals with no rare
-  character (about 30 ms each per 100 MB plus about 20 ns per occurrence; three for the built-in
-  rules on this traffic: "l" for 'File "', "u" for 'Auto set (' and the stats line's own
-  literals, "y" for 'Free memory on' and 'torch peak memory increase:'; a rare anchor costs a
-  memchr pass), then counting learnt headers (bytes.count) and newlines (with memchr,
-  logtext.count_newlines) per piece; the rest is the regexes of the lines the literals select;
+  character (35-50 ms each per 100 MB, about 30 ms of scanning plus 15-25 ns per occurrence;
+  a rare anchor costs a memchr pass, about 4 ms). "scans" in the output names them and the
+  literals that make each needed: on this traffic nearly every letter is common, and each such
+  scan costs about 0.05 of the ratio. Then counting learnt headers (bytes.count) and newlines
+  (with memchr, logtext.count_newlines) per piece, about 40 ms; the rest is reading (about
+  15 ms) and the regexes of the lines the literals select;
 - baseline: a plain Python loop over the same file's lines that tests one literal per line,
   which is the least any line-oriented observer must do.
 
@@ -38,6 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from selfheal.handlers.observer import diagnose  # noqa: E402
+from selfheal.handlers.observer.logtext import sample  # noqa: E402
+from selfheal.handlers.observer.prefilter import Prefilter, prefilter_for  # noqa: E402
+from selfheal.handlers.observer.rules import builtin_ruleset  # noqa: E402
 
 SAMPLES = ROOT / "tests" / "observer" / "samples"
 LITERAL = "CUDA out of memory"
@@ -123,6 +127,20 @@ def run_baseline(path: Path) -> tuple[float, int]:
     return time.perf_counter() - start, hits
 
 
+def scans(path: Path) -> dict:
+    """How the built-in rules' literals are searched in this log, planned as diagnose plans it
+    (prefilter.py, from the log's sample): the characters reached by memchr passes, and those
+    that need a regex-engine scan of the whole log, each with its occurrences and the literals
+    that make it needed (Prefilter.scans_needed_by): most of ours is those scans."""
+    data = path.read_bytes()
+    probe = sample(data).decode("utf-8", "replace")
+    plan = prefilter_for(builtin_ruleset().matchers).plan(data, probe)
+    needed = Prefilter.scans_needed_by(plan, probe, len(data))
+    return {"memchr": [g.char for g in plan.anchored if g.sparse],
+            "regex_engine": {char: {"occurrences": data.count(char.encode("utf-8")), "needed_by": lits}
+                             for char, lits in needed.items()}}
+
+
 def peak_bytes(fn) -> int:
     """Peak Python allocations (tracemalloc) while `fn` runs: the memory a call needs beyond the
     interpreter's own (a separate run from the timed ones, which tracing would slow)."""
@@ -156,6 +174,7 @@ def main() -> None:
                   "ours": peak_bytes(lambda: diagnose(path)),
                   "whole_read": peak_bytes(lambda: diagnose(path.read_bytes())),
                   "baseline": peak_bytes(lambda: run_baseline(path))}
+        searched = scans(path)
     ours_s, base_s = min(ours_runs), min(base_runs)
     ours_lps, base_lps = total / ours_s, total / base_s
     out = {
@@ -170,6 +189,7 @@ def main() -> None:
         # ours against the same observer given the file's bytes read whole (what it did before it
         # read files in pieces), and the baseline, which holds one line at a time
         "memory": memory,
+        "scans": searched,
     }
     out["targets"] = {
         "ratio>=0.5": {"value": out["ratio"], "met": out["ratio"] >= 0.5},

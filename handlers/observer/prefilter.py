@@ -132,6 +132,26 @@ class Prefilter:
         return Plan(anchors, [lit for k, lit in enumerate(self.literals) if not covered >> k & 1 and "\n" not in lit[0]],
                     self.short.spanning)
 
+    @staticmethod
+    def scans_needed_by(plan: Plan, sample: str, n: int) -> dict[str, list[str]]:
+        """For each anchor of `plan` (a plan for a text of `n` characters) reached by the regex
+        engine's scan (a pass over the whole text: SRE_NS a character, most of a long log's
+        time), the literals that make it needed: those of its group that hold neither the anchor
+        of another such scan nor a character that a memchr pass would reach for less than this
+        scan costs (by the estimates above, its occurrences counted in `sample`). While they are
+        rules' literals the scan stays: what a literal of common letters costs, for whoever writes
+        one (bench/observer.py prints it)."""
+        scale = n / max(len(sample), 1)
+        scans = {g.char: n * SRE_NS + sample.count(g.char) * scale * SRE_HIT_NS for g in plan.anchored if not g.sparse}
+        out = {}
+        for group in plan.anchored:
+            if not group.sparse:
+                anchor, cost = group.char, scans[group.char]
+                out[anchor] = [lit for lit, _ in group.literals if not any(
+                    ch != anchor and (ch in scans or n * SCAN_NS + sample.count(ch) * scale * SPARSE_HIT_NS < cost)
+                    for ch in set(lit))]
+        return out
+
 
 class _Costs:
     """The estimated costs of searching one text through each anchor, for a plan."""
