@@ -116,9 +116,6 @@ class Interpretation:
         self.context: dict[str, tuple[float | int, Hit]] = {}
         self.regions: dict[str, Hit] = {}
         self.ready_after_last_finding = False
-        # the hit of the latest stated finding of this attempt, which the phase the log ends in
-        # may re-read (_quoted_above)
-        self.last_stated: Hit | None = None
         self.seen: dict[str, _Seen] = {}
         self.listed: dict[int, Finding] = {}  # occurrence number -> finding, in log order
         # identity -> (priority, occurrence number of its latest) in the current start attempt,
@@ -135,7 +132,6 @@ class Interpretation:
             for mark in rule.marks:
                 if mark == "reset":
                     self._flush_sites()
-                    self.last_stated = None
                     self.context.clear()
                     self.regions.clear()
                     self.streaks.clear()
@@ -143,7 +139,6 @@ class Interpretation:
                         self.failed, self.attempt = self.attempt, {}
                 elif mark == "ready":
                     self._flush_sites()
-                    self.last_stated = None
                     self.ready_after_last_finding = True
                     self.regions.clear()  # serving: every startup phase is over
                 elif mark.startswith("open:"):
@@ -176,32 +171,12 @@ class Interpretation:
             return
         # an error stated after raise sites is what they raised: they said less
         self.sites = []
-        # an error no phase re-read, which a phase opened after it may (_quoted_above)
-        self.last_stated = hit if rule.refine and not any(r.when in self.regions for r in rule.refine) else None
         self._found(priority, finding)
 
     def _found(self, priority: int, finding: Finding) -> None:
         self.ready_after_last_finding = False
         self.regions.clear()  # whatever phase was running ended with this failure
         self._count(priority, finding)
-
-    def _quoted_above(self) -> None:
-        """The latest error was read in no phase, and the log goes on after it into a phase its
-        rule re-reads (CUDA-graph capture, the profile run, weight loading) and ends there with
-        nothing else failing: the error was quoted above the log it came from (a headline, an
-        issue's first line), or printed by one process while another's log reached the phase.
-        It is read again in that phase."""
-        hit, self.last_stated = self.last_stated, None
-        if hit is None or not self.regions:
-            return
-        opener = next((self.regions[r.when] for r in hit.matcher.rule.refine if r.when in self.regions), None)
-        if opener is None or opener.line <= hit.line:
-            return
-        made = _finding(hit, self.context, self.regions, self._fix, self._confidence(hit))
-        if made is not None:
-            priority, finding = made
-            note = f"{finding.note}; the error stands above the log that reaches this phase (line {opener.line})"
-            self._found(priority, msgspec.structs.replace(finding, note=note))
 
     def _flush_sites(self) -> None:
         sites, self.sites = self.sites, []
@@ -281,7 +256,6 @@ class Interpretation:
         """The diagnosis of the log read so far. Call it once, at the end: what the end of the
         log means (raise sites with no message after them, a log cut inside a phase) is added."""
         self._flush_sites()
-        self._quoted_above()
         self._cut_short()
         attempt = self.attempt or self.failed
         primary = None

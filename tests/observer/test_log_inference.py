@@ -227,11 +227,11 @@ CASES = [
      "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 19.63 GiB. GPU 3 has a total capacity of 79.15 GiB "
      "of which 17.73 GiB is free.", "torch.cuda_oom", "cuda_oom_allocation", "stated",
      {"tried_to_allocate_mib": 20101.12}, ("max_num_seqs", "decrease")),
-    # the error quoted above the log it came from, which ends in CUDA-graph capture
-    ("driver OOM quoted above a log that ends in capture", "RuntimeError: CUDA error: out of memory\n"
-     "(RayWorkerVllm pid=74362) INFO 12-18 21:44:36 model_runner.py:394] Capturing the model for CUDA graphs. This may "
-     "lead to unexpected consequences if the model is not static.", "torch.cuda_driver_oom", "cuda_graph_oom", "stated",
-     {}, ("enforce_eager", "enable")),
+    # a traceback cut inside the sampler's warm-up, a dummy batch of max_num_seqs requests
+    ("traceback cut in the sampler warm-up", W + "ERROR 11-19 12:16:36 [core.py:842] Traceback (most recent call "
+     "last):\n" + FRAME.format(path="v1/worker/gpu_worker.py", n=507, fn="compile_or_warm_up_model") + "\n" + W +
+     "ERROR 11-19 12:16:36 [core.py:842]     self.model_runner._dummy_sampler_run(hidden_states=last_hidden_states)",
+     "vllm.cut.dummy_batch", "cuda_oom_allocation", "truncated", {}, ("max_num_seqs", "decrease")),
 ]
 
 
@@ -277,6 +277,7 @@ SILENT = [
     "ERROR 06-12 08:12:23 worker_base.py:145] Error execut",                   # cut, but no block count
     H + "# GPU blocks: 507, # CPU blocks: 1024\nERROR 06-12 08:12:23 worker_base.py:145] Error executing method "
     "execute_model. This might cause deadlock in distributed execution.",        # the method named: not cut
+    W + "    output = self.runnable(*args, **kwargs)",                        # capture's line, nothing after
     "\n".join(KV_CHECK[:3] + [W + "    return check(spec)"]).format(kv=4.0),   # the frame, no raise
     "\n".join([W + '  File "/srv/app/quota.py", line 9, in request_memory', W + "    raise ValueError("]),  # not vLLM
 ]

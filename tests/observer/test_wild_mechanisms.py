@@ -1,14 +1,12 @@
 """Mechanisms the wild corpus (tests/observer/samples/wild, bench/wild.py) showed missing, each
-with the look-alikes that must not take it: an error quoted above the log it came from, read in
-the phase that log ends in; a PyTorch OOM inside vLLM's memory profiling run."""
+with the look-alikes that must not take it: a PyTorch OOM inside vLLM's memory profiling run; a
+traceback cut inside the run of a dummy batch; a log that states its exception was not cut where
+it ends; the line of vLLM's CUDA-graph wrappers that runs the model inside the capture."""
 from __future__ import annotations
 
 from selfheal.handlers.observer import diagnose
 from selfheal.schemas.serving import ServingConfig
 
-V0 = "INFO 12-18 21:44:36 model_runner.py:394] "
-CAPTURE = V0 + "Capturing the model for CUDA graphs. This may lead to unexpected consequences if the model is not static."
-DRIVER_OOM = "RuntimeError: CUDA error: out of memory"
 TORCH_OOM = ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 19.63 GiB. GPU 3 has a total capacity of "
              "79.15 GiB of which 17.73 GiB is free.")
 PROFILE = "INFO 09-27 05:20:20 enc_dec_model_runner.py:301] Starting profile run for multi-modal models."
@@ -18,52 +16,6 @@ PROFILE_FRAMES = [W + "Traceback (most recent call last):",
                   W + "    self.model_runner.profile_run()",
                   W + '  File "/usr/lib/python3.12/dist-packages/vllm/worker/enc_dec_model_runner.py", line 348, in profile_run',
                   W + "    self.execute_model(model_input, kv_caches, intermediate_tensors)"]
-
-
-# -- an error quoted above its log ------------------------------------------------------------
-
-def test_an_error_quoted_above_a_log_that_ends_in_capture_is_a_capture_oom():
-    d = diagnose("\n".join(["Deploying Qwen-72B on 8 x 4090 fails:", DRIVER_OOM, CAPTURE]))
-    f = d.primary
-    assert (f.kind, f.rule, f.fix_direction.get("enforce_eager")) == ("cuda_graph_oom", "torch.cuda_driver_oom", "enable")
-    assert "stands above the log" in f.note and f.line == 2
-    # what was read at first stays listed; the re-reading is the primary
-    assert [x.kind for x in d.findings] == ["cuda_oom_allocation", "cuda_graph_oom"]
-
-
-def test_the_re_reading_tunes_as_the_capture_rule_does():
-    f = diagnose("\n".join([DRIVER_OOM, CAPTURE]), current=ServingConfig()).primary
-    assert f.fix == {"enforce_eager": True} and f.action == "tune"
-
-
-def test_an_error_after_the_capture_began_was_read_in_it_already():
-    f = diagnose("\n".join([CAPTURE, DRIVER_OOM])).primary
-    assert f.kind == "cuda_graph_oom" and "stands above" not in f.note
-
-
-def test_a_capture_that_finished_after_the_error_leaves_it_as_it_was():
-    done = "INFO 12-18 21:45:01 model_runner.py:462] Graph capturing finished in 25 secs."
-    assert diagnose("\n".join([DRIVER_OOM, CAPTURE, done])).primary.kind == "cuda_oom_allocation"
-
-
-def test_a_restart_between_the_error_and_the_capture_is_another_start():
-    restart = "INFO 12-18 21:44:00 llm_engine.py:73] Initializing an LLM engine with config: model='m', max_seq_len=4096"
-    d = diagnose("\n".join([DRIVER_OOM, restart, CAPTURE]))
-    assert [f.kind for f in d.findings] == ["cuda_oom_allocation"]
-
-
-def test_a_server_that_came_up_after_the_error_is_not_re_read():
-    ready = "INFO 12-18 21:45:30 api_server.py:212] Starting vLLM API server on http://0.0.0.0:8000"
-    d = diagnose("\n".join([DRIVER_OOM, ready, CAPTURE]))
-    assert [f.kind for f in d.findings] == ["cuda_oom_allocation"]
-
-
-def test_a_later_error_ends_the_quote():
-    # the log after the quoted error fails on its own: that failure is the state, not the quote's
-    no_kv = ("ValueError: No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when "
-             "initializing the engine.")
-    d = diagnose("\n".join([DRIVER_OOM, CAPTURE, no_kv]))
-    assert d.primary.kind == "no_kv_cache_memory" and all(f.kind != "cuda_graph_oom" for f in d.findings)
 
 
 # -- an OOM inside the memory profiling run ---------------------------------------------------
@@ -136,3 +88,50 @@ def test_an_oom_after_another_exception_is_no_capture_oom():
     oom = "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 MiB."
     f = diagnose("\n".join(CAPTURE_V1 + [E + "ValueError: bad shape", E + oom])).primary
     assert f.kind == "cuda_oom_allocation"
+
+
+# -- a traceback cut inside the run of a dummy batch ------------------------------------------
+
+def test_a_traceback_cut_in_the_profile_run_is_a_truncated_oom():
+    d = diagnose("\n".join([PROFILE] + PROFILE_FRAMES), current=ServingConfig(max_num_seqs=256))
+    f = d.primary
+    assert (f.rule, f.kind, f.confidence, f.action, f.fix) == ("vllm.cut.dummy_batch", "cuda_oom_allocation",
+                                                              "truncated", "alert", {})
+    assert "max_num_seqs=128" in f.note and f.fix_direction.get("max_num_seqs") == "decrease"
+
+
+def test_vllms_report_that_the_engine_died_in_the_profile_run_says_it_too():
+    died = "RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}"
+    f = diagnose("\n".join(PROFILE_FRAMES + [died])).primary
+    assert (f.rule, f.confidence) == ("vllm.cut.dummy_batch", "truncated")
+
+
+def test_a_profile_run_that_states_another_exception_is_silent():
+    error = W + "RuntimeError: shape '[256, 1601, -1]' is invalid for input of size 4096"
+    assert diagnose("\n".join([PROFILE] + PROFILE_FRAMES + [error])).findings == []
+
+
+def test_a_log_that_stops_at_the_profile_run_message_is_no_crash():
+    # a start that hangs, or a paste that stops, at "Starting profile run": no traceback, nothing said
+    assert diagnose("\n".join(["INFO 09-27 05:20:01 model_runner.py:1067] Loading model weights took 19.9 GB", PROFILE])
+                    ).findings == []
+
+
+def test_an_oom_stated_after_the_frames_is_read_as_stated():
+    f = diagnose("\n".join(PROFILE_FRAMES + [W + TORCH_OOM])).primary
+    assert (f.rule, f.confidence) == ("torch.cuda_oom", "stated")
+
+
+# -- the line that runs the model inside torch.cuda.graph --------------------------------------
+
+def test_an_oom_under_the_capture_body_line_is_a_capture_oom():
+    frame = W + '  File "/x/vllm/compilation/cuda_graph.py", line 316, in __call__'
+    body = W + "    output = self.runnable(*args, **kwargs)"
+    f = diagnose("\n".join([frame, body, W + TORCH_OOM])).primary
+    assert f.kind == "cuda_graph_oom"
+
+
+def test_the_wrappers_replay_or_skip_lines_are_no_capture():
+    frame = W + '  File "/x/vllm/compilation/cuda_graph.py", line 239, in __call__'
+    skip = W + "    return self.runnable(*args, **kwargs)"
+    assert diagnose("\n".join([frame, skip, W + TORCH_OOM])).primary.kind == "cuda_oom_allocation"
