@@ -116,6 +116,8 @@ class Interpretation:
         self.context: dict[str, tuple[float | int, Hit]] = {}
         self.regions: dict[str, Hit] = {}
         self.ready_after_last_finding = False
+        # the hit of this attempt's latest finding when no phase re-read it (_reported_late)
+        self.unphased: Hit | None = None
         self.seen: dict[str, _Seen] = {}
         self.listed: dict[int, Finding] = {}  # occurrence number -> finding, in log order
         # identity -> (priority, occurrence number of its latest) in the current start attempt,
@@ -132,6 +134,7 @@ class Interpretation:
             for mark in rule.marks:
                 if mark == "reset":
                     self._flush_sites()
+                    self.unphased = None
                     self.context.clear()
                     self.regions.clear()
                     self.streaks.clear()
@@ -139,10 +142,13 @@ class Interpretation:
                         self.failed, self.attempt = self.attempt, {}
                 elif mark == "ready":
                     self._flush_sites()
+                    self.unphased = None
                     self.ready_after_last_finding = True
                     self.regions.clear()  # serving: every startup phase is over
                 elif mark.startswith("open:"):
                     self.regions[mark[5:]] = hit
+                    if self.unphased is not None and _times(hit) > 1:
+                        self._reported_late(mark[5:], hit)
                 else:
                     self.regions.pop(mark[6:], None)
             for key, value in hit.numbers.items():
@@ -171,12 +177,28 @@ class Interpretation:
             return
         # an error stated after raise sites is what they raised: they said less
         self.sites = []
+        self.unphased = hit if rule.refine and not any(r.when in self.regions for r in rule.refine) else None
         self._found(priority, finding)
 
     def _found(self, priority: int, finding: Finding) -> None:
         self.ready_after_last_finding = False
         self.regions.clear()  # whatever phase was running ended with this failure
         self._count(priority, finding)
+
+    def _reported_late(self, phase: str, opener: Hit) -> None:
+        """A phase opened by Ray's summary of a line its workers repeated ("... [repeated 7x across
+        cluster]"), after an error that no phase re-read: Ray prints that summary some seconds
+        after the records it folds, which its workers wrote before, so the error came in that
+        phase (all eight workers capturing CUDA graphs when one ran out of memory). The error is
+        read again in it."""
+        hit, self.unphased = self.unphased, None
+        if not any(r.when == phase for r in hit.matcher.rule.refine):
+            return
+        made = _finding(hit, self.context, {phase: opener}, self._fix, self._confidence(hit))
+        if made is not None:
+            priority, finding = made
+            note = f"{finding.note}; Ray's summary at line {opener.line} folds records its workers wrote before the error"
+            self._found(priority, msgspec.structs.replace(finding, note=note))
 
     def _flush_sites(self) -> None:
         sites, self.sites = self.sites, []

@@ -1,7 +1,8 @@
 """Mechanisms the wild corpus (tests/observer/samples/wild, bench/wild.py) showed missing, each
 with the look-alikes that must not take it: a PyTorch OOM inside vLLM's memory profiling run; a
 traceback cut inside the run of a dummy batch; a log that states its exception was not cut where
-it ends; the line of vLLM's CUDA-graph wrappers that runs the model inside the capture."""
+it ends; the line of vLLM's CUDA-graph wrappers that runs the model inside the capture; Ray's
+summary of its workers' repeated lines, printed after the error it preceded."""
 from __future__ import annotations
 
 from selfheal.handlers.observer import diagnose
@@ -135,3 +136,39 @@ def test_the_wrappers_replay_or_skip_lines_are_no_capture():
     frame = W + '  File "/x/vllm/compilation/cuda_graph.py", line 239, in __call__'
     skip = W + "    return self.runnable(*args, **kwargs)"
     assert diagnose("\n".join([frame, skip, W + TORCH_OOM])).primary.kind == "cuda_oom_allocation"
+
+
+# -- Ray's summary of repeated lines comes after what it summarises ---------------------------
+
+RAY = "(RayWorkerVllm pid=74362) INFO 12-18 21:44:36 model_runner.py:394] "
+CAPTURE_RAY = RAY + ("Capturing the model for CUDA graphs. This may lead to unexpected consequences if the model is not "
+                     "static. [repeated 7x across cluster] (Ray deduplicates logs by default. Set RAY_DEDUP_LOGS=0 to "
+                     "disable log deduplication)")
+DRIVER_OOM = "RuntimeError: CUDA error: out of memory"
+
+
+def test_an_error_before_rays_summary_of_the_capture_is_a_capture_oom():
+    d = diagnose("\n".join(["Qwen-72B on 8 x 4090 fails:", DRIVER_OOM, CAPTURE_RAY]), current=ServingConfig())
+    f = d.primary
+    assert (f.kind, f.rule, f.fix) == ("cuda_graph_oom", "torch.cuda_driver_oom", {"enforce_eager": True})
+    assert "Ray's summary at line 3" in f.note and f.line == 2
+    assert [x.kind for x in d.findings] == ["cuda_oom_allocation", "cuda_graph_oom"]
+
+
+def test_a_capture_line_printed_after_the_error_as_itself_changes_nothing():
+    # lines after a failure never change it: only Ray's summary is printed later than its records
+    plain = RAY + "Capturing the model for CUDA graphs."
+    assert [f.kind for f in diagnose("\n".join([DRIVER_OOM, plain])).findings] == ["cuda_oom_allocation"]
+
+
+def test_rays_summary_after_a_restart_is_another_start():
+    restart = "INFO 12-18 21:44:00 llm_engine.py:73] Initializing an LLM engine with config: model='m', max_seq_len=4096"
+    assert [f.kind for f in diagnose("\n".join([DRIVER_OOM, restart, CAPTURE_RAY])).findings] == ["cuda_oom_allocation"]
+
+
+def test_an_error_already_read_in_a_phase_is_not_read_again():
+    load = "INFO 12-18 21:40:00 model_runner.py:50] Starting to load model /m"
+    d = diagnose("\n".join([load, DRIVER_OOM, CAPTURE_RAY]))
+    # read while the weights loaded, it stays so
+    assert [f.kind for f in d.findings] == ["cuda_oom_allocation"] and "Ray's summary" not in d.primary.note
+    assert "loading the model weights" in d.primary.note
