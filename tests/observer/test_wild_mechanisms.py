@@ -101,6 +101,11 @@ def test_a_traceback_cut_in_the_profile_run_is_a_truncated_oom():
     assert "max_num_seqs=128" in f.note and f.fix_direction.get("max_num_seqs") == "decrease"
 
 
+def test_a_traceback_cut_in_the_poolers_warm_up_task_is_one_too():
+    frame = W + '  File "/x/vllm/v1/worker/gpu/pool/pooling_runner.py", line 80, in _dummy_pooler_run_task'
+    assert diagnose("\n".join([W + "Traceback (most recent call last):", frame])).primary.rule == "vllm.cut.dummy_batch"
+
+
 def test_vllms_report_that_the_engine_died_in_the_profile_run_says_it_too():
     died = "RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}"
     f = diagnose("\n".join(PROFILE_FRAMES + [died])).primary
@@ -130,6 +135,20 @@ def test_an_oom_under_the_capture_body_line_is_a_capture_oom():
     body = W + "    output = self.runnable(*args, **kwargs)"
     f = diagnose("\n".join([frame, body, W + TORCH_OOM])).primary
     assert f.kind == "cuda_graph_oom"
+
+
+def test_an_oom_under_the_piecewise_backends_concrete_size_entry_is_a_capture_oom():
+    # 0.8-0.11: the entry of a size to capture, run by capture_model's warm-ups before capture
+    frame = W + '  File "/x/vllm/compilation/cuda_piecewise_backend.py", line 156, in __call__'
+    body = W + "    return entry.runnable(*args)"
+    assert diagnose("\n".join([frame, body, W + TORCH_OOM])).primary.kind == "cuda_graph_oom"
+
+
+def test_the_range_entry_of_later_versions_runs_every_batch():
+    # 0.14+: every forward pass goes through range_entry.runnable: no phase of its own
+    frame = W + '  File "/x/vllm/compilation/piecewise_backend.py", line 379, in __call__'
+    body = W + "    return range_entry.runnable(*args)"
+    assert diagnose("\n".join([frame, body, W + TORCH_OOM])).primary.kind == "cuda_oom_allocation"
 
 
 def test_the_wrappers_replay_or_skip_lines_are_no_capture():
