@@ -40,7 +40,7 @@ from selfheal.eventstore.errors import (
     NotASelfhealLog, StoreError,
 )
 from selfheal.eventstore.hashing import verify_rows
-from selfheal.eventstore.postgres_single import SingleAppends
+from selfheal.eventstore.postgres_single import Prepared, SingleAppends
 from selfheal.eventstore.recorder import (
     COLUMNS, AppendRequest, Break, CheckpointAdvance, EventFilter, Recorder, StoredEvent, VerifyReport, check_columns,
     utc_iso,
@@ -95,9 +95,9 @@ class PostgresRecorder(Recorder):
             self._conn = psycopg.connect(url, autocommit=True)
         except psycopg.Error as exc:
             raise CannotOpen(f"{self.where}: cannot connect ({' '.join(str(exc).split())})") from None
-        # one cursor for every append: conn.execute sets a new one up each time (adapters, dumpers and
-        # loaders looked up again), a sixth of a single append's time (bench/postgres.py, plain loop too)
-        self._appends = self._conn.cursor()
+        # one cursor for the append function; one event goes through libpq (postgres_single.Prepared)
+        self._calls = self._conn.cursor()
+        self._appends = Prepared(self._conn)
         try:
             self._open(create)
         except BaseException:
@@ -179,7 +179,7 @@ class PostgresRecorder(Recorder):
                   _encode([(m.handler, m.expected, m.position) for m in checkpoints]).decode() if checkpoints else None,
                   forgotten, utc_iso(self._clock()) if self._clock is not None else None)
         try:
-            flat = self._appends.execute(_CALL, params).fetchone()[0]
+            flat = self._calls.execute(_CALL, params).fetchone()[0]
         except psycopg.Error as exc:
             raise self._conflict(exc) from None
         out, at = [], 0

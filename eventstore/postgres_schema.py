@@ -230,15 +230,21 @@ END;
 # append's server time. Each takes the append lock before its row is inserted and holds it to
 # commit, as the function does, so appends are serialised alike and a tailing reader never skips.
 # A statement's snapshot is taken before its lock: if another append committed meanwhile, it took
-# the position this one computes and ON CONFLICT (position) DO NOTHING inserts nothing (one
-# arbiter: the other unique indexes cost a probe each, and a stale head always shows there). A
-# stored id (a retry) raises unique_violation on event_id. Whatever inserts nothing or raises goes
-# to the append function, which reads a fresh head under the lock and tells the cases apart.
-# Both return the row's position, version, recorded_at and hash: the next append's head.
+# the position this one computes. ONE_EVENT, sent where other writers append too, then inserts
+# nothing: ON CONFLICT (position) DO NOTHING (one arbiter: the other unique indexes cost a probe
+# each, and a stale head always shows there), so that taking turns leaves no error in the
+# server's log. NEXT_EVENT, sent by a recorder appending alone, has it too, but not once the
+# recorder's rows have followed each other for a while (NEXT_FAST, postgres_single.FAST_AFTER): a
+# speculative insertion costs about 3 us of server time an append, and a position taken then
+# fails on the primary key (one ERROR line in the server's log) as rarely as another writer
+# shows up after a long spell of appending alone. A stored id (a retry) raises
+# unique_violation on event_id. Whatever inserts nothing or raises goes to the append function,
+# which reads a fresh head under the lock and tells the cases apart.
 #
 # ONE_EVENT looks the head and the stream's version up (an index probe each) and hashes the row
-# with the function's expression. The version is read once, in the head's subquery: where it
-# was both inserted and compared, the planner ran it twice (two InitPlans).
+# with the function's expression; it returns the row's position and version, from which the
+# recorder continues. The version is read once, in the head's subquery: where it was both
+# inserted and compared, the planner ran it twice (two InitPlans).
 _ONE_EVENT = """INSERT INTO events
 SELECT h.position + 1, %(id)s::text, %(stream)s::text, h.version + 1, %(type)s::text, %(sv)s::int, %(occ)s::text, h.at,
     %(corr)s::text, %(caus)s::text, %(data)s::text,
@@ -248,28 +254,34 @@ FROM (SELECT l.position, l.hash, pg_advisory_xact_lock({lock_class}, 'events'::r
         coalesce((SELECT s.version FROM events s WHERE s.stream = %(stream)s::text ORDER BY s.version DESC LIMIT 1), 0)
             AS version@CHECKS@
     FROM events l ORDER BY l.position DESC LIMIT 1) h
-@WHERE@ON CONFLICT (position) DO NOTHING RETURNING position, version, recorded_at, hash""".replace(
+@WHERE@@CONFLICT@""".replace(
     "{lock_class}", str(LOCK_CLASS)).replace(
     "@HASH@", row_hash(prev="h.hash", pos="h.position + 1", id="%(id)s::text", stream="%(stream)s::text",
                        ver="h.version + 1", type="%(type)s::text", sv="%(sv)s::int", occ="%(occ)s::text", rec="h.at",
                        corr="%(corr)s::text", caus="%(caus)s::text", data="%(data)s::text"))
-# NEXT_EVENT is sent where the client knows the head and the stream's version: the row its own
-# last append wrote, while no other writer has appended since (postgres_single.py). It looks
-# nothing up: the position, version and the hashed text around recorded_at come as parameters,
-# the text made by msgspec from the parameters' own values, as eventstore/hashing.py makes it;
-# the server adds recorded_at (its clock, under the lock, never before the head's) and hashes.
-# A head that moved shows as the position taken (nothing inserted, see above); `verify` hashes
-# every row again in Python. It costs about half of ONE_EVENT's server time (bench/postgres.py).
-# It returns recorded_at alone: the client knows the position and version it sent and hashes
-# the same text itself (postgres_single.py), which costs less than the server sending the hash.
+# NEXT_EVENT is sent where the client knows the head's position and the stream's version: the row
+# its own last append wrote, while no other writer has appended since (postgres_single.py). It
+# reads the row before %(pos)s by its position (one probe of the primary key, hot at its right
+# edge) for the previous hash and recorded_at, and takes the rest as parameters: the version,
+# and the hashed text on either side of the previous hash and recorded_at, made by msgspec from
+# the parameters' own values as eventstore/hashing.py makes it; the server adds recorded_at (its
+# clock, under the lock, never before the previous row's) and hashes. So the client needs
+# nothing back (no RETURNING: a row description, a row and its decoding, 2-3 us an append) and
+# the chain never rests on a hash or time the client kept. A head that moved shows as the
+# position taken (above); `verify` hashes every row again in Python.
 _NEXT_EVENT = """INSERT INTO events
 SELECT %(pos)s::bigint, %(id)s::text, %(stream)s::text, %(ver)s::int, %(type)s::text, %(sv)s::int, %(occ)s::text, h.at,
     %(corr)s::text, %(caus)s::text, %(data)s::text,
-    encode(sha256(convert_to(%(before)s::text || to_json(h.at)::text || %(after)s::text, 'UTF8')), 'hex')
-FROM (SELECT pg_advisory_xact_lock({lock_class}, 'events'::regclass::oid::int) AS locked,
-        greatest(%(last)s::text COLLATE "C", @NOW@) AS at@CHECKS@ OFFSET 0) h
-@WHERE@ON CONFLICT (position) DO NOTHING RETURNING recorded_at""".replace(
-    "{lock_class}", str(LOCK_CLASS))
+    encode(sha256(convert_to('["' || h.hash || %(before)s::text || to_json(h.at)::text || %(after)s::text, 'UTF8')),
+        'hex')
+FROM (SELECT pg_advisory_xact_lock({lock_class}, 'events'::regclass::oid::int) AS locked, p.hash,
+        greatest(p.recorded_at COLLATE "C", @NOW@) AS at@CHECKS@
+    FROM events p WHERE p.position = %(pos)s::bigint - 1 OFFSET 0) h
+@WHERE@@CONFLICT@""".replace("{lock_class}", str(LOCK_CLASS))
+#: the append lock alone: sent before ONE_EVENT in the same transaction and round trip (a libpq
+#: pipeline) where others append too, so that ONE_EVENT's snapshot is taken once the lock is held
+#: and its head is the latest (postgres_single.Prepared.run_after_lock)
+LOCK_STATEMENT = f"SELECT pg_advisory_xact_lock({LOCK_CLASS}, 'events'::regclass::oid::int)"
 _SERVER_NOW = """to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
 
 
@@ -297,19 +309,26 @@ def _moved(moves: int) -> str:
             f"FROM (VALUES {values}) m(handler, position), added a WHERE c.handler = m.handler)")
 
 
-def _built(sql: str, *, clock: bool, keyed: bool, expected: bool = False, leases: int = 0, moves: int = 0) -> str:
+def _built(sql: str, returned: str, *, clock: bool, keyed: bool, expected: bool = False, leases: int = 0,
+           moves: int = 0, fast: bool = False) -> str:
+    """`sql` for what the append carries, returning the columns `returned` names (nothing where
+    that is empty and nothing else is written: a row inserted shows in the command's count)."""
     checks = _checks(leases, moves)
     where = ["h.version = %(expected)s::bigint"] * expected + ["h.checked"] * bool(checks)
     sql = sql.replace("@NOW@", "%(clock)s::text" if clock else _SERVER_NOW).replace("@CHECKS@", checks).replace(
-        "@WHERE@", f"WHERE {' AND '.join(where)}\n" if where else "")
+        "@WHERE@", f"WHERE {' AND '.join(where)}\n" if where else "").replace(
+        "@CONFLICT@", "" if fast else "ON CONFLICT (position) DO NOTHING").rstrip()
     ctes = [f"added AS ({sql})"]
     if keyed:  # a sealed event's key, written by the same statement, only where the row was
         ctes.append("sealed AS (INSERT INTO keys (name, key) SELECT 'event:' || %(id)s::text, %(key)s::bytea FROM added "
                     "ON CONFLICT DO NOTHING)")
     if moves:
         ctes.append(_moved(moves))
-    returned = sql.rsplit("RETURNING ", 1)[1]
-    return sql if len(ctes) == 1 else f"WITH {', '.join(ctes)} SELECT {returned} FROM added"
+    if len(ctes) == 1:
+        return f"{sql}\nRETURNING {returned}" if returned else sql
+    # the row as the other CTEs read it (its recorded_at is a moved checkpoint's updated_at)
+    ctes[0] = f"added AS ({sql}\nRETURNING position, version, recorded_at)"
+    return f"WITH {', '.join(ctes)} SELECT {returned or 'position'} FROM added"
 
 
 @functools.cache
@@ -318,22 +337,24 @@ def one_event(expected: bool = False, clock: bool = False, keyed: bool = False, 
     """ONE_EVENT with a check of %(expected)s, recorded_at from %(clock)s rather than the
     server's clock, a sealed event's %(key)s, a runner's commit: built for what the append
     carries, so that no NULL parameter is sent and tested per append."""
-    return _built(_ONE_EVENT, clock=clock, keyed=keyed, expected=expected, leases=leases, moves=moves)
+    return _built(_ONE_EVENT, "position, version", clock=clock, keyed=keyed, expected=expected, leases=leases, moves=moves)
 
 
 @functools.cache
-def next_event(clock: bool = False, keyed: bool = False, leases: int = 0, moves: int = 0) -> str:
-    return _built(_NEXT_EVENT, clock=clock, keyed=keyed, leases=leases, moves=moves)
+def next_event(clock: bool = False, keyed: bool = False, leases: int = 0, moves: int = 0, fast: bool = False) -> str:
+    """NEXT_EVENT for what the append carries; `fast`: without ON CONFLICT (NEXT_FAST)."""
+    return _built(_NEXT_EVENT, "", clock=clock, keyed=keyed, leases=leases, moves=moves, fast=fast)
 
 
-def positional(sql: str) -> tuple[str, tuple[str, ...]]:
-    """`sql` with %s placeholders, and the names they stand for in order: a tuple sent as is
-    costs psycopg less than a dict it reorders (postgres_single.py, the common append)."""
-    return re.sub(r"%\((\w+)\)s", "%s", sql), tuple(re.findall(r"%\((\w+)\)s", sql))
-
-
-#: NEXT_EVENT with no clock, key, fence or moves: an observation appended alone
-NEXT_PLAIN, NEXT_ORDER = positional(next_event())
+#: NEXT_EVENT with no clock, key, fence or moves: an observation appended alone; its parameters
+#: go as a tuple in NEXT_ORDER, each name once, in the order they first appear
+#: (postgres_single.Prepared numbers them so)
+NEXT_PLAIN = next_event()
+NEXT_ORDER = tuple(dict.fromkeys(re.findall(r"%\((\w+)\)s", NEXT_PLAIN)))
+#: NEXT_PLAIN without ON CONFLICT, once a recorder has appended alone for a while
+NEXT_FAST = next_event(fast=True)
+#: the primary key's index: an INSERT that continues from a kept head which went stale fails on it
+POSITION_KEY = "events_pkey"
 
 
 _APPEND_BODY = _APPEND_BODY.replace("@HASH_ONE@", row_hash(

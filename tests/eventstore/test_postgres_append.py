@@ -78,21 +78,25 @@ def test_an_append_is_one_statement_fence_and_checkpoints_included(pg_url):
 
 
 class _Spy:
-    """The recorder's append cursor, noting each statement it sends."""
+    """The recorder's append cursor or its prepared single appends, noting each statement sent."""
 
-    def __init__(self, cursor, sent: list[str]):
-        self.cursor, self.sent = cursor, sent
+    SENDS = ("execute", "run", "run_encoded", "run_after_lock")
 
-    def execute(self, sql, *a, **kw):
-        self.sent.append(sql)
-        return self.cursor.execute(sql, *a, **kw)
+    def __init__(self, sender, sent: list[str]):
+        self.sender, self.sent = sender, sent
+
+    def __getattr__(self, name):
+        method = getattr(self.sender, name)
+        if name not in self.SENDS:
+            return method
+        return lambda sql, *a, **kw: self.sent.append(sql) or method(sql, *a, **kw)
 
 
 def _sent(rec) -> list[str]:
     sent = []
     execute = rec._conn.execute
     rec._conn.execute = lambda *a, **kw: sent.append(a[0]) or execute(*a, **kw)
-    rec._appends = _Spy(rec._appends, sent)
+    rec._appends, rec._calls = _Spy(rec._appends, sent), _Spy(rec._calls, sent)
     return sent
 
 
