@@ -222,6 +222,14 @@ CASES = [
     ("V0 worker error cut after 507 blocks", H + "# GPU blocks: 507, # CPU blocks: 1024\nERROR 06-12 08:12:23 "
      "worker_base.py:145] Error execut", "vllm.frame.v0_worker_error_cut", "max_model_len_exceeds_kv_cache", "inferred",
      {"num_blocks": 507}, ("max_model_len", "decrease")),
+    # the startup check retold: several runs' free memory as a range; a paraphrase without the total
+    ("startup check with a range of free memory", "- Shared root cause: `ValueError: Free memory on device cuda:0 "
+     "(58.33-58.44/63.98 GiB) on startup is less than desired GPU memory utilization (0.92, 58.87 GiB).`",
+     "vllm.startup_free_memory_paraphrased", "startup_free_memory_below_utilization", "inferred",
+     {"free_gib": 58.33, "total_gib": 63.98, "requested_utilization": 0.92}, ("gpu_memory_utilization", "decrease")),
+    ("startup check paraphrased", "- vLLM deployment fails with error: `Free memory (17.88 GB) < desired (18.85 GB at 0.8 "
+     "utilization)`", "vllm.startup_free_memory_paraphrased", "startup_free_memory_below_utilization", "inferred",
+     {"free_gib": 17.88, "requested_gib": 18.85, "requested_utilization": 0.8}, ("gpu_memory_utilization", "decrease")),
     # a PyTorch OOM inside the memory profiling run: its dummy batch is max_num_seqs requests
     ("OOM in V0's multimodal profile run", H + "Starting profile run for multi-modal models.\n"
      "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 19.63 GiB. GPU 3 has a total capacity of 79.15 GiB "
@@ -277,6 +285,7 @@ SILENT = [
     H + "# GPU blocks: 507, # CPU blocks: 1024\nERROR 06-12 08:12:23 worker_base.py:145] Error executing method "
     "execute_model. This might cause deadlock in distributed execution.",        # the method named: not cut
     W + "    output = self.runnable(*args, **kwargs)",                        # capture's line, nothing after
+    "Free memory (22.40 GB) < desired (18.85 GB at 0.8 utilization) is what we check first",  # enough free
     "\n".join(KV_CHECK[:3] + [W + "    return check(spec)"]).format(kv=4.0),   # the frame, no raise
     "\n".join([W + '  File "/srv/app/quota.py", line 9, in request_memory', W + "    raise ValueError("]),  # not vLLM
 ]
