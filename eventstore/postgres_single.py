@@ -119,7 +119,7 @@ class Prepared:
         types = tuple(res.param_type(i) for i in range(res.nparams))
         decoders = tuple(int if res.ftype(i) in (_INT8, _INT4) else self._decode for i in range(res.nfields))
         prepared = (statement, None if all(n.isdigit() for n in names) else tuple(names), types,
-                    tuple(map(self._encoder, types)), decoders, (1,) * len(types))
+                    tuple(map(self._encoder, types)), decoders, [1] * len(types))  # a list: psycopg 3.1 takes no tuple
         self.statements[sql] = prepared
         return prepared
 
@@ -201,7 +201,7 @@ class Prepared:
             with self.conn.lock:
                 pg.enter_pipeline_mode()
                 try:
-                    pg.send_query_prepared(lock[0], [], param_formats=())
+                    pg.send_query_prepared(lock[0], [], param_formats=[])
                     pg.send_query_prepared(prepared[0], sent, param_formats=prepared[5])
                     pg.pipeline_sync()
                     self.conn.wait(generators.send(pg))
