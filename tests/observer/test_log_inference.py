@@ -34,6 +34,11 @@ KV_CHECK = [W + "INFO 06-09 14:01:50 [gpu_worker.py:298] Available KV cache memo
 
 # (name, log, rule, kind, confidence, numbers it must state, a direction it must have)
 CASES = [
+    ("CPU KV request above the node's free memory",
+     "ValueError: Available memory on node 0 (3.2/31.2 GiB) on kv cache allocation is less than requested memory "
+     "for kv (24.6/28.08 GiB). Reduce CPU memory used by other processes.",
+     "vllm.cpu_kv_allocation_over_free", "no_kv_cache_memory", "stated", {"requested_kv_gib": 24.6},
+     ("gpu_memory_utilization", "decrease")),
     ("V0 '# GPU blocks: 0'", H + "# GPU blocks: 0, # CPU blocks: 256",
      "vllm.acct.no_gpu_blocks", "no_kv_cache_memory", "inferred", {"num_blocks": 0}, ("gpu_memory_utilization", "increase")),
     ("V0 0.1 '# GPU blocks: -1'", H + "# GPU blocks: -1, # CPU blocks: 512",

@@ -344,7 +344,7 @@ CASES = [
      "for kv (5.83/6.67 GiB). Reduce CPU memory used by other processes.",
      None, "no_kv_cache_memory",
      {"node_free_gib": 2.0, "total_gib": 8.34, "requested_kv_gib": 5.83, "budget_gib": 6.67},
-     {"gpu_memory_utilization": "increase"}, {"gpu_memory_utilization": 0.3}),  # (1.8 + 0.84) / 8.34 = 0.3165
+     {"gpu_memory_utilization": "decrease"}, {"gpu_memory_utilization": 0.3}),  # (1.8 + 0.84) / 8.34 = 0.3165
     ("metrics queue growth",
      "selfheal metrics: sustained queue growth: vllm:num_requests_waiting rose on each of 6 scrapes, from 0 to 18 in "
      "60 s; state: running=16 waiting=18 kv_cache_usage=0.450",
@@ -379,6 +379,11 @@ def test_variant(case):
     assert p.fix == fix
     assert p.action == ("tune" if fix else "alert")
     assert set(p.fix) <= set(p.fix_direction) | {"enforce_eager"}
+    for param, value in p.fix.items():  # the fix moves each parameter the way its direction says
+        was = getattr(current, param, None) if current is not None else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and isinstance(was, (int, float)) \
+                and value != was:
+            assert p.fix_direction[param] == ("increase" if value > was else "decrease"), (param, was, value)
 
 
 def test_every_failure_rule_has_a_case():

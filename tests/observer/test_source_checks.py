@@ -332,7 +332,7 @@ COVERED = [
      "engine.", "vllm.kv_cache_max_model_len_v0"),
     ("cpu auto KV (two numbers)",
      "ValueError: Available memory on node 0 (3.2/31.2 GiB) on kv cache allocation is less than requested memory "
-     "for kv (24.6/28.08 GiB). Reduce CPU memory used by other processes.", "vllm.cpu_kv_allocation"),
+     "for kv (24.6/28.08 GiB). Reduce CPU memory used by other processes.", "vllm.cpu_kv_allocation_over_free"),
 ]
 
 
