@@ -28,7 +28,8 @@ should have to know about, each of them a mechanism, none of them one log's word
 What the log shows is decided from the same probe as the collector prefixes (its first and last
 lines), so a plain log, which is what a live vLLM writes, pays for a few searches of that probe
 and is returned as it was given (str, bytes or file). A log that shows an artifact is decoded
-and rewritten whole as str, as an ANSI-coloured one is. Look-alikes, entities and gutters keep
+and rewritten as str, or, past spool.SPOOL_OVER, a piece at a time into a temporary file
+(a docker json-file log of hundreds of megabytes is never held whole). Look-alikes, entities and gutters keep
 every line end, so line numbers stay those of the input; lines taken out of JSON or escaped
 newlines, and dropped double spacing, number the lines of the text as it was unpasted.
 """
@@ -41,6 +42,7 @@ import re
 from selfheal.handlers.observer.logfile import FileBytes
 from selfheal.handlers.observer.normalize import clean
 from selfheal.handlers.observer.prefixes import _ANCHOR, _probe, shape, without_collectors
+from selfheal.handlers.observer import spool
 
 # -- look-alike characters -------------------------------------------------------------------
 _LOOKALIKES: dict[int, str] = {
@@ -110,16 +112,20 @@ def as_read(text: str | bytes | FileBytes) -> str | bytes | FileBytes:
 
 def unpasted(text: str | bytes | FileBytes, probe: str | None = None) -> str | bytes | FileBytes:
     """`text` with the paste artifacts its probe (`_probe(text)`, given or made) shows undone,
-    as a cleaned str, or `text` itself when it shows none."""
+    as a cleaned str (past spool.SPOOL_OVER, a temporary file read like a log file), or `text`
+    itself when it shows none."""
     probe = _probe(text) if probe is None else probe
     if not any(test(probe) for test, _ in _STEPS):
         return text
-    whole = clean(text if isinstance(text, str) else bytes(text[:]).decode("utf-8", "replace"))
+    whole = text
     for test, step in _STEPS:  # each decided on what the steps before it left
         found = test(_probe(whole))
-        if found:
-            whole = step(whole, found)
-    return whole
+        # a log too long to hold whole is rewritten a piece at a time (spool.py): only the steps
+        # that read one line at a time apply to it; a paste long enough to be double spaced or
+        # listed newest first is far shorter than SPOOL_OVER
+        if found and (step not in _WHOLE_TEXT_STEPS or len(whole) <= spool.SPOOL_OVER):
+            whole = spool.rewritten(whole, lambda piece, step=step, found=found: step(piece, found))
+    return whole if whole is not text else spool.rewritten(text, lambda piece: piece)
 
 
 def _has_lookalikes(probe: str) -> bool:
@@ -305,14 +311,18 @@ def _always(step):
     return lambda text, _found: step(text)
 
 
+_UNDOUBLED, _REORDERED = _always(_single_spaced), _always(_oldest_first)
+#: the steps that need the whole text, not one line at a time
+_WHOLE_TEXT_STEPS = (_UNDOUBLED, _REORDERED)
+
 #: (what the probe shows, or None; how the text is undone, given what was shown), in order
 _STEPS = (
     (_has_lookalikes, _always(_without_lookalikes)),
     (_has_entities, _always(_without_entities)),
     (_is_json_log, _always(_out_of_json)),
     (_has_escaped, _always(_unescaped)),
-    (_is_double_spaced, _always(_single_spaced)),
-    (_is_newest_first, _always(_oldest_first)),
+    (_is_double_spaced, _UNDOUBLED),
+    (_is_newest_first, _REORDERED),
     # gutters carry no vLLM record start for the collector learner (prefixes.py) to learn from
     _stripper(_gutter_of),
     _stripper(_collector_of),

@@ -20,6 +20,7 @@ import re
 
 from selfheal.handlers.observer.logfile import FileBytes
 from selfheal.handlers.observer.normalize import clean
+from selfheal.handlers.observer.spool import rewritten
 
 #: the record starts of vLLM and Python whose position on a line tells where a prefix ends
 _ANCHOR = re.compile(
@@ -103,15 +104,15 @@ def _probe(text: str | bytes | FileBytes) -> str:
 
 def without_collectors(text: str | bytes | FileBytes, probe: str | None = None) -> str | bytes | FileBytes:
     """`text` with the collector prefixes learnt from its first and last lines (its probe,
-    given or made) removed from every line (as a cleaned str), or `text` itself when none is
-    learnt."""
+    given or made) removed from every line (as a cleaned str, or past spool.SPOOL_OVER as a
+    temporary file read like a log file), or `text` itself when none is learnt."""
     shapes = learn(_probe(text) if probe is None else probe)
     if not shapes:
         return text
-    whole = text if isinstance(text, str) else bytes(text[:]).decode("utf-8", "replace")
-    whole = clean(whole)
+    whole = text
     for _ in range(ROUNDS):
-        whole = re.sub(rf"(?m)^(?:{'|'.join(shapes)})", "", whole)
+        strip = re.compile(rf"(?m)^(?:{'|'.join(shapes)})")
+        whole = rewritten(whole, lambda piece, strip=strip: strip.sub("", piece))  # past SPOOL_OVER, into a file
         shapes = learn(_probe(whole))
         if not shapes:
             break
