@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from selfheal.handlers.observer import diagnose  # noqa: E402
 from selfheal.handlers.observer.logtext import sample  # noqa: E402
-from selfheal.handlers.observer.prefilter import Prefilter, prefilter_for  # noqa: E402
+from selfheal.handlers.observer.prefilter import prefilter_for  # noqa: E402
 from selfheal.handlers.observer.rules import builtin_ruleset  # noqa: E402
 
 SAMPLES = ROOT / "tests" / "observer" / "samples"
@@ -134,8 +134,9 @@ def scans(path: Path) -> dict:
     that make it needed (Prefilter.scans_needed_by): most of ours is those scans."""
     data = path.read_bytes()
     probe = sample(data).decode("utf-8", "replace")
-    plan = prefilter_for(builtin_ruleset().matchers).plan(data, probe)
-    needed = Prefilter.scans_needed_by(plan, probe, len(data))
+    prefilter = prefilter_for(builtin_ruleset().matchers)
+    plan = prefilter.plan(data, probe)
+    needed = prefilter.scans_needed_by(plan, probe, len(data))
     return {"memchr": [g.char for g in plan.anchored if g.sparse],
             "regex_engine": {char: {"occurrences": data.count(char.encode("utf-8")), "needed_by": lits}
                              for char, lits in needed.items()}}

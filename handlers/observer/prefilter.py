@@ -132,24 +132,41 @@ class Prefilter:
         return Plan(anchors, [lit for k, lit in enumerate(self.literals) if not covered >> k & 1 and "\n" not in lit[0]],
                     self.short.spanning)
 
-    @staticmethod
-    def scans_needed_by(plan: Plan, sample: str, n: int) -> dict[str, list[str]]:
-        """For each anchor of `plan` (a plan for a text of `n` characters) reached by the regex
-        engine's scan (a pass over the whole text: SRE_NS a character, most of a long log's
-        time), the literals that make it needed: those of its group that hold neither the anchor
-        of another such scan nor a character that a memchr pass would reach for less than this
-        scan costs (by the estimates above, its occurrences counted in `sample`). While they are
-        rules' literals the scan stays: what a literal of common letters costs, for whoever writes
-        one (bench/observer.py prints it)."""
+    def scans_needed_by(self, plan: Plan, sample: str, n: int) -> dict[str, list[str]]:
+        """For each anchor of `plan` (this prefilter's plan for a text of `n` characters, its
+        characters counted in `sample`) reached by the regex engine's scan (a pass over the whole
+        text: SRE_NS a character, most of a long log's time), the literals that keep it: those of
+        its group that hold neither the anchor of another such scan nor a character that a memchr
+        pass would reach for less than this scan costs (by the estimates above), and then those
+        that, planned again without the anchor and those literals, would need a scan that `plan`
+        lacks: a scan for the stats line's "V" takes the place of the one for "u" if only "Auto
+        set (" is reworded. Reworded together, with characters other passes reach, they end the
+        scan with none in its place (some only together: one stats literal alone would ride a
+        memchr pass); until then it stays. What literals of common letters cost, for whoever
+        writes one (bench/observer.py prints it)."""
         scale = n / max(len(sample), 1)
-        scans = {g.char: n * SRE_NS + sample.count(g.char) * scale * SRE_HIT_NS for g in plan.anchored if not g.sparse}
+        cost = {g.char: n * SRE_NS + sample.count(g.char) * scale * SRE_HIT_NS for g in plan.anchored if not g.sparse}
         out = {}
         for group in plan.anchored:
-            if not group.sparse:
-                anchor, cost = group.char, scans[group.char]
-                out[anchor] = [lit for lit, _ in group.literals if not any(
-                    ch != anchor and (ch in scans or n * SCAN_NS + sample.count(ch) * scale * SPARSE_HIT_NS < cost)
-                    for ch in set(lit))]
+            if group.sparse:
+                continue
+            anchor = group.char
+            needed = [lit for lit, _ in group.literals if not any(
+                ch != anchor and (ch in cost or n * SCAN_NS + sample.count(ch) * scale * SPARSE_HIT_NS < cost[anchor])
+                for ch in set(lit))]
+            # the others, planned again without the anchor: those that a scan the plan lacks then
+            # takes are needed too, until none is
+            while True:
+                without = Prefilter([lit for lit, idxs in self.literals if lit not in needed for _ in idxs])
+                without.masks = {ch: mask for ch, mask in without.masks.items() if ch != anchor}
+                without.after = {ch: after for ch, after in without.after.items() if ch != anchor}
+                without.anchorable = functools.reduce(int.__or__, without.masks.values(), 0)
+                more = [lit for g in without.plan(range(n), sample).anchored if not g.sparse and g.char not in cost
+                        for lit, _ in g.literals if lit in dict(group.literals)]
+                if not more:
+                    break
+                needed += more
+            out[anchor] = [lit for lit, _ in group.literals if lit in needed]
         return out
 
 
