@@ -245,6 +245,50 @@ CASES = [
      "last):\n" + FRAME.format(path="v1/worker/gpu_worker.py", n=507, fn="compile_or_warm_up_model") + "\n" + W +
      "ERROR 11-19 12:16:36 [core.py:842]     self.model_runner._dummy_sampler_run(hidden_states=last_hidden_states)",
      "vllm.cut.dummy_batch", "cuda_oom_allocation", "truncated", {}, ("max_num_seqs", "decrease")),
+    # blind round 9: PyTorch's OOM retyped into a summary, and cut inside its free amount by a title's limit
+    ("torch OOM retyped as a summary", "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 1 has 23.56 GiB total, "
+     "1.08 GiB free,\n22.46 GiB in use. (Model loading took 13.31 GiB)", "torch.cuda_oom_retold", "cuda_oom_allocation",
+     "stated", {"tried_to_allocate_mib": 2048.0, "gpu_total_gib": 23.56, "gpu_free_mib": 1105.92},
+     ("gpu_memory_utilization", "decrease")),
+    ("torch OOM cut inside its free amount", "[Bug]: orch.OutOfMemoryError: CUDA out of memory. Tried to allocate 350.00 "
+     "MiB. GPU 0 has a total capacity of 23.68 GiB of which 212.81", "torch.cuda_oom_retold", "cuda_oom_allocation",
+     "stated", {"tried_to_allocate_mib": 350.0, "gpu_total_gib": 23.68}, ("gpu_memory_utilization", "decrease")),
+    # the accelerator's OOM with no size: torch_npu's op check, IPEX's XPU allocator, a traceback joined into one line
+    ("torch_npu's OOM with a device id only", "RuntimeError: NPU out of memory. device id: 3", "torch.device_oom_bare",
+     "cuda_oom_allocation", "stated", {}, ("gpu_memory_utilization", "decrease")),
+    ("IPEX's XPU OOM", "RuntimeError: XPU out of memory, please use `empty_cache` to release all unoccupied cached "
+     "memory.", "torch.device_oom_bare", "cuda_oom_allocation", "stated", {}, ("gpu_memory_utilization", "decrease")),
+    ("NPU OOM at the end of a traceback joined into one line", "(VllmWorkerProcess pid=7) ERROR 07-03 19:33:28 "
+     "[multiproc_worker_utils.py:238] result_tensor = torch.cat(ordered_tensors, dim=-1) (VllmWorkerProcess pid=7) "
+     "ERROR 07-03 19:33:28 [multiproc_worker_utils.py:238] RuntimeError: NPU out of memory.", "torch.device_oom_bare",
+     "cuda_oom_allocation", "stated", {}, ("gpu_memory_utilization", "decrease")),
+    ("XPU OOM named in backticks in a title", "`XPU out of memory` error with `-tp=4`, but model loads fine with `-tp=2`",
+     "torch.device_oom_quoted", "cuda_oom_allocation", "inferred", {}, ("gpu_memory_utilization", "decrease")),
+    # PyTorch's caching allocator's warning before its retry, sizes in bytes
+    ("caching allocator's OOM warning in bytes", "[rank5]:[W... CUDACachingAllocator.cpp:3933] memory allocation failed "
+     "with OOM on device 5\n  while trying to allocate 671088640 bytes (free: 513736704, total: 85095874560).",
+     "torch.allocator_oom_warning", "cuda_oom_allocation", "inferred",
+     {"tried_to_allocate_mib": 640.0, "gpu_free_mib": 489.9375, "gpu_total_gib": 79.2517}, ("gpu_memory_utilization", "decrease")),
+    # the startup check as a fork words it, and the CPU worker's with other verbs: one family
+    ("startup check reworded by a fork", "(EngineCore_DP0 pid=727) ERROR 02-12 15:44:57 [core.py:966] ValueError: "
+     "Available memory on device cuda:0 (28.49/124.0 GiB) is below required GPU memory utilization (0.95, 117.8 GiB). "
+     "Reduce GPU memory utilization or decrease GPU memory used by other processes.", "vllm.startup_free_memory_family",
+     "startup_free_memory_below_utilization", "inferred",
+     {"free_gib": 28.49, "total_gib": 124.0, "requested_utilization": 0.95, "requested_gib": 117.8},
+     ("gpu_memory_utilization", "decrease")),
+    ("CPU startup check with other verbs", "ValueError: Free memory on node 1 (8.2/9.71 GiB) is lower than the required "
+     "CPU memory utilization (1.0, 9.71 GiB).", "vllm.startup_free_memory_family", "startup_free_memory_below_utilization",
+     "inferred", {"free_gib": 8.2, "total_gib": 9.71, "requested_utilization": 1.0}, ("gpu_memory_utilization", "decrease")),
+    # vllm-metal's paged-attention planner: the breakdown re-wrapped; the later wording names the flag
+    ("vllm-metal KV budget, re-wrapped", "ValueError: Paged attention: not enough Metal memory for KV cache.\n"
+     "  metal_limit=26.80GB, fraction=0.98, usable_metal=26.26GB,\n  model_memory=19.74GB, overhead=2.09GB, "
+     "kv_budget=-12.05GB.", "vllm_metal.paged_kv_budget", "no_kv_cache_memory", "stated",
+     {"available_kv_gib": -12.05, "metal_limit_gib": 26.8}, ("gpu_memory_utilization", "increase")),
+    ("vllm-metal KV budget naming the flag", "Paged attention: not enough Metal memory for KV cache. metal_limit=12.71GB, "
+     "fraction=0.05, usable_metal=0.64GB, model_memory=0.26GB, overhead=0.49GB, kv_budget=-0.11GB. Mitigations: "
+     "increase --gpu-memory-utilization (currently 0.05); use a smaller or more quantized model.",
+     "vllm_metal.paged_kv_budget", "no_kv_cache_memory", "stated", {"available_kv_gib": -0.11, "requested_utilization": 0.05},
+     ("gpu_memory_utilization", "increase")),
 ]
 
 
