@@ -289,6 +289,11 @@ CASES = [
      "increase --gpu-memory-utilization (currently 0.05); use a smaller or more quantized model.",
      "vllm_metal.paged_kv_budget", "no_kv_cache_memory", "stated", {"available_kv_gib": -0.11, "requested_utilization": 0.05},
      ("gpu_memory_utilization", "increase")),
+    # PyTorch's MPS allocator (Apple Silicon): its budget as the total; an allocation in MB has no unit here
+    ("MPS allocator's OOM", "RuntimeError: MPS backend out of memory (MPS allocated: 42.28 GiB, other allocations: "
+     "720.00 KiB, max allowed: 42.43 GiB). Tried to allocate 384.00 MiB on shared pool.", "torch.mps_oom",
+     "cuda_oom_allocation", "stated", {"tried_to_allocate_mib": 384.0, "gpu_total_gib": 42.43},
+     ("gpu_memory_utilization", "decrease")),
 ]
 
 

@@ -57,6 +57,7 @@ SILENT = [
     "(Worker pid=29271) INFO 08-19 18:00:26 [gpu_worker.py:857] Free memory on device (78.66/79.18 GiB) on startup. "
     "Desired GPU memory utilization is (0.9, 71.26 GiB). Actual usage is 15.31 GiB for weight",
     "INFO vllm_metal: Paged attention: metal_limit=26.80GB, fraction=0.9, kv_budget=3.20GB, num_blocks=1250",
+    "The MPS backend out of memory handling changed in torch 2.1.",
 ]
 
 
