@@ -262,6 +262,8 @@ CASES = [
      "[multiproc_worker_utils.py:238] result_tensor = torch.cat(ordered_tensors, dim=-1) (VllmWorkerProcess pid=7) "
      "ERROR 07-03 19:33:28 [multiproc_worker_utils.py:238] RuntimeError: NPU out of memory.", "torch.device_oom_bare",
      "cuda_oom_allocation", "stated", {}, ("gpu_memory_utilization", "decrease")),
+    ("CUDA OOM cut after its first sentence", "[Bug]: torch.OutOfMemoryError: CUDA out of memory.", "torch.cuda_oom_bare",
+     "cuda_oom_allocation", "stated", {}, ("gpu_memory_utilization", "decrease")),
     ("XPU OOM named in backticks in a title", "`XPU out of memory` error with `-tp=4`, but model loads fine with `-tp=2`",
      "torch.device_oom_quoted", "cuda_oom_allocation", "inferred", {}, ("gpu_memory_utilization", "decrease")),
     # PyTorch's caching allocator's warning before its retry, sizes in bytes

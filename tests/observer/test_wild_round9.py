@@ -58,6 +58,7 @@ SILENT = [
     "Desired GPU memory utilization is (0.9, 71.26 GiB). Actual usage is 15.31 GiB for weight",
     "INFO vllm_metal: Paged attention: metal_limit=26.80GB, fraction=0.9, kv_budget=3.20GB, num_blocks=1250",
     "The MPS backend out of memory handling changed in torch 2.1.",
+    "RuntimeError: CUDA out of memory errors are retried by the caller",
 ]
 
 
