@@ -86,3 +86,15 @@ OWN = [
 @pytest.mark.parametrize("log, rule", OWN)
 def test_the_families_leave_the_whole_wordings_to_their_rules(log, rule):
     assert [f.rule for f in diagnose(log).findings] == [rule]
+
+
+def test_the_allocators_warning_is_told_never_tuned():
+    """PyTorch's caching allocator logs it before freeing its cache and retrying: a retry that
+    succeeded leaves it in a log that goes on serving, so it never starts a healing run."""
+    from selfheal.schemas.serving import ServingConfig
+    current = ServingConfig(gpu_memory_utilization=0.9, max_model_len=8192, max_num_seqs=16,
+                            max_num_batched_tokens=2048)
+    warning = ("[W CUDACachingAllocator.cpp:1050] memory allocation failed with OOM on device 0 while trying to "
+               "allocate 2147483648 bytes (free: 513736704, total: 85095874560)\n")
+    f = diagnose(warning, current=current).primary
+    assert (f.rule, f.action, f.fix) == ("torch.allocator_oom_warning", "alert", {})
