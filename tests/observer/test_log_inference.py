@@ -266,6 +266,8 @@ CASES = [
      "cuda_oom_allocation", "stated", {}, ("gpu_memory_utilization", "decrease")),
     ("XPU OOM named in backticks in a title", "`XPU out of memory` error with `-tp=4`, but model loads fine with `-tp=2`",
      "torch.device_oom_quoted", "cuda_oom_allocation", "inferred", {}, ("gpu_memory_utilization", "decrease")),
+    ("CUDA OOM named in backticks in a title", "`CUDA out of memory` with --tensor-parallel-size 4 on two cards",
+     "torch.cuda_oom_quoted", "cuda_oom_allocation", "inferred", {}, ("gpu_memory_utilization", "decrease")),
     # PyTorch's caching allocator's warning before its retry, sizes in bytes
     ("caching allocator's OOM warning in bytes", "[rank5]:[W... CUDACachingAllocator.cpp:3933] memory allocation failed "
      "with OOM on device 5\n  while trying to allocate 671088640 bytes (free: 513736704, total: 85095874560).",
