@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from selfheal.handlers.observer.endings import another_cause
 from selfheal.handlers.observer.expr import Env
 from selfheal.handlers.observer.fixes import FixProgram
 from selfheal.handlers.observer.spec import CONTEXT
@@ -112,6 +113,8 @@ class Interpretation:
         self.cut_rules = [m for m in matchers if m.rule.cut_in]
         self.streaks: dict[str, tuple[int, int]] = {}  # kind -> (matches in a row, line of the last)
         self.sites: list[tuple[int, Finding]] = []  # raise-site findings of this attempt, held back
+        # findings of a log cut inside a region, held back: (priority, finding, the region's opener)
+        self.cuts: list[tuple[int, Finding, str]] = []
         self.context_hits = 0  # context lines read: a log cut in a phase shows more than its opener
         self.context: dict[str, tuple[float | int, Hit]] = {}
         self.regions: dict[str, Hit] = {}
@@ -133,6 +136,7 @@ class Interpretation:
             self.context_hits += 1
             for mark in rule.marks:
                 if mark == "reset":
+                    self._release_cuts()
                     self._flush_sites()
                     self.unphased = None
                     self.context.clear()
@@ -141,6 +145,7 @@ class Interpretation:
                     if self.attempt:
                         self.failed, self.attempt = self.attempt, {}
                 elif mark == "ready":
+                    self._release_cuts()
                     self._flush_sites()
                     self.unphased = None
                     self.ready_after_last_finding = True
@@ -177,8 +182,19 @@ class Interpretation:
             return
         # an error stated after raise sites is what they raised: they said less
         self.sites = []
+        self._release_cuts()
         self.unphased = hit if rule.refine and not any(r.when in self.regions for r in rule.refine) else None
+        if rule.cut_in:  # counted once the log goes on; at its end, only if its last lines state no other cause
+            self.cuts.append((priority, finding, _since(self.regions[rule.cut_in])))
+            self.ready_after_last_finding = False
+            self.regions.clear()
+            return
         self._found(priority, finding)
+
+    def _release_cuts(self) -> None:
+        cuts, self.cuts = self.cuts, []
+        for priority, finding, _ in cuts:
+            self._count(priority, finding)
 
     def _found(self, priority: int, finding: Finding) -> None:
         self.ready_after_last_finding = False
@@ -231,9 +247,10 @@ class Interpretation:
                 self.listed[at] = merged
         return merged
 
-    def _cut_short(self) -> None:
+    def _cut_short(self, tail: str) -> None:
         """The log ends inside a region a `cut_in` rule names, with no failure since it opened:
-        the process died there, or the paste stops there. A finding of lower confidence."""
+        the process died there, or the paste stops there. A finding of lower confidence, unless
+        the log's last lines (`tail`) state another cause after the region opened (endings.py)."""
         # the opening line alone is a quoted line, not a startup that stopped
         if self.context_hits < 2 and all(r.line <= 1 for r in self.regions.values()):
             return
@@ -241,7 +258,7 @@ class Interpretation:
             return
         for m in self.cut_rules:
             opener = self.regions.get(m.rule.cut_in)
-            if opener is not None:
+            if opener is not None and another_cause(tail, _since(opener)) is None:
                 made = _finding(Hit(m, None, opener.line, list(opener.evidence), opener.line), self.context, self.regions,
                                 self._fix, "truncated")
                 if made is not None:
@@ -274,11 +291,16 @@ class Interpretation:
         seen.latest_at = at
         self.attempt[identity] = (priority, at)
 
-    def diagnosis(self) -> Diagnosis:
+    def diagnosis(self, tail: str = "") -> Diagnosis:
         """The diagnosis of the log read so far. Call it once, at the end: what the end of the
-        log means (raise sites with no message after them, a log cut inside a phase) is added."""
+        log means (raise sites with no message after them, a log cut inside a phase) is added.
+        `tail` is the log's last characters (endings.tail_of), where a cut may be explained."""
+        cuts, self.cuts = self.cuts, []
+        for priority, finding, since in cuts:
+            if another_cause(tail, since) is None:
+                self._count(priority, finding)
         self._flush_sites()
-        self._cut_short()
+        self._cut_short(tail)
         attempt = self.attempt or self.failed
         primary = None
         if attempt and not self.ready_after_last_finding:
@@ -288,6 +310,13 @@ class Interpretation:
                     for s in self.seen.values() if s.count > s.listed]
         return Diagnosis(primary=primary, findings=list(self.listed.values()),
                          repeated=sorted(repeated, key=lambda r: r.index))
+
+
+def _since(opener: Hit) -> str:
+    """A piece of the line that opened a region, to find it among the log's last lines: its
+    evidence is the line itself, or the line clipped around the match ("…" where it was cut)."""
+    line = opener.evidence[0] if opener.evidence else ""
+    return max(line.split("…"), key=len).strip()
 
 
 def interpret(hits: Iterable[Hit], current: ServingConfig | None, bounds: ActuatorBounds, buffer: float,

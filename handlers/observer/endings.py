@@ -1,0 +1,55 @@
+"""What the end of a log states: an exception that names a cause other than memory.
+
+A log that ends inside a phase where a failure was not seen (CUDA-graph capture, a dummy batch:
+`cut_in` rules) is read as cut short there, a finding of lower confidence. That reading holds
+only while the log says nothing of why it stopped. When its last lines state an exception of
+another cause (an NCCL error, an illegal memory access, an assertion, a compile error, an
+interrupt), the log is not cut short: it states a failure that is not a configuration's, and a
+capture that died of it says nothing about memory.
+
+Only the last lines are read (TAIL_CHARS, at most TAIL_LINES): the end of a log is cheap to reach
+whatever its length, where a rule over every line would cost a scan of the whole log for
+literals made of common letters (prefilter.py). The generic wrappers that only point elsewhere
+("Engine core initialization failed. See root cause above", a worker that died) name no cause.
+"""
+from __future__ import annotations
+
+import re
+
+TAIL_CHARS = 16384
+TAIL_LINES = 64
+
+# an exception's own line, after whatever prefix a collector put in front: a dotted class name
+# ending in Error/Exception/Interrupt, then ": message" or nothing
+_EXCEPTION = re.compile(
+    r"(?:^|[\s\]|>:)])(?<!except )(?<!raise )((?:[A-Za-z_]\w*\.)*(?:[A-Z]\w*(?:Error|Exception)|KeyboardInterrupt))(?::[ \t]*(.*?))?[ \t]*$")
+# what says the memory ran out (its rules read it: a stated finding, never a cut one) or says
+# nothing of a cause (a wrapper that points at the root cause elsewhere)
+_NOT_ANOTHER_CAUSE = re.compile(
+    r"out of memory|OutOfMemory|\bOOM\b|memory (?:is )?exhausted|insufficient memory|not enough memory"
+    r"|[Tt]ried to allocate|cannot allocate|failed to allocate|allocation fail"
+    r"|root cause|initiali[sz]ation failed|failed to start|see (?:the )?(?:above|stack trace|logs?)"
+    r"|died|dead|exit(?:ed)? (?:code|status|unexpectedly)|terminated|shut ?down|SystemExit"
+    r"|^(?:(?:[\w.]+\.)?(?:EngineDeadError|EngineGenerateError|ChildProcessError|RayTaskError|ActorDiedError"
+    r"|WorkerError|RayActorError|ProcessLookupError|BrokenPipeError|ConnectionResetError))\b", re.I)
+
+
+def tail_of(text) -> str:
+    """The last TAIL_CHARS characters of a log given as text, bytes or logfile.FileBytes."""
+    n = len(text)
+    end = text[max(0, n - TAIL_CHARS):n] if not isinstance(text, str) else text[-TAIL_CHARS:]
+    return end if isinstance(end, str) else bytes(end).decode("utf-8", "replace")
+
+
+def another_cause(tail: str, since: str = "") -> str | None:
+    """The exception line, among the last lines of `tail` after the last one that holds `since`
+    (the line that opened the phase; all of them when it is not there), that states a cause
+    other than memory; None when there is none."""
+    lines = tail.splitlines()[-TAIL_LINES:]
+    for line in reversed(lines):
+        if since and since in line:
+            return None
+        m = _EXCEPTION.search(line)
+        if m and not _NOT_ANOTHER_CAUSE.search(m.group(1) + ": " + (m.group(2) or "")):
+            return line.strip()
+    return None

@@ -1,0 +1,84 @@
+"""A log that ends inside CUDA-graph capture (or a dummy batch) is read as cut short there, a
+finding of lower confidence (`cut_in` rules), only while its last lines state no other cause.
+Capture also fails for reasons that are not memory (public vLLM threads show an illegal memory
+access during capture on GH200 and GB200, a stream-capture error after a nightly upgrade, an
+all-reduce assertion): those logs must stay silent, while a capture cut with nothing after it,
+or with only a wrapper that points at the root cause, still speaks (handlers/observer/endings.py)."""
+from __future__ import annotations
+
+import pytest
+
+from selfheal.handlers.observer import diagnose
+from selfheal.handlers.observer.endings import another_cause
+
+P = "(EngineCore_DP0 pid=230522) "
+START = [
+    P + "INFO 12-04 10:12:01 [gpu_model_runner.py:2653] Model loading took 14.99 GiB memory and 5.1 seconds",
+    P + "INFO 12-04 10:12:09 [gpu_worker.py:298] Available KV cache memory: 52.1 GiB",
+    P + "INFO 12-04 10:12:09 [kv_cache_utils.py:1087] GPU KV cache size: 426,800 tokens",
+]
+CAPTURE = P + "INFO 12-04 10:12:10 [gpu_model_runner.py:3500] Capturing CUDA graph shapes:  12%"
+FRAMES = [
+    P + "ERROR 12-04 10:12:12 [core.py:708] EngineCore failed to start.",
+    P + "ERROR 12-04 10:12:12 [core.py:708] Traceback (most recent call last):",
+    P + 'ERROR 12-04 10:12:12 [core.py:708]   File "/opt/venv/lib/python3.12/site-packages/vllm/v1/worker/'
+        'gpu_model_runner.py", line 4530, in _capture_cudagraphs',
+    P + "ERROR 12-04 10:12:12 [core.py:708]     self._dummy_run(",
+]
+CUDA_ADVICE = [
+    P + "ERROR 12-04 10:12:12 [core.py:708] CUDA kernel errors might be asynchronously reported at some other "
+        "API call, so the stacktrace below might be incorrect.",
+    P + "ERROR 12-04 10:12:12 [core.py:708] For debugging consider passing CUDA_LAUNCH_BLOCKING=1",
+]
+WRAPPER = [
+    "(APIServer pid=230300) Traceback (most recent call last):",
+    "(APIServer pid=230300) RuntimeError: Engine core initialization failed. See root cause above. "
+    "Failed core proc(s): {'EngineCore_DP0': 1}",
+]
+OTHER_CAUSES = {
+    "illegal memory access": P + "ERROR 12-04 10:12:12 [core.py:708] torch.AcceleratorError: CUDA error: an illegal "
+                                 "memory access was encountered",
+    "stream capture": P + "ERROR 12-04 10:12:12 [core.py:708] RuntimeError: CUDA error: operation not permitted "
+                          "when stream is capturing",
+    "NCCL": P + "ERROR 12-04 10:12:12 [core.py:708] torch.distributed.DistBackendError: NCCL error in: "
+                "../torch/csrc/distributed/c10d/NCCLUtils.hpp:317, unhandled cuda error",
+    "bare assertion": P + "ERROR 12-04 10:12:12 [core.py:708] AssertionError",
+    "interrupt": "KeyboardInterrupt",
+}
+
+
+def _log(*parts: list[str]) -> str:
+    return "\n".join(line for part in parts for line in part) + "\n"
+
+
+@pytest.mark.parametrize("cause", sorted(OTHER_CAUSES))
+def test_a_capture_that_died_of_another_cause_is_not_read_as_cut_short(cause):
+    text = _log(START, [CAPTURE], FRAMES, [OTHER_CAUSES[cause]], CUDA_ADVICE, WRAPPER)
+    assert diagnose(text).findings == []
+
+
+@pytest.mark.parametrize("ending", [[], FRAMES, FRAMES + WRAPPER], ids=["opener", "frames", "wrapper"])
+def test_a_capture_cut_with_nothing_or_only_a_wrapper_after_it_still_speaks(ending):
+    f = diagnose(_log(START, [CAPTURE], ending)).primary
+    assert (f.kind, f.confidence, f.action) == ("cuda_graph_oom", "truncated", "alert")
+
+
+def test_an_error_before_the_capture_opened_does_not_explain_the_cut():
+    # a start that failed of something else, then a restart whose capture the log cuts
+    text = _log(START, FRAMES, [OTHER_CAUSES["NCCL"]], START, [CAPTURE])
+    f = diagnose(text).primary
+    assert (f.kind, f.confidence) == ("cuda_graph_oom", "truncated")
+
+
+def test_memory_stated_in_the_last_lines_is_never_another_cause():
+    for line in ["RuntimeError: CUDA error: out of memory", "torch.OutOfMemoryError: CUDA out of memory.",
+                 "ValueError: not enough memory to capture", "RuntimeError: NCCL error: see the logs above"]:
+        assert another_cause(line) is None, line
+    for line in ['    except ValueError:', '    raise RuntimeError(', '  File "x.py", line 3, in capture_model']:
+        assert another_cause(line) is None, line
+
+
+def test_the_cause_is_read_from_a_file_too(tmp_path):
+    path = tmp_path / "vllm.log"
+    path.write_text(_log(START, [CAPTURE], FRAMES, [OTHER_CAUSES["NCCL"]], WRAPPER), encoding="utf-8")
+    assert diagnose(path).findings == []
