@@ -82,3 +82,23 @@ def test_the_cause_is_read_from_a_file_too(tmp_path):
     path = tmp_path / "vllm.log"
     path.write_text(_log(START, [CAPTURE], FRAMES, [OTHER_CAUSES["NCCL"]], WRAPPER), encoding="utf-8")
     assert diagnose(path).findings == []
+
+
+DUMMY_BATCH = [
+    P + "ERROR 11-19 12:16:36 [core.py:842] Traceback (most recent call last):",
+    P + 'ERROR 11-19 12:16:36 [core.py:842]   File "/usr/local/lib/python3.12/dist-packages/vllm/v1/worker/'
+        'gpu_model_runner.py", line 3400, in profile_run',
+    P + "ERROR 11-19 12:16:36 [core.py:842]     output = self._dummy_sampler_run(last_hidden_states)",
+    P + 'ERROR 11-19 12:16:36 [core.py:842]   File "/usr/local/lib/python3.12/dist-packages/vllm/v1/worker/'
+        'gpu_model_runner.py", line 3300, in _dummy_sampler_run',
+    P + "ERROR 11-19 12:16:36 [core.py:842]     raise e",
+]
+
+
+def test_a_dummy_batch_that_died_of_another_cause_is_not_read_as_cut_short():
+    # a GPU newer than the build's kernels fails in the profile run too, with no memory involved
+    cut = diagnose(_log(START, DUMMY_BATCH)).primary
+    assert (cut.rule, cut.confidence) == ("vllm.cut.dummy_batch", "truncated")
+    stated = P + ("ERROR 11-19 12:16:36 [core.py:842] torch.AcceleratorError: CUDA error: no kernel image is "
+                  "available for execution on the device")
+    assert diagnose(_log(START, DUMMY_BATCH, [stated])).findings == []
