@@ -133,6 +133,33 @@ CASES = [
      "vllm.log.preemptions", "preemption_storm", "stated", {}, ("max_num_seqs", "decrease")),
     ("over-long prompts refused again and again", "\n".join(REJECT.format(s=s) for s in (1, 2, 3)),
      "vllm.log.requests_rejected", "requests_rejected", "stated", {"max_model_len": 4096}, ("max_model_len", "increase")),
+    ("prompts refused again and again, the request naming no max_tokens", "\n".join(
+        f"ERROR 02-13 07:19:1{s} serving_chat.py:200] Error in preprocessing prompt inputs: This model's maximum "
+        f"context length is 1536 tokens. However, your request has 41{s}6 input tokens. Please reduce the length of "
+        "the input messages." for s in (1, 2, 3)),
+     "vllm.log.requests_rejected", "requests_rejected", "stated", {"max_model_len": 1536}, ("max_model_len", "increase")),
+    ("an OOM PyTorch could not word: NVML's assert on the allocator's OOM path", "(EngineCore_DP0 pid=9) ERROR 05-02 "
+     "10:11:12 [core.py:708] RuntimeError: NVML_SUCCESS == r INTERNAL ASSERT FAILED at \"/pytorch/c10/cuda/"
+     "CUDACachingAllocator.cpp\":1016, please report a bug to PyTorch.", "torch.oom_unreported_nvml",
+     "cuda_oom_allocation", "inferred", {}, ("gpu_memory_utilization", "decrease")),
+    ("a bare OOM behind vLLM's wrapper, its numbers replaced by placeholders",
+     "[rank0]: RuntimeError: Error in model execution... CUDA out of memory. Tried to allocate X GiB. "
+     "GPU 0 has a total capacity of Y GiB of which Z GiB is free. ...",
+     "torch.cuda_oom_bare", "cuda_oom_allocation", "stated", {}, ("gpu_memory_utilization", "decrease")),
+    ("a client whose max_tokens fills the context: every request refused",
+     "ERROR 02-13 07:19:11 serving_chat.py:200] Error in preprocessing prompt inputs: This model's maximum context "
+     "length is 8192 tokens. However, you requested 8204 tokens (12 in the messages, 8192 in the completion). Please "
+     "reduce the length of the messages or completion.",
+     "vllm.log.completion_fills_context", "requests_rejected", "inferred", {"max_tokens": 8192, "max_model_len": 8192},
+     None),
+    ("the same in the later wording", "openai.BadRequestError: Error code: 400 - {'message': \"'max_tokens' or "
+     "'max_completion_tokens' is too large: 32768. This model's maximum context length is 32768 tokens and your "
+     "request has 20 input tokens (32768 > 32768 - 20).\"}",
+     "vllm.log.completion_fills_context", "requests_rejected", "inferred", {"max_tokens": 32768, "prompt_tokens": 20},
+     None),
+    ("the Mamba block check quoted from 'exceeds' on", "at 128k the hybrid model failed: `exceeds available Mamba "
+     "cache blocks (95)... CUDA graph capture cannot proceed`",
+     "vllm.mamba_cache_blocks", "other_config_error", "stated", {"num_blocks": 95}, ("max_num_seqs", "decrease")),
     ("V0 prompt limit below the config's max_seq_len", CONFIG + "\n" + "WARNING 07-12 15:03:35 scheduler.py:194] Input "
      "prompt (3622 tokens) is too long and exceeds limit of 2560",
      "vllm.log.prompt_over_batched_tokens", "batched_tokens_below_model_len", "inferred",
@@ -293,11 +320,6 @@ CASES = [
      "increase --gpu-memory-utilization (currently 0.05); use a smaller or more quantized model.",
      "vllm_metal.paged_kv_budget", "no_kv_cache_memory", "stated", {"available_kv_gib": -0.11, "requested_utilization": 0.05},
      ("gpu_memory_utilization", "increase")),
-    # PyTorch's MPS allocator (Apple Silicon): its budget as the total; an allocation in MB has no unit here
-    ("MPS allocator's OOM", "RuntimeError: MPS backend out of memory (MPS allocated: 42.28 GiB, other allocations: "
-     "720.00 KiB, max allowed: 42.43 GiB). Tried to allocate 384.00 MiB on shared pool.", "torch.mps_oom",
-     "cuda_oom_allocation", "stated", {"tried_to_allocate_mib": 384.0, "gpu_total_gib": 42.43},
-     ("gpu_memory_utilization", "decrease")),
 ]
 
 
@@ -332,6 +354,14 @@ SILENT = [
     V1 + "Add 3 padding layers, may waste at most 6.25% KV cache memory",      # KV sizing, healthy
     PREEMPT.format(g=1, tail=" total_num_cumulative_preemption=1"),              # one preemption
     REJECT.format(s=1),                                                          # one refused prompt
+    # NVML failing where the allocator did not run out (its initialisation, outside the OOM path)
+    "RuntimeError: NVML_SUCCESS == DriverAPI::get()->nvmlInit_v2_() failed in the profiler",
+    # PyTorch's MPS allocator: vLLM has no MPS platform, so the app that ran out is another stack's
+    "RuntimeError: MPS backend out of memory (MPS allocated: 42.28 GiB, other allocations: 720.00 KiB, max allowed: "
+    "42.43 GiB). Tried to allocate 384.00 MiB on shared pool.",
+    # one refusal whose completion leaves room for a prompt: a client's over-long prompt, once
+    "openai.BadRequestError: 'max_tokens' or 'max_completion_tokens' is too large: 4000. This model's maximum "
+    "context length is 8192 tokens and your request has 5000 input tokens (4000 > 8192 - 5000).",
     CAPTURE[2],                                                                  # a capture line quoted alone
     "\n".join(CAPTURE + [V1 + "Graph capturing finished in 12 secs, took 0.45 GiB"]),
     "\n".join(CAPTURE + ["(EngineCore_DP0 pid=563) INFO 12-23 23:34:40 [custom_all_reduce.py:211] Registering 4 "
