@@ -27,6 +27,9 @@ LEARNED_HEADERS = 8
 #: steps per search, and a piece where some line starts with no learnt header is matched line
 #: by line, so pieces are neither very small nor very large
 CHUNK_CHARS = 1 << 17
+#: ... and where some line of a piece does not start with a learnt header, the piece is looked at
+#: again in parts of about this size, and only those where some line does not are matched
+PART_CHARS = 1 << 13
 #: records kept once joined (a window rule joins the same ones again); the cache starts over
 #: when full, so that a long log does not keep every record it looked at
 CACHED_RECORDS = 256
@@ -227,8 +230,9 @@ class LogText:
         Matching the header regex after every "\\n" costs about a microsecond a line. A long log
         mostly repeats a few headers (`_headers`): a piece (`chunks`) where every "\\n" is
         followed by one of them has no such line, which two counts per header tell at C speed
-        (the counts of "\\n" are kept, for line numbers); only other pieces are matched, with
-        those headers tried first, as literals. In a piece, a line's "\\n" and the line lie
+        (the counts of "\\n" are kept, for line numbers); only the parts of other pieces where
+        some line starts otherwise are matched (`_unheaded`), with those headers tried first,
+        as literals. In a piece, a line's "\\n" and the line lie
         whole, so the counts are exact. Of bytes, a line whose bytes begin with a header's UTF-8
         bytes decodes to a line that begins with the header, so the counts tell the same as in str.
         """
@@ -236,33 +240,49 @@ class LogText:
         regex = re.compile(rf"\n(?!{'|'.join(map(re.escape, heads))}|{_HARD_START})(?=[ \t]*\S)") if heads \
             else _NOT_START
         needles = [self._nl + (h.encode("utf-8") if self.binary else h) for h in heads]
-        n, total, dense = len(self.data), 0, False
+        total, dense = 0, False
         for buf, base, a, b in self.chunks():
             if self.binary and (buf.find(b"\x1b", a, b) >= 0 or buf.find(b"\r", a, b) >= 0):
                 raise _NotPlain
             count = count_newlines(buf, a, b, dense)
             dense = count * MEMCHR_LINE_BYTES > b - a  # the next piece is likely alike
             if not needles or count != sum(buf.count(x, a, b) for x in needles):
-                # what a header match at a line's start looks at: the line and its "\\n". The
-                # region starts at a "\\n" or at the start of the log, so it decodes as it does
-                # in the whole log; buf begins at a line start, so it holds the line above
-                region = buf[a:b + 1 if base + b < n else b]
-                text = region if isinstance(region, str) else _decode(region)
-                for pos, t in self._match_positions(regex, region, text, b - a):
-                    newline, above, after = base + a + pos, text.rfind("\n", 0, t), text.find("\n", t + 1)
-                    prev = text[above + 1:t] if above >= 0 or base + a == 0 else None
-                    if prev is not None and len(text) == len(region):  # one byte a character
-                        above = newline - len(prev)
-                    else:  # the line above the piece, or bytes that decoding changed
-                        above = buf.rfind(self._nl, 0, newline - base) + 1 + base
-                        if prev is None:
-                            piece = buf[above - base:newline - base]
-                            prev = piece if isinstance(piece, str) else _decode(piece)
-                    yield newline, above, prev, text[t + 1:after if after >= 0 else len(text)]
+                yield from self._unheaded(buf, base, a, b, needles, regex, dense)
             total += count
             self._counted.append((base + b, total))
             if self._visit:
                 self._visit(buf, base, a, b)
+
+    def _unheaded(self, buf, base: int, a: int, b: int, needles: list, regex: re.Pattern, dense: bool):
+        """`_breaks` of a piece where some line starts with no learnt header: the piece is
+        counted again in parts of about PART_CHARS (each from a "\\n" to a "\\n", so the
+        counts are exact there too), and only the parts where some line does are matched: a
+        restart's lines among a piece of traffic."""
+        n = len(self.data)
+        lo = a
+        while lo < b:
+            hi = buf.find(self._nl, lo + PART_CHARS, b) if needles else -1
+            hi = b if hi < 0 else hi
+            if needles and count_newlines(buf, lo, hi, dense) == sum(buf.count(x, lo, hi) for x in needles):
+                lo = hi
+                continue
+            # what a header match at a line's start looks at: the line and its "\\n". The
+            # region starts at a "\\n" or at the start of the log, so it decodes as it does
+            # in the whole log; buf begins at a line start, so it holds the line above
+            region = buf[lo:hi + 1 if base + hi < n else hi]
+            text = region if isinstance(region, str) else _decode(region)
+            for pos, t in self._match_positions(regex, region, text, hi - lo):
+                newline, above, after = base + lo + pos, text.rfind("\n", 0, t), text.find("\n", t + 1)
+                prev = text[above + 1:t] if above >= 0 or base + lo == 0 else None
+                if prev is not None and len(text) == len(region):  # one byte a character
+                    above = newline - len(prev)
+                else:  # the line above the piece, or bytes that decoding changed
+                    above = buf.rfind(self._nl, 0, newline - base) + 1 + base
+                    if prev is None:
+                        piece = buf[above - base:newline - base]
+                        prev = piece if isinstance(piece, str) else _decode(piece)
+                yield newline, above, prev, text[t + 1:after if after >= 0 else len(text)]
+            lo = hi
 
     @staticmethod
     def _match_positions(regex: re.Pattern, region, text: str, limit: int) -> Iterator[tuple[int, int]]:

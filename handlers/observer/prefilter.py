@@ -55,6 +55,17 @@ class Group(NamedTuple):
     regex: re.Pattern
     sparse: bool  # reach the occurrences with str.find, not with the regex engine's scan
     literals: list[tuple[str, tuple[int, ...]]]
+    #: what a match of `regex` at an occurrence says, by its `lastindex` (`_leaves`)
+    leaves: tuple[Leaf | None, ...] = ()
+
+
+class Leaf(NamedTuple):
+    """The literal whose end a match of an anchor's regex reached (an empty group there names it),
+    with its matchers, and the literals of the group that may hold the same occurrence of the
+    anchor too (the regex stops at the first), each with where the anchor is in it: at an
+    occurrence, the literals there are this one and those of `also` that start where theirs would."""
+    idxs: tuple[int, ...]
+    also: tuple[tuple[str | bytes, int, tuple[int, ...]], ...]
 
 
 class Plan(NamedTuple):
@@ -126,8 +137,7 @@ class Prefilter:
         covered, anchors = 0, []
         for ch, mask in groups.items():
             literals = [self.literals[k] for k in range(mask.bit_length()) if mask >> k & 1]
-            anchors.append(Group(ch, _anchor_regex(ch, tuple(lit for lit, _ in literals)), costs.group(ch, mask)[1],
-                                 literals))
+            anchors.append(_group(ch, costs.group(ch, mask)[1], literals))
             covered |= mask
         return Plan(anchors, [lit for k, lit in enumerate(self.literals) if not covered >> k & 1 and "\n" not in lit[0]],
                     self.short.spanning)
@@ -225,6 +235,33 @@ class _Costs:
         return groups
 
 
+def _group(char: str, sparse: bool, literals: list[tuple[str, tuple[int, ...]]]) -> Group:
+    return Group(char, _anchor_regex(char, tuple(lit for lit, _ in literals)), sparse, literals,
+                 _leaves(char, tuple(literals)))
+
+
+@functools.lru_cache(maxsize=256)
+def _leaves(char: str, literals: tuple[tuple[str, tuple[int, ...]], ...], utf8: bool = False) -> tuple:
+    """`Group.leaves`: for each literal, in the order of the empty groups that end them in the
+    anchor's regex, its matchers and the literals that can hold the same occurrence of `char`:
+    those whose part after the anchor begins the other's, or is begun by it, and whose part before
+    it ends the other's, or is ended by it (as UTF-8 bytes, with byte offsets, when `utf8`)."""
+    idxs = dict(literals)
+    encode = _utf8 if utf8 else None
+    out: list[Leaf | None] = [None]  # group 0 is the whole match
+    for literal in _anchor_pattern(char, tuple(lit for lit, _ in literals))[1]:
+        k = literal.index(char)
+        also = []
+        for other, other_idxs in literals:
+            j = other.index(char)
+            if other != literal and (literal[k:].startswith(other[j:]) or other[j:].startswith(literal[k:])) \
+                    and (literal[:k].endswith(other[:j]) or other[:j].endswith(literal[:k])):
+                also.append((other, j, other_idxs) if encode is None else
+                            (encode(other), len(encode(other[:j])), other_idxs))
+        out.append(Leaf(idxs[literal], tuple(also)))
+    return tuple(out)
+
+
 @functools.lru_cache(maxsize=256)
 def _anchor_regex(char: str, literals: tuple[str, ...]) -> re.Pattern:
     """A regex that matches at an occurrence of `char` that is part of one of `literals`.
@@ -236,6 +273,12 @@ def _anchor_regex(char: str, literals: tuple[str, ...]) -> re.Pattern:
     differs without entering it, while entering a lookaround costs tens of nanoseconds. Only
     the part before the anchor is a lookbehind, checked once all the rest has matched.
     """
+    return re.compile(_anchor_pattern(char, literals)[0])
+
+
+@functools.lru_cache(maxsize=256)
+def _anchor_pattern(char: str, literals: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """`_anchor_regex`'s pattern, and the literals in the order of the empty groups that end them."""
     tree: dict = {}
     for literal in literals:
         k = literal.index(char)
@@ -243,18 +286,40 @@ def _anchor_regex(char: str, literals: tuple[str, ...]) -> re.Pattern:
         for ch in literal[k + 1:]:
             node = node.setdefault(ch, {})
         node.setdefault("", set()).add(literal if k else "")
-    return re.compile(re.escape(char) + _tree_regex(tree))
+    order: list[str] = []
+    return re.escape(char) + _tree_regex(tree, char, order), tuple(order)
 
 
-def _tree_regex(node: dict) -> str:
+def _tree_regex(node: dict, matched: str, order: list[str]) -> str:
+    """The regex of a tree node reached through `matched` (the anchor and what follows it); the
+    literals that end in it are added to `order` as their empty groups are written."""
     alternatives = []
     ends = node.get("")
     if ends is not None:  # a literal ends here: the part before its anchor, as a lookbehind
-        alternatives.append("" if "" in ends else "|".join(f"(?<={re.escape(x)})" for x in sorted(ends)))
-    alternatives.extend(re.escape(ch) + _tree_regex(child) for ch, child in node.items() if ch)
+        alternatives.append(_lookbehinds(ends, matched, order))
+    alternatives.extend(re.escape(ch) + _tree_regex(child, matched + ch, order) for ch, child in node.items() if ch)
     if len(alternatives) == 1 and (ends is None or len(ends) == 1 or "" in ends):
         return alternatives[0]
     return "(?:" + "|".join(alternatives) + ")"
+
+
+def _lookbehinds(ends: set[str], matched: str, order: list[str]) -> str:
+    """The literals that end where `matched` does, each checked by a lookbehind (or none when one
+    starts with the anchor). Each lookbehind is entered at every occurrence that gets this far
+    (five literals that end with the "y" of "memory" cost five at every "y" of "loggers.py:"):
+    several are guarded by one that checks only the character before the anchor, which each of
+    them holds, as one class where it can be (an ASCII character is one byte in the bytes regex).
+    Each ends with an empty group, which names the literal (`Group.leaves`)."""
+    if "" in ends:  # the literal is `matched` itself: the others there are tested by `Leaf.also`
+        order.append(matched)
+        return "()"
+    order.extend(sorted(ends))
+    looks = "|".join(f"(?<={re.escape(x)})()" for x in sorted(ends))
+    before = sorted({x[-len(matched) - 1] for x in ends})
+    if len(ends) == 1 or not all(c.isascii() for c in before):
+        return looks
+    guard = re.escape(before[0]) if len(before) == 1 else "[" + "".join(map(re.escape, before)) + "]"
+    return f"(?<={guard}{re.escape(matched)})(?:{looks})"
 
 
 def bytes_safe(literal: str) -> bool:
@@ -278,9 +343,16 @@ def encoded(plan: Plan) -> Plan:
             if not bytes_safe(literal):
                 raise ValueError(f"literal {literal!r} cannot be searched for in bytes")
         return [(literal.encode("utf-8"), idxs) for literal, idxs in literals]
-    groups = [Group(g.char.encode("utf-8"), _anchor_regex_bytes(g.char, tuple(lit for lit, _ in g.literals)), g.sparse,
-                    lits(g.literals)) for g in plan.anchored]
+    groups = []
+    for g in plan.anchored:
+        literals = tuple(lit for lit, _ in g.literals)
+        groups.append(Group(g.char.encode("utf-8"), _anchor_regex_bytes(g.char, literals), g.sparse, lits(g.literals),
+                            _leaves(g.char, tuple(g.literals), True)))
     return Plan(groups, lits(plan.direct), tuple(lits(plan.spanning)))
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8")
 
 
 @functools.lru_cache(maxsize=256)

@@ -15,7 +15,7 @@ from selfheal.handlers.observer import engine
 from selfheal.handlers.observer.engine import read_and_scan
 from selfheal.handlers.observer.logfile import open_log
 from selfheal.handlers.observer.logtext import LogText
-from selfheal.handlers.observer.prefilter import Prefilter, _anchor_regex
+from selfheal.handlers.observer.prefilter import Prefilter, _anchor_regex, encoded
 from selfheal.handlers.observer.rules import builtin_ruleset
 
 MATCHERS = builtin_ruleset().matchers
@@ -39,6 +39,57 @@ def test_the_anchor_regex_matches_where_a_literal_holds_its_anchor(literals, tex
         found.append(m.start())
         pos = m.start() + 1
     assert found == _anchored_at(char, literals, text)
+
+
+def _lines_held(literals: list[str], text: str, data) -> dict[int, set[int]]:
+    """Line start -> the literals (by index) that LiteralSearch notes for `data` (`text`, or its
+    UTF-8 bytes) with every literal anchored, each group reached both ways (regex scan and find)."""
+    plan = Prefilter(literals).plan(text, text, anchored=True)
+    if not isinstance(data, str):
+        plan = encoded(plan)
+    out = {}
+    for sparse in (False, True):
+        search = engine.LiteralSearch.__new__(engine.LiteralSearch)
+        search.lines, search.nl = {}, data[:0] + (b"\n" if isinstance(data, bytes) else "\n")
+        search.dense, search.sparse = ([], plan.anchored) if sparse else (plan.anchored, [])
+        search.direct, search.spanning, search.simple = plan.direct, (), frozenset()
+        search.log = None
+        search._quiet = lambda *args: False
+        search(data, 0, 0, len(data))
+        out[sparse] = search.lines
+    assert out[False] == out[True]
+    # positions in bytes, as the text's
+    if isinstance(data, bytes):
+        return {len(data[:start].decode("utf-8")): idxs for start, idxs in out[False].items()}
+    return out[False]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.text("abé c(]\\^-", min_size=1, max_size=7), min_size=1, max_size=8),
+       st.text("abé c(]\\^-\n", max_size=80))
+def test_each_line_is_noted_with_every_literal_it_holds(literals, text):
+    # literals that begin, end or hold each other at the anchor: one occurrence may end several,
+    # which the anchor's regex names only the first of (Group.leaves tells the rest)
+    literals = list(dict.fromkeys(literals))
+    expected = {}
+    start = 0
+    for line in text.split("\n"):
+        held = {i for i, lit in enumerate(literals) if lit in line}
+        if held:
+            expected[start] = held
+        start += len(line) + 1
+    for data in (text, text.encode("utf-8")):
+        assert _lines_held(literals, text, data) == expected
+
+
+def test_literals_that_end_at_one_place_are_looked_behind_once_where_the_text_differs():
+    # five literals that end with the "y" of "memory": one lookbehind for the character before
+    # the "y" guards them at every other "y" (of "loggers.py:"), where each had its own
+    literals = ("DA out of memory", "U out of memory", "ree memory", "rror: out of memory", "total memory:")
+    pattern = _anchor_regex("y", literals).pattern
+    assert pattern.startswith("y(?:(?<=ry)(?:") and pattern.count("(?<=") == 6
+    assert all(_anchor_regex("y", literals).search(lit) for lit in literals)
+    assert not _anchor_regex("y", literals).search("loggers.py: 9 ry")
 
 
 def test_shared_beginnings_are_merged_and_only_the_part_before_the_anchor_is_a_lookbehind():
