@@ -146,6 +146,14 @@ CASES = [
      "[rank0]: RuntimeError: Error in model execution... CUDA out of memory. Tried to allocate X GiB. "
      "GPU 0 has a total capacity of Y GiB of which Z GiB is free. ...",
      "torch.cuda_oom_bare", "cuda_oom_allocation", "stated", {}, ("gpu_memory_utilization", "decrease")),
+    ("XLA's TPU runtime out of HBM, its sizes in bare letters", "E0101 xla_util.cc:90] OP_REQUIRES failed at "
+     "tpu_execute_op.cc:266 : RESOURCE_EXHAUSTED: Attempting to reserve 10.51G at the bottom of memory. That was not "
+     "possible. There are 8.97G free, 0B reserved, and 8.97G reservable.", "xla.tpu_hbm_oom", "cuda_oom_allocation",
+     "stated", {"tried_to_allocate_mib": 10762.24, "gpu_free_mib": 9185.28}, ("gpu_memory_utilization", "decrease")),
+    ("XLA's TPU compiler out of HBM", "RuntimeError: Bad StatusOr access: RESOURCE_EXHAUSTED: XLA:TPU compile "
+     "permanent error. Ran out of memory in memory space hbm. Used 20.44G of 15.75G hbm. Exceeded hbm capacity by "
+     "4.70G.", "xla.tpu_hbm_oom", "cuda_oom_allocation", "stated", {"gpu_total_gib": 15.75},
+     ("gpu_memory_utilization", "decrease")),
     ("a client whose max_tokens fills the context: every request refused",
      "ERROR 02-13 07:19:11 serving_chat.py:200] Error in preprocessing prompt inputs: This model's maximum context "
      "length is 8192 tokens. However, you requested 8204 tokens (12 in the messages, 8192 in the completion). Please "
@@ -354,6 +362,9 @@ SILENT = [
     V1 + "Add 3 padding layers, may waste at most 6.25% KV cache memory",      # KV sizing, healthy
     PREEMPT.format(g=1, tail=" total_num_cumulative_preemption=1"),              # one preemption
     REJECT.format(s=1),                                                          # one refused prompt
+    # the TPU compiler's on-chip scratch memory, not the HBM a config budgets
+    "RuntimeError: Bad StatusOr access: RESOURCE_EXHAUSTED: XLA:TPU compile permanent error. Ran out of memory in "
+    "memory space vmem. Used 20.44M of 16.00M vmem.",
     # NVML failing where the allocator did not run out (its initialisation, outside the OOM path)
     "RuntimeError: NVML_SUCCESS == DriverAPI::get()->nvmlInit_v2_() failed in the profiler",
     # PyTorch's MPS allocator: vLLM has no MPS platform, so the app that ran out is another stack's

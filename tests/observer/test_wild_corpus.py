@@ -43,8 +43,11 @@ CATEGORIES = {"prefix", "abridged", "raise_site", "accounting", "truncated", "ru
 # 0.8549, then 0.868 (numbers 0.877, direction 0.844) after a client's max_tokens filling the
 # context, the allocator's NVML assert on its OOM path, the Mamba check quoted from "exceeds" on
 # and the MPS allocator's OOM dropped (vLLM has no MPS platform; a blind look-alike was another
-# stack's). What is left of the round is prose, single refusals and single stats lines
-FLOORS = {"kind": 0.868, "numbers": 0.877, "direction": 0.844}
+# stack's). What is left of the round is prose, single refusals and single stats lines; 37 more
+# (an eleventh, 562: 14 of 28 failures right at first, 11 of 15 of the startup and config kinds;
+# 9 of its 14 misses are single refused prompts, which the issue counts only when sustained):
+# 0.8428, then 0.845 (numbers 0.853, direction 0.818) after XLA's TPU runtime out of HBM
+FLOORS = {"kind": 0.845, "numbers": 0.852, "direction": 0.818}
 
 
 @pytest.fixture(scope="module")
