@@ -236,6 +236,8 @@ class LiteralSearch:
 
     def take(self) -> dict[int, set[int]]:
         """Record start -> matchers, for the lines found since the last call."""
+        if not self.lines:
+            return {}
         found: dict[int, set[int]] = {}
         for start, idxs in self.lines.items():
             found.setdefault(self.log.record_start(start), set()).update(idxs)
@@ -483,8 +485,11 @@ def read(text, matchers: tuple[Matcher, ...], sink: Callable[[], S]) -> S:
 
         def piece(buf, base: int, a: int, b: int) -> None:
             search(buf, base, a, b)
-            scan.add(search.take(), log.take_continued())
-            scan.run(base + b)
+            found, wrapped = search.take(), log.take_continued()
+            if found or wrapped:  # most pieces of a long log have neither
+                scan.add(found, wrapped)
+            if scan.pending:
+                scan.run(base + b)
         return piece
 
     log = LogText(as_read(text), on_piece=start)

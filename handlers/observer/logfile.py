@@ -128,7 +128,9 @@ class FileBytes:
             at = stop
 
     def _bounds(self, start: int | None, end: int | None) -> tuple[int, int]:
-        if start is not None and end is not None and 0 <= start <= end <= self._size:
+        if end is None:
+            end = self._size  # as a slice's end left out (find(sub, start), a line's end)
+        if start is not None and 0 <= start <= end <= self._size:
             return start, end  # the usual case, without building a slice
         start, end, _ = slice(start, end).indices(self._size)
         return start, max(start, end)

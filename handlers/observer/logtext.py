@@ -219,6 +219,8 @@ class LogText:
     def take_continued(self) -> list[int]:
         """The records made of several physical lines whose continuations were found since the
         last call (their starts; with `on_piece` only): what the log's reader learnt meanwhile."""
+        if not self._continued:
+            return []
         starts = sorted({self.record_start(s) for s in self._continued})
         self._continued.clear()  # in place: the reader appends to this list
         return starts

@@ -15,16 +15,18 @@ from selfheal.handlers.observer import engine
 from selfheal.handlers.observer.engine import read_and_scan
 from selfheal.handlers.observer.logfile import open_log
 from selfheal.handlers.observer.logtext import LogText
-from selfheal.handlers.observer.prefilter import Prefilter, _anchor_regex, encoded
+from selfheal.handlers.observer.prefilter import Prefilter, _anchor_regex, _anchors, encoded
 from selfheal.handlers.observer.rules import builtin_ruleset
 
 MATCHERS = builtin_ruleset().matchers
 
 
 def _anchored_at(char: str, literals: tuple[str, ...], text: str) -> list[int]:
-    """Where `char` occurs as the anchor of one of `literals`, by brute force."""
+    """Where `char` occurs as the anchor of one of `literals` (the occurrence of `char` in it
+    that prefilter._anchors chose), by brute force."""
+    at = _anchors(char, literals)
     return [i for i, c in enumerate(text) if c == char and any(
-        text.startswith(lit, i - lit.index(char)) and i >= lit.index(char) for lit in literals)]
+        text.startswith(lit, i - at[lit]) and i >= at[lit] for lit in literals)]
 
 
 @settings(max_examples=300, deadline=None)
