@@ -150,11 +150,9 @@ class LiteralSearch:
         self.simple, self.regexes = _simple(matchers), Regexes(matchers)
 
     def _line_holds(self, group: Group, buf, base: int, m: re.Match, b: int) -> int:
-        """Note the literals of `group` that the line holding its match `m` holds; returns the
-        line's end in buf (buf[:b + 1] is the log from base, and begins at a line start:
-        LogText.chunks). Each occurrence of the anchor where one of them is, from `m` on, names
-        it (Group.leaves), with those that may be there too: a few tests, where a test of each
-        literal in the line took 0.2 us each (3 us for a stats line and the 15 literals of "u")."""
+        """Note the literals of `group` that the line holding its match `m` holds (each match names
+        one, Group.leaves); returns the line's end in buf (buf[:b + 1] is the log from base, and
+        begins at a line start: LogText.chunks)."""
         pos, nl = m.start(), self.nl
         start = buf.rfind(nl, 0, pos) + 1
         end = buf.find(nl, pos, b + 1)
