@@ -119,7 +119,8 @@ def score(root: Path = WILD) -> dict:
             misses.append({"excerpt": n, "crash": r["crash"]})
         elif lab["kind"] == "none":
             if r["findings"]:
-                misses.append({"excerpt": n, "want": "none", "got": r["kind"], "findings": r["findings"]})
+                misses.append({"excerpt": n, "want": "none", "got": r["kind"], "confidence": r["confidence"],
+                               "findings": r["findings"]})
         elif r["kind"] != lab["kind"] or not r["numbers_ok"] and lab["numbers"] or not r["direction_ok"]:
             misses.append({"excerpt": n, "want": lab["kind"], "got": r["kind"], "numbers": r.get("numbers_missed"),
                            "direction_ok": r["direction_ok"], "want_direction": lab["direction"]})

@@ -154,6 +154,17 @@ CASES = [
      "permanent error. Ran out of memory in memory space hbm. Used 20.44G of 15.75G hbm. Exceeded hbm capacity by "
      "4.70G.", "xla.tpu_hbm_oom", "cuda_oom_allocation", "stated", {"gpu_total_gib": 15.75},
      ("gpu_memory_utilization", "decrease")),
+    ("PyTorch's OOM retold under its exception's name", "torch.OutOfMemoryError: Tried to allocate 2.37 GiB. GPU "
+     "has 2.25 GiB free.", "torch.oom_class_retold", "cuda_oom_allocation", "inferred",
+     {"tried_to_allocate_mib": 2426.88, "gpu_free_mib": 2304.0}, ("gpu_memory_utilization", "decrease")),
+    ("Tenstorrent's allocator out of device DRAM", "2025-07-10 09:12:01.123 | critical | tt_metal | TT_FATAL: Out "
+     "of Memory: Not enough space to allocate 1879048192 B DRAM buffer across 8 banks, where each bank needs to store "
+     "234881024 B (allocated: 3993427840 B, free: 278913536 B, largest free block: 134217728 B)", "tt_metal.dram_oom",
+     "cuda_oom_allocation", "stated", {"tried_to_allocate_mib": 1792.0, "gpu_free_mib": 265.99267578125},
+     ("gpu_memory_utilization", "decrease")),
+    ("the derived-length check retold up to its first clause", "Failed to deploy: User-specified max_model_len "
+     "(8192) is greater than the derived max_model_len", "vllm.max_model_len_above_derived", "other_config_error",
+     "stated", {"max_model_len": 8192}, ("max_model_len", "decrease")),
     ("a client whose max_tokens fills the context: every request refused",
      "ERROR 02-13 07:19:11 serving_chat.py:200] Error in preprocessing prompt inputs: This model's maximum context "
      "length is 8192 tokens. However, you requested 8204 tokens (12 in the messages, 8192 in the completion). Please "
@@ -362,6 +373,8 @@ SILENT = [
     V1 + "Add 3 padding layers, may waste at most 6.25% KV cache memory",      # KV sizing, healthy
     PREEMPT.format(g=1, tail=" total_num_cumulative_preemption=1"),              # one preemption
     REJECT.format(s=1),                                                          # one refused prompt
+    # Tenstorrent's on-chip L1 (a kernel's SRAM), not the device DRAM a config budgets
+    "TT_FATAL: Out of Memory: Not enough space to allocate 1048576 B L1 buffer across 64 banks",
     # the TPU compiler's on-chip scratch memory, not the HBM a config budgets
     "RuntimeError: Bad StatusOr access: RESOURCE_EXHAUSTED: XLA:TPU compile permanent error. Ran out of memory in "
     "memory space vmem. Used 20.44M of 16.00M vmem.",

@@ -46,8 +46,11 @@ CATEGORIES = {"prefix", "abridged", "raise_site", "accounting", "truncated", "ru
 # stack's). What is left of the round is prose, single refusals and single stats lines; 37 more
 # (an eleventh, 562: 14 of 28 failures right at first, 11 of 15 of the startup and config kinds;
 # 9 of its 14 misses are single refused prompts, which the issue counts only when sustained):
-# 0.8428, then 0.845 (numbers 0.853, direction 0.818) after XLA's TPU runtime out of HBM
-FLOORS = {"kind": 0.845, "numbers": 0.852, "direction": 0.818}
+# 0.8428, then 0.845 (numbers 0.853, direction 0.818) after XLA's TPU runtime out of HBM; 42
+# more (a twelfth, 604: 16 of 27 failures right at first): 0.8295, then 0.841 (numbers 0.848,
+# direction 0.811) after Tenstorrent's DRAM OOM, PyTorch's OOM retold under its exception's name,
+# and the derived-length and swap-space checks quoted up to their first clause
+FLOORS = {"kind": 0.841, "numbers": 0.848, "direction": 0.811}
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +80,21 @@ def test_a_label_file_that_is_wrong_is_named(tmp_path):
         wild.excerpts(tmp_path)
 
 
+# Look-alikes that end exactly where a log cut short inside CUDA-graph capture ends: the issue
+# (category 5) asks for a lower-confidence finding there, and nothing in their text tells them
+# from the real cuts beside them in the corpus (313, 314: the same V0 capture lines, last). Their
+# threads show the paste simply stopped. They are alerted, never tuned, and each is named here,
+# so that one more is a decision and not a drift
+CUT_SHORT_BY_DESIGN = {
+    "none/2051-mlcommons-llama31-8b-capture-advice-how-to-enforce-eager":
+        "a how-to question whose paste ends at V0's capture INFO lines",
+}
+
+
 def test_no_false_alarm_no_wrong_way_fix_no_crash(score):
-    assert score["negatives_silent"] == 1.0, [m for m in score["misses"] if m.get("want") == "none"]
+    spoke = [m for m in score["misses"] if m.get("want") == "none"]
+    assert {m["excerpt"] for m in spoke} <= set(CUT_SHORT_BY_DESIGN), spoke
+    assert all(m["confidence"] == "truncated" for m in spoke), spoke
     assert score["wrong_way"] == 0 and score["crashes"] == 0, score["misses"]
 
 
