@@ -162,6 +162,11 @@ CASES = [
      "234881024 B (allocated: 3993427840 B, free: 278913536 B, largest free block: 134217728 B)", "tt_metal.dram_oom",
      "cuda_oom_allocation", "stated", {"tried_to_allocate_mib": 1792.0, "gpu_free_mib": 265.99267578125},
      ("gpu_memory_utilization", "decrease")),
+    ("Mamba align mode: one block past the token budget", "pydantic_core._pydantic_core.ValidationError: 1 validation "
+     "error for VllmConfig\n  Assertion failed, In Mamba cache align mode, block_size (2096) must be <= "
+     "max_num_batched_tokens (2048). [type=assertion_error, input_value=ArgsKwargs((), {}), input_type=ArgsKwargs]",
+     "vllm.mamba_align_block_size", "other_config_error", "stated", {"block_size": 2096, "max_num_batched_tokens": 2048},
+     ("max_num_batched_tokens", "increase")),
     ("the derived-length check retold up to its first clause", "Failed to deploy: User-specified max_model_len "
      "(8192) is greater than the derived max_model_len", "vllm.max_model_len_above_derived", "other_config_error",
      "stated", {"max_model_len": 8192}, ("max_model_len", "decrease")),

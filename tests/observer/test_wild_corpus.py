@@ -49,8 +49,10 @@ CATEGORIES = {"prefix", "abridged", "raise_site", "accounting", "truncated", "ru
 # 0.8428, then 0.845 (numbers 0.853, direction 0.818) after XLA's TPU runtime out of HBM; 42
 # more (a twelfth, 604: 16 of 27 failures right at first): 0.8295, then 0.841 (numbers 0.848,
 # direction 0.811) after Tenstorrent's DRAM OOM, PyTorch's OOM retold under its exception's name,
-# and the derived-length and swap-space checks quoted up to their first clause
-FLOORS = {"kind": 0.841, "numbers": 0.848, "direction": 0.811}
+# and the derived-length and swap-space checks quoted up to their first clause; 22 more (a
+# thirteenth, 626: 10 of 13 failures right at first): 0.8389, then 0.841 (numbers 0.848,
+# direction 0.814) after the Mamba align-mode assertion
+FLOORS = {"kind": 0.841, "numbers": 0.848, "direction": 0.814}
 
 
 @pytest.fixture(scope="module")
