@@ -167,6 +167,10 @@ CASES = [
      "max_num_batched_tokens (2048). [type=assertion_error, input_value=ArgsKwargs((), {}), input_type=ArgsKwargs]",
      "vllm.mamba_align_block_size", "other_config_error", "stated", {"block_size": 2096, "max_num_batched_tokens": 2048},
      ("max_num_batched_tokens", "increase")),
+    ("the startup check quoted with placeholders for its amounts", "vllm serve fails with `Free memory on device "
+     "cuda:0 (X/SystemRAM GiB) on startup is less than desired GPU memory utilization  (0.9, ...)`.",
+     "vllm.startup_free_memory", "startup_free_memory_below_utilization", "stated", {"requested_utilization": 0.9},
+     ("gpu_memory_utilization", "decrease")),
     ("the derived-length check retold up to its first clause", "Failed to deploy: User-specified max_model_len "
      "(8192) is greater than the derived max_model_len", "vllm.max_model_len_above_derived", "other_config_error",
      "stated", {"max_model_len": 8192}, ("max_model_len", "decrease")),

@@ -123,6 +123,12 @@ CASES = [
      "vllm.cpu_startup_free_memory", "startup_free_memory_below_utilization",
      {"free_gib": 20.0, "total_gib": 31.2, "requested_utilization": 0.9, "requested_gib": 28.08},
      DEC_UTIL, {"gpu_memory_utilization": 0.55}, []),  # 20*0.9/31.2 = 0.577 -> 0.55
+    # --- vLLM 0.2's paged attention: a sequence's logits in shared memory ---------------------
+    ("0.2 shared memory per block below max_model_len", "RuntimeError: vLLM cannot currently support "
+     "max_model_len=65536 with block_size=16 on GPU with compute capability (8, 9) (required shared memory 264252.0 > "
+     "available shared memory 101376). This will be fixed in a future release.", None, None,
+     "vllm.shared_memory_max_seq_len", "other_config_error", {"max_model_len": 65536, "shared_memory_bytes": 101376},
+     {"max_model_len": "decrease"}, {"max_model_len": 24576}, ["101376 bytes"]),  # 101376/4 - 512 = 24832 -> 24576
     # --- CPU explicit KV size (the issue's second wording): alert naming the flag -------------
     ("cpu explicit kv, the issue's 64 GiB", cpu_explicit_kv(0, 8.2 * GiB, CPU_TOTAL, 64 * GiB), UTIL_08, None,
      "vllm.cpu_explicit_kv_size", "no_kv_cache_memory",

@@ -51,8 +51,10 @@ CATEGORIES = {"prefix", "abridged", "raise_site", "accounting", "truncated", "ru
 # direction 0.811) after Tenstorrent's DRAM OOM, PyTorch's OOM retold under its exception's name,
 # and the derived-length and swap-space checks quoted up to their first clause; 22 more (a
 # thirteenth, 626: 10 of 13 failures right at first): 0.8389, then 0.841 (numbers 0.848,
-# direction 0.814) after the Mamba align-mode assertion
-FLOORS = {"kind": 0.841, "numbers": 0.848, "direction": 0.814}
+# direction 0.814) after the Mamba align-mode assertion; 31 more (a fourteenth, 657: 10 of 19
+# failures right at first): 0.8301, then 0.834 (numbers 0.846, direction 0.809) after the startup
+# check quoted with placeholders and vLLM 0.2's shared-memory limit on max_model_len
+FLOORS = {"kind": 0.834, "numbers": 0.845, "direction": 0.808}
 
 
 @pytest.fixture(scope="module")
