@@ -13,12 +13,14 @@ at every restart, and, rarely, one of the captured failures followed by a restar
   the regex engine's scans for the common characters that anchor the literals with no rare
   character (33-47 ms each per 100 MB: 31-33 ms of scanning, then at each occurrence about
   6 ns to enter the regex, 2 ns per distinct character that follows an anchor and 8 ns per
-  branch entered; a rare anchor costs a memchr pass, about 1.5 ms). "scans" in the output names
-  them and the literals that make each needed: on this traffic nearly every letter is common,
-  and each such scan costs about 0.07 of the ratio. Then counting learnt headers (bytes.count,
-  about 22 ms) and newlines (with memchr, logtext.count_newlines, about 20 ms) per piece; the
-  rest is reading (7-10 ms), the memchr passes, the lines the literals select (a stats line at
-  9.x% for a literal of 9x%: about 6 us each) and the records around each restart;
+  branch entered; a rare anchor costs a memchr pass, about 1.5 ms, and so does one common only
+  after characters that its literals lack before it, the "y" of "loggers.py:", plus about 170 ns
+  an occurrence). "scans" in the output names the others and the literals that make each
+  needed: on this traffic nearly every letter is common, and each such scan costs about 0.07 of
+  the ratio. Then counting learnt headers (bytes.count, about 22 ms) and newlines (with memchr,
+  logtext.count_newlines, about 20 ms) per piece; the rest is reading (7-10 ms), the memchr
+  passes, the lines the literals select (a stats line at 9.x% for a literal of 9x%: about 5.5 us
+  each), the records around each restart and the paste probe (paste.py, about 1.4 ms);
 - baseline: a plain Python loop over the same file's lines that tests one literal per line,
   which is the least any line-oriented observer must do.
 

@@ -201,14 +201,17 @@ class LiteralSearch:
             m = group.regex.search(buf, a, b)
             while m:
                 m = group.regex.search(buf, holds(group, buf, base, m, b), b)
-        # rare anchors are reached with str.find (memchr), a Python step per occurrence
+        # rare anchors are reached with str.find (memchr), a Python step per occurrence; one after
+        # a character that no literal of the group has before its anchor is passed over
         for group in self.sparse:
-            pos = buf.find(group.char, a, b)
+            char, before, match = group.char, group.before, group.regex.match
+            pos = buf.find(char, a, b)
             while pos >= 0:
-                m = group.regex.match(buf, pos, b)
-                if m:
-                    pos = holds(group, buf, base, m, b)
-                pos = buf.find(group.char, pos + 1, b)
+                if before is None or buf[pos - 1] in before:
+                    m = match(buf, pos, b)
+                    if m:
+                        pos = holds(group, buf, base, m, b)
+                pos = buf.find(char, pos + 1, b)
         if self.spanning:
             self._spanning(buf, base, a, b)
 

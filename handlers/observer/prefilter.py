@@ -38,6 +38,11 @@ from typing import NamedTuple
 #: lines took 41 ms, the scan for "u" 49 ms with 14 literals and 57 ms with 32
 SCAN_NS, SRE_NS = 0.035, 0.26
 SPARSE_HIT_NS, SRE_HIT_NS, SRE_ALT_NS = 400.0, 30.0, 2.0
+#: an occurrence reached by `find` whose character before it is none that the group's literals
+#: have before their anchor is passed over without the regex (`Group.before`): the `find` and
+#: that test, scaled from the whole step as measured on the 103,000 "y" of "loggers.py:" in
+#: bench/observer.py's log (170 of 295 ns)
+SPARSE_GUARD_NS = 230.0
 #: a `str.find` of a string costs about FIND_NS / len(string) per character of text (it skips
 #: ahead by up to its length), and no less than FIND_MIN_NS
 FIND_NS, FIND_MIN_NS = 5.0, 0.1
@@ -57,6 +62,10 @@ class Group(NamedTuple):
     literals: list[tuple[str, tuple[int, ...]]]
     #: what a match of `regex` at an occurrence says, by its `lastindex` (`_leaves`)
     leaves: tuple[Leaf | None, ...] = ()
+    #: the characters (of bytes: the byte values) that come right before the anchor in the
+    #: literals, or None where one begins with it: an occurrence after any other cannot be
+    #: one of theirs, and a `find` loop passes it over without the regex (`_before`)
+    before: frozenset | None = None
 
 
 class Leaf(NamedTuple):
@@ -118,7 +127,7 @@ class Prefilter:
             return self.short  # a short text: planning would cost more than it saves
         direct = [find_cost(literal, n) for literal, _ in self.literals]
         scale = n / max(len(sample), 1)
-        costs = _Costs(self, n, {ch: sample.count(ch) * scale for ch in self.masks})
+        costs = _Costs(self, n, {ch: sample.count(ch) * scale for ch in self.masks}, sample, scale)
         groups = costs.cover(self.masks, self.anchorable, {}, None if anchored is None else direct)
         # the greedy cover is short-sighted: a common anchor taken for many literals at once may
         # cost more than the rare ones it saved (four rare anchors at 3.5 ms for 100 MB, against one
@@ -183,8 +192,12 @@ class Prefilter:
 class _Costs:
     """The estimated costs of searching one text through each anchor, for a plan."""
 
-    def __init__(self, prefilter: Prefilter, n: int, occurrences: dict[str, float]):
+    def __init__(self, prefilter: Prefilter, n: int, occurrences: dict[str, float], sample: str = "",
+                 scale: float = 0.0):
         self.masks, self.direct = prefilter.masks, [find_cost(literal, n) for literal, _ in prefilter.literals]
+        self.prefilter, self.sample, self.scale, self.n = prefilter, sample, scale, n
+        self.occurrences = occurrences
+        self._pairs: dict[str, dict[str, tuple[int, float]] | None] = {}
         # anchor -> (through `find`, through the regex engine: fixed, and per literal of the group)
         self.rates: dict[str, tuple[float, float, float]] = {}
         for ch, after in prefilter.after.items():
@@ -200,7 +213,38 @@ class _Costs:
         """(cost, sparse) of searching the literals in `mask` through `ch`, the cheaper way."""
         sparse, fixed, each = self.rates[ch]
         dense = fixed + each * mask.bit_count()
+        hits = self.occurrences[ch]
+        if sparse > dense and self.n * SCAN_NS + hits * SPARSE_GUARD_NS < dense:
+            # the occurrences after a character that none of these literals has before `ch`
+            # cost only the `find` and that test (Group.before): how many, from the sample
+            pairs = self._before(ch)
+            if pairs is not None:
+                passed = sum(count for lits, count in pairs.values() if lits & mask)
+                sparse = self.n * SCAN_NS + hits * SPARSE_GUARD_NS \
+                    + min(hits, passed) * (SPARSE_HIT_NS - SPARSE_GUARD_NS)
         return (sparse, True) if sparse <= dense else (dense, False)
+
+    def _before(self, ch: str) -> dict[str, tuple[int, float]] | None:
+        """For `ch`: each character that comes before it in a literal -> (those literals, as a mask;
+        how often that pair is in the text, estimated from the sample); None where a literal
+        begins with `ch` (nothing to pass over)."""
+        if ch not in self._pairs:
+            pairs: dict[str, tuple[int, float]] | None = {}
+            for k, (literal, _) in enumerate(self.prefilter.literals):
+                if "\n" in literal or ch not in literal:
+                    continue
+                if literal.startswith(ch):
+                    pairs = None
+                    break
+                for i in range(1, len(literal)):
+                    if literal[i] == ch:
+                        c = literal[i - 1]
+                        lits, count = pairs.get(c, (0, None))
+                        if count is None:
+                            count = self.sample.count(c + ch) * self.scale
+                        pairs[c] = (lits | 1 << k, count)
+            self._pairs[ch] = pairs
+        return self._pairs[ch]
 
     def total(self, groups: dict[str, int], literals: int) -> float:
         """The cost of searching `literals` (a mask) through `groups`, those left out by themselves."""
@@ -237,7 +281,19 @@ class _Costs:
 
 def _group(char: str, sparse: bool, literals: list[tuple[str, tuple[int, ...]]]) -> Group:
     return Group(char, _anchor_regex(char, tuple(lit for lit, _ in literals)), sparse, literals,
-                 _leaves(char, tuple(literals)))
+                 _leaves(char, tuple(literals)), _before(char, tuple(lit for lit, _ in literals)))
+
+
+@functools.lru_cache(maxsize=256)
+def _before(char: str, literals: tuple[str, ...], utf8: bool = False) -> frozenset | None:
+    """`Group.before`: the character before `char` where each literal is anchored (`_anchors`), as
+    the last byte of its UTF-8 when `utf8`; None where a literal is anchored at its start."""
+    at = _anchors(char, literals)
+    if any(at[lit] == 0 for lit in literals):
+        return None
+    if utf8:
+        return frozenset(lit[:at[lit]].encode("utf-8")[-1] for lit in literals)
+    return frozenset(lit[at[lit] - 1] for lit in literals)
 
 
 @functools.lru_cache(maxsize=256)
@@ -369,7 +425,7 @@ def encoded(plan: Plan) -> Plan:
     for g in plan.anchored:
         literals = tuple(lit for lit, _ in g.literals)
         groups.append(Group(g.char.encode("utf-8"), _anchor_regex_bytes(g.char, literals), g.sparse, lits(g.literals),
-                            _leaves(g.char, tuple(g.literals), True)))
+                            _leaves(g.char, tuple(g.literals), True), _before(g.char, literals, True)))
     return Plan(groups, lits(plan.direct), tuple(lits(plan.spanning)))
 
 
