@@ -43,6 +43,11 @@ SPARSE_HIT_NS, SRE_HIT_NS, SRE_ALT_NS = 400.0, 30.0, 2.0
 #: that test, scaled from the whole step as measured on the 103,000 "y" of "loggers.py:" in
 #: bench/observer.py's log (170 of 295 ns)
 SPARSE_GUARD_NS = 230.0
+#: a literal that ends one or two characters after its anchor is looked behind wherever the
+#: anchor and those characters are (an alternative entered, then the lookbehind): about this
+#: much each time ("Starting profile run" at its "u": the "un" of "Running" on every stats line
+#: of bench/observer.py's log, 2.5 ms of the "u" scan for 100,000 of them)
+LOOK_NS, LOOK_TAIL = 25.0, 2
 #: a `str.find` of a string costs about FIND_NS / len(string) per character of text (it skips
 #: ahead by up to its length), and no less than FIND_MIN_NS
 FIND_NS, FIND_MIN_NS = 5.0, 0.1
@@ -143,6 +148,7 @@ class Prefilter:
                 trial = costs.cover(others, groups[ch], rest, None if anchored is None else direct)
                 if costs.total(trial, self.anchorable) < costs.total(groups, self.anchorable):
                     groups = trial
+        groups = self._moved(groups, costs, sample, scale)
         covered, anchors = 0, []
         for ch, mask in groups.items():
             literals = [self.literals[k] for k in range(mask.bit_length()) if mask >> k & 1]
@@ -150,6 +156,26 @@ class Prefilter:
             covered |= mask
         return Plan(anchors, [lit for k, lit in enumerate(self.literals) if not covered >> k & 1 and "\n" not in lit[0]],
                     self.short.spanning)
+
+    def _moved(self, groups: dict[str, int], costs: _Costs, sample: str, scale: float) -> dict[str, int]:
+        """`groups` with each literal that a scan looks behind for at every occurrence of a short
+        tail (LOOK_TAIL) moved to another scan of the plan that holds it without one, where the
+        tail is common: the costs above see how often a literal's next character follows its
+        anchor, not how often its end does. Only the few such literals are counted in `sample`."""
+        dense = [ch for ch, mask in groups.items() if not costs.group(ch, mask)[1]]
+        for ch in dense:
+            for k, literal in enumerate(lit for lit, _ in self.literals):
+                at = literal.find(ch)
+                if not groups[ch] >> k & 1 or at < 0 or not 0 < len(literal) - at - 1 <= LOOK_TAIL \
+                        or groups[ch] == 1 << k:
+                    continue
+                # another scan that holds it away from its end
+                there = [c for c in dense if c != ch and 0 <= literal.find(c) < len(literal) - 1 - LOOK_TAIL]
+                if there and sample.count(literal[at:]) * scale * LOOK_NS > costs.rates[there[0]][2]:
+                    groups = dict(groups)
+                    groups[ch] &= ~(1 << k)
+                    groups[there[0]] |= 1 << k
+        return groups
 
     def scans_needed_by(self, plan: Plan, sample: str, n: int) -> dict[str, list[str]]:
         """For each anchor of `plan` (this prefilter's plan for a text of `n` characters, its

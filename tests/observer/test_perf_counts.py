@@ -100,3 +100,14 @@ def test_rules_that_share_a_pattern_search_a_line_once():
     calm, full = STATS.format(kv="9.5"), STATS.format(kv="95.5").replace("Waiting: 0", "Waiting: 4")
     assert finds_nothing(regexes, set(pair), calm, None)
     assert not finds_nothing(regexes, set(pair), full, None)
+
+
+def test_a_literal_looked_behind_at_every_stats_line_rides_another_scan():
+    # "Starting profile run" anchored at its "u" is looked behind at the "un" of "Running" on every
+    # stats line; the scan for "l", which the plan has anyway, holds it where what follows is rare
+    lines = [STATS.format(kv=i % 80) if i % 10 == 9 else ACCESS.format(port=30000 + i) for i in range(100_000)]
+    text = "\n".join(lines)
+    plan = Prefilter([m.literal for m in MATCHERS]).plan(text, logtext.sample(text))
+    scans = {g.char for g in plan.anchored if not g.sparse}
+    held = {lit: g.char for g in plan.anchored for lit, _ in g.literals}
+    assert {"u", "l"} <= scans and held["Starting profile run"] in scans - {"u"}
