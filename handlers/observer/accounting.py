@@ -73,4 +73,4 @@ def diagnose_and_account(ruleset, text: str, current=None, bounds=None, safety_b
         return ruleset.diagnose(text, current, bounds, safety_buffer), read_start(text)
     made = read(text, ruleset.matchers,
                 lambda: _Both(Interpretation(current, bounds or ActuatorBounds(), safety_buffer, ruleset.matchers)))
-    return made.interpretation.diagnosis(tail_of(text)), _last(made.attempts) if _marked(text) else {}
+    return made.interpretation.diagnosis(lambda: tail_of(text)), _last(made.attempts) if _marked(text) else {}

@@ -15,14 +15,16 @@ literals made of common letters (prefilter.py). The generic wrappers that only p
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+
+from selfheal.handlers.observer.normalize import _EXC
 
 TAIL_CHARS = 16384
 TAIL_LINES = 64
 
-# an exception's own line, after whatever prefix a collector put in front: a dotted class name
-# ending in Error/Exception/Interrupt, then ": message" or nothing
-_EXCEPTION = re.compile(
-    r"(?:^|[\s\]|>:)])(?<!except )(?<!raise )((?:[A-Za-z_]\w*\.)*(?:[A-Z]\w*(?:Error|Exception)|KeyboardInterrupt))(?::[ \t]*(.*?))?[ \t]*$")
+# an exception's own line, after whatever prefix a collector put in front: its name as the
+# normalizer knows one (normalize._EXC), then ": message" or nothing; a warning stops nothing
+_EXCEPTION = re.compile(rf"(?:^|[\s\]|>:)])(?<!except )(?<!raise )({_EXC})(?::[ \t]*(.*?))?[ \t]*$")
 # what says the memory ran out (its rules read it: a stated finding, never a cut one) or says
 # nothing of a cause (a wrapper that points at the root cause elsewhere)
 _NOT_ANOTHER_CAUSE = re.compile(
@@ -41,15 +43,17 @@ def tail_of(text) -> str:
     return end if isinstance(end, str) else bytes(end).decode("utf-8", "replace")
 
 
-def another_cause(tail: str, since: str = "") -> str | None:
+def another_cause(tail: str | Callable[[], str], since: str = "") -> str | None:
     """The exception line, among the last lines of `tail` after the last one that holds `since`
     (the line that opened the phase; all of them when it is not there), that states a cause
-    other than memory; None when there is none."""
-    lines = tail.splitlines()[-TAIL_LINES:]
+    other than memory; None when there is none. `tail` may be a function that reads it (tail_of):
+    only a log cut inside a phase needs its end read."""
+    lines = (tail() if callable(tail) else tail).splitlines()[-TAIL_LINES:]
     for line in reversed(lines):
         if since and since in line:
             return None
         m = _EXCEPTION.search(line)
-        if m and not _NOT_ANOTHER_CAUSE.search(m.group(1) + ": " + (m.group(2) or "")):
+        if m and not m.group(1).endswith("Warning") \
+                and not _NOT_ANOTHER_CAUSE.search(m.group(1) + ": " + (m.group(2) or "")):
             return line.strip()
     return None

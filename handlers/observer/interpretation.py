@@ -6,6 +6,7 @@ engine.py finds the hits while the log is read and hands them here in log order.
 """
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
@@ -247,7 +248,7 @@ class Interpretation:
                 self.listed[at] = merged
         return merged
 
-    def _cut_short(self, tail: str) -> None:
+    def _cut_short(self, tail: Callable[[], str]) -> None:
         """The log ends inside a region a `cut_in` rule names, with no failure since it opened:
         the process died there, or the paste stops there. A finding of lower confidence, unless
         the log's last lines (`tail`) state another cause after the region opened (endings.py)."""
@@ -291,10 +292,12 @@ class Interpretation:
         seen.latest_at = at
         self.attempt[identity] = (priority, at)
 
-    def diagnosis(self, tail: str = "") -> Diagnosis:
+    def diagnosis(self, tail: str | Callable[[], str] = "") -> Diagnosis:
         """The diagnosis of the log read so far. Call it once, at the end: what the end of the
         log means (raise sites with no message after them, a log cut inside a phase) is added.
-        `tail` is the log's last characters (endings.tail_of), where a cut may be explained."""
+        `tail` is the log's last characters (endings.tail_of), where a cut may be explained, or a
+        function that reads them: called at most once, and only where the log ends inside a phase."""
+        tail = functools.cache(tail) if callable(tail) else functools.partial(str, tail)
         cuts, self.cuts = self.cuts, []
         for priority, finding, since in cuts:
             if another_cause(tail, since) is None:

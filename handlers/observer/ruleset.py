@@ -73,7 +73,7 @@ class RuleSet:
 
     def _diagnose(self, text: str | bytes | FileBytes, current: ServingConfig | None, bounds: ActuatorBounds,
                   safety_buffer: float) -> Diagnosis:
-        d = read(text, self.matchers, lambda: Interpretation(current, bounds, safety_buffer, self.matchers)).diagnosis(tail_of(text))
+        d = read(text, self.matchers, lambda: Interpretation(current, bounds, safety_buffer, self.matchers)).diagnosis(lambda: tail_of(text))
         if d.findings or len(text) > RECASE_AT_MOST:
             return d
         # a short paste that names no failure may say vLLM's words in another case, or with a
@@ -85,7 +85,7 @@ class RuleSet:
         if again == given:
             return d
         recased_d = read(again, self.matchers, lambda: Interpretation(current, bounds, safety_buffer, self.matchers)).diagnosis(
-            tail_of(again))
+            lambda: tail_of(again))
         # a log cut short is told from what it lacks, which a text in another case lacks anyway
         return recased_d if any(f.confidence != "truncated" for f in recased_d.findings) else d
 

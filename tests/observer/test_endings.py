@@ -102,3 +102,10 @@ def test_a_dummy_batch_that_died_of_another_cause_is_not_read_as_cut_short():
     stated = P + ("ERROR 11-19 12:16:36 [core.py:842] torch.AcceleratorError: CUDA error: no kernel image is "
                   "available for execution on the device")
     assert diagnose(_log(START, DUMMY_BATCH, [stated])).findings == []
+
+
+def test_a_warning_after_the_capture_opened_is_no_cause():
+    # a library's warning stops nothing: the log is still cut short where capture ran
+    warned = P + "WARNING 12-04 10:12:11 [warnings.py:110] UserWarning: TypedStorage is deprecated."
+    f = diagnose(_log(START, [CAPTURE], [warned])).primary
+    assert (f.kind, f.confidence) == ("cuda_graph_oom", "truncated")

@@ -38,7 +38,7 @@ def test_every_sample_reads_alike_rewritten_in_pieces(monkeypatch):
     differ = [p for p, text in logs.items() if _found(diagnose(text)) != whole[p]]
     # a double-spaced or newest-first paste needs its whole text; spooled, it is read as written
     assert all(_needs_the_whole_text(logs[p].decode("utf-8", "replace")) for p in differ), differ
-    assert len(differ) <= len(logs) // 30 and len(logs) > 400  # the pastes of that shape stay few
+    assert len(differ) <= len(logs) // 50 and len(logs) > 400  # the pastes of that shape stay few (12 of 668)
 
 
 def _write(path: Path, line_of, failure_at: int, lines: int) -> None:
