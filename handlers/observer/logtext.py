@@ -5,7 +5,7 @@ Python work per line. A log is walked in pieces (`LogText.chunks`): in each, two
 at C speed (`count_newlines`, and `bytes.count` of each header after a "\\n") whether every
 line starts with one of the headers learnt from a sample of the log, and only pieces where
 some line does not are matched line by line. A log file (FileBytes) is walked as it is read,
-so it is never held whole, and other searches of the log (engine.LiteralSearch) can ride on
+so it is never held whole, and other searches of the log (literals.LiteralSearch) can ride on
 the same walk (`on_piece`).
 """
 from __future__ import annotations
@@ -129,7 +129,7 @@ class LogText:
         """`on_piece`, when given, is called with this LogText once its sample is known, and
         returns a function that is then given each piece of the log (`chunks`) as it is read,
         after the lines that continue others in it are known: a second search of the log
-        (engine.LiteralSearch) that needs no second read. It is called again if the log's bytes
+        (literals.LiteralSearch) that needs no second read. It is called again if the log's bytes
         have to be rewritten after all (see above)."""
         if isinstance(text, str):
             self._load(clean(text), on_piece)

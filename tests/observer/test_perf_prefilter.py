@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from test_observer_prefilter import TEXTS, TRAFFIC
 
 from selfheal.handlers.observer import engine
+from selfheal.handlers.observer import literals as literal_search
 from selfheal.handlers.observer.engine import read_and_scan
 from selfheal.handlers.observer.logfile import open_log
 from selfheal.handlers.observer.logtext import LogText
@@ -51,7 +52,7 @@ def _lines_held(literals: list[str], text: str, data) -> dict[int, set[int]]:
         plan = encoded(plan)
     out = {}
     for sparse in (False, True):
-        search = engine.LiteralSearch.__new__(engine.LiteralSearch)
+        search = literal_search.LiteralSearch.__new__(literal_search.LiteralSearch)
         search.lines, search.nl = {}, data[:0] + (b"\n" if isinstance(data, bytes) else "\n")
         search.dense, search.sparse = ([], plan.anchored) if sparse else (plan.anchored, [])
         search.direct, search.spanning, search.simple = plan.direct, (), frozenset()
@@ -143,10 +144,12 @@ def test_lines_left_out_as_finding_nothing_change_no_hit(seed, tmp_path, monkeyp
 
     calls = []
     real = engine._finds_nothing
-    monkeypatch.setattr(engine, "_finds_nothing", lambda *a: calls.append(real(*a)) or calls[-1])
+    for module in (engine, literal_search):  # the literal search leaves lines out, and so does the scan
+        monkeypatch.setattr(module, "_finds_nothing", lambda *a: calls.append(real(*a)) or calls[-1])
     fast = hits()
     assert sum(calls) > 100  # most stats lines were left out
-    monkeypatch.setattr(engine, "_finds_nothing", lambda *a: False)
+    for module in (engine, literal_search):
+        monkeypatch.setattr(module, "_finds_nothing", lambda *a: False)
     assert fast == hits()
     assert fast[0] == fast[1] == fast[2] and any(rule == "vllm.log.kv_cache_pressure" for rule, *_ in fast[0])
 
