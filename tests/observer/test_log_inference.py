@@ -29,7 +29,7 @@ W = "(EngineCore pid=79) "
 FRAME = W + '  File "/usr/lib/python3.12/site-packages/vllm/{path}", line {n}, in {fn}'
 KV_CHECK = [W + "INFO 06-09 14:01:50 [gpu_worker.py:298] Available KV cache memory: {kv} GiB",
             W + "Traceback (most recent call last):",
-            FRAME.format(path="v1/core/kv_cache_utils.py", n=714, fn="_check_enough_kv_cache_memory"),
+            FRAME.format(path="v1/core/kv_cache_utils.py", n=700, fn="_check_enough_kv_cache_memory"),
             W + "    raise ValueError("]
 
 # (name, log, rule, kind, confidence, numbers it must state, a direction it must have)
@@ -348,6 +348,116 @@ CASES = [
      "increase --gpu-memory-utilization (currently 0.05); use a smaller or more quantized model.",
      "vllm_metal.paged_kv_budget", "no_kv_cache_memory", "stated", {"available_kv_gib": -0.11, "requested_utilization": 0.05},
      ("gpu_memory_utilization", "increase")),
+    # --- fixer A: the phase an OOM comes in, and accelerator OOMs in the shapes people paste
+    ("OOM after the weights, before the KV cache is sized: the profile run",
+     V1 + "Model loading took 16.56 GiB and 2.8 seconds\n" + W + "ERROR 08-20 03:10:01 [core.py:467] CUDA out of memory. "
+     "Tried to allocate 33.75 GiB. GPU 0 has a total capacity of 44.40 GiB of which 26.88 GiB is free.",
+     "torch.cuda_oom", "cuda_oom_allocation", "stated", {"tried_to_allocate_mib": 34560.0},
+     ("max_num_seqs", "decrease")),
+    ("OOM after the KV cache is sized, in capture: not the profile run",
+     "\n".join(CAPTURE) + "\n" + W + "ERROR 08-20 03:10:01 [core.py:467] torch.OutOfMemoryError: CUDA out of memory. "
+     "Tried to allocate 136.00 MiB. GPU 0 has a total capacity of 22.36 GiB of which 120.88 MiB is free.",
+     "torch.cuda_oom", "cuda_graph_oom", "stated", {"gpu_total_gib": 22.36}, ("enforce_eager", "enable")),
+    ("XLA:TPU compiler out of SMEM", "> RuntimeError: Bad StatusOr access: RESOURCE_EXHAUSTED: XLA:TPU compile permanent "
+     "error. Ran out of memory in memory space smem. Used 1.00M of 1.00M smem. Exceeded smem capacity by 1.7K.",
+     "xla.tpu_smem_oom", "cuda_oom_allocation", "stated", {}, ("max_model_len", "decrease")),
+    ("one sentence of PyTorch's OOM: another process's memory", "```\nProcess 60 has 17179869184.00 GiB memory in use.\n```",
+     "torch.oom_process_sentence", "cuda_oom_allocation", "inferred", {}, ("gpu_memory_utilization", "decrease")),
+    ("one sentence of PyTorch's OOM: this process's memory", "Including non-PyTorch memory, this process has 22.82 GiB "
+     "memory in use.", "torch.oom_process_sentence", "cuda_oom_allocation", "inferred", {},
+     ("gpu_memory_utilization", "decrease")),
+    ("CANN's allocation failure in ACL graph capture",
+     " RuntimeError: Worker failed with error 'NPUModelRunner init failed, error is capture_begin:build/CMakeFiles/"
+     "torch_npu.dir/compiler_depend.ts:214 NPU function error: c10_npu::acl::AclmdlRICaptureBegin(capture_stream_, "
+     "capture_mode), error code is 207005\n(EngineCore pid=1802921) [ERROR] 2026-04-17-09:16:39 (PID:1802934, Device:0, "
+     "RankID:-1) ERR00100 PTA call acl api failed\n(EngineCore pid=1802921) [Error]: Failed to apply for memory.\n"
+     "(EngineCore pid=1802921)         Check the remaining storage space in the hardware environment.",
+     "torch_npu.acl_memory_apply", "cuda_graph_oom", "stated", {}, ("enforce_eager", "enable")),
+    ("CANN's allocation failure outside capture",
+     "(Worker pid=7) [ERROR] 2026-04-17-09:16:39 (PID:7, Device:0, RankID:-1) ERR00100 PTA call acl api failed\n"
+     "(Worker pid=7) [Error]: Failed to apply for memory.\n(Worker pid=7)         Check the remaining storage space in "
+     "the hardware environment.", "torch_npu.acl_memory_apply", "cuda_oom_allocation", "stated", {},
+     ("gpu_memory_utilization", "decrease")),
+    ("OOM sizes retold beside a frame", "  o = torch.empty_like(v)   \u2190 OOM HERE: tried 50 MiB, 32 MiB free",
+     "torch.oom_retold_sizes", "cuda_oom_allocation", "inferred", {"tried_to_allocate_mib": 50.0, "gpu_free_mib": 32.0},
+     ("gpu_memory_utilization", "decrease")),
+    ("OOM sizes retold as needed and free", "- With PN31: dies at `chunk_fwd_o` (`o = torch.empty_like(v)`, 50 MiB "
+     "needed, ~26 MiB free) at 29K probe depth", "torch.oom_retold_sizes", "cuda_oom_allocation", "inferred",
+     {"tried_to_allocate_mib": 50.0, "gpu_free_mib": 26.0}, ("gpu_memory_utilization", "decrease")),
+    ("capture OOM told by a person", "I found that during multi-node training, the OOM occurs during the process of "
+     "capturing CUDA graphs.", "vllm.capture_oom_told", "cuda_graph_oom", "inferred", {}, ("enforce_eager", "enable")),
+    ("capture OOM in an issue's title", "# [Bug] CUDA graph memory estimate under-reserves \u2192 OOM during graph "
+     "capture at high `--gpu-memory-utilization`", "vllm.capture_oom_told", "cuda_graph_oom", "inferred", {},
+     ("gpu_memory_utilization", "decrease")),
+    ("capture OOMed, told in a footnote", "vLLM was run in eager\nmode (CUDA-graph capture OOMed the memory-capped VM), "
+     "which if anything understates the gap.", "vllm.capture_oom_told", "cuda_graph_oom", "inferred", {},
+     ("enforce_eager", "enable")),
+    ("V0 worker's OOM in a record its next line continues", "[rank0]: torch.OutOfMemoryError: Error in model "
+     "execution... CUDA out of memory. Tried to allocate X GiB. GPU 0 has a total capacity of Y GiB of which Z GiB "
+     "is free. ...\n\u30a8\u30e9\u30fc\u30e1\u30c3\u30bb\u30fc\u30b8\u304c\u793a\u3059\u901a\u308a\u3002",
+     "torch.cuda_oom_bare", "cuda_oom_allocation", "stated", {}, ("gpu_memory_utilization", "decrease")),
+    ("ROCm's hipified driver error in capture_end", "\n".join(CAPTURE) + "\n" + W + "ERROR 04-30 16:21:27 "
+     "[multiproc_executor.py:380] RuntimeError: HIP error: out of memory", "torch.cuda_driver_oom", "cuda_graph_oom",
+     "stated", {}, ("enforce_eager", "enable")),
+    ("V0 profile that measured neither weights nor activations", H + "the current vLLM instance can use "
+     "total_gpu_memory (79.10GiB) x gpu_memory_utilization (0.90) = 71.19GiB\n" + H + "model weights take 0.00GiB; "
+     "non_torch_memory takes 0.00GiB; PyTorch activation peak memory takes 0.00GiB; the rest of the memory reserved "
+     "for KV Cache is 71.19GiB.", "vllm.acct.profile_saw_nothing", "cuda_oom_allocation", "inferred",
+     {"available_kv_gib": 71.19, "requested_utilization": 0.9}, ("gpu_memory_utilization", "decrease")),
+    # --- fixer B: the startup and KV checks retold in a report's own sentence, or quoted in part
+    ("startup check retold: free vs required at a utilization", "- **LoRA:** the next test started while the last "
+     "EngineCore still held ~165 GiB (only 26 GiB free vs 163 GiB required at 0.85 util).",
+     "vllm.startup_free_memory_versus", "startup_free_memory_below_utilization", "inferred",
+     {"free_gib": 26.0, "requested_gib": 163.0, "requested_utilization": 0.85}, ("gpu_memory_utilization", "decrease")),
+    ("startup check retold: free vs needed with the utilization flag", "leaving only 4.54 GiB free vs the 4.64 GiB "
+     "needed for warmup with `gpu_memory_utilization=0.9`.", "vllm.startup_free_memory_versus",
+     "startup_free_memory_below_utilization", "inferred",
+     {"free_gib": 4.54, "requested_gib": 4.64, "requested_utilization": 0.9}, ("gpu_memory_utilization", "decrease")),
+    ("startup check retold: free vs requested, the flag in parentheses", "GPU 0 had 5.2 GiB free vs 21.6 GiB "
+     "requested (gpu_memory_utilization=0.9)", "vllm.startup_free_memory_versus",
+     "startup_free_memory_below_utilization", "inferred",
+     {"free_gib": 5.2, "requested_gib": 21.6, "requested_utilization": 0.9}, ("gpu_memory_utilization", "decrease")),
+    ("startup check retold: free, then what the utilization asks for", "only 7.1 GiB free, but "
+     "gpu_memory_utilization=0.90 asks for about 21.7 GiB per card", "vllm.startup_free_memory_versus",
+     "startup_free_memory_below_utilization", "inferred",
+     {"free_gib": 7.1, "requested_gib": 21.7, "requested_utilization": 0.9}, ("gpu_memory_utilization", "decrease")),
+    ("startup error quoted up to its numbers", "The ValueError text was `Free memory on device cuda:0 (55.87/119.56 "
+     "GiB)`. That's ~MemAvailable.", "vllm.startup_free_memory_head", "startup_free_memory_below_utilization",
+     "stated", {"free_gib": 55.87, "total_gib": 119.56}, ("gpu_memory_utilization", "decrease")),
+    ("KV check retold: needed, then available", "3. KV-Cache Memory Fehler (5.62 GiB needed, only 3.06 GiB available)",
+     "vllm.kv_cache_max_model_len_retold", "max_model_len_exceeds_kv_cache", "inferred",
+     {"needed_kv_gib": 5.62, "available_kv_gib": 3.06}, ("max_model_len", "decrease")),
+    ("KV check retold: what is left, then the length's need", "at 0.90 the profiler leaves **1.9 GiB** for KV cache but "
+     "the 65536 max-model-len needs **2.45 GiB**, so the engine failed", "vllm.kv_cache_max_model_len_retold_left",
+     "max_model_len_exceeds_kv_cache", "inferred", {"available_kv_gib": 1.9, "needed_kv_gib": 2.45, "max_model_len": 65536},
+     ("max_model_len", "decrease")),
+    ("V0 CPU backend: no KV blocks in host memory", "INFO 05-01 10:00:05 cpu_executor.py:72] # CPU blocks: 0",
+     "vllm.acct.cpu_backend_no_blocks", "no_kv_cache_memory", "inferred", {"num_blocks": 0}, None),
+    ("V0 CPU backend: blocks below one sequence", CONFIG.replace("4096", "8192") + "\nINFO 05-01 10:00:05 "
+     "cpu_executor.py:72] # CPU blocks: 256", "vllm.acct.cpu_backend_blocks_below_max_model_len",
+     "max_model_len_exceeds_kv_cache", "inferred", {"num_blocks": 256, "max_model_len": 8192}, ("max_model_len", "decrease")),
+    ("KV budget of zero, retold", "the available KV cache memory was -0.5 GiB on the second instance",
+     "vllm.acct.negative_kv_retold", "no_kv_cache_memory", "inferred", {"available_kv_gib": -0.5},
+     ("gpu_memory_utilization", "increase")),
+    ("KV budget of zero, by vLLM's variable", "in which `available_kv_cache_memory` turned out to be 0.",
+     "vllm.acct.negative_kv_variable", "no_kv_cache_memory", "inferred", {"available_kv_gib": 0.0},
+     ("gpu_memory_utilization", "increase")),
+    ("V1 concurrency rounded to 0.01x, its exact token count beside it", V1 + "GPU KV cache size: 16 tokens\n" + V1
+     + "Maximum concurrency for 2,048 tokens per request: 0.01x", "vllm.acct.concurrency_below_one",
+     "max_model_len_exceeds_kv_cache", "inferred", {"kv_cache_tokens": 16, "max_model_len": 2048},
+     ("max_model_len", "decrease")),
+    ("derived-length error re-wrapped and elided", "pydantic_core._pydantic_core.ValidationError: 1 validation error "
+     "for ModelConfig\n  Value error, User-specified max_model_len (1048576) is greater than the derived\n  "
+     "max_model_len (max_position_embeddings=262144.0 ...). To allow overriding this\n  maximum, set the env var "
+     "VLLM_ALLOW_LONG_MAX_MODEL_LEN=1. ...", "vllm.max_model_len_above_derived", "other_config_error", "stated",
+     {"max_model_len": 1048576, "derived_max_model_len": 262144}, ("max_model_len", "decrease")),
+    ("derived-length error elided before its file", "Value error, User-specified max_model_len (262144) is greater "
+     "than the derived\nmax_model_len (max_position_embeddings=40960 ... in model's config.json).\nTo allow "
+     "overriding this maximum, set the env var VLLM_ALLOW_LONG_MAX_MODEL_LEN=1.", "vllm.max_model_len_above_derived",
+     "other_config_error", "stated", {"max_model_len": 262144, "derived_max_model_len": 40960},
+     ("max_model_len", "decrease")),
+    ("V0 on Gaudi: no HPU blocks", "INFO 05-01 10:00:05 habana_executor.py:85] # HPU blocks: 0, # CPU blocks: 256",
+     "vllm.acct.no_gpu_blocks", "no_kv_cache_memory", "inferred", {"num_blocks": 0}, ("gpu_memory_utilization", "increase")),
 ]
 
 
@@ -409,6 +519,41 @@ SILENT = [
     "Free memory (22.40 GB) < desired (18.85 GB at 0.8 utilization) is what we check first",  # enough free
     "\n".join(KV_CHECK[:3] + [W + "    return check(spec)"]).format(kv=4.0),   # the frame, no raise
     "\n".join([W + '  File "/srv/app/quota.py", line 9, in request_memory', W + "    raise ValueError("]),  # not vLLM
+    # --- fixer A's look-alikes
+    "Memory report: 3 processes, 40.00 GiB memory in use in total",              # no process of the OOM's sentence
+    "If you see 'Failed to apply for memory', check the free HBM first",         # CANN's words, not its error line
+    "OOM check passed: tried 10 MiB, 32 MiB free",                               # the size asked fits
+    "disk: the image crashed once, 50 GiB needed, 80 GiB free now",              # the size asked fits
+    "To avoid OOM during CUDA graph capture, set --enforce-eager.",              # advice, not an account
+    "at that utilization there's little headroom for CUDA-graph capture \u2192 OOM",  # a risk, not an account
+    "This PR could OOM while capturing CUDA graphs at 0.95; lowered to 0.9.",     # hedged
+    "[ROCm] Fix OOM during CUDA graph capture for TRITON_ATTN",                   # a fix's title
+    "With the margin it no longer OOMs during cudagraph capture.",                # told as over
+    "| OOM during CUDA graph capture | `GMU` too high for this TP size | Lower `GMU` |",  # a troubleshooting row
+    "### OOM during CUDA graph capture\n\nReduce `GPU_MEMORY_UTILIZATION` to `0.90`.",  # a document's heading
+    "CUDA out of memory errors are common on small cards",                        # prose about the error
+    "CUDA out of memory: what to do first\nlower the utilization",                # a heading, not the error
+    H + "model weights take 7.51GiB; non_torch_memory takes 0.39GiB; PyTorch activation peak memory takes 2.53GiB; "
+    "the rest of the memory reserved for KV Cache is 3.76GiB.",                   # a profile that measured
+    H + "model weights take 0.00GiB; non_torch_memory takes 0.00GiB; PyTorch activation peak memory takes 1.20GiB; "
+    "the rest of the memory reserved for KV Cache is 3.76GiB.",                   # activations measured
+    # --- fixer B's look-alikes
+    "only 30 GiB free vs 20 GiB required at 0.85 util",                           # enough free
+    "7.1 GiB free, but this config needs ~21.7 GiB/card",                        # no utilization: any shortage
+    "we had 70 GiB free vs 64 GiB needed, so no problem with `gpu_memory_utilization=0.8`",  # enough free
+    "INFO [gpu_worker.py:230] Free memory on device (22.8/23.54 GiB) on startup. Desired GPU memory utilization is "
+    "(0.9, 21.19 GiB).",                                                         # the healthy start's hint
+    "the hint reads `Free memory on device (22.8/23.54 GiB)` on every start",     # no device: the hint's head
+    "KV cache: 2.1 GiB needed, 5.3 GiB available",                               # the need fits
+    "leaves 5 GiB for KV cache and the 4096 max-model-len needs 2 GiB",          # the need fits
+    CONFIG.replace("4096", "32768") + "\nINFO 05-01 10:00:05 gpu_executor.py:72] # GPU blocks: 4096, # CPU blocks: 256",
+    CONFIG.replace("4096", "32768") + "\nINFO 05-01 10:00:05 gpu_executor.py:72] # GPU blocks: 4096,\n# CPU blocks: 256",
+    CONFIG + "\nINFO 05-01 10:00:05 cpu_executor.py:72] # CPU blocks: 2048",   # a CPU cache that holds the length
+    "the available KV cache memory was 12.5 GiB, plenty",                        # a healthy budget retold
+    "available_kv_cache_memory = 10",                                            # the same by its variable
+    "available KV cache memory was 0 MiB short of the target",                   # not the budget's unit
+    "WARNING 01-01 x] User-specified max_model_len (1048576) is greater than the derived max_model_len "
+    "(max_position_embeddings=262144 ...). Make sure the value is correct and within the model context size.",  # a warning
 ]
 
 

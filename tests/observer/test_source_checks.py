@@ -112,6 +112,14 @@ FULL_DIR = {"max_num_seqs": "decrease", "enforce_eager": "enable"}
 EXT_DIR = {"gpu_memory_utilization": "increase", "max_num_seqs": "decrease"}
 SLOTS = {"max_num_batched_tokens": "increase"}
 
+# a V0 worker's traceback cut inside the cache check (vllm/worker/worker.py), its line {n}
+V0_CHECK = "\n".join([
+    "ERROR 04-28 15:55:45 worker_base.py:157] Traceback (most recent call last):",
+    'ERROR 04-28 15:55:45 worker_base.py:157]   File "/venv/lib/python3.10/site-packages/vllm/worker/worker.py", line '
+    "171, in initialize_cache", "ERROR 04-28 15:55:45 worker_base.py:157]     raise_if_cache_size_invalid(num_gpu_blocks,",
+    'ERROR 04-28 15:55:45 worker_base.py:157]   File "/venv/lib/python3.10/site-packages/vllm/worker/worker.py", line '
+    "{n}, in raise_if_cache_size_invalid", "ERROR 04-28 15:55:45 worker_base.py:157]     raise ValueError("])
+
 # (id, text, current, bounds, rule, kind, numbers, direction, fix, words the note must hold)
 CASES = [
     # --- CPU startup (the issue's first wording) ---------------------------------------------
@@ -273,6 +281,43 @@ CASES = [
      "memory. Consider switching to a smaller model or sharding the weights on more chips. See the detailed "
      "error: RESOURCE_EXHAUSTED: Error allocating device buffer", None, None, "vllm.tpu_weights_hbm",
      "cuda_oom_allocation", {}, {}, {}, ["HBM"]),
+    # --- the V1 KV check quoted from its middle -------------------------------------------------
+    ("max seq len error without its head", "\U0001f6ab KV cache is needed, which is larger than the available KV "
+     "cache memory.", None, None, "vllm.kv_cache_max_model_len_tail", "max_model_len_exceeds_kv_cache", {},
+     {"max_model_len": "decrease", "gpu_memory_utilization": "increase"}, {}, ["quoted without"]),
+    ("max seq len error from its second parenthesis", "the error: (2.2 GiB KV cache is needed, which is larger than "
+     "the available KV cache memory (1.5 GiB).", ServingConfig(max_model_len=32768), None,
+     "vllm.kv_cache_max_model_len_tail", "max_model_len_exceeds_kv_cache",
+     {"needed_kv_gib": 2.2, "available_kv_gib": 1.5}, {"max_model_len": "decrease", "gpu_memory_utilization": "increase"},
+     {"max_model_len": 19968}, ["current config's 32768"]),
+    ("max seq len error, its words shortened", "ValueError: 1.75 GiB KV cache is needed, available 0.13 GiB",
+     ServingConfig(max_model_len=8192), None, "vllm.kv_cache_max_model_len_shortened",
+     "max_model_len_exceeds_kv_cache", {"needed_kv_gib": 1.75, "available_kv_gib": 0.13},
+     {"max_model_len": "decrease", "gpu_memory_utilization": "increase"}, {"max_model_len": 512}, ["0.13 of the 1.75 GiB"]),
+    # --- platform plugins ---------------------------------------------------------------------
+    ("tenstorrent device bound on max_model_len", "ValueError: TT-Llama8B and TT-Llama11B do not support max_model_len "
+     "greater than 32768 on N150 (received 65536). Set --max_model_len to 32768 or lower in vLLM.", None, None,
+     "vllm.plugin_max_model_len_bound", "other_config_error", {"derived_max_model_len": 32768, "max_model_len": 65536},
+     {"max_model_len": "decrease"}, {"max_model_len": 32768}, ["32768 tokens"]),
+    # --- raise sites told apart by their line (0.23.0: no-KV at 720; 0.34.0: max seq len at 124)
+    ("no-KV raise by its line, 0.23.0", "\n".join([
+        '  File "/venv/lib/python3.12/site-packages/vllm/v1/core/kv_cache_utils.py", line 2052, in get_kv_cache_configs',
+        "    _check_enough_kv_cache_memory(",
+        '  File "/venv/lib/python3.12/site-packages/vllm/v1/core/kv_cache_utils.py", line 720, in '
+        "_check_enough_kv_cache_memory", "    raise ValueError("]), UTIL_08, None,
+     "vllm.frame.kv_check_no_memory_line", "no_kv_cache_memory", {}, INC_UTIL, {"gpu_memory_utilization": 0.85},
+     ["No available memory"]),
+    ("max seq len raise by its line, 0.34.0", "\n".join([
+        '  File "/venv/lib/python3.12/site-packages/vllm/v1/core/kv_cache_planning.py", line 124, in '
+        "_check_enough_kv_cache_memory", "    raise ValueError("]), ServingConfig(max_model_len=32768), None,
+     "vllm.frame.kv_check_max_len_line", "max_model_len_exceeds_kv_cache", {},
+     {"max_model_len": "decrease", "gpu_memory_utilization": "increase"}, {"max_model_len": 16384}, ["max-seq-len"]),
+    ("V0 no-KV raise by its line, 0.4.1", V0_CHECK.format(n=335), UTIL_08, None,
+     "vllm.frame.v0_cache_check_no_memory_line", "no_kv_cache_memory", {}, INC_UTIL, {"gpu_memory_utilization": 0.85},
+     ["V0's raise of 'No available memory"]),
+    ("V0 max seq len raise by its line, 0.7.0", V0_CHECK.format(n=546), ServingConfig(max_model_len=32768), None,
+     "vllm.frame.v0_cache_check_max_len_line", "max_model_len_exceeds_kv_cache", {},
+     {"max_model_len": "decrease", "gpu_memory_utilization": "increase"}, {"max_model_len": 16384}, ["max-seq-len"]),
 ]
 
 
@@ -355,6 +400,7 @@ HEALTHY = [
     "INFO [cpu_worker.py:211] Explicitly set (4.0/31.2) GiB for KV cache on node 0.",
     "INFO [utils.py:776] Weights are held outside this process: of the 71.27 GiB utilization budget, 40.5 GiB is "
     "externally held and 30.77 GiB remains for the engine's own allocations.",
+    "an estimate: 2.0 GiB KV cache is needed, available 5.0 GiB",  # the need fits: no failure
     "WARNING [scheduler.py:392] max_num_batched_tokens (8192) exceeds max_num_seqs * max_model_len (4096). This "
     "may lead to unexpected behavior.",
     "WARNING [kv_cache_planning.py:1506] --max-model-len auto reduced max_model_len from 131072 to 20480 (2.5 GiB "
@@ -368,3 +414,40 @@ HEALTHY = [
 @pytest.mark.parametrize("line", HEALTHY)
 def test_healthy_lines_give_nothing(line):
     assert diagnose(line).primary is None
+
+
+def _kv_frame(path: str, line: int, fn: str = "_check_enough_kv_cache_memory") -> str:
+    return "\n".join([f'  File "/venv/lib/python3.12/site-packages/vllm/v1/core/{path}", line {line}, in {fn}',
+                      "    raise ValueError("])
+
+
+@pytest.mark.parametrize("path, line, fn", [
+    ("kv_cache_utils.py", 740, "_check_enough_kv_cache_memory"),  # no-KV in 0.24-0.25, max seq len in 0.23
+    ("kv_cache_utils.py", 879, "_check_enough_kv_cache_memory"),  # no-KV in 0.30, max seq len in 0.29
+    ("kv_cache_utils.py", 342, "check_enough_kv_cache_memory"),   # no-KV in 0.7.2, max seq len in 0.7.1
+    ("kv_cache_utils.py", 700, "_check_enough_kv_cache_memory"),  # no release raises there
+    ("kv_cache_utils.py", 720, "check_enough_kv_cache_memory"),   # 0.23's no-KV line, but the 0.7-0.13 name
+    ("kv_cache_planning.py", 720, "_check_enough_kv_cache_memory"),  # 0.23's line, another file
+])
+def test_a_line_that_no_release_pins_to_one_raise_is_left_to_the_guess(path, line, fn):
+    f = diagnose(_kv_frame(path, line, fn), UTIL_08).primary
+    assert f.rule == "vllm.frame.kv_check_unknown_budget"
+
+
+@pytest.mark.parametrize("line", [560, 483, 537, 9999])  # V0: no-KV in 0.8.5 and max seq len in 0.9.0 (560),
+def test_a_v0_line_that_no_release_pins_to_one_raise_is_left_to_the_guess(line):  # 483 likewise, 537 attention-free
+    f = diagnose(V0_CHECK.format(n=line), UTIL_08).primary
+    assert f.rule == "vllm.frame.v0_cache_check_unknown_budget"
+
+
+def test_a_v0_block_count_outranks_the_line():
+    f = diagnose("INFO 04-28 15:55:40 llm_engine.py:300] # GPU blocks: 0, # CPU blocks: 512\n" + V0_CHECK.format(n=340),
+                 UTIL_08).primary
+    assert (f.rule, f.kind) == ("vllm.acct.no_gpu_blocks", "no_kv_cache_memory")
+
+
+def test_a_budget_printed_before_the_frame_outranks_its_line():
+    """A KV budget vLLM printed says which raise it was, whatever release the line is from."""
+    budget = "INFO 06-09 14:01:50 [gpu_worker.py:298] Available KV cache memory: 4.0 GiB\n"
+    f = diagnose(budget + _kv_frame("kv_cache_utils.py", 720), UTIL_08).primary
+    assert (f.rule, f.kind) == ("vllm.frame.kv_check_max_len", "max_model_len_exceeds_kv_cache")
