@@ -53,8 +53,14 @@ CATEGORIES = {"prefix", "abridged", "raise_site", "accounting", "truncated", "ru
 # thirteenth, 626: 10 of 13 failures right at first): 0.8389, then 0.841 (numbers 0.848,
 # direction 0.814) after the Mamba align-mode assertion; 31 more (a fourteenth, 657: 10 of 19
 # failures right at first): 0.8301, then 0.834 (numbers 0.846, direction 0.809) after the startup
-# check quoted with placeholders and vLLM 0.2's shared-memory limit on max_model_len
-FLOORS = {"kind": 0.834, "numbers": 0.845, "direction": 0.808}
+# check quoted with placeholders and vLLM 0.2's shared-memory limit on max_model_len; 28 more (a
+# fifteenth, 685: typical operators' logs from vLLM's threads and its ecosystem, 15 of 19 failures
+# right at first, every look-alike silent; four more were dropped, cut by the search index, not
+# by their posters): 0.878 (numbers 0.868, direction 0.855) after the mechanisms of stop 28 (the
+# KV check quoted from its middle, raise sites by their line in each release, the derived-length
+# error elided, a plugin's bound, the profile run opened by the weights' report, XLA's SMEM,
+# CANN's allocation failure, OOMs retold by a person)
+FLOORS = {"kind": 0.878, "numbers": 0.868, "direction": 0.855}
 
 
 @pytest.fixture(scope="module")
