@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from selfheal.edges.chunker import IncidentChunker, is_restart, is_trouble
+from selfheal.edges.chunker import IncidentChunker, _literals, is_restart, is_trouble
 from selfheal.handlers.observer import diagnose
 
 SAMPLES = Path(__file__).parent.parent / "observer" / "samples"
@@ -132,3 +132,15 @@ def test_rejects_nonsense_settings():
         IncidentChunker(quiet_s=0)
     with pytest.raises(ValueError):
         IncidentChunker(after_lines=0)
+
+
+HEALTHY = sorted([*SAMPLES.glob("healthy_*.log"), *SAMPLES.glob("real/healthy*.log")])
+
+
+@pytest.mark.parametrize("path", HEALTHY, ids=[p.name for p in HEALTHY])
+def test_no_line_of_a_healthy_start_holds_a_trouble_literal(path):
+    # a stated rule's literal is trouble on sight: one that a healthy start prints too (the startup
+    # check's hint, "Free memory on device (...) on startup", beside the error's first clause) would
+    # open an incident on every start (a real server's shutdown logs ERROR lines: levels aside)
+    literals = _literals()[0]
+    assert [(lit, line) for line in path.read_text().splitlines() for lit in literals if lit in line] == []

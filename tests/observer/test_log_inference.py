@@ -423,7 +423,7 @@ CASES = [
      {"free_gib": 7.1, "requested_gib": 21.7, "requested_utilization": 0.9}, ("gpu_memory_utilization", "decrease")),
     ("startup error quoted up to its numbers", "The ValueError text was `Free memory on device cuda:0 (55.87/119.56 "
      "GiB)`. That's ~MemAvailable.", "vllm.startup_free_memory_head", "startup_free_memory_below_utilization",
-     "stated", {"free_gib": 55.87, "total_gib": 119.56}, ("gpu_memory_utilization", "decrease")),
+     "inferred", {"free_gib": 55.87, "total_gib": 119.56}, ("gpu_memory_utilization", "decrease")),
     ("KV check retold: needed, then available", "3. KV-Cache Memory Fehler (5.62 GiB needed, only 3.06 GiB available)",
      "vllm.kv_cache_max_model_len_retold", "max_model_len_exceeds_kv_cache", "inferred",
      {"needed_kv_gib": 5.62, "available_kv_gib": 3.06}, ("max_model_len", "decrease")),
