@@ -5,7 +5,9 @@ A log that ends inside a phase where a failure was not seen (CUDA-graph capture,
 only while the log says nothing of why it stopped. When its last lines state an exception of
 another cause (an NCCL error, an illegal memory access, an assertion, a compile error, an
 interrupt), the log is not cut short: it states a failure that is not a configuration's, and a
-capture that died of it says nothing about memory.
+capture that died of it says nothing about memory. So does a notice that the engine is alive
+and waiting after the phase opened (vLLM's shared-memory broadcast finding no block for a minute,
+printed again and again while a worker hangs): a hang is not a death in capture.
 
 Only the last lines are read (TAIL_CHARS, at most TAIL_LINES): the end of a log is cheap to reach
 whatever its length, where a rule over every line would cost a scan of the whole log for
@@ -34,6 +36,10 @@ _NOT_ANOTHER_CAUSE = re.compile(
     r"|died|dead|exit(?:ed)? (?:code|status|unexpectedly)|terminated|shut ?down|SystemExit"
     r"|^(?:(?:[\w.]+\.)?(?:EngineDeadError|EngineGenerateError|ChildProcessError|RayTaskError|ActorDiedError"
     r"|WorkerError|RayActorError|ProcessLookupError|BrokenPipeError|ConnectionResetError))\b", re.I)
+# the engine still alive after the phase opened, waiting on a worker that hangs (vLLM V1
+# distributed/device_communicators/shm_broadcast.py, 0.6+: "No available shared memory broadcast
+# block found in 60 seconds. This typically happens when some processes are hanging ...")
+_HANG = re.compile(r"No available shared memory broadcast block found in")
 
 
 def tail_of(text) -> str:
@@ -46,12 +52,14 @@ def tail_of(text) -> str:
 def another_cause(tail: str | Callable[[], str], since: str = "") -> str | None:
     """The exception line, among the last lines of `tail` after the last one that holds `since`
     (the line that opened the phase; all of them when it is not there), that states a cause
-    other than memory; None when there is none. `tail` may be a function that reads it (tail_of):
+    other than memory, or the notice of a hang; None when there is none. `tail` may be a function that reads it (tail_of):
     only a log cut inside a phase needs its end read."""
     lines = (tail() if callable(tail) else tail).splitlines()[-TAIL_LINES:]
     for line in reversed(lines):
         if since and since in line:
             return None
+        if _HANG.search(line):
+            return line.strip()
         m = _EXCEPTION.search(line)
         if m and not m.group(1).endswith("Warning") \
                 and not _NOT_ANOTHER_CAUSE.search(m.group(1) + ": " + (m.group(2) or "")):

@@ -109,3 +109,15 @@ def test_a_warning_after_the_capture_opened_is_no_cause():
     warned = P + "WARNING 12-04 10:12:11 [warnings.py:110] UserWarning: TypedStorage is deprecated."
     f = diagnose(_log(START, [CAPTURE], [warned])).primary
     assert (f.kind, f.confidence) == ("cuda_graph_oom", "truncated")
+
+
+def test_a_capture_that_hangs_is_not_read_as_cut_short():
+    # the engine is alive after capture opened, waiting on a worker (a ROCm hang at 71% of capture,
+    # vLLM 0.19): the notice repeats and no process died there
+    hang = ("(EngineCore_DP0 pid=230522) WARNING 12-04 10:13:10 [shm_broadcast.py:681] No available shared memory "
+            "broadcast block found in 60 seconds. This typically happens when some processes are hanging or doing "
+            "some time-consuming work (e.g. compilation, weight/kv cache quantization).")
+    assert diagnose(_log(START, [CAPTURE], [hang, hang])).findings == []
+    assert another_cause(_log([CAPTURE, hang]), since="Capturing CUDA graph shapes") == hang
+    # a notice before the capture opened says nothing of the cut
+    assert diagnose(_log(START, [hang, CAPTURE])).primary.confidence == "truncated"
