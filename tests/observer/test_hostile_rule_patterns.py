@@ -68,6 +68,22 @@ def test_repeats_bounded_but_large_are_refused_too(pattern):
         parse_rules(rule_file(pattern), "hostile.toml")
 
 
+# a pattern that may begin with an unbounded repeat is tried again at every character of a run of
+# it: "(?P<free>{num}) GiB free" took 4 s per 40 KB on the hostile log of 5,000-digit numbers
+# (tests/reliability/test_hostile_input.py), quadratic, while nested repeats are exponential
+@pytest.mark.parametrize("pattern", [r"(?P<n>{num}) GiB free", r"~?(?P<n>{num}) GiB", r"\**x", r"(?:y|\s*x)z",
+                                     r"(?:ab)?\d+c", r"(?:ab)+c"])
+def test_a_pattern_that_may_begin_with_an_unbounded_repeat_is_refused(pattern):
+    with pytest.raises(RuleFileError, match="may begin with an unbounded repeat"):
+        parse_rules(rule_file(pattern), "hostile.toml")
+
+
+@pytest.mark.parametrize("pattern", [r"(?<![\d.])(?P<n>{num}) GiB free", r"\b\d+ GiB", r"free (?P<n>{num})",
+                                     r"ab\d+c", r"x?y\d+"])
+def test_a_pattern_whose_start_is_fixed_is_accepted(pattern):
+    assert parse_rules(rule_file(pattern), "fine.toml").rules
+
+
 def test_rules_test_on_a_backtracking_pattern_ends_at_once_with_one_line(tmp_path):
     rules, log = tmp_path / "hostile.toml", tmp_path / "a.log"
     rules.write_text(rule_file(HOSTILE), encoding="utf-8")
