@@ -371,7 +371,12 @@ class SQLiteRecorder(Recorder):
         """The log's format version, once the file is known to be a selfheal log this build reads."""
         conn = self._conn
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-        if existed and app_id != APPLICATION_ID and not (app_id == 0 and self._being_created()):
+        being_created = existed and app_id == 0 and self._being_created()
+        if existed and app_id == 0 and not being_created:
+            # its creator may have committed the migration between these reads (each statement
+            # sees the file as it is then); the tables and the id are written in one transaction
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        if existed and app_id != APPLICATION_ID and not being_created:
             raise NotASelfhealLog(
                 f"{self.path}: a SQLite database, but not a selfheal log (application_id {app_id:#x})"
             )

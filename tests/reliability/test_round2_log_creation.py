@@ -60,3 +60,27 @@ def test_observes_started_together_on_a_log_that_does_not_exist_yet_all_record(t
         with open_store(db) as store:  # every observe that exited 0 left its incident
             assert sum(1 for _ in store.read(types=["IncidentCaptured"])) == 4 - failed_here
     assert not failures, f"{len(failures)} of 16 observes failed: {failures[:2]}"
+
+
+def test_a_log_its_creator_finishes_between_the_readers_reads_is_taken(tmp_path, monkeypatch):
+    # the interleaving that made one of 16 observes started together fail under load: a reader saw
+    # the half-made file's application_id 0, then the creator committed its migration, then the
+    # reader found tables in what it had taken for an empty database
+    from selfheal.eventstore.sqlite import SQLiteRecorder
+
+    path = tmp_path / "log.db"
+    half_made = sqlite3.connect(path)
+    half_made.execute("PRAGMA journal_mode=WAL")
+    half_made.close()
+    real, done = SQLiteRecorder._being_created, []
+
+    def creator_finishes_first(self):
+        if not done:
+            done.append(True)
+            with open_store(path, create=True):  # the creator migrates now, between the reads
+                pass
+        return real(self)
+
+    monkeypatch.setattr(SQLiteRecorder, "_being_created", creator_finishes_first)
+    with open_store(path, create=True) as store:
+        assert store.recorder.verify().ok
