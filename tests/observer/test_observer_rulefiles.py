@@ -262,7 +262,7 @@ def test_the_prefilter_literal_is_the_first_gate():
     # the pattern would match every line, but no line holds the literal: no regex ever runs
     text = MINIMAL.replace('prefilter = "free memory is"', 'prefilter = "NEVER IN THIS LOG"').replace(
         "free memory is (?P<free>{num}) of (?P<total>{num}) GiB",
-        "(?P<free>{num}) of (?P<total>{num}) GiB|NEVER IN THIS LOG")
+        "\\b(?P<free>{num}) of (?P<total>{num}) GiB|NEVER IN THIS LOG")
     rs = parse_rules(text)
     assert rs.diagnose("\n".join([LINE] * 1000)).primary is None
 
