@@ -599,6 +599,45 @@ def check_pattern(pattern: str) -> re.Pattern:
     return regex
 
 
+#: assertions that a match begins only at an edge: a run of digits or letters holds none inside it
+_EDGES = (_sre.AT_BEGINNING, _sre.AT_BEGINNING_STRING, _sre.AT_BOUNDARY, _sre.AT_LOC_BOUNDARY, _sre.AT_UNI_BOUNDARY)
+
+
+def _begins_unbounded_in(seq) -> bool | None:
+    """Whether a match may begin with an unbounded repeat (`\\d+`, `\\s*`, with nothing but
+    optional parts before it): True, False, or None where `seq` may match nothing at all."""
+    for op, av in seq:
+        if op in (_sre.ASSERT, _sre.ASSERT_NOT) and av[0] < 0 or op is _sre.AT and av in _EDGES:
+            return False  # a lookbehind or an edge fixes where a match may begin
+        if op is _sre.AT:
+            continue
+        if op is _sre.SUBPATTERN or op is _sre.ATOMIC_GROUP:
+            begins = _begins_unbounded_in(av[-1] if op is _sre.SUBPATTERN else av)
+        elif op is _sre.BRANCH:
+            each = [_begins_unbounded_in(alt) for alt in av[1]]
+            begins = True if any(each) else (False if all(b is False for b in each) else None)
+        elif op in _REPEATS:
+            low, high, body = av
+            if high == _sre.MAXREPEAT:
+                return True
+            begins = _begins_unbounded_in(body)
+            if begins is False and low == 0:
+                begins = None  # may be left out: what follows may begin the match
+        else:
+            return False
+        if begins is not None:
+            return begins
+    return None
+
+
+def begins_unbounded(pattern: str) -> bool:
+    """Whether a match of `pattern` (a valid regex) may begin with an unbounded repeat: the regex
+    engine then retries it at every character of a long run of what it repeats, quadratic in
+    the run's length (a rule's `(?P<free>\\d+) GiB free` on a 5,000-digit number). A literal, a
+    word boundary or a lookbehind before it fixes where a match may begin."""
+    return bool(_begins_unbounded_in(_sre.parse(pattern)))
+
+
 def _scan(seq) -> tuple[bool, bool]:
     """(holds an unbounded repeat, holds alternatives that overlap); raises _Hostile."""
     unbounded = ambiguous = False

@@ -12,9 +12,7 @@ from selfheal.handlers.observer.fixes import FixProgram, compile_candidates, com
 from selfheal.handlers.observer.fixes import compile_guard
 from selfheal.handlers.observer.spec import CONFIDENCES, CONTEXT, DIRECTIONS, KINDS, RuleProblem, RuleSpec
 from selfheal.handlers.observer.units import SOURCE_UNITS, target_unit
-from re import _parser as _sre  # the parser `re` itself uses; read-only here
-
-from selfheal.schemas.redaction import check_pattern
+from selfheal.schemas.redaction import begins_unbounded, check_pattern
 from selfheal.schemas.serving import TUNABLE
 
 _MACROS = {
@@ -200,43 +198,12 @@ def _regex(source: str, i: int) -> re.Pattern:
         regex = check_pattern(expanded)
     except ValueError as exc:
         raise RuleProblem(("patterns", i), f"pattern {i + 1}: {exc}: {source}") from None
-    if _begins_unbounded(_sre.parse(expanded)):
+    if begins_unbounded(expanded):
         raise RuleProblem(("patterns", i), f"pattern {i + 1} may begin with an unbounded repeat, which the regex engine "
                                            "tries again at every character of a long run (a number of 5,000 digits "
                                            f"took minutes): begin it with a literal, a \\b or a lookbehind: {source}")
     return regex
 
-
-_REPEATS = (_sre.MAX_REPEAT, _sre.MIN_REPEAT, _sre.POSSESSIVE_REPEAT)
-#: assertions that a match begins only at an edge: a run of digits or letters holds none inside it
-_EDGES = (_sre.AT_BEGINNING, _sre.AT_BEGINNING_STRING, _sre.AT_BOUNDARY, _sre.AT_LOC_BOUNDARY, _sre.AT_UNI_BOUNDARY)
-
-
-def _begins_unbounded(seq) -> bool | None:
-    """Whether a match may begin with an unbounded repeat (`\\d+`, `\\s*`, with nothing but
-    optional parts before it): True, False, or None where `seq` may match nothing at all."""
-    for op, av in seq:
-        if op in (_sre.ASSERT, _sre.ASSERT_NOT) and av[0] < 0 or op is _sre.AT and av in _EDGES:
-            return False  # a lookbehind or an edge fixes where a match may begin
-        if op is _sre.AT:
-            continue
-        if op is _sre.SUBPATTERN or op in (_sre.ATOMIC_GROUP,):
-            begins = _begins_unbounded(av[-1] if op is _sre.SUBPATTERN else av)
-        elif op is _sre.BRANCH:
-            each = [_begins_unbounded(alt) for alt in av[1]]
-            begins = True if any(each) else (False if all(b is False for b in each) else None)
-        elif op in _REPEATS:
-            low, high, body = av
-            if high == _sre.MAXREPEAT:
-                return True
-            begins = _begins_unbounded(body)
-            if begins is False and low == 0:
-                begins = None  # may be left out: what follows may begin the match
-        else:
-            return False
-        if begins is not None:
-            return begins
-    return None
 
 
 def _check_direction(direction: dict, path: tuple) -> None:
