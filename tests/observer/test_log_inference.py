@@ -348,6 +348,18 @@ CASES = [
      "increase --gpu-memory-utilization (currently 0.05); use a smaller or more quantized model.",
      "vllm_metal.paged_kv_budget", "no_kv_cache_memory", "stated", {"available_kv_gib": -0.11, "requested_utilization": 0.05},
      ("gpu_memory_utilization", "increase")),
+    # a hybrid model's state reservation adds its own fields (each "=" more) before the budget
+    ("vllm-metal KV budget after the hybrid reservation", "ValueError: Paged attention: not enough Metal memory "
+     "for KV cache.\nmetal_limit=21.40GB, fraction=0.6, usable_metal=12.84GB,\nmodel_memory=9.10GB, overhead=3.02GB,\n"
+     "kv_budget_before_hybrid=0.72GB,\nhybrid_gdn_state=lazy (growth_peak_reserve=0.31GB, 40.2MB/seq * peak_slots=8/"
+     "max_num_seqs=128),\nkv_budget=-0.12GB.\nMitigations: increase VLLM_METAL_MEMORY_FRACTION; use a smaller model.",
+     "vllm_metal.paged_kv_budget", "no_kv_cache_memory", "stated", {"available_kv_gib": -0.12, "metal_limit_gib": 21.4},
+     ("gpu_memory_utilization", "increase")),
+    ("vllm-metal budget holding fewer blocks than the floor", "ValueError: Paged attention: computed num_blocks too low "
+     "(5 < minimum 16). metal_limit=17.18GB, fraction=0.5, usable_metal=8.59GB, model_memory=8.02GB, overhead=0.52GB, "
+     "kv_budget=0.05GB, per_block_bytes=9437184. Mitigations: increase VLLM_METAL_MEMORY_FRACTION, use a smaller model.",
+     "vllm_metal.paged_blocks_below_minimum", "no_kv_cache_memory", "stated", {"num_blocks": 5, "min_blocks": 16},
+     ("gpu_memory_utilization", "increase")),
     # --- fixer A: the phase an OOM comes in, and accelerator OOMs in the shapes people paste
     ("OOM after the weights, before the KV cache is sized: the profile run",
      V1 + "Model loading took 16.56 GiB and 2.8 seconds\n" + W + "ERROR 08-20 03:10:01 [core.py:467] CUDA out of memory. "
@@ -476,6 +488,9 @@ def test_each_mechanism_names_the_failure_with_its_confidence(name, log, rule, k
 
 
 SILENT = [
+    # the Metal planner's report of a plan that fits: the budget and the blocks it holds
+    "Paged attention memory breakdown: metal_limit=24.10GB, fraction=0.7, usable_metal=16.87GB, model_memory=4.40GB, "
+    "overhead=1.02GB, kv_budget=11.45GB, per_block_bytes=2097152, num_blocks=5459, max_tokens_cached=87344",
     # one refusal is a client's over-long prompt; a full cache with nothing waiting holds nothing back
     "(EngineCore pid=7) ERROR 01-02 03:04:05 [core.py:1] ValueError: The decoder prompt (length 9040) is longer than "
     "the maximum model length of 4096.",
