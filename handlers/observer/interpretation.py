@@ -51,11 +51,12 @@ class Hit:
     cut down when very long). A hit at a raise site (`site`) has no match: the traceback shows
     the source line that raises the rule's error, not the error."""
 
-    __slots__ = ("matcher", "groups", "numbers", "line", "evidence", "key", "site")
+    __slots__ = ("matcher", "groups", "numbers", "line", "evidence", "key", "site", "said")
 
     def __init__(self, matcher: Matcher, m: re.Match | None, line: int, evidence: list[str], record_first: int):
         self.matcher = matcher
         self.site = m is None
+        self.said = "" if m is None else m.group()
         self.groups = {} if m is None else {k: v for k, v in m.groupdict().items() if v is not None}
         self.numbers: dict[str, float | int] = {}
         for capture, key, unit, target in matcher.numbers:
@@ -116,7 +117,9 @@ class Interpretation:
         self.sites: list[tuple[int, Finding]] = []  # raise-site findings of this attempt, held back
         # findings of a log cut inside a region, held back: (priority, finding, the region's opener)
         self.cuts: list[tuple[int, Finding, str]] = []
-        self.context_hits = 0  # context lines read: a log cut in a phase shows more than its opener
+        # what the context lines read said, with the line that first said it (a line a wrapper
+        # mirrors says nothing more): a log cut in a phase shows more than its opener
+        self.context_said: dict[tuple[str, str], int] = {}
         self.context: dict[str, tuple[float | int, Hit]] = {}
         self.regions: dict[str, Hit] = {}
         self.ready_after_last_finding = False
@@ -134,7 +137,8 @@ class Interpretation:
     def add(self, hit: Hit) -> None:
         rule = hit.matcher.rule
         if rule.kind == CONTEXT:
-            self.context_hits += 1
+            if len(self.context_said) < 2:  # two tell a log from a quote: no more are kept
+                self.context_said.setdefault((rule.id, hit.said), hit.line)
             for mark in rule.marks:
                 if mark == "reset":
                     self._release_cuts()
@@ -253,7 +257,8 @@ class Interpretation:
         the process died there, or the paste stops there. A finding of lower confidence, unless
         the log's last lines (`tail`) state another cause after the region opened (endings.py)."""
         # the opening line alone is a quoted line, not a startup that stopped
-        if self.context_hits < 2 and all(r.line <= 1 for r in self.regions.values()):
+        if len(self.context_said) < 2 and all(
+                self.context_said.get((r.matcher.rule.id, r.said), r.line) <= 1 for r in self.regions.values()):
             return
         if self.attempt or self.failed:  # a failure the log shows says more than where it stops
             return

@@ -63,6 +63,20 @@ def test_a_capture_cut_with_nothing_or_only_a_wrapper_after_it_still_speaks(endi
     assert (f.kind, f.confidence, f.action) == ("cuda_graph_oom", "truncated", "alert")
 
 
+def test_a_capture_line_quoted_alone_is_no_cut_even_when_a_wrapper_repeats_it():
+    # a tool that re-logs vLLM's output under its own logger, and logs again as an error every line
+    # that holds the word "error": the one line, said twice, is still a quote, not a start that stopped
+    said = CAPTURE.split(") ", 1)[1]
+    mirrored = [f"2026-01-05 08:00:01,200 - INFO - {said}",
+                f"2026-01-05 08:00:01,201 - ERROR - Found error in output: {said}",
+                "2026-01-05 08:00:01,250 - INFO - "]
+    assert diagnose(_log(mirrored)).findings == []
+    assert diagnose(_log(mirrored[:1])).findings == []
+    # the same lines after the start's own lines are a log cut in capture
+    f = diagnose(_log(START, mirrored)).primary
+    assert (f.kind, f.confidence) == ("cuda_graph_oom", "truncated")
+
+
 def test_an_error_before_the_capture_opened_does_not_explain_the_cut():
     # a start that failed of something else, then a restart whose capture the log cuts
     text = _log(START, FRAMES, [OTHER_CAUSES["NCCL"]], START, [CAPTURE])
