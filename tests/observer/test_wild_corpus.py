@@ -61,8 +61,12 @@ CATEGORIES = {"prefix", "abridged", "raise_site", "accounting", "truncated", "ru
 # error elided, a plugin's bound, the profile run opened by the weights' report, XLA's SMEM,
 # CANN's allocation failure, OOMs retold by a person); 21 more (a sixteenth, 706, scored against
 # those mechanisms before any rule saw them: 12 of 13 failures right, 7 of 8 look-alikes silent,
-# the eighth a hang in capture, since read as such): 0.879 (numbers 0.867, direction 0.853)
-FLOORS = {"kind": 0.879, "numbers": 0.867, "direction": 0.853}
+# the eighth a hang in capture, since read as such): 0.879 (numbers 0.867, direction 0.853);
+# 12 more (a seventeenth, 718, all right before any rule saw them) and 17 more (an eighteenth, 735:
+# 7 of 8 failures and 8 of 9 look-alikes right at first; then every one, after vllm-metal's
+# longer breakdown and a capture line that a wrapper repeats read as a quote): 0.882 (numbers 0.87,
+# direction 0.857)
+FLOORS = {"kind": 0.882, "numbers": 0.87, "direction": 0.857}
 
 
 @pytest.fixture(scope="module")
