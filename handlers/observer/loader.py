@@ -72,6 +72,7 @@ class _Rule(msgspec.Struct, forbid_unknown_fields=True):
     gap: int = 0
     cut_in: str = ""
     raise_frame: bool = False
+    cut_after: int = 0  # a pattern of pieces may stop at its record's end after this many (_pieces)
     fix_like: str = ""  # resolved by _read: the derived values and fixes of a rule above it
 
 
@@ -179,8 +180,36 @@ def _build(specs: list[RuleSpec], header: _Header, text: str, source: str) -> Ru
         raise RuleFileError(source, where.find(i, list(p.path)), where.label(i, p.rule), p.problem, i + 1) from None
 
 
+#: what is left of a message cut at the end of its record (a viewer that cuts long lines, an
+#: issue title at GitHub's limit, a search index's excerpt): a piece of the next words, then the
+#: end; no whole sentence in it (a message that goes on past a sentence's end was not cut there)
+CUT_TAIL = r"(?![^\n]{0,120}?\.\s)[^\n]{0,120}(?=\n|\Z)"
+
+
+def _pieces(pieces: list[str], cut_after: int) -> str:
+    """A pattern written as pieces, joined; with `cut_after` = k, it may stop at the end of its
+    record anywhere after its first k pieces: "a(?:b(?:c|CUT)|CUT)" for [a, b, c] and k = 1, so
+    that a message whose head names the failure is read when a cut took its tail (the numbers
+    that were in the tail are then missing, and the fix falls back as it does for any)."""
+    if not cut_after or cut_after >= len(pieces):
+        return "".join(pieces)
+    for i, piece in enumerate(pieces):
+        try:  # each piece is a whole regex, or the nesting would cut into its groups
+            re.compile(re.sub(r"\{(?:num|int|size)\}", "0", piece))
+        except re.error as exc:
+            raise _Problem(["patterns"], f"cut_after: piece {i + 1} is no regex of its own ({exc.msg}): {piece}") from None
+    tail = ""
+    for piece in reversed(pieces[cut_after:]):
+        tail = f"(?:{piece}{tail}|{CUT_TAIL})"
+    return "".join(pieces[:cut_after]) + tail
+
+
 def _rule(table: dict) -> RuleSpec:
     raw = _convert(table, _Rule, [])
+    if raw.cut_after < 0 or raw.cut_after and not any(
+            isinstance(p, list) and len(p) > raw.cut_after for p in raw.patterns):
+        raise _Problem(["cut_after"], f"cut_after = {raw.cut_after}: it counts the pieces a pattern keeps before a cut, "
+                                      "so it needs a pattern of more pieces than that")
     numbers = []
     for capture, entry in raw.numbers.items():
         if not isinstance(entry, dict):
@@ -198,7 +227,7 @@ def _rule(table: dict) -> RuleSpec:
         refine.append(Refinement(when=r.when, kind=r.kind, priority=r.priority, direction=r.direction, note=r.note,
                                  fix=_fixes(r.fix, ["refine", i, "fix"])))
     return RuleSpec(id=raw.id, version=raw.version, kind=raw.kind, prefilter=raw.prefilter,
-                    patterns=tuple(p if isinstance(p, str) else "".join(p) for p in raw.patterns),
+                    patterns=tuple(p if isinstance(p, str) else _pieces(p, raw.cut_after) for p in raw.patterns),
                     numbers=tuple(numbers), derived=raw.derived, fix=_fixes(raw.fix, ["fix"]),
                     direction=raw.direction, priority=raw.priority, window=raw.window, uses=tuple(raw.uses),
                     marks=tuple(raw.marks), refine=tuple(refine), note=raw.note, versions=raw.versions,

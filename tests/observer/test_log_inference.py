@@ -360,6 +360,29 @@ CASES = [
      "kv_budget=0.05GB, per_block_bytes=9437184. Mitigations: increase VLLM_METAL_MEMORY_FRACTION, use a smaller model.",
      "vllm_metal.paged_blocks_below_minimum", "no_kv_cache_memory", "stated", {"num_blocks": 5, "min_blocks": 16},
      ("gpu_memory_utilization", "increase")),
+    # --- a message cut at the end of its line (a viewer that cuts long lines, an issue title at
+    # GitHub's limit) after the words that state it (loader.py cut_after)
+    ("startup check cut after 'less than desired'", "(EngineCore_DP0 pid=9) ERROR 03-02 10:00:01 [core.py:866] "
+     "ValueError: Free memory on device (3.02/15.57 GiB) on startup is less than desired GPU memory ut",
+     "vllm.startup_free_memory", "startup_free_memory_below_utilization", "stated", {"free_gib": 3.02, "total_gib": 15.57},
+     ("gpu_memory_utilization", "decrease")),
+    ("CPU startup check cut", "ValueError: Available memory on node 1 (6.4/31.2 GiB) on startup is less than desired CPU m",
+     "vllm.cpu_startup_free_memory", "startup_free_memory_below_utilization", "stated", {"free_gib": 6.4, "total_gib": 31.2},
+     ("gpu_memory_utilization", "decrease")),
+    ("sampler warm-up OOM cut in its count", "(VllmWorker rank=0 pid=31) ERROR 01-05 02:03:04 [multiproc_executor.py:9] "
+     "RuntimeError: CUDA out of memory occurred when warming up sampler with 10", "vllm.warmup_oom", "cuda_oom_allocation",
+     "stated", {}, ("max_num_seqs", "decrease")),
+    ("V0 KV check cut before its token count", "[Bug]: ValueError: The model's max seq len (65536) is larger than the "
+     "maximum number of tokens that can be stor", "vllm.kv_cache_max_model_len_v0", "max_model_len_exceeds_kv_cache",
+     "stated", {"max_model_len": 65536}, ("max_model_len", "decrease")),
+    ("batched-token check cut in its advice", "ValueError: max_num_batched_tokens (4096) is smaller than max_model_len "
+     "(10240). This effectively limits the maximum seq", "vllm.batched_tokens_below_model_len",
+     "batched_tokens_below_model_len", "stated", {"max_num_batched_tokens": 4096, "max_model_len": 10240},
+     ("max_num_batched_tokens", "increase")),
+    ("derived-length error cut inside its parenthesis", "[rank1]: ValueError: User-specified max_model_len (200000) is "
+     "greater than the derived max_model_len (max_position_embeddings=131072 or model_max_length=None in mo",
+     "vllm.max_model_len_above_derived_cut", "other_config_error", "stated",
+     {"max_model_len": 200000, "derived_max_model_len": 131072}, ("max_model_len", "decrease")),
     # --- fixer A: the phase an OOM comes in, and accelerator OOMs in the shapes people paste
     ("OOM after the weights, before the KV cache is sized: the profile run",
      V1 + "Model loading took 16.56 GiB and 2.8 seconds\n" + W + "ERROR 08-20 03:10:01 [core.py:467] CUDA out of memory. "
@@ -488,6 +511,12 @@ def test_each_mechanism_names_the_failure_with_its_confidence(name, log, rule, k
 
 
 SILENT = [
+    # the derived-length sentence as the WARNING vLLM logs when the override is allowed, cut where
+    # the error's would be: no exception says it failed
+    "WARNING 03-02 10:00:01 [model.py:1] User-specified max_model_len (200000) is greater than the derived "
+    "max_model_len (max_position_embeddings=131072 or model_max_length=None in mo",
+    # the healthy start's hint in the startup check's words, cut as long lines are
+    "INFO 03-02 10:00:01 [gpu_worker.py:1] Free memory on device (22.8/23.54 GiB) on startup. Desired GPU memory util",
     # the Metal planner's report of a plan that fits: the budget and the blocks it holds
     "Paged attention memory breakdown: metal_limit=24.10GB, fraction=0.7, usable_metal=16.87GB, model_memory=4.40GB, "
     "overhead=1.02GB, kv_budget=11.45GB, per_block_bytes=2097152, num_blocks=5459, max_tokens_cached=87344",

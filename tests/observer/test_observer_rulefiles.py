@@ -227,6 +227,27 @@ def test_the_digest_ignores_layout_and_follows_meaning():
         assert parse_rules(MINIMAL.replace(*meaning)).digest != base, meaning
 
 
+CUT = MINIMAL.replace("patterns = ['free memory is (?P<free>{num}) of (?P<total>{num}) GiB']",
+                      "cut_after = 1\npatterns = [['free memory is (?P<free>{num})', ' of (?P<total>{num}) GiB', ' at startup']]")
+
+
+def test_a_pattern_may_stop_at_its_records_end_after_cut_after_pieces():
+    rs = parse_rules(CUT)
+    assert rs.diagnose(LINE + " at startup").primary.numbers == {"free_gib": 6, "total_gib": 12}
+    # cut inside the second piece, or inside the third: the first still states it
+    assert rs.diagnose(LINE[:-6]).primary.numbers == {"free_gib": 6}
+    assert rs.diagnose(LINE + " at sta").primary.numbers == {"free_gib": 6, "total_gib": 12}
+    # not cut: words after the first piece that are not the second's, and the record goes on
+    assert rs.diagnose(LINE.replace(" of 12 GiB", " of the time, as the next lines show") + " " * 200 + "x").findings == []
+    assert parse_rules(MINIMAL).diagnose(LINE[:-6]).findings == []
+
+
+def test_cut_after_needs_pieces_that_are_regexes_of_their_own():
+    unbalanced = CUT.replace("' of (?P<total>{num}) GiB', ' at startup'", "' of (?P<total>{num}) GiB(?: at', ' startup)?'")
+    assert "piece 2 is no regex of its own" in _error(unbalanced).problem
+    assert "needs a pattern of more pieces" in _error(CUT.replace("cut_after = 1", "cut_after = 3")).problem
+
+
 def test_first_computable_candidate_wins_and_absurd_numbers_are_not_computable():
     text = MINIMAL.replace('when = "total_gib > 0"\n', "").replace(
         "free_gib * (1 - buffer) / total_gib", "free_gib * (1 - buffer) / total_gib * factor").replace(
