@@ -20,6 +20,7 @@ import re
 from collections.abc import Callable
 
 from selfheal.handlers.observer.normalize import _EXC
+from selfheal.handlers.observer.paste import unpasted_str
 
 TAIL_CHARS = 16384
 TAIL_LINES = 64
@@ -43,10 +44,11 @@ _HANG = re.compile(r"No available shared memory broadcast block found in")
 
 
 def tail_of(text) -> str:
-    """The last TAIL_CHARS characters of a log given as text, bytes or logfile.FileBytes."""
+    """The last TAIL_CHARS characters of a log given as text, bytes or logfile.FileBytes, with
+    what a paste did to them undone (paste.py), as the rest of the log is read."""
     n = len(text)
     end = text[max(0, n - TAIL_CHARS):n] if not isinstance(text, str) else text[-TAIL_CHARS:]
-    return end if isinstance(end, str) else bytes(end).decode("utf-8", "replace")
+    return unpasted_str(end if isinstance(end, str) else bytes(end).decode("utf-8", "replace"))
 
 
 def another_cause(tail: str | Callable[[], str], since: str = "") -> str | None:

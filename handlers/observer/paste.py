@@ -22,8 +22,9 @@ should have to know about, each of them a mechanism, none of them one log's word
   with a timestamp and the lines after it that have none) are put back in the order they were
   written, so that what came before a failure (a capture phase, a block count) is read as before;
 - **gutters** every line shares: a Markdown quote ``> ``, ``| ``, a box-drawing bar, a bullet,
-  or a pastebin's line numbers, which carry no vLLM record start for the collector learner
-  (prefixes.py) to learn from.
+  a pastebin's line numbers, or the indentation of a block indented as a whole (a Markdown code
+  block, a list item), which carry no vLLM record start for the collector learner (prefixes.py)
+  to learn from, and under which a traceback's own indentation would read as continued lines.
 
 What the log shows is decided from the same probe as the collector prefixes (its first and last
 lines), so a plain log, which is what a live vLLM writes, pays for a few searches of that probe
@@ -111,6 +112,12 @@ def as_read(text: str | bytes | FileBytes) -> str | bytes | FileBytes:
     probe = _probe(text)
     plain = unpasted(text, probe)
     return without_collectors(plain, probe if plain is text else None)
+
+
+def unpasted_str(text: str) -> str:
+    """`unpasted` of a short text, as a str whatever the size it is spooled over."""
+    out = unpasted(text)
+    return out if isinstance(out, str) else bytes(out[:]).decode("utf-8", "replace")
 
 
 def unpasted(text: str | bytes | FileBytes, probe: str | None = None) -> str | bytes | FileBytes:
@@ -300,6 +307,26 @@ def _gutter_of(line: str) -> str | None:
     return re.sub(r"\d+", r"\\d+", re.escape(gutter if not blank else bare)) + blank
 
 
+#: a block indented as a whole (a Markdown code block, a list item's paste, a quote in an email):
+#: the blanks every non-blank line of the probe begins with, at least this many (or a tab)
+INDENT_AT_LEAST = 2
+
+
+def _common_indent(probe: str) -> re.Pattern | None:
+    """The indentation every non-blank line of the probe shares, as a regex; None where a line
+    begins at its first column. A traceback keeps its own indentation under it."""
+    lines = [line for line in probe.split("\n") if line.strip()]
+    if len(lines) < GUTTER_AT_LEAST:
+        return None
+    common = min(len(line) - len(line.lstrip(" \t")) for line in lines)
+    first = lines[0][:common]
+    if common < INDENT_AT_LEAST and "\t" not in first:
+        return None
+    if any(not line.startswith(first) for line in lines):  # tabs here, spaces there
+        return None
+    return re.compile(re.escape(first))
+
+
 def _collector_of(line: str) -> str | None:
     """The shape of the text before a collector's separator on `line`, unless that text is
     vLLM's own header (which the collector learner and the header rules read)."""
@@ -333,5 +360,6 @@ _STEPS = (
     (_is_newest_first, _REORDERED),
     # gutters carry no vLLM record start for the collector learner (prefixes.py) to learn from
     _stripper(_gutter_of),
+    (_common_indent, _stripper(None)[1]),
     _stripper(_collector_of),
 )

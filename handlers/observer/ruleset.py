@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from selfheal.handlers.observer.endings import tail_of
 from selfheal.handlers.observer.engine import Diagnosis, Interpretation, Matcher, compile_rules, read
 from selfheal.handlers.observer.logfile import FileBytes, open_log
+from selfheal.handlers.observer.paste import unpasted_str
 from selfheal.handlers.observer.prefilter import prefilter_for
 from selfheal.handlers.observer.recase import RECASE_AT_MOST, phrases, recased, respelled
 from selfheal.handlers.observer.spec import RuleSpec
@@ -79,6 +80,7 @@ class RuleSet:
         # a short paste that names no failure may say vLLM's words in another case, or with a
         # letter or two wrong where a hand or an OCR retyped them (recase.py)
         given = text if isinstance(text, str) else bytes(text[:]).decode("utf-8", "replace")
+        given = unpasted_str(given)  # vLLM's words are looked for in the text as it was before the paste
         if self._phrases is None:
             self._phrases = phrases(p for rule in self.rules for p in rule.patterns)
         again = respelled(recased(given, self._phrases), self._phrases)

@@ -54,6 +54,7 @@ ARTIFACTS = {
     "Markdown quote": _per_line(lambda line: "> " + line),
     "pastebin line numbers": lambda t: "\n".join(f"{i + 1:>3} | {line}" for i, line in enumerate(t.split("\n"))),
     "compose prefix": _per_line(lambda line: "vllm-openai-1  | " + line),
+    "a block indented as a whole": _per_line(lambda line: "    " + line if line.strip() else line),
     "newest first": _newest_first,
 }
 
@@ -103,6 +104,51 @@ def test_clock_times_and_vllm_headers_are_not_taken_for_a_gutter():
     assert unpasted(lines) is lines
     vllm = "\n".join(f"INFO 11-24 06:55:1{i} [core.py:708] step {i}" for i in range(5))
     assert unpasted(vllm) is vllm
+
+
+def test_a_block_indented_as_a_whole_keeps_its_tracebacks_own_indentation():
+    # a traceback cut at its raise, pasted as a Markdown code block (four blanks) or a list item
+    # (a tab): under the block's indentation its frames would read as one continued line
+    cut = "\n".join([
+        "(EngineCore pid=41) Traceback (most recent call last):",
+        '(EngineCore pid=41)   File "/opt/venv/lib/python3.12/site-packages/vllm/v1/worker/gpu_worker.py", line 250, '
+        "in init_device",
+        "(EngineCore pid=41)     self.requested_memory = request_memory(init_snapshot, self.cache_config)",
+        '(EngineCore pid=41)   File "/opt/venv/lib/python3.12/site-packages/vllm/v1/worker/utils.py", line 413, '
+        "in request_memory",
+        "(EngineCore pid=41)     raise ValueError(",
+    ])
+    want = diagnose(cut).primary
+    assert (want.rule, want.kind) == ("vllm.frame.request_memory", "startup_free_memory_below_utilization")
+    for indent in ("    ", "\t", "  "):
+        indented = "\n".join(indent + line for line in cut.split("\n"))
+        assert _reading(indented) == _reading(cut), repr(indent)
+        assert unpasted(indented) == cut
+    # a traceback that is all there is keeps the indentation it has below its first line
+    bare = "Traceback (most recent call last):\n  File \"x.py\", line 1, in f\n    raise ValueError(\n"
+    assert unpasted(bare) is bare
+
+
+def test_what_is_read_apart_from_the_lines_is_unpasted_too():
+    # a retyped message in another case (recase.py reads it) and a log cut inside capture (its
+    # last lines are read again for another cause, endings.py), both from a scraped page
+    retyped = ("valueerror: the model's max seq len (16384) is larger than the maxinum number of tokens that can be "
+               "stored in kv cache (9120). try increasing 'gpu_memory_utilization'")
+    cut = "\n".join([
+        "(EngineCore pid=5) INFO 10-23 08:04:01 [gpu_worker.py:298] Available KV cache memory: 12.5 GiB",
+        "(EngineCore pid=5) INFO 10-23 08:04:02 [kv_cache_utils.py:1087] GPU KV cache size: 204,800 tokens",
+        "Capturing CUDA graphs (mixed prefill-decode, PIECEWISE):  40%|...| 20/51 [00:30<00:40,  1.3s/it]",
+        # a wait while the piecewise graphs were captured, which capture went on from
+        "(EngineCore pid=5) INFO 10-23 08:05:02 [shm_broadcast.py:466] No available shared memory broadcast block "
+        "found in 60 seconds. This typically happens when some processes are hanging.",
+        "(Worker pid=9) INFO 10-23 08:05:11 [custom_all_reduce.py:203] Registering 1224 cuda graph addresses",
+        "[... 3 similar 'Registering' messages for other workers ...]",
+        "Capturing CUDA graphs (decode, FULL):  12%|...| 6/51 [00:01<00:09,  4.10it/s]",
+    ])
+    for text in (retyped, cut):
+        want = _reading(text)
+        assert want is not None
+        assert _reading(html.escape(text)) == want
 
 
 def test_line_ends_and_numbers_are_kept_where_no_line_is_added():
