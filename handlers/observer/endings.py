@@ -37,6 +37,10 @@ _NOT_ANOTHER_CAUSE = re.compile(
     r"|died|dead|exit(?:ed)? (?:code|status|unexpectedly)|terminated|shut ?down|SystemExit"
     r"|^(?:(?:[\w.]+\.)?(?:EngineDeadError|EngineGenerateError|ChildProcessError|RayTaskError|ActorDiedError"
     r"|WorkerError|RayActorError|ProcessLookupError|BrokenPipeError|ConnectionResetError))\b", re.I)
+# a wrapper that quotes the worker's own error (V1 multiproc_executor get_response: "Worker
+# failed with error '<error>', please check the stack trace above for the root cause") is judged
+# by the error it quotes, not by its pointer to the root cause
+_QUOTED_CAUSE = re.compile(r"failed with error '(.+)', please check")
 # the engine still alive after the phase opened, waiting on a worker that hangs (vLLM V1
 # distributed/device_communicators/shm_broadcast.py, 0.6+: "No available shared memory broadcast
 # block found in 60 seconds. This typically happens when some processes are hanging ...")
@@ -63,7 +67,9 @@ def another_cause(tail: str | Callable[[], str], since: str = "") -> str | None:
         if _HANG.search(line):
             return line.strip()
         m = _EXCEPTION.search(line)
-        if m and not m.group(1).endswith("Warning") \
-                and not _NOT_ANOTHER_CAUSE.search(m.group(1) + ": " + (m.group(2) or "")):
-            return line.strip()
+        if m and not m.group(1).endswith("Warning"):
+            quoted = _QUOTED_CAUSE.search(m.group(2) or "")
+            said = quoted.group(1) if quoted else m.group(1) + ": " + (m.group(2) or "")
+            if not _NOT_ANOTHER_CAUSE.search(said):
+                return line.strip()
     return None

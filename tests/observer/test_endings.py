@@ -44,6 +44,9 @@ OTHER_CAUSES = {
                 "../torch/csrc/distributed/c10d/NCCLUtils.hpp:317, unhandled cuda error",
     "bare assertion": P + "ERROR 12-04 10:12:12 [core.py:708] AssertionError",
     "interrupt": "KeyboardInterrupt",
+    # V1's executor quoting its worker's error, with its pointer to the root cause
+    "a worker's error quoted": P + "ERROR 12-04 10:12:12 [core.py:708] RuntimeError: Worker failed with error "
+                                   "'index out of range in self', please check the stack trace above for the root cause",
 }
 
 
@@ -75,6 +78,13 @@ def test_a_capture_line_quoted_alone_is_no_cut_even_when_a_wrapper_repeats_it():
     # the same lines after the start's own lines are a log cut in capture
     f = diagnose(_log(START, mirrored)).primary
     assert (f.kind, f.confidence) == ("cuda_graph_oom", "truncated")
+
+
+def test_a_wrapper_is_judged_by_the_error_it_quotes():
+    wrapper = "RuntimeError: Worker failed with error '{}', please check the stack trace above for the root cause"
+    assert another_cause(wrapper.format("cu_seqlens_q must be on CUDA")) is not None
+    assert another_cause(wrapper.format("CUDA out of memory. Tried to allocate 2.00 GiB")) is None
+    assert another_cause(wrapper.format("")) is None  # nothing quoted: a pointer alone
 
 
 def test_an_error_before_the_capture_opened_does_not_explain_the_cut():
