@@ -102,8 +102,11 @@ _GUTTER = re.compile(
 #: a gutter is one that this share of the non-blank lines begin with, at least this many
 GUTTER_SHARE, GUTTER_AT_LEAST = 0.9, 3
 #: a collector's prefix on lines that hold no vLLM record start (a pydantic error's lines, a
-#: wrapped message): the text up to a collector's separator, of the same shape on the lines
-_SEPARATED = re.compile(r"[^\n]{0,60}?(?:[ \t]\|[ \t]|\t|\][ \t]|>[ \t])")
+#: wrapped message): the text up to a collector's separator (" | ", a tab, "] ", syslog's and
+#: journald's "prog[pid]: ", "> "), or a shipper's ISO 8601 time (docker logs -t, kubectl
+#: --timestamps), of the same shape on the lines
+_SEPARATED = re.compile(r"[^\n]{0,60}?(?:[ \t]\|[ \t]|\t|\]:?[ \t]|>[ \t])"
+                        r"|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[\d.,]*(?:Z|[+-]\d\d:?\d\d)?[ \t]")
 
 
 def as_read(text: str | bytes | FileBytes) -> str | bytes | FileBytes:

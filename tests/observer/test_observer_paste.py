@@ -55,6 +55,8 @@ ARTIFACTS = {
     "pastebin line numbers": lambda t: "\n".join(f"{i + 1:>3} | {line}" for i, line in enumerate(t.split("\n"))),
     "compose prefix": _per_line(lambda line: "vllm-openai-1  | " + line),
     "a block indented as a whole": _per_line(lambda line: "    " + line if line.strip() else line),
+    "journald prefix": _per_line(lambda line: "Mar 01 12:00:01 gpu-host vllm[4321]: " + line),
+    "kubectl --timestamps": _per_line(lambda line: "2025-03-01T12:00:01.123456789Z " + line),
     "newest first": _newest_first,
 }
 
@@ -149,6 +151,20 @@ def test_what_is_read_apart_from_the_lines_is_unpasted_too():
         want = _reading(text)
         assert want is not None
         assert _reading(html.escape(text)) == want
+
+
+def test_a_shippers_prefix_comes_off_lines_that_hold_no_vllm_header():
+    # a message a person re-wrapped, then shipped: no line holds vLLM's header for the collector
+    # learner (prefixes.py), and under the prefix the second half starts like a record of its own
+    wrapped = ["ValueError: Free memory on device cuda:0 (18.2/79.2 GiB) on startup is",
+               "less than desired GPU memory utilization (0.9, 71.28 GiB). Decrease GPU memory",
+               "utilization or reduce GPU memory used by other processes."]
+    want = _reading("\n".join(wrapped))
+    assert want == ("startup_free_memory_below_utilization",
+                    {"free_gib": 18.2, "total_gib": 79.2, "requested_utilization": 0.9, "requested_gib": 71.28})
+    for prefix in ("Mar 01 12:00:0{}  gpu-host vllm[4321]: ", "2025-03-01T12:00:0{}.12345Z ", "2025-03-01T12:00:0{}+08:00 "):
+        shipped = "\n".join(prefix.format(i) + line for i, line in enumerate(wrapped))
+        assert _reading(shipped) == want, prefix
 
 
 def test_line_ends_and_numbers_are_kept_where_no_line_is_added():
