@@ -1,0 +1,79 @@
+"""How the observer's readings of the wild corpus hold when the same excerpts reach a person
+another way: each artifact below is applied to every excerpt the observer reads right as posted
+(the baseline, measured in the same run), and the readings it keeps are counted. Prints JSON.
+
+An artifact is what a collector, a page or a viewer does to every line (a compose or kubectl
+prefix, a Markdown quote or code block, journald's prefix, a shipper's ISO time, HTML escaping,
+a log viewer that cuts long lines), never one log's wording. A reading is kept when the primary
+finding keeps its kind (for a look-alike: when it stays silent). Some excerpts were already
+re-wrapped or cut by their posters, so a second artifact on top can cost a few of them.
+
+    python bench/wild_artifacts.py            # every artifact (about a minute on 2 cores)
+    python bench/wild_artifacts.py --quick    # every third excerpt
+"""
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from selfheal.handlers.observer import diagnose  # noqa: E402
+from wild import excerpts  # noqa: E402
+
+
+def _per_line(f):
+    return lambda text: "\n".join(f(i, line) for i, line in enumerate(text.split("\n")))
+
+
+ARTIFACTS = {
+    "compose prefix": _per_line(lambda i, line: "vllm-1  | " + line),
+    "kubectl prefix": _per_line(lambda i, line: "[pod/vllm-7d9f/vllm] " + line),
+    "kubectl --timestamps": _per_line(lambda i, line: f"2025-03-01T12:00:{i % 60:02d}.123456789Z " + line),
+    "journald prefix": _per_line(lambda i, line: f"Mar 01 12:00:{i % 60:02d} gpu-host vllm[4321]: " + line),
+    "Markdown quote": _per_line(lambda i, line: "> " + line),
+    "Markdown code block (indented)": _per_line(lambda i, line: "    " + line if line.strip() else line),
+    "tab-indented": _per_line(lambda i, line: "\t" + line if line.strip() else line),
+    "CRLF line ends": lambda text: text.replace("\n", "\r\n"),
+    "HTML escaped": html.escape,
+    "double spaced": lambda text: text.replace("\n", "\n\n"),
+    "docker json-file": _per_line(lambda i, line: json.dumps({"log": line + "\n", "stream": "stderr"})),
+    "lines cut at 240 characters": _per_line(lambda i, line: line[:240]),
+    "lines cut at 160 characters": _per_line(lambda i, line: line[:160]),
+}
+
+
+def _kind(text: str) -> str | None:
+    primary = diagnose(text).primary
+    return primary.kind if primary else None
+
+
+def measure(step: int = 1) -> dict:
+    rows = excerpts()[::step]
+    # the baseline: the readings that are right as posted
+    right = [(name, text, labels["kind"]) for name, text, labels in rows
+             if (_kind(text) or "none") == labels["kind"]]
+    out = {"excerpts": len(rows), "right_as_posted": len(right), "artifacts": {}}
+    for artifact, make in ARTIFACTS.items():
+        lost = [name for name, text, kind in right if (_kind(make(text)) or "none") != kind]
+        spoke = [name for name in lost if name.startswith("none/")]
+        out["artifacts"][artifact] = {"kept": round(1 - len(lost) / len(right), 4), "lost": len(lost),
+                                      "look_alikes_that_spoke": len(spoke), "lost_excerpts": lost}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="every third excerpt")
+    args = parser.parse_args(argv)
+    print(json.dumps(measure(3 if args.quick else 1), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
