@@ -366,6 +366,10 @@ CASES = [
      "ValueError: Free memory on device (3.02/15.57 GiB) on startup is less than desired GPU memory ut",
      "vllm.startup_free_memory", "startup_free_memory_below_utilization", "stated", {"free_gib": 3.02, "total_gib": 15.57},
      ("gpu_memory_utilization", "decrease")),
+    ("startup check: a paste's first line, wrapped after 'on startup is'", "ValueError: Free memory on device cuda:2 "
+     "(40.5/79.19 GiB) on startup is\n\n(the rest of the message was in a screenshot)", "vllm.startup_free_memory",
+     "startup_free_memory_below_utilization", "stated", {"free_gib": 40.5, "total_gib": 79.19},
+     ("gpu_memory_utilization", "decrease")),
     ("CPU startup check cut", "ValueError: Available memory on node 1 (6.4/31.2 GiB) on startup is less than desired CPU m",
      "vllm.cpu_startup_free_memory", "startup_free_memory_below_utilization", "stated", {"free_gib": 6.4, "total_gib": 31.2},
      ("gpu_memory_utilization", "decrease")),
@@ -517,6 +521,7 @@ SILENT = [
     "max_model_len (max_position_embeddings=131072 or model_max_length=None in mo",
     # the healthy start's hint in the startup check's words, cut as long lines are
     "INFO 03-02 10:00:01 [gpu_worker.py:1] Free memory on device (22.8/23.54 GiB) on startup. Desired GPU memory util",
+    "INFO 03-02 10:00:01 [gpu_worker.py:1] Free memory on device (22.8/23.54 GiB) on startup.",
     # the Metal planner's report of a plan that fits: the budget and the blocks it holds
     "Paged attention memory breakdown: metal_limit=24.10GB, fraction=0.7, usable_metal=16.87GB, model_memory=4.40GB, "
     "overhead=1.02GB, kv_budget=11.45GB, per_block_bytes=2097152, num_blocks=5459, max_tokens_cached=87344",
