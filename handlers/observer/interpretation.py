@@ -56,7 +56,7 @@ class Hit:
     def __init__(self, matcher: Matcher, m: re.Match | None, line: int, evidence: list[str], record_first: int):
         self.matcher = matcher
         self.site = m is None
-        self.said = "" if m is None else m.group()
+        self.said = m.group() if m is not None and matcher.rule.kind == CONTEXT else ""  # (_said)
         self.groups = {} if m is None else {k: v for k, v in m.groupdict().items() if v is not None}
         self.numbers: dict[str, float | int] = {}
         for capture, key, unit, target in matcher.numbers:
@@ -67,6 +67,12 @@ class Hit:
         self.line = line
         self.evidence = [_printable(x) for x in evidence]
         self.key = (line, record_first, 0 if m is None else m.start(), matcher.order)
+
+
+def _said(hit: Hit) -> tuple[str, str]:
+    """What a context hit said: its rule and the text it matched (a copy a wrapper logs again
+    says the same)."""
+    return hit.matcher.rule.id, hit.said
 
 
 def _printable(line: str) -> str:
@@ -138,7 +144,7 @@ class Interpretation:
         rule = hit.matcher.rule
         if rule.kind == CONTEXT:
             if len(self.context_said) < 2:  # two tell a log from a quote: no more are kept
-                self.context_said.setdefault((rule.id, hit.said), hit.line)
+                self.context_said.setdefault(_said(hit), hit.line)
             for mark in rule.marks:
                 if mark == "reset":
                     self._release_cuts()
@@ -258,7 +264,7 @@ class Interpretation:
         the log's last lines (`tail`) state another cause after the region opened (endings.py)."""
         # the opening line alone is a quoted line, not a startup that stopped
         if len(self.context_said) < 2 and all(
-                self.context_said.get((r.matcher.rule.id, r.said), r.line) <= 1 for r in self.regions.values()):
+                self.context_said.get(_said(r), r.line) <= 1 for r in self.regions.values()):
             return
         if self.attempt or self.failed:  # a failure the log shows says more than where it stops
             return

@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from selfheal.handlers.observer.compiler import expand_pattern
 from selfheal.handlers.observer.ruleset import RuleSet
 from selfheal.handlers.observer.spec import FixSpec, Number, Refinement, RuleProblem, RuleSpec
 from selfheal.schemas.serving import TUNABLE
@@ -195,7 +196,7 @@ def _pieces(pieces: list[str], cut_after: int) -> str:
         return "".join(pieces)
     for i, piece in enumerate(pieces):
         try:  # each piece is a whole regex, or the nesting would cut into its groups
-            re.compile(re.sub(r"\{(?:num|int|size)\}", "0", piece))
+            re.compile(expand_pattern(piece))
         except re.error as exc:
             raise _Problem(["patterns"], f"cut_after: piece {i + 1} is no regex of its own ({exc.msg}): {piece}") from None
     tail = ""

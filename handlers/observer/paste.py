@@ -337,11 +337,14 @@ def _collector_of(line: str) -> str | None:
     return shape(m.group()) if m and m.group().strip() and not _ANCHOR.search(m.group()) else None
 
 
+def _strip(text: str, prefix: re.Pattern) -> str:
+    """`text` with `prefix` taken off every line that begins with it."""
+    return re.sub(rf"(?m)^{prefix.pattern}", "", text)
+
+
 def _stripper(key_of):
     """(the prefix every line of a probe begins with, as a regex; taking it off every line)."""
-    def strip(text: str, prefix: re.Pattern) -> str:
-        return re.sub(rf"(?m)^{prefix.pattern}", "", text)
-    return lambda probe: _commonest(probe, key_of), strip
+    return lambda probe: _commonest(probe, key_of), _strip
 
 
 def _always(step):
@@ -363,6 +366,6 @@ _STEPS = (
     (_is_newest_first, _REORDERED),
     # gutters carry no vLLM record start for the collector learner (prefixes.py) to learn from
     _stripper(_gutter_of),
-    (_common_indent, _stripper(None)[1]),
+    (_common_indent, _strip),
     _stripper(_collector_of),
 )

@@ -7,8 +7,6 @@ shipper's JSON, a Markdown quote), not any one log's wording."""
 from __future__ import annotations
 
 import html
-import json
-import re
 import sys
 from pathlib import Path
 
@@ -19,46 +17,8 @@ from selfheal.handlers.observer.paste import unpasted
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from wild import excerpts  # noqa: E402
+from wild_artifacts import ARTIFACTS  # noqa: E402
 
-
-def _per_line(f):
-    return lambda t: "\n".join(f(line) for line in t.split("\n"))
-
-
-_STAMP = re.compile(r"\d\d:\d\d:\d\d")
-
-
-def _newest_first(text: str) -> str:
-    """A log viewer's order: records (a line with a time and the untimed lines after it) reversed."""
-    lines = text.split("\n")
-    starts = [i for i, line in enumerate(lines) if _STAMP.search(line)]
-    # records within one second have no order a viewer could show: such an excerpt stays as it is
-    if len({_STAMP.search(lines[i]).group() for i in starts}) < 4:
-        return text
-    records = [lines[a:b] for a, b in zip(starts, starts[1:] + [len(lines)])]
-    return "\n".join(lines[:starts[0]] + [line for r in reversed(records) for line in r])
-
-
-ARTIFACTS = {
-    "no-break spaces": lambda t: t.replace(" ", "\u00a0"),
-    "curly quotes": lambda t: t.replace('"', "\u201c").replace("'", "\u2019"),
-    "full-width brackets and colons": lambda t: t.replace("(", "\uff08").replace(")", "\uff09").replace(":", "\uff1a"),
-    "zero-width characters": lambda t: t.replace("GiB", "Gi\u200bB").replace("memory", "mem\u200bory"),
-    "HTML entities": lambda t: html.escape(t, quote=True),
-    "docker json-file lines": _per_line(lambda line: json.dumps({"log": line + "\n", "stream": "stderr",
-                                                                 "time": "2024-05-01T10:00:00.123456789Z"})),
-    "GCP jsonPayload lines": _per_line(lambda line: json.dumps({"jsonPayload": {"message": line},
-                                                                "severity": "ERROR"})),
-    "one JSON string with escaped newlines": lambda t: json.dumps({"error": t})[10:-1],
-    "double spacing": lambda t: t.replace("\n", "\n\n"),
-    "Markdown quote": _per_line(lambda line: "> " + line),
-    "pastebin line numbers": lambda t: "\n".join(f"{i + 1:>3} | {line}" for i, line in enumerate(t.split("\n"))),
-    "compose prefix": _per_line(lambda line: "vllm-openai-1  | " + line),
-    "a block indented as a whole": _per_line(lambda line: "    " + line if line.strip() else line),
-    "journald prefix": _per_line(lambda line: "Mar 01 12:00:01 gpu-host vllm[4321]: " + line),
-    "kubectl --timestamps": _per_line(lambda line: "2025-03-01T12:00:01.123456789Z " + line),
-    "newest first": _newest_first,
-}
 
 _ALL = excerpts()
 # every third excerpt that the observer reads right as posted (a spread over kinds and shapes)
