@@ -23,7 +23,7 @@ from selfheal.projections.base import View
 from selfheal.projections.intents import future_dated, retry_hint
 from selfheal.schemas.actuators import ActuatorBounds
 from selfheal.schemas.events import (
-    EscalationRaised, IntentArchived, IntentDeduplicated, IntentRaised, ObservationMade,
+    TOLD_ONLY, EscalationRaised, IntentArchived, IntentDeduplicated, IntentRaised, ObservationMade,
 )
 from selfheal.schemas.fingerprints import text_fingerprint
 from selfheal.schemas.serving import TUNABLE, ServingConfig
@@ -133,9 +133,10 @@ class RaiseIntent(Reactor):
                      f"{utc_iso(latest.raised_at)}, after this observation: expired, not a repeat")
         if edges is None:
             action, reason = "alert", f"deployment {obs.deployment!r} is not configured"
-        elif finding.confidence == "truncated":
-            # the policy for a log cut short: what the failure was is not seen, so it is told and
-            # never tuned; stated and inferred findings (vLLM's own error or accounting) may tune
+        elif finding.confidence in TOLD_ONLY:
+            # the policy for a log cut short, or a runtime symptom seen fewer times than a window
+            # needs: the failure itself is not seen, so it is told and never tuned; stated and
+            # inferred findings (vLLM's own error or accounting) may tune
             action = "alert"
         elif action == "tune":
             lost = powerless([finding.kind], deployment_kv_size(edges))

@@ -40,6 +40,10 @@ class IncidentSource(msgspec.Struct, frozen=True, kw_only=True):
     first_line: int | None = None
 
 
+#: the confidences of a finding whose failure was not seen yet: told, never tuned (handlers/intents.py)
+TOLD_ONLY = ("truncated", "unsustained")
+
+
 class Finding(msgspec.Struct, frozen=True, kw_only=True):
     """What one rule recognised in an incident, with the numbers it read and the fix it implies."""
 
@@ -55,8 +59,9 @@ class Finding(msgspec.Struct, frozen=True, kw_only=True):
     note: str = ""
     # how the finding knows the failure: the error "stated" it; vLLM's accounting lines or a
     # traceback's raise site imply it ("inferred"); the log was cut where it would have shown
-    # ("truncated"). handlers/intents.py: what the loop may do at each level
-    confidence: Literal["stated", "inferred", "truncated"] = "stated"
+    # ("truncated"); a runtime symptom was seen fewer times than a window needs, and the log
+    # shows nothing else ("unsustained"). handlers/intents.py: what the loop may do at each level
+    confidence: Literal["stated", "inferred", "truncated", "unsustained"] = "stated"
 
 
 class GpuProcess(msgspec.Struct, frozen=True, kw_only=True):

@@ -10,7 +10,7 @@ import re
 from selfheal.handlers.observer.expr import NUM
 from selfheal.handlers.observer.fixes import FixProgram, compile_candidates, compile_derived
 from selfheal.handlers.observer.fixes import compile_guard
-from selfheal.handlers.observer.spec import CONFIDENCES, CONTEXT, DIRECTIONS, KINDS, RuleProblem, RuleSpec
+from selfheal.handlers.observer.spec import ALONE, CONFIDENCES, CONTEXT, DIRECTIONS, KINDS, RuleProblem, RuleSpec
 from selfheal.handlers.observer.units import SOURCE_UNITS, target_unit
 from selfheal.schemas.redaction import begins_unbounded, check_pattern
 from selfheal.schemas.serving import TUNABLE
@@ -109,6 +109,8 @@ def _compile(rule: RuleSpec) -> CompiledRule:
         raise RuleProblem(("sustain",), f"sustain must be from 1 to {MAX_SUSTAIN}")
     if rule.gap < 0 or (rule.gap and rule.sustain == 1):
         raise RuleProblem(("gap",), "gap is the most lines between the matches a `sustain` counts: >= 0, with sustain > 1")
+    if rule.alone not in ALONE or (rule.alone != "silent" and rule.sustain == 1):
+        raise RuleProblem(("alone",), f"alone is one of {', '.join(ALONE)}, and speaks only for a rule with sustain > 1")
     if rule.cut_in and not re.fullmatch(r"\w+", rule.cut_in):
         raise RuleProblem(("cut_in",), f"cut_in names a region (open:NAME), got {rule.cut_in!r}")
     if not failure and (rule.confidence != "stated" or rule.when or rule.sustain != 1 or rule.gap or rule.cut_in
@@ -173,7 +175,7 @@ def _compile(rule: RuleSpec) -> CompiledRule:
     }
     # fields added later appear only where used: the digest of a rule set without them is unchanged
     for key, value, default in (("confidence", rule.confidence, "stated"), ("sustain", rule.sustain, 1),
-                                ("gap", rule.gap, 0), ("cut_in", rule.cut_in, ""),
+                                ("gap", rule.gap, 0), ("alone", rule.alone, "silent"), ("cut_in", rule.cut_in, ""),
                                 ("raise_frame", rule.raise_frame, False)):
         if value != default:
             canonical[key] = value

@@ -19,7 +19,7 @@ from selfheal.handlers.observer.fixes import FixProgram
 from selfheal.handlers.observer.spec import CONTEXT
 from selfheal.handlers.observer.units import convert
 from selfheal.schemas.actuators import ActuatorBounds
-from selfheal.schemas.events import Finding  # the one Finding type: observations record it as is
+from selfheal.schemas.events import TOLD_ONLY, Finding  # the one Finding type: observations record it as is
 from selfheal.schemas.serving import ServingConfig
 
 if TYPE_CHECKING:
@@ -120,6 +120,9 @@ class Interpretation:
         # rules that speak when the log ends inside a region (`cut_in`): the failure was not seen
         self.cut_rules = [m for m in matchers if m.rule.cut_in]
         self.streaks: dict[str, tuple[int, int]] = {}  # kind -> (matches in a row, line of the last)
+        # kind -> the latest finding of a streak that has not reached its rule's `sustain`: told
+        # at the log's end when the log shows nothing else (_unsustained)
+        self.short: dict[str, tuple[int, Finding]] = {}
         self.sites: list[tuple[int, Finding]] = []  # raise-site findings of this attempt, held back
         # findings of a log cut inside a region, held back: (priority, finding, the region's opener)
         self.cuts: list[tuple[int, Finding, str]] = []
@@ -153,6 +156,7 @@ class Interpretation:
                     self.context.clear()
                     self.regions.clear()
                     self.streaks.clear()
+                    self.short.clear()
                     if self.attempt:
                         self.failed, self.attempt = self.attempt, {}
                 elif mark == "ready":
@@ -178,6 +182,7 @@ class Interpretation:
         if made is None:  # the rule's `when` is false here: a calm match ends a streak
             if rule.sustain > 1:
                 self.streaks.pop(rule.kind, None)
+                self.short.pop(rule.kind, None)
             return
         if rule.sustain > 1:
             count, last = self.streaks.get(rule.kind, (0, hit.line))
@@ -186,7 +191,14 @@ class Interpretation:
             count += _times(hit)
             self.streaks[rule.kind] = (count, hit.line)
             if count < rule.sustain:
+                short = None if rule.alone == "silent" else _finding(hit, self.context, self.regions, self._fix,
+                                                                     "unsustained")
+                if short is not None:
+                    if rule.alone == "undirected":
+                        short = (short[0], msgspec.structs.replace(short[1], fix_direction={}))
+                    self.short[rule.kind] = short
                 return
+            self.short.pop(rule.kind, None)
         priority, finding = made
         if hit.site:  # the message itself may follow, and says more: held back until it does not
             self.sites.append((priority, finding))
@@ -276,6 +288,18 @@ class Interpretation:
                 if made is not None:
                     self._found(*made)
 
+    def _unsustained(self) -> None:
+        """A runtime symptom the log shows fewer times than its rule's `sustain` (one over-long
+        prompt refused, one full-cache stats line), in a log that shows nothing else: what a
+        person who pastes that line asks about, told at lower confidence and never tuned (a
+        window decides whether it is sustained; intents.py). The most specific one, the latest
+        on a tie."""
+        if self.seen or not self.short:
+            return
+        priority, finding = max(self.short.values(), key=lambda pf: (pf[0], pf[1].line))
+        self.short.clear()
+        self._found(priority, finding)
+
     def _fix(self, program: FixProgram, numbers: dict, groups: dict) -> tuple[dict, str] | None:
         """The fix `program` gives for these numbers and captures; the last ones are remembered
         (a repeated failure repeats them), as running a program is most of a finding's cost."""
@@ -315,6 +339,7 @@ class Interpretation:
                 self._count(priority, finding)
         self._flush_sites()
         self._cut_short(tail)
+        self._unsustained()
         attempt = self.attempt or self.failed
         primary = None
         if attempt and not self.ready_after_last_finding:
@@ -345,7 +370,9 @@ def interpret(hits: Iterable[Hit], current: ServingConfig | None, bounds: Actuat
 def _finding(hit: Hit, context, regions, fix_of: Callable[[FixProgram, dict, dict], tuple[dict, str] | None],
              confidence: str = "stated") -> tuple[int, Finding] | None:
     rule = hit.matcher.rule
-    kind, program, direction, notes = rule.kind, hit.matcher.program, rule.direction, [rule.note]
+    # a rule's note tells the sustained symptom ("refused again and again"), which one line is not
+    kind, program, direction, notes = (rule.kind, hit.matcher.program, rule.direction,
+                                       [rule.note if confidence != "unsustained" else ""])
     priority = rule.priority
     support: list[Hit] = []
     for ref, ref_program in zip(rule.refine, hit.matcher.refine_programs):
@@ -373,8 +400,9 @@ def _finding(hit: Hit, context, regions, fix_of: Callable[[FixProgram, dict, dic
     evidence = list(hit.evidence)
     for s in sorted(set(support), key=lambda h: h.key):
         evidence.extend(x for x in s.evidence if x not in evidence)
-    # a log cut short shows no failure: what it would have been is only told (the note), never tuned
-    if confidence == "truncated":
+    # a log cut short, or a symptom seen too seldom, shows no failure yet: what it would be is
+    # only told (the note), never tuned
+    if confidence in TOLD_ONLY:
         notes[0] = f"what would be tried: {notes[0]} {_value_list(fix)}".rstrip() if fix else notes[0]
         fix = {}
     action = "tune" if fix else "alert"
@@ -401,4 +429,5 @@ def _times(hit: Hit) -> int:
 _CONFIDENCE_NOTES = {
     "inferred": "inferred from vLLM's accounting, not stated by an error",
     "truncated": "the log ends here without the error: lower confidence, alert only",
+    "unsustained": "seen fewer times than a sustained symptom needs: lower confidence, alert only",
 }

@@ -71,6 +71,7 @@ class _Rule(msgspec.Struct, forbid_unknown_fields=True):
     when: str = ""
     sustain: int = 1
     gap: int = 0
+    alone: str = "silent"
     cut_in: str = ""
     raise_frame: bool = False
     cut_after: int = 0  # a pattern of pieces may stop at its record's end after this many (_pieces)
@@ -232,7 +233,7 @@ def _rule(table: dict) -> RuleSpec:
                     numbers=tuple(numbers), derived=raw.derived, fix=_fixes(raw.fix, ["fix"]),
                     direction=raw.direction, priority=raw.priority, window=raw.window, uses=tuple(raw.uses),
                     marks=tuple(raw.marks), refine=tuple(refine), note=raw.note, versions=raw.versions,
-                    confidence=raw.confidence, when=raw.when, sustain=raw.sustain, gap=raw.gap, cut_in=raw.cut_in,
+                    confidence=raw.confidence, when=raw.when, sustain=raw.sustain, gap=raw.gap, alone=raw.alone, cut_in=raw.cut_in,
                     raise_frame=raw.raise_frame)
 
 

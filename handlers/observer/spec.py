@@ -29,19 +29,26 @@ Two roles:
   failure inside an open region can be re-read through `refine` (a PyTorch OOM while CUDA
   graphs are captured is a `cuda_graph_oom`). Any failure closes every open region.
 
-One line is never a runtime failure: a single over-long prompt refused ("Input prompt (N
-tokens) is too long ...", "This model's maximum context length is ...") or one preemption is a
-client matter, and vLLM keeps serving. Rules for such lines say `sustain = N`: a finding comes
-only from the N-th match in a row, and a match whose `when` is false (a stats line with a calm
-KV cache) starts the count again, as the /metrics rules (rules/40_metrics.toml) wait for
-sustained symptoms.
+One line is never a sustained runtime failure: a single over-long prompt refused ("Input
+prompt (N tokens) is too long ...", "This model's maximum context length is ...") or one
+preemption is a client matter, and vLLM keeps serving. Rules for such lines say `sustain = N`:
+a finding that may tune comes only from the N-th match in a row, and a match whose `when` is
+false (a stats line with a calm KV cache) starts the count again, as the /metrics rules
+(rules/40_metrics.toml) wait for sustained symptoms. Fewer matches, in a log that shows nothing
+else, are what a person who pastes them asks about: a rule that says `alone = "told"` tells them
+as an "unsustained" finding, alerted and never tuned (a request refused was a request lost); one
+that says `alone = "undirected"` tells the kind without a direction, where one line cannot say
+which parameter binds (V0's "exceeds limit of N": max_model_len or the token budget). The
+default, "silent", is for what one line does not make a problem (one preemption: the request
+is recomputed and served).
 
 How a finding knows (`confidence`): "stated" when vLLM's error says it; "inferred" when a rule
 reads vLLM's accounting (a negative "Available KV cache memory", "# GPU blocks: 0", a maximum
 concurrency below 1) or the raise site of a traceback whose message was cut off (engine.py:
 the source line's string literals hold the rule's literal); "truncated" when the log ends
 inside a region that a `cut_in` rule names (CUDA-graph capture: the process died there, or the
-paste stops there). The loop's policy for each is in handlers/intents.py.
+paste stops there); "unsustained" for a runtime symptom seen too seldom (above). The loop's
+policy for each is in handlers/intents.py: stated and inferred may tune, the others only alert.
 
 `priority` is specificity: the primary finding of a start attempt is the one with the highest
 priority (the last one on a tie). `direction` lists every parameter whose move would address
@@ -74,7 +81,11 @@ CONTEXT = "context"
 DIRECTIONS = ("increase", "decrease", "enable")
 #: how a finding knows its failure (Finding.confidence): the error stated it; vLLM's accounting
 #: lines or the raise site in a traceback imply it; the log was cut where it would have been
-CONFIDENCES = ("stated", "inferred", "truncated")
+CONFIDENCES = ("stated", "inferred", "truncated", "unsustained")  # schemas/events.py Finding.confidence
+#: what a `sustain` rule's matches say when fewer than `sustain` of them are all a log shows
+#: (RuleSpec.alone): nothing; the finding, "unsustained"; or the finding without the direction,
+#: where one line cannot tell which parameter binds
+ALONE = ("silent", "told", "undirected")
 ACTIONS = ("tune", "alert")
 
 
@@ -125,6 +136,8 @@ class RuleSpec(msgspec.Struct, frozen=True, kw_only=True):
     when: str = ""                  # a condition on the numbers: no finding where it is false
     sustain: int = 1                # a finding only from the sustain-th match in a row (when: false breaks it)
     gap: int = 0                    # ... in a row: at most this many lines apart (0: anywhere in the attempt)
+    # what fewer than `sustain` matches say in a log that shows nothing else (ALONE)
+    alone: str = "silent"
     cut_in: str = ""                # a region: the finding is made when the log ends inside it
     # the patterns read a traceback's frame line ('File ".../vllm/...", line N, in FUNC') of a
     # function whose raise statements all raise this rule's failure: a match speaks only where

@@ -22,6 +22,8 @@ PREEMPT = ("WARNING 04-14 20:04:53 scheduler.py:1484] Sequence group {g} is pree
 CAPTURE = [V1 + "Model loading took 15.59 GiB and 12.3 seconds",
            V1 + "Available KV cache memory: 20.1 GiB",
            V1 + "Capturing CUDA graph shapes:  40%|####      | 27/67"]
+OOM = ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 23.54 "
+       "GiB of which 1.20 GiB is free.")
 REJECT = ("ERROR 02-13 07:19:1{s} serving_chat.py:200] Error in preprocessing prompt inputs: This model's maximum "
           "context length is 4096 tokens. However, you requested 5{s}00 tokens (5000 in the messages). Please reduce")
 
@@ -229,6 +231,25 @@ CASES = [
                                                   "of 4096.".format(s=s) for s in (1, 2, 3)),
      "vllm.log.prompt_over_max_model_len", "requests_rejected", "stated", {"max_model_len": 4096},
      ("max_model_len", "increase")),
+    ("a completion that does not fit beside the prompt, again and again", "\n".join(
+        "openai.BadRequestError: 'max_tokens' or 'max_completion_tokens' is too large: 4000. This model's maximum "
+        f"context length is 8192 tokens and your request has 500{s} input tokens (4000 > 8192 - 500{s})."
+        for s in (1, 2, 3)),
+     "vllm.log.completion_over_room", "requests_rejected", "stated", {"max_model_len": 8192, "max_tokens": 4000},
+     ("max_model_len", "increase")),
+    ("V1 0.7's multimodal refusal, again and again", "\n".join(
+        f"ValueError: The prompt (total length 2593{s}) is too long to fit into the model (context length 4096)."
+        for s in (1, 2, 3)),
+     "vllm.log.prompt_over_context_length", "requests_rejected", "stated", {"max_model_len": 4096},
+     ("max_model_len", "increase")),
+    ("every sequence slot in use while requests wait, the KV cache with room", "\n".join(
+        STATS.format(s=s, w=200 - s, kv=40.0 + s).replace("Running: 18 reqs", "Running: 256 reqs") for s in (1, 2)),
+     "vllm.log.queue_at_sequence_cap", "queue_growth", "stated",
+     {"requests_running": 256, "requests_waiting": 198, "kv_cache_utilization": 0.42}, ("max_num_seqs", "increase")),
+    ("the same at the default of large cards", "\n".join(
+        STATS.format(s=s, w=90, kv=30.0).replace("Running: 18 reqs", "Running: 1024 reqs") for s in (1, 2)),
+     "vllm.log.queue_at_large_sequence_cap", "queue_growth", "stated", {"requests_running": 1024},
+     ("max_num_seqs", "increase")),
     ("V0 prompt limit, again and again", "\n".join("WARNING 07-12 15:03:3{s} scheduler.py:194] Input prompt (5{s}00 "
                                                   "tokens) is too long and exceeds limit of 4096".format(s=s)
                                                   for s in (1, 2, 3)),
@@ -525,22 +546,31 @@ SILENT = [
     # the Metal planner's report of a plan that fits: the budget and the blocks it holds
     "Paged attention memory breakdown: metal_limit=24.10GB, fraction=0.7, usable_metal=16.87GB, model_memory=4.40GB, "
     "overhead=1.02GB, kv_budget=11.45GB, per_block_bytes=2097152, num_blocks=5459, max_tokens_cached=87344",
-    # one refusal is a client's over-long prompt; a full cache with nothing waiting holds nothing back
-    "(EngineCore pid=7) ERROR 01-02 03:04:05 [core.py:1] ValueError: The decoder prompt (length 9040) is longer than "
-    "the maximum model length of 4096.",
     "\n".join(STATS.format(s=s, w=0, kv=kv) for s, kv in ((1, 94.9), (11, 99.3))),
     "\n".join(STATS.format(s=s, w=0, kv=kv) for s, kv in ((1, 93.5), (11, 94.0), (21, 94.4), (31, 94.9))),  # no queue
     H + "# GPU blocks: 2575, # CPU blocks: 2048",                                # healthy block count
     H + "Maximum concurrency for 4096 tokens per request: 12.50x",
     V1 + "Available KV cache memory: 20.1 GiB",
-    STATS.format(s=1, w=43, kv=99.0),                                           # one full stats line
-    STATS.format(s=1, w=43, kv=100.0),                                          # one line, cache full
     "(Worker_TP0 pid=552) INFO 10-28 21:14:49 [worker_v1.py:259] Available memory: 21474836480, total memory: "
     "65452113920",                                                               # an NPU with KV room
     "\n".join([STATS.format(s=1, w=0, kv=95.9)] + [V1 + "GET /health 200"] * 45 + [STATS.format(s=21, w=0, kv=96.0)]),
     V1 + "Add 3 padding layers, may waste at most 6.25% KV cache memory",      # KV sizing, healthy
     PREEMPT.format(g=1, tail=" total_num_cumulative_preemption=1"),              # one preemption
-    REJECT.format(s=1),                                                          # one refused prompt
+    # slots at the cap with nothing waiting, or waiting on one line only, or requests waiting
+    # below the cap (a burst the scheduler is still admitting): no queue the cap holds
+    "\n".join(STATS.format(s=s, w=0, kv=40.0).replace("Running: 18 reqs", "Running: 256 reqs") for s in (1, 2)),
+    STATS.format(s=1, w=90, kv=40.0).replace("Running: 18 reqs", "Running: 256 reqs"),
+    "\n".join(STATS.format(s=s, w=90, kv=40.0).replace("Running: 18 reqs", "Running: 100 reqs") for s in (1, 2, 3)),
+    # a full cache with nothing waiting holds nothing back, alone or before a calm line
+    "\n".join([STATS.format(s=1, w=43, kv=99.0), STATS.format(s=2, w=0, kv=99.0)]),
+    # a refusal at a limit below the max_model_len the deployment was given: a proxy's or a chat
+    # template's cap, which no max_model_len lifts
+    "vllm serve Qwen/Qwen3-8B --max-model-len 131072\n" + REJECT.format(s=1).replace("4096", "8192"),
+    "non-default args: {'model': 'm', 'max_model_len': 65536}\n(EngineCore pid=7) ERROR 01-02 03:04:05 [core.py:1] "
+    "ValueError: The decoder prompt (length 9040) is longer than the maximum model length of 8192.",
+    # a prompt exactly as long as the limit: the client cut it to the limit and left no room for an
+    # answer (a harness's rolling windows), not a prompt the server's length is short for
+    "ValueError: Prompt length of 2048 is longer than the maximum model length of 2048.",
     # Tenstorrent's on-chip L1 (a kernel's SRAM), not the device DRAM a config budgets
     "TT_FATAL: Out of Memory: Not enough space to allocate 1048576 B L1 buffer across 64 banks",
     # the TPU compiler's on-chip scratch memory, not the HBM a config budgets
@@ -551,9 +581,6 @@ SILENT = [
     # PyTorch's MPS allocator: vLLM has no MPS platform, so the app that ran out is another stack's
     "RuntimeError: MPS backend out of memory (MPS allocated: 42.28 GiB, other allocations: 720.00 KiB, max allowed: "
     "42.43 GiB). Tried to allocate 384.00 MiB on shared pool.",
-    # one refusal whose completion leaves room for a prompt: a client's over-long prompt, once
-    "openai.BadRequestError: 'max_tokens' or 'max_completion_tokens' is too large: 4000. This model's maximum "
-    "context length is 8192 tokens and your request has 5000 input tokens (4000 > 8192 - 5000).",
     CAPTURE[2],                                                                  # a capture line quoted alone
     "\n".join(CAPTURE + [V1 + "Graph capturing finished in 12 secs, took 0.45 GiB"]),
     "\n".join(CAPTURE + ["(EngineCore_DP0 pid=563) INFO 12-23 23:34:40 [custom_all_reduce.py:211] Registering 4 "
@@ -604,6 +631,39 @@ SILENT = [
     "WARNING 01-01 x] User-specified max_model_len (1048576) is greater than the derived max_model_len "
     "(max_position_embeddings=262144 ...). Make sure the value is correct and within the model context size.",  # a warning
 ]
+
+
+#: one runtime line in a log that shows nothing else: (log, rule, kind, direction told)
+TOLD_ALONE = [
+    ("(EngineCore pid=7) ERROR 01-02 03:04:05 [core.py:1] ValueError: The decoder prompt (length 9040) is longer than "
+     "the maximum model length of 4096.", "vllm.log.prompt_over_max_model_len", "requests_rejected",
+     {"max_model_len": "increase"}),
+    (REJECT.format(s=1), "vllm.log.requests_rejected", "requests_rejected", {"max_model_len": "increase"}),
+    ("openai.BadRequestError: 'max_tokens' or 'max_completion_tokens' is too large: 4000. This model's maximum "
+     "context length is 8192 tokens and your request has 5000 input tokens (4000 > 8192 - 5000).",
+     "vllm.log.completion_over_room", "requests_rejected", {"max_model_len": "increase"}),
+    ("ValueError: The prompt (total length 25938) is too long to fit into the model (context length 4096). Make sure "
+     "that `max_model_len` is no smaller than the number of text tokens plus multimodal tokens.",
+     "vllm.log.prompt_over_context_length", "requests_rejected", {"max_model_len": "increase"}),
+    (STATS.format(s=1, w=43, kv=99.0), "vllm.log.kv_cache_pressure", "kv_cache_pressure",
+     {"max_num_seqs": "decrease", "gpu_memory_utilization": "increase"}),
+    (STATS.format(s=1, w=43, kv=100.0), "vllm.log.kv_cache_full", "kv_cache_pressure",
+     {"max_num_seqs": "decrease", "gpu_memory_utilization": "increase"}),
+    # V0's limit is min(max_model_len, max_num_batched_tokens): one line cannot say which binds
+    ("WARNING 01-24 10:02:20 scheduler.py:170] Input prompt (5000 tokens) is too long and exceeds limit of 4096",
+     "vllm.log.prompt_over_limit", "requests_rejected", {}),
+]
+
+
+@pytest.mark.parametrize("log, rule, kind, direction", TOLD_ALONE, ids=[c[1] for c in TOLD_ALONE])
+def test_one_runtime_line_alone_is_told_unsustained_and_never_tuned(log, rule, kind, direction):
+    d = diagnose(log)
+    f = d.primary
+    assert [x.rule for x in d.findings] == [rule]
+    assert (f.kind, f.confidence, f.action, f.fix, f.fix_direction) == (kind, "unsustained", "alert", {}, direction)
+    assert "lower confidence, alert only" in f.note
+    # beside a failure the log states, it says nothing: the failure is what the log is about
+    assert [x.rule for x in diagnose(OOM + "\n" + log).findings] == ["torch.cuda_oom"]
 
 
 def test_a_frame_hit_gives_way_to_the_error_that_follows():
