@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from selfheal.handlers.observer.normalize import _EXC
 from selfheal.handlers.observer.paste import unpasted_str
+from selfheal.handlers.observer.prefixes import _ANCHOR
 
 TAIL_CHARS = 16384
 TAIL_LINES = 64
@@ -45,6 +46,19 @@ _QUOTED_CAUSE = re.compile(r"failed with error '(.+)', please check")
 # distributed/device_communicators/shm_broadcast.py, 0.6+: "No available shared memory broadcast
 # block found in 60 seconds. This typically happens when some processes are hanging ...")
 _HANG = re.compile(r"No available shared memory broadcast block found in")
+
+
+# a record as a program writes it (prefixes._ANCHOR: a vLLM header, a worker's "(... pid=N)",
+# a traceback and its frames) or a progress bar ("67%|######6   | 45/67"): what a person who
+# quotes a sentence of a log in prose does not paste
+_LOGGED = re.compile(rf"{_ANCHOR.pattern}|\d%\|")
+
+
+def logged(tail: str | Callable[[], str]) -> bool:
+    """Whether the last lines of a log (`tail`, or a function that reads it) hold a record as a
+    program writes it: a log that stops inside a phase does; a message of the phase quoted in a
+    sentence, with its header dropped, does not (a commit message quoting the capture notice)."""
+    return _LOGGED.search(tail() if callable(tail) else tail) is not None
 
 
 def tail_of(text) -> str:

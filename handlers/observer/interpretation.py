@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from selfheal.handlers.observer.endings import another_cause
+from selfheal.handlers.observer.endings import another_cause, logged
 from selfheal.handlers.observer.expr import Env
 from selfheal.handlers.observer.fixes import FixProgram
 from selfheal.handlers.observer.spec import CONTEXT
@@ -279,6 +279,8 @@ class Interpretation:
                 self.context_said.get(_said(r), r.line) <= 1 for r in self.regions.values()):
             return
         if self.attempt or self.failed:  # a failure the log shows says more than where it stops
+            return
+        if not logged(tail):  # the phase's message quoted in prose, not a log that stopped in it
             return
         for m in self.cut_rules:
             opener = self.regions.get(m.rule.cut_in)

@@ -80,6 +80,21 @@ def test_a_capture_line_quoted_alone_is_no_cut_even_when_a_wrapper_repeats_it():
     assert (f.kind, f.confidence) == ("cuda_graph_oom", "truncated")
 
 
+def test_a_capture_notice_quoted_in_prose_is_no_cut():
+    # a commit message or a post that quotes V0's capture notice, its header dropped, after a
+    # sentence of its own: no record of a program is in it, so no log stopped in capture
+    notice = ("Capturing cudagraphs for decoding. This may lead to unexpected consequences if the model is not "
+              "static. To run the model in eager mode, set 'enforce_eager=True' or use '--enforce-eager' in the CLI.")
+    assert diagnose(f"Because of this warning, I disabled CUDA graphs:\n\n{notice}\n").findings == []
+    # with the header it was logged with, it is a record: a log cut in capture
+    f = diagnose(f"We see this and then nothing:\n\nINFO 12-08 09:22:16 model_runner.py:1402] {notice}\n").primary
+    assert (f.kind, f.confidence) == ("cuda_graph_oom", "truncated")
+    # and so is the progress bar V1 draws, which has no header
+    f = diagnose("It hangs here, then the pod restarts:\n"
+                 "Capturing CUDA graphs (decode, FULL):   9%|9         | 3/35 [00:00<00:09,  3.30it/s]\n").primary
+    assert (f.kind, f.confidence) == ("cuda_graph_oom", "truncated")
+
+
 def test_a_wrapper_is_judged_by_the_error_it_quotes():
     wrapper = "RuntimeError: Worker failed with error '{}', please check the stack trace above for the root cause"
     assert another_cause(wrapper.format("cu_seqlens_q must be on CUDA")) is not None
