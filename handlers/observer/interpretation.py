@@ -1,4 +1,4 @@
-"""Hits folded into findings: one regex match (`Hit`), then, in log order, the context it sets
+"""Hits (hits.py: one regex match each) folded into findings: in log order, the context each sets
 (numbers, open regions, engine restarts) and the findings it makes, each with its seed fix (the
 rule's compiled fix program, fixes.py), into a `Diagnosis` (`Interpretation`).
 
@@ -7,7 +7,6 @@ engine.py finds the hits while the log is read and hands them here in log order.
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
@@ -16,8 +15,8 @@ import msgspec
 from selfheal.handlers.observer.endings import another_cause, logged
 from selfheal.handlers.observer.expr import Env
 from selfheal.handlers.observer.fixes import FixProgram
+from selfheal.handlers.observer.hits import Hit, said, times
 from selfheal.handlers.observer.spec import CONTEXT
-from selfheal.handlers.observer.units import convert
 from selfheal.schemas.actuators import ActuatorBounds
 from selfheal.schemas.events import TOLD_ONLY, Finding  # the one Finding type: observations record it as is
 from selfheal.schemas.serving import ServingConfig
@@ -44,40 +43,6 @@ class Diagnosis(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     primary: Finding | None
     findings: list[Finding]
     repeated: list[Repeated] = []
-
-
-class Hit:
-    """One regex match: what it says, and where (`line`: 1-based, `evidence`: the physical lines,
-    cut down when very long). A hit at a raise site (`site`) has no match: the traceback shows
-    the source line that raises the rule's error, not the error."""
-
-    __slots__ = ("matcher", "groups", "numbers", "line", "evidence", "key", "site", "said")
-
-    def __init__(self, matcher: Matcher, m: re.Match | None, line: int, evidence: list[str], record_first: int):
-        self.matcher = matcher
-        self.site = m is None
-        self.said = m.group() if m is not None and matcher.rule.kind == CONTEXT else ""  # (_said)
-        self.groups = {} if m is None else {k: v for k, v in m.groupdict().items() if v is not None}
-        self.numbers: dict[str, float | int] = {}
-        for capture, key, unit, target in matcher.numbers:
-            text = self.groups.get(capture)
-            value = None if text is None else convert(text, unit, target)
-            if value is not None:
-                self.numbers[key] = value
-        self.line = line
-        self.evidence = [_printable(x) for x in evidence]
-        self.key = (line, record_first, 0 if m is None else m.start(), matcher.order)
-
-
-def _said(hit: Hit) -> tuple[str, str]:
-    """What a context hit said: its rule and the text it matched (a copy a wrapper logs again
-    says the same)."""
-    return hit.matcher.rule.id, hit.said
-
-
-def _printable(line: str) -> str:
-    # lone surrogates (text decoded with surrogateescape) cannot be encoded to JSON later
-    return line if line.isascii() else line.encode("utf-8", "replace").decode("utf-8")
 
 
 #: a distinct finding seen more often than this is listed this many times: its first
@@ -147,7 +112,7 @@ class Interpretation:
         rule = hit.matcher.rule
         if rule.kind == CONTEXT:
             if len(self.context_said) < 2:  # two tell a log from a quote: no more are kept
-                self.context_said.setdefault(_said(hit), hit.line)
+                self.context_said.setdefault(said(hit), hit.line)
             for mark in rule.marks:
                 if mark == "reset":
                     self._release_cuts()
@@ -167,7 +132,7 @@ class Interpretation:
                     self.regions.clear()  # serving: every startup phase is over
                 elif mark.startswith("open:"):
                     self.regions[mark[5:]] = hit
-                    if self.unphased is not None and _times(hit) > 1:
+                    if self.unphased is not None and times(hit) > 1:
                         self._reported_late(mark[5:], hit)
                 else:
                     self.regions.pop(mark[6:], None)
@@ -188,7 +153,7 @@ class Interpretation:
             count, last = self.streaks.get(rule.kind, (0, hit.line))
             if rule.gap and hit.line - last > rule.gap:  # too far from the last: a new streak
                 count = 0
-            count += _times(hit)
+            count += times(hit)
             self.streaks[rule.kind] = (count, hit.line)
             if count < rule.sustain:
                 short = None if rule.alone == "silent" else _finding(hit, self.context, self.regions, self._fix,
@@ -276,7 +241,7 @@ class Interpretation:
         the log's last lines (`tail`) state another cause after the region opened (endings.py)."""
         # the opening line alone is a quoted line, not a startup that stopped
         if len(self.context_said) < 2 and all(
-                self.context_said.get(_said(r), r.line) <= 1 for r in self.regions.values()):
+                self.context_said.get(said(r), r.line) <= 1 for r in self.regions.values()):
             return
         if self.attempt or self.failed:  # a failure the log shows says more than where it stops
             return
@@ -416,16 +381,6 @@ def _finding(hit: Hit, context, regions, fix_of: Callable[[FixProgram, dict, dic
 
 def _value_list(fix: dict) -> str:
     return "(" + ", ".join(f"{k}={v}" for k, v in fix.items()) + ")"
-
-
-_RAY_REPEATED = re.compile(r"\[repeated (\d{1,6})x across cluster\]")
-
-
-def _times(hit: Hit) -> int:
-    """How many records one match stands for: Ray folds the same line from many workers into
-    one, ending "[repeated 30x across cluster]" (31 in all)."""
-    m = _RAY_REPEATED.search(hit.evidence[-1]) if hit.evidence else None
-    return 1 + int(m.group(1)) if m else 1
 
 
 _CONFIDENCE_NOTES = {
