@@ -61,6 +61,29 @@ def logged(tail: str | Callable[[], str]) -> bool:
     return _LOGGED.search(tail() if callable(tail) else tail) is not None
 
 
+# a traceback's frame, as Python prints it ('File "/x/y.py", line 3') or IPython does
+# ('File ~/x/y.py:3, in f'); frames of PyTorch itself and of Python's standard library say
+# nothing of which program ran, a third-party package's or a script's do
+_FRAME = re.compile(r'(?i:file) "([^"\n]+)", (?i:line) \d|(?i:file) (~?/[^\s,:]+\.py):\d')
+_ANY_PROGRAM = re.compile(r"(?:site|dist)-packages/(?:torch|torch_npu|triton)/|^<|/lib/python3\.\d+/(?!(?:site|dist)-packages/)")
+# a record as vLLM writes one: its level and time, or a worker's "(Name pid=N)"
+_VLLM_RECORD = re.compile(r"(?:DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL)\s*\d\d-\d\d\s*\d\d:\d\d:\d\d"
+                          r"|\([A-Za-z_][^()\n]{0,80}?\bpid=\d+")
+
+
+def foreign_traceback(tail: str | Callable[[], str]) -> str | None:
+    """The frame of another program, when the last lines of a log (`tail`, or a function that
+    reads it) are a traceback raised there with no trace of vLLM: no vLLM frame, no vLLM record,
+    no word "vllm". PyTorch's out-of-memory error is the same in every program that uses it (a
+    fine-tune quantizing weights, a trainer's log-probs), so only the traceback around it tells
+    whose it was; a traceback of PyTorch's own frames alone tells nothing. None otherwise."""
+    text = tail() if callable(tail) else tail
+    if "vllm" in text.lower() or _VLLM_RECORD.search(text):
+        return None
+    frames = [m.group(1) or m.group(2) for m in _FRAME.finditer(text)]
+    return next((f for f in reversed(frames) if not _ANY_PROGRAM.search(f)), None)
+
+
 def tail_of(text) -> str:
     """The last TAIL_CHARS characters of a log given as text, bytes or logfile.FileBytes, with
     what a paste did to them undone (paste.py), as the rest of the log is read."""

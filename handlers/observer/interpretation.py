@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from selfheal.handlers.observer.endings import another_cause, logged
+from selfheal.handlers.observer.endings import another_cause, foreign_traceback, logged
 from selfheal.handlers.observer.expr import Env
 from selfheal.handlers.observer.fixes import FixProgram
 from selfheal.handlers.observer.hits import Hit, said, times
@@ -51,6 +51,8 @@ class Diagnosis(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 MAX_LISTED = 16
 #: findings of one kind this many lines apart in one attempt tell of one failure (Interpretation._with_cause)
 CAUSE_LINES = 60
+#: the namespaces of the rules that read PyTorch's own messages (Interpretation._not_vllms)
+PYTORCH = ("torch", "torch_npu")
 #: fixes remembered by an Interpretation (it starts over when full)
 REMEMBERED_FIXES = 256
 
@@ -267,6 +269,18 @@ class Interpretation:
         self.short.clear()
         self._found(priority, finding)
 
+    def _not_vllms(self, tail: Callable[[], str]) -> None:
+        """PyTorch's own messages (rules named "torch.", "torch_npu.") are printed alike by every
+        program that uses it: in a log whose end is another program's traceback with no trace of
+        vLLM (endings.foreign_traceback), they are that program's failure, and no finding."""
+        generic = {_identity(f) for f in self.listed.values() if f.rule.split(".", 1)[0] in PYTORCH}
+        if not generic or foreign_traceback(tail) is None:
+            return
+        self.listed = {at: f for at, f in self.listed.items() if _identity(f) not in generic}
+        for identity in generic:
+            for kept in (self.seen, self.attempt, self.failed):
+                kept.pop(identity, None)
+
     def _fix(self, program: FixProgram, numbers: dict, groups: dict) -> tuple[dict, str] | None:
         """The fix `program` gives for these numbers and captures; the last ones are remembered
         (a repeated failure repeats them), as running a program is most of a finding's cost."""
@@ -307,6 +321,7 @@ class Interpretation:
         self._flush_sites()
         self._cut_short(tail)
         self._unsustained()
+        self._not_vllms(tail)
         attempt = self.attempt or self.failed
         primary = None
         if attempt and not self.ready_after_last_finding:

@@ -160,3 +160,38 @@ def test_a_capture_that_hangs_is_not_read_as_cut_short():
     assert another_cause(_log([CAPTURE, hang]), since="Capturing CUDA graph shapes") == hang
     # a notice before the capture opened says nothing of the cut
     assert diagnose(_log(START, [hang, CAPTURE])).primary.confidence == "truncated"
+
+
+OOM = ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 4.00 GiB. GPU 0 has a total capacity of "
+       "23.69 GiB of which 1.10 GiB is free.")
+TRAINER = ["Traceback (most recent call last):",
+           '  File "/home/u/rl/trainer/actor.py", line 139, in compute_log_prob',
+           "    probs = torch.softmax(logits, dim=-1)",
+           '  File "/opt/conda/lib/python3.11/site-packages/torch/nn/functional.py", line 1888, in softmax',
+           "    ret = input.softmax(dim)"]
+
+
+def test_pytorchs_oom_in_another_programs_traceback_is_not_vllms():
+    # a trainer's step and a notebook's quantizing loader (IPython's frames) print PyTorch's OOM
+    # as vLLM would: with no trace of vLLM around it, it is theirs
+    assert diagnose(_log(TRAINER, [OOM])).findings == []
+    notebook = ["File ~/envs/ft/lib/python3.11/site-packages/bitsandbytes/functional.py:1212, in quantize_4bit(A)",
+                "-> 1212     out = torch.zeros(n, dtype=dtype, device=A.device)",
+                "RuntimeError: CUDA driver error: out of memory"]
+    assert diagnose(_log(notebook)).findings == []
+
+
+@pytest.mark.parametrize("around", [
+    ['  File "/usr/lib/python3.12/site-packages/vllm/v1/worker/gpu_worker.py", line 300, in determine_available_memory'],
+    ["(EngineCore_DP0 pid=7) ERROR 12-04 10:12:10 [core.py:700] EngineCore failed to start."],
+    ["We start the server with vllm serve and get:"],
+], ids=["a vLLM frame", "a vLLM record", "the word"])
+def test_pytorchs_oom_with_a_trace_of_vllm_is_read(around):
+    f = diagnose(_log(around, TRAINER, [OOM])).primary
+    assert (f.kind, f.rule) == ("cuda_oom_allocation", "torch.cuda_oom")
+
+
+def test_pytorchs_oom_under_pytorchs_own_frames_alone_is_read():
+    # PyTorch's frames, or none, say nothing of which program ran
+    assert diagnose(_log(TRAINER[:1] + TRAINER[3:], [OOM])).primary.kind == "cuda_oom_allocation"
+    assert diagnose(OOM).primary.kind == "cuda_oom_allocation"

@@ -79,8 +79,12 @@ CATEGORIES = {"prefix", "abridged", "raise_site", "accounting", "truncated", "ru
 # run vLLM for something else; scored against those mechanisms before any rule saw them: 23 of 23
 # failures right, 12 of 15 look-alikes silent, the three that spoke a capture notice quoted in
 # prose, now read as a quote, a log cut at the CUDA-graph profiler, and another program's OOM):
-# 0.927 (numbers 0.913, direction 0.894)
-FLOORS = {"kind": 0.927, "numbers": 0.913, "direction": 0.893}
+# 0.927 (numbers 0.913, direction 0.894); 39 more (a twenty-first, 818: look-alikes sought on
+# purpose, and failures under deployment tools; 16 of 16 failures right and 17 of 18 then 4 of 5
+# look-alikes silent before any rule saw them; between its two halves, PyTorch's OOM under another
+# program's traceback with no trace of vLLM became that program's): 0.929 (numbers 0.916,
+# direction 0.896)
+FLOORS = {"kind": 0.929, "numbers": 0.916, "direction": 0.896}
 
 
 @pytest.fixture(scope="module")
@@ -110,31 +114,34 @@ def test_a_label_file_that_is_wrong_is_named(tmp_path):
         wild.excerpts(tmp_path)
 
 
-# Look-alikes that end exactly where a log cut short inside CUDA-graph capture ends: the issue
-# (category 5) asks for a lower-confidence finding there, and nothing in their text tells them
-# from the real cuts beside them in the corpus (313, 314: the same V0 capture lines, last). Their
-# threads show the paste simply stopped. They are alerted, never tuned, and each is named here,
-# so that one more is a decision and not a drift
-CUT_SHORT_BY_DESIGN = {
+# Look-alikes that speak only at a lower confidence, alerted and never tuned, each named with what
+# makes it one. Those that end exactly where a log cut short inside CUDA-graph capture ends: the
+# issue (category 5) asks for a lower-confidence finding there, and nothing in their text tells
+# them from the real cuts beside them in the corpus (313, 314: the same V0 capture lines, last);
+# their threads show the paste simply stopped. And refusals a thread calls healthy where 16 of 19
+# threads with the same lines call them a failure: one line is told as unsustained (README). One
+# more is a decision, not a drift
+LOWER_CONFIDENCE_BY_DESIGN = {
     "none/2051-mlcommons-llama31-8b-capture-advice-how-to-enforce-eager":
-        "a how-to question whose paste ends at V0's capture INFO lines",
+        ("truncated", "a how-to question whose paste ends at V0's capture INFO lines"),
     "none/2578-v017-mtp-pr-profiling-override-num-gpu-blocks-0-to-16":
-        "a PR's log that stops at V1's CUDA-graph memory profiling, where the search copy broke off",
+        ("truncated", "a PR's log that stops at V1's CUDA-graph memory profiling, where the search copy broke off"),
+    "none/2647-ai-infra-assistant-litellm-400-context-32768-request-33125-tokens":
+        ("unsustained", "two refusals of an agent's overflowing context, which its operator let be"),
 }
 # Look-alikes that speak with a stated finding, each named with why nothing in its text tells it
-# from the failures beside it in the corpus
-STATED_BY_DESIGN = {
-    "none/2582-unsloth-qwen3-30b-a3b-4090-bnb-quantize-cuda-driver-oom-not-vllm":
-        "a bare CUDA OOM in another program's traceback (bitsandbytes quantizing for a fine-tune) and no "
-        "vLLM line; the corpus labels bare OOMs with only torch's or a user script's frames failures "
-        "(602, 2400), so only a list of other programs would tell it, which is no mechanism",
-}
+# from the failures beside it in the corpus. None now: 2582 (a bare CUDA OOM in a fine-tune's
+# bitsandbytes traceback) spoke until round 21 showed a second of its kind (a trainer's step), and
+# PyTorch's messages under another program's traceback with no trace of vLLM are now its failure
+STATED_BY_DESIGN: dict[str, str] = {}
+SPEAK_BY_DESIGN = set(LOWER_CONFIDENCE_BY_DESIGN) | set(STATED_BY_DESIGN)
 
 
 def test_no_false_alarm_no_wrong_way_fix_no_crash(score):
     spoke = [m for m in score["misses"] if m.get("want") == "none"]
-    assert {m["excerpt"] for m in spoke} <= set(CUT_SHORT_BY_DESIGN) | set(STATED_BY_DESIGN), spoke
-    assert all(m["confidence"] == "truncated" for m in spoke if m["excerpt"] in CUT_SHORT_BY_DESIGN), spoke
+    assert {m["excerpt"] for m in spoke} <= SPEAK_BY_DESIGN, spoke
+    assert all(m["confidence"] == LOWER_CONFIDENCE_BY_DESIGN[m["excerpt"]][0] for m in spoke
+               if m["excerpt"] in LOWER_CONFIDENCE_BY_DESIGN), spoke
     assert score["wrong_way"] == 0 and score["crashes"] == 0, score["misses"]
 
 
