@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from selfheal.handlers.observer.normalize import _EXC
 from selfheal.handlers.observer.paste import unpasted_str
-from selfheal.handlers.observer.prefixes import _ANCHOR
+from selfheal.handlers.observer.prefixes import _ANCHOR, VLLM_RECORD
 
 TAIL_CHARS = 16384
 TAIL_LINES = 64
@@ -66,9 +66,6 @@ def logged(tail: str | Callable[[], str]) -> bool:
 # nothing of which program ran, a third-party package's or a script's do
 _FRAME = re.compile(r'(?i:file) "([^"\n]+)", (?i:line) \d|(?i:file) (~?/[^\s,:]+\.py):\d')
 _ANY_PROGRAM = re.compile(r"(?:site|dist)-packages/(?:torch|torch_npu|triton)/|^<|/lib/python3\.\d+/(?!(?:site|dist)-packages/)")
-# a record as vLLM writes one: its level and time, or a worker's "(Name pid=N)"
-_VLLM_RECORD = re.compile(r"(?:DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL)\s*\d\d-\d\d\s*\d\d:\d\d:\d\d"
-                          r"|\([A-Za-z_][^()\n]{0,80}?\bpid=\d+")
 
 
 def foreign_traceback(tail: str | Callable[[], str]) -> str | None:
@@ -78,7 +75,7 @@ def foreign_traceback(tail: str | Callable[[], str]) -> str | None:
     fine-tune quantizing weights, a trainer's log-probs), so only the traceback around it tells
     whose it was; a traceback of PyTorch's own frames alone tells nothing. None otherwise."""
     text = tail() if callable(tail) else tail
-    if "vllm" in text.lower() or _VLLM_RECORD.search(text):
+    if "vllm" in text.lower() or VLLM_RECORD.search(text):
         return None
     frames = [m.group(1) or m.group(2) for m in _FRAME.finditer(text)]
     return next((f for f in reversed(frames) if not _ANY_PROGRAM.search(f)), None)

@@ -320,8 +320,8 @@ class Interpretation:
                 self._count(priority, finding)
         self._flush_sites()
         self._cut_short(tail)
+        self._not_vllms(tail)  # before a lone runtime line is told: what is left is all the log shows
         self._unsustained()
-        self._not_vllms(tail)
         attempt = self.attempt or self.failed
         primary = None
         if attempt and not self.ready_after_last_finding:

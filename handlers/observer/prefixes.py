@@ -22,10 +22,13 @@ from selfheal.handlers.observer.logfile import FileBytes
 from selfheal.handlers.observer.normalize import clean
 from selfheal.handlers.observer.spool import rewritten
 
+#: a record as vLLM writes one: its level and time, or a worker's "(Name pid=N)"
+VLLM_RECORD = re.compile(
+    r"(?:DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL)\s*\d\d-\d\d\s*\d\d:\d\d:\d\d"
+    r"|\([A-Za-z_][^()\n]{0,80}?\bpid=\d+")
 #: the record starts of vLLM and Python whose position on a line tells where a prefix ends
 _ANCHOR = re.compile(
-    r"(?:DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL)\s*\d\d-\d\d\s*\d\d:\d\d:\d\d"
-    r"|\([A-Za-z_][^()\n]{0,80}?\bpid=\d+"
+    VLLM_RECORD.pattern +
     r"|Traceback \(most recent call last\)"
     r"|File \"[^\"\n]*\", line \d+"
     r"|\[rank\d+\]:"
