@@ -65,7 +65,7 @@ def logged(tail: str | Callable[[], str]) -> bool:
 # ('File ~/x/y.py:3, in f'); frames of PyTorch itself and of Python's standard library say
 # nothing of which program ran, a third-party package's or a script's do
 _FRAME = re.compile(r'(?i:file) "([^"\n]+)", (?i:line) \d|(?i:file) (~?/[^\s,:]+\.py):\d')
-_ANY_PROGRAM = re.compile(r"(?:site|dist)-packages/(?:torch|torch_npu|triton)/|^<|/lib/python3\.\d+/(?!(?:site|dist)-packages/)")
+_TELLS_NO_PROGRAM = re.compile(r"(?:site|dist)-packages/(?:torch|torch_npu|triton)/|^<|/lib/python3\.\d+/(?!(?:site|dist)-packages/)")
 
 
 def foreign_traceback(tail: str | Callable[[], str]) -> str | None:
@@ -78,7 +78,7 @@ def foreign_traceback(tail: str | Callable[[], str]) -> str | None:
     if "vllm" in text.lower() or VLLM_RECORD.search(text):
         return None
     frames = [m.group(1) or m.group(2) for m in _FRAME.finditer(text)]
-    return next((f for f in reversed(frames) if not _ANY_PROGRAM.search(f)), None)
+    return next((f for f in reversed(frames) if not _TELLS_NO_PROGRAM.search(f)), None)
 
 
 def tail_of(text) -> str:

@@ -9,6 +9,7 @@ import pytest
 
 from selfheal.handlers.observer import diagnose
 from selfheal.handlers.observer.prefixes import learn, without_collectors
+from selfheal.schemas.serving import ServingConfig
 
 H = "INFO 04-27 10:13:05 llm_engine.py:275] "
 V1 = "(EngineCore_DP0 pid=563) INFO 12-23 23:34:23 [gpu_worker.py:298] "
@@ -718,3 +719,14 @@ def test_collector_prefixes_are_learnt_and_removed(prefix):
 def test_a_plain_log_is_given_back_as_it_was():
     log = "\n".join(CAPTURE).encode()
     assert without_collectors(log) is log
+
+
+def test_a_queue_at_256_running_is_not_the_caps_when_the_config_allows_more():
+    # 256 is vLLM's default cap; a deployment that runs a higher max_num_seqs is not held by it:
+    # told, never raised further (the /metrics rule's "only N of M slots in use")
+    log = "\n".join(STATS.format(s=s, w=90, kv=40.0).replace("Running: 18 reqs", "Running: 256 reqs") for s in (1, 2))
+    f = diagnose(log, current=ServingConfig(max_num_seqs=512)).primary
+    assert (f.kind, f.action, f.fix) == ("queue_growth", "alert", {})
+    assert "only 256 of 512 sequence slots in use" in f.note
+    f = diagnose(log, current=ServingConfig(max_num_seqs=256)).primary
+    assert f.action == "tune" and f.fix["max_num_seqs"] > 256
