@@ -33,6 +33,10 @@ PART_CHARS = 1 << 13
 #: records kept once joined (a window rule joins the same ones again); the cache starts over
 #: when full, so that a long log does not keep every record it looked at
 CACHED_RECORDS = 256
+#: a comment or quote mark that a record's first line begins with (a script's or a config's
+#: comment block, an email's quote) and its wrapped lines repeat: the mark is no part of the
+#: message, so it goes with the blanks around it where a continuation begins with the same mark
+_COMMENT_MARK = re.compile(r"[ \t]*(#+|//+|>+)[ \t]+")
 
 _NEWLINE_B = re.compile(b"\n")
 #: a piece whose lines average at least this many bytes has its "\n" counted with memchr
@@ -407,8 +411,10 @@ class LogText:
         raw = tuple(self.line_text(s) for s in self.record_lines(start))
         # join first, then strip the header: a wrap may have cut the header itself
         parts, starts, pos = [raw[0]], [0], len(raw[0])
+        mark = _COMMENT_MARK.match(raw[0])
         for cont in raw[1:]:
-            piece = cont.lstrip()
+            same = mark and _COMMENT_MARK.match(cont)
+            piece = cont[same.end():] if same and same.group(1) == mark.group(1) else cont.lstrip()
             starts.append(pos)
             parts.append(piece)
             pos += len(piece)

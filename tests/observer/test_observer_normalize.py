@@ -51,6 +51,25 @@ def test_wrapped_record_is_joined_and_maps_back():
     assert rec.span_lines(0, len(rec.text)) == (2, list(rec.raw))
 
 
+def test_a_comment_mark_that_a_wrapped_record_repeats_is_no_part_of_its_message():
+    # an error quoted in a script's comment block, wrapped there at a sentence's middle
+    text = ("#    ValueError: Free memory on device cuda:0 (6.1/178.34 GiB) on startup is\n"
+            "#      less than desired GPU memory utilization (0.92, 164.08 GiB)\n"
+            "#    so the workers must be killed. nvidia-smi shows them.\n")
+    rec = normalize(text)[0]
+    assert rec.text.startswith("#    ValueError: Free memory on device cuda:0 (6.1/178.34 GiB) on startup is"
+                               "less than desired GPU memory utilization (0.92, 164.08 GiB)so the workers")
+    start = rec.text.index("less than")
+    assert rec.span_lines(start, start + 9) == (2, ["#      less than desired GPU memory utilization (0.92, 164.08 GiB)"])
+    # the mark goes only where the first line has the same one; a flag's dashes are no mark
+    other = normalize("#  a comment that is long enough to be wrapped by a terminal at eighty\n"
+                      "// columns, in another language\n")[0]
+    assert other.text.endswith("eighty// columns, in another language")
+    flags = normalize("--model /models/a-model-with-a-long-name --tensor-parallel-size 2 \\\n"
+                      "--max-model-len 4096\n")[0]
+    assert "--max-model-len 4096" in flags.text
+
+
 def test_records_are_not_joined_across_headers_blank_lines_or_tracebacks():
     long = "x" * 90
     text = "\n".join([
