@@ -11,6 +11,8 @@ order of evaluation and the note templates:
 - an arithmetic failure (division by zero, a result out of range, a degenerate grid) means the
   numbers are there but absurd: the fix is "not computable" at once, with the reason, rather
   than a later candidate's note that would misstate why (the old Python fixes raised there);
+- a candidate that sets a tunable to 0 or less (free memory too small for any utilization on
+  the grid) is absurd in the same way: no value fits, and the fix says so rather than "-> 0";
 - when none computes, the fix is empty (an alert) and the note cites the first failure;
   when none applies (every `when` false, or no candidates), the fix is empty without a note.
 """
@@ -156,6 +158,10 @@ class FixProgram:
                 if cand.when is not None and not cand.when(env):
                     continue
                 fix = {param: expr(env) for param, expr in cand.sets}
+                nothing = next((p for p, v in fix.items() if not isinstance(v, bool) and v <= 0), None)
+                if nothing is not None:  # every amount a tunable sets is above 0: no setting fits
+                    return {}, (f"fix not computable: {nothing} would be {fix[nothing] + 0:g}, and vLLM takes only "
+                                f"values above 0 ({cand.note.render(env)})")
                 return fix, cand.note.render(env)
             except ExprError as exc:
                 if not exc.missing:  # the numbers are there but absurd: no later candidate may hide it

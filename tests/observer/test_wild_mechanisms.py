@@ -2,7 +2,8 @@
 with the look-alikes that must not take it: a PyTorch OOM inside vLLM's memory profiling run; a
 traceback cut inside the run of a dummy batch; a log that states XLA's memory-space error in
 capture was not cut there; the line of vLLM's CUDA-graph wrappers that runs the model inside the capture; Ray's
-summary of its workers' repeated lines, printed after the error it preceded."""
+summary of its workers' repeated lines, printed after the error it preceded; a startup check with
+so little free that no utilization fits."""
 from __future__ import annotations
 
 from selfheal.handlers.observer import diagnose
@@ -178,3 +179,22 @@ def test_an_error_already_read_in_a_phase_is_not_read_again():
     # read while the weights loaded, it stays so
     assert [f.kind for f in d.findings] == ["cuda_oom_allocation"] and "Ray's summary" not in d.primary.note
     assert "loading the model weights" in d.primary.note
+
+
+# -- a fit of 0 or less ---------------------------------------------------------------------------
+
+STARTUP = ("ValueError: Free memory on device cuda:0 ({free}/23.56 GiB) on startup is less than desired GPU memory "
+           "utilization (0.9, 21.2 GiB). Decrease GPU memory utilization or reduce GPU memory used by other processes.")
+
+
+def test_so_little_free_memory_that_no_utilization_fits_is_told_not_tuned():
+    # 0.34 GiB of 23.56 free (another server still holds the card): the fit, 0.013, is 0 on the
+    # grid, which vLLM refuses; the direction stays the error's, and nothing is tuned
+    f = diagnose(STARTUP.format(free=0.34)).primary
+    assert f.kind == "startup_free_memory_below_utilization" and f.numbers["free_gib"] == 0.34
+    assert (f.action, f.fix, f.fix_direction) == ("alert", {}, {"gpu_memory_utilization": "decrease"})
+    assert f.note == ("fix not computable: gpu_memory_utilization would be 0, and vLLM takes only values above 0 "
+                      "(0.34 of 23.56 GiB free; utilization keeps 10% of it unused)")
+    # with room for a utilization on the grid, it is tuned as before
+    f = diagnose(STARTUP.format(free=6.44)).primary
+    assert (f.action, f.fix) == ("tune", {"gpu_memory_utilization": 0.2})
