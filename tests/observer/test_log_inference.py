@@ -439,6 +439,14 @@ CASES = [
      "(Worker pid=7) [Error]: Failed to apply for memory.\n(Worker pid=7)         Check the remaining storage space in "
      "the hardware environment.", "torch_npu.acl_memory_apply", "cuda_oom_allocation", "stated", {},
      ("gpu_memory_utilization", "decrease")),
+    ("the Neuron runtime out of device memory, which names no size",
+     'ERROR 02-11 14:20:32 engine.py:389]     return torch.ops.neuron._parallel_to_neuron(tensors)\n'
+     'ERROR 02-11 14:20:32 engine.py:389] RuntimeError: nrt_tensor_allocate status=4 message="Allocation Failure"',
+     "neuron.nrt_allocation_failure", "cuda_oom_allocation", "stated", {}, ("max_model_len", "decrease")),
+    ("Intel XPU's OOM in the old layout, which has no free figure",
+     "RuntimeError: XPU out of memory. Tried to allocate 130.00 MiB (GPU 0; 15.11 GiB total capacity; 11.09 GiB "
+     "already allocated; 11.23 GiB reserved in total by PyTorch)", "torch.cuda_oom", "cuda_oom_allocation", "stated",
+     {"tried_to_allocate_mib": 130.0, "gpu_total_gib": 15.11}, ("gpu_memory_utilization", "decrease")),
     ("OOM sizes retold beside a frame", "  o = torch.empty_like(v)   \u2190 OOM HERE: tried 50 MiB, 32 MiB free",
      "torch.oom_retold_sizes", "cuda_oom_allocation", "inferred", {"tried_to_allocate_mib": 50.0, "gpu_free_mib": 32.0},
      ("gpu_memory_utilization", "decrease")),
@@ -555,6 +563,8 @@ SILENT = [
     "(Worker_TP0 pid=552) INFO 10-28 21:14:49 [worker_v1.py:259] Available memory: 21474836480, total memory: "
     "65452113920",                                                               # an NPU with KV room
     "\n".join([STATS.format(s=1, w=0, kv=95.9)] + [V1 + "GET /health 200"] * 45 + [STATS.format(s=21, w=0, kv=96.0)]),
+    # the Neuron runtime failing for another reason than device memory (a timeout, not NRT_RESOURCE)
+    'ERROR 02-11 14:20:32 engine.py:389] RuntimeError: nrt_execute status=5 message="Timeout"',
     V1 + "Add 3 padding layers, may waste at most 6.25% KV cache memory",      # KV sizing, healthy
     PREEMPT.format(g=1, tail=" total_num_cumulative_preemption=1"),              # one preemption
     # slots at the cap with nothing waiting, or waiting on one line only, or requests waiting
