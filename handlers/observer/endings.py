@@ -96,8 +96,6 @@ def another_cause(tail: str | Callable[[], str], since: str = "") -> str | None:
     only a log cut inside a phase needs its end read."""
     lines = (tail() if callable(tail) else tail).splitlines()[-TAIL_LINES:]
     for line in reversed(lines):
-        if since and since in line:
-            return None
         if _HANG.search(line):
             return line.strip()
         m = _EXCEPTION.search(line)
@@ -106,4 +104,8 @@ def another_cause(tail: str | Callable[[], str], since: str = "") -> str | None:
             said = quoted.group(1) if quoted else m.group(1) + ": " + (m.group(2) or "")
             if not _NOT_ANOTHER_CAUSE.search(said):
                 return line.strip()
+        # looked at last: an error that names the phase's own call opens it and states its cause
+        # ("RuntimeError: Failed to find function aclmdlRICaptureBegin", a toolkit without it)
+        if since and since in line:
+            return None
     return None

@@ -60,6 +60,21 @@ def test_a_capture_that_died_of_another_cause_is_not_read_as_cut_short(cause):
     assert diagnose(text).findings == []
 
 
+def test_an_error_that_names_the_capture_call_opens_the_phase_and_states_its_cause():
+    # torch_npu's graph capture where CANN lacks the call: the error's own words open ACL graph
+    # capture (torch_npu.ctx.acl_graph_capture), and it is the error that ended the log
+    ended = ["(VllmWorker rank=0 pid=38) ERROR 06-17 14:07:56 [multiproc_executor.py:523]     "
+             "super().capture_begin(pool=pool, capture_error_mode=capture_error_mode)",
+             "(VllmWorker rank=0 pid=38) ERROR 06-17 14:07:56 [multiproc_executor.py:523] RuntimeError: Failed to "
+             "find function aclmdlRICaptureBegin",
+             "[ERROR] 2025-06-17-14:07:56 (PID:38, Device:0, RankID:-1) ERR00008 PTA resource not found"]
+    assert diagnose(_log(START, ended)).findings == []
+    # the same call named by an error of memory, with nothing after it, is still read
+    oom = ["(VllmWorker rank=0 pid=38) ERROR 06-17 14:07:56 [multiproc_executor.py:523] RuntimeError: NPU out of "
+           "memory in aclmdlRICaptureBegin"]
+    assert diagnose(_log(START, oom)).primary.kind == "cuda_graph_oom"
+
+
 @pytest.mark.parametrize("ending", [[], FRAMES, FRAMES + WRAPPER], ids=["opener", "frames", "wrapper"])
 def test_a_capture_cut_with_nothing_or_only_a_wrapper_after_it_still_speaks(ending):
     f = diagnose(_log(START, [CAPTURE], ending)).primary
