@@ -83,8 +83,20 @@ CATEGORIES = {"prefix", "abridged", "raise_site", "accounting", "truncated", "ru
 # purpose, and failures under deployment tools; 16 of 16 failures right and 17 of 18 then 4 of 5
 # look-alikes silent before any rule saw them; between its two halves, PyTorch's OOM under another
 # program's traceback with no trace of vLLM became that program's): 0.929 (numbers 0.916,
-# direction 0.896)
-FLOORS = {"kind": 0.929, "numbers": 0.916, "direction": 0.896}
+# direction 0.896); 40 more (a twenty-second, 858: look-alikes and failures on other platforms,
+# Tenstorrent, Neuron, XPU, TPU, ROCm, Metal, and from blogs and forums; before any rule saw them
+# 17 of 20 failures right and 20 of 20 look-alikes silent; then a comment mark that a wrapped
+# record repeats taken out of its message, the Neuron runtime's allocation failure, Intel XPU's
+# OOM with no free figure, and a fit of 0 or less no setting, so an alert): 0.930 (numbers 0.915,
+# the new labels' first of three repeated failures where the primary is the last; direction 0.900);
+# 27 more (a twenty-third, 885: the threads of RL, evaluation and data tools that run vLLM, and
+# look-alikes from vLLM's own threads of 0.8-0.34; before any rule saw them 3 of 3 failures right
+# and 23 of 24 look-alikes silent, the one that spoke an error naming ACL's capture call, which
+# opened the capture phase and so hid its own cause): 0.930 (numbers 0.915, direction 0.901);
+# 8 more (a twenty-fourth, 893: vLLM's threads of 0.11-0.34 on 2026 cards and models, and a
+# backport fork; 4 of 4 failures right and 4 of 4 look-alikes silent before any rule saw them):
+# 0.931 (numbers 0.916, direction 0.901)
+FLOORS = {"kind": 0.931, "numbers": 0.916, "direction": 0.901}
 
 
 @pytest.fixture(scope="module")
