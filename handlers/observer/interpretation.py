@@ -51,8 +51,10 @@ class Diagnosis(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 MAX_LISTED = 16
 #: findings of one kind this many lines apart in one attempt tell of one failure (Interpretation._with_cause)
 CAUSE_LINES = 60
-#: the namespaces of the rules that read PyTorch's own messages (Interpretation._not_vllms)
-PYTORCH = ("torch", "torch_npu")
+#: the namespaces of the rules that read PyTorch's own messages, its device plugins' included
+#: (Ascend's torch_npu, Gaudi's bridge), which any program that uses them prints alike
+#: (Interpretation._not_vllms)
+PYTORCH = ("torch", "torch_npu", "habana")
 #: fixes remembered by an Interpretation (it starts over when full)
 REMEMBERED_FIXES = 256
 

@@ -194,6 +194,10 @@ def test_pytorchs_oom_in_another_programs_traceback_is_not_vllms():
                 "-> 1212     out = torch.zeros(n, dtype=dtype, device=A.device)",
                 "RuntimeError: CUDA driver error: out of memory"]
     assert diagnose(_log(notebook)).findings == []
+    # Gaudi's PyTorch bridge prints its device OOM in any program that runs on Gaudi, as PyTorch does
+    gaudi = "RuntimeError: [Rank:0] FATAL ERROR :: MODULE:PT_DEVMEM Allocation failed for size::268435456 (256)MB"
+    assert diagnose(_log(TRAINER, [gaudi])).findings == []
+    assert diagnose(gaudi).primary.rule == "habana.pt_allocation_failed"
 
 
 @pytest.mark.parametrize("around", [

@@ -447,6 +447,27 @@ CASES = [
      "RuntimeError: XPU out of memory. Tried to allocate 130.00 MiB (GPU 0; 15.11 GiB total capacity; 11.09 GiB "
      "already allocated; 11.23 GiB reserved in total by PyTorch)", "torch.cuda_oom", "cuda_oom_allocation", "stated",
      {"tried_to_allocate_mib": 130.0, "gpu_total_gib": 15.11}, ("gpu_memory_utilization", "decrease")),
+    ("torch_npu's workspace allocator out of memory",
+     "NPU out of memory. NPUWorkspaceAllocator tried to allocate 180.00 MiB(NPU 1; 60.96 GiB total capacity; "
+     "86.81 MiB free). If you want to reduce memory usage, take a try to set the environment variable "
+     "TASK_QUEUE_ENABLE=1.", "torch_npu.workspace_oom", "cuda_oom_allocation", "stated",
+     {"tried_to_allocate_mib": 180.0, "gpu_total_gib": 60.96, "gpu_free_mib": 86.81}, ("gpu_memory_utilization", "decrease")),
+    ("Gaudi's device memory failed, as its bridge reports it",
+     "ERROR 09-10 02:01:57 async_llm_engine.py:43] RuntimeError: [Rank:0] FATAL ERROR :: MODULE:PT_DEVMEM "
+     "Allocation failed for size::268435456 (256)MB", "habana.pt_allocation_failed", "cuda_oom_allocation", "stated",
+     {"tried_to_allocate_mib": 256.0}, ("gpu_memory_utilization", "decrease")),
+    ("Gaudi's workspace allocation failed",
+     "RuntimeError: [Rank:0] FATAL ERROR :: MODULE:PT_SYNHELPER workspace Allocation of size ::52561502464 failed!",
+     "habana.pt_allocation_failed", "cuda_oom_allocation", "stated", {"tried_to_allocate_mib": 50126.564453125},
+     ("gpu_memory_utilization", "decrease")),
+    ("the Spyre plugin's warmup shape longer than max_model_len",
+     "RuntimeError: Warmup shape [4, 128, 20] results in a maximum sequence length of 148 which is longer that what the "
+     "model supports (128)", "vllm_spyre.warmup_shape_over_max_model_len", "other_config_error", "stated",
+     {"requested_tokens": 148, "max_model_len": 128}, None),
+    ("the same check printed with its placeholders unformatted",
+     "RuntimeError: Warmup shape [4, {shape['prompt_length']}, {shape['new_tokens']}] results in a maximum sequence "
+     "length of {max_seq_len} which is longer that what the model supports ({max_model_len})",
+     "vllm_spyre.warmup_shape_over_max_model_len", "other_config_error", "stated", {}, None),
     ("OOM sizes retold beside a frame", "  o = torch.empty_like(v)   \u2190 OOM HERE: tried 50 MiB, 32 MiB free",
      "torch.oom_retold_sizes", "cuda_oom_allocation", "inferred", {"tried_to_allocate_mib": 50.0, "gpu_free_mib": 32.0},
      ("gpu_memory_utilization", "decrease")),
@@ -563,6 +584,10 @@ SILENT = [
     "(Worker_TP0 pid=552) INFO 10-28 21:14:49 [worker_v1.py:259] Available memory: 21474836480, total memory: "
     "65452113920",                                                               # an NPU with KV room
     "\n".join([STATS.format(s=1, w=0, kv=95.9)] + [V1 + "GET /health 200"] * 45 + [STATS.format(s=21, w=0, kv=96.0)]),
+    # a warmup shape that fits, in a person's words
+    "The warmup shape [4, 64, 20] results in a maximum sequence length of 84, well within the 4096 the model supports.",
+    # Gaudi's bridge reporting a failure of another kind than an allocation
+    "RuntimeError: [Rank:0] FATAL ERROR :: MODULE:PT_BRIDGE Exception in Lowering module: synStatus 26 [Generic failure]",
     # the Neuron runtime failing for another reason than device memory (a timeout, not NRT_RESOURCE)
     'ERROR 02-11 14:20:32 engine.py:389] RuntimeError: nrt_execute status=5 message="Timeout"',
     V1 + "Add 3 padding layers, may waste at most 6.25% KV cache memory",      # KV sizing, healthy
