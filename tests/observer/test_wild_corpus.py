@@ -95,8 +95,13 @@ CATEGORIES = {"prefix", "abridged", "raise_site", "accounting", "truncated", "ru
 # opened the capture phase and so hid its own cause): 0.930 (numbers 0.915, direction 0.901);
 # 8 more (a twenty-fourth, 893: vLLM's threads of 0.11-0.34 on 2026 cards and models, and a
 # backport fork; 4 of 4 failures right and 4 of 4 look-alikes silent before any rule saw them):
-# 0.931 (numbers 0.916, direction 0.901)
-FLOORS = {"kind": 0.931, "numbers": 0.916, "direction": 0.901}
+# 0.931 (numbers 0.916, direction 0.901); 24 more (a twenty-fifth, 917: posts in other languages
+# and outside GitHub, and the threads of vLLM's platform repositories; 10 of 15 failures right and 9
+# of 9 look-alikes silent before any rule saw them; then Gaudi's and torch_npu's workspace OOMs and
+# the Spyre plugin's warmup check read; left: an error an aggregator cut after its first words, a
+# pytest frame cut before the error, a translated OOM whose thread lowered other settings): 0.929
+# (numbers 0.916, direction 0.899)
+FLOORS = {"kind": 0.929, "numbers": 0.916, "direction": 0.899}
 
 
 @pytest.fixture(scope="module")
