@@ -100,8 +100,10 @@ CATEGORIES = {"prefix", "abridged", "raise_site", "accounting", "truncated", "ru
 # of 9 look-alikes silent before any rule saw them; then Gaudi's and torch_npu's workspace OOMs and
 # the Spyre plugin's warmup check read; left: an error an aggregator cut after its first words, a
 # pytest frame cut before the error, a translated OOM whose thread lowered other settings): 0.929
-# (numbers 0.916, direction 0.899)
-FLOORS = {"kind": 0.929, "numbers": 0.916, "direction": 0.899}
+# (numbers 0.916, direction 0.899); 21 more (a twenty-sixth, 938: vLLM's pull requests, model
+# repositories and front-ends; scored against the code of this stop's end before any rule saw them:
+# 9 of 9 failures right and 12 of 12 look-alikes silent): 0.930 (numbers 0.917, direction 0.899)
+FLOORS = {"kind": 0.930, "numbers": 0.917, "direction": 0.899}
 
 
 @pytest.fixture(scope="module")
