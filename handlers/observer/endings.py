@@ -90,8 +90,9 @@ def tail_of(text) -> str:
 
 
 def another_cause(tail: str | Callable[[], str], since: str = "") -> str | None:
-    """The exception line, among the last lines of `tail` after the last one that holds `since`
-    (the line that opened the phase; all of them when it is not there), that states a cause
+    """The exception line, among the last lines of `tail` from the last one that holds `since`
+    on (the line that opened the phase, itself included: an error may name the phase's call;
+    all of them when it is not there), that states a cause
     other than memory, or the notice of a hang; None when there is none. `tail` may be a function that reads it (tail_of):
     only a log cut inside a phase needs its end read."""
     lines = (tail() if callable(tail) else tail).splitlines()[-TAIL_LINES:]

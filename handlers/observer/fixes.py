@@ -160,6 +160,7 @@ class FixProgram:
                 fix = {param: expr(env) for param, expr in cand.sets}
                 nothing = next((p for p, v in fix.items() if not isinstance(v, bool) and v <= 0), None)
                 if nothing is not None:  # every amount a tunable sets is above 0: no setting fits
+                    # (+ 0 prints a grid's -0.0 as 0)
                     return {}, (f"fix not computable: {nothing} would be {fix[nothing] + 0:g}, and vLLM takes only "
                                 f"values above 0 ({cand.note.render(env)})")
                 return fix, cand.note.render(env)
