@@ -282,6 +282,10 @@ class SQLiteRecorder(Recorder):
         if created:
             try:
                 os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            except FileExistsError:
+                # another process created it between the look and the create: the race's loser
+                # opens the winner's file, as it would had it looked a moment later
+                created = False
             except OSError as exc:
                 raise CannotOpen(f"{self.path}: cannot create the log ({exc.strerror})") from None
         try:
