@@ -19,8 +19,10 @@ at every restart, and, rarely, one of the captured failures followed by a restar
   needed: on this traffic nearly every letter is common, and each such scan costs about 0.07 of
   the ratio. Then counting learnt headers (bytes.count, about 22 ms) and newlines (with memchr,
   logtext.count_newlines, about 20 ms) per piece; the rest is reading (7-10 ms), the memchr
-  passes, the lines the literals select (a stats line at 9.x% for a literal of 9x%: about 5.5 us
-  each), the records around each restart and the paste probe (paste.py, about 1.4 ms);
+  passes, the lines the literals select (about 5.5 us each; a stats line at 9.x% is no longer
+  one, since the rule's `prefilter_next` wants a digit after "usage: 9": 6-9 ms less), the plan
+  (prefilter.py, about 4 ms), the records around each restart and the paste probe (paste.py,
+  about 1.4 ms);
 - baseline: a plain Python loop over the same file's lines that tests one literal per line,
   which is the least any line-oriented observer must do.
 

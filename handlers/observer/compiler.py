@@ -98,6 +98,9 @@ def _compile(rule: RuleSpec) -> CompiledRule:
         raise RuleProblem(("prefilter",), "needs a non-empty pre-filter literal")
     if not rule.patterns:
         raise RuleProblem(("patterns",), "needs at least one pattern")
+    if rule.prefilter_next and not all(" " <= c < "\x7f" for c in rule.prefilter_next):
+        # one byte each, so that a log kept as bytes tests one byte after the literal
+        raise RuleProblem(("prefilter_next",), "prefilter_next holds printable ASCII characters only")
     if not 1 <= rule.window <= MAX_WINDOW:  # a window is joined per candidate record: keep it small
         raise RuleProblem(("window",), f"window must be from 1 to {MAX_WINDOW}")
     if rule.version < 1:
@@ -176,7 +179,8 @@ def _compile(rule: RuleSpec) -> CompiledRule:
     # fields added later appear only where used: the digest of a rule set without them is unchanged
     for key, value, default in (("confidence", rule.confidence, "stated"), ("sustain", rule.sustain, 1),
                                 ("gap", rule.gap, 0), ("alone", rule.alone, "silent"), ("cut_in", rule.cut_in, ""),
-                                ("raise_frame", rule.raise_frame, False)):
+                                ("raise_frame", rule.raise_frame, False),
+                                ("prefilter_next", rule.prefilter_next, "")):
         if value != default:
             canonical[key] = value
     if guard is not None:

@@ -45,14 +45,16 @@ __all__ = ["CAUSE_LINES", "MATCH_REACH", "MATCH_WINDOW", "MAX_LISTED", "MAX_MATC
 
 
 class Matcher:
-    __slots__ = ("rule", "order", "literal", "squashed", "regexes", "numbers", "program", "refine_programs",
-                 "canonical")
+    __slots__ = ("rule", "order", "literal", "next_chars", "squashed", "regexes", "numbers", "program",
+                 "refine_programs", "canonical")
 
     def __init__(self, rule: RuleSpec, order: int):
         compiled = compile_rule(rule)  # raises RuleProblem (a ValueError) for a malformed rule
         self.rule = rule
         self.order = order
         self.literal = core(rule.prefilter)
+        # what follows the literal is known only where the part searched for ends the prefilter
+        self.next_chars = rule.prefilter_next if rule.prefilter.endswith(self.literal) else ""
         self.squashed = squash(self.literal)
         self.regexes = compiled.regexes
         self.numbers = compiled.numbers

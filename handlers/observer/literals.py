@@ -53,6 +53,7 @@ class LiteralSearch:
         self.dense = [g for g in plan.anchored if not g.sparse]
         self.sparse = [g for g in plan.anchored if g.sparse]
         self.lines: dict[int, set[int]] = {}  # line start -> matchers, until taken
+        self.next_of = _next_chars(matchers, plan, log.binary)
         self.simple, self.regexes = _simple(matchers), Regexes(matchers)
 
     def _line_holds(self, group: Group, buf, base: int, m: re.Match, b: int) -> int:
@@ -64,16 +65,19 @@ class LiteralSearch:
         start = buf.rfind(nl, 0, pos) + 1
         end = buf.find(nl, pos, b + 1)
         end = b if end < 0 else end
-        leaves, regex = group.leaves, group.regex
+        leaves, regex, next_of = group.leaves, group.regex, self.next_of
         found: set[int] = set()
         while m:
             leaf, pos = leaves[m.lastindex], m.start()
-            found.update(leaf.idxs)
+            if not next_of or _followed(buf, m.end(), next_of.get(leaf.idxs)):
+                found.update(leaf.idxs)
             for literal, k, idxs in leaf.also:
-                if pos >= k and buf.startswith(literal, pos - k):
+                if pos >= k and buf.startswith(literal, pos - k) and \
+                        (not next_of or _followed(buf, pos - k + len(literal), next_of.get(idxs))):
                     found.update(idxs)
             m = regex.search(buf, pos + 1, end)
-        self._note(buf, base, start, end, b, found)
+        if found:
+            self._note(buf, base, start, end, b, found)
         return end
 
     def _note(self, buf, base: int, at: int, end: int, b: int, idxs: set[int]) -> None:
@@ -95,8 +99,11 @@ class LiteralSearch:
         whole in one piece."""
         holds, nl = self._line_holds, self.nl
         for literal, idxs in self.direct:
-            pos = buf.find(literal, a, b)
+            pos, after = buf.find(literal, a, b), self.next_of.get(idxs)
             while pos >= 0:
+                if not _followed(buf, pos + len(literal), after):  # the next occurrence may be
+                    pos = buf.find(literal, pos + 1, b)
+                    continue
                 at = buf.rfind(nl, 0, pos) + 1
                 end = buf.find(nl, pos, b + 1)
                 self._note(buf, base, at, b if end < 0 else end, b, set(idxs))
@@ -164,6 +171,25 @@ class LiteralSearch:
             if idxs:
                 found.setdefault(start, set()).update(idxs)
         return found
+
+
+def _next_chars(matchers: tuple[Matcher, ...], plan: Plan, binary: bool) -> dict[tuple[int, ...], frozenset]:
+    """The matchers' `next_chars`, by the indices that share a literal of `plan`, where each of them
+    has some (as byte values for a log kept as bytes): a line holds such a literal only where one
+    of them follows it. Literals that span lines have none: they are searched across pieces."""
+    out = {}
+    for group in (*plan.anchored, plan.direct):
+        for _, idxs in (group.literals if isinstance(group, Group) else group):
+            chars = [matchers[i].next_chars for i in idxs]
+            if all(chars):
+                joined = "".join(chars)
+                out[idxs] = frozenset(joined.encode("ascii") if binary else joined)
+    return out
+
+
+def _followed(buf, at: int, chars: frozenset | None) -> bool:
+    """Whether buf[at] is one of `chars` (None: anything, or nothing, follows)."""
+    return chars is None or at < len(buf) and buf[at] in chars
 
 
 def squashed_literals(log: LogText, start: int, matchers: tuple[Matcher, ...]) -> frozenset[int]:

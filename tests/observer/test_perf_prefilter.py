@@ -55,7 +55,7 @@ def _lines_held(literals: list[str], text: str, data) -> dict[int, set[int]]:
         search = literal_search.LiteralSearch.__new__(literal_search.LiteralSearch)
         search.lines, search.nl = {}, data[:0] + (b"\n" if isinstance(data, bytes) else "\n")
         search.dense, search.sparse = ([], plan.anchored) if sparse else (plan.anchored, [])
-        search.direct, search.spanning, search.simple = plan.direct, (), frozenset()
+        search.direct, search.spanning, search.simple, search.next_of = plan.direct, (), frozenset(), {}
         search.log = None
         search._quiet = lambda *args: False
         search(data, 0, 0, len(data))
