@@ -116,15 +116,23 @@ class LiteralSearch:
                 m = group.regex.search(buf, holds(group, buf, base, m, b), b)
         # rare anchors are reached with str.find (memchr), a Python step per occurrence; one after
         # a character that no literal of the group has before its anchor is passed over
+        find = buf.find
         for group in self.sparse:
             char, before, match = group.char, group.before, group.regex.match
-            pos = buf.find(char, a, b)
-            while pos >= 0:
-                if before is None or buf[pos - 1] in before:
+            pos = find(char, a, b)
+            if before is None:
+                while pos >= 0:
                     m = match(buf, pos, b)
                     if m:
                         pos = holds(group, buf, base, m, b)
-                pos = buf.find(char, pos + 1, b)
+                    pos = find(char, pos + 1, b)
+                continue
+            while pos >= 0:
+                if buf[pos - 1] in before:
+                    m = match(buf, pos, b)
+                    if m:
+                        pos = holds(group, buf, base, m, b)
+                pos = find(char, pos + 1, b)
         if self.spanning:
             self._spanning(buf, base, a, b)
 
