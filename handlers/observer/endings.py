@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from selfheal.handlers.observer.normalize import _EXC
+from selfheal.handlers.observer.normalize import _EXC_SUFFIXES, exception_name
 from selfheal.handlers.observer.paste import unpasted_str
 from selfheal.handlers.observer.prefixes import _ANCHOR, VLLM_RECORD
 
@@ -27,8 +27,10 @@ TAIL_CHARS = 16384
 TAIL_LINES = 64
 
 # an exception's own line, after whatever prefix a collector put in front: its name as the
-# normalizer knows one (normalize._EXC), then ": message" or nothing; a warning stops nothing
-_EXCEPTION = re.compile(rf"(?:^|[\s\]|>:)])(?<!except )(?<!raise )({_EXC})(?::[ \t]*(.*?))?[ \t]*$")
+# normalizer knows one (normalize._EXC), or that name lower-cased (a paste retyped or lowered
+# whole: "keyerror: ..."), then ": message" or nothing; a warning stops nothing
+_EXC_ANY_CASE = exception_name(_EXC_SUFFIXES + tuple(s.lower() for s in _EXC_SUFFIXES))
+_EXCEPTION = re.compile(rf"(?:^|[\s\]|>:)])(?<!except )(?<!raise )({_EXC_ANY_CASE})(?::[ \t]*(.*?))?[ \t]*$")
 # what says the memory ran out (its rules read it: a stated finding, never a cut one) or says
 # nothing of a cause (a wrapper that points at the root cause elsewhere)
 _NOT_ANOTHER_CAUSE = re.compile(
@@ -100,7 +102,7 @@ def another_cause(tail: str | Callable[[], str], since: str = "") -> str | None:
         if _HANG.search(line):
             return line.strip()
         m = _EXCEPTION.search(line)
-        if m and not m.group(1).endswith("Warning"):
+        if m and not m.group(1).lower().endswith("warning"):
             quoted = _QUOTED_CAUSE.search(m.group(2) or "")
             said = quoted.group(1) if quoted else m.group(1) + ": " + (m.group(2) or "")
             if not _NOT_ANOTHER_CAUSE.search(said):

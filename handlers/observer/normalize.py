@@ -51,7 +51,15 @@ _LEVEL = r"(?:DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL)"
 # \s* rather than \s+: a paste may have dropped a space at a wrap inside the header
 _VLLM = rf"(?:(?P<level>{_LEVEL})\s*\d\d-\d\d\s*\d\d:\d\d:\d\d(?:\.\d+)?\s*\[?(?P<source>[^\s\]]+:\d+)\]\s?)"
 _PYLOG = rf"(?:{_LEVEL}:[\w.]*:)"
-_EXC = r"(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception|Warning|Exit|Interrupt)"
+_EXC_SUFFIXES = ("Error", "Exception", "Warning", "Exit", "Interrupt")
+
+
+def exception_name(suffixes=_EXC_SUFFIXES) -> str:
+    """A regex of an exception's (dotted) name: any name that ends with one of `suffixes`."""
+    return rf"(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:{'|'.join(suffixes)})"
+
+
+_EXC = exception_name()
 
 _PREFIX = re.compile(
     rf"(?P<ts>{_TS})?(?P<rank>{_RANK})?(?P<proc>{_PROC})?(?P<rank2>{_RANK})?"

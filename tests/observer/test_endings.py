@@ -158,6 +158,17 @@ def test_a_dummy_batch_that_died_of_another_cause_is_not_read_as_cut_short():
     assert diagnose(_log(START, DUMMY_BATCH, [stated])).findings == []
 
 
+def test_another_cause_lowered_with_the_whole_paste_is_still_another_cause():
+    # a paste retyped or lowered whole ("keyerror: ..."): the exception's name is still one, and a
+    # lowered warning still stops nothing
+    cut = _log(START, DUMMY_BATCH).lower()
+    assert diagnose(cut).primary.confidence == "truncated"
+    stated = P + "ERROR 11-19 12:16:36 [core.py:842] KeyError: 'Cannot find `mm_limits` for model=/m'"
+    assert diagnose(_log(START, DUMMY_BATCH, [stated]).lower()).findings == []
+    warned = P + "WARNING 12-04 10:12:11 [warnings.py:110] UserWarning: TypedStorage is deprecated."
+    assert diagnose(_log(START, DUMMY_BATCH, [warned]).lower()).primary.confidence == "truncated"
+
+
 def test_a_warning_after_the_capture_opened_is_no_cause():
     # a library's warning stops nothing: the log is still cut short where capture ran
     warned = P + "WARNING 12-04 10:12:11 [warnings.py:110] UserWarning: TypedStorage is deprecated."

@@ -102,8 +102,14 @@ CATEGORIES = {"prefix", "abridged", "raise_site", "accounting", "truncated", "ru
 # pytest frame cut before the error, a translated OOM whose thread lowered other settings): 0.929
 # (numbers 0.916, direction 0.899); 21 more (a twenty-sixth, 938: vLLM's pull requests, model
 # repositories and front-ends; scored against the code of this stop's end before any rule saw them:
-# 9 of 9 failures right and 12 of 12 look-alikes silent): 0.930 (numbers 0.917, direction 0.899)
-FLOORS = {"kind": 0.930, "numbers": 0.917, "direction": 0.899}
+# 9 of 9 failures right and 12 of 12 look-alikes silent): 0.930 (numbers 0.917, direction 0.899);
+# 27 more (a twenty-seventh, 965: Q&A pages, guides, READMEs and blogs, and the threads of programs
+# that embed vLLM; scored against the code of stop 32 before any rule saw them: 9 of 10 failures
+# right, 15 of 17 look-alikes silent, the two that spoke a guide and a README naming the cache-block
+# error in prose, STATED_BY_DESIGN below; the miss is an inductor bounds assert of a RoPE table
+# outgrown, and one excerpt retold the weights OOM's numbers on lines of their own): 0.930
+# (numbers 0.915, direction 0.899)
+FLOORS = {"kind": 0.930, "numbers": 0.915, "direction": 0.899}
 
 
 @pytest.fixture(scope="module")
@@ -149,10 +155,18 @@ LOWER_CONFIDENCE_BY_DESIGN = {
         ("unsustained", "two refusals of an agent's overflowing context, which its operator let be"),
 }
 # Look-alikes that speak with a stated finding, each named with why nothing in its text tells it
-# from the failures beside it in the corpus. None now: 2582 (a bare CUDA OOM in a fine-tune's
-# bitsandbytes traceback) spoke until round 21 showed a second of its kind (a trainer's step), and
-# PyTorch's messages under another program's traceback with no trace of vLLM are now its failure
-STATED_BY_DESIGN: dict[str, str] = {}
+# from the failures beside it in the corpus. 2582 (a bare CUDA OOM in a fine-tune's bitsandbytes
+# traceback) spoke until round 21 showed a second of its kind (a trainer's step), and PyTorch's
+# messages under another program's traceback with no trace of vLLM are now its failure. Round 27's
+# two are pages that name vLLM's error in running prose, with no log around it; the corpus's
+# failures hold the same words retold in prose by people whose server did fail, and the finding is
+# an alert (no current configuration is known). A reading of prose as mention or report is not built
+STATED_BY_DESIGN: dict[str, str] = {
+    "none/2902-runaihome-wont-start-guide-tldr-names-errors-in-prose":
+        "a troubleshooting guide's summary that names the cache-block error in parentheses inside a sentence",
+    "none/2905-pypi-ml-memguard-readme-names-oom-errors":
+        "a package's README that opens a sentence with the cache-block error's first two sentences",
+}
 SPEAK_BY_DESIGN = set(LOWER_CONFIDENCE_BY_DESIGN) | set(STATED_BY_DESIGN)
 
 
