@@ -101,7 +101,7 @@ class LiteralSearch:
         for literal, idxs in self.direct:
             pos, after = buf.find(literal, a, b), self.next_of.get(idxs)
             while pos >= 0:
-                if not _followed(buf, pos + len(literal), after):  # the next occurrence may be
+                if not _followed(buf, pos + len(literal), after):  # a later one on the line may be
                     pos = buf.find(literal, pos + 1, b)
                     continue
                 at = buf.rfind(nl, 0, pos) + 1
