@@ -99,6 +99,12 @@ CASES = [
     ("vllm-ascend's KV budget of 0 bytes", "(Worker_TP0 pid=552) INFO 10-28 21:14:49 [worker_v1.py:259] Available "
      "memory: 0, total memory: 65452113920", "vllm.acct.ascend_no_memory", "no_kv_cache_memory", "inferred",
      {"available_kv_gib": 0.0}, ("gpu_memory_utilization", "increase")),
+    # the poster's words in Chinese on the next line, joined to it as a wrap would be: a number is
+    # ended by a CJK character as by a blank (CJK letters are word characters to a Unicode \b)
+    ("vllm-ascend's KV budget of 0 bytes, the poster's words below it", "(EngineCore_DP0 pid=634) INFO 11-22 "
+     "10:01:28 [worker_v1.py:256] Available memory: 0, total memory: 65452113920\n\u7b2c\u4e8c\u4e2a\u6a21\u578b"
+     "\u542f\u52a8\u65f6\u62a5\u9519\u663e\u5b58\u4e3a0", "vllm.acct.ascend_no_memory", "no_kv_cache_memory",
+     "inferred", {"available_kv_gib": 0.0, "total_gib": 60.95703125}, ("gpu_memory_utilization", "increase")),
     ("cut inside CUDA-graph capture", "\n".join(CAPTURE),
      "vllm.cut.cudagraph_capture", "cuda_graph_oom", "truncated", {"available_kv_gib": 20.1}, ("enforce_eager", "enable")),
     ("V0 KV check with the block count printed before", H + "# GPU blocks: 1478, # CPU blocks: 2048\n" + H + "ValueError: "

@@ -294,6 +294,11 @@ CASES = [
      ServingConfig(max_model_len=8192), None, "vllm.kv_cache_max_model_len_shortened",
      "max_model_len_exceeds_kv_cache", {"needed_kv_gib": 1.75, "available_kv_gib": 0.13},
      {"max_model_len": "decrease", "gpu_memory_utilization": "increase"}, {"max_model_len": 512}, ["0.13 of the 1.75 GiB"]),
+    ("max seq len error, its middle elided and the figure before the word",
+     'vLLM refused to start ("8.48 GiB KV cache is needed \u2026 7.48 GiB available").', ServingConfig(max_model_len=131072),
+     None, "vllm.kv_cache_max_model_len_shortened", "max_model_len_exceeds_kv_cache",
+     {"needed_kv_gib": 8.48, "available_kv_gib": 7.48}, {"max_model_len": "decrease", "gpu_memory_utilization": "increase"},
+     {"max_model_len": 103936}, ["7.48 of the 8.48 GiB"]),
     # --- platform plugins ---------------------------------------------------------------------
     ("tenstorrent device bound on max_model_len", "ValueError: TT-Llama8B and TT-Llama11B do not support max_model_len "
      "greater than 32768 on N150 (received 65536). Set --max_model_len to 32768 or lower in vLLM.", None, None,
@@ -401,6 +406,7 @@ HEALTHY = [
     "INFO [utils.py:776] Weights are held outside this process: of the 71.27 GiB utilization budget, 40.5 GiB is "
     "externally held and 30.77 GiB remains for the engine's own allocations.",
     "an estimate: 2.0 GiB KV cache is needed, available 5.0 GiB",  # the need fits: no failure
+    "a plan: 2.0 GiB KV cache is needed ... 5.0 GiB available",  # likewise, elided
     "WARNING [scheduler.py:392] max_num_batched_tokens (8192) exceeds max_num_seqs * max_model_len (4096). This "
     "may lead to unexpected behavior.",
     "WARNING [kv_cache_planning.py:1506] --max-model-len auto reduced max_model_len from 131072 to 20480 (2.5 GiB "

@@ -108,8 +108,12 @@ CATEGORIES = {"prefix", "abridged", "raise_site", "accounting", "truncated", "ru
 # right, 15 of 17 look-alikes silent, the two that spoke a guide and a README naming the cache-block
 # error in prose, STATED_BY_DESIGN below; the miss is an inductor bounds assert of a RoPE table
 # outgrown, and one excerpt retold the weights OOM's numbers on lines of their own): 0.930
-# (numbers 0.915, direction 0.899)
-FLOORS = {"kind": 0.930, "numbers": 0.915, "direction": 0.899}
+# (numbers 0.915, direction 0.899); 24 more (a twenty-eighth, 989: vLLM's forum, model cards,
+# release notes, and threads in Chinese and of hardware plugins; 11 of 13 failures right and 11 of
+# 11 look-alikes silent before any rule saw them; then the KV check retold with its middle elided
+# and the available figure before the word, and a number ended by the CJK letters of the
+# poster's words joined to its line): 0.931 (numbers 0.915, direction 0.8995)
+FLOORS = {"kind": 0.931, "numbers": 0.915, "direction": 0.899}
 
 
 @pytest.fixture(scope="module")
