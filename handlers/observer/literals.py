@@ -53,7 +53,7 @@ class LiteralSearch:
         self.dense = [g for g in plan.anchored if not g.sparse]
         self.sparse = [g for g in plan.anchored if g.sparse]
         self.lines: dict[int, set[int]] = {}  # line start -> matchers, until taken
-        self.next_of = _next_chars(matchers, plan, log.binary)
+        self.next_of = _next_chars(matchers, log.binary)
         self.simple, self.regexes = _simple(matchers), Regexes(matchers)
 
     def _line_holds(self, group: Group, buf, base: int, m: re.Match, b: int) -> int:
@@ -120,15 +120,8 @@ class LiteralSearch:
         for group in self.sparse:
             char, before, match = group.char, group.before, group.regex.match
             pos = find(char, a, b)
-            if before is None:
-                while pos >= 0:
-                    m = match(buf, pos, b)
-                    if m:
-                        pos = holds(group, buf, base, m, b)
-                    pos = find(char, pos + 1, b)
-                continue
             while pos >= 0:
-                if buf[pos - 1] in before:
+                if before is None or buf[pos - 1] in before:
                     m = match(buf, pos, b)
                     if m:
                         pos = holds(group, buf, base, m, b)
@@ -181,17 +174,18 @@ class LiteralSearch:
         return found
 
 
-def _next_chars(matchers: tuple[Matcher, ...], plan: Plan, binary: bool) -> dict[tuple[int, ...], frozenset]:
-    """The matchers' `next_chars`, by the indices that share a literal of `plan`, where each of them
-    has some (as byte values for a log kept as bytes): a line holds such a literal only where one
-    of them follows it. Literals that span lines have none: they are searched across pieces."""
+@functools.lru_cache(maxsize=16)
+def _next_chars(matchers: tuple[Matcher, ...], binary: bool) -> dict[tuple[int, ...], frozenset]:
+    """The matchers' `next_chars`, by the indices that share a literal (Prefilter.literals, as every
+    plan names them), where each of them has some (as byte values for a log kept as bytes): a line
+    holds such a literal only where one of them follows it. Made once per rule set. A literal that
+    spans lines is searched across pieces, never looked up here."""
     out = {}
-    for group in (*plan.anchored, plan.direct):
-        for _, idxs in (group.literals if isinstance(group, Group) else group):
-            chars = [matchers[i].next_chars for i in idxs]
-            if all(chars):
-                joined = "".join(chars)
-                out[idxs] = frozenset(joined.encode("ascii") if binary else joined)
+    for _, idxs in prefilter_for(matchers).literals:
+        chars = [matchers[i].next_chars for i in idxs]
+        if all(chars):
+            joined = "".join(chars)
+            out[idxs] = frozenset(joined.encode("ascii") if binary else joined)
     return out
 
 

@@ -330,3 +330,21 @@ def test_the_format_example_in_the_readme_loads():
     example = re.search(r"```toml\n(.*?)```", readme, re.DOTALL).group(1)
     rs = parse_rules(example, "README.md")
     assert rs.version == "builtin-2" and rs.diagnose(WARMUP).primary.fix == {"max_num_seqs": 128}
+
+
+# a Unicode \b sees no boundary between a digit and a CJK letter: a number that must end where its
+# digits do is ended with (?a:\b), or a poster's Chinese words joined to its line hide it
+_NUMBER_THEN_UNICODE_BOUNDARY = re.compile(r"(?:\\d[+*]?|\{(?:int|num|size)\})\)?\\b")
+
+
+def test_no_builtin_pattern_ends_a_number_with_a_unicode_word_boundary():
+    offending = sorted({m.rule.id for m in MATCHERS for p in m.rule.patterns
+                        for piece in ([p] if isinstance(p, str) else p) if _NUMBER_THEN_UNICODE_BOUNDARY.search(piece)})
+    assert offending == []
+
+
+def test_the_lint_above_sees_a_unicode_boundary_after_a_number():
+    assert _NUMBER_THEN_UNICODE_BOUNDARY.search(r"total memory: (?P<total>\d+)\b")
+    assert _NUMBER_THEN_UNICODE_BOUNDARY.search(r"--max-model-len (?P<len>{int})\b")
+    assert not _NUMBER_THEN_UNICODE_BOUNDARY.search(r"total memory: (?P<total>\d+)(?a:\b)")
+    assert not _NUMBER_THEN_UNICODE_BOUNDARY.search(r"\bmax_model_len")
