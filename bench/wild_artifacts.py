@@ -33,6 +33,8 @@ def _per_line(f):
 
 
 _STAMP = re.compile(r"\d\d:\d\d:\d\d")
+#: a memory figure, as a person sets it in bold in notes that retell a log
+_SIZE = re.compile(r"(?<![\w.*-])-?\d+(?:\.\d+)? ?(?:bytes|[KMGT]i?B)(?![\w*])")
 
 
 def _newest_first(text: str) -> str:
@@ -70,6 +72,7 @@ ARTIFACTS = {
     "kubectl --timestamps": _per_line(lambda i, line: f"2025-03-01T12:00:{i % 60:02d}.123456789Z " + line),
     "journald prefix": _per_line(lambda i, line: f"Mar 01 12:00:{i % 60:02d} gpu-host vllm[4321]: " + line),
     "newest first": _newest_first,
+    "Markdown bold figures": lambda t: _SIZE.sub(r"**\g<0>**", t),
 }
 #: what takes words away: a viewer that cuts long lines (a reading cut before the words that state
 #: a failure is lost, so these are measured, not held to a floor)

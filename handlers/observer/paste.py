@@ -9,6 +9,11 @@ should have to know about, each of them a mechanism, none of them one log's word
   Each is mapped to the ASCII character vLLM printed (the compatibility forms of Unicode's
   NFKC, plus the quotes and dashes NFKC keeps);
 - **HTML entities** from a scraped page: ``&quot;``, ``&#39;``, ``&gt;``;
+- **Markdown bold** that a person put around a figure or a phrase of the log they retell
+  (``Available KV cache memory: **-0.93 GiB**``): a pair of ``**`` by Markdown's flanking
+  rules (the first before a non-blank and after no word character, the second after a
+  non-blank and before no word character, on one line) is taken off. ``**kwargs`` and ``a**2``
+  form no pair; ``__`` is left alone, since Python's ``__init__`` would form one;
 - **log lines inside JSON**: docker's json-file driver (``{"log": "...\\n", "stream": ...}``),
   Kubernetes and cloud log exports (``message``, ``msg``, ``textPayload``, ``jsonPayload``):
   each such line is replaced by the text it carries, whose ``\\n`` become lines again;
@@ -59,6 +64,9 @@ _LOOKALIKE_RE = re.compile("[" + "".join(re.escape(chr(c)) for c in _LOOKALIKES)
 
 # -- HTML entities ---------------------------------------------------------------------------
 _ENTITY = re.compile(r"&(?:quot|apos|amp|lt|gt|nbsp|#\d{1,6}|#[xX][0-9a-fA-F]{1,6});")
+
+# -- Markdown bold ----------------------------------------------------------------------------
+_BOLD = re.compile(r"(?<![\w*])\*\*(?=[^\s*])([^\n*]{0,300}?[^\s*])\*\*(?![\w*])")
 
 # -- log lines inside JSON -------------------------------------------------------------------
 #: the fields that carry a log line, in the collectors' spellings; the first one present wins
@@ -155,6 +163,14 @@ def _has_entities(probe: str) -> bool:
 
 def _without_entities(text: str) -> str:
     return _ENTITY.sub(lambda m: html.unescape(m.group()), text)
+
+
+def _has_bold(probe: str) -> bool:
+    return "**" in probe and _BOLD.search(probe) is not None
+
+
+def _without_bold(text: str) -> str:
+    return _BOLD.sub(r"\1", text)
 
 
 def _carried(line: str) -> str | None:
@@ -360,6 +376,7 @@ _WHOLE_TEXT_STEPS = (_UNDOUBLED, _REORDERED)
 _STEPS = (
     (_has_lookalikes, _always(_without_lookalikes)),
     (_has_entities, _always(_without_entities)),
+    (_has_bold, _always(_without_bold)),
     (_is_json_log, _always(_out_of_json)),
     (_has_escaped, _always(_unescaped)),
     (_is_double_spaced, _UNDOUBLED),

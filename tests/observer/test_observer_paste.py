@@ -55,6 +55,16 @@ def test_a_plain_log_is_given_back_as_it_came():
     assert unpasted(data) is data
 
 
+def test_markdown_bold_comes_off_and_pythons_stars_stay():
+    # a pair by Markdown's flanking rules, on one line; `**kwargs`, `a**2` and a lone `**` form none
+    text = ("Available KV cache memory: **-0.93 GiB**. **No cache blocks.**\n"
+            "  File \"x.py\", line 1, in f\n    return g(*args, **kwargs) + a**2 ** 3\n")
+    assert unpasted(text) == ("Available KV cache memory: -0.93 GiB. No cache blocks.\n"
+                              "  File \"x.py\", line 1, in f\n    return g(*args, **kwargs) + a**2 ** 3\n")
+    code = "    return g(*args, **kwargs)\n    y = a**2\n"
+    assert unpasted(code) is code
+
+
 def test_a_logged_prompt_that_holds_newlines_stays_one_line():
     line = ("INFO 05-01 10:00:00 [logger.py:39] Received request chatcmpl-1: prompt: "
             "'Why does\\nValueError: x happen?\\nthanks', params: SamplingParams(n=1)")
