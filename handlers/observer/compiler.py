@@ -180,7 +180,7 @@ def _compile(rule: RuleSpec) -> CompiledRule:
     for key, value, default in (("confidence", rule.confidence, "stated"), ("sustain", rule.sustain, 1),
                                 ("gap", rule.gap, 0), ("alone", rule.alone, "silent"), ("cut_in", rule.cut_in, ""),
                                 ("raise_frame", rule.raise_frame, False),
-                                ("prefilter_next", rule.prefilter_next, "")):
+                                ("prefilter_next", rule.prefilter_next, ""), ("retried", rule.retried, False)):
         if value != default:
             canonical[key] = value
     if guard is not None:

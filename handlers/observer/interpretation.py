@@ -49,6 +49,9 @@ class Diagnosis(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 #: occurrences and its latest; the rest are counted (Diagnosis.repeated). A log that repeats
 #: one failure on every line then needs memory for the failure, not for every line
 MAX_LISTED = 16
+#: distinct findings of `retried` rules held in one start attempt; past this many they are counted
+#: at once (a log so full of retried allocations is no longer one that recovers quietly)
+MAX_HELD_RETRIED = 256
 #: findings of one kind this many lines apart in one attempt tell of one failure (Interpretation._with_cause)
 CAUSE_LINES = 60
 #: the namespaces of the rules that read PyTorch's own messages, its device plugins' included
@@ -95,6 +98,9 @@ class Interpretation:
         self.sites: list[tuple[int, Finding]] = []  # raise-site findings of this attempt, held back
         # findings of a log cut inside a region, held back: (priority, finding, the region's opener)
         self.cuts: list[tuple[int, Finding, str]] = []
+        # findings of `retried` rules (a warning the code retries after) in this start attempt, held
+        # until it ends: identity -> [priority, first finding, occurrences, latest finding]
+        self.retried: dict[str, list] = {}
         # what the context lines read said, with the line that first said it (a line a wrapper
         # mirrors says nothing more): a log cut in a phase shows more than its opener
         self.context_said: dict[tuple[str, str], int] = {}
@@ -119,6 +125,7 @@ class Interpretation:
                 self.context_said.setdefault(said(hit), hit.line)
             for mark in rule.marks:
                 if mark == "reset":
+                    self._release_retried()
                     self._release_cuts()
                     self._flush_sites()
                     self.unphased = None
@@ -129,6 +136,7 @@ class Interpretation:
                     if self.attempt:
                         self.failed, self.attempt = self.attempt, {}
                 elif mark == "ready":
+                    self.retried.clear()  # the retries succeeded: the server came up
                     self._release_cuts()
                     self._flush_sites()
                     self.unphased = None
@@ -169,6 +177,17 @@ class Interpretation:
                 return
             self.short.pop(rule.kind, None)
         priority, finding = made
+        if rule.retried:
+            held = self.retried.get(_identity(finding))
+            if held is None:
+                if len(self.retried) >= MAX_HELD_RETRIED:  # memory grows with distinct warnings, not the log
+                    self._release_retried()
+                self.retried[_identity(finding)] = [priority, finding, 1, finding]
+            else:
+                held[2] += 1
+                held[3] = finding
+            return
+        self._release_retried()  # an error after the warnings: the attempt failed, they are part of it
         if hit.site:  # the message itself may follow, and says more: held back until it does not
             self.sites.append((priority, finding))
             return
@@ -182,6 +201,13 @@ class Interpretation:
             self.regions.clear()
             return
         self._found(priority, finding)
+
+    def _release_retried(self) -> None:
+        held, self.retried = self.retried, {}
+        for priority, first, occurrences, latest in held.values():
+            self._found(priority, first)
+            for _ in range(occurrences - 1):
+                self._found(priority, latest)
 
     def _release_cuts(self) -> None:
         cuts, self.cuts = self.cuts, []
@@ -316,6 +342,7 @@ class Interpretation:
         `tail` is the log's last characters (endings.tail_of), where a cut may be explained, or a
         function that reads them: called at most once, and only where the log ends inside a phase."""
         tail = functools.cache(tail) if callable(tail) else functools.partial(str, tail)
+        self._release_retried()  # the log ends before the server came up
         cuts, self.cuts = self.cuts, []
         for priority, finding, since in cuts:
             if another_cause(tail, since) is None:

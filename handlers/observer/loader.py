@@ -75,6 +75,7 @@ class _Rule(msgspec.Struct, forbid_unknown_fields=True):
     cut_in: str = ""
     raise_frame: bool = False
     prefilter_next: str = ""
+    retried: bool = False
     cut_after: int = 0  # a pattern of pieces may stop at its record's end after this many (_pieces)
     fix_like: str = ""  # resolved by _read: the derived values and fixes of a rule above it
 
@@ -235,7 +236,7 @@ def _rule(table: dict) -> RuleSpec:
                     direction=raw.direction, priority=raw.priority, window=raw.window, uses=tuple(raw.uses),
                     marks=tuple(raw.marks), refine=tuple(refine), note=raw.note, versions=raw.versions,
                     confidence=raw.confidence, when=raw.when, sustain=raw.sustain, gap=raw.gap, alone=raw.alone, cut_in=raw.cut_in,
-                    raise_frame=raw.raise_frame, prefilter_next=raw.prefilter_next)
+                    raise_frame=raw.raise_frame, prefilter_next=raw.prefilter_next, retried=raw.retried)
 
 
 def _fixes(value, path: list) -> tuple[FixSpec, ...]:

@@ -147,6 +147,9 @@ class RuleSpec(msgspec.Struct, frozen=True, kw_only=True):
     # the frame's next line is a `raise` (the message not shown), as a raise site (engine.py)
     raise_frame: bool = False
     prefilter_next: str = ""        # characters, one of which follows the prefilter in every match
+    # a warning after which the code retries (PyTorch's caching allocator frees its cache and tries
+    # again): the finding is held until the start attempt ends, and dropped where the server comes up
+    retried: bool = False
 
 
 class RuleProblem(ValueError):

@@ -554,6 +554,45 @@ CASES = [
      ("max_model_len", "decrease")),
     ("V0 on Gaudi: no HPU blocks", "INFO 05-01 10:00:05 habana_executor.py:85] # HPU blocks: 0, # CPU blocks: 256",
      "vllm.acct.no_gpu_blocks", "no_kv_cache_memory", "inferred", {"num_blocks": 0}, ("gpu_memory_utilization", "increase")),
+    # a person's notes that set a figure of the log in Markdown bold: the bold is taken off (paste.py)
+    ("KV budget retold with its figure in bold", "Result: EngineCore ValueError. Model load 27.31 GiB/card.\n"
+     "  Available KV cache memory: **-0.93 GiB**.\n  No cache blocks. Workers died.", "vllm.acct.negative_kv",
+     "no_kv_cache_memory", "inferred", {"available_kv_gib": -0.93}, ("gpu_memory_utilization", "increase")),
+    # the KV check retold: the estimate starts a sentence of its own, or the middle is elided up to it
+    ("KV check retold, its estimate a sentence of its own", "ValueError: To serve at least one request with the "
+     "model's max seq len\n(1000000), 3.09 GiB KV cache is needed, which is larger than the available\nKV cache "
+     "memory (0.24 GiB). Estimated maximum model length is 57344.", "vllm.kv_cache_max_model_len",
+     "max_model_len_exceeds_kv_cache", "stated", {"estimated_max_model_len": 57344, "available_kv_gib": 0.24},
+     ("max_model_len", "decrease")),
+    ("KV check elided from its need to its estimate", "ValueError: To serve at least one request with the model's max "
+     "seq len (1000000),\n3.15 GiB KV cache is needed ... estimated maximum model length is 77440.",
+     "vllm.kv_cache_max_model_len", "max_model_len_exceeds_kv_cache", "stated",
+     {"max_model_len": 1000000, "needed_kv_gib": 3.15, "estimated_max_model_len": 77440}, ("max_model_len", "decrease")),
+    # the CPU backend's KV budget is its "Available KV cache memory": the no-KV error after it has its figures
+    ("CPU backend: no KV budget, then the no-KV error", "(Worker pid=36) INFO 08-18 02:57:12 [cpu_worker.py:235] "
+     "Explicitly set (0.0/11.65) GiB for KV cache on node 0.\n(EngineCore pid=25) ERROR 08-18 02:57:12 [core.py:1231] "
+     "ValueError: No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when initializing "
+     "the engine (this flag also controls CPU memory reservation on the CPU backend, despite its name).",
+     "vllm.no_kv_cache_memory", "no_kv_cache_memory", "stated", {"available_kv_gib": 0.0, "total_gib": 11.65},
+     ("gpu_memory_utilization", "increase")),
+    # the KV check with its middle elided up to the memory it names
+    ("KV check elided up to the available memory", "the classic KV memory error: `0.38 GiB KV cache is needed ... "
+     "available KV cache memory\n(0.14 GiB)`.", "vllm.kv_cache_max_model_len_shortened",
+     "max_model_len_exceeds_kv_cache", "stated", {"needed_kv_gib": 0.38, "available_kv_gib": 0.14},
+     ("max_model_len", "decrease")),
+    # the derived-length error in a table cell: the parenthesis elided without its key, the period lost
+    ("derived-length error elided without its key", "| `ValueError: User-specified max_model_len (16384) is greater "
+     "than the derived max_model_len (8192...)` | capped at 8192 | do not raise |", "vllm.max_model_len_above_derived",
+     "other_config_error", "stated", {"max_model_len": 16384, "derived_max_model_len": 8192},
+     ("max_model_len", "decrease")),
+    # the startup check quoted from its middle on: its own clause, in no other message
+    ("startup check from its middle on", "it fails the pre-check (`Free memory on device xpu:0 … less than desired "
+     "GPU memory utilization`) regardless", "vllm.startup_free_memory_tail", "startup_free_memory_below_utilization",
+     "stated", {}, ("gpu_memory_utilization", "decrease")),
+    ("startup check's tail with its numbers", "ValueError: ... is less than desired GPU memory utilization (0.95, "
+     "15.13 GiB). Decrease GPU memory utilization or reduce GPU memory used by other processes.",
+     "vllm.startup_free_memory_tail", "startup_free_memory_below_utilization", "stated",
+     {"requested_utilization": 0.95, "requested_gib": 15.13}, ("gpu_memory_utilization", "decrease")),
 ]
 
 
@@ -587,6 +626,16 @@ SILENT = [
     H + "# GPU blocks: 2575, # CPU blocks: 2048",                                # healthy block count
     H + "Maximum concurrency for 4096 tokens per request: 12.50x",
     V1 + "Available KV cache memory: 20.1 GiB",
+    "Available KV cache memory: **20.1 GiB** on each card, plenty.",            # bold, and healthy
+    # a table of a healthy start's figures, keyed as the startup check's head reads
+    "- **Free memory on device:** 77.64/79.18 GiB on startup\n- **Desired GPU utilization:** 0.9 (71.26 GiB)",
+    # the derived-length WARNING (the override allowed) with its parenthesis elided
+    "WARNING 03-02 10:00:01 [model.py:1] User-specified max_model_len (200000) is greater than the derived "
+    "max_model_len (max_position_embeddings=131072 ...). Make sure the value is correct and within the model context "
+    "size.",
+    "the CPU check passed: Available memory on node 0 (6.06/7.75 GiB), desired CPU memory utilization (0.4, 3.1 GiB)",
+    "(Worker pid=19850) INFO 06-13 20:03:57 [cpu_worker.py:235] Auto set (1.48/18.0) GiB for KV cache on node 0, "
+    "with 5.4 GiB requested memory for the worker. 3.92 GiB memory was consumed by non-kv usages.",  # healthy CPU
     "(Worker_TP0 pid=552) INFO 10-28 21:14:49 [worker_v1.py:259] Available memory: 21474836480, total memory: "
     "65452113920",                                                               # an NPU with KV room
     "\n".join([STATS.format(s=1, w=0, kv=95.9)] + [V1 + "GET /health 200"] * 45 + [STATS.format(s=21, w=0, kv=96.0)]),
@@ -771,3 +820,41 @@ def test_a_queue_at_256_running_is_not_the_caps_when_the_config_allows_more():
     assert "only 256 of 512 sequence slots in use" in f.note
     f = diagnose(log, current=ServingConfig(max_num_seqs=256)).primary
     assert f.action == "tune" and f.fix["max_num_seqs"] > 256
+
+
+def test_the_whole_startup_message_is_one_finding_not_its_tail_too():
+    log = ("ValueError: Free memory on device cuda:0 (2.8/23.54 GiB) on startup is less than desired GPU memory "
+           "utilization (0.9, 21.19 GiB). Decrease GPU memory utilization or reduce GPU memory used by other processes.")
+    d = diagnose(log)
+    assert [f.rule for f in d.findings] == ["vllm.startup_free_memory"]
+
+
+READY_NEW = "(APIServer pid=17917) INFO 09-30 16:57:09 [entry.py:139] Starting vLLM server on http://127.0.0.1:8000"
+ALLOCATOR = ("[rank0]:[W930 16:56:50.1 CUDACachingAllocator.cpp:1050] memory allocation failed with OOM on device 0 "
+             "while trying to allocate {n} bytes (free: 73400320, total: 23661248512)")
+
+
+@pytest.mark.parametrize("ready", [READY_NEW, "INFO 05-01 10:00:09 api_server.py:1] Starting vLLM API server on "
+                                              "http://0.0.0.0:8000", "Starting vLLM API server 0 on http://0.0.0.0:8000"])
+def test_a_server_that_comes_up_after_an_error_has_no_failure_now(ready):
+    log = "\n".join([OOM, ready])
+    d = diagnose(log)
+    assert d.primary is None and [f.kind for f in d.findings] == ["cuda_oom_allocation"]
+
+
+def test_a_launchers_echo_is_not_the_server_coming_up():
+    assert diagnose("\n".join([OOM, "Starting vLLM server on port 8000 ..."])).primary is not None
+
+
+def test_allocator_warnings_of_a_start_that_comes_up_are_no_finding():
+    """PyTorch's allocator retries after the warning: where the server then serves, the retries
+    succeeded; where the log ends first, or another start follows, the warnings are told."""
+    warnings = [ALLOCATOR.format(n=134217728 + i) for i in range(3)]
+    assert diagnose("\n".join(warnings + [READY_NEW])).findings == []
+    cut = diagnose("\n".join(warnings))
+    assert cut.primary.rule == "torch.allocator_oom_warning" and len(cut.findings) == 3
+    restarted = diagnose("\n".join(warnings + [V1 + "Initializing a V1 LLM engine (v0.30.0) with config: x"]))
+    assert len(restarted.findings) == 3
+    # an error after them: the attempt failed, and the error is the finding
+    failed = diagnose("\n".join(warnings + [OOM]))
+    assert failed.primary.rule == "torch.cuda_oom" and len(failed.findings) == 4

@@ -131,6 +131,11 @@ CASES = [
      "vllm.cpu_startup_free_memory", "startup_free_memory_below_utilization",
      {"free_gib": 20.0, "total_gib": 31.2, "requested_utilization": 0.9, "requested_gib": 28.08},
      DEC_UTIL, {"gpu_memory_utilization": 0.55}, []),  # 20*0.9/31.2 = 0.577 -> 0.55
+    ("cpu startup retold, its middle elided", "Pod crash-looped: `Available memory on node 0 (3.06/7.75 GiB) ... is "
+     "less\nthan desired CPU memory utilization (0.4, 3.1 GiB)`.", None, None,
+     "vllm.cpu_startup_free_memory_retold", "startup_free_memory_below_utilization",
+     {"free_gib": 3.06, "total_gib": 7.75, "requested_utilization": 0.4, "requested_gib": 3.1},
+     DEC_UTIL, {"gpu_memory_utilization": 0.35}, ["3.06 of 7.75 GiB"]),  # 3.06*0.9/7.75 = 0.355 -> 0.35
     # --- vLLM 0.2's paged attention: a sequence's logits in shared memory ---------------------
     ("0.2 shared memory per block below max_model_len", "RuntimeError: vLLM cannot currently support "
      "max_model_len=65536 with block_size=16 on GPU with compute capability (8, 9) (required shared memory 264252.0 > "
