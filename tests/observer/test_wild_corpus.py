@@ -112,8 +112,17 @@ CATEGORIES = {"prefix", "abridged", "raise_site", "accounting", "truncated", "ru
 # release notes, and threads in Chinese and of hardware plugins; 11 of 13 failures right and 11 of
 # 11 look-alikes silent before any rule saw them; then the KV check retold with its middle elided
 # and the available figure before the word, and a number ended by the CJK letters of the
-# poster's words joined to its line): 0.931 (numbers 0.915, direction 0.8995)
-FLOORS = {"kind": 0.931, "numbers": 0.915, "direction": 0.899}
+# poster's words joined to its line): 0.931 (numbers 0.915, direction 0.8995); 73 more (a
+# twenty-ninth, 1062: Chinese pages and a 2026 benchmark PR, then run logs and notes committed to
+# repositories (notebook outputs, server logs, agents' ledgers, READMEs), each folder scored before
+# any rule changed for it: 40 of 53 failures right and 18 of 20 look-alikes silent; then Markdown
+# bold taken off a retold figure, the KV check's estimate as a sentence of its own or after an
+# elision, the CPU backend's KV budget as its available KV memory, the server's "Starting vLLM
+# server on" (0.2x+) as ready, the allocator's retried warnings dropped where the server comes up,
+# the CPU startup check retold, the KV check elided up to its available memory, the derived length
+# elided without its key, and the startup check from its middle on: 45 of 53 and 20 of 20; most of
+# what is left retells an error in prose): 0.925 (numbers 0.903, direction 0.8956)
+FLOORS = {"kind": 0.925, "numbers": 0.903, "direction": 0.895}
 
 
 @pytest.fixture(scope="module")
