@@ -634,6 +634,8 @@ SILENT = [
     "max_model_len (max_position_embeddings=131072 ...). Make sure the value is correct and within the model context "
     "size.",
     "the CPU check passed: Available memory on node 0 (6.06/7.75 GiB), desired CPU memory utilization (0.4, 3.1 GiB)",
+    # a README's troubleshooting heading that names the startup error: no elision, no numbers
+    '### "Free memory less than desired GPU memory utilization"\n\nLower GPU_MEMORY_UTILIZATION by 0.01.',
     "(Worker pid=19850) INFO 06-13 20:03:57 [cpu_worker.py:235] Auto set (1.48/18.0) GiB for KV cache on node 0, "
     "with 5.4 GiB requested memory for the worker. 3.92 GiB memory was consumed by non-kv usages.",  # healthy CPU
     "(Worker_TP0 pid=552) INFO 10-28 21:14:49 [worker_v1.py:259] Available memory: 21474836480, total memory: "

@@ -121,8 +121,12 @@ CATEGORIES = {"prefix", "abridged", "raise_site", "accounting", "truncated", "ru
 # server on" (0.2x+) as ready, the allocator's retried warnings dropped where the server comes up,
 # the CPU startup check retold, the KV check elided up to its available memory, the derived length
 # elided without its key, and the startup check from its middle on: 45 of 53 and 20 of 20; most of
-# what is left retells an error in prose): 0.925 (numbers 0.903, direction 0.8956)
-FLOORS = {"kind": 0.925, "numbers": 0.903, "direction": 0.895}
+# what is left retells an error in prose): 0.925 (numbers 0.903, direction 0.8956); 37 more (a
+# thirtieth, 1099: run logs committed to repositories, found by their file names; 22 of 24 failures
+# right and 12 of 13 look-alikes silent before any rule saw them; the one that spoke, a README's
+# heading naming the startup error by its two ends, is no quote for the check's tail rule now):
+# 0.9247 (numbers 0.9051, direction 0.892)
+FLOORS = {"kind": 0.924, "numbers": 0.905, "direction": 0.892}
 
 
 @pytest.fixture(scope="module")
