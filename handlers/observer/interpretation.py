@@ -203,11 +203,15 @@ class Interpretation:
         self._found(priority, finding)
 
     def _release_retried(self) -> None:
+        """Count the held warnings of a start attempt that did not come up. A warning the code
+        retried after ended no phase (a failure does: `_found`), so the regions stay as they are."""
         held, self.retried = self.retried, {}
+        if held:
+            self.ready_after_last_finding = False
         for priority, first, occurrences, latest in held.values():
-            self._found(priority, first)
+            self._count(priority, first)
             for _ in range(occurrences - 1):
-                self._found(priority, latest)
+                self._count(priority, latest)
 
     def _release_cuts(self) -> None:
         cuts, self.cuts = self.cuts, []
@@ -342,13 +346,13 @@ class Interpretation:
         `tail` is the log's last characters (endings.tail_of), where a cut may be explained, or a
         function that reads them: called at most once, and only where the log ends inside a phase."""
         tail = functools.cache(tail) if callable(tail) else functools.partial(str, tail)
-        self._release_retried()  # the log ends before the server came up
         cuts, self.cuts = self.cuts, []
         for priority, finding, since in cuts:
             if another_cause(tail, since) is None:
                 self._count(priority, finding)
         self._flush_sites()
-        self._cut_short(tail)
+        self._cut_short(tail)  # before the held warnings: a retried one is no failure the log shows
+        self._release_retried()  # the log ends before the server came up
         self._not_vllms(tail)  # before a lone runtime line is told: what is left is all the log shows
         self._unsustained()
         attempt = self.attempt or self.failed

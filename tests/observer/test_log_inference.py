@@ -857,6 +857,10 @@ def test_allocator_warnings_of_a_start_that_comes_up_are_no_finding():
     assert cut.primary.rule == "torch.allocator_oom_warning" and len(cut.findings) == 3
     restarted = diagnose("\n".join(warnings + [V1 + "Initializing a V1 LLM engine (v0.30.0) with config: x"]))
     assert len(restarted.findings) == 3
+    # a log that then stops inside CUDA-graph capture died there: the warnings were retried
+    died = diagnose("\n".join(warnings[:1] + CAPTURE))
+    assert (died.primary.rule, died.primary.confidence) == ("vllm.cut.cudagraph_capture", "truncated")
+    assert [f.rule for f in died.findings] == ["vllm.cut.cudagraph_capture", "torch.allocator_oom_warning"]
     # an error after them: the attempt failed, and the error is the finding
     failed = diagnose("\n".join(warnings + [OOM]))
     assert failed.primary.rule == "torch.cuda_oom" and len(failed.findings) == 4
