@@ -84,6 +84,12 @@ ESCAPED_AT_LEAST = 2
 _ESCAPED = re.compile(r"(?<!\\)(?:\\r)?\\n")
 _RECORD_START = re.compile(
     rf"\s*(?:{_ANCHOR.pattern}|(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception):|raise\b|\^)")
+#: a JSON string escapes what is not ASCII (json.dumps' default): an ellipsis, a curly quote,
+#: ANSI's ESC; a character outside the BMP is a surrogate pair, and a lone surrogate (which no
+#: file could hold) becomes U+FFFD
+_UNICODE_ESCAPE = re.compile(
+    r"(?<!\\)\\u(?:([dD][89abAB][0-9a-fA-F]{2})\\u([dD][c-fC-F][0-9a-fA-F]{2})|([0-9a-fA-F]{4}))")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 # -- double spacing --------------------------------------------------------------------------
 #: a paste is double spaced when it has this many non-blank lines, none of them next to another
@@ -175,20 +181,31 @@ def _without_bold(text: str) -> str:
 
 def _carried(line: str) -> str | None:
     """The log text a JSON log line carries, or None when it is no such line."""
-    s = line.strip()
-    if not (s.startswith("{") and s.endswith("}")):
-        return None
-    try:
-        obj = json.loads(s)
-    except ValueError:
-        return None
+    obj = _json_of(line, "{", "}")
     if not isinstance(obj, dict):
         return None
     for holder in (obj, *(obj[k] for k in _NESTED if isinstance(obj.get(k), dict))):
         for field in _FIELDS:
             if isinstance(holder.get(field), str):
-                return holder[field]
+                return _sound(holder[field])
     return None
+
+
+def _json_of(line: str, opener: str, closer: str):
+    """The JSON value a whole line is, when it opens and closes so; None when it is none."""
+    s = line.strip()
+    if len(s) < 2 or s[0] != opener or s[-1] != closer:
+        return None
+    try:
+        return json.loads(s)
+    except ValueError:
+        return None
+
+
+def _sound(text: str) -> str:
+    """`text` with a lone surrogate (escaped in the JSON as \\udXXX, a character that no file or
+    encoder can hold) replaced by U+FFFD."""
+    return _SURROGATE.sub("\ufffd", text)
 
 
 def _is_json_log(probe: str) -> bool:
@@ -216,13 +233,37 @@ def _starts_a_record(piece: str) -> bool:
 def _split_escaped(line: str) -> str:
     if line.count("\\n") < ESCAPED_AT_LEAST:
         return line
+    whole = _json_string(line)
+    if whole is not None:
+        return _without_lookalikes(clean(whole))
     pieces = [p.replace('\\"', '"').replace("\\t", "    ").replace("\\'", "'") for p in _ESCAPED.split(line)]
     own = _ANCHOR.match(line) is not None or _ANCHOR.match(line, line.find(")") + 1 if line.startswith("(") else 0)
     # the first piece is where the string began: after a JSON key or a quote, anywhere on the line
     starts = sum(1 for p in pieces[1:] if _starts_a_record(p))
     if own and starts < 2 or not own and starts + (_RECORD_START.search(pieces[0]) is not None) < 1:
         return line
-    return "\n".join(pieces)
+    return "\n".join(pieces) if "\\u" not in line else _decoded("\n".join(pieces))
+
+
+def _json_string(line: str) -> str | None:
+    """What a line that is one JSON string literal as a whole (a log kept as an API's error
+    field, a notebook's output) says, decoded as JSON decodes it, or None for any other line:
+    such a line is read whatever its pieces start with, prose as well as records."""
+    got = _json_of(line, '"', '"')
+    return _sound(got) if isinstance(got, str) else None
+
+
+def _code_point(m: re.Match) -> str:
+    if m.group(3) is None:
+        return chr(0x10000 + (int(m.group(1), 16) - 0xD800) * 0x400 + int(m.group(2), 16) - 0xDC00)
+    c = int(m.group(3), 16)
+    return "\ufffd" if 0xD800 <= c <= 0xDFFF else chr(c)
+
+
+def _decoded(text: str) -> str:
+    """`text` with its JSON \\uXXXX escapes decoded, then read as any other paste (look-alike
+    characters mapped, ANSI escapes and carriage returns gone)."""
+    return _without_lookalikes(clean(_UNICODE_ESCAPE.sub(_code_point, text)))
 
 
 def _has_escaped(probe: str) -> bool:

@@ -7,6 +7,7 @@ shipper's JSON, a Markdown quote), not any one log's wording."""
 from __future__ import annotations
 
 import html
+import json
 import sys
 from pathlib import Path
 
@@ -63,6 +64,27 @@ def test_markdown_bold_comes_off_and_pythons_stars_stay():
                               "  File \"x.py\", line 1, in f\n    return g(*args, **kwargs) + a**2 ** 3\n")
     code = "    return g(*args, **kwargs)\n    y = a**2\n"
     assert unpasted(code) is code
+
+
+def test_a_log_kept_as_one_json_string_is_read_whatever_its_lines_start_with():
+    # an API's error field or a notebook's output: prose retellings as well as log records, and
+    # json.dumps escapes what is not ASCII (an ellipsis, a curly quote)
+    make = ARTIFACTS["one JSON string with escaped newlines"]
+    assert [name for name, text in FAILURES if _reading(make(text)) != _reading(text)] == []
+
+
+def test_a_json_strings_unicode_escapes_are_decoded_and_a_lone_surrogate_is_replaced():
+    text = json.dumps("It crash-looped:\n`0.38 GiB KV cache is needed \u2026 available KV cache memory "
+                      "(0.14 GiB)`\nthen \U0001F600 and a lone \ud800\n")
+    assert "\\u2026" in text and "\\ud83d\\ude00" in text
+    read = unpasted(text)
+    assert read == ("It crash-looped:\n`0.38 GiB KV cache is needed ... available KV cache memory "
+                    "(0.14 GiB)`\nthen \U0001F600 and a lone \ufffd\n")
+    read.encode("utf-8")  # no lone surrogate is left for a spool file to choke on
+    docker = "\n".join(json.dumps({"log": f"INFO 05-01 10:00:0{i} [x.py:1] a lone \ud800\n", "stream": "stderr"})
+                       for i in range(4))
+    assert unpasted(docker).count("a lone \ufffd") == 4
+    assert _reading(text) == ("max_model_len_exceeds_kv_cache", {"needed_kv_gib": 0.38, "available_kv_gib": 0.14})
 
 
 def test_a_logged_prompt_that_holds_newlines_stays_one_line():
