@@ -74,6 +74,8 @@ CASES = [
      ("gpu_memory_utilization", "decrease")),
     ("driver OOM retyped in another case", "Cuda Error: out of memory at /workspace/csrc/cumem_allocator.cpp: 62",
      "torch.cuda_driver_oom", "cuda_oom_allocation", "stated", {}, ("gpu_memory_utilization", "decrease")),
+    ("Triton's driver out of memory at a kernel's launch", V1 + "RuntimeError: Triton Error [CUDA]: out of memory",
+     "torch.cuda_driver_oom", "cuda_oom_allocation", "stated", {}, ("gpu_memory_utilization", "decrease")),
     ("traceback cut at the raise of a one-failure function", "\n".join([
         W + "Traceback (most recent call last):", FRAME.format(path="v1/worker/utils.py", n=413, fn="request_memory"),
         W + "    raise ValueError("]),
@@ -611,6 +613,8 @@ def test_each_mechanism_names_the_failure_with_its_confidence(name, log, rule, k
 
 
 SILENT = [
+    # Triton's driver on a fault that is no memory's
+    V1 + "RuntimeError: Triton Error [CUDA]: an illegal memory access was encountered",
     # the derived-length sentence as the WARNING vLLM logs when the override is allowed, cut where
     # the error's would be: no exception says it failed
     "WARNING 03-02 10:00:01 [model.py:1] User-specified max_model_len (200000) is greater than the derived "
