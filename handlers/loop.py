@@ -19,6 +19,7 @@ from selfheal.eventstore.store import EventStore, Pending, new_id
 from selfheal.handlers.escrow import lapse_expired
 from selfheal.handlers.flow import handlers
 from selfheal.handlers.incidents import new_incident
+from selfheal.handlers.observer.encoding import text_of
 from selfheal.handlers.ports import DeploymentEdges
 from selfheal.handlers.runtime import Runner, RunReport
 from selfheal.projections import snapshots
@@ -105,9 +106,10 @@ def read_raw(path: str) -> tuple[bytes, IncidentSource]:
 
 
 def read_input(path: str) -> tuple[str, IncidentSource]:
-    """A log excerpt from a file or standard input ('-'); undecodable bytes are kept as U+FFFD."""
+    """A log excerpt from a file or standard input ('-'), as UTF-8 (or UTF-16, as PowerShell
+    writes, observer/encoding.py); undecodable bytes are kept as U+FFFD."""
     data, source = read_raw(path)
-    return data.decode("utf-8", "replace"), source
+    return text_of(data), source
 
 
 def observe(store: EventStore, deployment: DeploymentEdges, paths: list[str],

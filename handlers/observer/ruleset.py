@@ -13,6 +13,7 @@ import json
 import os
 from collections.abc import Iterable
 
+from selfheal.handlers.observer.encoding import as_utf8
 from selfheal.handlers.observer.endings import tail_of
 from selfheal.handlers.observer.engine import Diagnosis, Interpretation, Matcher, compile_rules, read
 from selfheal.handlers.observer.logfile import FileBytes, open_log
@@ -65,11 +66,14 @@ class RuleSet:
             if isinstance(data, bytes):
                 return self.diagnose(data, *args)
             with data:
-                if not prefilter_for(self.matchers).bytes_ok:
-                    return self.diagnose(data[:], *args)
-                return self._diagnose(data, *args)
-        if isinstance(text, (bytes, bytearray, memoryview)) and not prefilter_for(self.matchers).bytes_ok:
-            text = bytes(text).decode("utf-8", "replace")
+                read = as_utf8(data)  # a log written as UTF-16 (encoding.py)
+                if isinstance(read, str) or not prefilter_for(self.matchers).bytes_ok:
+                    return self.diagnose(read if isinstance(read, str) else read[:], *args)
+                return self._diagnose(read, *args)
+        if isinstance(text, (bytes, bytearray, memoryview)):
+            text = as_utf8(text)
+            if not isinstance(text, str) and not prefilter_for(self.matchers).bytes_ok:
+                text = bytes(text[:]).decode("utf-8", "replace")
         return self._diagnose(text, *args)
 
     def _diagnose(self, text: str | bytes | FileBytes, current: ServingConfig | None, bounds: ActuatorBounds,

@@ -36,14 +36,16 @@ class SpooledLog(FileBytes):
         self.close()
 
 
-def rewritten(text: str | bytes | FileBytes, fix: Callable[[str], str], name: str = "log") -> str | FileBytes:
-    """`fix` applied to `text`, cleaned (normalize.clean): as a str for a short log, as a
-    SpooledLog for one longer than SPOOL_OVER."""
+def rewritten(text: str | bytes | FileBytes, fix: Callable[[str], str], name: str = "log",
+              encoding: str = "utf-8") -> str | FileBytes:
+    """`fix` applied to `text` (its bytes read in `encoding`, with U+FFFD for bad bytes), cleaned
+    (normalize.clean): as a str for a short log, as a SpooledLog of UTF-8 for one longer than
+    SPOOL_OVER."""
     if len(text) <= SPOOL_OVER:  # read at call time: tests lower it to spool short logs
-        whole = text if isinstance(text, str) else bytes(text[:]).decode("utf-8", "replace")
+        whole = text if isinstance(text, str) else bytes(text[:]).decode(encoding, "replace")
         return fix(clean(whole))
     with tempfile.TemporaryFile(prefix="selfheal-") as out:
-        for piece in _pieces(text):
+        for piece in _pieces(text, encoding):
             out.write(fix(clean(piece)).encode("utf-8", "surrogatepass"))
         out.flush()
         size = out.tell()
@@ -51,9 +53,9 @@ def rewritten(text: str | bytes | FileBytes, fix: Callable[[str], str], name: st
     return SpooledLog(fd, size, f"{getattr(text, 'path', name)} (rewritten)")
 
 
-def _pieces(text: str | bytes | FileBytes) -> Iterator[str]:
+def _pieces(text: str | bytes | FileBytes, encoding: str = "utf-8") -> Iterator[str]:
     """`text` as str pieces that end at a line end (but the last), about PIECE long."""
-    decode = None if isinstance(text, str) else codecs.getincrementaldecoder("utf-8")("replace").decode
+    decode = None if isinstance(text, str) else codecs.getincrementaldecoder(encoding)("replace").decode
     carried, at, n = "", 0, len(text)
     while at < n:
         raw = text[at:at + PIECE]
