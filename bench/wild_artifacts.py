@@ -73,6 +73,8 @@ ARTIFACTS = {
     "journald prefix": _per_line(lambda i, line: f"Mar 01 12:00:{i % 60:02d} gpu-host vllm[4321]: " + line),
     "newest first": _newest_first,
     "Markdown bold figures": lambda t: _SIZE.sub(r"**\g<0>**", t),
+    "cat -n line numbers": _per_line(lambda i, line: f"{i + 1:6d}\t{line}"),
+    "HTML line breaks (a table cell)": lambda t: t.replace("\n", "<br>"),
 }
 #: what takes words away: a viewer that cuts long lines (a reading cut before the words that state
 #: a failure is lost, so these are measured, not held to a floor)

@@ -9,6 +9,8 @@ should have to know about, each of them a mechanism, none of them one log's word
   Each is mapped to the ASCII character vLLM printed (the compatibility forms of Unicode's
   NFKC, plus the quotes and dashes NFKC keeps);
 - **HTML entities** from a scraped page: ``&quot;``, ``&#39;``, ``&gt;``;
+- **HTML line breaks**: a log put in a Markdown table's cell (a table's row is one line, so its
+  lines are joined with ``<br>``), or scraped from a page, becomes its lines again;
 - **Markdown bold** that a person put around a figure or a phrase of the log they retell
   (``Available KV cache memory: **-0.93 GiB**``): a pair of ``**`` by Markdown's flanking
   rules (the first before a non-blank and after no word character, the second after a
@@ -27,9 +29,10 @@ should have to know about, each of them a mechanism, none of them one log's word
   with a timestamp and the lines after it that have none) are put back in the order they were
   written, so that what came before a failure (a capture phase, a block count) is read as before;
 - **gutters** every line shares: a Markdown quote ``> ``, ``| ``, a box-drawing bar, a bullet,
-  a pastebin's line numbers, or the indentation of a block indented as a whole (a Markdown code
-  block, a list item), which carry no vLLM record start for the collector learner (prefixes.py)
-  to learn from, and under which a traceback's own indentation would read as continued lines.
+  a pastebin's line numbers and ``cat -n``'s, or the indentation of a block indented as a whole
+  (a Markdown code block, a list item), which carry no vLLM record start for the collector
+  learner (prefixes.py) to learn from, and under which a traceback's own indentation would read
+  as continued lines.
 
 What the log shows is decided from the same probe as the collector prefixes (its first and last
 lines), so a plain log, which is what a live vLLM writes, pays for a few searches of that probe
@@ -64,6 +67,12 @@ _LOOKALIKE_RE = re.compile("[" + "".join(re.escape(chr(c)) for c in _LOOKALIKES)
 
 # -- HTML entities ---------------------------------------------------------------------------
 _ENTITY = re.compile(r"&(?:quot|apos|amp|lt|gt|nbsp|#\d{1,6}|#[xX][0-9a-fA-F]{1,6});")
+
+# -- HTML line breaks ------------------------------------------------------------------------
+#: a log put in a Markdown table's cell, or scraped from a page, has its line ends as `<br>`;
+#: a log is taken to show them from this many in its probe
+_BREAK = re.compile(r"<[Bb][Rr][ \t]*/?>(?:\r?\n)?")
+BREAKS_AT_LEAST = 2
 
 # -- Markdown bold ----------------------------------------------------------------------------
 _BOLD = re.compile(r"(?<![\w*])\*\*(?=[^\s*])([^\n*]{0,300}?[^\s*])\*\*(?![\w*])")
@@ -110,8 +119,12 @@ BACKWARDS_AT_LEAST, BACKWARDS_RATIO = 3, 4
 
 
 # -- gutters ---------------------------------------------------------------------------------
+#: `cat -n` and `nl` number lines right-aligned in six columns, then a tab: the blanks before the
+#: number shrink as it grows, so the gutter is learnt without them (and first: a numbered line of
+#: a table, "    24\t| a |", is numbered before it is a bar)
+_NUMBERED = re.compile(r"[ ]{0,7}\d{1,7}\t")
 _GUTTER = re.compile(
-    r"[ \t]{0,4}(?:(?:>[ \t]?)+|[|\u2502\u2503\u258e\u258c][ \t]?|[-*\u2022][ \t]"
+    _NUMBERED.pattern + r"|[ \t]{0,4}(?:(?:>[ \t]?)+|[|\u2502\u2503\u258e\u258c][ \t]?|[-*\u2022][ \t]"
     r"|\d{1,6}[ \t]*[|\u2502][ \t]?|\d{1,6}:[ \t]+(?=\S))")
 #: a gutter is one that this share of the non-blank lines begin with, at least this many
 GUTTER_SHARE, GUTTER_AT_LEAST = 0.9, 3
@@ -169,6 +182,14 @@ def _has_entities(probe: str) -> bool:
 
 def _without_entities(text: str) -> str:
     return _ENTITY.sub(lambda m: html.unescape(m.group()), text)
+
+
+def _has_breaks(probe: str) -> bool:
+    return "<" in probe and len(_BREAK.findall(probe, 0)) >= BREAKS_AT_LEAST
+
+
+def _without_breaks(text: str) -> str:
+    return _BREAK.sub("\n", text)
 
 
 def _has_bold(probe: str) -> bool:
@@ -360,6 +381,8 @@ def _gutter_of(line: str) -> str | None:
     if not m:
         return None
     gutter = m.group()
+    if _NUMBERED.fullmatch(gutter):
+        return r"[ ]{0,7}\d{1,7}\t"
     # the blank after a quote or a bar is optional (an empty quoted line is the gutter alone);
     # after a bullet it is what makes it one ("-1.05GiB" is a number)
     bare = gutter.rstrip(" \t")
@@ -417,6 +440,7 @@ _WHOLE_TEXT_STEPS = (_UNDOUBLED, _REORDERED)
 _STEPS = (
     (_has_lookalikes, _always(_without_lookalikes)),
     (_has_entities, _always(_without_entities)),
+    (_has_breaks, _always(_without_breaks)),
     (_has_bold, _always(_without_bold)),
     (_is_json_log, _always(_out_of_json)),
     (_has_escaped, _always(_unescaped)),
