@@ -13,6 +13,8 @@
 - a partial last line is held until its newline arrives, or until the file rotates or is
   truncated (the rest will never come in that file, so what is there is a line);
 - bytes are decoded as UTF-8 with replacement characters: a log is never refused for its bytes;
+  a file written as UTF-16 (Windows PowerShell's redirection; handlers/observer/encoding.py
+  tells it from its first bytes, once there are any) is decoded as UTF-16;
 - a line longer than `max_line` bytes (1 MiB) is cut there, marked with `CUT_MARK`, and the
   rest of it is skipped, so one runaway line cannot exhaust memory.
 
@@ -22,9 +24,12 @@ A partial line still held when `stop` is set is dropped: it may be incomplete.
 """
 from __future__ import annotations
 
+import codecs
 import os
 import threading
 from collections.abc import Iterator
+
+from selfheal.handlers.observer.encoding import SNIFF, utf16_codec
 
 MAX_LINE = 1 << 20
 CUT_MARK = " [selfheal: line cut at {n} bytes]"
@@ -89,6 +94,8 @@ def follow(path: str | os.PathLike, *, poll_s: float = 0.2, stop: threading.Even
     f = None
     ident: tuple[int, int] | None = None
     existed_at_start = True  # only the file present when following began is read from its end
+    as_utf8: _Recoder | None = None  # the file's bytes as UTF-8, when they are not
+    sniffed = False  # whether the file's first bytes were there to tell its encoding
     try:
         while not stop.is_set():
             if f is None:
@@ -99,12 +106,15 @@ def follow(path: str | os.PathLike, *, poll_s: float = 0.2, stop: threading.Even
                     stop.wait(poll_s)
                     continue
                 ident = _identity(os.fstat(f.fileno()))
+                as_utf8, sniffed = _recoder(f)
                 if existed_at_start and not from_start:
-                    _seek_end(f, lines)
+                    _seek_end(f, lines, as_utf8.newline if as_utf8 else b"\n")
                 existed_at_start = False
             chunk = f.read(_CHUNK)
             if chunk:
-                yield from lines.feed(chunk)
+                if not sniffed:
+                    as_utf8, sniffed = _recoder(f)
+                yield from lines.feed(as_utf8(chunk) if as_utf8 else chunk)
                 continue
             # at the end of what is there: rotated, truncated, or just quiet?
             try:
@@ -115,7 +125,7 @@ def follow(path: str | os.PathLike, *, poll_s: float = 0.2, stop: threading.Even
                 # rename-and-create: the writer may have appended to the old file between our last
                 # read and the rename, so read it to its end before switching
                 while chunk := f.read(_CHUNK):
-                    yield from lines.feed(chunk)
+                    yield from lines.feed(as_utf8(chunk) if as_utf8 else chunk)
                 yield from lines.end()
                 f.close()
                 f = None
@@ -123,6 +133,7 @@ def follow(path: str | os.PathLike, *, poll_s: float = 0.2, stop: threading.Even
             if os.fstat(f.fileno()).st_size < f.tell():
                 yield from lines.end()
                 f.seek(0)
+                as_utf8, sniffed = _recoder(f)  # the writer may have started afresh in another encoding
                 continue
             stop.wait(poll_s)
     finally:
@@ -130,9 +141,32 @@ def follow(path: str | os.PathLike, *, poll_s: float = 0.2, stop: threading.Even
             f.close()
 
 
-def _seek_end(f, lines: _Lines) -> None:
+class _Recoder:
+    """A UTF-16 file's bytes, a chunk at a time, as UTF-8 (a code unit cut by a chunk's end is
+    kept for the next); `newline` is its line end as the file holds it."""
+
+    def __init__(self, codec: str):
+        self.newline = "\n".encode(codec)
+        self._decode = codecs.getincrementaldecoder(codec)("replace").decode
+
+    def __call__(self, chunk: bytes) -> bytes:
+        return self._decode(chunk).replace("\ufeff", "").encode("utf-8", "surrogatepass")
+
+
+def _recoder(f) -> tuple[_Recoder | None, bool]:
+    """(the recoder for a file written as UTF-16, else None; whether its first bytes were there
+    to tell)."""
+    head = os.pread(f.fileno(), SNIFF, 0)
+    codec = utf16_codec(head)
+    if codec == "utf-16":  # by its mark; the mark is read from the file's start only
+        codec = "utf-16-le" if head[:2] == b"\xff\xfe" else "utf-16-be"
+    return (_Recoder(codec) if codec else None), len(head) >= 2
+
+
+def _seek_end(f, lines: _Lines, newline: bytes = b"\n") -> None:
     """Start at the end; if that is mid-line, skip the rest of that line when it comes."""
     end = f.seek(0, os.SEEK_END)
+    end -= end % len(newline)  # a UTF-16 file's half-written code unit is read when it is whole
     if end > 0:
-        f.seek(end - 1)
-        lines.skipping = f.read(1) != b"\n"
+        f.seek(end - len(newline))
+        lines.skipping = f.read(len(newline)) != newline

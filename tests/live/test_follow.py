@@ -74,8 +74,8 @@ def test_appended_lines_arrive_and_old_content_is_skipped(tmp_path, start, monke
     positioned = threading.Event()
     real_seek_end = follow_mod._seek_end
 
-    def seek_end(f, lines):  # know when follow() has taken its starting position
-        real_seek_end(f, lines)
+    def seek_end(*args):  # know when follow() has taken its starting position
+        real_seek_end(*args)
         positioned.set()
 
     monkeypatch.setattr(follow_mod, "_seek_end", seek_end)
@@ -85,6 +85,38 @@ def test_appended_lines_arrive_and_old_content_is_skipped(tmp_path, start, monke
     assert f.take(2) == ["new 1", "new 2"]
     append(path, "new 3\r\nbad \xff byte\n".encode("latin-1"))
     assert f.take(2) == ["new 3", "bad \ufffd byte"]
+    assert f.quiet()
+
+
+def test_a_file_written_as_utf16_is_followed_as_its_text(tmp_path, start):
+    # Windows PowerShell's redirection: its mark, then UTF-16 LE with CRLF, written in pieces that
+    # cut a code unit in two; the file is empty when following begins
+    path = tmp_path / "vllm_log.txt"
+    path.write_bytes(b"")
+    f = start(path, from_start=True)
+    data = "\ufeffINFO one\r\nValueError: No available memory for the cache blocks.\r\n".encode("utf-16-le")
+    append(path, data[:7])
+    assert f.quiet(0.15)
+    append(path, data[7:])
+    assert f.take(2) == ["INFO one", "ValueError: No available memory for the cache blocks."]
+    assert f.quiet()
+
+
+def test_a_utf16_file_followed_from_its_end_skips_its_partial_line(tmp_path, start, monkeypatch):
+    path = tmp_path / "vllm_log.txt"
+    path.write_bytes("old 1\nhalf of an old li".encode("utf-16"))  # with its mark
+    positioned = threading.Event()
+    real_seek_end = follow_mod._seek_end
+
+    def seek_end(*args):
+        real_seek_end(*args)
+        positioned.set()
+
+    monkeypatch.setattr(follow_mod, "_seek_end", seek_end)
+    f = start(path)
+    assert positioned.wait(5)
+    append(path, "ne\nnew 1\nnew 2\n".encode("utf-16-le"))
+    assert f.take(2) == ["new 1", "new 2"]
     assert f.quiet()
 
 
