@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from selfheal.handlers.observer.normalize import _EXC_SUFFIXES, exception_name
+from selfheal.handlers.observer.normalize import _EXC_SUFFIXES, clean, exception_name
 from selfheal.handlers.observer.paste import unpasted_str
 from selfheal.handlers.observer.prefixes import _ANCHOR, VLLM_RECORD
 
@@ -85,10 +85,11 @@ def foreign_traceback(tail: str | Callable[[], str]) -> str | None:
 
 def tail_of(text) -> str:
     """The last TAIL_CHARS characters of a log given as text, bytes or logfile.FileBytes, with
-    what a paste did to them undone (paste.py), as the rest of the log is read."""
+    what a paste did to them undone (paste.py) and its ANSI colours gone, as the rest of the log
+    is read (a colour reset after "KeyboardInterrupt" hid the exception that ended the log)."""
     n = len(text)
     end = text[max(0, n - TAIL_CHARS):n] if not isinstance(text, str) else text[-TAIL_CHARS:]
-    return unpasted_str(end if isinstance(end, str) else bytes(end).decode("utf-8", "replace"))
+    return unpasted_str(clean(end if isinstance(end, str) else bytes(end).decode("utf-8", "replace")))
 
 
 def another_cause(tail: str | Callable[[], str], since: str = "") -> str | None:

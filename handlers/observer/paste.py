@@ -9,6 +9,8 @@ should have to know about, each of them a mechanism, none of them one log's word
   Each is mapped to the ASCII character vLLM printed (the compatibility forms of Unicode's
   NFKC, plus the quotes and dashes NFKC keeps);
 - **HTML entities** from a scraped page: ``&quot;``, ``&#39;``, ``&gt;``;
+- **ANSI colours that lost their ESC**: ``[1;36m(EngineCore_DP0 pid=7)[0;0m``, as a page keeps
+  vLLM's coloured process prefix, or ``^[[0;36m`` as a viewer shows it, come off;
 - **HTML line breaks**: a log put in a Markdown table's cell (a table's row is one line, so its
   lines are joined with ``<br>``), or scraped from a page, becomes its lines again;
 - **Markdown bold** that a person put around a figure or a phrase of the log they retell
@@ -67,6 +69,14 @@ _LOOKALIKE_RE = re.compile("[" + "".join(re.escape(chr(c)) for c in _LOOKALIKES)
 
 # -- HTML entities ---------------------------------------------------------------------------
 _ENTITY = re.compile(r"&(?:quot|apos|amp|lt|gt|nbsp|#\d{1,6}|#[xX][0-9a-fA-F]{1,6});")
+
+# -- ANSI colours without their ESC ----------------------------------------------------------
+#: vLLM colours its process prefix ("\x1b[1;36m(EngineCore_DP0 pid=7)\x1b[0;0m"); a page or a chat
+#: client drops the invisible ESC and leaves "[1;36m" and "[0;0m" in the text, a viewer shows it as
+#: "^[", and a script's echo spells it "\033[" or "\x1b[". A log is taken to show them from this
+#: many in its probe (which holds no real ESC: the probe is read cleaned)
+_RESIDUE = re.compile(r"(?:\^\[|\\(?:x1[bB]|033|u001[bB]|e))?\[\d{1,3}(?:;\d{1,3}){0,4}m")
+RESIDUE_AT_LEAST = 2
 
 # -- HTML line breaks ------------------------------------------------------------------------
 #: a log put in a Markdown table's cell, or scraped from a page, has its line ends as `<br>`;
@@ -182,6 +192,14 @@ def _has_entities(probe: str) -> bool:
 
 def _without_entities(text: str) -> str:
     return _ENTITY.sub(lambda m: html.unescape(m.group()), text)
+
+
+def _has_residue(probe: str) -> bool:
+    return len(_RESIDUE.findall(probe)) >= RESIDUE_AT_LEAST
+
+
+def _without_residue(text: str) -> str:
+    return _RESIDUE.sub("", text)
 
 
 def _has_breaks(probe: str) -> bool:
@@ -440,6 +458,7 @@ _WHOLE_TEXT_STEPS = (_UNDOUBLED, _REORDERED)
 _STEPS = (
     (_has_lookalikes, _always(_without_lookalikes)),
     (_has_entities, _always(_without_entities)),
+    (_has_residue, _always(_without_residue)),
     (_has_breaks, _always(_without_breaks)),
     (_has_bold, _always(_without_bold)),
     (_is_json_log, _always(_out_of_json)),

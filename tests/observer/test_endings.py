@@ -158,6 +158,12 @@ def test_a_dummy_batch_that_died_of_another_cause_is_not_read_as_cut_short():
     assert diagnose(_log(START, DUMMY_BATCH, [stated])).findings == []
 
 
+def test_another_cause_in_colour_is_still_another_cause():
+    # a terminal's capture keeps the colours: a reset after "KeyboardInterrupt" hid it from the end
+    coloured = "\x1b[0;36m" + P + "ERROR 11-19 12:16:36 [core.py:842] KeyboardInterrupt\x1b[0;0m"
+    assert diagnose(_log(START, DUMMY_BATCH, [coloured])).findings == []
+
+
 def test_another_cause_lowered_with_the_whole_paste_is_still_another_cause():
     # a paste retyped or lowered whole ("keyerror: ..."): the exception's name is still one, and a
     # lowered warning still stops nothing

@@ -73,15 +73,19 @@ def test_a_log_kept_as_one_json_string_is_read_whatever_its_lines_start_with():
     assert [name for name, text in FAILURES if _reading(make(text)) != _reading(text)] == []
 
 
-@pytest.mark.parametrize("artifact", ["cat -n line numbers", "HTML line breaks (a table cell)"])
-def test_a_log_numbered_by_cat_or_put_in_a_table_cell_reads_as_its_lines(artifact):
+@pytest.mark.parametrize("artifact", ["cat -n line numbers", "HTML line breaks (a table cell)", "ANSI colours",
+                                      "ANSI colours, their ESC lost"])
+def test_a_log_numbered_by_cat_in_a_table_cell_or_in_colour_reads_as_its_lines(artifact):
     # `cat -n` right-aligns its numbers, so the blanks before them change with their width; a
-    # table's row is one line, so a log in a cell has its line ends as <br>
+    # table's row is one line, so a log in a cell has its line ends as <br>; a page drops the ESC
+    # of a colour and keeps the rest ("[0;36m")
     make = ARTIFACTS[artifact]
     assert [name for name, text in FAILURES if _reading(make(text)) != _reading(text)] == []
     assert unpasted("Available KV cache memory: -1.05 GiB<BR/>ValueError: No available memory "
                     "for the cache blocks.<br />\nnext") == \
         "Available KV cache memory: -1.05 GiB\nValueError: No available memory for the cache blocks.\nnext"
+    assert unpasted("[1;36m(EngineCore_DP0 pid=7)[0;0m INFO a\n^[[1;36m(EngineCore_DP0 pid=7)^[[0;0m INFO b\n") == \
+        "(EngineCore_DP0 pid=7) INFO a\n(EngineCore_DP0 pid=7) INFO b\n"
 
 
 def test_a_json_strings_unicode_escapes_are_decoded_and_a_lone_surrogate_is_replaced():
