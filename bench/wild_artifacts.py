@@ -74,6 +74,8 @@ ARTIFACTS = {
     "newest first": _newest_first,
     "Markdown bold figures": lambda t: _SIZE.sub(r"**\g<0>**", t),
     "cat -n line numbers": _per_line(lambda i, line: f"{i + 1:6d}\t{line}"),
+    "ts timestamps": _per_line(lambda i, line: f"Dec 07 15:00:{i % 60:02d} " + line),
+    "Python logging's asctime": _per_line(lambda i, line: f"2025-03-01 12:00:{i % 60:02d},123 " + line),
     "ANSI colours": _per_line(lambda i, line: f"\x1b[0;36m{line}\x1b[0;0m"),
     "ANSI colours, their ESC lost": _per_line(lambda i, line: f"[0;36m{line}[0;0m"),
     "HTML line breaks (a table cell)": lambda t: t.replace("\n", "<br>"),

@@ -143,7 +143,8 @@ GUTTER_SHARE, GUTTER_AT_LEAST = 0.9, 3
 #: journald's "prog[pid]: ", "> "), or a shipper's ISO 8601 time (docker logs -t, kubectl
 #: --timestamps), of the same shape on the lines
 _SEPARATED = re.compile(r"[^\n]{0,60}?(?:[ \t]\|[ \t]|\t|\]:?[ \t]|>[ \t])"
-                        r"|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[\d.,]*(?:Z|[+-]\d\d:?\d\d)?[ \t]")
+                        r"|\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d[\d.,]*(?:Z|[+-]\d\d:?\d\d)?[ \t]"
+                        r"|[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d[ \t]|\d\d:\d\d:\d\d(?:[.,]\d+)?[ \t]")
 
 
 def as_read(text: str | bytes | FileBytes) -> str | bytes | FileBytes:

@@ -88,6 +88,21 @@ def test_a_log_numbered_by_cat_in_a_table_cell_or_in_colour_reads_as_its_lines(a
         "(EngineCore_DP0 pid=7) INFO a\n(EngineCore_DP0 pid=7) INFO b\n"
 
 
+@pytest.mark.parametrize("stamp", ["Dec 07 15:00:01 ", "2025-03-01 12:00:01,123 ", "2025-03-01 12:00:01 ",
+                                   "12:00:01.123 "])
+def test_a_wrapped_message_under_a_bare_timestamp_is_read_whole(stamp):
+    # `ts`, Python logging's asctime or a bare clock before every line, the wrapped lines too:
+    # the time is a collector's prefix there as well, so the message's lines join again
+    # (with no vLLM header on any line for the collector learner to learn the time from)
+    lines = ["Serving fails at startup:",
+             "ValueError: Free memory on device cuda:0 (23.19/64.0 GiB) on startup is less",
+             "than desired GPU memory utilization (0.85, 54.4 GiB). Decrease GPU memory",
+             "utilization or reduce GPU memory used by other processes."]
+    reading = _reading("\n".join(stamp + line for line in lines))
+    assert reading == ("startup_free_memory_below_utilization", {"free_gib": 23.19, "total_gib": 64.0,
+                                                                 "requested_utilization": 0.85, "requested_gib": 54.4})
+
+
 def test_a_json_strings_unicode_escapes_are_decoded_and_a_lone_surrogate_is_replaced():
     text = json.dumps("It crash-looped:\n`0.38 GiB KV cache is needed \u2026 available KV cache memory "
                       "(0.14 GiB)`\nthen \U0001F600 and a lone \ud800\n")
