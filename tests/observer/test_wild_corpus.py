@@ -130,8 +130,12 @@ CATEGORIES = {"prefix", "abridged", "raise_site", "accounting", "truncated", "ru
 # 20 of 22 look-alikes silent before any rule changed for them; the two that spoke are PyTorch's and
 # CUDA's words printed by programs that are not vLLM, STATED_BY_DESIGN below; then Triton's driver
 # out of memory read; a committed log that PowerShell wrote as UTF-16 is now read as such): 0.9243
-# (numbers 0.903, direction 0.8886)
-FLOORS = {"kind": 0.924, "numbers": 0.903, "direction": 0.888}
+# (numbers 0.903, direction 0.8886); 30 more (a thirty-second and a thirty-third, 1174: notebooks'
+# cell outputs, deployment guides, evaluation and training logs; 9 of 9 failures right and 20 of
+# 21 look-alikes silent before any rule changed for them; the one that spoke is a trainer's
+# out-of-memory error under verl's Ray actor, STATED_BY_DESIGN below): 0.9253 (numbers 0.9011,
+# direction 0.8845)
+FLOORS = {"kind": 0.925, "numbers": 0.901, "direction": 0.884}
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +189,7 @@ LOWER_CONFIDENCE_BY_DESIGN = {
 # an alert (no current configuration is known). A reading of prose as mention or report is not built.
 # Round 31's two are PyTorch's and CUDA's own words printed by programs that are not vLLM, with
 # nothing around them that names a program the observer could tell (endings.foreign_traceback reads
-# Python frames)
+# Python frames); round 33's is PyTorch's under a trainer's frames, in a log that is vLLM's too
 STATED_BY_DESIGN: dict[str, str] = {
     "none/2902-runaihome-wont-start-guide-tldr-names-errors-in-prose":
         "a troubleshooting guide's summary that names the cache-block error in parentheses inside a sentence",
@@ -197,6 +201,9 @@ STATED_BY_DESIGN: dict[str, str] = {
     "none/3458-strix-halo-gfx1151-torch-hip-oom-16gib-cap-not-vllm":
         "PyTorch's HIP out-of-memory message from a bare script, whole and alone, as many failures of the corpus "
         "quote vLLM's: no traceback, no program named",
+    "none/3703-search-r1-verl-qwen25-3b-oom-in-generate-sequences-logprob-lm-head-not-vllm":
+        "a trainer's log-prob pass out of memory under verl's Ray actor '(WorkerDict pid=...)', the actor that "
+        "hosts verl's vLLM rollout too, in a run configured with rollout.name=vllm",
 }
 SPEAK_BY_DESIGN = set(LOWER_CONFIDENCE_BY_DESIGN) | set(STATED_BY_DESIGN)
 
