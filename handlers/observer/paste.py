@@ -144,7 +144,7 @@ GUTTER_SHARE, GUTTER_AT_LEAST = 0.9, 3
 #: --timestamps), of the same shape on the lines
 _SEPARATED = re.compile(r"[^\n]{0,60}?(?:[ \t]\|[ \t]|\t|\]:?[ \t]|>[ \t])"
                         r"|\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d[\d.,]*(?:Z|[+-]\d\d:?\d\d)?[ \t]"
-                        r"|[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d[ \t]|\d\d:\d\d:\d\d(?:[.,]\d+)?[ \t]")
+                        r"|[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d[ \t]")
 
 
 def as_read(text: str | bytes | FileBytes) -> str | bytes | FileBytes:
@@ -466,7 +466,9 @@ _STEPS = (
     (_has_escaped, _always(_unescaped)),
     (_is_double_spaced, _UNDOUBLED),
     (_is_newest_first, _REORDERED),
-    # gutters carry no vLLM record start for the collector learner (prefixes.py) to learn from
+    # gutters carry no vLLM record start for the collector learner (prefixes.py) to learn from;
+    # a second round for one inside another (a pastebin's or cat -n's numbers on a quoted log)
+    _stripper(_gutter_of),
     _stripper(_gutter_of),
     (_common_indent, _strip),
     _stripper(_collector_of),
