@@ -29,7 +29,7 @@ import os
 import threading
 from collections.abc import Iterator
 
-from selfheal.handlers.observer.encoding import SNIFF, utf16_codec
+from selfheal.handlers.observer.encoding import SNIFF, utf16_codec_in_order
 
 MAX_LINE = 1 << 20
 CUT_MARK = " [selfheal: line cut at {n} bytes]"
@@ -157,9 +157,7 @@ def _recoder(f) -> tuple[_Recoder | None, bool]:
     """(the recoder for a file written as UTF-16, else None; whether its first bytes were there
     to tell)."""
     head = os.pread(f.fileno(), SNIFF, 0)
-    codec = utf16_codec(head)
-    if codec == "utf-16":  # by its mark; the mark is read from the file's start only
-        codec = "utf-16-le" if head[:2] == b"\xff\xfe" else "utf-16-be"
+    codec = utf16_codec_in_order(head)
     return (_Recoder(codec) if codec else None), len(head) >= 2
 
 

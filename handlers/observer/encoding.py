@@ -40,6 +40,15 @@ def utf16_codec(head: bytes) -> str | None:
     return None
 
 
+def utf16_codec_in_order(head: bytes) -> str | None:
+    """`utf16_codec` with the byte order named, for a decoder that may start anywhere in the file
+    (a follower that starts at its end): the mark is at the start only, and reads as U+FEFF."""
+    codec = utf16_codec(head)
+    if codec == "utf-16":
+        return "utf-16-le" if head[:2] == _MARKS[0] else "utf-16-be"
+    return codec
+
+
 def as_utf8(data: bytes | bytearray | memoryview | FileBytes) -> bytes | bytearray | memoryview | FileBytes | str:
     """`data` itself, or, when it is UTF-16, the text it holds (a str, or past spool.SPOOL_OVER a
     temporary file of UTF-8 read like a log file)."""

@@ -103,11 +103,7 @@ ESCAPED_AT_LEAST = 2
 _ESCAPED = re.compile(r"(?<!\\)(?:\\r)?\\n")
 _RECORD_START = re.compile(
     rf"\s*(?:{_ANCHOR.pattern}|(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception):|raise\b|\^)")
-#: a JSON string escapes what is not ASCII (json.dumps' default): an ellipsis, a curly quote,
-#: ANSI's ESC; a character outside the BMP is a surrogate pair, and a lone surrogate (which no
-#: file could hold) becomes U+FFFD
-_UNICODE_ESCAPE = re.compile(
-    r"(?<!\\)\\u(?:([dD][89abAB][0-9a-fA-F]{2})\\u([dD][c-fC-F][0-9a-fA-F]{2})|([0-9a-fA-F]{4}))")
+#: a character no file or encoder can hold: a lone surrogate, escaped in a JSON string as \\udXXX
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 # -- double spacing --------------------------------------------------------------------------
@@ -282,7 +278,7 @@ def _split_escaped(line: str) -> str:
     starts = sum(1 for p in pieces[1:] if _starts_a_record(p))
     if own and starts < 2 or not own and starts + (_RECORD_START.search(pieces[0]) is not None) < 1:
         return line
-    return "\n".join(pieces) if "\\u" not in line else _decoded("\n".join(pieces))
+    return "\n".join(pieces)
 
 
 def _json_string(line: str) -> str | None:
@@ -291,19 +287,6 @@ def _json_string(line: str) -> str | None:
     such a line is read whatever its pieces start with, prose as well as records."""
     got = _json_of(line, '"', '"')
     return _sound(got) if isinstance(got, str) else None
-
-
-def _code_point(m: re.Match) -> str:
-    if m.group(3) is None:
-        return chr(0x10000 + (int(m.group(1), 16) - 0xD800) * 0x400 + int(m.group(2), 16) - 0xDC00)
-    c = int(m.group(3), 16)
-    return "\ufffd" if 0xD800 <= c <= 0xDFFF else chr(c)
-
-
-def _decoded(text: str) -> str:
-    """`text` with its JSON \\uXXXX escapes decoded, then read as any other paste (look-alike
-    characters mapped, ANSI escapes and carriage returns gone)."""
-    return _without_lookalikes(clean(_UNICODE_ESCAPE.sub(_code_point, text)))
 
 
 def _has_escaped(probe: str) -> bool:
@@ -460,10 +443,11 @@ _STEPS = (
     (_has_lookalikes, _always(_without_lookalikes)),
     (_has_entities, _always(_without_entities)),
     (_has_residue, _always(_without_residue)),
-    (_has_breaks, _always(_without_breaks)),
     (_has_bold, _always(_without_bold)),
     (_is_json_log, _always(_out_of_json)),
     (_has_escaped, _always(_unescaped)),
+    # after the JSON steps: a <br> inside a JSON log's line is the text it carries, not its line end
+    (_has_breaks, _always(_without_breaks)),
     (_is_double_spaced, _UNDOUBLED),
     (_is_newest_first, _REORDERED),
     # gutters carry no vLLM record start for the collector learner (prefixes.py) to learn from;
