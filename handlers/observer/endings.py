@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from selfheal.handlers.observer.normalize import _EXC_SUFFIXES, clean, exception_name
 from selfheal.handlers.observer.paste import unpasted_str
-from selfheal.handlers.observer.prefixes import _ANCHOR, VLLM_RECORD
+from selfheal.handlers.observer.prefixes import _ANCHOR, VLLM_HEADER
 
 TAIL_CHARS = 16384
 TAIL_LINES = 64
@@ -70,14 +70,22 @@ _FRAME = re.compile(r'(?i:file) "([^"\n]+)", (?i:line) \d|(?i:file) (~?/[^\s,:]+
 _TELLS_NO_PROGRAM = re.compile(r"(?:site|dist)-packages/(?:torch|torch_npu|triton)/|^<|/lib/python3\.\d+/(?!(?:site|dist)-packages/)")
 
 
+# a setting whose value names vLLM ("rollout.name=vllm", "'backend': 'vllm'"): a program that
+# chose vLLM for one part of its run says so in its overrides, and a traceback of its own
+# elsewhere is still its own
+_SETTING = re.compile(r"""[\w.-]+\s*=\s*['"]?vllm\b|[\w.-]+['"]?\s*:\s*['"]vllm['"]""", re.I)
+
+
 def foreign_traceback(tail: str | Callable[[], str]) -> str | None:
     """The frame of another program, when the last lines of a log (`tail`, or a function that
-    reads it) are a traceback raised there with no trace of vLLM: no vLLM frame, no vLLM record,
-    no word "vllm". PyTorch's out-of-memory error is the same in every program that uses it (a
+    reads it) are a traceback raised there with no trace of vLLM: no vLLM frame, no record of
+    vLLM's logger, no word "vllm" but in a setting's value. A Ray actor's "(Name pid=N)" prefix
+    is no trace: other programs run their own actors (verl's WorkerDict computing log-probs),
+    and a vLLM worker under Ray prints vLLM's records or frames. PyTorch's out-of-memory error is the same in every program that uses it (a
     fine-tune quantizing weights, a trainer's log-probs), so only the traceback around it tells
     whose it was; a traceback of PyTorch's own frames alone tells nothing. None otherwise."""
     text = tail() if callable(tail) else tail
-    if "vllm" in text.lower() or VLLM_RECORD.search(text):
+    if "vllm" in _SETTING.sub("", text).lower() or VLLM_HEADER.search(text):
         return None
     frames = [m.group(1) or m.group(2) for m in _FRAME.finditer(text)]
     return next((f for f in reversed(frames) if not _TELLS_NO_PROGRAM.search(f)), None)

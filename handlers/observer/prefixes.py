@@ -22,10 +22,10 @@ from selfheal.handlers.observer.logfile import FileBytes
 from selfheal.handlers.observer.normalize import clean
 from selfheal.handlers.observer.spool import rewritten
 
-#: a record as vLLM writes one: its level and time, or a worker's "(Name pid=N)"
-VLLM_RECORD = re.compile(
-    r"(?:DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL)\s*\d\d-\d\d\s*\d\d:\d\d:\d\d"
-    r"|\([A-Za-z_][^()\n]{0,80}?\bpid=\d+")
+#: a record as vLLM writes one: its level and time (VLLM_HEADER, vLLM's own logger), or a
+#: worker's "(Name pid=N)" (Ray's and vLLM's process prefix, which other Ray programs print too)
+VLLM_HEADER = re.compile(r"(?:DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL)\s*\d\d-\d\d\s*\d\d:\d\d:\d\d")
+VLLM_RECORD = re.compile(VLLM_HEADER.pattern + r"|\([A-Za-z_][^()\n]{0,80}?\bpid=\d+")
 #: the record starts of vLLM and Python whose position on a line tells where a prefix ends
 _ANCHOR = re.compile(
     VLLM_RECORD.pattern +

@@ -218,10 +218,22 @@ def test_pytorchs_oom_in_another_programs_traceback_is_not_vllms():
 
 
 @pytest.mark.parametrize("around", [
+    ["Error executing job with overrides: ['trainer.n_gpus_per_node=8', 'actor_rollout_ref.rollout.name=vllm']"],
+    ["config: {'rollout': {'name': 'vllm', 'tensor_model_parallel_size': 2}}"],
+    ["(WorkerDict pid=165457) Loading checkpoint shards: 100%|##########| 2/2 [00:08<00:00,  3.91s/it]"],
+], ids=["a setting's value", "a printed config's value", "another program's Ray actor"])
+def test_a_run_that_chose_vllm_for_another_part_is_no_trace_of_vllm(around):
+    # an RL trainer names vLLM as its rollout engine in its overrides, and its Ray actors print
+    # "(Name pid=N)" as vLLM's workers do: its own log-prob pass out of memory is still its own
+    assert diagnose(_log(around, TRAINER, [OOM])).findings == []
+
+
+@pytest.mark.parametrize("around", [
     ['  File "/usr/lib/python3.12/site-packages/vllm/v1/worker/gpu_worker.py", line 300, in determine_available_memory'],
     ["(EngineCore_DP0 pid=7) ERROR 12-04 10:12:10 [core.py:700] EngineCore failed to start."],
+    ["(RayWorkerWrapper pid=7) INFO 12-04 10:12:09 [gpu_worker.py:298] Available KV cache memory: 2.92 GiB"],
     ["We start the server with vllm serve and get:"],
-], ids=["a vLLM frame", "a vLLM record", "the word"])
+], ids=["a vLLM frame", "a vLLM record", "a vLLM record under Ray", "the word"])
 def test_pytorchs_oom_with_a_trace_of_vllm_is_read(around):
     f = diagnose(_log(around, TRAINER, [OOM])).primary
     assert (f.kind, f.rule) == ("cuda_oom_allocation", "torch.cuda_oom")
