@@ -38,6 +38,10 @@ CACHED_RECORDS = 256
 #: message, so it goes with the blanks around it where a continuation begins with the same mark
 _COMMENT_MARK = re.compile(r"[ \t]*(#+|//+|>+)[ \t]+")
 
+#: a line that is only a line number and its tab or bar: the gutter a numbering paste (cat -n, a
+#: pastebin) put before a line whose text a carriage return moved onto lines of their own (a
+#: progress bar redrawn), where the gutter was learnt from too few lines to be taken off
+_LONE_GUTTER = re.compile(r"[ \t]*\d{1,7}(?:\t|[ \t]*[|\u2502][ \t]*)")
 _NEWLINE_B = re.compile(b"\n")
 #: a piece whose lines average at least this many bytes has its "\n" counted with memchr
 #: (`count_newlines`); shorter lines are counted byte by byte
@@ -209,6 +213,8 @@ class LogText:
                 continue
             if _SOFT_START.match(line) and strip_prefix(prev)[1].strip():
                 continue  # a Python line after a complete record starts a record of its own
+            if _LONE_GUTTER.fullmatch(line):
+                continue  # a gutter whose line went on after a carriage return, not a wrapped number's end
             if last == above:
                 run, chars = run + 1, chars + len(line)
             else:

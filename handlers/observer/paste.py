@@ -449,11 +449,13 @@ _STEPS = (
     # after the JSON steps: a <br> inside a JSON log's line is the text it carries, not its line end
     (_has_breaks, _always(_without_breaks)),
     (_is_double_spaced, _UNDOUBLED),
-    (_is_newest_first, _REORDERED),
     # gutters carry no vLLM record start for the collector learner (prefixes.py) to learn from;
     # a second round for one inside another (a pastebin's or cat -n's numbers on a quoted log)
     _stripper(_gutter_of),
     _stripper(_gutter_of),
     (_common_indent, _strip),
     _stripper(_collector_of),
+    # after the prefixes: a viewer's timestamp is told from the log's own by starting its line,
+    # which it does once a collector's prefix in front of both is gone
+    (_is_newest_first, _REORDERED),
 )
