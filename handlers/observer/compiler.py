@@ -146,8 +146,8 @@ def _compile(rule: RuleSpec) -> CompiledRule:
             raise RuleProblem(("uses", i), f"uses: {key!r} is not a lower-case name")
     _check_direction(rule.direction, ("direction",))
     for mark in rule.marks:
-        if mark not in ("reset", "ready") and not re.fullmatch(r"(?:open|close):\w+", mark):
-            raise RuleProblem(("marks",), f"unknown mark {mark!r} (reset, ready, open:NAME, close:NAME)")
+        if mark not in ("reset", "ready", "initialised") and not re.fullmatch(r"(?:open|close):\w+", mark):
+            raise RuleProblem(("marks",), f"unknown mark {mark!r} (reset, ready, initialised, open:NAME, close:NAME)")
     if failure and rule.marks:
         raise RuleProblem(("marks",), "only context rules mark phases")
 

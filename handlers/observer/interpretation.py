@@ -142,6 +142,8 @@ class Interpretation:
                     self.unphased = None
                     self.ready_after_last_finding = True
                     self.regions.clear()  # serving: every startup phase is over
+                elif mark == "initialised":
+                    self._withdraw_inferred()
                 elif mark.startswith("open:"):
                     self.regions[mark[5:]] = hit
                     if self.unphased is not None and times(hit) > 1:
@@ -300,6 +302,23 @@ class Interpretation:
         priority, finding = max(self.short.values(), key=lambda pf: (pf[0], pf[1].line))
         self.short.clear()
         self._found(priority, finding)
+
+    def _withdraw_inferred(self) -> None:
+        """The engine came up (it made its KV cache and warmed up): what this attempt inferred from
+        vLLM's accounting before it, that the configuration could not work, did not hold (a
+        sliding-window model needs less KV cache than its concurrency line counts). Where an error
+        stated a failure in the attempt, it failed, and the engine that came up is a retry's: all
+        stays."""
+        if any(self.seen[identity].latest.confidence != "inferred" for identity in self.attempt):
+            return
+        self.sites = [(p, f) for p, f in self.sites if f.confidence != "inferred"]
+        gone = {identity for identity in self.attempt if identity not in self.failed}
+        if not gone:
+            return
+        self.listed = {at: f for at, f in self.listed.items() if _identity(f) not in gone}
+        for identity in gone:
+            self.seen.pop(identity, None)
+            self.attempt.pop(identity, None)
 
     def _not_vllms(self, tail: Callable[[], str]) -> None:
         """PyTorch's own messages (rules named "torch.", "torch_npu.") are printed alike by every

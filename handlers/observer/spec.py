@@ -28,7 +28,9 @@ Two roles:
 - context rules (`kind` = "context") produce no finding. They supply numbers that a later
   failure may use (`uses`, e.g. the negative "Available KV cache memory" before the no-KV
   error) and mark phases (`marks`): "open:NAME" / "close:NAME" a region, "reset" at an engine
-  (re)start, "ready" when the API server starts serving (a failure before it is then over). A
+  (re)start, "ready" when the API server starts serving (a failure before it is then over),
+  "initialised" when the engine made its KV cache and warmed up (what the attempt's accounting
+  inferred, with no error stating a failure, did not hold and is withdrawn). A
   failure inside an open region can be re-read through `refine` (a PyTorch OOM while CUDA
   graphs are captured is a `cuda_graph_oom`). Any failure closes every open region.
 

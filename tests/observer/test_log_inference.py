@@ -196,6 +196,11 @@ CASES = [
      "request has 20 input tokens (32768 > 32768 - 20).\"}",
      "vllm.log.completion_fills_context", "requests_rejected", "inferred", {"max_tokens": 32768, "prompt_tokens": 20},
      None),
+    ("the same in VLLMValidationError's wording (0.12+)", "openai.BadRequestError: Error code: 400 - {'error': "
+     "{'message': \"This model's maximum context length is 32768 tokens. However, you requested 32768 output tokens "
+     "and your prompt contains at least 25 input tokens, for a total of at least 32793 tokens.\"}}",
+     "vllm.log.completion_fills_context", "requests_rejected", "inferred", {"max_tokens": 32768, "prompt_tokens": 25},
+     None),
     ("the Mamba block check quoted from 'exceeds' on", "at 128k the hybrid model failed: `exceeds available Mamba "
      "cache blocks (95)... CUDA graph capture cannot proceed`",
      "vllm.mamba_cache_blocks", "other_config_error", "stated", {"num_blocks": 95}, ("max_num_seqs", "decrease")),
@@ -739,6 +744,12 @@ TOLD_ALONE = [
     ("openai.BadRequestError: 'max_tokens' or 'max_completion_tokens' is too large: 4000. This model's maximum "
      "context length is 8192 tokens and your request has 5000 input tokens (4000 > 8192 - 5000).",
      "vllm.log.completion_over_room", "requests_rejected", {"max_model_len": "increase"}),
+    # VLLMValidationError (0.12+) counts a prompt only to one past the limit: "at least"
+    ("(APIServer pid=7) vllm.exceptions.VLLMValidationError: This model's maximum context length is 32768 tokens. "
+     "However, you requested 0 output tokens and your prompt contains at least 32769 input tokens, for a total of at "
+     "least 32769 tokens. Please reduce the length of the input prompt or the number of requested output tokens. "
+     "(parameter=input_tokens, value=32769)", "vllm.log.requests_rejected", "requests_rejected",
+     {"max_model_len": "increase"}),
     ("ValueError: The prompt (total length 25938) is too long to fit into the model (context length 4096). Make sure "
      "that `max_model_len` is no smaller than the number of text tokens plus multimodal tokens.",
      "vllm.log.prompt_over_context_length", "requests_rejected", {"max_model_len": "increase"}),
@@ -868,3 +879,28 @@ def test_allocator_warnings_of_a_start_that_comes_up_are_no_finding():
     # an error after them: the attempt failed, and the error is the finding
     failed = diagnose("\n".join(warnings + [OOM]))
     assert failed.primary.rule == "torch.cuda_oom" and len(failed.findings) == 4
+
+
+# V1 0.8's accounting for a sliding-window model (Gemma 3) counts every layer's full length, and
+# the engine then comes up and serves: its concurrency line stated no failure
+SLIDING = ("INFO 07-09 09:19:27 [kv_cache_utils.py:634] GPU KV cache size: 69,920 tokens\n"
+           "INFO 07-09 09:19:27 [kv_cache_utils.py:637] Maximum concurrency for 131,072 tokens per request: 0.53x\n")
+INITIALISED = "INFO 07-09 09:19:58 [core.py:163] init engine (profile, create kv cache, warmup model) took 66.74 seconds\n"
+
+
+def test_an_engine_that_came_up_withdraws_what_its_accounting_inferred():
+    assert diagnose(SLIDING).primary.rule == "vllm.acct.concurrency_below_one"
+    assert diagnose(SLIDING + INITIALISED).findings == []
+    # V0 says it too, from llm_engine.py, in another shape of line
+    v0 = "INFO 09-12 06:54:11 llm_engine.py:424] init engine (profile, create kv cache, warmup model) took 12.3 s\n"
+    assert diagnose(SLIDING + v0).findings == []
+
+
+def test_an_engine_that_came_up_after_a_stated_failure_is_a_retrys():
+    # the error stated the attempt's failure: the engine that came up after it is a retry's, and
+    # the accounting of the failed attempt stays with its error
+    stated = ("ValueError: To serve at least one request with the models's max seq len (131072), (8.00 GiB KV cache "
+              "is needed, which is larger than the available KV cache memory (4.27 GiB).\n")
+    d = diagnose(SLIDING + stated + INITIALISED)
+    assert d.primary.kind == "max_model_len_exceeds_kv_cache" and d.primary.confidence == "stated"
+    assert len(d.findings) == 2
