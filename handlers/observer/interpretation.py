@@ -49,6 +49,9 @@ class Diagnosis(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 #: occurrences and its latest; the rest are counted (Diagnosis.repeated). A log that repeats
 #: one failure on every line then needs memory for the failure, not for every line
 MAX_LISTED = 16
+#: the kinds whose accounting compares the KV cache with max_model_len, which vLLM overstates
+#: for a model whose layers do not all keep every token (sliding windows, Mamba)
+COUNTED_AGAINST_MAX_MODEL_LEN = frozenset({"max_model_len_exceeds_kv_cache"})
 #: distinct findings of `retried` rules held in one start attempt; past this many they are counted
 #: at once (a log so full of retried allocations is no longer one that recovers quietly)
 MAX_HELD_RETRIED = 256
@@ -116,6 +119,11 @@ class Interpretation:
         self.attempt: dict[str, tuple[int, int]] = {}
         self.failed: dict[str, tuple[int, int]] = {}
         self.occurrences = 0
+        # the latest line of accounting that showed nothing wrong, and the one before it (a rule
+        # may find on that line after another found it calm); the line of the latest finding
+        # (`_withdraw_inferred`)
+        self.calm_line = self.calm_before = self.finding_line = 0
+        self.accounted: set[str] = set()  # the identities of findings read from accounting alone
         self.fixes: dict[tuple, tuple[dict, str]] = {}
 
     def add(self, hit: Hit) -> None:
@@ -159,6 +167,9 @@ class Interpretation:
         # a streak is of a symptom, not of one rule: the rules of a kind that differ only in
         # the literal that selects their lines (a cache at 9x% and at 100%) count together
         if made is None:  # the rule's `when` is false here: a calm match ends a streak
+            if rule.confidence == "inferred" and hit.line not in (self.finding_line, self.calm_line):
+                # accounting that holds, on a line where nothing was found (so far: see _count)
+                self.calm_before, self.calm_line = self.calm_line, hit.line
             if rule.sustain > 1:
                 self.streaks.pop(rule.kind, None)
                 self.short.pop(rule.kind, None)
@@ -179,6 +190,8 @@ class Interpretation:
                 return
             self.short.pop(rule.kind, None)
         priority, finding = made
+        if rule.confidence == "inferred":
+            self.accounted.add(_identity(finding))
         if rule.retried:
             held = self.retried.get(_identity(finding))
             if held is None:
@@ -305,14 +318,18 @@ class Interpretation:
 
     def _withdraw_inferred(self) -> None:
         """The engine came up (it made its KV cache and warmed up): what this attempt inferred from
-        vLLM's accounting before it, that the configuration could not work, did not hold (a
-        sliding-window model needs less KV cache than its concurrency line counts). Where an error
-        stated a failure in the attempt, it failed, and the engine that came up is a retry's: all
-        stays."""
-        if any(self.seen[identity].latest.confidence != "inferred" for identity in self.attempt):
-            return
-        self.sites = [(p, f) for p, f in self.sites if f.confidence != "inferred"]
-        gone = {identity for identity in self.attempt if identity not in self.failed}
+        vLLM's accounting before it, that max_model_len could not fit, did not hold (a
+        sliding-window model needs less KV cache than its concurrency line counts). Memory that
+        the accounting showed negative or zero is no such count: vLLM raises on it, so an engine
+        that came up after it is another start's, and it stays. Where an error (or the line that
+        raises it) stated a failure in the attempt, it failed, and the engine that came up is a retry's: all
+        stays. So does what was inferred before accounting that showed nothing wrong: a retry
+        that printed its own (an application's, with no engine restart line between)."""
+        if self.sites or any(identity not in self.accounted for identity in self.attempt):
+            return  # an error, or its raise site, stated a failure
+        gone = {identity for identity in self.attempt if identity not in self.failed
+                and self.seen[identity].latest.kind in COUNTED_AGAINST_MAX_MODEL_LEN
+                and self.seen[identity].latest.line > self.calm_line}
         if not gone:
             return
         self.listed = {at: f for at, f in self.listed.items() if _identity(f) not in gone}
@@ -346,6 +363,9 @@ class Interpretation:
 
     def _count(self, priority: int, finding: Finding) -> None:
         self.occurrences += 1
+        self.finding_line = finding.line
+        if self.calm_line == finding.line:  # not calm after all
+            self.calm_line = self.calm_before
         at, identity = self.occurrences, _identity(finding)
         seen = self.seen.get(identity)
         if seen is None:

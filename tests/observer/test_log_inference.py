@@ -904,3 +904,27 @@ def test_an_engine_that_came_up_after_a_stated_failure_is_a_retrys():
     d = diagnose(SLIDING + stated + INITIALISED)
     assert d.primary.kind == "max_model_len_exceeds_kv_cache" and d.primary.confidence == "stated"
     assert len(d.findings) == 2
+
+
+def test_an_engine_that_came_up_after_accounting_that_held_is_a_retrys():
+    # an application retried after the failure with no engine restart line between: the retry's
+    # own accounting, which holds, tells the attempts apart, and the failed one's inference stays
+    retried = ("INFO 07-09 09:29:27 [kv_cache_utils.py:634] GPU KV cache size: 269,920 tokens\n"
+               "INFO 07-09 09:29:27 [kv_cache_utils.py:637] Maximum concurrency for 131,072 tokens per request: 2.06x\n")
+    d = diagnose(SLIDING + retried + INITIALISED)
+    assert d.primary.kind == "max_model_len_exceeds_kv_cache" and d.primary.confidence == "inferred"
+
+
+def test_memory_the_accounting_showed_negative_stays_when_an_engine_came_up():
+    # vLLM raises on it: an engine that came up after it is another start's, its lines cut from the paste
+    negative = ("INFO 08-02 22:12:16 worker.py:295] the rest of the memory reserved for KV Cache is -7.83GiB.\n"
+                "INFO 08-02 22:12:16 executor_base.py:118] Maximum concurrency for 4096 tokens per request: 0.00x\n")
+    assert diagnose(negative + INITIALISED).primary.kind == "no_kv_cache_memory"
+
+
+def test_a_raise_site_states_the_failure_an_engine_that_came_up_does_not_withdraw():
+    # the traceback reached vLLM's KV check's raise: it raised, so the engine that came up after
+    # it is another start's, its restart line cut from the paste
+    raised = "\n".join(KV_CHECK[1:]) + "\n"
+    d = diagnose(SLIDING + raised + INITIALISED)
+    assert [f.rule for f in d.findings] == ["vllm.acct.concurrency_below_one", "vllm.frame.kv_check_unknown_budget"]
