@@ -81,9 +81,10 @@ def foreign_traceback(tail: str | Callable[[], str]) -> str | None:
     reads it) are a traceback raised there with no trace of vLLM: no vLLM frame, no record of
     vLLM's logger, no word "vllm" but in a setting's value. A Ray actor's "(Name pid=N)" prefix
     is no trace: other programs run their own actors (verl's WorkerDict computing log-probs),
-    and a vLLM worker under Ray prints vLLM's records or frames. PyTorch's out-of-memory error is the same in every program that uses it (a
-    fine-tune quantizing weights, a trainer's log-probs), so only the traceback around it tells
-    whose it was; a traceback of PyTorch's own frames alone tells nothing. None otherwise."""
+    and a vLLM worker under Ray prints vLLM's records or frames. PyTorch's out-of-memory error
+    is the same in every program that uses it (a fine-tune quantizing weights, a trainer's
+    log-probs), so only the traceback around it tells whose it was; a traceback of PyTorch's
+    own frames alone tells nothing. None otherwise."""
     text = tail() if callable(tail) else tail
     if "vllm" in _SETTING.sub("", text).lower() or VLLM_HEADER.search(text):
         return None
