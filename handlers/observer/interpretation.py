@@ -123,7 +123,8 @@ class Interpretation:
         # may find on that line after another found it calm); the line of the latest finding
         # (`_withdraw_inferred`)
         self.calm_line = self.calm_before = self.finding_line = 0
-        self.accounted: set[str] = set()  # the identities of findings read from accounting alone
+        # the rules that read vLLM's accounting, not its errors (`_withdraw_inferred`)
+        self.accounting_rules = frozenset(m.rule.id for m in matchers if m.rule.confidence == "inferred")
         self.fixes: dict[tuple, tuple[dict, str]] = {}
 
     def add(self, hit: Hit) -> None:
@@ -190,8 +191,6 @@ class Interpretation:
                 return
             self.short.pop(rule.kind, None)
         priority, finding = made
-        if rule.confidence == "inferred":
-            self.accounted.add(_identity(finding))
         if rule.retried:
             held = self.retried.get(_identity(finding))
             if held is None:
@@ -322,10 +321,10 @@ class Interpretation:
         sliding-window model needs less KV cache than its concurrency line counts). Memory that
         the accounting showed negative or zero is no such count: vLLM raises on it, so an engine
         that came up after it is another start's, and it stays. Where an error (or the line that
-        raises it) stated a failure in the attempt, it failed, and the engine that came up is a retry's: all
-        stays. So does what was inferred before accounting that showed nothing wrong: a retry
+        raises it) stated a failure in the attempt, it failed, and the engine that came up is a
+        retry's: all stays. So does what was inferred before accounting that showed nothing wrong: a retry
         that printed its own (an application's, with no engine restart line between)."""
-        if self.sites or any(identity not in self.accounted for identity in self.attempt):
+        if self.sites or any(self.seen[identity].latest.rule not in self.accounting_rules for identity in self.attempt):
             return  # an error, or its raise site, stated a failure
         gone = {identity for identity in self.attempt if identity not in self.failed
                 and self.seen[identity].latest.kind in COUNTED_AGAINST_MAX_MODEL_LEN
