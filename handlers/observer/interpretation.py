@@ -1,6 +1,6 @@
 """Hits (hits.py: one regex match each) folded into findings: in log order, the context each sets
-(numbers, open regions, engine restarts) and the findings it makes, each with its seed fix (the
-rule's compiled fix program, fixes.py), into a `Diagnosis` (`Interpretation`).
+(numbers, open regions, engine restarts) and the findings it makes (each made by finding.py, with
+its seed fix: the rule's compiled fix program, fixes.py), into a `Diagnosis` (`Interpretation`).
 
 engine.py finds the hits while the log is read and hands them here in log order.
 """
@@ -14,11 +14,12 @@ import msgspec
 
 from selfheal.handlers.observer.endings import another_cause, foreign_traceback, logged
 from selfheal.handlers.observer.expr import Env
+from selfheal.handlers.observer.finding import make_finding, opener_text
 from selfheal.handlers.observer.fixes import FixProgram
 from selfheal.handlers.observer.hits import Hit, said, times
 from selfheal.handlers.observer.spec import CONTEXT
 from selfheal.schemas.actuators import ActuatorBounds
-from selfheal.schemas.events import TOLD_ONLY, Finding  # the one Finding type: observations record it as is
+from selfheal.schemas.events import Finding  # the one Finding type: observations record it as is
 from selfheal.schemas.serving import ServingConfig
 
 if TYPE_CHECKING:
@@ -164,7 +165,7 @@ class Interpretation:
             return
         if rule.cut_in and rule.cut_in not in self.regions:
             return  # the process died, but not in the phase this rule reads it in
-        made = _finding(hit, self.context, self.regions, self._fix, self._confidence(hit))
+        made = make_finding(hit, self.context, self.regions, self._fix, self._confidence(hit))
         # a streak is of a symptom, not of one rule: the rules of a kind that differ only in
         # the literal that selects their lines (a cache at 9x% and at 100%) count together
         if made is None:  # the rule's `when` is false here: a calm match ends a streak
@@ -182,7 +183,7 @@ class Interpretation:
             count += times(hit)
             self.streaks[rule.kind] = (count, hit.line)
             if count < rule.sustain:
-                short = None if rule.alone == "silent" else _finding(hit, self.context, self.regions, self._fix,
+                short = None if rule.alone == "silent" else make_finding(hit, self.context, self.regions, self._fix,
                                                                      "unsustained")
                 if short is not None:
                     if rule.alone == "undirected":
@@ -210,7 +211,7 @@ class Interpretation:
         self._release_cuts()
         self.unphased = hit if rule.refine and not any(r.when in self.regions for r in rule.refine) else None
         if rule.cut_in:  # counted once the log goes on; at its end, only if its last lines state no other cause
-            self.cuts.append((priority, finding, _since(self.regions[rule.cut_in])))
+            self.cuts.append((priority, finding, opener_text(self.regions[rule.cut_in])))
             self.ready_after_last_finding = False
             self.regions.clear()
             return
@@ -246,7 +247,7 @@ class Interpretation:
         hit, self.unphased = self.unphased, None
         if not any(r.when == phase for r in hit.matcher.rule.refine):
             return
-        made = _finding(hit, self.context, {phase: opener}, self._fix, self._confidence(hit))
+        made = make_finding(hit, self.context, {phase: opener}, self._fix, self._confidence(hit))
         if made is not None:
             priority, finding = made
             note = f"{finding.note}; Ray's summary at line {opener.line} folds records its workers wrote before the error"
@@ -297,8 +298,8 @@ class Interpretation:
             return
         for m in self.cut_rules:
             opener = self.regions.get(m.rule.cut_in)
-            if opener is not None and another_cause(tail, _since(opener)) is None:
-                made = _finding(Hit(m, None, opener.line, list(opener.evidence), opener.line), self.context, self.regions,
+            if opener is not None and another_cause(tail, opener_text(opener)) is None:
+                made = make_finding(Hit(m, None, opener.line, list(opener.evidence), opener.line), self.context, self.regions,
                                 self._fix, "truncated")
                 if made is not None:
                     self._found(*made)
@@ -404,13 +405,6 @@ class Interpretation:
                          repeated=sorted(repeated, key=lambda r: r.index))
 
 
-def _since(opener: Hit) -> str:
-    """A piece of the line that opened a region, to find it among the log's last lines: its
-    evidence is the line itself, or the line clipped around the match ("…" where it was cut)."""
-    line = opener.evidence[0] if opener.evidence else ""
-    return max(line.split("…"), key=len).strip()
-
-
 def interpret(hits: Iterable[Hit], current: ServingConfig | None, bounds: ActuatorBounds, buffer: float,
               matchers: tuple[Matcher, ...] = ()) -> Diagnosis:
     """Fold hits, in log order, into a diagnosis (Interpretation)."""
@@ -418,59 +412,3 @@ def interpret(hits: Iterable[Hit], current: ServingConfig | None, bounds: Actuat
     for hit in hits:
         fold.add(hit)
     return fold.diagnosis()
-
-
-def _finding(hit: Hit, context, regions, fix_of: Callable[[FixProgram, dict, dict], tuple[dict, str] | None],
-             confidence: str = "stated") -> tuple[int, Finding] | None:
-    rule = hit.matcher.rule
-    # a rule's note tells the sustained symptom ("refused again and again"), which one line is not
-    kind, program, direction, notes = (rule.kind, hit.matcher.program, rule.direction,
-                                       [rule.note if confidence != "unsustained" else ""])
-    priority = rule.priority
-    support: list[Hit] = []
-    for ref, ref_program in zip(rule.refine, hit.matcher.refine_programs):
-        if ref.when in regions:
-            opener = regions[ref.when]
-            kind, program, direction, priority = ref.kind, ref_program, ref.direction, ref.priority
-            notes.append(f"{ref.note} (line {opener.line})")
-            support.append(opener)
-            break
-    numbers = dict(hit.numbers)
-    for key in rule.uses:
-        if key not in numbers and key in context:
-            value, source = context[key]
-            numbers[key] = value
-            support.append(source)
-            notes.append(f"{key} from line {source.line}")
-    made = fix_of(program, numbers, hit.groups)
-    if made is None:
-        return None
-    fix, fix_note = made
-    notes.insert(0, fix_note)
-    if confidence != "stated":
-        notes.append(f"inferred from the raise site at line {hit.line}: the message itself was cut off"
-                     if hit.site and confidence == "inferred" else _CONFIDENCE_NOTES[confidence])
-    evidence = list(hit.evidence)
-    for s in sorted(set(support), key=lambda h: h.key):
-        evidence.extend(x for x in s.evidence if x not in evidence)
-    # a log cut short, or a symptom seen too seldom, shows no failure yet: what it would be is
-    # only told (the note), never tuned
-    if confidence in TOLD_ONLY:
-        notes[0] = f"what would be tried: {notes[0]} {_value_list(fix)}".rstrip() if fix else notes[0]
-        fix = {}
-    action = "tune" if fix else "alert"
-    finding = Finding(kind=kind, rule=rule.id, rule_version=rule.version, numbers=numbers,
-                      fix_direction=dict(direction), fix=fix, action=action, confidence=confidence,
-                      evidence=evidence, line=hit.line, note="; ".join(n for n in notes if n))
-    return priority, finding
-
-
-def _value_list(fix: dict) -> str:
-    return "(" + ", ".join(f"{k}={v}" for k, v in fix.items()) + ")"
-
-
-_CONFIDENCE_NOTES = {
-    "inferred": "inferred from vLLM's accounting, not stated by an error",
-    "truncated": "the log ends here without the error: lower confidence, alert only",
-    "unsustained": "seen fewer times than a sustained symptom needs: lower confidence, alert only",
-}

@@ -14,12 +14,13 @@ import functools
 import re
 from typing import TYPE_CHECKING
 
+from selfheal.handlers.observer.anchors import Group
 from selfheal.handlers.observer.logtext import LogText
 from selfheal.handlers.observer.matching import Regexes
 from selfheal.handlers.observer.matching import finds_nothing as _finds_nothing
 from selfheal.handlers.observer.matching import simple as _simple
 from selfheal.handlers.observer.normalize import squash
-from selfheal.handlers.observer.prefilter import Group, Plan, encoded, prefilter_for
+from selfheal.handlers.observer.prefilter import Plan, encoded, prefilter_for
 
 if TYPE_CHECKING:
     from selfheal.handlers.observer.engine import Matcher

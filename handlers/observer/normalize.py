@@ -174,3 +174,26 @@ def strip_prefix(line: str) -> tuple[dict[str, str], str]:
 def squash(text: str) -> str:
     """`text` without any whitespace: the form literals are compared in inside wrapped records."""
     return "".join(text.split())
+
+
+#: characters that a web page, a chat client or an input method put for the ASCII ones vLLM printed
+#: (paste.py): each mapped back, with the compatibility forms of Unicode's NFKC and the quotes and
+#: dashes NFKC keeps
+LOOKALIKES: dict[int, str] = {
+    **{c: " " for c in (0x00A0, 0x1680, *range(0x2000, 0x200B), 0x202F, 0x205F, 0x3000)},
+    **{c: "" for c in (0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF, 0x00AD)},
+    **{c: "'" for c in (0x2018, 0x2019, 0x201A, 0x201B, 0x2032, 0x00B4)},
+    **{c: '"' for c in (0x201C, 0x201D, 0x201E, 0x201F, 0x2033, 0x00AB, 0x00BB)},
+    **{c: "-" for c in (0x2010, 0x2011, 0x2012, 0x2013, 0x2212, 0xFE63)},
+    # full-width ASCII (U+FF01-U+FF5E) is ASCII shifted by 0xFEE0; the ideographic full stop
+    0x2026: "...", 0x3002: ".", **{c: chr(c - 0xFEE0) for c in range(0xFF01, 0xFF5F)},
+}
+_LOOKALIKE_RE = re.compile("[" + "".join(re.escape(chr(c)) for c in LOOKALIKES) + "]")
+
+
+def has_lookalikes(probe: str) -> bool:
+    return not probe.isascii() and _LOOKALIKE_RE.search(probe) is not None
+
+
+def without_lookalikes(text: str) -> str:
+    return text.translate(LOOKALIKES)

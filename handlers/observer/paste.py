@@ -47,25 +47,13 @@ newlines, and dropped double spacing, number the lines of the text as it was unp
 from __future__ import annotations
 
 import html
-import json
 import re
 
-from selfheal.handlers.observer.logfile import FileBytes
-from selfheal.handlers.observer.normalize import clean
-from selfheal.handlers.observer.prefixes import _ANCHOR, _probe, shape, without_collectors
 from selfheal.handlers.observer import spool
-
-# -- look-alike characters -------------------------------------------------------------------
-_LOOKALIKES: dict[int, str] = {
-    **{c: " " for c in (0x00A0, 0x1680, *range(0x2000, 0x200B), 0x202F, 0x205F, 0x3000)},
-    **{c: "" for c in (0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF, 0x00AD)},
-    **{c: "'" for c in (0x2018, 0x2019, 0x201A, 0x201B, 0x2032, 0x00B4)},
-    **{c: '"' for c in (0x201C, 0x201D, 0x201E, 0x201F, 0x2033, 0x00AB, 0x00BB)},
-    **{c: "-" for c in (0x2010, 0x2011, 0x2012, 0x2013, 0x2212, 0xFE63)},
-    # full-width ASCII (U+FF01-U+FF5E) is ASCII shifted by 0xFEE0; the ideographic full stop
-    0x2026: "...", 0x3002: ".", **{c: chr(c - 0xFEE0) for c in range(0xFF01, 0xFF5F)},
-}
-_LOOKALIKE_RE = re.compile("[" + "".join(re.escape(chr(c)) for c in _LOOKALIKES) + "]")
+from selfheal.handlers.observer.carried import has_escaped, is_json_log, out_of_json, unescaped
+from selfheal.handlers.observer.logfile import FileBytes
+from selfheal.handlers.observer.normalize import has_lookalikes, without_lookalikes
+from selfheal.handlers.observer.prefixes import _ANCHOR, _probe, shape, without_collectors
 
 # -- HTML entities ---------------------------------------------------------------------------
 _ENTITY = re.compile(r"&(?:quot|apos|amp|lt|gt|nbsp|#\d{1,6}|#[xX][0-9a-fA-F]{1,6});")
@@ -86,25 +74,6 @@ BREAKS_AT_LEAST = 2
 
 # -- Markdown bold ----------------------------------------------------------------------------
 _BOLD = re.compile(r"(?<![\w*])\*\*(?=[^\s*])([^\n*]{0,300}?[^\s*])\*\*(?![\w*])")
-
-# -- log lines inside JSON -------------------------------------------------------------------
-#: the fields that carry a log line, in the collectors' spellings; the first one present wins
-_FIELDS = ("log", "message", "msg", "MESSAGE", "textPayload", "line", "text", "body", "content")
-#: objects whose fields are looked into too (GCP's jsonPayload, Elastic's _source, ...)
-_NESTED = ("jsonPayload", "_source", "fields", "payload", "data", "record")
-#: a log is in JSON when at least this share of the probe's non-blank lines carries a log line
-JSON_SHARE = 0.5
-
-# -- escaped newlines ------------------------------------------------------------------------
-#: a line is split at its escaped newlines only where it holds this many and one of the pieces
-#: starts like a log record; two where the line is itself a vLLM record (a request's prompt,
-#: logged with its "\n", stays one line)
-ESCAPED_AT_LEAST = 2
-_ESCAPED = re.compile(r"(?<!\\)(?:\\r)?\\n")
-_RECORD_START = re.compile(
-    rf"\s*(?:{_ANCHOR.pattern}|(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception):|raise\b|\^)")
-#: a character no file or encoder can hold: a lone surrogate, escaped in a JSON string as \\udXXX
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 # -- double spacing --------------------------------------------------------------------------
 #: a paste is double spaced when it has this many non-blank lines, none of them next to another
@@ -175,14 +144,6 @@ def unpasted(text: str | bytes | FileBytes, probe: str | None = None) -> str | b
     return whole if whole is not text else spool.rewritten(text, lambda piece: piece)
 
 
-def _has_lookalikes(probe: str) -> bool:
-    return not probe.isascii() and _LOOKALIKE_RE.search(probe) is not None
-
-
-def _without_lookalikes(text: str) -> str:
-    return text.translate(_LOOKALIKES)
-
-
 def _has_entities(probe: str) -> bool:
     return "&" in probe and _ENTITY.search(probe) is not None
 
@@ -213,88 +174,6 @@ def _has_bold(probe: str) -> bool:
 
 def _without_bold(text: str) -> str:
     return _BOLD.sub(r"\1", text)
-
-
-def _carried(line: str) -> str | None:
-    """The log text a JSON log line carries, or None when it is no such line."""
-    obj = _json_of(line, "{", "}")
-    if not isinstance(obj, dict):
-        return None
-    for holder in (obj, *(obj[k] for k in _NESTED if isinstance(obj.get(k), dict))):
-        for field in _FIELDS:
-            if isinstance(holder.get(field), str):
-                return _sound(holder[field])
-    return None
-
-
-def _json_of(line: str, opener: str, closer: str):
-    """The JSON value a whole line is, when it opens and closes so; None when it is none."""
-    s = line.strip()
-    if len(s) < 2 or s[0] != opener or s[-1] != closer:
-        return None
-    try:
-        return json.loads(s)
-    except ValueError:
-        return None
-
-
-def _sound(text: str) -> str:
-    """`text` with a lone surrogate (escaped in the JSON as \\udXXX, a character that no file or
-    encoder can hold) replaced by U+FFFD."""
-    return _SURROGATE.sub("\ufffd", text)
-
-
-def _is_json_log(probe: str) -> bool:
-    if "{" not in probe:
-        return False
-    lines = [line for line in probe.split("\n") if line.strip()]
-    carried = sum(1 for line in lines if line.lstrip().startswith("{") and _carried(line) is not None)
-    return bool(lines) and carried >= JSON_SHARE * len(lines)
-
-
-def _out_of_json(text: str) -> str:
-    out = []
-    for line in text.split("\n"):
-        got = _carried(line) if line.lstrip().startswith("{") else None
-        out.append(line if got is None else clean(got[:-1] if got.endswith("\n") else got))
-    return "\n".join(out)
-
-
-def _starts_a_record(piece: str) -> bool:
-    """A piece that starts like a log record, or holds vLLM's record start behind a collector's
-    prefix (a timestamp and a bar, a container's name)."""
-    return _RECORD_START.match(piece) is not None or _ANCHOR.search(piece, 0, 200) is not None
-
-
-def _split_escaped(line: str) -> str:
-    if line.count("\\n") < ESCAPED_AT_LEAST:
-        return line
-    whole = _json_string(line)
-    if whole is not None:
-        return _without_lookalikes(clean(whole))
-    pieces = [p.replace('\\"', '"').replace("\\t", "    ").replace("\\'", "'") for p in _ESCAPED.split(line)]
-    own = _ANCHOR.match(line) is not None or _ANCHOR.match(line, line.find(")") + 1 if line.startswith("(") else 0)
-    # the first piece is where the string began: after a JSON key or a quote, anywhere on the line
-    starts = sum(1 for p in pieces[1:] if _starts_a_record(p))
-    if own and starts < 2 or not own and starts + (_RECORD_START.search(pieces[0]) is not None) < 1:
-        return line
-    return "\n".join(pieces)
-
-
-def _json_string(line: str) -> str | None:
-    """What a line that is one JSON string literal as a whole (a log kept as an API's error
-    field, a notebook's output) says, decoded as JSON decodes it, or None for any other line:
-    such a line is read whatever its pieces start with, prose as well as records."""
-    got = _json_of(line, '"', '"')
-    return _sound(got) if isinstance(got, str) else None
-
-
-def _has_escaped(probe: str) -> bool:
-    return "\\n" in probe and any(_split_escaped(line) is not line for line in probe.split("\n") if "\\n" in line)
-
-
-def _unescaped(text: str) -> str:
-    return "\n".join(_split_escaped(line) if "\\n" in line else line for line in text.split("\n"))
 
 
 def _is_double_spaced(probe: str) -> bool:
@@ -440,12 +319,12 @@ _WHOLE_TEXT_STEPS = (_UNDOUBLED, _REORDERED)
 
 #: (what the probe shows, or None; how the text is undone, given what was shown), in order
 _STEPS = (
-    (_has_lookalikes, _always(_without_lookalikes)),
+    (has_lookalikes, _always(without_lookalikes)),
     (_has_entities, _always(_without_entities)),
     (_has_residue, _always(_without_residue)),
     (_has_bold, _always(_without_bold)),
-    (_is_json_log, _always(_out_of_json)),
-    (_has_escaped, _always(_unescaped)),
+    (is_json_log, _always(out_of_json)),
+    (has_escaped, _always(unescaped)),
     # after the JSON steps: a <br> inside a JSON log's line is the text it carries, not its line end
     (_has_breaks, _always(_without_breaks)),
     (_is_double_spaced, _UNDOUBLED),

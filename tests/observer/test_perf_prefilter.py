@@ -16,7 +16,8 @@ from selfheal.handlers.observer import literals as literal_search
 from selfheal.handlers.observer.engine import read_and_scan
 from selfheal.handlers.observer.logfile import open_log
 from selfheal.handlers.observer.logtext import LogText
-from selfheal.handlers.observer.prefilter import Prefilter, _anchor_regex, _anchors, encoded
+from selfheal.handlers.observer.anchors import anchor_regex, anchors_in
+from selfheal.handlers.observer.prefilter import Prefilter, encoded
 from selfheal.handlers.observer.rules import builtin_ruleset
 
 MATCHERS = builtin_ruleset().matchers
@@ -24,8 +25,8 @@ MATCHERS = builtin_ruleset().matchers
 
 def _anchored_at(char: str, literals: tuple[str, ...], text: str) -> list[int]:
     """Where `char` occurs as the anchor of one of `literals` (the occurrence of `char` in it
-    that prefilter._anchors chose), by brute force."""
-    at = _anchors(char, literals)
+    that anchors.anchors_in chose), by brute force."""
+    at = anchors_in(char, literals)
     return [i for i, c in enumerate(text) if c == char and any(
         text.startswith(lit, i - at[lit]) and i >= at[lit] for lit in literals)]
 
@@ -36,7 +37,7 @@ def _anchored_at(char: str, literals: tuple[str, ...], text: str) -> list[int]:
 def test_the_anchor_regex_matches_where_a_literal_holds_its_anchor(literals, text):
     char = literals[0][0]
     literals = tuple(dict.fromkeys(lit for lit in literals if char in lit))
-    regex = _anchor_regex(char, literals)
+    regex = anchor_regex(char, literals)
     found, pos = [], 0
     while (m := regex.search(text, pos)) is not None:
         found.append(m.start())
@@ -89,14 +90,14 @@ def test_literals_that_end_at_one_place_are_looked_behind_once_where_the_text_di
     # five literals that end with the "y" of "memory": one lookbehind for the character before
     # the "y" guards them at every other "y" (of "loggers.py:"), where each had its own
     literals = ("DA out of memory", "U out of memory", "ree memory", "rror: out of memory", "total memory:")
-    pattern = _anchor_regex("y", literals).pattern
+    pattern = anchor_regex("y", literals).pattern
     assert pattern.startswith("y(?:(?<=ry)(?:") and pattern.count("(?<=") == 6
-    assert all(_anchor_regex("y", literals).search(lit) for lit in literals)
-    assert not _anchor_regex("y", literals).search("loggers.py: 9 ry")
+    assert all(anchor_regex("y", literals).search(lit) for lit in literals)
+    assert not anchor_regex("y", literals).search("loggers.py: 9 ry")
 
 
 def test_shared_beginnings_are_merged_and_only_the_part_before_the_anchor_is_a_lookbehind():
-    pattern = _anchor_regex("u", ("GPU KV cache usage: 9", "GPU KV cache usage: 100", "rror: out of memory")).pattern
+    pattern = anchor_regex("u", ("GPU KV cache usage: 9", "GPU KV cache usage: 100", "rror: out of memory")).pattern
     tree = re.sub(r"\(\?<=[^)]*\)", "", pattern)  # without the lookbehinds
     assert tree.count("sage:") == 1 and "(?=" not in pattern and pattern.count("(?<=") == 3
 
