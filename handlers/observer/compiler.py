@@ -116,6 +116,9 @@ def _compile(rule: RuleSpec) -> CompiledRule:
         raise RuleProblem(("alone",), f"alone is one of {', '.join(ALONE)}, and speaks only for a rule with sustain > 1")
     if rule.cut_in and not re.fullmatch(r"\w+", rule.cut_in):
         raise RuleProblem(("cut_in",), f"cut_in names a region (open:NAME), got {rule.cut_in!r}")
+    if rule.within and (failure or not re.fullmatch(r"\w+", rule.within)):
+        raise RuleProblem(("within",), f"within names a region (open:NAME), and only a context rule has it, "
+                                       f"got {rule.within!r}")
     if not failure and (rule.confidence != "stated" or rule.when or rule.sustain != 1 or rule.gap or rule.cut_in
                         or rule.raise_frame):
         raise RuleProblem(("kind",), "a context rule has no confidence, when, sustain, cut_in or raise_frame")
@@ -179,6 +182,7 @@ def _compile(rule: RuleSpec) -> CompiledRule:
     # fields added later appear only where used: the digest of a rule set without them is unchanged
     for key, value, default in (("confidence", rule.confidence, "stated"), ("sustain", rule.sustain, 1),
                                 ("gap", rule.gap, 0), ("alone", rule.alone, "silent"), ("cut_in", rule.cut_in, ""),
+                                ("within", rule.within, ""),
                                 ("raise_frame", rule.raise_frame, False),
                                 ("prefilter_next", rule.prefilter_next, ""), ("retried", rule.retried, False)):
         if value != default:

@@ -4,7 +4,7 @@ A log that ends inside a phase where a failure was not seen (CUDA-graph capture,
 `cut_in` rules) is read as cut short there, a finding of lower confidence. That reading holds
 only while the log says nothing of why it stopped. When its last lines state an exception of
 another cause (an NCCL error, an illegal memory access, an assertion, a compile error, an
-interrupt), the log is not cut short: it states a failure that is not a configuration's, and a
+interrupt, a compiler's or linker's own "error:"), the log is not cut short: it states a failure that is not a configuration's, and a
 capture that died of it says nothing about memory. So does a notice that the engine is alive
 and waiting after the phase opened (vLLM's shared-memory broadcast finding no block for a minute,
 printed again and again while a worker hangs): a hang is not a death in capture.
@@ -33,13 +33,19 @@ _EXC_ANY_CASE = exception_name(_EXC_SUFFIXES + tuple(s.lower() for s in _EXC_SUF
 _EXCEPTION = re.compile(rf"(?:^|[\s\]|>:)])(?<!except )(?<!raise )({_EXC_ANY_CASE})(?::[ \t]*(.*?))?[ \t]*$")
 # what says the memory ran out (its rules read it: a stated finding, never a cut one) or says
 # nothing of a cause (a wrapper that points at the root cause elsewhere)
+_MEMORY_CAUSE = (r"out of memory|OutOfMemory|\bOOM\b|memory (?:is )?exhausted|insufficient memory|not enough memory"
+                 r"|[Tt]ried to allocate|cannot allocate|failed to allocate|allocation fail")
 _NOT_ANOTHER_CAUSE = re.compile(
-    r"out of memory|OutOfMemory|\bOOM\b|memory (?:is )?exhausted|insufficient memory|not enough memory"
-    r"|[Tt]ried to allocate|cannot allocate|failed to allocate|allocation fail"
-    r"|root cause|initiali[sz]ation failed|failed to start|see (?:the )?(?:above|stack trace|logs?)"
+    _MEMORY_CAUSE + r"|root cause|initiali[sz]ation failed|failed to start|see (?:the )?(?:above|stack trace|logs?)"
     r"|died|dead|exit(?:ed)? (?:code|status|unexpectedly)|terminated|shut ?down|SystemExit"
     r"|^(?:(?:[\w.]+\.)?(?:EngineDeadError|EngineGenerateError|ChildProcessError|RayTaskError|ActorDiedError"
     r"|WorkerError|RayActorError|ProcessLookupError|BrokenPipeError|ConnectionResetError))\b", re.I)
+# a compiler's or a linker's diagnostic ("collect2: error: ld returned 1 exit status",
+# "kernel.cu:12:5: error: ...", "fatal error: Python.h: No such file or directory"), as a JIT build
+# in a phase prints it: lower-case "error:" after the tool or the file and line, never a logger's "ERROR"
+# (its "ld returned 1 exit status" is the build's cause, not a wrapper's pointer to one)
+_TOOL_ERROR = re.compile(r"(?:^|\s)(?:[\w./+-]+(?::\d+)*: )?(?:fatal )?error: \S.*$")
+_MEMORY = re.compile(_MEMORY_CAUSE, re.I)
 # a wrapper that quotes the worker's own error (V1 multiproc_executor get_response: "Worker
 # failed with error '<error>', please check the stack trace above for the root cause") is judged
 # by the error it quotes, not by its pointer to the root cause
@@ -116,6 +122,10 @@ def another_cause(tail: str | Callable[[], str], since: str = "") -> str | None:
             quoted = _QUOTED_CAUSE.search(m.group(2) or "")
             said = quoted.group(1) if quoted else m.group(1) + ": " + (m.group(2) or "")
             if not _NOT_ANOTHER_CAUSE.search(said):
+                return line.strip()
+        elif m is None:
+            tool = _TOOL_ERROR.search(line)
+            if tool and not _MEMORY.search(tool.group()):
                 return line.strip()
         # looked at last: an error that names the phase's own call opens it and states its cause
         # ("RuntimeError: Failed to find function aclmdlRICaptureBegin", a toolkit without it)

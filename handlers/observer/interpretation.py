@@ -131,6 +131,8 @@ class Interpretation:
     def add(self, hit: Hit) -> None:
         rule = hit.matcher.rule
         if rule.kind == CONTEXT:
+            if rule.within and rule.within not in self.regions:
+                return  # it tells something only inside that phase
             if len(self.context_said) < 2:  # two tell a log from a quote: no more are kept
                 self.context_said.setdefault(said(hit), hit.line)
             for mark in rule.marks:
@@ -155,7 +157,9 @@ class Interpretation:
                 elif mark == "initialised":
                     self._withdraw_inferred()
                 elif mark.startswith("open:"):
-                    self.regions[mark[5:]] = hit
+                    # opened by what happened inside another phase: from that phase's start, where
+                    # what a cut log states after it is read for another cause
+                    self.regions[mark[5:]] = self.regions[rule.within] if rule.within else hit
                     if self.unphased is not None and times(hit) > 1:
                         self._reported_late(mark[5:], hit)
                 else:

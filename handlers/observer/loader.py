@@ -73,6 +73,7 @@ class _Rule(msgspec.Struct, forbid_unknown_fields=True):
     gap: int = 0
     alone: str = "silent"
     cut_in: str = ""
+    within: str = ""
     raise_frame: bool = False
     prefilter_next: str = ""
     retried: bool = False
@@ -236,6 +237,7 @@ def _rule(table: dict) -> RuleSpec:
                     direction=raw.direction, priority=raw.priority, window=raw.window, uses=tuple(raw.uses),
                     marks=tuple(raw.marks), refine=tuple(refine), note=raw.note, versions=raw.versions,
                     confidence=raw.confidence, when=raw.when, sustain=raw.sustain, gap=raw.gap, alone=raw.alone, cut_in=raw.cut_in,
+                    within=raw.within,
                     raise_frame=raw.raise_frame, prefilter_next=raw.prefilter_next, retried=raw.retried)
 
 

@@ -30,7 +30,10 @@ Two roles:
   error) and mark phases (`marks`): "open:NAME" / "close:NAME" a region, "reset" at an engine
   (re)start, "ready" when the API server starts serving (a failure before it is then over),
   "initialised" when the engine made its KV cache and warmed up (what the attempt's accounting
-  inferred, with no error stating a failure, did not hold and is withdrawn). A
+  inferred, with no error stating a failure, did not hold and is withdrawn). A context rule
+  that says `within = "NAME"` does so only while that region is open, and the regions it opens
+  open from that region's opener (a traceback begun in the profile run opens the region of a
+  dummy batch that raised, as from the run's start: an error stated since then is the cause). A
   failure inside an open region can be re-read through `refine` (a PyTorch OOM while CUDA
   graphs are captured is a `cuda_graph_oom`). Any failure closes every open region.
 
@@ -144,6 +147,7 @@ class RuleSpec(msgspec.Struct, frozen=True, kw_only=True):
     # what fewer than `sustain` matches say in a log that shows nothing else (ALONE)
     alone: str = "silent"
     cut_in: str = ""                # a region: the finding is made when the log ends inside it
+    within: str = ""                # a region: a context rule marks and sets numbers only inside it
     # the patterns read a traceback's frame line ('File ".../vllm/...", line N, in FUNC') of a
     # function whose raise statements all raise this rule's failure: a match speaks only where
     # the frame's next line is a `raise` (the message not shown), as a raise site (engine.py)

@@ -131,6 +131,7 @@ def _line_of(text: str, fragment: str) -> int:
      "fix[1]: action 'tune' must be 'tune' when the candidate sets parameters"),
     (("[rule.numbers]", '[rule.derived]\nfree_gib = "1"\n\n[rule.numbers]'), "free_gib = \"1\"",
      "derived value 'free_gib' repeats a number or derived name"),
+    (("priority = 60", 'priority = 60\nwithin = "profile_run"'), "within", "only a context rule has it"),
 ])
 def test_each_error_names_file_rule_line_and_problem(change, at, problem):
     text = MINIMAL.replace(*change)

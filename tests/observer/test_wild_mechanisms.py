@@ -99,6 +99,31 @@ def test_a_traceback_cut_in_the_poolers_warm_up_task_is_one_too():
     assert diagnose("\n".join([W + "Traceback (most recent call last):", frame])).primary.rule == "vllm.cut.dummy_batch"
 
 
+def test_a_traceback_begun_in_the_profile_run_and_cut_before_its_frames_is_one_too():
+    # a stored copy of a thread that stops at the traceback's first lines (round 36, 4005): the
+    # profile run had begun and nothing since states a cause
+    runpy = W + '  File "/usr/lib/python3.10/runpy.py", line 196, in _run_module_as_main'
+    f = diagnose("\n".join([PROFILE, W + "Traceback (most recent call last):", runpy])).primary
+    assert (f.rule, f.kind, f.confidence) == ("vllm.cut.dummy_batch", "cuda_oom_allocation", "truncated")
+
+
+def test_a_traceback_outside_the_profile_run_tells_no_phase():
+    loaded = "INFO 09-27 05:20:01 model_runner.py:1067] Loading model weights took 19.9 GB"
+    blocks = "INFO 09-27 05:20:30 gpu_executor.py:122] # GPU blocks: 2000, # CPU blocks: 512"
+    tb = [W + "Traceback (most recent call last):", W + '  File "/usr/lib/python3.10/runpy.py", line 196, in x']
+    assert diagnose("\n".join(["INFO 09-27 05:19:00 api_server.py:1] vLLM API server version 0.6.2"] + tb)).findings == []
+    assert diagnose("\n".join([loaded, PROFILE, blocks] + tb)).findings == []  # the run had ended
+
+
+def test_a_cause_stated_in_the_profile_run_before_the_traceback_explains_the_cut():
+    # a JIT build that failed to link, then the engine's traceback, cut (corpus look-alike 2797):
+    # the cause is read from the run's start, not only from the traceback's first line
+    for cause in ("collect2: error: ld returned 1 exit status", "/tmp/x/main.c:4:10: fatal error: Python.h: No such file"):
+        lines = [PROFILE, cause, W + "EngineCore failed to start.", W + "Traceback (most recent call last):",
+                 W + '  File "/usr/lib/python3.12/dist-packages/vllm/v1/engine/core.py", line 491, in run_engine_core']
+        assert diagnose("\n".join(lines)).findings == [], cause
+
+
 def test_vllms_report_that_the_engine_died_in_the_profile_run_says_it_too():
     died = "RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}"
     f = diagnose("\n".join(PROFILE_FRAMES + [died])).primary
