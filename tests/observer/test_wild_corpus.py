@@ -146,8 +146,12 @@ CATEGORIES = {"prefix", "abridged", "raise_site", "accounting", "truncated", "ru
 # committed benchmark and run logs; 4 of 4 look-alikes silent, among them a verl trainer's OOM
 # that spoke before a setting's value stopped counting as a trace of vLLM, and the one failure
 # missed, a second queue held at a configured max_num_seqs, 64): 0.9233 (numbers 0.8971,
-# direction 0.8802)
-FLOORS = {"kind": 0.923, "numbers": 0.897, "direction": 0.880}
+# direction 0.8802); round 36's 23 (1225: notebooks' outputs and committed course logs and
+# reports, threads of other engines and of programs that embed vLLM, and 2025-26 V1 threads;
+# 12 of 13 failures and 10 of 10 look-alikes right before any rule changed for them, the miss a
+# traceback cut at its first lines after the profile run began, now read as cut in the dummy
+# batch): 0.9246 (numbers 0.8991, direction 0.881)
+FLOORS = {"kind": 0.924, "numbers": 0.899, "direction": 0.881}
 
 
 @pytest.fixture(scope="module")
