@@ -7,6 +7,7 @@ engine.py finds the hits while the log is read and hands them here in log order.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
@@ -64,6 +65,8 @@ CAUSE_LINES = 60
 PYTORCH = ("torch", "torch_npu", "habana")
 #: fixes remembered by an Interpretation (it starts over when full)
 REMEMBERED_FIXES = 256
+#: a value a rule's `when` tests for (its expression language's known(name); not current.* or bounds.*)
+_KNOWN = re.compile(r"\bknown\((\w+)\)")
 
 
 class _Seen:
@@ -124,8 +127,10 @@ class Interpretation:
         # may find on that line after another found it calm); the line of the latest finding
         # (`_withdraw_inferred`)
         self.calm_line = self.calm_before = self.finding_line = 0
-        # the rules that read vLLM's accounting, not its errors (`_withdraw_inferred`)
-        self.accounting_rules = frozenset(m.rule.id for m in matchers if m.rule.confidence == "inferred")
+        # the rules that read vLLM's accounting, not its errors (`_withdraw_inferred`), each with the
+        # names its `when` needs known: where one is not, its silence compared nothing, and held nothing
+        self.accounting_rules = {m.rule.id: tuple(_KNOWN.findall(m.rule.when)) for m in matchers
+                                 if m.rule.confidence == "inferred"}
         self.fixes: dict[tuple, tuple[dict, str]] = {}
 
     def add(self, hit: Hit) -> None:
@@ -173,7 +178,8 @@ class Interpretation:
         # a streak is of a symptom, not of one rule: the rules of a kind that differ only in
         # the literal that selects their lines (a cache at 9x% and at 100%) count together
         if made is None:  # the rule's `when` is false here: a calm match ends a streak
-            if rule.confidence == "inferred" and hit.line not in (self.finding_line, self.calm_line):
+            if rule.confidence == "inferred" and hit.line not in (self.finding_line, self.calm_line) and all(
+                    key in hit.numbers or key in self.context for key in self.accounting_rules.get(rule.id, ())):
                 # accounting that holds, on a line where nothing was found (so far: see _count)
                 self.calm_before, self.calm_line = self.calm_line, hit.line
             if rule.sustain > 1:

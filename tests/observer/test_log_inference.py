@@ -915,6 +915,18 @@ def test_an_engine_that_came_up_after_accounting_that_held_is_a_retrys():
     assert d.primary.kind == "max_model_len_exceeds_kv_cache" and d.primary.confidence == "inferred"
 
 
+def test_accounting_that_could_compare_nothing_held_nothing():
+    # the KV cache's size printed again (a second rank's line) where max_model_len is not known (a
+    # config line cut by a viewer): its rule compared nothing, so it is no retry's accounting that
+    # held, and the engine that came up withdraws the inference before it (round 36's artifacts run)
+    again = "INFO 07-09 09:19:27 [kv_cache_utils.py:634] GPU KV cache size: 69,920 tokens\n"
+    assert diagnose(SLIDING + again + INITIALISED).findings == []
+    # where max_model_len is known and the cache holds it, it held: the inference before it stays
+    held = "INFO 07-09 09:19:27 [kv_cache_utils.py:634] GPU KV cache size: 269,920 tokens\n"
+    config = "INFO 07-09 09:18:32 [core.py:61] Initializing a V1 LLM engine (v0.8.4) with config: max_seq_len=131072,\n"
+    assert diagnose(config + SLIDING + held + INITIALISED).primary.confidence == "inferred"
+
+
 def test_memory_the_accounting_showed_negative_stays_when_an_engine_came_up():
     # vLLM raises on it: an engine that came up after it is another start's, its lines cut from the paste
     negative = ("INFO 08-02 22:12:16 worker.py:295] the rest of the memory reserved for KV Cache is -7.83GiB.\n"
