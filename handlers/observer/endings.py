@@ -4,10 +4,11 @@ A log that ends inside a phase where a failure was not seen (CUDA-graph capture,
 `cut_in` rules) is read as cut short there, a finding of lower confidence. That reading holds
 only while the log says nothing of why it stopped. When its last lines state an exception of
 another cause (an NCCL error, an illegal memory access, an assertion, a compile error, an
-interrupt, a compiler's or linker's own "error:"), the log is not cut short: it states a failure that is not a configuration's, and a
-capture that died of it says nothing about memory. So does a notice that the engine is alive
-and waiting after the phase opened (vLLM's shared-memory broadcast finding no block for a minute,
-printed again and again while a worker hangs): a hang is not a death in capture.
+interrupt, a compiler's or linker's own "error:"), the log is not cut short: it states a failure
+that is not a configuration's, and a capture that died of it says nothing about memory. So does a
+notice that the engine is alive and waiting after the phase opened (vLLM's shared-memory broadcast
+finding no block for a minute, printed again and again while a worker hangs): a hang is not a
+death in capture.
 
 Only the last lines are read (TAIL_CHARS, at most TAIL_LINES): the end of a log is cheap to reach
 whatever its length, where a rule over every line would cost a scan of the whole log for

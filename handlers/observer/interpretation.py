@@ -193,8 +193,8 @@ class Interpretation:
             count += times(hit)
             self.streaks[rule.kind] = (count, hit.line)
             if count < rule.sustain:
-                short = None if rule.alone == "silent" else make_finding(hit, self.context, self.regions, self._fix,
-                                                                     "unsustained")
+                short = None if rule.alone == "silent" else make_finding(hit, self.context, self.regions,
+                                                                         self._fix, "unsustained")
                 if short is not None:
                     if rule.alone == "undirected":
                         short = (short[0], msgspec.structs.replace(short[1], fix_direction={}))
@@ -309,8 +309,8 @@ class Interpretation:
         for m in self.cut_rules:
             opener = self.regions.get(m.rule.cut_in)
             if opener is not None and another_cause(tail, opener_text(opener)) is None:
-                made = make_finding(Hit(m, None, opener.line, list(opener.evidence), opener.line), self.context, self.regions,
-                                self._fix, "truncated")
+                made = make_finding(Hit(m, None, opener.line, list(opener.evidence), opener.line), self.context,
+                                    self.regions, self._fix, "truncated")
                 if made is not None:
                     self._found(*made)
 
