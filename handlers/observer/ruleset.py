@@ -13,6 +13,7 @@ import json
 import os
 from collections.abc import Iterable
 
+from selfheal.handlers.observer.configured import configured_matchers
 from selfheal.handlers.observer.encoding import as_utf8
 from selfheal.handlers.observer.endings import tail_of
 from selfheal.handlers.observer.engine import Diagnosis, Interpretation, Matcher, compile_rules, read
@@ -78,7 +79,10 @@ class RuleSet:
 
     def _diagnose(self, text: str | bytes | FileBytes, current: ServingConfig | None, bounds: ActuatorBounds,
                   safety_buffer: float) -> Diagnosis:
-        d = read(text, self.matchers, lambda: Interpretation(current, bounds, safety_buffer, self.matchers)).diagnosis(lambda: tail_of(text))
+        # the rules bound to a cap the log configured, where it configures one (configured.py)
+        matchers = self.matchers + configured_matchers(text, self.matchers)
+        d = read(text, matchers, lambda: Interpretation(current, bounds, safety_buffer, matchers)).diagnosis(
+            lambda: tail_of(text))
         if d.findings or len(text) > RECASE_AT_MOST:
             return d
         # a short paste that names no failure may say vLLM's words in another case, or with a

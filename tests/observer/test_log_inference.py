@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from selfheal.handlers.observer import diagnose
+from selfheal.handlers.observer import builtin_ruleset, diagnose
 from selfheal.handlers.observer.prefixes import learn, without_collectors
 from selfheal.schemas.serving import ServingConfig
 
@@ -837,6 +837,39 @@ def test_a_queue_at_256_running_is_not_the_caps_when_the_config_allows_more():
     assert "only 256 of 512 sequence slots in use" in f.note
     f = diagnose(log, current=ServingConfig(max_num_seqs=256)).primary
     assert f.action == "tune" and f.fix["max_num_seqs"] > 256
+
+
+def _at_cap(cap: int, waiting: list[int], kv: float = 10.0) -> list[str]:
+    return [STATS.format(s=s, w=w, kv=kv).replace("Running: 18 reqs", f"Running: {cap} reqs")
+            for s, w in enumerate(waiting)]
+
+
+@pytest.mark.parametrize("said", [
+    "(APIServer pid=1) INFO 04-02 06:41:52 [utils.py:233] non-default args: {'model': 'Qwen/Qwen3-8B', 'max_num_seqs': 64}",
+    "INFO 04-02 06:41:52 api_server.py:1] args: Namespace(host=None, max_model_len=8128, max_num_seqs=64, seed=0)",
+    "$ vllm serve Qwen/Qwen3-8B --max-model-len 8128 --max-num-seqs 64",
+])
+def test_a_queue_held_at_the_cap_the_log_configured_is_read(said):
+    # a server started with its own max_num_seqs pins its running count there, which the default
+    # cap's literal never selects (blind rounds 34-37: caps of 8 and 64); the cap is read from the
+    # log's head and the rule bound to it
+    f = diagnose("\n".join([said] + _at_cap(64, [190, 191, 192]))).primary
+    assert (f.rule, f.kind, f.numbers["requests_running"]) == ("vllm.log.queue_at_sequence_cap", "queue_growth", 64)
+    assert f.fix["max_num_seqs"] > 64
+    # held three stats lines in a row: a burst the cap absorbs for one or two, then drains, is the
+    # setting at work (corpus look-alike 3551); and a log that configures no cap reads nothing there
+    assert diagnose("\n".join([said] + _at_cap(64, [62, 45]))).findings == []
+    assert diagnose("\n".join(_at_cap(64, [190, 191, 192]))).findings == []
+    # the queue empty, or the cache full, is no queue the cap holds
+    assert diagnose("\n".join([said] + _at_cap(64, [0, 0, 0]))).findings == []
+    assert diagnose("\n".join([said] + _at_cap(64, [190, 191, 192], kv=97.0))).primary.kind != "queue_growth"
+
+
+def test_a_rule_set_without_the_queue_rule_binds_nothing():
+    from selfheal.handlers.observer.configured import configured_matchers
+    rules = [m for m in builtin_ruleset().matchers if m.rule.id != "vllm.log.queue_at_sequence_cap"]
+    assert configured_matchers("'max_num_seqs': 64", tuple(rules)) == ()
+    assert len(configured_matchers(b"'max_num_seqs': 64, 'max_num_seqs': 256", builtin_ruleset().matchers)) == 1
 
 
 def test_the_whole_startup_message_is_one_finding_not_its_tail_too():
