@@ -150,8 +150,14 @@ CATEGORIES = {"prefix", "abridged", "raise_site", "accounting", "truncated", "ru
 # reports, threads of other engines and of programs that embed vLLM, and 2025-26 V1 threads;
 # 12 of 13 failures and 10 of 10 look-alikes right before any rule changed for them, the miss a
 # traceback cut at its first lines after the profile run began, now read as cut in the dummy
-# batch): 0.9246 (numbers 0.8991, direction 0.881)
-FLOORS = {"kind": 0.924, "numbers": 0.899, "direction": 0.881}
+# batch): 0.9246 (numbers 0.8991, direction 0.881); then a queue held at the max_num_seqs the
+# log configured, read by the queue rule bound to that cap (configured.py): 0.927; round 37's 12
+# (1237: committed logs and notes of course, hackathon and small projects, and benchmark sweeps'
+# server logs; 7 of 8 failures and 5 of 5 look-alikes right before any rule changed for them, the
+# miss a fourth queue held at a configured cap, read since; a log two miners found is kept once):
+# 0.9279 (numbers 0.8986, direction 0.8807: the new labels call a full cache or a refusal that
+# their sources leave unfixed "no setting helps")
+FLOORS = {"kind": 0.927, "numbers": 0.898, "direction": 0.880}
 
 
 @pytest.fixture(scope="module")
