@@ -30,9 +30,10 @@ __all__ = ["HEAD_CHARS", "configured_matchers"]
 HEAD_CHARS = 1 << 16
 #: at most this many distinct caps are bound (a log of several starts, a sweep's)
 MAX_CAPS = 4
-#: the rule bound, and the caps its own literals already name (vLLM's defaults)
+#: the rule bound; the caps that rules of its kind name in their literals (vLLM's defaults, 256 and
+#: 1024) are read by those rules and left alone
 TEMPLATE = "vllm.log.queue_at_sequence_cap"
-DEFAULT_CAPS = frozenset({256, 1024})
+_NAMED_CAP = re.compile(r"Running: (\d+) reqs")
 #: stats lines at a configured cap in a row (at most the rule's `gap` apart) before the queue is
 #: held there: a cap set on purpose (a benchmark sweep's) absorbs a burst for a stats interval or
 #: two and drains, which is the setting doing its work (a look-alike of the corpus, 3551)
@@ -42,12 +43,20 @@ _CAP = re.compile(r"""max[_-]num[_-]seqs['"]?\s*[:=]?\s*(\d{1,6})(?!\d)""")
 
 def configured_matchers(text, matchers: tuple[Matcher, ...]) -> tuple[Matcher, ...]:
     """Matchers of the queue rule bound to each max_num_seqs the head of `text` (a str, bytes or
-    logfile.FileBytes) configures, other than vLLM's defaults; () when it configures none."""
+    logfile.FileBytes) configures, other than those its rules name already (vLLM's defaults); ()
+    when it configures none."""
     head = text[:HEAD_CHARS]
     if not isinstance(head, str):
         head = bytes(head).decode("utf-8", "replace")
-    caps = sorted({int(m.group(1)) for m in _CAP.finditer(head)} - DEFAULT_CAPS - {0})[:MAX_CAPS]
+    caps = sorted({int(m.group(1)) for m in _CAP.finditer(head)} - _named_caps(matchers) - {0})[:MAX_CAPS]
     return _bound(matchers, tuple(caps)) if caps else ()
+
+
+@functools.lru_cache(maxsize=16)
+def _named_caps(matchers: tuple[Matcher, ...]) -> frozenset[int]:
+    template = next((m for m in matchers if m.rule.id == TEMPLATE), None)
+    return frozenset(int(c) for m in matchers if template is not None and m.rule.kind == template.rule.kind
+                     for c in _NAMED_CAP.findall(m.literal))
 
 
 @functools.lru_cache(maxsize=32)
@@ -55,9 +64,15 @@ def _bound(matchers: tuple[Matcher, ...], caps: tuple[int, ...]) -> tuple[Matche
     base = next((m for m in matchers if m.rule.id == TEMPLATE), None)
     if base is None:  # a rule set without the rule: nothing to bind
         return ()
+    named = _NAMED_CAP.search(base.literal)
+    if named is None:  # a rule whose literal names no cap
+        return ()
+    running = f"(?P<running>{named.group(1)})"
     out = []
     for cap in caps:
-        patterns = tuple(p.replace("(?P<running>256)", f"(?P<running>{cap})") for p in base.rule.patterns)
+        patterns = tuple(p.replace(running, f"(?P<running>{cap})") for p in base.rule.patterns)
+        if patterns == base.rule.patterns:  # a rule that does not name its cap as its running count
+            return ()
         rule = msgspec.structs.replace(base.rule, prefilter=f"Running: {cap} reqs", patterns=patterns,
                                        sustain=max(base.rule.sustain, SUSTAIN))
         out.append(Matcher(rule, base.order))

@@ -45,7 +45,7 @@ _NOT_ANOTHER_CAUSE = re.compile(
 # "kernel.cu:12:5: error: ...", "fatal error: Python.h: No such file or directory"), as a JIT build
 # in a phase prints it: lower-case "error:" after the tool or the file and line, never a logger's "ERROR"
 # (its "ld returned 1 exit status" is the build's cause, not a wrapper's pointer to one)
-_TOOL_ERROR = re.compile(r"(?:^|\s)(?:[\w./+-]+(?::\d+)*: )?(?:fatal )?error: \S.*$")
+_TOOL_ERROR = re.compile(r"(?:^|\s)(?:[\w./+-]+(?::\d+)*: (?:fatal )?error|fatal error): \S.*$")
 _MEMORY = re.compile(_MEMORY_CAUSE, re.I)
 # a wrapper that quotes the worker's own error (V1 multiproc_executor get_response: "Worker
 # failed with error '<error>', please check the stack trace above for the root cause") is judged

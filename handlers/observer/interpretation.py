@@ -129,8 +129,7 @@ class Interpretation:
         self.calm_line = self.calm_before = self.finding_line = 0
         # the rules that read vLLM's accounting, not its errors (`_withdraw_inferred`), each with the
         # names its `when` needs known: where one is not, its silence compared nothing, and held nothing
-        self.accounting_rules = {m.rule.id: tuple(_KNOWN.findall(m.rule.when)) for m in matchers
-                                 if m.rule.confidence == "inferred"}
+        self.accounting_rules = _accounting_rules(matchers)
         self.fixes: dict[tuple, tuple[dict, str]] = {}
 
     def add(self, hit: Hit) -> None:
@@ -413,6 +412,15 @@ class Interpretation:
                     for s in self.seen.values() if s.count > s.listed]
         return Diagnosis(primary=primary, findings=list(self.listed.values()),
                          repeated=sorted(repeated, key=lambda r: r.index))
+
+
+@functools.lru_cache(maxsize=16)
+def _accounting_rules(matchers: tuple[Matcher, ...]) -> dict[str, tuple[str, ...]]:
+    """The rules that read vLLM's accounting, each with the names its `when` tests with known(),
+    read from the compiled guard's canonical form (one spelling, whatever the rule file's spacing);
+    worked out once per rule set, not per log."""
+    return {m.rule.id: tuple(_KNOWN.findall(m.program.guard.canonical)) if m.program.guard is not None else ()
+            for m in matchers if m.rule.confidence == "inferred"}
 
 
 def interpret(hits: Iterable[Hit], current: ServingConfig | None, bounds: ActuatorBounds, buffer: float,

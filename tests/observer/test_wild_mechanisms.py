@@ -105,6 +105,10 @@ def test_a_traceback_begun_in_the_profile_run_and_cut_before_its_frames_is_one_t
     runpy = W + '  File "/usr/lib/python3.10/runpy.py", line 196, in _run_module_as_main'
     f = diagnose("\n".join([PROFILE, W + "Traceback (most recent call last):", runpy])).primary
     assert (f.rule, f.kind, f.confidence) == ("vllm.cut.dummy_batch", "cuda_oom_allocation", "truncated")
+    # a program's own words "with error:" are no compiler's or linker's diagnostic
+    said = "INFO 09-27 05:20:39 client.py:8] request failed with error: timed out"
+    f = diagnose("\n".join([PROFILE, W + "Traceback (most recent call last):", runpy, said])).primary
+    assert (f.rule, f.confidence) == ("vllm.cut.dummy_batch", "truncated")
 
 
 def test_a_traceback_outside_the_profile_run_tells_no_phase():
